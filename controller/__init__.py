@@ -1,0 +1,1 @@
+"""Real-time controller, safety envelope, policies, gymnasium environments, training, replay."""

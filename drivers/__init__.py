@@ -1,0 +1,1 @@
+"""Serial stimulator driver, device wire protocol, device emulator and bridge."""

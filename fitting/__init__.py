@@ -1,0 +1,1 @@
+"""Fit channel parameters of multi-compartment NEURON models to measurements."""

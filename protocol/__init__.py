@@ -1,0 +1,1 @@
+"""Wire protocol: messages, msgpack codec, ZeroMQ transport and session recordings."""

@@ -1,0 +1,1 @@
+"""FTSTS spiking-network simulator (Schmalz & Kumar 2019) in Numba."""

@@ -1,0 +1,203 @@
+"""Charge-balanced biphasic FTSTS stimulation and its exact per-step integration.
+
+A pulse is two rectangular phases of equal width and opposite sign (cathodic-first for the
+population that receives the "negative-first" waveform). The excitatory (E) and inhibitory (I)
+populations see the same pulse with opposite polarity, optionally shifted by an E–I offset:
+
+* ``desync`` (Fig 3): I cells get (+, −), E cells get (−, +), so I is depolarised about one phase
+  width before E on every pulse; post-before-pre pairing on E→I synapses gives LTD.
+* ``sync`` (Fig 4): the waveforms are swapped, E leads I and E→I synapses potentiate.
+
+Pulses are integrated by the charge they deliver inside each time step: the drive applied in a
+step is the exact integral of the waveform over that step divided by ``dt``. A 50 µs phase at
+``dt = 0.1 ms`` is therefore neither lost nor rounded up to a whole step. Amplitudes are in the
+model's drive units (mV inside ``τ_m·dV/dt``); charge is reported in mV·ms (amplitude × time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.errors import ConfigError
+
+Polarity = Literal["desync", "sync"]
+
+#: Limits the simulator accepts (and advertises to controllers), in model units.
+AMPLITUDE_RANGE_MV = (0.0, 400.0)
+FREQUENCY_RANGE_HZ = (1.0, 250.0)
+PULSE_WIDTH_RANGE_US = (10.0, 5000.0)
+EI_OFFSET_RANGE_MS = (-50.0, 50.0)
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"Expected a finite {name}, actual {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"Expected {name} in [{lo}, {hi}], actual {value!r}")
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """One setting of the pulse train, held until the next setting.
+
+    Args:
+        amplitude_mv: Drive per phase in model units (mV inside ``τ_m·dV/dt``); 0 means off.
+        frequency_hz: Pulse rate in Hz.
+        pulse_width_us: Width of each phase in µs (the pulse is two phases long).
+        polarity: ``desync`` (I leads E: E→I depression) or ``sync`` (E leads I: potentiation).
+        ei_offset_ms: Extra delay of the I waveform relative to the E waveform in ms (Fig 12).
+    """
+
+    amplitude_mv: float
+    frequency_hz: float = 1000.0 / 12.0
+    pulse_width_us: float = 1000.0
+    polarity: Polarity = "desync"
+    ei_offset_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_range("amplitude_mv", self.amplitude_mv, *AMPLITUDE_RANGE_MV)
+        _check_range("frequency_hz", self.frequency_hz, *FREQUENCY_RANGE_HZ)
+        _check_range("pulse_width_us", self.pulse_width_us, *PULSE_WIDTH_RANGE_US)
+        _check_range("ei_offset_ms", self.ei_offset_ms, *EI_OFFSET_RANGE_MS)
+        if self.polarity not in ("desync", "sync"):
+            raise ConfigError(f"Expected polarity 'desync' or 'sync', actual {self.polarity!r}")
+        period_ms = 1000.0 / self.frequency_hz
+        if 2.0 * self.pulse_width_us / 1000.0 > period_ms:
+            raise ConfigError(
+                f"Expected two phases of {self.pulse_width_us} µs to fit in one period of "
+                f"{period_ms:.3f} ms ({self.frequency_hz} Hz); lower the pulse width or frequency"
+            )
+
+    @property
+    def is_on(self) -> bool:
+        """Whether this setting delivers any pulse."""
+        return self.amplitude_mv > 0.0
+
+    @property
+    def charge_per_phase_mv_ms(self) -> float:
+        """Charge of one phase in model units (mV·ms)."""
+        return self.amplitude_mv * self.pulse_width_us / 1000.0
+
+
+#: The paper's Fig 3 pulse train: 100 mV, 1 ms phases, 12 ms period (83.3 Hz), I leads E.
+FTSTS_DESYNC = Stimulus(amplitude_mv=100.0)
+#: The paper's Fig 4 pulse train: 200 mV, swapped polarity (E leads I).
+FTSTS_SYNC = Stimulus(amplitude_mv=200.0, polarity="sync")
+
+
+@dataclass
+class _Pulse:
+    """A pulse already started: it finishes with the setting it started with."""
+
+    onset_ms: float
+    amplitude_mv: float
+    width_ms: float
+    sign_e: float  # sign of the E waveform's first phase
+    ei_offset_ms: float
+
+    def end_ms(self) -> float:
+        return self.onset_ms + max(0.0, self.ei_offset_ms) + 2.0 * self.width_ms
+
+
+@dataclass
+class PulseTrain:
+    """Stateful pulse scheduler that turns settings into per-step drive.
+
+    The train keeps its phase across windows: a new setting takes effect at the next pulse onset,
+    and a pulse that has started always finishes with the amplitude and width it started with, so
+    every pulse is charge-balanced whatever the controller does between windows. Turning the
+    stimulation off lets the pulse in progress finish; turning it on starts a pulse at once.
+    """
+
+    next_onset_ms: float | None = None
+    pending: list[_Pulse] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Forget every scheduled and running pulse."""
+        self.next_onset_ms = None
+        self.pending.clear()
+
+    def drive(
+        self, stimulus: Stimulus | None, t0_ms: float, n_steps: int, dt_ms: float
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float, int]:
+        """Per-step mean drive for E and I cells over ``n_steps`` steps from ``t0_ms``.
+
+        Args:
+            stimulus: The setting for this window, or ``None`` (off).
+            t0_ms: Start of the window in model time (ms).
+            n_steps: Number of integration steps in the window.
+            dt_ms: Integration step (ms).
+
+        Returns:
+            ``(u_e, u_i, charge_mv_ms, n_pulses)``: the per-step mean drive (mV) for E and for I
+            cells, the absolute charge delivered in the window (both phases, one waveform), and
+            how many pulses started in the window.
+        """
+        t1_ms = t0_ms + n_steps * dt_ms
+        on = stimulus is not None and stimulus.is_on
+        if on:
+            assert stimulus is not None
+            period_ms = 1000.0 / stimulus.frequency_hz
+            if self.next_onset_ms is None or self.next_onset_ms < t0_ms - 1e-9:
+                self.next_onset_ms = t0_ms
+            sign_e = -1.0 if stimulus.polarity == "desync" else 1.0
+            while self.next_onset_ms < t1_ms - 1e-9:
+                self.pending.append(
+                    _Pulse(
+                        self.next_onset_ms,
+                        stimulus.amplitude_mv,
+                        stimulus.pulse_width_us / 1000.0,
+                        sign_e,
+                        stimulus.ei_offset_ms,
+                    )
+                )
+                self.next_onset_ms += period_ms
+        else:
+            self.next_onset_ms = None
+        u_e = np.zeros(n_steps)
+        u_i = np.zeros(n_steps)
+        charge = 0.0
+        started = 0
+        still_running: list[_Pulse] = []
+        for pulse in self.pending:
+            if t0_ms - 1e-9 <= pulse.onset_ms < t1_ms - 1e-9:
+                started += 1
+            e_onset = pulse.onset_ms + max(0.0, -pulse.ei_offset_ms)
+            i_onset = pulse.onset_ms + max(0.0, pulse.ei_offset_ms)
+            w = pulse.width_ms
+            a = pulse.amplitude_mv
+            # E waveform: sign_e for one phase, then -sign_e; I waveform is its mirror image.
+            charge += _add_phase(u_e, t0_ms, dt_ms, e_onset, e_onset + w, a * pulse.sign_e)
+            charge += _add_phase(u_e, t0_ms, dt_ms, e_onset + w, e_onset + 2 * w, -a * pulse.sign_e)
+            _add_phase(u_i, t0_ms, dt_ms, i_onset, i_onset + w, -a * pulse.sign_e)
+            _add_phase(u_i, t0_ms, dt_ms, i_onset + w, i_onset + 2 * w, a * pulse.sign_e)
+            if pulse.end_ms() > t1_ms + 1e-9:
+                still_running.append(pulse)
+        self.pending = still_running
+        return u_e, u_i, charge, started
+
+
+def _add_phase(
+    u: npt.NDArray[np.float64], t0_ms: float, dt_ms: float, a_ms: float, b_ms: float, level: float
+) -> float:
+    """Add the step-averaged drive of a rectangular phase ``[a, b)`` to ``u``.
+
+    Returns:
+        The absolute charge (mV·ms) of the part of the phase that falls inside the window.
+    """
+    n = u.shape[0]
+    first = max(0, int(math.floor((a_ms - t0_ms) / dt_ms)))
+    last = min(n - 1, int(math.ceil((b_ms - t0_ms) / dt_ms)) - 1)
+    delivered = 0.0
+    for k in range(first, last + 1):
+        s = t0_ms + k * dt_ms
+        overlap = min(b_ms, s + dt_ms) - max(a_ms, s)
+        if overlap > 0.0:
+            u[k] += level * overlap / dt_ms
+            delivered += abs(level) * overlap
+    return delivered
