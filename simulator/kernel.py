@@ -1,0 +1,313 @@
+"""The Numba kernel that integrates the FTSTS network for a run of steps.
+
+One call advances every neuron by ``n_steps`` forward-Euler steps of ``dt``. The order of
+operations inside a step follows the authors' released code (see ``docs/simulator.md``):
+
+1. every neuron reads its delayed synaptic variable ``S(t − d)`` and updates ``V``, ``S``, ``X``
+   from the old state; threshold crossings, the refractory clamp and the floor at ``V_rest``
+   are applied in one if/elif chain;
+2. E spikes (ascending index): jumps onto their targets' ``X``, depression of their outgoing
+   E→I synapses;
+3. I spikes: jumps onto their targets' ``X``, potentiation of their incoming E→I synapses;
+4. STDP traces decay and the spiking neurons' traces are bumped.
+
+``overwrite=True`` reproduces the released code's quirks: a jump sets ``X(t+dt) = X(t) + w``
+(simultaneous jumps onto one target do not add and that step's decay is skipped) and a same-step
+pre/post pair keeps only the potentiation. ``overwrite=False`` sums jumps and applies both updates.
+
+Spikes are written as (labelled step at the end of the spiking step, neuron index) pairs into
+caller-owned buffers; nothing dense over time is stored. A causal Kuramoto order parameter is
+sampled every ``kop_every`` steps from per-neuron phasors (phase extrapolated from the last
+inter-spike interval), see :mod:`simulator.synchrony`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+TWO_PI = 2.0 * math.pi
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def run_steps(  # noqa: PLR0913 - a flat signature keeps the kernel a single compiled unit
+    n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym,
+    # neuron state
+    v, ref, x_cross, s_cross, x_rec, s_rec, xprev_cross, xprev_rec, hist_cross, hist_rec, head,
+    # per-neuron constants and drives
+    dt_over_tau, base, coef_e, coef_i, noise_gain, xi, u_e, u_i, scale_cross, scale_rec, v_new,
+    v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
+    # projections: E→I, I→E, E→E, I→I
+    ei_ptr, ei_tgt, ei_w, ei_in_ptr, ei_in_syn, ei_pre,
+    ie_ptr, ie_tgt, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
+    ee_ptr, ee_tgt, ii_ptr, ii_tgt,
+    # plasticity
+    tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
+    w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie, c_p, k_p, c_d, k_d,
+    last_spike, prev_spike, spiked, step_spk,
+    # outputs
+    spk_step, spk_idx, n_spk, pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e,
+    kop_every, kop_z_re, kop_z_im, kop_r_re, kop_r_im, kop_acc,
+):  # fmt: skip
+    n = v.shape[0]
+    n_i = n - n_e
+    depth = hist_cross.shape[0]
+    h = head[0]
+    ns = n_spk[0]
+    cap = spk_step.shape[0]
+    inv_e = 1.0 / n_e
+    inv_i = 1.0 / n_i
+    for k in range(n_steps):
+        t_end = step0 + k + 1
+        n_now = 0
+        ue = u_e[k]
+        ui = u_i[k]
+        # pass A (vectorisable): delayed synaptic input, synaptic kinetics, candidate V
+        for i in range(n):
+            z = scale_cross[i] * hist_cross[h, i]
+            hist_cross[h, i] = s_cross[i]
+            s_cross[i] += syn_d * (x_cross[i] - s_cross[i])
+            xprev_cross[i] = x_cross[i]
+            x_cross[i] *= x_decay
+            vo = v[i]
+            v_new[i] = (
+                vo
+                + dt_over_tau[i] * (base[i] - vo + z + coef_e[i] * ue + coef_i[i] * ui)
+                + noise_gain[i] * xi[k, i]
+            )
+        if has_rec:
+            for i in range(n):
+                v_new[i] += dt_over_tau[i] * scale_rec[i] * hist_rec[h, i]
+                hist_rec[h, i] = s_rec[i]
+                s_rec[i] += syn_d * (x_rec[i] - s_rec[i])
+                xprev_rec[i] = x_rec[i]
+                x_rec[i] *= x_decay
+        # pass B: threshold crossing, refractory clamp, floor (one if/elif chain per neuron)
+        for i in range(n):
+            vo = v[i]
+            vn = v_new[i]
+            if vo < v_th and vn >= v_th:
+                vn = v_reset
+                ref[i] = ref_steps
+                spiked[i] = True
+                step_spk[n_now] = i
+                n_now += 1
+                if ns < cap:
+                    spk_step[ns] = t_end
+                    spk_idx[ns] = i
+                ns += 1
+            elif ref[i] > 0:
+                vn = v_reset
+                ref[i] -= 1
+            elif vn < v_rest:
+                vn = v_rest
+            v[i] = vn
+        # pass C (vectorisable): window statistics
+        acc_e = 0.0
+        for i in range(n_e):
+            vv = v[i]
+            acc_e += vv
+            sum_v_e[i] += vv
+            sumsq_v_e[i] += vv * vv
+        acc_i = 0.0
+        for i in range(n_e, n):
+            acc_i += v[i]
+        pop_mean_e[k] = acc_e * inv_e
+        pop_mean_i[k] = acc_i * inv_i
+        h += 1
+        if h == depth:
+            h = 0
+
+        # ---- E spikes: jumps onto I (and E), LTD of outgoing E→I, LTD of incoming I→E (Fig 11)
+        for q in range(n_now):
+            j = step_spk[q]
+            if j >= n_e:
+                break
+            for s in range(ei_ptr[j], ei_ptr[j + 1]):
+                kk = ei_tgt[s]
+                g = n_e + kk
+                if overwrite:
+                    x_cross[g] = xprev_cross[g] + ei_w[s]
+                else:
+                    x_cross[g] += ei_w[s]
+                if plast_on:
+                    if rule_sym:
+                        if last_spike[g] >= 0:
+                            lag = t_end - last_spike[g]
+                            w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                            ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
+                    elif not (overwrite and spiked[g]):
+                        w = ei_w[s] + eta_ltd * tr_i[kk]
+                        ei_w[s] = w if w > w_lo_ei else w_lo_ei
+            if has_rec:
+                for s in range(ee_ptr[j], ee_ptr[j + 1]):
+                    g = ee_tgt[s]
+                    if overwrite:
+                        x_rec[g] = xprev_rec[g] + 1.0
+                    else:
+                        x_rec[g] += 1.0
+            if plastic_ie and plast_on:
+                for qq in range(ie_in_ptr[j], ie_in_ptr[j + 1]):
+                    s = ie_in_syn[qq]
+                    pre = ie_pre[s]
+                    if overwrite and spiked[n_e + pre]:
+                        continue
+                    w = ie_w[s] + eta_ltd * tr_i[pre]
+                    ie_w[s] = w if w > w_lo_ie else w_lo_ie
+
+        # ---- I spikes: jumps onto E (and I), LTP of incoming E→I, LTP of outgoing I→E (Fig 11)
+        for q in range(n_now):
+            g = step_spk[q]
+            if g < n_e:
+                continue
+            j = g - n_e
+            for s in range(ie_ptr[j], ie_ptr[j + 1]):
+                kk = ie_tgt[s]
+                if overwrite:
+                    x_cross[kk] = xprev_cross[kk] - ie_w[s]
+                else:
+                    x_cross[kk] -= ie_w[s]
+                if plastic_ie and plast_on:
+                    w = ie_w[s] + eta_ltp * tr_e[kk]
+                    ie_w[s] = w if w < w_hi_ie else w_hi_ie
+            if has_rec:
+                for s in range(ii_ptr[j], ii_ptr[j + 1]):
+                    gg = n_e + ii_tgt[s]
+                    if overwrite:
+                        x_rec[gg] = xprev_rec[gg] - 1.0
+                    else:
+                        x_rec[gg] -= 1.0
+            if plast_on:
+                for qq in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
+                    s = ei_in_syn[qq]
+                    pre = ei_pre[s]
+                    if rule_sym:
+                        if last_spike[pre] >= 0:
+                            lag = t_end - last_spike[pre]
+                            w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                            ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
+                    else:
+                        w = ei_w[s] + eta_ltp * tr_e[pre]
+                        ei_w[s] = w if w < w_hi_ei else w_hi_ei
+
+        # ---- traces decay, then the spiking neurons' bumps; spike bookkeeping
+        for i in range(n_e):
+            tr_e[i] *= tr_e_decay
+        for i in range(n_i):
+            tr_i[i] *= tr_i_decay
+        for q in range(n_now):
+            g = step_spk[q]
+            spiked[g] = False
+            if g < n_e:
+                tr_e[g] += a0
+                last = last_spike[g]
+                if last >= 0:
+                    isi = t_end - last
+                    # phasor at the next sample time and its per-sample rotation
+                    ahead = (kop_every - t_end % kop_every) % kop_every
+                    ang = TWO_PI * ahead / isi
+                    kop_z_re[g] = math.cos(ang)
+                    kop_z_im[g] = math.sin(ang)
+                    rot = TWO_PI * kop_every / isi
+                    kop_r_re[g] = math.cos(rot)
+                    kop_r_im[g] = math.sin(rot)
+                prev_spike[g] = last
+            else:
+                tr_i[g - n_e] += a0
+            last_spike[g] = t_end
+
+        # ---- causal Kuramoto sample
+        if t_end % kop_every == 0:
+            sr = 0.0
+            si = 0.0
+            valid = 0
+            for i in range(n_e):
+                if prev_spike[i] >= 0:
+                    zr = kop_z_re[i]
+                    zi = kop_z_im[i]
+                    sr += zr
+                    si += zi
+                    valid += 1
+                    rr = kop_r_re[i]
+                    ri = kop_r_im[i]
+                    kop_z_re[i] = zr * rr - zi * ri
+                    kop_z_im[i] = zr * ri + zi * rr
+            if valid > 0:
+                kop_acc[0] += math.sqrt(sr * sr + si * si) / valid
+                kop_acc[1] += 1.0
+    head[0] = h
+    n_spk[0] = ns
+
+
+@njit(cache=True, nogil=True)
+def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):
+    """Kuramoto order parameter of E cells on a time grid, from spike lists (offline).
+
+    The phase of neuron ``k`` rises linearly by 2π between consecutive spikes. A neuron enters
+    the average at ``t`` only if two of its spikes bracket ``t`` (first spike ≤ t < last spike):
+    before its first and after its last spike its phase is undefined and it is masked, not
+    given an artificial phase.
+
+    Args:
+        spike_times_ms: Spike times, any order.
+        spike_neurons: Neuron index of each spike (E neurons are ``0..n_e-1``).
+        n_e: Number of E neurons.
+        t_grid_ms: Ascending, evenly spaced sample times.
+
+    Returns:
+        ``(r, n_valid)``: R(t) (NaN where no neuron is valid) and the number of neurons in the
+        average at each sample.
+    """
+    m = t_grid_ms.shape[0]
+    re = np.zeros(m)
+    im = np.zeros(m)
+    cnt = np.zeros(m, dtype=np.int64)
+    if m == 0:
+        return re, cnt
+    t0 = t_grid_ms[0]
+    step = t_grid_ms[1] - t_grid_ms[0] if m > 1 else 1.0
+    sel = spike_neurons < n_e
+    times = spike_times_ms[sel]
+    neurons = spike_neurons[sel]
+    order = np.argsort(neurons * 1e9 + times)
+    a = 0
+    total = order.shape[0]
+    while a < total:
+        nk = neurons[order[a]]
+        b = a
+        while b + 1 < total and neurons[order[b + 1]] == nk:
+            b += 1
+        for q in range(a, b):
+            ta = times[order[q]]
+            tb = times[order[q + 1]]
+            isi = tb - ta
+            if isi <= 0.0:
+                continue
+            first = int(math.ceil((ta - t0) / step - 1e-9))
+            if first < 0:
+                first = 0
+            last = int(math.ceil((tb - t0) / step - 1e-9)) - 1
+            if last > m - 1:
+                last = m - 1
+            if last < first:
+                continue
+            ang0 = TWO_PI * (t_grid_ms[first] - ta) / isi
+            zr = math.cos(ang0)
+            zi = math.sin(ang0)
+            rot = TWO_PI * step / isi
+            rr = math.cos(rot)
+            ri = math.sin(rot)
+            for g in range(first, last + 1):
+                re[g] += zr
+                im[g] += zi
+                cnt[g] += 1
+                nzr = zr * rr - zi * ri
+                zi = zr * ri + zi * rr
+                zr = nzr
+        a = b + 1
+    r = np.empty(m)
+    for g in range(m):
+        r[g] = math.sqrt(re[g] ** 2 + im[g] ** 2) / cnt[g] if cnt[g] > 0 else np.nan
+    return r, cnt

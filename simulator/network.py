@@ -1,0 +1,390 @@
+"""The FTSTS network: ``reset(seed)``, then ``advance(stimulus, duration_ms)`` window by window.
+
+This is the one stepping API that the gymnasium environment, the protocol server and the device
+emulator share. Each ``advance`` returns a :class:`WindowStats` with the window's observations
+(synchrony, voltage statistics, mean plastic weight, rates, χ, delivered charge) and its spikes as
+(time, neuron) lists.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.errors import ConfigError, NeuroLoopError
+from simulator.config import CHUNK_MS, NetworkConfig
+from simulator.connectivity import Projection, bernoulli_projection, empty_projection
+from simulator.kernel import run_steps
+from simulator.noise import standard_normal_f32
+from simulator.stimulus import PulseTrain, Stimulus
+from simulator.synchrony import chi_from_sums
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Names and order of the scalar observations a window reports.
+OBSERVATION_FIELDS: tuple[str, ...] = (
+    "synchrony",
+    "mean_v_e_mv",
+    "sd_v_e_mv",
+    "mean_v_i_mv",
+    "sd_v_i_mv",
+    "weight_mv",
+    "rate_e_hz",
+    "rate_i_hz",
+    "chi",
+    "charge_mv_ms",
+)
+
+
+@dataclass
+class WindowStats:
+    """What one ``advance`` call observed.
+
+    Attributes:
+        t_start_ms: Model time at the start of the window.
+        t_end_ms: Model time at the end of the window.
+        synchrony: Mean causal Kuramoto order parameter R of E cells over the window (0 until
+            some E cell has fired twice).
+        mean_v_e_mv: Time mean of the E population-mean membrane potential.
+        sd_v_e_mv: Temporal SD of the E population-mean membrane potential.
+        mean_v_i_mv: Time mean of the I population-mean membrane potential.
+        sd_v_i_mv: Temporal SD of the I population-mean membrane potential.
+        weight_mv: Mean effective E→I weight ``J_I·W`` at the end of the window.
+        weight_ie_mv: Mean effective I→E weight ``J_E·W`` at the end (differs from ``J_E`` only
+            when I→E is plastic).
+        rate_e_hz: Mean E firing rate in the window.
+        rate_i_hz: Mean I firing rate in the window.
+        chi: Voltage synchrony χ of E cells over the window.
+        charge_mv_ms: Absolute charge delivered in the window (both phases, one waveform).
+        pulses: Pulses started in the window.
+        stimulating: Whether any stimulation was delivered in the window.
+        spike_times_ms: Spike times.
+        spike_neurons: Spiking neuron per spike (E: ``0..n_e-1``, I: ``n_e..n-1``).
+        wall_s: Wall-clock seconds the window took to simulate.
+    """
+
+    t_start_ms: float
+    t_end_ms: float
+    synchrony: float
+    mean_v_e_mv: float
+    sd_v_e_mv: float
+    mean_v_i_mv: float
+    sd_v_i_mv: float
+    weight_mv: float
+    weight_ie_mv: float
+    rate_e_hz: float
+    rate_i_hz: float
+    chi: float
+    charge_mv_ms: float
+    pulses: int
+    stimulating: bool
+    spike_times_ms: FloatArray = field(repr=False)
+    spike_neurons: npt.NDArray[np.int32] = field(repr=False)
+    wall_s: float = 0.0
+
+    def observation(self) -> dict[str, float]:
+        """The scalar observations, keyed by :data:`OBSERVATION_FIELDS`."""
+        return {name: float(getattr(self, name)) for name in OBSERVATION_FIELDS}
+
+
+class SimulationError(NeuroLoopError):
+    """The network was used before ``reset`` or produced a non-finite state."""
+
+
+class Network:
+    """The E–I LIF network with STDP, advanced window by window.
+
+    Args:
+        config: The network's parameters.
+
+    Example:
+        >>> net = Network(NetworkConfig(n_e=160, n_i=40))
+        >>> net.reset(seed=1)
+        >>> stats = net.advance(Stimulus(100.0), 20.0)
+    """
+
+    def __init__(self, config: NetworkConfig | None = None) -> None:
+        self.config = config if config is not None else NetworkConfig()
+        self._ready = False
+        self._pulses = PulseTrain()
+        self.seed: int | None = None
+        self.step = 0
+
+    # ------------------------------------------------------------------ set-up
+    def reset(self, seed: int) -> None:
+        """Draw a new network and initial state from ``seed`` (same seed, identical run).
+
+        Args:
+            seed: Seed of the run's ``numpy.random.Generator`` streams (connectivity, membrane
+                time constants and noise each get their own child stream).
+        """
+        cfg = self.config
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"Expected seed to be an integer >= 0, actual {seed!r}")
+        self.seed = int(seed)
+        conn_ss, tau_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
+        conn = np.random.default_rng(conn_ss)
+        self._noise = np.random.default_rng(noise_ss)
+        n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
+
+        self._ei = bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init)
+        self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
+        self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
+        self._ee: Projection = (
+            bernoulli_projection(conn, n_e, n_e, cfg.p_recurrent, 1.0, no_self=True)
+            if cfg.j_ee_mv > 0.0
+            else empty_projection(n_e, n_e)
+        )
+        self._ii: Projection = (
+            bernoulli_projection(conn, n_i, n_i, cfg.p_recurrent, 1.0, no_self=True)
+            if cfg.j_ii_mv > 0.0
+            else empty_projection(n_i, n_i)
+        )
+
+        if cfg.tau_m_spread_ms > 0.0:
+            tau_rng = np.random.default_rng(tau_ss)
+            tau = tau_rng.uniform(
+                cfg.tau_m_ms - cfg.tau_m_spread_ms, cfg.tau_m_ms + cfg.tau_m_spread_ms, n
+            )
+        else:
+            tau = np.full(n, cfg.tau_m_ms)
+        dt = cfg.dt_ms
+        self._dt_over_tau = dt / tau
+        sigma = np.concatenate([np.full(n_e, cfg.sigma_e_mv), np.full(n_i, cfg.sigma_i_mv)])
+        if cfg.semantics == "paper":
+            # The released code integrates σ·√τ_m·ξ with plain Euler: increment dt·σ·ξ/√τ_m.
+            base_gain = dt * sigma / np.sqrt(tau)
+        else:
+            # Euler–Maruyama for τ_m·dV = … + σ·√τ_m·dW: increment σ·√(dt/τ_m)·ξ.
+            base_gain = sigma * np.sqrt(dt / tau)
+        self._gain_off = base_gain
+        stim_gain = np.zeros(n)
+        stim_gain[:n_e] = self._dt_over_tau[:n_e] * cfg.stim_noise_e_mv
+        # Two independent Gaussian terms on E cells add as one of summed variance.
+        self._gain_on = np.sqrt(base_gain**2 + stim_gain**2)
+        self._mu = np.concatenate([np.full(n_e, cfg.mu_e_mv), np.full(n_i, cfg.mu_i_mv)])
+        self._scale_cross = np.concatenate(
+            [np.full(n_e, cfg.j_e_mv / cfg.c_norm), np.full(n_i, cfg.j_i_mv / cfg.c_norm)]
+        )
+        self._scale_rec = np.concatenate(
+            [np.full(n_e, cfg.j_ee_mv / n), np.full(n_i, cfg.j_ii_mv / n)]
+        )
+        # Per-neuron weights of the E and I waveforms: each population gets its own waveform,
+        # and the cross-talk cells (Fig 9) also get the other population's.
+        coef_e = np.zeros(n)
+        coef_i = np.zeros(n)
+        coef_e[:n_e] = 1.0
+        coef_i[n_e:] = 1.0
+        coef_i[: round(cfg.crosstalk_fraction * n_e)] = 1.0
+        coef_e[n_e : n_e + round(cfg.crosstalk_fraction * n_i)] = 1.0
+        self._coef_e = coef_e
+        self._coef_i = coef_i
+        self._base = cfg.v_rest_mv + self._mu
+        self._v_new = np.zeros(n)
+
+        d = cfg.delay_steps
+        self.v = np.full(n, cfg.v_reset_mv)
+        self._ref = np.zeros(n, dtype=np.int64)
+        self._x_cross = np.zeros(n)
+        self._s_cross = np.zeros(n)
+        self._x_rec = np.zeros(n)
+        self._s_rec = np.zeros(n)
+        self._xprev_cross = np.zeros(n)
+        self._xprev_rec = np.zeros(n)
+        self._hist_cross = np.zeros((d, n))
+        self._hist_rec = np.zeros((d, n) if self._has_rec else (d, 1))
+        if not self._has_rec:
+            self._hist_rec = np.zeros((d, n))
+        self._head = np.zeros(1, dtype=np.int64)
+        self._tr_e = np.zeros(n_e)
+        self._tr_i = np.zeros(n_i)
+        self._last_spike = np.full(n, -1, dtype=np.int64)
+        self._prev_spike = np.full(n, -1, dtype=np.int64)
+        self._spiked = np.zeros(n, dtype=np.bool_)
+        self._step_spk = np.zeros(n, dtype=np.int64)
+        self._kop_z = (np.ones(n_e), np.zeros(n_e))
+        self._kop_r = (np.ones(n_e), np.zeros(n_e))
+        self._pulses.reset()
+        self.step = 0
+        self._ready = True
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def t_ms(self) -> float:
+        """Current model time (labelled time in paper semantics)."""
+        return self.step * self.config.dt_ms
+
+    @property
+    def weight_mv(self) -> float:
+        """Mean effective E→I weight ``J_I·W`` (mV)."""
+        self._require_ready()
+        return float(self.config.j_i_mv * self._ei.weight.mean()) if self._ei.n_synapses else 0.0
+
+    @property
+    def e_to_i_weights(self) -> FloatArray:
+        """The plastic E→I weights W (dimensionless), one per synapse (a copy)."""
+        self._require_ready()
+        return self._ei.weight.copy()
+
+    def _require_ready(self) -> None:
+        if not self._ready:
+            raise SimulationError("Network.reset(seed) must be called before using the network")
+
+    # ------------------------------------------------------------------ stepping
+    def advance(self, stimulus: Stimulus | None, duration_ms: float) -> WindowStats:
+        """Integrate the network for ``duration_ms`` under ``stimulus``.
+
+        Args:
+            stimulus: Pulse-train setting held for the whole window; ``None`` or zero amplitude
+                means no stimulation (a pulse already running still completes).
+            duration_ms: Window length. Paper semantics advance in the paper's 20 ms chunks,
+                so it must be a multiple of 20 ms there; clean semantics take any multiple of
+                ``dt_ms``.
+
+        Returns:
+            The window's observations and spikes.
+        """
+        self._require_ready()
+        cfg = self.config
+        if not math.isfinite(duration_ms) or duration_ms <= 0.0:
+            raise ConfigError(f"Expected duration_ms > 0, actual {duration_ms!r}")
+        chunk_steps = round(CHUNK_MS / cfg.dt_ms)
+        total_steps = duration_ms / cfg.dt_ms
+        if abs(total_steps - round(total_steps)) > 1e-6:
+            raise ConfigError(
+                f"Expected duration_ms to be a multiple of dt_ms={cfg.dt_ms}, actual {duration_ms}"
+            )
+        total = round(total_steps)
+        paper = cfg.semantics == "paper"
+        if paper and (total % chunk_steps != 0 or self.step % chunk_steps != 0):
+            raise ConfigError(
+                f"Expected duration_ms to be a multiple of {CHUNK_MS} ms in paper semantics "
+                f"(the released code integrates in {CHUNK_MS} ms chunks), actual {duration_ms}"
+            )
+        wall0 = time.perf_counter()
+        t_start = self.t_ms
+        n_e = cfg.n_e
+        cap = max(1024, total * cfg.n // 8)
+        spk_step = np.empty(cap, dtype=np.int64)
+        spk_idx = np.empty(cap, dtype=np.int32)
+        n_spk = np.zeros(1, dtype=np.int64)
+        pop_e = np.empty(total)
+        pop_i = np.empty(total)
+        sum_v = np.zeros(n_e)
+        sumsq_v = np.zeros(n_e)
+        kop_acc = np.zeros(2)
+        kop_every = round(cfg.kop_sample_ms / cfg.dt_ms)
+        charge = 0.0
+        pulses = 0
+        stimulating = False
+        n_done = 0
+        while n_done < total:
+            labelled = min(chunk_steps, total - n_done)
+            # Paper semantics: the released code keeps 199 of every 200 steps (the last step of
+            # each 20 ms chunk is computed and thrown away) and restarts refractoriness at 0.
+            steps = labelled - 1 if paper else labelled
+            if paper:
+                self._ref[:] = 0
+            t0 = self.step * cfg.dt_ms
+            u_e, u_i, q, started = self._pulses.drive(stimulus, t0, steps, cfg.dt_ms)
+            on = stimulus is not None and stimulus.is_on
+            charge += q
+            pulses += started
+            stimulating = stimulating or q > 0.0
+            gain = self._gain_on if on else self._gain_off
+            xi = standard_normal_f32(self._noise, (steps, cfg.n))
+            plast_on = t0 >= cfg.plasticity_onset_ms - 1e-9
+            self._run(steps, u_e, u_i, gain, xi, plast_on, spk_step, spk_idx, n_spk,
+                      pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc)  # fmt: skip
+            if paper:
+                pop_e[n_done + steps] = pop_e[n_done + steps - 1]
+                pop_i[n_done + steps] = pop_i[n_done + steps - 1]
+            self.step += labelled
+            n_done += labelled
+        if n_spk[0] > cap:
+            raise SimulationError(f"Spike buffer overflow: {n_spk[0]} spikes > capacity {cap}")
+        if not np.isfinite(self.v).all():
+            raise SimulationError("Non-finite membrane potential: the integration diverged")
+        ns = int(n_spk[0])
+        spike_neurons = spk_idx[:ns].copy()
+        spike_times = spk_step[:ns] * cfg.dt_ms
+        n_e_spikes = int(np.count_nonzero(spike_neurons < n_e))
+        dur_s = duration_ms / 1000.0
+        kept = total - (total // chunk_steps if paper else 0)
+        chi = chi_from_sums(pop_e, sum_v, sumsq_v, kept) if not paper else chi_from_sums(
+            _kept_rows(pop_e, chunk_steps), sum_v, sumsq_v, kept
+        )
+        return WindowStats(
+            t_start_ms=t_start,
+            t_end_ms=self.t_ms,
+            synchrony=float(kop_acc[0] / kop_acc[1]) if kop_acc[1] > 0 else 0.0,
+            mean_v_e_mv=float(pop_e.mean()),
+            sd_v_e_mv=float(pop_e.std()),
+            mean_v_i_mv=float(pop_i.mean()),
+            sd_v_i_mv=float(pop_i.std()),
+            weight_mv=self.weight_mv,
+            weight_ie_mv=float(cfg.j_e_mv * self._ie.weight.mean()) if self._ie.n_synapses else 0.0,
+            rate_e_hz=n_e_spikes / n_e / dur_s,
+            rate_i_hz=(ns - n_e_spikes) / cfg.n_i / dur_s,
+            chi=chi,
+            charge_mv_ms=charge,
+            pulses=pulses,
+            stimulating=stimulating,
+            spike_times_ms=spike_times,
+            spike_neurons=spike_neurons,
+            wall_s=time.perf_counter() - wall0,
+        )
+
+    def _run(
+        self,
+        steps: int,
+        u_e: FloatArray,
+        u_i: FloatArray,
+        gain: FloatArray,
+        xi: npt.NDArray[np.float32],
+        plast_on: bool,
+        spk_step: npt.NDArray[np.int64],
+        spk_idx: npt.NDArray[np.int32],
+        n_spk: npt.NDArray[np.int64],
+        pop_e: FloatArray,
+        pop_i: FloatArray,
+        sum_v: FloatArray,
+        sumsq_v: FloatArray,
+        kop_every: int,
+        kop_acc: FloatArray,
+    ) -> None:
+        cfg = self.config
+        ei, ie, ee, ii = self._ei, self._ie, self._ee, self._ii
+        run_steps(
+            steps, self.step, cfg.n_e, cfg.semantics == "paper", self._has_rec, plast_on,
+            cfg.plastic_ie, cfg.stdp_rule == "symmetric",
+            self.v, self._ref, self._x_cross, self._s_cross, self._x_rec, self._s_rec,
+            self._xprev_cross, self._xprev_rec, self._hist_cross, self._hist_rec, self._head,
+            self._dt_over_tau, self._base, self._coef_e, self._coef_i, gain, xi, u_e, u_i,
+            self._scale_cross, self._scale_rec, self._v_new,
+            cfg.v_rest_mv, cfg.v_th_mv, cfg.v_reset_mv, cfg.refractory_steps,
+            cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
+            ei.ptr, ei.target, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
+            ie.ptr, ie.target, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
+            ee.ptr, ee.target, ii.ptr, ii.target,
+            self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
+            1.0 - cfg.dt_ms / cfg.tau_ltd_ms, cfg.trace_increment,
+            cfg.eta * cfg.a_ltd, cfg.eta * cfg.a_ltp,
+            cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv,
+            cfg.w_min_mv / cfg.j_e_mv, cfg.w_max_mv / cfg.j_e_mv,
+            cfg.sym_c_p, cfg.dt_ms / cfg.sym_tau_p_ms, cfg.sym_c_d, cfg.dt_ms / cfg.sym_tau_d_ms,
+            self._last_spike, self._prev_spike, self._spiked, self._step_spk,
+            spk_step, spk_idx, n_spk, pop_e, pop_i, sum_v, sumsq_v,
+            kop_every, self._kop_z[0], self._kop_z[1], self._kop_r[0], self._kop_r[1], kop_acc,
+        )  # fmt: skip
+
+
+def _kept_rows(pop: FloatArray, chunk_steps: int) -> FloatArray:
+    """Drop the placeholder row of each paper chunk (the discarded step)."""
+    mask = np.ones(pop.shape[0], dtype=np.bool_)
+    mask[chunk_steps - 1 :: chunk_steps] = False
+    return pop[mask]

@@ -1,0 +1,190 @@
+"""Run an open-loop protocol window by window and summarise it the way the paper reports it."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from simulator.config import CHUNK_MS, Semantics
+from simulator.network import Network
+from simulator.protocols import OpenLoopProtocol
+from simulator.synchrony import epoch_mean, order_parameter
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Epoch over which the paper's pre-stimulation synchrony is averaged (after the start-up).
+PRE_EPOCH_MS = (100.0, 1980.0)
+#: Length of the stimulation-free tail averaged for ``r_tail``.
+TAIL_MS = 5000.0
+
+
+@dataclass
+class RunResult:
+    """Everything a protocol run produced."""
+
+    protocol: str
+    semantics: Semantics
+    seed: int
+    n_e: int
+    n_i: int
+    duration_ms: float
+    window_t_ms: FloatArray
+    window_weight_mv: FloatArray
+    window_rate_e_hz: FloatArray
+    window_rate_i_hz: FloatArray
+    window_synchrony: FloatArray
+    window_chi: FloatArray
+    window_stim: npt.NDArray[np.bool_]
+    spike_times_ms: FloatArray
+    spike_neurons: npt.NDArray[np.int32]
+    r_t_ms: FloatArray
+    r: FloatArray
+    latch_time_s: float | None
+    charge_mv_ms: float
+    wall_s: float
+    jit_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_protocol(
+    protocol: OpenLoopProtocol,
+    *,
+    semantics: Semantics = "paper",
+    n_scale: float = 1.0,
+    duration_s: float | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    r_resolution_ms: float = 1.0,
+) -> RunResult:
+    """Run ``protocol`` and compute the paper's summary numbers.
+
+    Args:
+        protocol: The experiment.
+        semantics: ``paper`` or ``clean``.
+        n_scale: Multiplies the protocol's own population sizes.
+        duration_s: Run length (default: the protocol's).
+        seed: Seed of the run.
+        progress: Called as ``progress(done_windows, total_windows)`` after every window.
+        r_resolution_ms: Grid of the offline order parameter.
+
+    Returns:
+        Per-window traces, spikes, R(t) and the summary (see :func:`summarise`).
+    """
+    cfg = protocol.network_config(semantics, n_scale)
+    duration_ms = (protocol.duration_s if duration_s is None else duration_s) * 1000.0
+    n_windows = max(1, round(duration_ms / CHUNK_MS))
+    duration_ms = n_windows * CHUNK_MS
+    net = Network(cfg)
+    jit0 = time.perf_counter()
+    warm = Network(cfg.replace(n_e=8, n_i=2))
+    warm.reset(0)
+    warm.advance(protocol.stimulus, CHUNK_MS)
+    jit_s = time.perf_counter() - jit0
+    net.reset(seed)
+    t_end = np.zeros(n_windows)
+    weight = np.zeros(n_windows)
+    rate_e = np.zeros(n_windows)
+    rate_i = np.zeros(n_windows)
+    sync = np.zeros(n_windows)
+    chi = np.zeros(n_windows)
+    stim_on = np.zeros(n_windows, dtype=np.bool_)
+    times: list[FloatArray] = []
+    neurons: list[npt.NDArray[np.int32]] = []
+    latched = False
+    latch_time_s: float | None = None
+    charge = 0.0
+    wall = 0.0
+    weight_now, weight_ie_now = net.weight_mv, cfg.j_e_mv * cfg.w_ei
+    for w in range(n_windows):
+        t0 = w * CHUNK_MS
+        active = protocol.stimulus is not None and t0 >= protocol.onset_ms - 1e-9 and not latched
+        if active and protocol.latched(weight_now, weight_ie_now):
+            latched, active = True, False
+            latch_time_s = t0 / 1000.0
+        stats = net.advance(protocol.stimulus if active else None, CHUNK_MS)
+        wall += stats.wall_s
+        weight_now, weight_ie_now = stats.weight_mv, stats.weight_ie_mv
+        t_end[w] = stats.t_end_ms
+        weight[w] = stats.weight_mv
+        rate_e[w] = stats.rate_e_hz
+        rate_i[w] = stats.rate_i_hz
+        sync[w] = stats.synchrony
+        chi[w] = stats.chi
+        stim_on[w] = active
+        charge += stats.charge_mv_ms
+        times.append(stats.spike_times_ms)
+        neurons.append(stats.spike_neurons)
+        if progress is not None:
+            progress(w + 1, n_windows)
+    spike_times = np.concatenate(times)
+    spike_neurons = np.concatenate(neurons)
+    r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms)
+    result = RunResult(
+        protocol=protocol.name, semantics=semantics, seed=seed, n_e=cfg.n_e, n_i=cfg.n_i,
+        duration_ms=duration_ms, window_t_ms=t_end, window_weight_mv=weight,
+        window_rate_e_hz=rate_e, window_rate_i_hz=rate_i, window_synchrony=sync,
+        window_chi=chi, window_stim=stim_on, spike_times_ms=spike_times,
+        spike_neurons=spike_neurons, r_t_ms=r_t, r=r, latch_time_s=latch_time_s,
+        charge_mv_ms=charge, wall_s=wall, jit_s=jit_s,
+    )  # fmt: skip
+    result.summary = summarise(result, protocol)
+    return result
+
+
+def summarise(result: RunResult, protocol: OpenLoopProtocol) -> dict[str, Any]:
+    """The paper-style summary of a run (the fields of ``summary.json``)."""
+    t, r = result.r_t_ms, result.r
+    stim_windows = np.nonzero(result.window_stim)[0]
+    if stim_windows.size:
+        stim_start = result.window_t_ms[stim_windows[0]] - CHUNK_MS
+        stim_stop = result.window_t_ms[stim_windows[-1]]
+        r_stim = epoch_mean(t, r, stim_start, stim_stop)
+    else:
+        stim_start = stim_stop = math.nan
+        r_stim = math.nan
+    end = result.duration_ms
+    w_at_10s = _value_at(result.window_t_ms, result.window_weight_mv, 10_000.0)
+    pre = (result.window_t_ms > PRE_EPOCH_MS[0]) & (result.window_t_ms <= PRE_EPOCH_MS[1])
+    return {
+        "protocol": result.protocol,
+        "figure": protocol.figure,
+        "semantics": result.semantics,
+        "seed": result.seed,
+        "n_e": result.n_e,
+        "n_i": result.n_i,
+        "duration_s": end / 1000.0,
+        "r_pre": _json_float(epoch_mean(t, r, *PRE_EPOCH_MS)),
+        "r_stim": _json_float(r_stim),
+        "r_tail": _json_float(epoch_mean(t, r, max(0.0, end - TAIL_MS), end)),
+        "stim_start_s": _json_float(stim_start / 1000.0),
+        "stim_stop_s": _json_float(stim_stop / 1000.0),
+        "latch_time_s": result.latch_time_s,
+        "weight_mv": float(result.window_weight_mv[-1]),
+        "weight_mv_at_10s": _json_float(w_at_10s),
+        "rate_e_hz": float(result.window_rate_e_hz.mean()),
+        "rate_i_hz": float(result.window_rate_i_hz.mean()),
+        "rate_e_pre_hz": _json_float(float(result.window_rate_e_hz[pre].mean()) if pre.any() else math.nan),
+        "rate_i_pre_hz": _json_float(float(result.window_rate_i_hz[pre].mean()) if pre.any() else math.nan),
+        "chi_pre": _json_float(float(result.window_chi[pre].mean()) if pre.any() else math.nan),
+        "charge_delivered": result.charge_mv_ms,
+        "charge_unit": "mV·ms",
+        "spikes": int(result.spike_times_ms.shape[0]),
+        "wall_s": result.wall_s,
+        "jit_s": result.jit_s,
+        "model_s_per_wall_s": (end / 1000.0) / result.wall_s if result.wall_s > 0 else None,
+    }  # fmt: skip
+
+
+def _value_at(t_ms: FloatArray, values: FloatArray, at_ms: float) -> float:
+    idx = np.nonzero(t_ms >= at_ms)[0]
+    return float(values[idx[0]]) if idx.size else math.nan
+
+
+def _json_float(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
