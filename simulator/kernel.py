@@ -64,7 +64,18 @@ def run_steps(  # noqa: PLR0913 - a flat signature keeps the kernel a single com
         n_now = 0
         ue = u_e[k]
         ui = u_i[k]
-        # pass A (vectorisable): delayed synaptic input, synaptic kinetics, candidate V
+        # recurrent input first (Fig 8 only), so the main pass stays a single vectorisable loop
+        if has_rec:
+            for i in range(n):
+                v_new[i] = dt_over_tau[i] * scale_rec[i] * hist_rec[h, i]
+                hist_rec[h, i] = s_rec[i]
+                s_rec[i] += syn_d * (x_rec[i] - s_rec[i])
+                xprev_rec[i] = x_rec[i]
+                x_rec[i] *= x_decay
+        # main pass (branch-free, vectorisable): delayed synaptic input, synaptic kinetics,
+        # Euler step of V, then the released code's if/elif chain written as selects:
+        # spike (V crosses V_th from below) -> V_reset and refractory; refractory -> V_reset;
+        # otherwise V is floored at V_rest.
         for i in range(n):
             z = scale_cross[i] * hist_cross[h, i]
             hist_cross[h, i] = s_cross[i]
@@ -72,38 +83,27 @@ def run_steps(  # noqa: PLR0913 - a flat signature keeps the kernel a single com
             xprev_cross[i] = x_cross[i]
             x_cross[i] *= x_decay
             vo = v[i]
-            v_new[i] = (
+            vn = (
                 vo
                 + dt_over_tau[i] * (base[i] - vo + z + coef_e[i] * ue + coef_i[i] * ui)
                 + noise_gain[i] * xi[k, i]
+                + v_new[i]
             )
-        if has_rec:
-            for i in range(n):
-                v_new[i] += dt_over_tau[i] * scale_rec[i] * hist_rec[h, i]
-                hist_rec[h, i] = s_rec[i]
-                s_rec[i] += syn_d * (x_rec[i] - s_rec[i])
-                xprev_rec[i] = x_rec[i]
-                x_rec[i] *= x_decay
-        # pass B: threshold crossing, refractory clamp, floor (one if/elif chain per neuron)
+            r = ref[i]
+            sp = (vo < v_th) & (vn >= v_th)
+            hold = sp | (r > 0)
+            v[i] = v_reset if hold else max(vn, v_rest)
+            ref[i] = ref_steps if sp else max(r - 1, 0)
+            spiked[i] = sp
+        # collect this step's spikes in ascending index order (the released loop order)
         for i in range(n):
-            vo = v[i]
-            vn = v_new[i]
-            if vo < v_th and vn >= v_th:
-                vn = v_reset
-                ref[i] = ref_steps
-                spiked[i] = True
+            if spiked[i]:
                 step_spk[n_now] = i
                 n_now += 1
                 if ns < cap:
                     spk_step[ns] = t_end
                     spk_idx[ns] = i
                 ns += 1
-            elif ref[i] > 0:
-                vn = v_reset
-                ref[i] -= 1
-            elif vn < v_rest:
-                vn = v_rest
-            v[i] = vn
         # pass C (vectorisable): window statistics
         acc_e = 0.0
         for i in range(n_e):
