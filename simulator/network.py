@@ -339,6 +339,44 @@ class Network:
             wall_s=time.perf_counter() - wall0,
         )
 
+    def integrate_explicit(
+        self,
+        u_e: FloatArray,
+        u_i: FloatArray,
+        xi: npt.NDArray[np.float32],
+        plast_on: bool,
+        noise_gain: FloatArray | None = None,
+    ) -> npt.NDArray[np.int32]:
+        """Integrate ``len(u_e)`` steps with explicit drive and noise (low level).
+
+        No chunking, no paper-mode step dropping, no pulse train: the kernel as it is. The
+        reference tests use it to compare the kernel with :mod:`simulator.reference`.
+
+        Args:
+            u_e: Step-averaged drive of E cells, one value per step.
+            u_i: Step-averaged drive of I cells, one value per step.
+            xi: Standard-normal draws, shape ``(steps, n)``.
+            plast_on: Whether STDP is active.
+            noise_gain: Per-neuron noise scale (default: the no-stimulation gain).
+
+        Returns:
+            Indices of the neurons that spiked, in order.
+        """
+        self._require_ready()
+        steps = u_e.shape[0]
+        cap = steps * self.config.n + 1
+        spk_step = np.empty(cap, dtype=np.int64)
+        spk_idx = np.empty(cap, dtype=np.int32)
+        n_spk = np.zeros(1, dtype=np.int64)
+        gain = self._gain_off if noise_gain is None else noise_gain
+        self._run(steps, np.ascontiguousarray(u_e), np.ascontiguousarray(u_i), gain,
+                  np.ascontiguousarray(xi, dtype=np.float32), plast_on, spk_step, spk_idx, n_spk,
+                  np.empty(steps), np.empty(steps), np.zeros(self.config.n_e),
+                  np.zeros(self.config.n_e), round(self.config.kop_sample_ms / self.config.dt_ms),
+                  np.zeros(2))  # fmt: skip
+        self.step += steps
+        return spk_idx[: int(n_spk[0])].copy()
+
     def _run(
         self,
         steps: int,

@@ -31,6 +31,7 @@ def order_parameter(
     t_stop_ms: float,
     resolution_ms: float = 1.0,
     t_start_ms: float = 0.0,
+    min_valid_fraction: float = 0.5,
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
     """Offline Kuramoto order parameter R(t) of the E population.
 
@@ -41,10 +42,13 @@ def order_parameter(
         t_stop_ms: End of the grid (exclusive).
         resolution_ms: Grid spacing.
         t_start_ms: Start of the grid.
+        min_valid_fraction: R is NaN where fewer than this fraction of E neurons have a
+            defined phase (the first and last inter-spike interval of the run), so that a
+            handful of neurons cannot fake synchrony.
 
     Returns:
-        ``(t_ms, r, n_valid)``: the grid, R on it (NaN where no neuron is bracketed), and the
-        number of neurons that entered each sample.
+        ``(t_ms, r, n_valid)``: the grid, R on it (NaN where too few neurons are bracketed),
+        and the number of neurons that entered each sample.
     """
     t = np.arange(t_start_ms, t_stop_ms, resolution_ms, dtype=np.float64)
     r, cnt = offline_order_parameter(
@@ -53,6 +57,7 @@ def order_parameter(
         n_e,
         t,
     )
+    r[cnt < min_valid_fraction * n_e] = np.nan
     return t, r, cnt
 
 

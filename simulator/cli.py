@@ -1,0 +1,132 @@
+"""``neuroloop-sim``: run the paper's open-loop protocols, list them, or serve the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from protocol.errors import NeuroLoopError
+from protocol.logs import configure_logging
+
+_EPILOG = """\
+examples:
+  neuroloop-sim protocols
+  neuroloop-sim run --protocol ftsts-desync --out runs/fig3          # the paper's Fig 3, 25 s
+  neuroloop-sim run --protocol none --duration 10 --out runs/control
+  neuroloop-sim run --protocol ftsts-desync --semantics clean --seed 3 --out runs/fig3-clean
+  neuroloop-sim run --protocol ftsts-desync --n-scale 0.25 --out runs/small   # N = 500, seconds
+  neuroloop-sim serve --bind tcp://127.0.0.1:5555                   # backend for the controller
+
+semantics:
+  paper  reproduces the authors' released code, quirks included (non-summing simultaneous
+         synaptic jumps, noise scaled by dt, stimulus noise on E cells, one dropped step per
+         20 ms chunk, refractoriness reset every chunk).
+  clean  fixes them (summed jumps, Euler-Maruyama noise, exact 5 ms delay, carried
+         refractoriness). See docs/simulator.md for every difference and its measured effect.
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuroloop-sim",
+        description="Simulate the Schmalz & Kumar (2019) FTSTS network: an E-I leaky "
+        "integrate-and-fire network with spike-timing-dependent plasticity, under open-loop "
+        "stimulation protocols from the paper.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("protocols", help="list the named protocols, one line each")
+    run = sub.add_parser(
+        "run",
+        help="run one protocol and write summary.json and a figure",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("--protocol", required=True, help="protocol name (see 'protocols')")
+    run.add_argument("--n-scale", type=float, default=1.0,
+                     help="multiplies the protocol's own population sizes")  # fmt: skip
+    run.add_argument("--duration", type=float, default=None,
+                     help="run length in seconds (default: the protocol's own)")  # fmt: skip
+    run.add_argument("--seed", type=int, default=0, help="seed of connectivity and noise")
+    run.add_argument("--semantics", choices=("paper", "clean"), default="paper")
+    run.add_argument("--out", type=Path, required=True, help="output directory")
+    run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--log-format", choices=("console", "json"), default="console")
+    serve = sub.add_parser("serve", help="serve the simulator over the NeuroLoop protocol",
+                           add_help=False)  # fmt: skip
+    serve.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``neuroloop-sim``."""
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["serve"]:
+        from simulator.server import serve_main
+
+        return serve_main(args_list[1:])
+    args = _build_parser().parse_args(args_list)
+    if args.command == "protocols":
+        from simulator.protocols import PROTOCOLS
+
+        width = max(len(name) for name in PROTOCOLS)
+        for name, proto in PROTOCOLS.items():
+            print(f"{name:<{width}}  Fig {proto.figure:<11} {proto.summary}")
+        return 0
+    configure_logging(args.log_format)
+    try:
+        return _run(args)
+    except NeuroLoopError as err:
+        print(f"neuroloop-sim: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import structlog
+    from tqdm import tqdm
+
+    from simulator.protocols import get_protocol
+    from simulator.run import run_protocol
+
+    log = structlog.get_logger()
+    protocol = get_protocol(args.protocol)
+    if args.duration is not None and args.duration <= 0:
+        print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=0, unit="win", disable=args.no_progress, desc=protocol.name)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    result = run_protocol(
+        protocol,
+        semantics=args.semantics,
+        n_scale=args.n_scale,
+        duration_s=args.duration,
+        seed=args.seed,
+        progress=progress,
+    )
+    bar.close()
+    summary_path = args.out / "summary.json"
+    summary_path.write_text(json.dumps(result.summary, indent=2) + "\n")
+    log.info("summary_written", path=str(summary_path), **{
+        k: result.summary[k] for k in ("r_pre", "r_stim", "r_tail", "latch_time_s", "weight_mv")
+    })  # fmt: skip
+    if not args.no_figure:
+        from simulator.figure import plot_run
+
+        fig_path = plot_run(result, args.out / "figure.png")
+        log.info("figure_written", path=str(fig_path))
+    print(json.dumps(result.summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

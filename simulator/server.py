@@ -1,0 +1,245 @@
+"""The simulator backend: the FTSTS network served behind the NeuroLoop wire protocol.
+
+:class:`SimulatorBackend` subclasses :class:`protocol.backend.Backend`, so the base class has
+already validated every request, admitted one controlling client and checked each stimulus
+against the advertised ranges and the configured envelope before a hook here runs. The hooks
+map the protocol onto :class:`simulator.network.Network`:
+
+* ``configure`` options: ``n_scale`` (population scale, 1.0 = the paper's 1600 E / 400 I),
+  ``semantics`` (``paper`` | ``clean``), ``seed`` (default seed of ``reset``) and
+  ``polarity`` (``desync`` | ``sync``, the pulse polarity of every step);
+* ``step`` stimulus: ``amplitude_mv`` (model drive, 0 = off), ``frequency_hz``,
+  ``pulse_width_us`` (per phase) and ``ei_offset_ms`` (E–I waveform offset);
+* the observation is :meth:`simulator.network.WindowStats.observation`.
+
+Run it with ``neuroloop-sim serve --bind ADDR`` or ``python -m simulator.server --bind ADDR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from protocol._validate import ConfigValue
+from protocol.backend import Backend, StepResult
+from protocol.errors import ConfigError, SafetyLimitError
+from protocol.logs import configure_logging
+from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
+from simulator.config import CHUNK_MS, NetworkConfig
+from simulator.network import OBSERVATION_FIELDS, Network
+from simulator.stimulus import (
+    AMPLITUDE_RANGE_MV,
+    EI_OFFSET_RANGE_MS,
+    FREQUENCY_RANGE_HZ,
+    PULSE_WIDTH_RANGE_US,
+    Polarity,
+    Stimulus,
+)
+
+#: Population scale accepted by the ``n_scale`` option (1.0 = 1600 E / 400 I).
+N_SCALE_RANGE = (0.005, 4.0)
+#: Longest window one ``step`` may integrate (ms).
+MAX_STEP_MS = 10_000.0
+
+SIM_CAPABILITIES = Capabilities(
+    stim_params=(
+        ParamSpec("amplitude_mv", "mV", "amplitude", *AMPLITUDE_RANGE_MV),
+        ParamSpec("frequency_hz", "Hz", "frequency", *FREQUENCY_RANGE_HZ),
+        ParamSpec("pulse_width_us", "us", "pulse_width", *PULSE_WIDTH_RANGE_US),
+        ParamSpec("ei_offset_ms", "ms", "other", *EI_OFFSET_RANGE_MS),
+    ),
+    observation_fields=OBSERVATION_FIELDS,
+    control_period_ms=CHUNK_MS,
+    min_duration_ms=NetworkConfig().dt_ms,
+    max_duration_ms=MAX_STEP_MS,
+    supports_spikes=True,
+    config_options=("n_scale", "semantics", "seed", "polarity"),
+)
+
+
+def _str_option(
+    options: Mapping[str, ConfigValue], name: str, choices: tuple[str, ...], default: str
+) -> str:
+    value = options.get(name, default)
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"Expected option {name} in {'|'.join(choices)}, actual {value!r}")
+    return value
+
+
+def _num_option(
+    options: Mapping[str, ConfigValue], name: str, lo: float, hi: float, default: float
+) -> float:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ConfigError(
+            f"Expected option {name} as a number in [{lo:g}, {hi:g}], actual {value!r}"
+        )
+    return float(value)
+
+
+class SimulatorBackend(Backend):
+    """Serve :class:`simulator.network.Network` windows as protocol steps.
+
+    Args:
+        session_timeout_s: A session with no request for this long ends.
+        clock: Monotonic clock in seconds (injectable for tests).
+        network_factory: Builds the network from a config (the real :class:`Network` unless a
+            test injects another implementation of the same surface).
+    """
+
+    kind = "sim"
+
+    def __init__(
+        self,
+        *,
+        session_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        network_factory: Callable[[NetworkConfig], Network] = Network,
+    ) -> None:
+        super().__init__(session_timeout_s=session_timeout_s, clock=clock)
+        self._factory = network_factory
+        self._network: Network | None = None
+        self._config: NetworkConfig | None = None
+        self._seed = 0
+        self._polarity: Polarity = "desync"
+        self._log = structlog.get_logger().bind(backend="SimulatorBackend", kind="sim")
+
+    @property
+    def network_config(self) -> NetworkConfig | None:
+        """The configured network parameters (``None`` before ``configure``)."""
+        return self._config
+
+    def capabilities(self) -> Capabilities:
+        """The simulator's ranges, observation fields and options."""
+        return SIM_CAPABILITIES
+
+    def warm_up(self) -> float:
+        """Compile the Numba kernels on a tiny network; return the seconds it took."""
+        t0 = time.perf_counter()
+        net = self._factory(NetworkConfig(n_e=8, n_i=2))
+        net.reset(seed=0)
+        net.advance(Stimulus(100.0), CHUNK_MS)
+        elapsed = time.perf_counter() - t0
+        self._log.info("simulator_warmed_up", seconds=round(elapsed, 3))
+        return elapsed
+
+    # ------------------------------------------------------------------------- hooks
+
+    def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
+        n_scale = _num_option(options, "n_scale", *N_SCALE_RANGE, 1.0)
+        semantics = _str_option(options, "semantics", ("paper", "clean"), "paper")
+        polarity = _str_option(options, "polarity", ("desync", "sync"), "desync")
+        seed = options.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+            raise ConfigError(
+                f"Expected option seed as an integer in [0, 2**63 - 1], actual {seed!r}"
+            )
+        periods = control_period_ms / CHUNK_MS
+        if semantics == "paper" and abs(periods - round(periods)) > 1e-9:
+            raise ConfigError(
+                f"Expected control_period_ms to be a multiple of {CHUNK_MS:g} ms in paper "
+                f"semantics, actual {control_period_ms!r}"
+            )
+        config = NetworkConfig().replace(semantics=semantics).scaled(n_scale)
+        self._network = self._factory(config)
+        self._config = config
+        self._seed = seed
+        self._polarity = "sync" if polarity == "sync" else "desync"
+        self._log.info(
+            "simulator_configured",
+            n_e=config.n_e,
+            n_i=config.n_i,
+            semantics=semantics,
+            seed=seed,
+            polarity=polarity,
+        )
+
+    def _on_reset(self, seed: int | None) -> float:
+        net = self._require_network()
+        net.reset(seed=self._seed if seed is None else seed)
+        return float(net.t_ms)
+
+    def _on_step(
+        self, stimulus: Mapping[str, float] | None, duration_ms: float, want_spikes: bool
+    ) -> StepResult:
+        net = self._require_network()
+        setting: Stimulus | None = None
+        if stimulus is not None:
+            try:
+                setting = Stimulus(
+                    amplitude_mv=stimulus["amplitude_mv"],
+                    frequency_hz=stimulus["frequency_hz"],
+                    pulse_width_us=stimulus["pulse_width_us"],
+                    polarity=self._polarity,
+                    ei_offset_ms=stimulus["ei_offset_ms"],
+                )
+            except ConfigError as err:
+                raise SafetyLimitError(str(err)) from err
+        stats = net.advance(setting, duration_ms)
+        spikes = (
+            SpikeWindow.from_arrays(stats.spike_times_ms, stats.spike_neurons)
+            if want_spikes
+            else None
+        )
+        return StepResult(stats.observation(), float(stats.t_end_ms), spikes)
+
+    def _on_stop(self, reason: str) -> None:
+        # The simulated tissue only receives pulses inside step windows, so stopping needs no
+        # action beyond the base class's bookkeeping; log it for the session record.
+        self._log.debug("simulator_stop", reason=reason)
+
+    def _require_network(self) -> Network:
+        if self._network is None:
+            raise ConfigError("Expected configure before reset/step, actual no network")
+        return self._network
+
+
+def build_parser(prog: str = "neuroloop-sim serve") -> argparse.ArgumentParser:
+    """The ``serve`` command's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Serve the FTSTS spiking-network simulator over the NeuroLoop protocol (ZeroMQ + "
+            "msgpack, docs/protocol.md). One controller at a time opens a session, sends "
+            "configure (n_scale, semantics paper|clean, seed, polarity desync|sync and its "
+            "safety envelope), reset, then one step per control window (default 20 ms) "
+            "carrying amplitude_mv 0-400 (model drive, 0 = off), frequency_hz 1-250, "
+            "pulse_width_us 10-5000 and ei_offset_ms -50..50; each step returns the "
+            "window's synchrony, voltage statistics, E->I weight, rates, chi and charge. "
+            "Stimulation outside the advertised ranges or the controller's envelope is "
+            "refused and stops the run."
+        ),
+        epilog=EPILOG + "\nexample:\n  neuroloop-sim serve --bind ipc:///tmp/neuroloop-sim.sock\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_serve_arguments(parser)
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="Skip compiling the Numba kernels before the ready line (by default the server "
+        "compiles first, so the first step is not seconds late).",
+    )
+    return parser
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """Run ``neuroloop-sim serve``; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        backend = SimulatorBackend(session_timeout_s=args.session_timeout_s)
+    except ConfigError as err:
+        parser.error(str(err))
+    if not args.no_warmup:
+        backend.warm_up()
+    return run_backend(backend, args)
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main())
