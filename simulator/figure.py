@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 
 from simulator.run import RunResult
 
@@ -51,7 +52,9 @@ def plot_run(result: RunResult, path: Path) -> Path:
     stim_idx = np.nonzero(stim)[0]
     before_end = result.window_t_ms[stim_idx[0]] - 20.0 if stim_idx.size else result.duration_ms / 2
     after_end = result.duration_ms
-    for col, (label, stop) in enumerate((("before stimulation", before_end), ("end of run", after_end))):
+    for col, (label, stop) in enumerate(
+        (("before stimulation", before_end), ("end of run", after_end))
+    ):
         ax = fig.add_subplot(grid[3, col])
         sel = (
             (result.spike_times_ms >= stop - _RASTER_MS)
@@ -72,7 +75,7 @@ def plot_run(result: RunResult, path: Path) -> Path:
     return path
 
 
-def _shade(ax: plt.Axes, win_s: np.ndarray, stim: np.ndarray) -> None:
+def _shade(ax: Axes, win_s: np.ndarray, stim: np.ndarray) -> None:
     idx = np.nonzero(stim)[0]
     if idx.size:
         ax.axvspan(win_s[idx[0]] - 0.02, win_s[idx[-1]], color="gold", alpha=0.15, lw=0)

@@ -32,7 +32,7 @@ TWO_PI = 2.0 * math.pi
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
-def run_steps(  # noqa: PLR0913 - a flat signature keeps the kernel a single compiled unit
+def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
     n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym,
     # neuron state
     v, ref, x_cross, s_cross, x_rec, s_rec, xprev_cross, xprev_rec, hist_cross, hist_rec, head,
@@ -242,7 +242,7 @@ def run_steps(  # noqa: PLR0913 - a flat signature keeps the kernel a single com
 
 
 @njit(cache=True, nogil=True)
-def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):
+def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):  # type: ignore[no-untyped-def]
     """Kuramoto order parameter of E cells on a time grid, from spike lists (offline).
 
     The phase of neuron ``k`` rises linearly by 2π between consecutive spikes. A neuron enters
@@ -285,10 +285,10 @@ def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):
             isi = tb - ta
             if isi <= 0.0:
                 continue
-            first = int(math.ceil((ta - t0) / step - 1e-9))
+            first = math.ceil((ta - t0) / step - 1e-9)
             if first < 0:
                 first = 0
-            last = int(math.ceil((tb - t0) / step - 1e-9)) - 1
+            last = math.ceil((tb - t0) / step - 1e-9) - 1
             if last > m - 1:
                 last = m - 1
             if last < first:

@@ -298,8 +298,10 @@ class Network:
             gain = self._gain_on if on else self._gain_off
             xi = standard_normal_f32(self._noise, (steps, cfg.n))
             plast_on = t0 >= cfg.plasticity_onset_ms - 1e-9
-            self._run(steps, u_e, u_i, gain, xi, plast_on, spk_step, spk_idx, n_spk,
-                      pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc)  # fmt: skip
+            self._run(
+                steps, u_e, u_i, gain, xi, plast_on, spk_step, spk_idx, n_spk,
+                pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc,
+            )  # fmt: skip
             if paper:
                 pop_e[n_done + steps] = pop_e[n_done + steps - 1]
                 pop_i[n_done + steps] = pop_i[n_done + steps - 1]
@@ -311,12 +313,14 @@ class Network:
             raise SimulationError("Non-finite membrane potential: the integration diverged")
         ns = int(n_spk[0])
         spike_neurons = spk_idx[:ns].copy()
-        spike_times = spk_step[:ns] * cfg.dt_ms
+        spike_times = (spk_step[:ns] * cfg.dt_ms).astype(np.float64)
         n_e_spikes = int(np.count_nonzero(spike_neurons < n_e))
         dur_s = duration_ms / 1000.0
         kept = total - (total // chunk_steps if paper else 0)
-        chi = chi_from_sums(pop_e, sum_v, sumsq_v, kept) if not paper else chi_from_sums(
-            _kept_rows(pop_e, chunk_steps), sum_v, sumsq_v, kept
+        chi = (
+            chi_from_sums(pop_e, sum_v, sumsq_v, kept)
+            if not paper
+            else chi_from_sums(_kept_rows(pop_e, chunk_steps), sum_v, sumsq_v, kept)
         )
         return WindowStats(
             t_start_ms=t_start,

@@ -102,7 +102,9 @@ def _fill(raw, extra, cursor, out, ki, wi, fi):  # type: ignore[no-untyped-def]
             out[2 * w + half] = x
 
 
-def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+def standard_normal_f32(
+    rng: np.random.Generator, shape: tuple[int, ...]
+) -> npt.NDArray[np.float32]:
     """Draw standard normals of ``shape`` as float32 from ``rng``'s bit stream.
 
     Args:

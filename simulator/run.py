@@ -169,9 +169,9 @@ def summarise(result: RunResult, protocol: OpenLoopProtocol) -> dict[str, Any]:
         "weight_mv_at_10s": _json_float(w_at_10s),
         "rate_e_hz": float(result.window_rate_e_hz.mean()),
         "rate_i_hz": float(result.window_rate_i_hz.mean()),
-        "rate_e_pre_hz": _json_float(float(result.window_rate_e_hz[pre].mean()) if pre.any() else math.nan),
-        "rate_i_pre_hz": _json_float(float(result.window_rate_i_hz[pre].mean()) if pre.any() else math.nan),
-        "chi_pre": _json_float(float(result.window_chi[pre].mean()) if pre.any() else math.nan),
+        "rate_e_pre_hz": _epoch(result.window_rate_e_hz, pre),
+        "rate_i_pre_hz": _epoch(result.window_rate_i_hz, pre),
+        "chi_pre": _epoch(result.window_chi, pre),
         "charge_delivered": result.charge_mv_ms,
         "charge_unit": "mV·ms",
         "spikes": int(result.spike_times_ms.shape[0]),
@@ -184,6 +184,10 @@ def summarise(result: RunResult, protocol: OpenLoopProtocol) -> dict[str, Any]:
 def _value_at(t_ms: FloatArray, values: FloatArray, at_ms: float) -> float:
     idx = np.nonzero(t_ms >= at_ms)[0]
     return float(values[idx[0]]) if idx.size else math.nan
+
+
+def _epoch(values: FloatArray, mask: npt.NDArray[np.bool_]) -> float | None:
+    return float(values[mask].mean()) if mask.any() else None
 
 
 def _json_float(x: float) -> float | None:

@@ -191,8 +191,8 @@ def _add_phase(
         The absolute charge (mV·ms) of the part of the phase that falls inside the window.
     """
     n = u.shape[0]
-    first = max(0, int(math.floor((a_ms - t0_ms) / dt_ms)))
-    last = min(n - 1, int(math.ceil((b_ms - t0_ms) / dt_ms)) - 1)
+    first = max(0, math.floor((a_ms - t0_ms) / dt_ms))
+    last = min(n - 1, math.ceil((b_ms - t0_ms) / dt_ms) - 1)
     delivered = 0.0
     for k in range(first, last + 1):
         s = t0_ms + k * dt_ms

@@ -17,7 +17,9 @@ from simulator.stimulus import Stimulus
 SMALL = NetworkConfig(n_e=160, n_i=40)
 
 
-def _trace(cfg: NetworkConfig, seed: int, windows: int = 30) -> tuple[np.ndarray, np.ndarray, float]:
+def _trace(
+    cfg: NetworkConfig, seed: int, windows: int = 30
+) -> tuple[np.ndarray, np.ndarray, float]:
     net = Network(cfg)
     net.reset(seed)
     times, neurons = [], []
@@ -108,10 +110,16 @@ def test_every_protocol_variant_runs(name: str) -> None:
 
 def test_variants_change_the_dynamics() -> None:
     base = SMALL
-    for changes in ({"j_ee_mv": 50.0, "j_ii_mv": 50.0}, {"tau_m_spread_ms": 2.0},
-                    {"plastic_ie": True}, {"stdp_rule": "symmetric"}, {"crosstalk_fraction": 0.25}):  # fmt: skip
+    variants = (
+        {"j_ee_mv": 50.0, "j_ii_mv": 50.0},
+        {"tau_m_spread_ms": 2.0},
+        {"plastic_ie": True},
+        {"stdp_rule": "symmetric"},
+        {"crosstalk_fraction": 0.25},
+    )
+    for changes in variants:
         _, _, w_base = _trace(base, 4)
-        t, _, w = _trace(base.replace(**changes), 4)
+        _t, _, w = _trace(base.replace(**changes), 4)
         assert w != w_base, changes
 
 

@@ -44,7 +44,9 @@ def test_kernel_matches_reference_step_by_step(semantics: str) -> None:
     for step in range(400):
         state = _snapshot(net)
         xi = rng.standard_normal((1, cfg.n)).astype(np.float32)
-        u_e, u_i = (-100.0, 100.0) if step % 12 < 1 else ((100.0, -100.0) if step % 12 < 2 else (0.0, 0.0))
+        u_e, u_i = (
+            (-100.0, 100.0) if step % 12 < 1 else ((100.0, -100.0) if step % 12 < 2 else (0.0, 0.0))
+        )
         expected, spikes = reference_step(
             cfg, state, dt_over_tau=net._dt_over_tau,
             noise_increment=net._gain_off * xi[0].astype(np.float64),

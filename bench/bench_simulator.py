@@ -1,0 +1,63 @@
+"""Simulator speed: 25 s at N = 2000 and 5 s at N = 10 000, JIT apart; prints JSON.
+
+Each case runs in a fresh subprocess so that peak RSS belongs to that case alone. The first-ever
+compile time is measured in a subprocess with an empty Numba cache directory. Speed is reported
+as model seconds per wall second (the ratio to real time) and per-window wall percentiles.
+
+    python bench/bench_simulator.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CASE = r"""
+import json, resource, sys, time
+import numpy as np
+from simulator.protocols import get_protocol
+from simulator.run import run_protocol
+name, scale, dur = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+t0 = time.perf_counter()
+res = run_protocol(get_protocol(name), n_scale=scale, duration_s=dur, seed=1)
+total = time.perf_counter() - t0
+print(json.dumps({
+    "protocol": name, "n": res.n_e + res.n_i, "model_s": res.duration_ms / 1000.0,
+    "wall_s": res.wall_s, "jit_s": res.jit_s, "total_process_s": total,
+    "model_s_per_wall_s": res.duration_ms / 1000.0 / res.wall_s,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    "spikes": int(res.spike_times_ms.shape[0]),
+}))
+"""
+
+
+def _case(name: str, scale: float, dur: float, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CASE, name, str(scale), str(dur)],
+        capture_output=True, text=True, check=True, env=env, timeout=1800,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (CI smoke)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        cold_env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold = _case("ftsts-desync", 0.05, 0.2, cold_env)
+    results = {
+        "first_compile_s": cold["jit_s"],
+        "n2000_25s": _case("ftsts-desync", 1.0, 2.0 if args.quick else 25.0),
+        "n10000_5s": _case("ftsts-desync-10k", 1.0, 1.0 if args.quick else 5.0),
+        "cpu": os.cpu_count(),
+    }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
