@@ -22,6 +22,15 @@ StdpRule = Literal["additive", "symmetric"]
 #: Length of the paper's integration chunk; paper semantics advance in whole chunks.
 CHUNK_MS = 20.0
 
+#: The released code's quirks that ``paper`` semantics reproduce, each of which can be switched
+#: off alone (``paper_quirks``) to measure its effect:
+#: ``overwrite`` — simultaneous synaptic jumps onto one target do not add, that step's decay is
+#: skipped, and a same-step pre/post pair keeps only the potentiation;
+#: ``dt_noise`` — noise increment dt·σ·ξ/√τ_m instead of Euler–Maruyama σ·√(dt/τ_m)·ξ;
+#: ``dropped_step`` — one step per 20 ms chunk is computed and thrown away;
+#: ``refractory_reset`` — refractory counters restart at 0 every 20 ms chunk.
+PAPER_QUIRKS: tuple[str, ...] = ("overwrite", "dt_noise", "dropped_step", "refractory_reset")
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -74,6 +83,8 @@ class NetworkConfig:
             population's waveform (Fig 9: 0.25).
         plasticity_onset_ms: Model time at which STDP switches on.
         semantics: ``paper`` reproduces the released code's quirks; ``clean`` fixes them.
+        paper_quirks: With ``paper`` semantics, the subset of :data:`PAPER_QUIRKS` to reproduce
+            (``None`` = all of them); for ablations. Ignored by ``clean`` semantics.
         kop_sample_ms: Sampling interval of the windowed Kuramoto order parameter.
     """
 
@@ -120,6 +131,7 @@ class NetworkConfig:
     crosstalk_fraction: float = 0.0
     plasticity_onset_ms: float = 80.0
     semantics: Semantics = "paper"
+    paper_quirks: tuple[str, ...] | None = None
     kop_sample_ms: float = 1.0
 
     def __post_init__(self) -> None:
@@ -156,6 +168,12 @@ class NetworkConfig:
             )
         if self.semantics not in ("paper", "clean"):
             raise ConfigError(f"Expected semantics 'paper' or 'clean', actual {self.semantics!r}")
+        if self.paper_quirks is not None:
+            unknown = sorted(set(self.paper_quirks) - set(PAPER_QUIRKS))
+            if unknown:
+                raise ConfigError(
+                    f"Expected paper_quirks from {list(PAPER_QUIRKS)}, actual unknown {unknown}"
+                )
         if self.stdp_rule not in ("additive", "symmetric"):
             raise ConfigError(
                 f"Expected stdp_rule 'additive' or 'symmetric', actual {self.stdp_rule!r}"
@@ -184,6 +202,12 @@ class NetworkConfig:
     def c_norm(self) -> float:
         """Normalisation constant ``C = c_factor·N`` of the E↔I couplings."""
         return self.c_factor * self.n
+
+    def quirk(self, name: str) -> bool:
+        """Whether the released code's quirk ``name`` (see :data:`PAPER_QUIRKS`) is reproduced."""
+        if self.semantics != "paper":
+            return False
+        return self.paper_quirks is None or name in self.paper_quirks
 
     @property
     def delay_steps(self) -> int:

@@ -155,7 +155,7 @@ class Network:
         dt = cfg.dt_ms
         self._dt_over_tau = dt / tau
         sigma = np.concatenate([np.full(n_e, cfg.sigma_e_mv), np.full(n_i, cfg.sigma_i_mv)])
-        if cfg.semantics == "paper":
+        if cfg.quirk("dt_noise"):
             # The released code integrates σ·√τ_m·ξ with plain Euler: increment dt·σ·ξ/√τ_m.
             base_gain = dt * sigma / np.sqrt(tau)
         else:
@@ -260,6 +260,7 @@ class Network:
             )
         total = round(total_steps)
         paper = cfg.semantics == "paper"
+        dropped = cfg.quirk("dropped_step")
         if paper and (total % chunk_steps != 0 or self.step % chunk_steps != 0):
             raise ConfigError(
                 f"Expected duration_ms to be a multiple of {CHUNK_MS} ms in paper semantics "
@@ -286,8 +287,8 @@ class Network:
             labelled = min(chunk_steps, total - n_done)
             # Paper semantics: the released code keeps 199 of every 200 steps (the last step of
             # each 20 ms chunk is computed and thrown away) and restarts refractoriness at 0.
-            steps = labelled - 1 if paper else labelled
-            if paper:
+            steps = labelled - 1 if dropped else labelled
+            if cfg.quirk("refractory_reset"):
                 self._ref[:] = 0
             t0 = self.step * cfg.dt_ms
             u_e, u_i, q, started = self._pulses.drive(stimulus, t0, steps, cfg.dt_ms)
@@ -302,7 +303,7 @@ class Network:
                 steps, u_e, u_i, gain, xi, plast_on, spk_step, spk_idx, n_spk,
                 pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc,
             )  # fmt: skip
-            if paper:
+            if dropped:
                 pop_e[n_done + steps] = pop_e[n_done + steps - 1]
                 pop_i[n_done + steps] = pop_i[n_done + steps - 1]
             self.step += labelled
@@ -316,12 +317,9 @@ class Network:
         spike_times = (spk_step[:ns] * cfg.dt_ms).astype(np.float64)
         n_e_spikes = int(np.count_nonzero(spike_neurons < n_e))
         dur_s = duration_ms / 1000.0
-        kept = total - (total // chunk_steps if paper else 0)
-        chi = (
-            chi_from_sums(pop_e, sum_v, sumsq_v, kept)
-            if not paper
-            else chi_from_sums(_kept_rows(pop_e, chunk_steps), sum_v, sumsq_v, kept)
-        )
+        kept = total - (total // chunk_steps if dropped else 0)
+        kept_rows = _kept_rows(pop_e, chunk_steps) if dropped else pop_e
+        chi = chi_from_sums(kept_rows, sum_v, sumsq_v, kept)
         return WindowStats(
             t_start_ms=t_start,
             t_end_ms=self.t_ms,
@@ -402,7 +400,7 @@ class Network:
         cfg = self.config
         ei, ie, ee, ii = self._ei, self._ie, self._ee, self._ii
         run_steps(
-            steps, self.step, cfg.n_e, cfg.semantics == "paper", self._has_rec, plast_on,
+            steps, self.step, cfg.n_e, cfg.quirk("overwrite"), self._has_rec, plast_on,
             cfg.plastic_ie, cfg.stdp_rule == "symmetric",
             self.v, self._ref, self._x_cross, self._s_cross, self._x_rec, self._s_rec,
             self._xprev_cross, self._xprev_rec, self._hist_cross, self._hist_rec, self._head,

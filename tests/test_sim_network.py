@@ -167,3 +167,15 @@ def test_full_size_control() -> None:
     assert np.nanmin(result.r[result.r_t_ms >= 100.0][:-200]) > 0.6
     assert s["r_tail"] > 0.65
     assert s["weight_mv_at_10s"] >= 280.0
+
+
+def test_each_paper_quirk_can_be_switched_off_alone() -> None:
+    base = SMALL
+    _, _, w_all = _trace(base, 5)
+    for quirk in ("overwrite", "dt_noise", "dropped_step", "refractory_reset"):
+        others = tuple(q for q in ("overwrite", "dt_noise", "dropped_step", "refractory_reset")
+                       if q != quirk)  # fmt: skip
+        _, _, w = _trace(base.replace(paper_quirks=others), 5)
+        assert w != w_all, quirk
+    with pytest.raises(ConfigError, match=re.escape("actual unknown ['typo']")):
+        base.replace(paper_quirks=("typo",))
