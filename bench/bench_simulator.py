@@ -23,12 +23,17 @@ from simulator.protocols import get_protocol
 from simulator.run import run_protocol
 name, scale, dur = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 t0 = time.perf_counter()
+c0 = time.process_time()
 res = run_protocol(get_protocol(name), n_scale=scale, duration_s=dur, seed=1)
+cpu = time.process_time() - c0
 total = time.perf_counter() - t0
 print(json.dumps({
     "protocol": name, "n": res.n_e + res.n_i, "model_s": res.duration_ms / 1000.0,
     "wall_s": res.wall_s, "jit_s": res.jit_s, "total_process_s": total,
     "model_s_per_wall_s": res.duration_ms / 1000.0 / res.wall_s,
+    "process_cpu_s": cpu,
+    "model_s_per_cpu_s": res.duration_ms / 1000.0 / max(cpu - res.jit_s, 1e-9),
+    "load_avg_1min": __import__("os").getloadavg()[0],
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     "spikes": int(res.spike_times_ms.shape[0]),
 }))

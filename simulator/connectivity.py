@@ -1,9 +1,14 @@
 """Sparse random connectivity in CSR form, drawn from one seeded generator.
 
-Each projection is a ``Projection``: for presynaptic neuron ``j`` its synapses are
-``ptr[j]:ptr[j + 1]``, with postsynaptic indices ``target`` (ascending) and per-synapse
-weights ``weight``. Plastic projections also carry the reverse index (synapses grouped by
-postsynaptic neuron) that post-spike STDP walks.
+Each projection is a ``Projection``: for presynaptic neuron ``j`` its synapses are the forward
+positions ``ptr[j]:ptr[j + 1]``, with postsynaptic indices ``target`` (ascending) and the
+storage index ``fwd_syn`` of each synapse's weight. The reverse index groups synapses by
+postsynaptic neuron: ``in_syn[in_ptr[k]:in_ptr[k + 1]]`` are the storage indices of neuron
+``k``'s incoming synapses and ``pre_of[s]`` is the presynaptic neuron of storage index ``s``.
+
+Weights are stored presynaptic-major by default; :func:`to_post_major` stores them
+postsynaptic-major instead, so that the potentiation walk over a postsynaptic neuron's inputs
+(the heaviest STDP loop at N = 10 000) reads memory sequentially.
 """
 
 from __future__ import annotations
@@ -29,11 +34,33 @@ class Projection:
     in_ptr: IntArray
     in_syn: IntArray
     pre_of: IntArray
+    fwd_syn: IntArray
 
     @property
     def n_synapses(self) -> int:
         """Number of synapses."""
         return int(self.target.shape[0])
+
+    def forward_weights(self) -> FloatArray:
+        """The weights in forward (presynaptic-major, target-ascending) order, as a copy."""
+        return self.weight[self.fwd_syn]
+
+
+def to_post_major(proj: Projection) -> Projection:
+    """The same projection with its weights stored postsynaptic-major."""
+    perm = proj.in_syn  # storage (new) position m holds old storage index perm[m]
+    fwd_old = proj.fwd_syn
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(perm.shape[0], dtype=np.int64)
+    return Projection(
+        ptr=proj.ptr,
+        target=proj.target,
+        weight=proj.weight[perm].copy(),
+        in_ptr=proj.in_ptr,
+        in_syn=np.arange(perm.shape[0], dtype=np.int64),
+        pre_of=proj.pre_of[perm].copy(),
+        fwd_syn=inverse[fwd_old],
+    )
 
 
 def bernoulli_projection(
@@ -84,6 +111,7 @@ def bernoulli_projection(
         in_ptr=in_ptr,
         in_syn=order.astype(np.int64),
         pre_of=pre_of,
+        fwd_syn=np.arange(target.shape[0], dtype=np.int64),
     )
 
 
@@ -97,4 +125,5 @@ def empty_projection(n_pre: int, n_post: int) -> Projection:
         in_ptr=np.zeros(n_post + 1, dtype=np.int64),
         in_syn=z.copy(),
         pre_of=z.copy(),
+        fwd_syn=z.copy(),
     )

@@ -40,8 +40,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     dt_over_tau, base, coef_e, coef_i, noise_gain, xi, u_e, u_i, scale_cross, scale_rec, v_new,
     v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
     # projections: E→I, I→E, E→E, I→I
-    ei_ptr, ei_tgt, ei_w, ei_in_ptr, ei_in_syn, ei_pre,
-    ie_ptr, ie_tgt, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
+    ei_ptr, ei_tgt, ei_fwd, ei_w, ei_in_ptr, ei_in_syn, ei_pre,
+    ie_ptr, ie_tgt, ie_fwd, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
     ee_ptr, ee_tgt, ii_ptr, ii_tgt,
     # plasticity
     tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
@@ -125,8 +125,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             j = step_spk[q]
             if j >= n_e:
                 break
-            for s in range(ei_ptr[j], ei_ptr[j + 1]):
-                kk = ei_tgt[s]
+            for q2 in range(ei_ptr[j], ei_ptr[j + 1]):
+                s = ei_fwd[q2]
+                kk = ei_tgt[q2]
                 g = n_e + kk
                 if overwrite:
                     x_cross[g] = xprev_cross[g] + ei_w[s]
@@ -163,8 +164,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             if g < n_e:
                 continue
             j = g - n_e
-            for s in range(ie_ptr[j], ie_ptr[j + 1]):
-                kk = ie_tgt[s]
+            for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
+                s = ie_fwd[q2]
+                kk = ie_tgt[q2]
                 if overwrite:
                     x_cross[kk] = xprev_cross[kk] - ie_w[s]
                 else:

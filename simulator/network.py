@@ -17,7 +17,12 @@ import numpy.typing as npt
 
 from protocol.errors import ConfigError, NeuroLoopError
 from simulator.config import CHUNK_MS, NetworkConfig
-from simulator.connectivity import Projection, bernoulli_projection, empty_projection
+from simulator.connectivity import (
+    Projection,
+    bernoulli_projection,
+    empty_projection,
+    to_post_major,
+)
 from simulator.kernel import run_steps
 from simulator.noise import standard_normal_f32
 from simulator.stimulus import PulseTrain, Stimulus
@@ -131,7 +136,9 @@ class Network:
         self._noise = np.random.default_rng(noise_ss)
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
 
-        self._ei = bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init)
+        self._ei = to_post_major(
+            bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init)
+        )
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (
@@ -226,9 +233,9 @@ class Network:
 
     @property
     def e_to_i_weights(self) -> FloatArray:
-        """The plastic E→I weights W (dimensionless), one per synapse (a copy)."""
+        """The plastic E→I weights W (dimensionless), one per synapse in forward order (a copy)."""
         self._require_ready()
-        return self._ei.weight.copy()
+        return self._ei.forward_weights()
 
     def _require_ready(self) -> None:
         if not self._ready:
@@ -408,8 +415,8 @@ class Network:
             self._scale_cross, self._scale_rec, self._v_new,
             cfg.v_rest_mv, cfg.v_th_mv, cfg.v_reset_mv, cfg.refractory_steps,
             cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
-            ei.ptr, ei.target, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
-            ie.ptr, ie.target, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
+            ei.ptr, ei.target, ei.fwd_syn, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
+            ie.ptr, ie.target, ie.fwd_syn, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
             ee.ptr, ee.target, ii.ptr, ii.target,
             self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
             1.0 - cfg.dt_ms / cfg.tau_ltd_ms, cfg.trace_increment,

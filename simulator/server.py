@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 
@@ -203,7 +204,7 @@ def build_parser(prog: str = "neuroloop-sim serve") -> argparse.ArgumentParser:
     """The ``serve`` command's argument parser."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description=(
+        description=textwrap.fill(
             "Serve the FTSTS spiking-network simulator over the NeuroLoop protocol (ZeroMQ + "
             "msgpack, docs/protocol.md). One controller at a time opens a session, sends "
             "configure (n_scale, semantics paper|clean, seed, polarity desync|sync and its "
@@ -212,7 +213,8 @@ def build_parser(prog: str = "neuroloop-sim serve") -> argparse.ArgumentParser:
             "pulse_width_us 10-5000 and ei_offset_ms -50..50; each step returns the "
             "window's synchrony, voltage statistics, E->I weight, rates, chi and charge. "
             "Stimulation outside the advertised ranges or the controller's envelope is "
-            "refused and stops the run."
+            "refused and stops the run.",
+            width=92,
         ),
         epilog=EPILOG + "\nexample:\n  neuroloop-sim serve --bind ipc:///tmp/neuroloop-sim.sock\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
