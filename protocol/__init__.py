@@ -1,1 +1,18 @@
-"""Wire protocol: messages, msgpack codec, ZeroMQ transport and session recordings."""
+"""Wire protocol: messages, msgpack codec, ZeroMQ transport and session recordings.
+
+The normative description is ``docs/protocol.md``. Modules, bottom up:
+
+* :mod:`protocol.errors`, :mod:`protocol.logs`: the exception hierarchy and logging setup.
+* :mod:`protocol.schema`, :mod:`protocol.messages`: typed, self-validating message classes.
+* :mod:`protocol.codec`: pure ``pack``/``unpack`` between messages and msgpack bytes.
+* :mod:`protocol.backend`: the base class every backend subclasses (session state machine,
+  limit enforcement, safe stop); :mod:`protocol.server` serves one on a ROUTER socket.
+* :mod:`protocol.client`: the controller's DEALER client with a deadline on every call.
+* :mod:`protocol.security`, :mod:`protocol.keys_cli`: loopback policy and CURVE keys.
+* :mod:`protocol.process`, :mod:`protocol.serve_cli`: start a backend in a subprocess; the
+  shared ``serve`` command line.
+* :mod:`protocol.recording`: append-only, CRC-framed session recordings and their reader.
+* :mod:`protocol.loopback`: a trivial backend for tests and benchmarks.
+
+This file imports nothing, so ``import protocol.errors`` stays cheap for every package.
+"""

@@ -23,6 +23,10 @@ _LEVELS = {
 }
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(log_format: LogFormat = "console", level: str = "info") -> None:
     """Configure structlog for this process.
 
@@ -54,7 +58,9 @@ def configure_logging(log_format: LogFormat = "console", level: str = "info") ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve sys.stderr whenever a logger is made, not once here: a CLI main() run under
+        # a test's captured stderr must not leave structlog writing to a closed stream.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     _configured = True

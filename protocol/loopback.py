@@ -1,0 +1,136 @@
+"""A trivial backend for tests and benchmarks: it echoes the stimulus as its observation.
+
+Shipped with the code (a fake beats a mock): it speaks the full protocol through the real
+:class:`~protocol.backend.Backend` base class, so every rule is exercised, while its own step
+costs nothing. Run it with ``python -m protocol.loopback --bind ADDR``.
+
+Its knobs, as ``configure`` options:
+
+* ``seed`` (int): seed of the spike generator (``numpy.random.Generator``).
+* ``spikes_per_step`` (int, 0–100000): spikes made per window when asked for.
+* ``nan_after_steps`` (int, 0 = never): from that step on, report a NaN observation, to
+  exercise the backend-fault path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from protocol._validate import ConfigValue
+from protocol.backend import Backend, StepResult
+from protocol.errors import ConfigError
+from protocol.logs import configure_logging
+from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
+
+LOOPBACK_CAPABILITIES = Capabilities(
+    stim_params=(
+        ParamSpec("amplitude_au", "a.u.", "amplitude", 0.0, 10.0),
+        ParamSpec("frequency_hz", "Hz", "frequency", 1.0, 250.0),
+        ParamSpec("pulse_width_us", "us", "pulse_width", 10.0, 1000.0),
+    ),
+    observation_fields=("amplitude_au", "frequency_hz", "pulse_width_us", "step_index"),
+    control_period_ms=20.0,
+    min_duration_ms=0.1,
+    max_duration_ms=10_000.0,
+    supports_spikes=True,
+    config_options=("seed", "spikes_per_step", "nan_after_steps"),
+)
+
+
+def _int_option(
+    options: Mapping[str, ConfigValue], name: str, lo: int, hi: int, default: int
+) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"Expected option {name} as an integer in [{lo}, {hi}], actual {value!r}")
+    return value
+
+
+class LoopbackBackend(Backend):
+    """Echo backend: the observation repeats the applied stimulus (zeros when off)."""
+
+    kind = "loopback"
+
+    def __init__(
+        self, *, session_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(session_timeout_s=session_timeout_s, clock=clock)
+        self.stop_calls: list[str] = []
+        self._seed = 0
+        self._spikes_per_step = 0
+        self._nan_after = 0
+        self._rng = np.random.default_rng(0)
+        self._t_ms = 0.0
+        self._steps = 0
+
+    def capabilities(self) -> Capabilities:
+        """The fixed loopback capabilities."""
+        return LOOPBACK_CAPABILITIES
+
+    def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
+        self._seed = _int_option(options, "seed", 0, 2**63 - 1, 0)
+        self._spikes_per_step = _int_option(options, "spikes_per_step", 0, 100_000, 0)
+        self._nan_after = _int_option(options, "nan_after_steps", 0, 2**31, 0)
+
+    def _on_reset(self, seed: int | None) -> float:
+        self._rng = np.random.default_rng(self._seed if seed is None else seed)
+        self._t_ms = 0.0
+        self._steps = 0
+        return self._t_ms
+
+    def _on_step(
+        self, stimulus: Mapping[str, float] | None, duration_ms: float, want_spikes: bool
+    ) -> StepResult:
+        t0 = self._t_ms
+        self._t_ms += duration_ms
+        self._steps += 1
+        fields = {name: 0.0 for name in LOOPBACK_CAPABILITIES.observation_fields}
+        if stimulus is not None:
+            fields.update(stimulus)
+        fields["step_index"] = float(self._steps)
+        if self._nan_after and self._steps >= self._nan_after:
+            fields["amplitude_au"] = float("nan")
+        spikes = None
+        if want_spikes:
+            n = self._spikes_per_step
+            times = np.sort(self._rng.uniform(t0, self._t_ms, n))
+            ids = self._rng.integers(0, 2000, n, dtype=np.int32)
+            spikes = SpikeWindow.from_arrays(times, ids)
+        return StepResult(fields, self._t_ms, spikes)
+
+    def _on_stop(self, reason: str) -> None:
+        self.stop_calls.append(reason)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a loopback backend (``python -m protocol.loopback --bind ADDR``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m protocol.loopback",
+        description=textwrap.fill(
+            "Serve the loopback test backend: it answers every protocol request and echoes "
+            "each stimulus back as the observation, at no simulation cost. Used by the "
+            "protocol tests and bench/bench_protocol.py.",
+            width=92,
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        backend = LoopbackBackend(session_timeout_s=args.session_timeout_s)
+    except ConfigError as err:
+        parser.error(str(err))
+    return run_backend(backend, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Session recordings: an append-only, CRC-framed msgpack log and its reader.
+
+The controller records each tick (observation, raw action, command sent, envelope events,
+timing) and, optionally, every wire message; the replay tool reads it back. The byte format
+is in :mod:`protocol.recording._format` and ``docs/protocol.md`` §8.
+"""
+
+from protocol.recording._format import FORMAT_VERSION, READABLE_VERSIONS
+from protocol.recording.reader import (
+    Record,
+    Recording,
+    RecordingHeader,
+    RecordingReader,
+    TailReport,
+    read_recording,
+)
+from protocol.recording.writer import (
+    KIND_ACTION,
+    KIND_COMMAND,
+    KIND_ENVELOPE_EVENT,
+    KIND_MESSAGE,
+    KIND_OBSERVATION,
+    KIND_TIMING,
+    RecordingWriter,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KIND_ACTION",
+    "KIND_COMMAND",
+    "KIND_ENVELOPE_EVENT",
+    "KIND_MESSAGE",
+    "KIND_OBSERVATION",
+    "KIND_TIMING",
+    "READABLE_VERSIONS",
+    "Record",
+    "Recording",
+    "RecordingHeader",
+    "RecordingReader",
+    "RecordingWriter",
+    "TailReport",
+    "read_recording",
+]

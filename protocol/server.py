@@ -1,0 +1,173 @@
+"""The ROUTER socket loop that serves one :class:`~protocol.backend.Backend`.
+
+One thread owns the socket: it polls with a short timeout, answers every request through
+:meth:`Backend.handle`, and between requests checks the session timeout so a silent client's
+stimulation stops within ``session_timeout_s + poll_interval_s``. Sockets use small high-water
+marks and ``LINGER 0``; replies to a peer that has gone are dropped and logged.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import structlog
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from protocol.backend import Backend
+from protocol.errors import ConfigError
+from protocol.security import ServerKeys, apply_server_keys, is_loopback, start_authenticator
+
+#: Send/receive high-water mark of control sockets (messages).
+CONTROL_HWM = 4
+#: Longest wait to hand a reply to a slow peer before it is dropped (ms).
+REPLY_SEND_TIMEOUT_MS = 200
+
+
+class BackendServer:
+    """Serve ``backend`` on ``bind``.
+
+    Args:
+        backend: The backend answering requests.
+        bind: ZeroMQ endpoint. ``tcp://127.0.0.1:*`` picks a free port (see :attr:`endpoint`).
+        curve_keys_dir: CURVE key directory (see :mod:`protocol.security`); required for any
+            non-loopback address.
+        poll_interval_s: Longest wait between session-timeout checks.
+
+    Raises:
+        ConfigError: for a non-loopback address without CURVE keys, or unreadable keys.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        bind: str,
+        *,
+        curve_keys_dir: Path | None = None,
+        poll_interval_s: float = 0.02,
+    ) -> None:
+        loopback = is_loopback(bind)
+        if not loopback and curve_keys_dir is None:
+            raise ConfigError(
+                f"Refusing to bind {bind} without CURVE keys: a non-loopback address exposes "
+                "the stimulator beyond this host. Bind ipc:// or tcp://127.0.0.1, or pass "
+                "--curve-keys DIR (made with neuroloop-keys)."
+            )
+        self._keys = ServerKeys.load(curve_keys_dir) if curve_keys_dir is not None else None
+        self.backend = backend
+        self.bind_address = bind
+        self.poll_interval_s = poll_interval_s
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._auth: ThreadAuthenticator | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        self._endpoint = ""
+        self._rcvtimeo_ms = -1
+        self._closed = False
+        self._log = structlog.get_logger().bind(component="server", kind=backend.kind)
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint (with the real port when bound to ``:*``), after :meth:`start`."""
+        return self._endpoint
+
+    @property
+    def curve(self) -> bool:
+        """Whether the server requires CURVE."""
+        return self._keys is not None
+
+    def start(self) -> str:
+        """Bind the socket and return the bound endpoint."""
+        if self._socket is not None:
+            return self._endpoint
+        if self._keys is not None:
+            self._auth = start_authenticator(self._context, self._keys)
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, CONTROL_HWM)
+        sock.setsockopt(zmq.RCVHWM, CONTROL_HWM)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDTIMEO, REPLY_SEND_TIMEOUT_MS)
+        if self._keys is not None:
+            apply_server_keys(sock, self._keys)
+        try:
+            sock.bind(self.bind_address)
+        except zmq.ZMQError as err:
+            sock.close(0)
+            self._stop_auth()
+            raise ConfigError(f"Expected to bind {self.bind_address}, actual: {err}") from err
+        self._socket = sock
+        last = sock.getsockopt(zmq.LAST_ENDPOINT)
+        self._endpoint = last.decode() if isinstance(last, bytes) else str(last)
+        self._log.info("server_listening", endpoint=self._endpoint, curve=self.curve)
+        return self._endpoint
+
+    def serve_once(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for one request, answer it, check the session timeout.
+
+        Returns:
+            Whether a request was answered.
+        """
+        sock = self._socket
+        if sock is None:
+            raise RuntimeError("BackendServer.start() must be called before serving")
+        answered = False
+        timeout_ms = max(0, int(timeout_s * 1000))
+        if timeout_ms != self._rcvtimeo_ms:
+            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._rcvtimeo_ms = timeout_ms
+        try:
+            frames = sock.recv_multipart()  # waits at most RCVTIMEO
+        except zmq.Again:
+            frames = None
+        if frames is not None:
+            if len(frames) != 2:
+                self._log.warning(
+                    "frame_dropped", reason=f"Expected 2 frames (peer, body), actual {len(frames)}"
+                )
+            else:
+                peer, body = frames
+                reply = self.backend.handle(peer, body)
+                try:
+                    # Blocking, but never longer than SNDTIMEO: with tiny HWMs the pipe's
+                    # flow-control credit can lag a message behind, so NOBLOCK would drop
+                    # replies that a few microseconds later fit.
+                    sock.send_multipart([peer, reply])
+                except zmq.ZMQError as err:  # peer gone (EHOSTUNREACH) or stalled past SNDTIMEO
+                    self._log.warning("reply_dropped", reason=str(err))
+                answered = True
+        self.backend.check_timeout()
+        return answered
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Answer requests until ``stop`` is set."""
+        self.start()
+        while not stop.is_set():
+            self.serve_once(self.poll_interval_s)
+
+    def close(self) -> None:
+        """Stop stimulation, close the socket and the context (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.backend.close()
+        finally:
+            if self._socket is not None:
+                self._socket.close(0)
+                self._socket = None
+            self._stop_auth()
+            self._context.term()
+            self._log.info("server_closed", endpoint=self._endpoint)
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def __enter__(self) -> BackendServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,239 @@
+"""The simulator backend: a faithful protocol wrapper of simulator.network.Network."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+
+import msgpack
+import numpy as np
+import pytest
+import structlog
+
+from protocol.client import BackendClient
+from protocol.codec import pack, to_wire, unpack_reply
+from protocol.errors import SafetyLimitError
+from protocol.messages import (
+    Configure,
+    Configured,
+    ErrorReply,
+    Hello,
+    Observation,
+    Reply,
+    Request,
+    Reset,
+    Status,
+    Step,
+    Welcome,
+)
+from protocol.process import spawn_local_backend
+from protocol.schema import Envelope, ParamSpec
+from simulator.config import NetworkConfig
+from simulator.network import OBSERVATION_FIELDS, Network
+from simulator.server import SIM_CAPABILITIES, SimulatorBackend, serve_main
+from simulator.stimulus import Stimulus
+
+PEER = b"ctl"
+FTSTS = {
+    "amplitude_mv": 100.0,
+    "frequency_hz": 1000.0 / 12.0,
+    "pulse_width_us": 1000.0,
+    "ei_offset_ms": 0.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI mains configure structlog onto the captured stderr; undo that after each test."""
+    yield
+    structlog.reset_defaults()
+
+
+class Sim:
+    def __init__(self) -> None:
+        self.backend = SimulatorBackend(session_timeout_s=60.0)
+        self.session = ""
+        self._id = 0
+
+    def send(self, request: Request) -> Reply:
+        self._id += 1
+        return unpack_reply(self.backend.handle(PEER, pack(self._id, request)))[1]
+
+    def start(self, envelope: Envelope | None = None, **options: object) -> None:
+        welcome = self.send(Hello("pytest"))
+        assert isinstance(welcome, Welcome)
+        self.session = welcome.session_id
+        opts = {"n_scale": 0.1, "seed": 11, **options}
+        env = envelope or Envelope.build(SIM_CAPABILITIES.stim_params)
+        configured = self.send(Configure(self.session, 20.0, env, opts))  # type: ignore[arg-type]
+        assert isinstance(configured, Configured), configured
+        assert isinstance(self.send(Reset(self.session, None)), Status)
+
+    def step(
+        self,
+        stimulus: dict[str, float] | None = FTSTS,
+        duration_ms: float = 20.0,
+        want_spikes: bool = False,
+    ) -> Reply:
+        return self.send(Step(self.session, stimulus, duration_ms, want_spikes))
+
+
+def test_capabilities_match_the_simulator() -> None:
+    assert SIM_CAPABILITIES.observation_fields == OBSERVATION_FIELDS
+    amp = SIM_CAPABILITIES.param("amplitude_mv")
+    assert (amp.role, amp.unit, amp.min, amp.max) == ("amplitude", "mV", 0.0, 400.0)
+    assert SIM_CAPABILITIES.control_period_ms == 20.0
+
+
+def test_steps_reproduce_a_direct_network_run() -> None:
+    sim = Sim()
+    sim.start()
+    served = []
+    for i in range(5):
+        obs = sim.step(FTSTS if i % 2 == 0 else None, want_spikes=True)
+        assert isinstance(obs, Observation)
+        served.append(obs)
+    net = Network(NetworkConfig().scaled(0.1))
+    net.reset(seed=11)
+    for i, obs in enumerate(served):
+        stats = net.advance(Stimulus(100.0) if i % 2 == 0 else None, 20.0)
+        assert obs.fields == stats.observation()
+        assert obs.t_model_ms == stats.t_end_ms
+        assert obs.seq == i + 1
+        assert obs.spikes is not None
+        np.testing.assert_array_equal(obs.spikes.times(), stats.spike_times_ms)
+        np.testing.assert_array_equal(obs.spikes.neuron_ids(), stats.spike_neurons)
+    assert served[0].applied == FTSTS
+    assert served[1].applied is None
+
+
+def test_reset_seed_gives_identical_runs() -> None:
+    sim = Sim()
+    sim.start()
+    first = [sim.step() for _ in range(3)]
+    assert isinstance(sim.send(Reset(sim.session, None)), Status)
+    second = [sim.step() for _ in range(3)]
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "text"),
+    [
+        ({"amplitude_mv": 401.0}, "limit_exceeded", "amplitude_mv in [0, 400] mV (advertised)"),
+        ({"amplitude_mv": 150.0}, "limit_exceeded", "[0, 120] mV (configured envelope)"),
+        (
+            {"frequency_hz": 250.0, "pulse_width_us": 5000.0},
+            "limit_exceeded",
+            "Expected two phases of 5000.0 µs to fit in one period",
+        ),
+        ({"ei_offset_ms": 60.0}, "limit_exceeded", "ei_offset_ms in [-50, 50]"),
+    ],
+)
+def test_out_of_range_stimulus_is_refused(change: dict[str, float], code: str, text: str) -> None:
+    specs = list(SIM_CAPABILITIES.stim_params)
+    specs[0] = ParamSpec("amplitude_mv", "mV", "amplitude", 0.0, 120.0)
+    sim = Sim()
+    sim.start(Envelope.build(specs))
+    assert isinstance(sim.step(), Observation)
+    reply = sim.step({**FTSTS, **change})
+    assert isinstance(reply, ErrorReply)
+    assert reply.code == code
+    assert text in reply.message
+    assert reply.stopped
+    assert sim.backend.state == "stopped"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_stimulus_is_refused(bad: float) -> None:
+    sim = Sim()
+    sim.start()
+    body = to_wire(9, Step(sim.session, FTSTS, 20.0))
+    body["stimulus"] = {**FTSTS, "pulse_width_us": bad}
+    reply = unpack_reply(sim.backend.handle(PEER, msgpack.packb(body)))[1]
+    assert isinstance(reply, ErrorReply)
+    assert reply.code == "non_finite"
+    assert sim.backend.state == "stopped"
+
+
+def test_paper_semantics_need_whole_chunks_clean_do_not() -> None:
+    sim = Sim()
+    sim.start()
+    reply = sim.step(FTSTS, 10.0)
+    assert isinstance(reply, ErrorReply)
+    assert reply.code == "out_of_range"
+    assert "multiple of 20.0 ms in paper semantics" in reply.message
+    clean = Sim()
+    clean.start(semantics="clean")
+    obs = clean.step(FTSTS, 10.0)
+    assert isinstance(obs, Observation)
+    assert obs.t_model_ms == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "text"),
+    [
+        ({"n_scale": 10.0}, "Expected option n_scale as a number in [0.005, 4]"),
+        ({"semantics": "fast"}, "Expected option semantics in paper|clean"),
+        ({"polarity": "up"}, "Expected option polarity in desync|sync"),
+        ({"seed": "x"}, "Expected option seed as an integer"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, object], text: str) -> None:
+    sim = Sim()
+    welcome = sim.send(Hello("pytest"))
+    assert isinstance(welcome, Welcome)
+    env = Envelope.build(SIM_CAPABILITIES.stim_params)
+    reply = sim.send(Configure(welcome.session_id, 20.0, env, options))  # type: ignore[arg-type]
+    assert isinstance(reply, ErrorReply)
+    assert reply.code == "bad_config"
+    assert text in reply.message
+
+
+def test_paper_semantics_refuse_a_control_period_off_the_chunk() -> None:
+    sim = Sim()
+    welcome = sim.send(Hello("pytest"))
+    assert isinstance(welcome, Welcome)
+    env = Envelope.build(SIM_CAPABILITIES.stim_params)
+    reply = sim.send(Configure(welcome.session_id, 30.0, env, {}))
+    assert isinstance(reply, ErrorReply)
+    assert "control_period_ms to be a multiple of 20 ms" in reply.message
+
+
+def test_served_simulator_in_a_subprocess() -> None:
+    cmd = [sys.executable, "-m", "simulator.server", "--log-level", "warning"]
+    with spawn_local_backend(cmd, "tcp", ready_timeout_s=240.0) as proc:
+        with BackendClient(proc.address, timeout_s=30.0) as client:
+            caps = client.hello().capabilities
+            assert caps.observation_fields == OBSERVATION_FIELDS
+            client.configure(Envelope.build(caps.stim_params), options={"n_scale": 0.1})
+            client.reset(seed=5)
+            obs = client.step(FTSTS, want_spikes=True)
+            assert obs.fields["weight_mv"] == pytest.approx(260.0, rel=0.05)
+            assert obs.spikes is not None
+            assert len(obs.spikes) > 0
+            with pytest.raises(SafetyLimitError, match="limit_exceeded"):
+                client.step({**FTSTS, "amplitude_mv": 500.0})
+            client.bye()
+        assert proc.stop() == 0
+
+
+def test_serve_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        serve_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for needle in (
+        "--bind",
+        "--curve-keys",
+        "amplitude_mv 0-400",
+        "NEUROLOOP_READY",
+        "tcp://127.0.0.1:*",
+        "neuroloop-keys init-server",
+    ):
+        assert needle in out
+
+
+def test_serve_refuses_public_address_without_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve_main(["--bind", "tcp://0.0.0.0:0", "--no-warmup"]) == 2
+    assert "without CURVE keys" in capsys.readouterr().err
