@@ -1,0 +1,303 @@
+"""The device behind the NeuroLoop ZeroMQ protocol: a :class:`~protocol.backend.Backend`.
+
+:class:`SerialBackend` translates protocol sessions into device-protocol commands:
+
+* ``configure`` → (HELLO if needed) → ARM with a device envelope derived from the controller's
+  envelope (limits in mA/Hz/µs plus its ``extra`` values, converted to integer device units,
+  rounded towards the safe side);
+* ``reset`` → checks the device is armed and healthy (after a device reset, fault or link loss
+  only a new ``configure`` re-arms: nothing restarts by itself);
+* ``step`` → SET_STIM with a lease of ``lease_periods`` control periods, held for
+  ``duration_ms`` of wall-clock time with HEARTBEATs, then the sensed features of the latest
+  STATUS become the observation; a device fault, reset or link loss during the step is a
+  ``backend_fault`` that stops stimulation;
+* every stop path → STOP (ramped); close → STOP and release the port.
+
+The device re-checks every command against its armed envelope and stops on its own when the
+lease or watchdog runs out, so a bridge or controller that dies mid-step cannot leave current
+flowing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from drivers.base import StimulatorABC
+from drivers.envelope import Envelope
+from drivers.messages import DeviceState, StopReason, fault_names
+from protocol._validate import ConfigValue
+from protocol.backend import Backend, StepResult
+from protocol.errors import ConfigError, DeviceError
+from protocol.messages import Configure, Configured
+from protocol.schema import Capabilities, ParamSpec
+from protocol.schema import Envelope as WireEnvelope
+
+log = structlog.get_logger()
+
+#: Sensed features (the simulator's observation names) followed by device read-backs.
+FEATURE_FIELDS: tuple[str, ...] = (
+    "synchrony",
+    "mean_v_e_mv",
+    "sd_v_e_mv",
+    "mean_v_i_mv",
+    "sd_v_i_mv",
+    "weight_mv",
+    "rate_e_hz",
+    "rate_i_hz",
+    "chi",
+    "charge_mv_ms",
+)
+OBSERVATION_FIELDS: tuple[str, ...] = (
+    *FEATURE_FIELDS,
+    "delivered_amplitude_ma",
+    "delivered_charge_uc",
+    "lease_remaining_ms",
+)
+
+_EPS = 1e-9
+
+
+def _floor(x: float) -> int:
+    return math.floor(x + _EPS)
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x - _EPS)
+
+
+def device_envelope(
+    wire: WireEnvelope, control_period_ms: float, safe_stop_ms: int = 250
+) -> Envelope:
+    """Convert the controller's envelope into the device's integer envelope.
+
+    Limits become µA, µs and 0.1 Hz; maxima are rounded down and minima up. Recognised
+    ``extra`` values (the controller's names): ``charge_per_phase_max`` (µC),
+    ``electrode_area_cm2``, ``charge_density_max_uc_cm2``, ``amplitude_up_per_s`` and
+    ``amplitude_down_per_s`` (mA/s), ``frequency_step_hz``, ``pulse_width_step_us``,
+    ``soft_start_s``, ``lease_periods`` and ``watchdog_periods`` (control periods). Missing
+    values take the device defaults of ``docs/device-protocol.md`` §5.
+
+    Raises:
+        ConfigError: A limit or value is missing or cannot be represented.
+    """
+    limits = {spec.role: spec for spec in wire.limits}
+    missing = {"amplitude", "frequency", "pulse_width"} - set(limits)
+    if missing:
+        raise ConfigError(f"Expected envelope limits for {sorted(missing)}, actual none")
+    amp, freq, pw = limits["amplitude"], limits["frequency"], limits["pulse_width"]
+    x = wire.extra
+    base = Envelope()
+
+    def extra(name: str, scale: float, default: int, rounding: Callable[[float], int]) -> int:
+        return rounding(x[name] * scale) if name in x and x[name] > 0 else default
+
+    area = extra("electrode_area_cm2", 10_000.0, base.area_mm2_x100, round)
+    return Envelope(
+        amp_min_ua=_ceil(amp.min * 1000.0),
+        amp_max_ua=_floor(amp.max * 1000.0),
+        pw_min_us=_ceil(pw.min),
+        pw_max_us=_floor(pw.max),
+        freq_min_dhz=_ceil(freq.min * 10.0),
+        freq_max_dhz=_floor(freq.max * 10.0),
+        q_max_nc=extra("charge_per_phase_max", 1000.0, base.q_max_nc, _floor),
+        area_mm2_x100=area,
+        d_max_nc_per_mm2=extra("charge_density_max_uc_cm2", 10.0, base.d_max_nc_per_mm2, _floor),
+        ramp_up_ua_per_s=extra("amplitude_up_per_s", 1000.0, base.ramp_up_ua_per_s, _floor),
+        ramp_down_ua_per_s=extra("amplitude_down_per_s", 1000.0, base.ramp_down_ua_per_s, _floor),
+        freq_step_dhz=extra("frequency_step_hz", 10.0, base.freq_step_dhz, _floor),
+        pw_step_us=extra("pulse_width_step_us", 1.0, base.pw_step_us, _floor),
+        lease_max_ms=extra("lease_periods", control_period_ms, base.lease_max_ms, _floor),
+        watchdog_ms=extra("watchdog_periods", control_period_ms, base.watchdog_ms, _floor),
+        soft_start_ms=extra("soft_start_s", 1000.0, base.soft_start_ms, _ceil),
+        safe_stop_ms=safe_stop_ms,
+    )
+
+
+class SerialBackend(Backend):
+    """Serve a stimulator (any :class:`~drivers.base.StimulatorABC`) over the protocol.
+
+    Args:
+        driver: The open driver (a :class:`~drivers.serial_stimulator.SerialStimulator`).
+        session_timeout_s: Protocol session timeout (stimulation stops when it runs out).
+        safe_stop_ms: Safe-stop ramp written into the device envelope (≤ 250 ms).
+        settle_timeout_s: Longest wait for the output to ramp to zero before re-arming.
+        clock: Monotonic clock (injectable for tests).
+        sleep: Sleep function (injectable for tests).
+    """
+
+    kind = "serial"
+
+    def __init__(
+        self,
+        driver: StimulatorABC,
+        *,
+        session_timeout_s: float = 2.0,
+        safe_stop_ms: int = 250,
+        settle_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(session_timeout_s=session_timeout_s, clock=clock)
+        self.driver = driver
+        self._safe_stop_ms = safe_stop_ms
+        self._settle_timeout_s = settle_timeout_s
+        self._sleep = sleep
+        self._wire_envelope: WireEnvelope | None = None
+        self._device_envelope: Envelope | None = None
+        self._control_period_ms = 100.0
+        self._t_ms = 0.0
+        self._caps_cache: Capabilities | None = None
+
+    # ------------------------------------------------------------------------ capabilities
+    def capabilities(self) -> Capabilities:
+        """Device ranges (from CAPS once the device answered, else the absolute caps)."""
+        if self._caps_cache is not None:
+            return self._caps_cache
+        caps = self.driver.caps
+        amp_max_ma = (caps.amp_max_ua if caps else 10_000) / 1000.0
+        pw = (caps.pw_min_us, caps.pw_max_us) if caps else (20, 450)
+        freq = (caps.freq_min_dhz / 10.0, caps.freq_max_dhz / 10.0) if caps else (2.0, 250.0)
+        result = Capabilities(
+            stim_params=(
+                ParamSpec("amplitude_ma", "mA", "amplitude", 0.0, amp_max_ma),
+                ParamSpec("frequency_hz", "Hz", "frequency", freq[0], freq[1]),
+                ParamSpec("pulse_width_us", "us", "pulse_width", float(pw[0]), float(pw[1])),
+            ),
+            observation_fields=OBSERVATION_FIELDS,
+            control_period_ms=100.0,
+            min_duration_ms=10.0,
+            max_duration_ms=2000.0,
+            supports_spikes=False,
+        )
+        if caps is not None:
+            self._caps_cache = result
+        return result
+
+    # ------------------------------------------------------------------------------ hooks
+    def _configure(self, request: Configure) -> Configured:
+        # The base class validates the envelope against the advertised ranges and calls
+        # _on_configure; the device envelope needs the envelope itself, kept here for it.
+        self._wire_envelope = request.envelope
+        return super()._configure(request)
+
+    def _healthy_session(self) -> bool:
+        drv = self.driver
+        link_ok = getattr(drv, "link_ok", True)
+        reset = getattr(drv, "device_reset", None)
+        return drv.caps is not None and link_ok and reset is None
+
+    def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
+        if self._wire_envelope is None:
+            raise ConfigError("Expected an envelope with configure, actual none")
+        env = device_envelope(self._wire_envelope, control_period_ms, self._safe_stop_ms)
+        if not self._healthy_session():
+            self.driver.handshake()
+            self._caps_cache = None
+        self._wait_output_off()
+        self.driver.arm(env)  # SafetyLimitError (a ValueError) → bad_config with its reason
+        self._device_envelope = env
+        self._control_period_ms = control_period_ms
+        log.info("bridge_armed", envelope_hash=f"0x{env.hash():08x}", **env.as_dict())
+
+    def _wait_output_off(self) -> None:
+        """Keep the link alive while a previous ramp-down finishes (ARM needs output off)."""
+        deadline = self._clock() + self._settle_timeout_s
+        while True:
+            status = self.driver.status()
+            if status is None or status.amp_ua == 0:
+                return
+            if self._clock() > deadline:
+                raise DeviceError(
+                    f"Expected the output to ramp to 0 within {self._settle_timeout_s} s before "
+                    f"re-arming, actual {status.amp_ua} µA still delivered"
+                )
+            if self.driver.envelope is not None:
+                self.driver.heartbeat(self.driver.envelope.lease_max_ms)
+            self._sleep(0.02)
+
+    def _require_armed(self) -> Envelope:
+        env = self.driver.envelope
+        reset = getattr(self.driver, "device_reset", None)
+        if reset is not None:
+            raise DeviceError(f"{reset}; send configure to re-arm")
+        if not getattr(self.driver, "link_ok", True):
+            raise DeviceError(
+                f"Expected a live device link, actual lost "
+                f"({getattr(self.driver, 'link_error', '?')}); restart the service"
+            )
+        if env is None:
+            raise DeviceError("Expected an armed device, actual disarmed; send configure")
+        status = self.driver.status()
+        if status is not None and status.fault_bits:
+            raise DeviceError(
+                f"Expected no latched device fault, actual {fault_names(status.fault_bits)} "
+                f"(state {DeviceState(status.state).name}); send configure to re-arm"
+            )
+        return env
+
+    def _on_reset(self, seed: int | None) -> float:
+        self._require_armed()
+        if seed is not None:
+            log.info("bridge_seed_ignored", seed=seed, reason="a device has no seed")
+        self._t_ms = 0.0
+        return self._t_ms
+
+    def _lease_ms(self, env: Envelope, duration_ms: float) -> int:
+        lease = max(duration_ms, self._control_period_ms) * 2.5
+        caps = self.driver.caps
+        lo = caps.lease_min_ms if caps else 50
+        return int(min(env.lease_max_ms, max(lo, lease)))
+
+    def _on_step(
+        self, stimulus: Mapping[str, float] | None, duration_ms: float, want_spikes: bool
+    ) -> StepResult:
+        env = self._require_armed()
+        lease_ms = self._lease_ms(env, duration_ms)
+        start = self._clock()
+        amp_ma = 0.0 if stimulus is None else stimulus["amplitude_ma"]
+        if amp_ma > 0.0 and stimulus is not None:
+            self.driver.set_stimulation(
+                amp_ma * 1000.0, stimulus["pulse_width_us"], stimulus["frequency_hz"], lease_ms
+            )
+        elif self.driver.commanded is not None and self.driver.commanded.amp_ua > 0:
+            prev = self.driver.commanded
+            self.driver.set_stimulation(0.0, prev.pw_us, prev.freq_dhz / 10.0, lease_ms)
+        else:
+            self.driver.heartbeat(lease_ms)
+        deadline = start + duration_ms / 1000.0
+        renew_s = lease_ms / 3000.0
+        while True:
+            left = deadline - self._clock()
+            if left <= 0.0:
+                break
+            self._sleep(min(left, renew_s))
+            if self._clock() < deadline:
+                self.driver.heartbeat(lease_ms)
+        self._require_armed()
+        status = self.driver.status()
+        if status is None:
+            raise DeviceError("Expected a STATUS from the device during the step, actual none")
+        features = status.features()
+        if not features:
+            raise DeviceError(
+                "Expected valid sensed features in STATUS, actual sense_valid=0 (sensor fault)"
+            )
+        fields = {name: features[name] for name in FEATURE_FIELDS}
+        fields["delivered_amplitude_ma"] = status.amp_ua / 1000.0
+        fields["delivered_charge_uc"] = status.charge_nc / 1000.0
+        fields["lease_remaining_ms"] = float(status.lease_remaining_ms)
+        self._t_ms += (self._clock() - start) * 1000.0
+        return StepResult(fields, self._t_ms)
+
+    def _on_stop(self, reason: str) -> None:
+        drv = self.driver
+        if drv.closed or drv.envelope is None or not self._healthy_session():
+            return
+        drv.stop(StopReason.HOST_REQUEST)
+
+    def _on_close(self) -> None:
+        self.driver.close()

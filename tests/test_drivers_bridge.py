@@ -1,0 +1,320 @@
+"""The device behind the ZeroMQ protocol: SerialBackend, neuroloop-driver and the emulator CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from drivers.bridge import OBSERVATION_FIELDS, SerialBackend, device_envelope
+from drivers.emulator import DeviceEmulator
+from drivers.envelope import Envelope
+from drivers.messages import DeviceState, FaultBits
+from drivers.serial_stimulator import SerialStimulator
+from drivers.testing import ToyNetwork, running_emulator, wait_until
+from drivers.tissue import Tissue
+from protocol.client import BackendClient
+from protocol.errors import ConfigError, SafetyFaultError, SafetyLimitError
+from protocol.process import spawn_local_backend
+from protocol.schema import Envelope as WireEnvelope
+from protocol.schema import ParamSpec
+from protocol.server import BackendServer
+
+BIN = Path(sys.executable).parent
+
+# The controller's physical envelope (controller/envelope/defaults/device.toml), as sent on the
+# wire, with ramps fast enough for a test.
+WIRE_ENV = WireEnvelope.build(
+    (
+        ParamSpec("amplitude_ma", "mA", "amplitude", 0.0, 3.5),
+        ParamSpec("frequency_hz", "Hz", "frequency", 60.0, 185.0),
+        ParamSpec("pulse_width_us", "us", "pulse_width", 60.0, 120.0),
+    ),
+    {
+        "charge_per_phase_max": 1.8,
+        "electrode_area_cm2": 0.06,
+        "charge_density_max_uc_cm2": 30.0,
+        "amplitude_up_per_s": 2.0,
+        "amplitude_down_per_s": 5.0,
+        "frequency_step_hz": 20.0,
+        "pulse_width_step_us": 10.0,
+        "soft_start_s": 0.1,
+        "lease_periods": 2.5,
+        "watchdog_periods": 3.0,
+    },
+)
+STIM = {"amplitude_ma": 1.0, "frequency_hz": 130.0, "pulse_width_us": 90.0}
+
+
+def test_device_envelope_conversion_rounds_to_the_safe_side() -> None:
+    env = device_envelope(WIRE_ENV, control_period_ms=100.0, safe_stop_ms=200)
+    assert env == Envelope(
+        amp_min_ua=0,
+        amp_max_ua=3500,
+        pw_min_us=60,
+        pw_max_us=120,
+        freq_min_dhz=600,
+        freq_max_dhz=1850,
+        q_max_nc=1800,
+        area_mm2_x100=600,
+        d_max_nc_per_mm2=300,
+        ramp_up_ua_per_s=2000,
+        ramp_down_ua_per_s=5000,
+        freq_step_dhz=200,
+        pw_step_us=10,
+        lease_max_ms=250,
+        watchdog_ms=300,
+        soft_start_ms=100,
+        safe_stop_ms=200,
+    )
+    odd = WireEnvelope.build(
+        (
+            ParamSpec("amplitude_ma", "mA", "amplitude", 0.0005, 2.0009),
+            ParamSpec("frequency_hz", "Hz", "frequency", 60.04, 185.06),
+            ParamSpec("pulse_width_us", "us", "pulse_width", 60.5, 120.5),
+        ),
+    )
+    env = device_envelope(odd, 100.0)
+    assert (env.amp_min_ua, env.amp_max_ua) == (1, 2000)
+    assert (env.freq_min_dhz, env.freq_max_dhz) == (601, 1850)
+    assert (env.pw_min_us, env.pw_max_us) == (61, 120)
+
+
+@contextmanager
+def served(emu: DeviceEmulator) -> Iterator[tuple[BackendClient, SerialBackend]]:
+    driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1)
+    driver.handshake()
+    backend = SerialBackend(driver, session_timeout_s=2.0)
+    server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
+    endpoint = server.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
+    thread.start()
+    client = BackendClient(endpoint, timeout_s=5.0)
+    try:
+        yield client, backend
+    finally:
+        client.close()
+        stop.set()
+        thread.join(5.0)
+        server.close()
+
+
+def test_protocol_session_drives_the_device_and_senses_the_tissue() -> None:
+    tissue = Tissue(ToyNetwork(), window_ms=10.0)
+    with running_emulator(tissue=tissue) as emu, served(emu) as (client, _):
+        welcome = client.hello()
+        assert welcome.backend_kind == "serial"
+        names = ("amplitude_ma", "frequency_hz", "pulse_width_us")
+        assert welcome.capabilities.param_names == names
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        assert emu.snapshot().state == DeviceState.ARMED_IDLE
+        client.reset()
+        obs = client.step(None, 100.0)
+        assert set(obs.fields) == set(OBSERVATION_FIELDS)
+        assert obs.fields["delivered_amplitude_ma"] == 0.0
+        sync_off = obs.fields["synchrony"]
+        for _ in range(30):  # ramp-up at 2 mA/s: about 5 steps to reach 1 mA
+            obs = client.step(STIM, 100.0)
+            if obs.fields["delivered_amplitude_ma"] == 1.0:
+                break
+        assert obs.applied == STIM
+        assert obs.fields["delivered_amplitude_ma"] == 1.0
+        assert obs.fields["delivered_charge_uc"] == 0.09
+        assert obs.fields["synchrony"] < sync_off  # the tissue responded
+        assert emu.snapshot().state == DeviceState.STIMULATING
+        client.stop()
+        wait_until(lambda: emu.snapshot().amp_ua == 0, 3.0, "output ramped off after stop")
+        client.bye()
+
+
+def test_out_of_envelope_step_is_refused_and_stops() -> None:
+    with running_emulator(tissue=Tissue(ToyNetwork())) as emu, served(emu) as (client, _):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        client.step(STIM, 100.0)
+        with pytest.raises(SafetyLimitError, match="configured envelope"):
+            client.step({**STIM, "amplitude_ma": 4.0}, 100.0)
+        assert client.last_error is not None
+        assert client.last_error.stopped
+        wait_until(lambda: emu.snapshot().target_amp_ua == 0, 2.0, "output commanded off")
+
+
+def test_envelope_the_device_refuses_is_a_config_error() -> None:
+    with running_emulator() as emu, served(emu) as (client, _):
+        client.hello()
+        with pytest.raises(ConfigError, match="Expected watchdog_ms in \\[50, 2000\\]"):
+            client.configure(WIRE_ENV, control_period_ms=1000.0)  # 3 periods = 3 s watchdog
+
+
+def test_device_reset_mid_session_is_a_fault_until_reconfigured() -> None:
+    with running_emulator(tissue=Tissue(ToyNetwork())) as emu, served(emu) as (client, backend):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        client.step(STIM, 100.0)
+        emu.request_reset()
+        wait_until(lambda: backend.driver.envelope is None, 2.0, "reset detected by the driver")
+        with pytest.raises(SafetyFaultError, match="device reset"):
+            client.step(STIM, 100.0)
+        assert emu.snapshot().amp_ua == 0
+        with pytest.raises(SafetyFaultError, match="configure to re-arm"):
+            client.reset()
+        client.configure(WIRE_ENV, control_period_ms=100.0)  # explicit re-arm
+        client.reset()
+        obs = client.step(STIM, 100.0)
+        assert obs.fields["delivered_amplitude_ma"] > 0.0
+
+
+def test_controller_stall_lets_the_lease_expire() -> None:
+    with running_emulator(tissue=Tissue(ToyNetwork())) as emu, served(emu) as (client, _):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        for _ in range(3):
+            client.step(STIM, 100.0)
+        # No step for longer than the lease (250 ms): the device stops on its own.
+        wait_until(lambda: bool(emu.snapshot().fault_bits & FaultBits.LEASE), 3.0, "lease fault")
+        wait_until(lambda: emu.snapshot().amp_ua == 0, 2.0, "output off")
+        with pytest.raises(SafetyFaultError, match="LEASE"):
+            client.step(STIM, 100.0)
+
+
+# ---------------------------------------------------------------------------- processes
+def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    assert ready, f"no output within {timeout_s} s"
+    return proc.stdout.readline().decode().strip()
+
+
+def test_bridge_process_killed_mid_stimulation_device_stops_in_time() -> None:
+    tissue = Tissue(ToyNetwork())
+    with running_emulator(tissue=tissue) as emu:
+        serve = [
+            str(BIN / "neuroloop-driver"),
+            "serve",
+            "--port",
+            emu.port.url,
+            "--ack-timeout-ms",
+            "100",
+        ]
+        proc = spawn_local_backend([*serve, "--log-level", "warning"], "ipc")
+        try:
+            with BackendClient(proc.address, timeout_s=5.0) as client:
+                client.hello()
+                client.configure(WIRE_ENV, control_period_ms=100.0)
+                client.reset()
+                for _ in range(30):  # ramp-up at 2 mA/s: about 5 steps to reach 1 mA
+                    obs = client.step(STIM, 100.0)
+                    if obs.fields["delivered_amplitude_ma"] == 1.0:
+                        break
+                assert emu.snapshot().amp_ua == 1000
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.popen.wait(10)
+        finally:
+            proc.stop()
+        wait_until(lambda: emu.snapshot().output_off_s is not None, 3.0, "output off")
+        wait_until(lambda: emu.snapshot().state == DeviceState.DISARMED, 3.0, "DISARMED")
+        snap = emu.snapshot()
+        assert snap.fault_bits & (FaultBits.LEASE | FaultBits.WATCHDOG)
+        assert snap.output_off_s is not None
+        budget_s = (300 + 250) / 1000.0 + 2 * snap.max_tick_gap_s
+        assert snap.output_off_s - snap.last_valid_rx_s <= budget_s
+
+
+def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
+    argv = [str(BIN / "neuroloop-device-emulator"), "--tcp", "0", "--n-e", "160", "--n-i", "40"]
+    emu = subprocess.Popen(
+        [*argv, "--seed", "4", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = _read_line(emu, 60.0)
+        assert url.startswith("socket://127.0.0.1:")
+
+        def probe() -> dict[str, object]:
+            out = subprocess.run(
+                [str(BIN / "neuroloop-driver"), "probe", "--port", url, "--ack-timeout-ms", "100"],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
+            result: dict[str, object] = json.loads(out.stdout)
+            return result
+
+        first = probe()
+        caps = first["caps"]
+        assert isinstance(caps, dict)
+        assert caps["amp_max_ua"] == 10_000
+        assert first["state"] == "CONFIGURED"
+        features = first["features"]
+        assert isinstance(features, dict)
+        assert 0.0 <= features["synchrony"] <= 1.0
+        emu.send_signal(signal.SIGUSR1)  # device reset: a new boot id
+        wait_until(lambda: probe()["caps"] != caps, 10.0, "a new boot id after SIGUSR1")
+        emu.send_signal(signal.SIGTERM)
+        assert emu.wait(10) == 0
+    finally:
+        if emu.poll() is None:
+            emu.kill()
+            emu.wait(10)
+
+
+def test_cli_errors_are_clear() -> None:
+    out = subprocess.run(
+        [str(BIN / "neuroloop-driver"), "probe", "--port", "/dev/nope"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert b"Cannot open serial URL '/dev/nope'" in out.stderr
+    out = subprocess.run(
+        [str(BIN / "neuroloop-device-emulator"), "--no-tissue", "--impedance-ohm", "0"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert b"Expected --impedance-ohm in [1, 65535], actual 0" in out.stderr
+    help_text = subprocess.run(
+        [str(BIN / "neuroloop-driver"), "serve", "--help"], capture_output=True, timeout=30
+    ).stdout
+    assert b"lease of 2.5 control periods" in help_text
+
+
+@pytest.mark.parametrize("how", ["SIGUSR2 unplug", "SIGKILL"])
+def test_emulator_process_vanishing_is_link_loss_at_the_driver(how: str) -> None:
+    emu = subprocess.Popen(
+        [str(BIN / "neuroloop-device-emulator"), "--no-tissue", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        path = _read_line(emu, 60.0)
+        assert path.startswith("/dev/")
+        with SerialStimulator(path, ack_timeout_s=0.1) as drv:
+            drv.handshake()
+            drv.arm(Envelope(lease_max_ms=500, soft_start_ms=0))
+            drv.set_stimulation(1000, 90, 130, lease_ms=300)
+            if how == "SIGKILL":
+                emu.kill()
+            else:
+                emu.send_signal(signal.SIGUSR2)
+            wait_until(lambda: drv.link_error is not None, 5.0, "link loss at the driver")
+            assert drv.stimulation_stopped
+            assert drv.device_reset is None  # a vanished device is not a reset
+    finally:
+        if emu.poll() is None:
+            emu.send_signal(signal.SIGTERM)
+            emu.wait(10)

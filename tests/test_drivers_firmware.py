@@ -1,0 +1,333 @@
+"""Device firmware state machine on a fake clock: every timing rule is exact here."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from drivers.device_caps import FirmwareConfig
+from drivers.envelope import Envelope
+from drivers.firmware import DeviceFirmware
+from drivers.framing import Frame
+from drivers.messages import (
+    Ack,
+    Arm,
+    Armed,
+    Caps,
+    DeviceState,
+    EStop,
+    Fault,
+    FaultBits,
+    Heartbeat,
+    Hello,
+    MsgType,
+    Nack,
+    NackCode,
+    SetStim,
+    Status,
+    Stop,
+    WireMessage,
+    decode_message,
+)
+
+FAST = Envelope(
+    ramp_up_ua_per_s=2000,
+    ramp_down_ua_per_s=4000,
+    soft_start_ms=500,
+    lease_max_ms=500,
+    watchdog_ms=300,
+    safe_stop_ms=200,
+)
+DT = 0.001
+
+
+class Host:
+    """Drives a firmware instance frame by frame on a fake clock."""
+
+    def __init__(self, fw: DeviceFirmware) -> None:
+        self.fw = fw
+        self.seq = 0
+        self.now = 0.0
+        self.out: list[tuple[Frame, WireMessage]] = []
+
+    def send(self, msg: WireMessage, seq: int | None = None) -> WireMessage:
+        if seq is None:
+            self.seq = (self.seq + 1) & 0xFFFF
+            seq = self.seq
+        frames = self.fw.handle(Frame(msg.TYPE, seq, payload=msg.pack()), self.now)
+        decoded = [(f, decode_message(f)) for f in frames]
+        self.out += decoded
+        return decoded[0][1]
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds / DT)):
+            self.now += DT
+            self.out += [(f, decode_message(f)) for f in self.fw.tick(self.now, DT)]
+
+    def armed(self, env: Envelope = FAST) -> Host:
+        assert isinstance(self.send(Hello()), Caps)
+        assert isinstance(self.send(Arm(env, env.hash())), Armed)
+        return self
+
+    def faults(self) -> list[Fault]:
+        return [m for _, m in self.out if isinstance(m, Fault)]
+
+
+@pytest.fixture
+def host() -> Host:
+    return Host(DeviceFirmware(FirmwareConfig(), seed=1, now_s=0.0))
+
+
+def test_boots_disarmed_with_output_off_and_refuses_before_hello(host: Host) -> None:
+    assert host.fw.state == DeviceState.DISARMED
+    assert not host.fw.output_on
+    reply = host.send(SetStim(0, 1000, 90, 1300, 0, 200))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.NO_SESSION
+    host.run(0.1)
+    assert host.out[-1][1] == reply  # no STATUS before a session is open
+
+
+def test_set_stim_needs_arm(host: Host) -> None:
+    host.send(Hello())
+    assert host.fw.state == DeviceState.CONFIGURED
+    reply = host.send(SetStim(0, 1000, 90, 1300, 0, 200))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.NOT_ARMED
+    assert not host.fw.output_on
+
+
+def test_arm_checks_hash_and_envelope(host: Host) -> None:
+    host.send(Hello())
+    bad_hash = host.send(Arm(FAST, FAST.hash() ^ 1))
+    assert isinstance(bad_hash, Nack)
+    assert bad_hash.code == NackCode.ENVELOPE_MISMATCH
+    too_wide = Envelope(amp_max_ua=11_000)
+    with capture_logs() as logs:
+        reply = host.send(Arm(too_wide, too_wide.hash()))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.OUT_OF_RANGE
+    assert any(
+        "Expected amp_max_ua in [0, 10000], actual 11000" in e.get("reason", "") for e in logs
+    )
+    armed = host.send(Arm(FAST, FAST.hash()))
+    assert isinstance(armed, Armed)
+    assert armed.envelope_hash == FAST.hash()
+    assert host.fw.state == DeviceState.ARMED_IDLE
+
+
+def test_arm_refused_when_impedance_out_of_range() -> None:
+    host = Host(DeviceFirmware(FirmwareConfig(impedance_ohm=9000), now_s=0.0))
+    host.send(Hello())
+    reply = host.send(Arm(FAST, FAST.hash()))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.OUT_OF_RANGE
+    assert host.fw.fault_bits & FaultBits.IMPEDANCE
+
+
+def test_soft_start_then_ramp_rate_limits(host: Host) -> None:
+    host.armed()
+    assert isinstance(host.send(SetStim(0, 2000, 90, 1300, 0, 500)), Ack)
+    # Soft start: 0 → 2000 µA over ≥ 500 ms although ramp-up allows 2000 µA/s (1 s) → 1 s.
+    for _ in range(9):
+        host.run(0.1)
+        host.send(Heartbeat(500))
+    assert 1700 <= host.fw.amp_ua < 2000
+    host.run(0.1)
+    host.send(Heartbeat(500))
+    assert host.fw.amp_ua == 2000
+    assert host.fw.state == DeviceState.STIMULATING
+
+
+def test_soft_start_is_at_least_soft_start_ms() -> None:
+    slow = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=2000, lease_max_ms=500, watchdog_ms=600)
+    host = Host(DeviceFirmware(now_s=0.0)).armed(slow)
+    host.send(SetStim(0, 1000, 90, 1300, 0, 500))
+    for _ in range(19):
+        host.run(0.1)
+        host.send(Heartbeat(500))
+    assert host.fw.amp_ua < 1000  # 1.9 s into a ≥ 2 s soft start
+    host.run(0.15)
+    assert host.fw.amp_ua == 1000
+
+
+def test_out_of_range_commands_are_nacked_and_setpoint_kept(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 1000, 90, 1300, 0, 500))
+    for cmd, code in [
+        (SetStim(0, 3600, 90, 1300, 0, 500), NackCode.OUT_OF_RANGE),
+        (SetStim(0, 1000, 90, 1300, 0, 501), NackCode.OUT_OF_RANGE),  # lease > lease_max
+        (SetStim(1, 1000, 90, 1300, 0, 500), NackCode.OUT_OF_RANGE),  # no channel 1
+        (SetStim(0, 1000, 120, 1300, 0, 500), NackCode.SLEW_LIMIT),
+        (SetStim(0, 1000, 90, 1600, 0, 500), NackCode.SLEW_LIMIT),
+    ]:
+        reply = host.send(cmd)
+        assert isinstance(reply, Nack), cmd
+        assert reply.code == code, cmd
+    assert host.fw.target_amp_ua == 1000
+    assert host.fw.pw_us == 90
+    assert host.fw.freq_dhz == 1300
+
+
+def test_duplicate_is_reacked_not_reapplied_and_stale_is_nacked(host: Host) -> None:
+    host.armed()
+    first = host.send(SetStim(0, 1000, 90, 1300, 0, 500))
+    seq = host.seq
+    host.run(0.05)
+    applied_at_lease = host.fw.lease_until_s
+    dup = host.send(SetStim(0, 1000, 90, 1300, 0, 500), seq=seq)
+    assert dup == first  # the cached reply, byte for byte
+    assert host.fw.lease_until_s == applied_at_lease  # not re-applied
+    old = host.send(SetStim(0, 500, 90, 1300, 0, 500), seq=seq - 1)
+    assert isinstance(old, Nack)
+    assert old.code == NackCode.STALE
+    ahead = host.send(SetStim(0, 500, 90, 1300, 0, 500), seq=seq + 2)
+    assert isinstance(ahead, Nack)
+    assert ahead.code == NackCode.STALE
+    assert host.fw.target_amp_ua == 1000
+
+
+def test_lease_expiry_safe_stops_within_ramp_and_latches(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 200))
+    host.fw.amp_ua_f = 2000.0  # skip the soft start
+    host.run(0.19)
+    assert host.fw.output_on
+    host.run(0.015)
+    assert host.fw.state == DeviceState.SAFE_STOP
+    assert host.fw.fault_bits == FaultBits.LEASE
+    assert [f.new_bits for f in host.faults()] == [FaultBits.LEASE]
+    host.run(0.2)  # safe_stop_ms = 200: linear ramp to zero
+    assert not host.fw.output_on
+    assert host.fw.state == DeviceState.DISARMED
+    # Latched: nothing restarts it except a new ARM.
+    reply = host.send(SetStim(0, 500, 90, 1300, 0, 200))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.NOT_ARMED
+    assert isinstance(host.send(Arm(FAST, FAST.hash())), Armed)
+    assert host.fw.fault_bits == FaultBits.NONE
+
+
+def test_watchdog_fires_on_silence_even_with_a_long_lease() -> None:
+    env = Envelope(
+        lease_max_ms=2000, watchdog_ms=300, safe_stop_ms=250, soft_start_ms=0, ramp_up_ua_per_s=2000
+    )
+    host = Host(DeviceFirmware(now_s=0.0)).armed(env)
+    host.send(SetStim(0, 1000, 90, 1300, 0, 2000))
+    host.run(0.29)
+    assert host.fw.state == DeviceState.STIMULATING
+    host.run(0.015)
+    assert host.fw.fault_bits == FaultBits.WATCHDOG
+    host.run(0.25)
+    assert not host.fw.output_on
+    assert host.fw.state == DeviceState.DISARMED
+
+
+def test_estop_is_immediate_and_acts_even_out_of_sequence(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    reply = host.send(EStop(), seq=999)  # ignores sequence rules
+    assert isinstance(reply, Ack)
+    assert host.fw.amp_ua == 0  # no ramp
+    assert host.fw.state == DeviceState.DISARMED
+    assert host.fw.fault_bits & FaultBits.ESTOP
+    assert any(isinstance(m, Status) for _, m in host.out[-2:])
+
+
+def test_stop_ramps_down_and_stays_armed(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    host.send(Stop())
+    assert host.fw.state == DeviceState.STOPPING
+    for _ in range(4):
+        host.run(0.1)
+        host.send(Heartbeat(500))  # keeps the watchdog fed; no lease is running after STOP
+    host.run(0.08)
+    assert host.fw.output_on  # ramp-down 4000 µA/s: 0.5 s
+    host.run(0.03)
+    assert host.fw.state == DeviceState.ARMED_IDLE
+    assert host.fw.fault_bits == FaultBits.NONE
+
+
+def test_reboot_is_disarmed_with_new_boot_id(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 1500.0
+    old = host.fw.boot_id
+    frames = host.fw.reboot(host.now)
+    caps = decode_message(frames[0])
+    assert isinstance(caps, Caps)
+    assert caps.boot_id != old
+    assert host.fw.amp_ua == 0
+    assert host.fw.state == DeviceState.DISARMED
+    reply = host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.NO_SESSION
+
+
+def test_status_carries_sensed_features_and_marks_non_finite_invalid(host: Host) -> None:
+    host.armed()
+    host.fw.sense = {
+        "synchrony": 0.5, "chi": 0.25, "mean_v_e_mv": -60.0, "sd_v_e_mv": 2.0,
+        "mean_v_i_mv": -58.0, "sd_v_i_mv": 1.0, "weight_mv": 250.0, "rate_e_hz": 12.0,
+        "rate_i_hz": 30.0, "charge_mv_ms": 0.0,
+    }  # fmt: skip
+    status = host.fw.status(host.now)
+    assert status.features()["synchrony"] == 0.5
+    assert status.features()["weight_mv"] == 250.0
+    host.fw.sense = {**host.fw.sense, "synchrony": float("nan")}
+    with capture_logs() as logs:
+        status = host.fw.status(host.now)
+    assert status.sense_valid == 0
+    assert status.features() == {}
+    assert logs[0]["event"] == "device_sense_invalid"
+    assert "Expected a finite synchrony in [0.0, 1.0], actual nan" in logs[0]["reason"]
+
+
+def test_unknown_type_and_bad_length_are_nacked(host: Host) -> None:
+    host.send(Hello())
+    host.seq += 1
+    frames = host.fw.handle(Frame(0x77, host.seq), host.now)
+    reply = decode_message(frames[0])
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.UNKNOWN_TYPE
+    host.seq += 1
+    frames = host.fw.handle(Frame(MsgType.SET_STIM, host.seq, payload=b"\x00\x01"), host.now)
+    reply = decode_message(frames[0])
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.BAD_LEN
+
+
+def test_link_down_safe_stops_an_armed_device_and_ends_the_session(host: Host) -> None:
+    host.send(Hello())
+    assert host.fw.link_down(host.now) == []  # nothing armed: no fault, just no session
+    assert host.fw.fault_bits == FaultBits.NONE
+    assert not host.fw.session_open
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    frames = host.fw.link_down(host.now)
+    assert decode_message(frames[0]) == Fault(
+        FaultBits.LINK_DOWN, FaultBits.LINK_DOWN, DeviceState.STIMULATING
+    )
+    assert host.fw.state == DeviceState.SAFE_STOP
+    host.run(0.21)  # safe_stop_ms = 200
+    assert host.fw.state == DeviceState.DISARMED
+    assert not host.fw.output_on
+
+
+def test_silence_during_a_host_stop_hastens_the_ramp_without_a_fault(host: Host) -> None:
+    slow_down = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=500, soft_start_ms=0,
+                         lease_max_ms=500, watchdog_ms=300, safe_stop_ms=200)  # fmt: skip
+    host.armed(slow_down)
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    host.send(Stop())  # at 500 µA/s this ramp would take 4 s
+    host.run(0.29)
+    assert host.fw.output_on
+    host.run(0.22)  # silent for W = 300 ms, then at most safe_stop_ms = 200 ms more
+    assert not host.fw.output_on
+    assert host.fw.state == DeviceState.ARMED_IDLE  # a requested stop is not a fault
+    assert host.fw.fault_bits == FaultBits.NONE
