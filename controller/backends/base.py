@@ -1,0 +1,92 @@
+"""What the controller needs from a backend: a small ``typing.Protocol`` and its data types.
+
+A backend is opened (``hello``), given the envelope and control period (``configure``), reset,
+then stepped: every ``step`` applies a setpoint for one window and returns the window's
+observation. ``stop`` ends stimulation at once; ``close`` ends the session. The ZeroMQ adapter,
+the in-process simulator and the scripted test backend all implement it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from controller.envelope.config import Envelope
+from controller.envelope.setpoint import Setpoint
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend said in its handshake.
+
+    Args:
+        kind: ``sim``, ``serial``, ``replay`` or ``loopback``.
+        name: Implementation name, for logs.
+        observation_fields: Names of the observation floats, in order.
+        domain: Envelope domain the backend's stimulation units belong to.
+        control_period_ms: The backend's natural control period.
+        supports_fast_pace: Whether the backend may be stepped faster than real time.
+    """
+
+    kind: str
+    name: str
+    observation_fields: tuple[str, ...]
+    domain: str
+    control_period_ms: float
+    supports_fast_pace: bool
+
+
+@dataclass(frozen=True)
+class BackendObservation:
+    """One window's observation.
+
+    Args:
+        seq: Step number since the last reset (first step is 1).
+        t_model_ms: Backend time at the end of the window.
+        duration_ms: Window length.
+        fields: Named observation floats (may hold NaN/Inf from a faulty source; the envelope
+            decides what to do with them).
+        applied: The setpoint the backend actually applied, ``None`` when off.
+    """
+
+    seq: int
+    t_model_ms: float
+    duration_ms: float
+    fields: Mapping[str, float]
+    applied: Setpoint | None = None
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The controller's view of a backend (simulator, stimulator, replay)."""
+
+    def hello(self, client_name: str) -> BackendInfo:
+        """Open a session and return the backend's description."""
+        ...
+
+    def configure(self, envelope: Envelope, period_ms: float) -> str:
+        """Send the envelope and control period; return the hash the backend accepted."""
+        ...
+
+    def reset(self, seed: int | None) -> None:
+        """Start a run from the initial state, stimulation off."""
+        ...
+
+    def step(self, setpoint: Setpoint, duration_ms: float, timeout_s: float) -> BackendObservation:
+        """Apply ``setpoint`` for ``duration_ms`` and return the window's observation.
+
+        Raises:
+            TransportTimeoutError: No observation arrived within ``timeout_s``.
+            BackendUnavailableError: The backend cannot be reached any more.
+        """
+        ...
+
+    def stop(self, reason: str) -> None:
+        """Stop stimulation now (safe stop). Must not raise when the backend is gone."""
+        ...
+
+    def close(self) -> None:
+        """End the session and release resources; idempotent."""
+        ...

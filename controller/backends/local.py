@@ -1,0 +1,91 @@
+"""Factories of the registry: connect to a running backend or start a local one.
+
+``sim`` without an address starts ``python -m simulator.server`` on a private ipc socket and
+stops it at exit (the embedded default); ``in_process`` runs the network in this process.
+``serial`` and ``replay`` accept ``connect`` (any backend speaking the protocol, e.g. the device
+driver service); starting them locally is provided by their own packages once they exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import structlog
+
+from controller.backends import BackendRequest, OpenedBackend
+from controller.backends.zmq import ZmqBackend
+from protocol.errors import BackendUnavailableError, ConfigError
+
+#: Module run as the local simulator server.
+SIM_SERVER_MODULE = "simulator.server"
+
+
+def _connect(request: BackendRequest, address: str) -> OpenedBackend:
+    backend = ZmqBackend(address, timeout_s=request.timeout_s, options=request.options)
+    return OpenedBackend(backend, f"{request.name} at {address}")
+
+
+def open_sim(request: BackendRequest) -> OpenedBackend:
+    """The simulator: connected, in-process, or a local server process."""
+    if request.connect is not None:
+        if request.in_process:
+            raise ConfigError("Expected either --connect or --in-process, actual both")
+        return _connect(request, request.connect)
+    if request.in_process:
+        from controller.backends.inprocess import InProcessSimBackend
+        from simulator.config import NetworkConfig
+
+        try:
+            config = NetworkConfig(**dict(request.simulator))
+        except TypeError as err:
+            raise ConfigError(f"Expected [simulator] keys of NetworkConfig, actual: {err}") from err
+        return OpenedBackend(InProcessSimBackend(config, seed=request.seed), "sim in-process")
+    if importlib.util.find_spec(SIM_SERVER_MODULE) is None:
+        raise BackendUnavailableError(
+            f"Expected the simulator server module {SIM_SERVER_MODULE!r}, actual not installed; "
+            "use --in-process or --connect ADDR"
+        )
+    from protocol.process import spawn_local_backend
+
+    proc = spawn_local_backend([sys.executable, "-m", SIM_SERVER_MODULE], "ipc")
+    structlog.get_logger("controller.backends").info(
+        "sim_server_started", pid=proc.pid, address=proc.address
+    )
+    try:
+        opened = _connect(request, proc.address)
+    except BaseException:
+        proc.stop()
+        raise
+
+    def stop_server() -> None:
+        proc.stop()
+
+    opened.cleanup = stop_server
+    opened.description = f"sim server pid {proc.pid} at {proc.address}"
+    return opened
+
+
+def open_serial(request: BackendRequest) -> OpenedBackend:
+    """A stimulator through a running device service (``neuroloop-driver``)."""
+    if request.connect is None:
+        raise BackendUnavailableError(
+            "Expected --connect ADDR of a running device service for --backend serial, actual "
+            "none; start it with 'neuroloop-driver' (serial device or emulator) and pass its "
+            "address"
+        )
+    if request.in_process:
+        raise ConfigError("Expected no --in-process with --backend serial, actual --in-process")
+    return _connect(request, request.connect)
+
+
+def open_replay(request: BackendRequest) -> OpenedBackend:
+    """A recorded session served by a running replay backend (``neuroloop-replay``)."""
+    if request.connect is None:
+        raise BackendUnavailableError(
+            "Expected --connect ADDR of a running replay backend for --backend replay, actual "
+            "none; start one with 'neuroloop-replay' and pass its address"
+        )
+    if request.in_process:
+        raise ConfigError("Expected no --in-process with --backend replay, actual --in-process")
+    return _connect(request, request.connect)

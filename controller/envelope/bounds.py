@@ -1,0 +1,53 @@
+"""Range rule: each quantity of a requested setpoint lies within the session limits.
+
+A non-finite value is rejected (never clamped). A finite value slightly out of range is clamped
+to the nearest limit and flagged. A value more than one full range outside its limits means
+the request is broken and is rejected (e.g. amplitude above ``2·max`` when the minimum is 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+from controller.envelope.config import Envelope
+from controller.envelope.setpoint import Finding, Setpoint
+
+
+def limits_of(env: Envelope) -> dict[str, tuple[float, float, str]]:
+    """``{field: (low, high, unit)}`` of the session limits."""
+    return {
+        "amplitude": (env.amplitude_min, env.amplitude_max, env.amplitude_unit),
+        "frequency_hz": (env.frequency_min_hz, env.frequency_max_hz, "Hz"),
+        "pulse_width_us": (env.pulse_width_min_us, env.pulse_width_max_us, "µs"),
+    }
+
+
+def apply_bounds(request: Setpoint, env: Envelope) -> tuple[Setpoint | None, list[Finding]]:
+    """Clamp or reject each field of ``request``.
+
+    Returns:
+        ``(setpoint, findings)``; the setpoint is ``None`` when the request is rejected.
+    """
+    values = request.as_dict()
+    findings: list[Finding] = []
+    for name, (lo, hi, unit) in limits_of(env).items():
+        value = values[name]
+        if not math.isfinite(value):
+            detail = f"Expected a finite {name} in [{lo}, {hi}] {unit}, actual {value}"
+            return None, [Finding("non_finite_request", "reject", name, value, math.nan, detail)]
+        span = hi - lo if hi > lo else max(abs(hi), 1.0)
+        if value > hi + span or value < lo - span:
+            detail = (
+                f"Expected {name} in [{lo}, {hi}] {unit} (clamp zone [{lo - span}, {hi + span}]), "
+                f"actual {value}"
+            )
+            return None, [
+                Finding(f"{name}_far_out_of_range", "reject", name, value, math.nan, detail)
+            ]
+        if value > hi or value < lo:
+            clamped = min(hi, max(lo, value))
+            side = "above_max" if value > hi else "below_min"
+            detail = f"Expected {name} in [{lo}, {hi}] {unit}, actual {value}"
+            findings.append(Finding(f"{name}_{side}", "clamp", name, value, clamped, detail))
+            values[name] = clamped
+    return Setpoint(values["amplitude"], values["frequency_hz"], values["pulse_width_us"]), findings

@@ -1,0 +1,1 @@
+"""Shipped default envelopes: ``simulator.toml`` (model units) and ``device.toml`` (mA)."""

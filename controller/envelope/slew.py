@@ -1,0 +1,99 @@
+"""Slew rule: how far one control period may move the output from the previous setpoint.
+
+The amplitude may rise by at most ``amplitude_up_per_s · T`` and fall by at most
+``amplitude_down_per_s · T`` per period ``T``. While the previous output was stimulating,
+frequency and pulse width move by at most one step per period; while it was off they take the
+target at once (no pulses are delivered, so a switch cannot be felt). If an intermediate point of
+the ramp would break the duty or charge rule (raising the width while the amplitude ramps, say),
+frequency and width stay where they were and only the amplitude moves, never above what the
+previous width allows.
+"""
+
+from __future__ import annotations
+
+from controller.envelope.charge import max_amplitude_for, within_charge
+from controller.envelope.config import Envelope
+from controller.envelope.duty import fits_duty
+from controller.envelope.setpoint import Finding, Setpoint
+
+
+def _step_toward(current: float, target: float, max_step: float) -> float:
+    if target > current + max_step:
+        return current + max_step
+    if target < current - max_step:
+        return current - max_step
+    return target
+
+
+def apply_slew(
+    target: Setpoint, previous: Setpoint, env: Envelope, period_s: float
+) -> tuple[Setpoint, list[Finding]]:
+    """Move from ``previous`` toward ``target`` by at most one period's worth of change.
+
+    Args:
+        target: A setpoint that already satisfies bounds, duty and charge.
+        previous: The last setpoint sent (satisfies every rule).
+        env: The envelope.
+        period_s: Control period in s.
+
+    Returns:
+        The next setpoint and a finding per quantity that was slowed down.
+    """
+    findings: list[Finding] = []
+    up = env.amplitude_up_per_s * period_s
+    down = env.amplitude_down_per_s * period_s
+    amp = _step_toward(
+        previous.amplitude, target.amplitude, up if target.amplitude > previous.amplitude else down
+    )
+    if amp != target.amplitude:
+        rising = target.amplitude > previous.amplitude
+        reason = "ramp_up" if rising else "ramp_down"
+        rate = env.amplitude_up_per_s if rising else env.amplitude_down_per_s
+        detail = (
+            f"Expected an amplitude change <= {rate} {env.amplitude_unit}/s "
+            f"({up if rising else down:.6g} per {period_s * 1000:.6g} ms), "
+            f"actual request {previous.amplitude} → {target.amplitude}"
+        )
+        findings.append(Finding(reason, "clamp", "amplitude", target.amplitude, amp, detail))
+    if previous.is_on:
+        freq = _step_toward(previous.frequency_hz, target.frequency_hz, env.frequency_step_hz)
+        width = _step_toward(
+            previous.pulse_width_us, target.pulse_width_us, env.pulse_width_step_us
+        )
+    else:
+        freq, width = target.frequency_hz, target.pulse_width_us
+    if freq != target.frequency_hz:
+        detail = (
+            f"Expected a frequency change <= {env.frequency_step_hz} Hz per period, "
+            f"actual {previous.frequency_hz} → {target.frequency_hz}"
+        )
+        findings.append(
+            Finding("frequency_step", "clamp", "frequency_hz", target.frequency_hz, freq, detail)
+        )
+    if width != target.pulse_width_us:
+        detail = (
+            f"Expected a pulse-width change <= {env.pulse_width_step_us} µs per period, "
+            f"actual {previous.pulse_width_us} → {target.pulse_width_us}"
+        )
+        findings.append(
+            Finding(
+                "pulse_width_step", "clamp", "pulse_width_us", target.pulse_width_us, width, detail
+            )
+        )
+    out = Setpoint(amp, freq, width)
+    if fits_duty(out, env) and within_charge(out, env):
+        return out, findings
+    # An intermediate point breaks a static rule: keep the previous shape, move only amplitude.
+    ceiling, reason = max_amplitude_for(previous.pulse_width_us, env)
+    held_amp = max(previous.amplitude, min(amp, ceiling)) if amp > previous.amplitude else amp
+    detail = (
+        f"Expected every ramp step to respect duty and {reason}; holding "
+        f"{previous.frequency_hz} Hz, "
+        f"{previous.pulse_width_us} µs while the amplitude moves"
+    )
+    findings.append(
+        Finding(
+            "ramp_intermediate", "clamp", "pulse_width_us", width, previous.pulse_width_us, detail
+        )
+    )
+    return Setpoint(held_amp, previous.frequency_hz, previous.pulse_width_us), findings

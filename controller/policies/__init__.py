@@ -1,0 +1,1 @@
+"""Policies: built-ins (``off``, ``constant``, ``ftsts``) and trained bundles (numpy inference)."""

@@ -1,0 +1,103 @@
+"""Build the policy named on the command line: ``off``, ``constant``, ``ftsts`` or a bundle path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.envelope.bounds import limits_of
+from controller.envelope.config import Envelope
+from controller.envelope.setpoint import Setpoint
+from controller.policies.base import Policy
+from controller.policies.builtin import FTSTS_SETPOINT, ConstantPolicy, FtstsPolicy, OffPolicy
+from controller.policies.bundle import BundlePolicy, load_bundle
+from protocol.errors import ConfigError
+
+BUILTIN = ("off", "constant", "ftsts")
+
+
+def _check_in_envelope(sp: Setpoint, env: Envelope) -> None:
+    values = sp.as_dict()
+    for name, (lo, hi, unit) in limits_of(env).items():
+        if name == "amplitude" and values[name] == 0.0:
+            continue
+        if not lo <= values[name] <= hi:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"Expected {flag} in [{lo}, {hi}] {unit} (envelope {env.name!r}), "
+                f"actual {values[name]}"
+            )
+
+
+def build_policy(
+    name: str,
+    envelope: Envelope,
+    *,
+    amplitude: float | None = None,
+    frequency_hz: float | None = None,
+    pulse_width_us: float | None = None,
+    onset_ms: float = 1980.0,
+    latch_below_mv: float = 75.0,
+) -> Policy:
+    """Make the policy ``name``.
+
+    Args:
+        name: ``off``, ``constant``, ``ftsts`` or the path of a policy bundle directory.
+        envelope: The envelope in force (units of ``amplitude``; bundle hash check).
+        amplitude: ``constant``: amplitude in the envelope's unit.
+        frequency_hz: ``constant``: pulse rate (model domain default: the paper's 83.33 Hz).
+        pulse_width_us: ``constant``: phase width (model domain default: 1000 µs).
+        onset_ms: ``ftsts``: model time at which stimulation starts.
+        latch_below_mv: ``ftsts``: weight below which stimulation stops for good.
+
+    Raises:
+        ConfigError: Missing or out-of-envelope values, unknown name, or a bundle trained
+            against another envelope.
+    """
+    model = envelope.domain == "model"
+    if name == "off":
+        return OffPolicy()
+    if name == "constant":
+        if amplitude is None:
+            raise ConfigError(
+                f"Expected --amplitude ({envelope.amplitude_unit}) for --policy constant, "
+                "actual none"
+            )
+        if not model and (frequency_hz is None or pulse_width_us is None):
+            raise ConfigError(
+                "Expected --frequency-hz and --pulse-width-us for --policy constant on a "
+                "physical envelope, actual "
+                f"{frequency_hz}, {pulse_width_us}"
+            )
+        sp = Setpoint(
+            amplitude,
+            FTSTS_SETPOINT.frequency_hz if frequency_hz is None else frequency_hz,
+            FTSTS_SETPOINT.pulse_width_us if pulse_width_us is None else pulse_width_us,
+        )
+        _check_in_envelope(sp, envelope)
+        return ConstantPolicy(sp)
+    if name == "ftsts":
+        if not model:
+            raise ConfigError(
+                f"Expected a model-domain envelope for --policy ftsts (100 mV of drive), actual "
+                f"{envelope.domain!r}"
+            )
+        sp = Setpoint(
+            FTSTS_SETPOINT.amplitude if amplitude is None else amplitude,
+            FTSTS_SETPOINT.frequency_hz if frequency_hz is None else frequency_hz,
+            FTSTS_SETPOINT.pulse_width_us if pulse_width_us is None else pulse_width_us,
+        )
+        _check_in_envelope(sp, envelope)
+        return FtstsPolicy(onset_ms=onset_ms, setpoint=sp, latch_below_mv=latch_below_mv)
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(
+            f"Expected --policy in {list(BUILTIN)} or a policy bundle directory, actual {name!r}"
+        )
+    bundle = load_bundle(path)
+    if bundle.envelope_hash != envelope.sha256():
+        raise ConfigError(
+            f"Expected policy bundle {path} to be trained against envelope "
+            f"{envelope.sha256()} ({envelope.name!r}), actual {bundle.envelope_hash}; "
+            "retrain, or pass the envelope it was trained with via --envelope"
+        )
+    return BundlePolicy(bundle)

@@ -1,0 +1,175 @@
+"""End-of-run summary: ticks, deadline misses, envelope findings, charge and synchrony trend.
+
+:class:`SummaryBuilder` is fed once per tick by the loop; :meth:`SummaryBuilder.build` returns a
+:class:`Summary` that prints as a table (:func:`format_table`) and is written as JSON next to the
+recording.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def percentiles_ms(samples_s: list[float]) -> dict[str, float | None]:
+    """p50/p99/max of a list of durations in s, reported in ms (``None`` when empty)."""
+    if not samples_s:
+        return {"p50": None, "p99": None, "max": None}
+    arr = np.asarray(samples_s) * 1000.0
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }
+
+
+@dataclass
+class Summary:
+    """Everything reported at the end of a run (all times in ms unless named otherwise)."""
+
+    backend: str
+    policy: str
+    pace: str
+    period_ms: float
+    envelope_name: str
+    envelope_hash: str
+    amplitude_unit: str
+    charge_unit: str
+    ticks: int
+    model_time_s: float
+    end_reason: str
+    fault: str | None
+    deadline_misses: int
+    overruns: int
+    clamps: dict[str, int]
+    rejects: dict[str, int]
+    holds: dict[str, int]
+    recoveries: dict[str, int]
+    charge_delivered: float
+    synchrony: dict[str, Any]
+    latch_time_ms: float | None
+    timing: dict[str, dict[str, float | None]]
+    recording: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (NaN mapped to ``None``)."""
+        cleaned: dict[str, Any] = _clean(asdict(self))
+        return cleaned
+
+    def write_json(self, path: Path) -> None:
+        """Write the summary as indented JSON."""
+        path.write_text(json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n", "utf-8")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class SummaryBuilder:
+    """Accumulates per-tick facts for the summary."""
+
+    def __init__(self) -> None:
+        self.synchrony: list[float] = []
+        self.stimulating: list[bool] = []
+        self.charge = 0.0
+        self.latency_s: list[float] = []
+        self.overhead_s: list[float] = []
+        self.step_s: list[float] = []
+        self.period_error_s: list[float] = []
+        self.wake_late_s: list[float] = []
+        self.deadline_misses = 0
+        self.overruns = 0
+        self.model_time_ms = 0.0
+
+    def add_window(self, fields: dict[str, float] | Any, stimulating: bool, charge: float) -> None:
+        """One observed window: its synchrony R, whether stimulation was on, its charge."""
+        r = fields.get("synchrony", math.nan)
+        self.synchrony.append(float(r) if isinstance(r, int | float) else math.nan)
+        self.stimulating.append(stimulating)
+        if math.isfinite(charge):
+            self.charge += charge
+
+    def synchrony_trend(self) -> dict[str, Any]:
+        """Mean R before the first stimulated window, during, and after the last one."""
+        on = [i for i, s in enumerate(self.stimulating) if s]
+        r = np.asarray(self.synchrony, dtype=float)
+
+        def mean(lo: int, hi: int) -> dict[str, Any]:
+            part = r[lo:hi]
+            part = part[np.isfinite(part)]
+            return {"mean_r": float(part.mean()) if part.size else None, "windows": int(hi - lo)}
+
+        if not on:
+            return {"before": mean(0, len(r)), "during": mean(0, 0), "after": mean(0, 0)}
+        return {
+            "before": mean(0, on[0]),
+            "during": mean(on[0], on[-1] + 1),
+            "after": mean(on[-1] + 1, len(r)),
+        }
+
+    def timing(self) -> dict[str, dict[str, float | None]]:
+        """Percentiles of every measured duration."""
+        return {
+            "tick_latency_ms": percentiles_ms(self.latency_s),
+            "overhead_ms": percentiles_ms(self.overhead_s),
+            "backend_step_ms": percentiles_ms(self.step_s),
+            "period_jitter_ms": percentiles_ms([abs(x) for x in self.period_error_s]),
+            "wake_late_ms": percentiles_ms(self.wake_late_s),
+        }
+
+
+def format_table(summary: Summary) -> str:
+    """The summary as a readable two-column table."""
+    s = summary
+    rows: list[tuple[str, str]] = [
+        ("backend / policy / pace", f"{s.backend} / {s.policy} / {s.pace}"),
+        ("envelope", f"{s.envelope_name} {s.envelope_hash[:16]}…"),
+        ("ticks (period)", f"{s.ticks} ({s.period_ms:g} ms), model time {s.model_time_s:.3f} s"),
+        ("end", s.end_reason + (f" (fault: {s.fault})" if s.fault else "")),
+        ("deadline misses / overruns", f"{s.deadline_misses} / {s.overruns}"),
+    ]
+    for title, counts in (
+        ("clamps", s.clamps),
+        ("rejects", s.rejects),
+        ("holds", s.holds),
+        ("recoveries", s.recoveries),
+    ):
+        text = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+        rows.append((title, text))
+    rows.append(("charge delivered", f"{s.charge_delivered:.6g} {s.charge_unit}"))
+    for phase in ("before", "during", "after"):
+        part = s.synchrony.get(phase, {})
+        mean_r = part.get("mean_r")
+        shown = "n/a" if mean_r is None else f"{mean_r:.3f}"
+        rows.append((f"synchrony R {phase}", f"{shown} over {part.get('windows', 0)} windows"))
+    rows.append(("latch", "none" if s.latch_time_ms is None else f"{s.latch_time_ms / 1000:.3f} s"))
+    for name, stats in s.timing.items():
+        if stats["p50"] is None:
+            continue
+        rows.append(
+            (name, f"p50 {stats['p50']:.3f}  p99 {stats['p99']:.3f}  max {stats['max']:.3f}")
+        )
+    if s.recording:
+        rows.append(("recording", s.recording))
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    body = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+    return f"{line}\nNeuroLoop controller run summary\n{line}\n{body}\n{line}"
+
+
+def count_kinds(counter: Counter[str], kinds: dict[str, str], kind: str) -> dict[str, int]:
+    """Counts of the reasons whose kind is ``kind``."""
+    return {r: n for r, n in counter.items() if kinds.get(r) == kind}

@@ -1,0 +1,160 @@
+"""Property tests: no sequence of policy outputs yields a command outside the envelope."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.envelope.action import ActionMap
+from controller.envelope.config import Envelope, load_envelope, validate
+from controller.envelope.governor import SafetyGovernor
+from controller.envelope.setpoint import Setpoint
+from controller.envelope.softstart import soft_start_ceiling
+
+SIM = load_envelope("simulator")
+DEV = load_envelope("device")
+# Variants where the charge and duty rules bind (with the defaults they never do).
+SIM_TIGHT = validate(replace(SIM, charge_per_phase_max=60.0, pulse_width_step_us=1000.0))
+DEV_WIDE = validate(
+    replace(
+        DEV,
+        amplitude_max=10.0,
+        pulse_width_min_us=20.0,
+        pulse_width_max_us=450.0,
+        frequency_min_hz=2.0,
+        frequency_max_hz=250.0,
+        pulse_width_step_us=200.0,
+        frequency_step_hz=100.0,
+        amplitude_up_per_s=50.0,
+        soft_start_s=0.1,
+    )
+)
+ENVS = [SIM, DEV, SIM_TIGHT, DEV_WIDE]
+IDS = ["simulator", "device", "simulator-tight-charge", "device-wide"]
+T = 0.02
+EPS = 1e-9
+
+wild = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e3, max_value=1e3),
+    st.sampled_from([0.0, -0.0, 1e308, -1e308, math.nan, math.inf, -math.inf, 5e-324]),
+)
+setpoint_requests = st.builds(Setpoint, wild, wild, wild)
+normalised = st.one_of(
+    st.lists(st.floats(min_value=-1.5, max_value=1.5), min_size=3, max_size=3),
+    st.lists(wild, min_size=0, max_size=5),
+    st.sampled_from([None, "x", {"a": 1}, [[0.1, 0.2, 0.3]]]),
+)
+oscillating = st.integers(min_value=1, max_value=10).map(
+    lambda n: [
+        Setpoint(200.0 * (k % 2), 5.0 + 175.0 * (k % 2), 50.0 + 950.0 * (k % 2)) for k in range(n)
+    ]
+)
+gaps = st.sampled_from([T, T, T, T, 1.5 * T, 3.0 * T, 10.0 * T])
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults():
+    """CLI runs configure structlog (level filter); every test starts from the defaults."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+def make_map(env: Envelope) -> ActionMap:
+    return ActionMap(
+        ("amplitude", "frequency_hz", "pulse_width_us"),
+        (env.amplitude_min, env.frequency_min_hz, env.pulse_width_min_us),
+        (env.amplitude_max, env.frequency_max_hz, env.pulse_width_max_us),
+    )
+
+
+def check_sequence(
+    env: Envelope, requests: list[object], gap_list: list[float], amap: ActionMap | None
+) -> None:
+    gov = SafetyGovernor(env, T, amap)
+    gov.arm(0.0)
+    t, soft_from = 0.0, 0.0
+    prev = gov.last
+    for i, req in enumerate(requests):
+        t += gap_list[i % len(gap_list)]
+        d = gov.command(req, t)
+        sp = d.setpoint
+        reasons = {f.reason for f in d.findings}
+        if "lease_expired" in reasons:
+            soft_from, prev = t, Setpoint(0.0, prev.frequency_hz, prev.pulse_width_us)
+        assert all(math.isfinite(v) for v in (sp.amplitude, sp.frequency_hz, sp.pulse_width_us))
+        assert 0.0 <= sp.amplitude <= env.amplitude_max + EPS
+        assert env.frequency_min_hz - EPS <= sp.frequency_hz <= env.frequency_max_hz + EPS
+        assert env.pulse_width_min_us - EPS <= sp.pulse_width_us <= env.pulse_width_max_us + EPS
+        period_us = 1e6 / sp.frequency_hz
+        assert (
+            2 * sp.pulse_width_us + env.interphase_gap_us + env.recharge_margin_us
+            <= period_us + EPS
+        )
+        assert sp.amplitude * sp.pulse_width_us / 1000.0 <= env.charge_per_phase_max * (1 + 1e-9)
+        if env.domain == "physical":
+            density = sp.amplitude * sp.pulse_width_us / 1000.0 / env.electrode_area_cm2
+            assert density <= env.charge_density_max_uc_cm2 * (1 + 1e-9)
+        if gov.latched is None:
+            assert sp.amplitude - prev.amplitude <= env.amplitude_up_per_s * T + EPS
+            assert prev.amplitude - sp.amplitude <= env.amplitude_down_per_s * T + EPS
+            assert sp.amplitude <= soft_start_ceiling(t - soft_from, env) + EPS
+            if prev.is_on:
+                assert abs(sp.frequency_hz - prev.frequency_hz) <= env.frequency_step_hz + EPS
+                assert abs(sp.pulse_width_us - prev.pulse_width_us) <= env.pulse_width_step_us + EPS
+        else:
+            assert sp.amplitude == 0.0
+        prev = sp
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs():
+    with structlog.testing.capture_logs():
+        yield
+
+
+@pytest.mark.parametrize("env", ENVS, ids=IDS)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    requests=st.lists(setpoint_requests, min_size=1, max_size=60),
+    gap_list=st.lists(gaps, min_size=1, max_size=8),
+)
+def test_setpoint_requests_never_leave_the_envelope(env, requests, gap_list):
+    check_sequence(env, requests, gap_list, None)
+
+
+@pytest.mark.parametrize("env", ENVS, ids=IDS)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    requests=st.lists(normalised, min_size=1, max_size=60),
+    gap_list=st.lists(gaps, min_size=1, max_size=8),
+)
+def test_normalised_actions_never_leave_the_envelope(env, requests, gap_list):
+    arrays = [
+        np.asarray(r, dtype=object) if isinstance(r, list) and r and isinstance(r[0], list) else r
+        for r in requests
+    ]
+    check_sequence(env, arrays, gap_list, make_map(env))
+
+
+@pytest.mark.parametrize("env", ENVS, ids=IDS)
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blocks=st.lists(oscillating, min_size=1, max_size=8))
+def test_bang_bang_oscillation_is_slew_limited(env, blocks):
+    requests = [sp for block in blocks for sp in block]
+    scale = env.amplitude_max / 200.0
+    scaled = [Setpoint(sp.amplitude * scale, sp.frequency_hz, sp.pulse_width_us) for sp in requests]
+    check_sequence(env, scaled, [T], None)
