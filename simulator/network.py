@@ -215,6 +215,9 @@ class Network:
         self._step_spk = np.zeros(n, dtype=np.int64)
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
+        self._xi_buffer = np.empty(round(CHUNK_MS / dt) * n + 2, dtype=np.float32)
+        self._spk_step = np.empty(0, dtype=np.int64)
+        self._spk_idx = np.empty(0, dtype=np.int32)
         self._pulses.reset()
         self.step = 0
         self._ready = True
@@ -277,8 +280,11 @@ class Network:
         t_start = self.t_ms
         n_e = cfg.n_e
         cap = max(1024, total * cfg.n // 8)
-        spk_step = np.empty(cap, dtype=np.int64)
-        spk_idx = np.empty(cap, dtype=np.int32)
+        if self._spk_step.shape[0] < cap:
+            self._spk_step = np.empty(cap, dtype=np.int64)
+            self._spk_idx = np.empty(cap, dtype=np.int32)
+        spk_step, spk_idx = self._spk_step, self._spk_idx
+        cap = spk_step.shape[0]
         n_spk = np.zeros(1, dtype=np.int64)
         pop_e = np.empty(total)
         pop_i = np.empty(total)
@@ -304,7 +310,7 @@ class Network:
             pulses += started
             stimulating = stimulating or q > 0.0
             gain = self._gain_on if on else self._gain_off
-            xi = standard_normal_f32(self._noise, (steps, cfg.n))
+            xi = standard_normal_f32(self._noise, (steps, cfg.n), self._xi_buffer)
             plast_on = t0 >= cfg.plasticity_onset_ms - 1e-9
             self._run(
                 steps, u_e, u_i, gain, xi, plast_on, spk_step, spk_idx, n_spk,

@@ -103,20 +103,28 @@ def _fill(raw, extra, cursor, out, ki, wi, fi):  # type: ignore[no-untyped-def]
 
 
 def standard_normal_f32(
-    rng: np.random.Generator, shape: tuple[int, ...]
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    buffer: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Draw standard normals of ``shape`` as float32 from ``rng``'s bit stream.
 
     Args:
         rng: The seeded generator (its bit generator supplies the raw words).
         shape: Output shape.
+        buffer: Optional flat float32 array to fill (reused between calls to avoid a fresh
+            multi-megabyte allocation per window); must hold the even-rounded element count.
 
     Returns:
-        A C-contiguous float32 array of independent standard normals.
+        A C-contiguous float32 array of independent standard normals (a view of ``buffer``
+        when one is given).
     """
     total = int(np.prod(shape))
     even = total + (total & 1)
-    out = np.empty(even, dtype=np.float32)
+    if buffer is not None and buffer.shape[0] >= even and buffer.dtype == np.float32:
+        out = buffer[:even]
+    else:
+        out = np.empty(even, dtype=np.float32)
     raw = rng.bit_generator.random_raw(even // 2)
     # Spare words for the rejection path: ≈ 2.5 % of draws need one to three; 64 + n/16 words
     # are read cyclically and, being drawn after the main block, keep the stream reproducible.
