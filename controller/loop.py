@@ -278,9 +278,18 @@ class ControlLoop:
 
     def _account(self, obs: BackendObservation, decision: Decision) -> None:
         on = obs.applied is not None and obs.applied.is_on
-        charge = obs.fields.get("charge_mv_ms")
+        # Charge in the envelope's own unit: a simulator reports its delivered model charge
+        # (mV·ms); a device reports the charge per phase it actually delivers (µC, lower than
+        # the setpoint while it ramps), from which the window's charge follows. Tissue
+        # features a device forwards (its model's charge_mv_ms) are never mixed in.
+        sp = obs.applied
+        charge: float | None = None
+        if self.governor.envelope.charge_unit == "mV·ms":
+            charge = obs.fields.get("charge_mv_ms")
+        elif sp is not None and "delivered_charge_uc" in obs.fields:
+            charge = 2.0 * obs.fields["delivered_charge_uc"] * sp.frequency_hz
+            charge *= obs.duration_ms / 1000.0
         if charge is None:
-            sp = obs.applied
             charge = 0.0
             if sp is not None and sp.is_on:
                 # Both phases of every pulse in the window: 2 · q_phase · f · window.

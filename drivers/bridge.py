@@ -117,6 +117,10 @@ def device_envelope(
     )
 
 
+#: How a ``step`` relates to wall-clock time (see :class:`SerialBackend`).
+STEP_MODES = ("window", "latest")
+
+
 class SerialBackend(Backend):
     """Serve a stimulator (any :class:`~drivers.base.StimulatorABC`) over the protocol.
 
@@ -127,6 +131,12 @@ class SerialBackend(Backend):
         settle_timeout_s: Longest wait for the output to ramp to zero before re-arming.
         clock: Monotonic clock (injectable for tests).
         sleep: Sleep function (injectable for tests).
+        step_mode: ``window`` — a step applies the setpoint, keeps the lease alive for the
+            step's duration in wall-clock time and returns the STATUS sensed at its end
+            (lockstep clients such as a gymnasium environment); ``latest`` — a step applies the
+            setpoint and returns the latest STATUS at once, because the device senses on its own
+            clock (a real-time controller, which paces the loop itself and would otherwise see
+            every observation arrive one full period late).
     """
 
     kind = "serial"
@@ -140,8 +150,12 @@ class SerialBackend(Backend):
         settle_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        step_mode: str = "window",
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
+        if step_mode not in STEP_MODES:
+            raise ValueError(f"Expected step_mode in {STEP_MODES}, actual {step_mode!r}")
+        self._step_mode = step_mode
         self.driver = driver
         self._safe_stop_ms = safe_stop_ms
         self._settle_timeout_s = settle_timeout_s
@@ -150,6 +164,7 @@ class SerialBackend(Backend):
         self._device_envelope: Envelope | None = None
         self._control_period_ms = 100.0
         self._t_ms = 0.0
+        self._t_reset_s = clock()
         self._caps_cache: Capabilities | None = None
 
     # ------------------------------------------------------------------------ capabilities
@@ -244,6 +259,7 @@ class SerialBackend(Backend):
         if seed is not None:
             log.info("bridge_seed_ignored", seed=seed, reason="a device has no seed")
         self._t_ms = 0.0
+        self._t_reset_s = self._clock()
         return self._t_ms
 
     def _lease_ms(self, env: Envelope, duration_ms: float) -> int:
@@ -268,7 +284,7 @@ class SerialBackend(Backend):
             self.driver.set_stimulation(0.0, prev.pw_us, prev.freq_dhz / 10.0, lease_ms)
         else:
             self.driver.heartbeat(lease_ms)
-        deadline = start + duration_ms / 1000.0
+        deadline = start + (duration_ms / 1000.0 if self._step_mode == "window" else 0.0)
         renew_s = lease_ms / 3000.0
         while True:
             left = deadline - self._clock()
@@ -290,7 +306,10 @@ class SerialBackend(Backend):
         fields["delivered_amplitude_ma"] = status.amp_ua / 1000.0
         fields["delivered_charge_uc"] = status.charge_nc / 1000.0
         fields["lease_remaining_ms"] = float(status.lease_remaining_ms)
-        self._t_ms += (self._clock() - start) * 1000.0
+        if self._step_mode == "window":
+            self._t_ms += (self._clock() - start) * 1000.0
+        else:
+            self._t_ms = (self._clock() - self._t_reset_s) * 1000.0
         return StepResult(fields, self._t_ms)
 
     def _on_stop(self, reason: str) -> None:

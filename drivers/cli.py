@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import structlog
 
-from drivers.bridge import SerialBackend
+from drivers.bridge import STEP_MODES, SerialBackend
 from drivers.messages import DeviceState
 from drivers.serial_stimulator import SerialStimulator
 from protocol.errors import NeuroLoopError
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_port_arguments(serve)
+    serve.add_argument(
+        "--step-mode",
+        choices=STEP_MODES,
+        default="latest",
+        help="latest (default): a step applies the setpoint and returns the device's latest "
+        "sensed STATUS at once, for a real-time controller that paces the loop itself; "
+        "window: a step lasts its duration in wall-clock time and returns the STATUS at its "
+        "end, for lockstep clients such as a gymnasium environment",
+    )
     add_serve_arguments(serve)
     probe = sub.add_parser(
         "probe",
@@ -142,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         driver.close()
         return 2
     try:
-        backend = SerialBackend(driver, session_timeout_s=args.session_timeout_s)
+        backend = SerialBackend(
+            driver, session_timeout_s=args.session_timeout_s, step_mode=args.step_mode
+        )
     except NeuroLoopError as err:
         print(f"neuroloop-driver: error: {err}", file=sys.stderr)
         driver.close()

@@ -122,7 +122,9 @@ class MicroampBackend(Backend):
                 ParamSpec("frequency_hz", "Hz", "frequency", 2.0, 250.0),
                 ParamSpec("pulse_width_us", "us", "pulse_width", 20.0, 450.0),
             ),
-            observation_fields=("impedance_ohm", "synchrony"),
+            # a device may forward its tissue model's own charge_mv_ms: it must never be
+            # summed as the device's charge (µC)
+            observation_fields=("impedance_ohm", "synchrony", "charge_mv_ms"),
             control_period_ms=20.0,
             min_duration_ms=1.0,
             max_duration_ms=1000.0,
@@ -139,7 +141,8 @@ class MicroampBackend(Backend):
     def _on_step(self, stimulus, duration_ms, want_spikes):
         self.stimuli.append(None if stimulus is None else dict(stimulus))
         self._t_ms += duration_ms
-        return StepResult({"impedance_ohm": 1000.0, "synchrony": 0.3}, self._t_ms)
+        fields = {"impedance_ohm": 1000.0, "synchrony": 0.3, "charge_mv_ms": 999.0}
+        return StepResult(fields, self._t_ms)
 
     def _on_stop(self, reason):
         pass

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,10 +91,12 @@ def test_device_envelope_conversion_rounds_to_the_safe_side() -> None:
 
 
 @contextmanager
-def served(emu: DeviceEmulator) -> Iterator[tuple[BackendClient, SerialBackend]]:
+def served(
+    emu: DeviceEmulator, step_mode: str = "window"
+) -> Iterator[tuple[BackendClient, SerialBackend]]:
     driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1)
     driver.handshake()
-    backend = SerialBackend(driver, session_timeout_s=2.0)
+    backend = SerialBackend(driver, session_timeout_s=2.0, step_mode=step_mode)
     server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
     endpoint = server.start()
     stop = threading.Event()
@@ -208,6 +211,8 @@ def test_bridge_process_killed_mid_stimulation_device_stops_in_time() -> None:
             emu.port.url,
             "--ack-timeout-ms",
             "100",
+            "--step-mode",
+            "window",  # lockstep: each step lasts its 100 ms
         ]
         proc = spawn_local_backend([*serve, "--log-level", "warning"], "ipc")
         try:
@@ -318,3 +323,31 @@ def test_emulator_process_vanishing_is_link_loss_at_the_driver(how: str) -> None
         if emu.poll() is None:
             emu.send_signal(signal.SIGTERM)
             emu.wait(10)
+
+
+def test_latest_step_mode_returns_at_once_and_senses_the_tissue() -> None:
+    """A real-time controller paces the loop itself: a step must not block for its duration."""
+    tissue = Tissue(ToyNetwork(), window_ms=10.0)
+    with running_emulator(tissue=tissue) as emu, served(emu, "latest") as (client, _):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        t0 = time.monotonic()
+        obs = client.step(None, 100.0)
+        assert time.monotonic() - t0 < 0.09  # a window-mode step takes at least 100 ms
+        sync_off = obs.fields["synchrony"]
+        for _ in range(60):  # the controller's own pacing: one step per 100 ms
+            time.sleep(0.1)
+            obs = client.step(STIM, 100.0)
+            if obs.fields["delivered_amplitude_ma"] == 1.0:
+                break
+        assert obs.fields["delivered_amplitude_ma"] == 1.0
+        for _ in range(3):  # keep stepping within the 250 ms lease: sensing catches up
+            time.sleep(0.1)
+            obs = client.step(STIM, 100.0)
+        assert obs.fields["synchrony"] < sync_off  # the tissue responded
+        assert obs.t_model_ms > 500.0  # wall-clock time since reset
+        client.stop()
+        client.bye()
+    with pytest.raises(ValueError, match="Expected step_mode in"):
+        SerialBackend(object(), step_mode="sometimes")  # type: ignore[arg-type]
