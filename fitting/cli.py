@@ -1,0 +1,310 @@
+"""``neuroloop-fit``: fit a NEURON model's channel parameters to measurements.
+
+Exit status: 0 when at least one parameter set reproduces every target within ``k``; 3 when the
+budget ran out without one (outputs are still written, with the best candidates); 2 on bad
+input (model, measurements, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from fitting.measurements import (
+    PAPER_PROTOCOL,
+    MeasurementSet,
+    Target,
+    example_measurements_path,
+    load_measurements,
+)
+from fitting.model import parse_model
+from fitting.parameters import ParameterSpec, parse_parameter_name
+from fitting.run import METHODS, FitConfig, discover_in_worker, fit
+from protocol.errors import ConfigError, FittingError
+from protocol.logs import configure_logging
+
+log = structlog.get_logger()
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_NO_SOLUTION = 3
+
+EPILOG = """\
+examples:
+  # fit the bundled 5-compartment model to the paper's -5 nA measurement set (bundled example)
+  neuroloop-fit --model reference --measurements fitting/examples/paper_minus5na.yaml \\
+      --method cmaes --budget 600 --workers 2 --out fit-out
+
+  # list the channel parameters a hoc model exposes (mod files beside the hoc file are compiled)
+  neuroloop-fit --model cells/cell.hoc:MyCell --list-params
+
+  # RL: train a fitting policy once (--bank-size + 1 + --train-steps simulations, 4001 by
+  # default), then reuse it for new measurements of the same protocols and features
+  neuroloop-fit --model reference --measurements a.yaml --method rl --out run-a
+  neuroloop-fit --model reference --measurements b.yaml --method rl --policy run-a/policy \\
+      --budget 100 --out run-b
+
+model forms:
+  reference                      the bundled soma + hillock + 3-dendrite model (hh + pas)
+  pkg.module:function            a Python builder returning a cell (with a section_lists
+                                 mapping, or Section attributes)
+  path/to/file.py:function       the same, from a file
+  path/to/cell.hoc:TemplateName  a hoc template; .mod files beside it (and --mod-dir) are
+                                 compiled once into a content-hashed cache
+
+measurements (.yaml/.json/.csv): protocols (current steps), targets (feature, mean, std, weight),
+optional parameter bounds, or raw traces to extract targets from; see docs/fitting.md.
+features: input_resistance, resting_potential, steady_state_voltage, voltage_deflection,
+decay_time_constant, spike_count, mean_frequency, ap_amplitude, ap_half_width, ahp_depth,
+time_to_first_spike, or any eFEL feature name.
+
+outputs in --out: solutions.json / solutions.csv (ranked sets with every |z| <= k, spread per
+parameter, best candidates), best_traces.png, archive.jsonl (every simulation; rerunning the same
+command resumes from it), policy/ (rl).
+"""
+
+
+def _parse_param(text: str) -> ParameterSpec:
+    name, eq, bounds = text.partition("=")
+    parts = bounds.split(":")
+    if not eq or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "lin")):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=LOW:HIGH[:log|lin], e.g. soma.gnabar_hh=0.02:0.6:log, actual {text!r}"
+        )
+    location, variable = parse_parameter_name(name)
+    try:
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numeric LOW:HIGH in {text!r}") from None
+    return ParameterSpec(location, variable, low, high, len(parts) == 2 or parts[2] == "log")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, actual {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, actual {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, actual {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, actual {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, actual {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, actual {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="neuroloop-fit",
+        description="Fit channel parameters of a multi-compartment NEURON model to measurements "
+        "(RL, CMA-ES with restarts, or random search) and list every parameter set that "
+        "reproduces them.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model to fit: 'reference', module:function, file.py:function or file.hoc:Template",
+    )
+    parser.add_argument(
+        "--mod-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="extra directory of .mod files (repeatable)",
+    )
+    parser.add_argument(
+        "--measurements",
+        type=Path,
+        help="measurement file (.yaml/.json/.csv), or 'example' for the bundled paper set",
+    )
+    parser.add_argument(
+        "--list-params",
+        action="store_true",
+        help="print the model's discoverable channel parameters as JSON and exit",
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, default="cmaes", help="optimiser (default: cmaes)"
+    )
+    parser.add_argument(
+        "--budget", type=_positive_int, default=1000, help="simulations for the fit (default: 1000)"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=1, help="worker processes (default: 1)"
+    )
+    parser.add_argument(
+        "--k", type=_positive_float, default=2.0, help="a solution has every |z| <= K (default: 2)"
+    )
+    parser.add_argument("--out", type=Path, help="output directory (also the checkpoint)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        type=_parse_param,
+        default=[],
+        metavar="NAME=LOW:HIGH[:log|lin]",
+        help="parameter to fit with bounds, e.g. soma.gnabar_hh=0.02:0.6 "
+        "(repeatable; overrides the file's)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds allowed per simulation (default: 60)",
+    )
+    parser.add_argument(
+        "--policy", type=Path, help="rl: reuse a trained policy directory instead of training"
+    )
+    parser.add_argument(
+        "--train-steps",
+        type=_non_negative_int,
+        default=2000,
+        help="rl: SAC interaction simulations after hindsight pre-training on the bank "
+        "(default: 2000; 0 keeps the pre-trained actor)",
+    )
+    parser.add_argument(
+        "--bank-size",
+        type=_positive_int,
+        default=2000,
+        help="rl: random parameter sets simulated for hindsight pre-training (default: 2000)",
+    )
+    parser.add_argument(
+        "--stop-after", type=_positive_int, help="stop once this many solutions were found"
+    )
+    parser.add_argument(
+        "--max-solutions", type=_positive_int, default=50, help="solutions listed (default: 50)"
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="ignore an existing checkpoint in --out and start afresh",
+    )
+    parser.add_argument(
+        "--start-method",
+        choices=("spawn", "forkserver"),
+        default="spawn",
+        help="worker start method (never fork)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-plot", action="store_true", help="skip best_traces.png")
+    parser.add_argument("--log-format", choices=("console", "json"), default="console")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    return parser
+
+
+def _list_params(args: argparse.Namespace) -> int:
+    from fitting.pool import WorkerPool
+
+    model = parse_model(args.model, args.mod_dir).prepare()
+    probe = MeasurementSet(
+        (PAPER_PROTOCOL,), (Target(PAPER_PROTOCOL.name, "resting_potential", -65.0, 1.0),)
+    )
+    with WorkerPool(model, probe, 1, args.timeout, args.start_method) as pool:
+        discovered = pool.call(discover_in_worker)
+    json.dump(discovered, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``neuroloop-fit``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        if args.list_params:
+            return _list_params(args)
+        if args.measurements is None or args.out is None:
+            parser.error("--measurements and --out are required (unless --list-params)")
+        if args.policy is not None and args.method != "rl":
+            parser.error("--policy only applies to --method rl")
+        config = FitConfig(
+            model=parse_model(args.model, args.mod_dir),
+            measurements=load_measurements(
+                example_measurements_path()
+                if str(args.measurements) == "example"
+                else args.measurements
+            ),
+            out_dir=args.out,
+            method=args.method,
+            budget=args.budget,
+            workers=args.workers,
+            k=args.k,
+            seed=args.seed,
+            parameters=tuple(args.param),
+            timeout_s=args.timeout,
+            policy_path=args.policy,
+            train_steps=args.train_steps,
+            bank_size=args.bank_size,
+            restart=args.restart,
+            progress=not args.no_progress,
+            stop_after_solutions=args.stop_after,
+            start_method=args.start_method,
+            max_solutions=args.max_solutions,
+            plot=not args.no_plot,
+        )
+        result = fit(config)
+    except (ConfigError, FittingError) as err:
+        log.error("fit_failed", reason=str(err))
+        print(f"neuroloop-fit: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not result.solutions:
+        best = (
+            result.document["best_candidates"][0]["max_abs_z"]
+            if result.document["best_candidates"]
+            else None
+        )
+        print(
+            f"neuroloop-fit: no parameter set reproduced every target within k={args.k} in "
+            f"{result.simulations} simulations (best max|z| = {best}); "
+            f"see {args.out}/solutions.json",
+            file=sys.stderr,
+        )
+        return EXIT_NO_SOLUTION
+    print(
+        f"neuroloop-fit: {len(result.solutions)} solution(s) in {result.simulations} simulations; "
+        f"results in {args.out}",
+        file=sys.stderr,
+    )
+    print(format_spread(result.document["spread"]))
+    return EXIT_OK
+
+
+def format_spread(spread: dict[str, dict[str, float]]) -> str:
+    """A small table of how far the solutions spread per parameter."""
+    lines = [f"{'parameter':<24} {'min':>11} {'median':>11} {'max':>11} {'fold':>7} {'box%':>5}"]
+    for name, row in spread.items():
+        lines.append(
+            f"{name:<24} {row['min']:>11.4g} {row['median']:>11.4g} {row['max']:>11.4g} "
+            f"{row['fold_range']:>7.3g} {100 * row['box_fraction_covered']:>5.0f}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Example measurement sets shipped with NeuroLoop (data files; see docs/fitting.md)."""

@@ -1,0 +1,1 @@
+"""Optimisers sharing one budget accounting through :class:`fitting.engine.Engine`."""

@@ -1,0 +1,165 @@
+"""Results of a fit: ranked solutions, their spread, JSON/CSV files and a trace figure.
+
+Several parameter sets usually reproduce the same measurements (parameters are not always
+identifiable), so the product is the *list* of acceptable sets, ranked by score, together with
+how far they spread per parameter.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fitting.measurements import MeasurementSet
+from fitting.objective import Evaluation
+from fitting.parameters import ParameterSpace
+
+
+def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> list[Evaluation]:
+    """Distinct evaluations with every ``|z| <= k``, best score first (at most ``limit``)."""
+    seen: set[tuple[float, ...]] = set()
+    ranked = []
+    for evaluation in sorted((e for e in history if e.reproduces(k)), key=lambda e: e.score):
+        key = tuple(round(v, 12) for v in evaluation.params.values())
+        if key not in seen:
+            seen.add(key)
+            ranked.append(evaluation)
+    return ranked[:limit]
+
+
+def best_candidates(history: Sequence[Evaluation], count: int = 5) -> list[Evaluation]:
+    """The ``count`` lowest-scoring evaluations (whether or not they reproduce)."""
+    return sorted(history, key=lambda e: e.score)[:count]
+
+
+def spread_summary(
+    solutions: Sequence[Evaluation], space: ParameterSpace
+) -> dict[str, dict[str, float]]:
+    """Per parameter: min, median, max, fold range (max/min) and the share of its box covered.
+
+    A parameter whose solutions cover much of its search box is poorly constrained by the
+    measurements (not identifiable from them).
+    """
+    summary: dict[str, dict[str, float]] = {}
+    if not solutions:
+        return summary
+    for spec in space.specs:
+        values = np.array([s.params[spec.name] for s in solutions])
+        unit = np.array([spec.to_unit(float(v)) for v in values])
+        low, high = float(values.min()), float(values.max())
+        summary[spec.name] = {
+            "min": low,
+            "median": float(np.median(values)),
+            "max": high,
+            "fold_range": high / low if low > 0 else math.inf,
+            "box_fraction_covered": float(unit.max() - unit.min()),
+        }
+    return summary
+
+
+def write_results(
+    out_dir: Path,
+    solutions: Sequence[Evaluation],
+    candidates: Sequence[Evaluation],
+    space: ParameterSpace,
+    measurements: MeasurementSet,
+    run: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``solutions.json`` and ``solutions.csv``; return the JSON document."""
+    keys = [t.key for t in measurements.targets]
+    spread = spread_summary(solutions, space)
+    document: dict[str, Any] = {
+        "run": dict(run),
+        "targets": measurements.to_dict()["targets"],
+        "solutions": [
+            {
+                "rank": i + 1,
+                "score": s.score,
+                "max_abs_z": s.max_abs_z,
+                "params": s.params,
+                "z": s.z,
+            }
+            for i, s in enumerate(solutions)
+        ],
+        "spread": spread,
+        "best_candidates": [
+            {
+                "score": c.score,
+                "max_abs_z": c.max_abs_z,
+                "status": c.status,
+                "params": c.params,
+                "z": c.z,
+                "statuses": c.statuses,
+            }
+            for c in candidates
+        ],
+    }
+    (out_dir / "solutions.json").write_text(json.dumps(document, indent=2))
+    with (out_dir / "solutions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "score", "max_abs_z", *space.names, *(f"z:{k}" for k in keys)])
+        for i, s in enumerate(solutions):
+            writer.writerow(
+                [
+                    i + 1,
+                    f"{s.score:.6g}",
+                    f"{s.max_abs_z:.6g}",
+                    *(f"{s.params[n]:.6g}" for n in space.names),
+                    *(f"{s.z[k]:.4g}" for k in keys),
+                ]
+            )
+    return document
+
+
+def plot_traces(
+    path: Path,
+    traces: Sequence[Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    labels: Sequence[str],
+    best: Evaluation,
+    measurements: MeasurementSet,
+    k: float,
+) -> None:
+    """One panel per protocol with the best traces, and a panel of the best set's z-scores.
+
+    Args:
+        path: PNG to write.
+        traces: Per plotted parameter set, ``protocol → (t_ms, v_mv)``.
+        labels: Legend label per parameter set.
+        best: The best evaluation (its z-scores are drawn against the ±k band).
+        measurements: For the protocol descriptions and target order.
+        k: Acceptance threshold.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = [p for p in measurements.protocols if measurements.features_for(p.name)]
+    fig, axes = plt.subplots(len(protocols) + 1, 1, figsize=(9, 3.0 * (len(protocols) + 1)))
+    for axis, proto in zip(axes, protocols, strict=False):
+        for trace_set, label in zip(traces, labels, strict=True):
+            t_ms, v_mv = trace_set[proto.name]
+            axis.plot(t_ms, v_mv, lw=0.8, label=label)
+        axis.axvspan(proto.delay_ms, proto.stim_end_ms, color="0.9", zorder=0)
+        axis.set_title(f"{proto.name}: {proto.amplitude_na:+g} nA at {proto.location}")
+        axis.set_xlabel("time (ms)")
+        axis.set_ylabel("V (mV)")
+        axis.legend(fontsize=7, loc="upper right")
+    keys = [t.key for t in measurements.targets]
+    z = [max(-10.0, min(10.0, best.z[key])) for key in keys]
+    bottom = axes[-1]
+    bottom.axhspan(-k, k, color="tab:green", alpha=0.15, label=f"|z| ≤ {k:g}")
+    bottom.bar(range(len(keys)), z, color=["tab:blue" if abs(v) <= k else "tab:red" for v in z])
+    bottom.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)
+    bottom.set_ylabel("z of best (clipped ±10)")
+    bottom.set_title("best parameter set against the targets")
+    bottom.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
