@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import termios
 import threading
 import time
 from dataclasses import replace
@@ -210,7 +211,13 @@ class SerialStimulator(StimulatorABC):
             try:
                 waiting = self._serial.in_waiting
                 data = self._serial.read(max(1, min(waiting, 4096)))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as err:
+            except (
+                serial.SerialException,
+                OSError,
+                termios.error,
+                TypeError,
+                AttributeError,
+            ) as err:
                 if not self._stop_reader.is_set():
                     self._lose_link(f"Serial link lost ({type(err).__name__}: {err})", True)
                 return
@@ -281,7 +288,9 @@ class SerialStimulator(StimulatorABC):
         except serial.SerialTimeoutException as err:
             self._lose_link(f"Write timed out: {err}", port_dead=False)
             raise DeviceTimeoutError(f"Write to {self.url} timed out") from err
-        except (serial.SerialException, OSError) as err:
+        except (serial.SerialException, OSError, termios.error) as err:
+            # termios.error (e.g. EIO from tcdrain on a pty whose other side is gone) is not an
+            # OSError, but it is the same loss of link.
             self._lose_link(f"Write failed ({type(err).__name__}: {err})", port_dead=True)
             raise DeviceIOError(f"Write to {self.url} failed: {err}") from err
         self.counters["frames_tx"] += 1
