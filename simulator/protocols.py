@@ -132,6 +132,15 @@ PROTOCOLS: dict[str, OpenLoopProtocol] = {
 }  # fmt: skip
 
 
+#: The network every backend simulates unless told otherwise: the paper's Fig 3 network.
+DEFAULT_NETWORK = "ftsts-desync"
+
+
+def default_network_config(semantics: Semantics = "paper", n_scale: float = 1.0) -> NetworkConfig:
+    """The paper's Fig 3 network (with the released stimulus noise in paper semantics)."""
+    return PROTOCOLS[DEFAULT_NETWORK].network_config(semantics, n_scale)
+
+
 def get_protocol(name: str) -> OpenLoopProtocol:
     """Look up a protocol by name, suggesting the closest names on a miss."""
     try:

@@ -5,7 +5,10 @@ already validated every request, admitted one controlling client and checked eac
 against the advertised ranges and the configured envelope before a hook here runs. The hooks
 map the protocol onto :class:`simulator.network.Network`:
 
-* ``configure`` options: ``n_scale`` (population scale, 1.0 = the paper's 1600 E / 400 I),
+* ``configure`` options: ``network`` (the name of an open-loop protocol whose network to
+  simulate, default ``ftsts-desync``: the paper's Fig 3 network, including the released code's
+  stimulus noise in paper semantics; see ``neuroloop-sim protocols``),
+  ``n_scale`` (population scale of that network, 1.0 = the paper's 1600 E / 400 I),
   ``semantics`` (``paper`` | ``clean``), ``seed`` (default seed of ``reset``) and
   ``polarity`` (``desync`` | ``sync``, the pulse polarity of every step);
 * ``step`` stimulus: ``amplitude_mv`` (model drive, 0 = off), ``frequency_hz``,
@@ -33,6 +36,7 @@ from protocol.schema import Capabilities, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.network import OBSERVATION_FIELDS, Network
+from simulator.protocols import DEFAULT_NETWORK, PROTOCOLS
 from simulator.stimulus import (
     AMPLITUDE_RANGE_MV,
     EI_OFFSET_RANGE_MS,
@@ -59,7 +63,7 @@ SIM_CAPABILITIES = Capabilities(
     min_duration_ms=NetworkConfig().dt_ms,
     max_duration_ms=MAX_STEP_MS,
     supports_spikes=True,
-    config_options=("n_scale", "semantics", "seed", "polarity"),
+    config_options=("network", "n_scale", "semantics", "seed", "polarity"),
 )
 
 
@@ -132,6 +136,7 @@ class SimulatorBackend(Backend):
     # ------------------------------------------------------------------------- hooks
 
     def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
+        network = _str_option(options, "network", tuple(PROTOCOLS), DEFAULT_NETWORK)
         n_scale = _num_option(options, "n_scale", *N_SCALE_RANGE, 1.0)
         semantics = _str_option(options, "semantics", ("paper", "clean"), "paper")
         polarity = _str_option(options, "polarity", ("desync", "sync"), "desync")
@@ -146,13 +151,14 @@ class SimulatorBackend(Backend):
                 f"Expected control_period_ms to be a multiple of {CHUNK_MS:g} ms in paper "
                 f"semantics, actual {control_period_ms!r}"
             )
-        config = NetworkConfig().replace(semantics=semantics).scaled(n_scale)
+        config = PROTOCOLS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
         self._network = self._factory(config)
         self._config = config
         self._seed = seed
         self._polarity = "sync" if polarity == "sync" else "desync"
         self._log.info(
             "simulator_configured",
+            network=network,
             n_e=config.n_e,
             n_i=config.n_i,
             semantics=semantics,

@@ -29,8 +29,8 @@ from protocol.messages import (
 )
 from protocol.process import spawn_local_backend
 from protocol.schema import Envelope, ParamSpec
-from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS, Network
+from simulator.protocols import default_network_config
 from simulator.server import SIM_CAPABILITIES, SimulatorBackend, serve_main
 from simulator.stimulus import Stimulus
 
@@ -94,7 +94,8 @@ def test_steps_reproduce_a_direct_network_run() -> None:
         obs = sim.step(FTSTS if i % 2 == 0 else None, want_spikes=True)
         assert isinstance(obs, Observation)
         served.append(obs)
-    net = Network(NetworkConfig().scaled(0.1))
+    # the served default is the paper's Fig 3 network (stimulus noise included)
+    net = Network(default_network_config("paper", 0.1))
     net.reset(seed=11)
     for i, obs in enumerate(served):
         stats = net.advance(Stimulus(100.0) if i % 2 == 0 else None, 20.0)

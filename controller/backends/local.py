@@ -34,12 +34,11 @@ def open_sim(request: BackendRequest) -> OpenedBackend:
         return _connect(request, request.connect)
     if request.in_process:
         from controller.backends.inprocess import InProcessSimBackend
-        from simulator.config import NetworkConfig
+        from simulator.protocols import default_network_config
 
-        try:
-            config = NetworkConfig(**dict(request.simulator))
-        except TypeError as err:
-            raise ConfigError(f"Expected [simulator] keys of NetworkConfig, actual: {err}") from err
+        # The same network a local server simulates by default (the paper's Fig 3 network),
+        # with the [simulator] table's changes on top.
+        config = default_network_config().replace(**dict(request.simulator))
         return OpenedBackend(InProcessSimBackend(config, seed=request.seed), "sim in-process")
     if importlib.util.find_spec(SIM_SERVER_MODULE) is None:
         raise BackendUnavailableError(
