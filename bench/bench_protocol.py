@@ -4,8 +4,9 @@ The backend is the loopback backend (``protocol.loopback``) in a separate proces
 simulation cost is excluded and what is measured is codec + validation + ZeroMQ + the backend
 base class's checks, exactly as a controller sees them through ``BackendClient.step``.
 
-Prints one JSON object on stdout. Run: ``.venv/bin/python bench/bench_protocol.py``
-(``--exchanges 20000 --warmup 2000`` by default).
+Prints one JSON object on stdout; ``ratio_to_bare`` compares each transport's percentiles
+with the bare pyzmq + msgpack baseline measured in the same run. Run:
+``.venv/bin/python bench/bench_protocol.py`` (``--exchanges 20000 --warmup 2000`` by default).
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def _raw_echo_server(address: str) -> int:
     sock.setsockopt(zmq.RCVTIMEO, 100)
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    print(f"NEUROLOOP_READY {sock.getsockopt(zmq.LAST_ENDPOINT).decode()}", flush=True)
+    last = sock.getsockopt(zmq.LAST_ENDPOINT)
+    endpoint = last.decode() if isinstance(last, bytes) else str(last)
+    print(f"NEUROLOOP_READY {endpoint}", flush=True)
     try:
         while not stop:
             try:
@@ -232,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": list(os.getloadavg()),
     }
     trips = result["round_trip"]
+    bare = result["raw_pyzmq_msgpack_baseline"]
     assert isinstance(trips, list)
+    assert isinstance(bare, list)
+    # Our layers' cost relative to what the host allows, measured in this same run.
+    result["ratio_to_bare"] = {
+        t["transport"]: {key: round(t[key] / b[key], 2) for key in ("p50_us", "p99_us", "p99_9_us")}
+        for t, b in zip(trips, bare, strict=True)
+    }
     result["targets_met"] = all(t["p50_us"] <= 150.0 and t["p99_us"] <= 1000.0 for t in trips)
     print(json.dumps(result, indent=2))
     return 0

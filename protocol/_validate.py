@@ -157,8 +157,29 @@ def _known_name(name: str, value: Any) -> str:
     if type(value) is str and value in _GOOD_NAMES:
         return value
     checked = check_name(name, value)
-    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+    if type(checked) is str and len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
         _GOOD_NAMES.add(checked)
+    return checked
+
+
+#: Hex strings already checked, by length (a session id repeats in every request); bounded.
+_GOOD_HEX: set[tuple[str, int]] = set()
+_GOOD_HEX_MAX = 1024
+
+
+def check_known_hex(name: str, value: Any, length: int) -> str:
+    """:func:`check_hex`, answered from a bounded set of strings that already passed it.
+
+    Raises:
+        ProtocolError: ``bad_message`` unless ``value`` is ``length`` lower-case hex digits.
+    """
+    if type(value) is str and (value, length) in _GOOD_HEX:
+        return value
+    checked = check_hex(name, value, length)
+    if type(checked) is str:
+        if len(_GOOD_HEX) >= _GOOD_HEX_MAX:
+            _GOOD_HEX.clear()  # start over, so junk ids cannot keep the live session out
+        _GOOD_HEX.add((checked, length))
     return checked
 
 
@@ -168,7 +189,22 @@ def check_float_map(name: str, value: Any, max_items: int = MAX_ITEMS) -> dict[s
     Raises:
         ProtocolError: for a non-map, too many entries, a bad key or a bad value.
     """
-    if not isinstance(value, Mapping):
+    if type(value) is dict and len(value) <= max_items:
+        # Fast path: copy first (the copy cannot change under us), then accept it if every
+        # key is a known-good name and every value a finite float; otherwise the full
+        # checks below run on the copy and name the first bad entry.
+        copy = value.copy()
+        good = _GOOD_NAMES
+        isfinite = math.isfinite
+        for key, item in copy.items():
+            if type(key) is not str or key not in good or type(item) is not float:
+                break
+            if not isfinite(item):
+                break
+        else:
+            return copy
+        value = copy
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ProtocolError(
             f"Expected {name} to be a map of name to number, actual {type(value).__name__}"
         )

@@ -260,6 +260,9 @@ class Backend(abc.ABC):
         )
 
     def _dispatch(self, peer: bytes, request: Request) -> Reply:
+        if type(request) is Step:  # the hot path, tested first
+            self._require_session(peer, request.session_id)
+            return self._step(request)
         if isinstance(request, GetStatus):
             if request.session_id is not None and request.session_id == self._session_id:
                 self._require_session(peer, request.session_id)
@@ -428,6 +431,6 @@ class Backend(abc.ABC):
             self._t_model_ms,
             request.duration_ms,
             fields,
-            dict(stimulus) if stimulus is not None else None,
+            stimulus,  # copied (and checked) by the Observation, like every map field
             result.spikes if request.want_spikes else None,
         )

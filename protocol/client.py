@@ -190,9 +190,9 @@ class BackendClient:
                 if self.configured is not None
                 else self._welcome().capabilities.control_period_ms
             )
-        request = Step(
-            self.session_id, None if stimulus is None else dict(stimulus), duration, want_spikes
-        )
+        # Step copies (and checks) a dict itself; only another Mapping needs converting.
+        stim = stimulus if stimulus is None or type(stimulus) is dict else dict(stimulus)
+        request = Step(self.session_id, stim, duration, want_spikes)
         return self._call(request, Observation, timeout_s)
 
     def status(self, timeout_s: float | None = None) -> Status:
@@ -252,11 +252,12 @@ class BackendClient:
                     "actual none (not running, wrong address, or CURVE refused this client's key)"
                 ) from None
             sock.send(data, zmq.NOBLOCK)
-        self._last_request_s = time.monotonic()
+        now = self._last_request_s = time.monotonic()
         if self.recorder is not None:
             self.recorder.record_message("tx", request_id, message)
+            now = time.monotonic()
         while True:
-            remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000.0)
+            remaining_ms = int(max(0.0, deadline - now) * 1000.0)
             if remaining_ms != self._rcvtimeo_ms:
                 sock.setsockopt(zmq.RCVTIMEO, remaining_ms)
                 self._rcvtimeo_ms = remaining_ms
@@ -270,6 +271,7 @@ class BackendClient:
             reply_id, reply = unpack_reply(raw)
             if reply_id != request_id:
                 self._log.debug("stale_reply_dropped", reply_id=reply_id, expected=request_id)
+                now = time.monotonic()
                 continue
             if self.recorder is not None:
                 self.recorder.record_message("rx", reply_id, reply)

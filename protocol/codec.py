@@ -11,8 +11,10 @@ field, a wrong type, NaN/Inf or an out-of-range value make :func:`unpack` raise
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import msgpack
@@ -78,11 +80,32 @@ def _to_wire(value: Any) -> Any:
 
 def to_wire(request_id: int, message: Message) -> dict[str, Any]:
     """Return the wire map of ``message`` (before msgpack encoding)."""
-    check_int("id", request_id, 0, MAX_UINT64)
+    if type(request_id) is not int or not 0 <= request_id <= MAX_UINT64:
+        check_int("id", request_id, 0, MAX_UINT64)  # raises, naming what arrived
     body: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": message.TYPE, "id": request_id}
+    primitives = _PRIMITIVES
     for name in _field_names_of(type(message)):
-        body[name] = _to_wire(getattr(message, name))
+        value = getattr(message, name)
+        kind = type(value)
+        body[name] = value if kind in primitives or kind is dict else _to_wire(value)
     return body
+
+
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True, strict_types=True, autoreset=True)
+
+
+class _LocalPacker(threading.local):
+    """One reusable :class:`msgpack.Packer` per thread (a packer is not thread-safe)."""
+
+    def __init__(self) -> None:
+        self.packer = _new_packer()
+
+
+_LOCAL = _LocalPacker()
+#: A packer keeps its buffer at the largest message it packed; after a message bigger than
+#: this (a window full of spikes), the thread gets a fresh packer so the memory is returned.
+_PACKER_KEEP_BYTES = 1 << 20
 
 
 def pack(request_id: int, message: Message) -> bytes:
@@ -98,12 +121,14 @@ def pack(request_id: int, message: Message) -> bytes:
     Raises:
         ProtocolError: if the request id is out of range.
     """
+    packer = _LOCAL.packer
     try:
-        packed: bytes = msgpack.packb(
-            to_wire(request_id, message), use_bin_type=True, strict_types=True
-        )
+        packed: bytes = packer.pack(to_wire(request_id, message))
     except (TypeError, ValueError, OverflowError) as err:
+        packer.reset()  # drop whatever a failed pack left in the buffer
         raise ProtocolError(f"Expected a packable {message.TYPE} message, actual: {err}") from err
+    if len(packed) > _PACKER_KEEP_BYTES:
+        _LOCAL.packer = _new_packer()
     return packed
 
 
@@ -176,6 +201,36 @@ _CONVERTERS: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
 }
 
 
+def _args_getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    if len(names) == 1:
+        (only,) = names
+        return lambda raw: (raw[only],)
+    return itemgetter(*names)
+
+
+@dataclass(frozen=True)
+class _Decoder:
+    """Everything :func:`_decode` needs for one message type, looked up once per message."""
+
+    cls: type[Any]
+    key_set: frozenset[str]
+    args: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    #: ``(position in the constructor arguments, converter)`` of every nested field that
+    #: needs converting (an absent ``spikes``, ``nil``, needs none).
+    converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+
+_DECODERS: dict[str, _Decoder] = {
+    tag: _Decoder(
+        cls,
+        _KEY_SETS[tag],
+        _args_getter(_FIELDS[tag]),
+        tuple((_FIELDS[tag].index(name), conv) for name, conv in _CONVERTERS[tag]),
+    )
+    for tag, cls in _CLASSES.items()
+}
+
+
 def peek_request_id(data: bytes) -> int:
     """Best-effort request id of possibly malformed bytes (0 if none can be read).
 
@@ -192,13 +247,8 @@ def peek_request_id(data: bytes) -> int:
     return 0
 
 
-def from_wire(raw: Any) -> Frame:
-    """Validate a decoded msgpack object and build its :class:`Frame`.
-
-    Raises:
-        ProtocolError: for anything that is not a valid protocol-version-1 message.
-    """
-    if not isinstance(raw, dict):
+def _from_wire(raw: Any) -> tuple[int, Message]:
+    if type(raw) is not dict:
         raise ProtocolError(f"Expected a message map, actual {type(raw).__name__}")
     version = raw.get("v")
     if version != PROTOCOL_VERSION or isinstance(version, bool):
@@ -207,23 +257,66 @@ def from_wire(raw: Any) -> Frame:
             code="unsupported_version",
         )
     tag = raw.get("type")
-    if not isinstance(tag, str) or tag not in _CLASSES:
+    decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
+    if decoder is None or not isinstance(tag, str):
         raise ProtocolError(
             f"Expected type in {'|'.join(sorted(_CLASSES))}, actual {tag!r}", code="unknown_type"
         )
-    if raw.keys() != _KEY_SETS[tag]:
+    if raw.keys() != decoder.key_set:
         _expect_map(f"{tag} message", raw, _KEYS[tag])  # raises, naming missing/unknown keys
-    request_id = check_int("id", raw["id"], 0, MAX_UINT64)
-    kwargs = {name: raw[name] for name in _FIELDS[tag]}
-    for name, convert in _CONVERTERS[tag]:
-        kwargs[name] = convert(kwargs[name])
+    request_id = raw["id"]
+    if type(request_id) is not int or not 0 <= request_id <= MAX_UINT64:
+        check_int("id", request_id, 0, MAX_UINT64)  # raises, naming what arrived
+    args = decoder.args(raw)
+    if decoder.converters:
+        converted: list[Any] | None = None
+        for index, convert in decoder.converters:
+            value = args[index]
+            if value is None and convert is _spikes:
+                continue  # nil spikes stay None (what _spikes would return)
+            if converted is None:
+                converted = list(args)
+            converted[index] = convert(value)
+        if converted is not None:
+            args = tuple(converted)
     try:
-        message = _CLASSES[tag](**kwargs)
+        # The constructor validates every field (``__post_init__``): decoding checks each
+        # value exactly once, with the same rules as building the message in code.
+        message: Message = decoder.cls(*args)
     except ProtocolError:
         raise
     except (TypeError, ValueError, KeyError) as err:
         raise ProtocolError(f"Expected a valid {tag} message, actual: {err}") from err
+    return request_id, message
+
+
+def from_wire(raw: Any) -> Frame:
+    """Validate a decoded msgpack object and build its :class:`Frame`.
+
+    Raises:
+        ProtocolError: for anything that is not a valid protocol-version-1 message.
+    """
+    request_id, message = _from_wire(raw)
     return Frame(request_id, message)
+
+
+def _decode(data: bytes) -> tuple[int, Message]:
+    if type(data) is not bytes and not isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(f"Expected bytes, actual {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"Expected at most {MAX_MESSAGE_BYTES} bytes, actual {len(data)}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as err:  # msgpack raises many types for garbage; all mean "not msgpack"
+        raise ProtocolError(
+            f"Expected one msgpack object, actual undecodable bytes: {err}"
+        ) from err
+    try:
+        return _from_wire(raw)
+    except ProtocolError:
+        raise
+    except Exception as err:  # a validator bug must still surface as a protocol error
+        raise ProtocolError(f"Expected a valid message, actual: {err!r}") from err
 
 
 def unpack(data: bytes) -> Frame:
@@ -238,43 +331,32 @@ def unpack(data: bytes) -> Frame:
     Raises:
         ProtocolError: for bytes that are not a valid message; never any other exception.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ProtocolError(f"Expected bytes, actual {type(data).__name__}")
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"Expected at most {MAX_MESSAGE_BYTES} bytes, actual {len(data)}")
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as err:  # msgpack raises many types for garbage; all mean "not msgpack"
-        raise ProtocolError(
-            f"Expected one msgpack object, actual undecodable bytes: {err}"
-        ) from err
-    try:
-        return from_wire(raw)
-    except ProtocolError:
-        raise
-    except Exception as err:  # a validator bug must still surface as a protocol error
-        raise ProtocolError(f"Expected a valid message, actual: {err!r}") from err
+    request_id, message = _decode(data)
+    return Frame(request_id, message)
 
 
-def _unpack_as(data: bytes, allowed: tuple[type[Any], ...], what: str) -> Frame:
-    frame = unpack(data)
-    if not isinstance(frame.message, allowed):
-        raise ProtocolError(
-            f"Expected a {what} ({'|'.join(c.TYPE for c in allowed)}), actual {frame.message.TYPE}",
-            code="unknown_type",
-        )
-    return frame
+def _wrong_kind(message: Message, allowed: tuple[type[Any], ...], what: str) -> ProtocolError:
+    return ProtocolError(
+        f"Expected a {what} ({'|'.join(c.TYPE for c in allowed)}), actual {message.TYPE}",
+        code="unknown_type",
+    )
+
+
+_REQUEST_CLASSES = frozenset(REQUEST_TYPES)
+_REPLY_CLASSES = frozenset(REPLY_TYPES)
 
 
 def unpack_request(data: bytes) -> tuple[int, Request]:
     """Decode bytes that must hold a request. Raises ProtocolError otherwise."""
-    frame = _unpack_as(data, REQUEST_TYPES, "request")
-    message: Request = frame.message  # type: ignore[assignment]
-    return frame.request_id, message
+    request_id, message = _decode(data)
+    if type(message) not in _REQUEST_CLASSES:
+        raise _wrong_kind(message, REQUEST_TYPES, "request")
+    return request_id, message  # type: ignore[return-value]
 
 
 def unpack_reply(data: bytes) -> tuple[int, Reply]:
     """Decode bytes that must hold a reply. Raises ProtocolError otherwise."""
-    frame = _unpack_as(data, REPLY_TYPES, "reply")
-    message: Reply = frame.message  # type: ignore[assignment]
-    return frame.request_id, message
+    request_id, message = _decode(data)
+    if type(message) not in _REPLY_CLASSES:
+        raise _wrong_kind(message, REPLY_TYPES, "reply")
+    return request_id, message  # type: ignore[return-value]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from protocol.schema import Capabilities, Envelope, ParamSpec
 
@@ -26,6 +27,43 @@ class RefusalError(Exception):
         super().__init__(message)
         self.code = code
         self.stop = stop
+
+
+@dataclass(frozen=True)
+class _CapsIndex:
+    """Lookups derived once from a :class:`Capabilities` (it is immutable)."""
+
+    caps: Capabilities
+    param_names: tuple[str, ...]
+    param_set: frozenset[str]
+    field_names: tuple[str, ...]
+    field_set: frozenset[str]
+    amplitudes: tuple[str, ...]
+
+
+#: Index of each capabilities object seen, by ``id`` (the entry keeps the object alive, so
+#: the id cannot be reused while cached). Backends return the same object every call.
+_INDEX: dict[int, _CapsIndex] = {}
+_INDEX_MAX = 64
+
+
+def _index(caps: Capabilities) -> _CapsIndex:
+    entry = _INDEX.get(id(caps))
+    if entry is not None and entry.caps is caps:
+        return entry
+    names = caps.param_names
+    entry = _CapsIndex(
+        caps,
+        names,
+        frozenset(names),
+        caps.observation_fields,
+        frozenset(caps.observation_fields),
+        tuple(s.name for s in caps.stim_params if s.role == "amplitude"),
+    )
+    if len(_INDEX) >= _INDEX_MAX:
+        _INDEX.clear()
+    _INDEX[id(caps)] = entry
+    return entry
 
 
 def check_envelope(caps: Capabilities, envelope: Envelope) -> tuple[ParamSpec, ...]:
@@ -65,14 +103,19 @@ def check_stimulus(
     caps: Capabilities, limits: Mapping[str, ParamSpec], stimulus: Mapping[str, float]
 ) -> None:
     """Refuse a stimulus that is not exactly the advertised parameters inside every limit."""
-    if set(stimulus) != set(caps.param_names):
+    index = _index(caps)
+    if stimulus.keys() != index.param_set:
         raise RefusalError(
             "invalid_stimulus",
-            f"Expected stimulus parameters {list(caps.param_names)}, actual {sorted(stimulus)}",
+            f"Expected stimulus parameters {list(index.param_names)}, actual {sorted(stimulus)}",
             stop=True,
         )
     for spec in caps.stim_params:
         value = stimulus[spec.name]
+        limit = limits[spec.name]
+        # Common case in one comparison chain (bounds are finite, so NaN and Inf fail it).
+        if spec.min <= value <= spec.max and limit.min <= value <= limit.max:
+            continue
         if not spec.contains(value):
             raise RefusalError(
                 "limit_exceeded",
@@ -80,7 +123,6 @@ def check_stimulus(
                 f"{spec.max:g}] {spec.unit} (advertised), actual {value!r}",
                 stop=True,
             )
-        limit = limits[spec.name]
         if not limit.contains(value):
             raise RefusalError(
                 "limit_exceeded",
@@ -93,16 +135,20 @@ def check_stimulus(
 
 def check_fields(caps: Capabilities, fields: Mapping[str, float]) -> dict[str, float]:
     """Return the observation fields as floats, or refuse non-advertised or non-finite ones."""
-    if set(fields) != set(caps.observation_fields):
+    index = _index(caps)
+    if fields.keys() != index.field_set:
         raise RefusalError(
             "backend_fault",
-            f"Expected observation fields {list(caps.observation_fields)}, actual {sorted(fields)}",
+            f"Expected observation fields {list(index.field_names)}, actual {sorted(fields)}",
             stop=True,
         )
     out: dict[str, float] = {}
-    for name in caps.observation_fields:
-        value = float(fields[name])
-        if not math.isfinite(value):
+    isfinite = math.isfinite
+    for name in index.field_names:
+        value = fields[name]
+        if type(value) is not float:
+            value = float(value)
+        if not isfinite(value):
             raise RefusalError(
                 "backend_fault",
                 f"Expected a finite observation field {name!r}, actual {value!r}",
@@ -114,5 +160,7 @@ def check_fields(caps: Capabilities, fields: Mapping[str, float]) -> dict[str, f
 
 def is_on(caps: Capabilities, stimulus: Mapping[str, float]) -> bool:
     """Whether ``stimulus`` delivers anything (an amplitude-role value is non-zero)."""
-    amplitudes = [s.name for s in caps.stim_params if s.role == "amplitude"]
-    return not amplitudes or any(stimulus[name] != 0.0 for name in amplitudes)
+    amplitudes = _index(caps).amplitudes
+    # A number is true exactly when it is != 0.0 (NaN included), so any() over the values
+    # asks the same question without a Python-level loop.
+    return not amplitudes or any(map(stimulus.__getitem__, amplitudes))

@@ -91,7 +91,7 @@ class LoopbackBackend(Backend):
         t0 = self._t_ms
         self._t_ms += duration_ms
         self._steps += 1
-        fields = {name: 0.0 for name in LOOPBACK_CAPABILITIES.observation_fields}
+        fields = dict.fromkeys(LOOPBACK_CAPABILITIES.observation_fields, 0.0)
         if stimulus is not None:
             fields.update(stimulus)
         fields["step_index"] = float(self._steps)

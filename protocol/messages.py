@@ -7,6 +7,7 @@ The ``TYPE`` class attribute is the message's ``type`` tag on the wire. ``docs/p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -19,6 +20,7 @@ from protocol._validate import (
     check_float_map,
     check_hex,
     check_int,
+    check_known_hex,
     check_options,
     check_text,
 )
@@ -54,9 +56,13 @@ ERROR_CODES: dict[str, str] = {
 #: Length of a session id: 32 lower-case hex digits (128 random bits).
 SESSION_ID_LEN = 32
 
+_MAX_UINT64 = 2**64 - 1
+_INF = math.inf
+_isfinite = math.isfinite
+
 
 def _check_session(name: str, value: object) -> str:
-    return check_hex(name, value, SESSION_ID_LEN)
+    return check_known_hex(name, value, SESSION_ID_LEN)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -146,10 +152,15 @@ class Step:
         _check_session("step.session_id", self.session_id)
         if self.stimulus is not None:
             object.__setattr__(self, "stimulus", check_float_map("step.stimulus", self.stimulus))
-        object.__setattr__(
-            self, "duration_ms", check_float("step.duration_ms", self.duration_ms, 1e-6, 3.6e6)
-        )
-        check_bool("step.want_spikes", self.want_spikes)
+        duration_ms = self.duration_ms
+        # Fast path for the common case (a finite float in range; NaN fails the comparison);
+        # anything else goes through check_float, which converts or raises.
+        if type(duration_ms) is not float or not 1e-6 <= duration_ms <= 3.6e6:
+            object.__setattr__(
+                self, "duration_ms", check_float("step.duration_ms", duration_ms, 1e-6, 3.6e6)
+            )
+        if self.want_spikes is not False and self.want_spikes is not True:
+            check_bool("step.want_spikes", self.want_spikes)
 
 
 @dataclass(frozen=True)
@@ -311,13 +322,21 @@ class Observation:
     spikes: SpikeWindow | None = None
 
     def __post_init__(self) -> None:
-        check_int("observation.seq", self.seq)
-        t_model_ms = check_float("observation.t_model_ms", self.t_model_ms)
-        duration_ms = check_float("observation.duration_ms", self.duration_ms, 0.0)
-        if type(self.t_model_ms) is not float:
-            object.__setattr__(self, "t_model_ms", t_model_ms)
-        if type(self.duration_ms) is not float:
-            object.__setattr__(self, "duration_ms", duration_ms)
+        seq = self.seq
+        if type(seq) is not int or not 0 <= seq <= _MAX_UINT64:
+            check_int("observation.seq", seq)
+        # Fast paths for finite floats (NaN and Inf fail isfinite or the range comparison);
+        # anything else goes through check_float, which converts or raises.
+        t_model_ms = self.t_model_ms
+        if type(t_model_ms) is not float or not _isfinite(t_model_ms):
+            object.__setattr__(
+                self, "t_model_ms", check_float("observation.t_model_ms", t_model_ms)
+            )
+        duration_ms = self.duration_ms
+        if type(duration_ms) is not float or not 0.0 <= duration_ms < _INF:
+            object.__setattr__(
+                self, "duration_ms", check_float("observation.duration_ms", duration_ms, 0.0)
+            )
         object.__setattr__(self, "fields", check_float_map("observation.fields", self.fields))
         if self.applied is not None:
             object.__setattr__(

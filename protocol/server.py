@@ -117,26 +117,49 @@ class BackendServer:
             sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo_ms = timeout_ms
         try:
-            frames = sock.recv_multipart()  # waits at most RCVTIMEO
+            peer = sock.recv()  # waits at most RCVTIMEO
         except zmq.Again:
-            frames = None
-        if frames is not None:
-            if len(frames) != 2:
+            peer = None
+        if peer is not None:
+            # A ROUTER always puts the routing id in front of at least one frame, and a
+            # multipart message arrives whole: the body is already here (NOBLOCK never
+            # waits). Reading it as a zmq.Frame tells whether more frames follow without a
+            # getsockopt(RCVMORE) call, which costs more than the receive itself.
+            body: bytes | None = None
+            count = 1
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                frame = None
+            if frame is not None:
+                count = 2
+                if frame.more:
+                    more = True
+                    while more:
+                        sock.recv()
+                        count += 1
+                        more = bool(sock.get(zmq.RCVMORE))
+                else:
+                    body = frame.bytes
+            if body is None:
                 self._log.warning(
-                    "frame_dropped", reason=f"Expected 2 frames (peer, body), actual {len(frames)}"
+                    "frame_dropped", reason=f"Expected 2 frames (peer, body), actual {count}"
                 )
             else:
-                peer, body = frames
                 reply = self.backend.handle(peer, body)
                 try:
                     # Blocking, but never longer than SNDTIMEO: with tiny HWMs the pipe's
                     # flow-control credit can lag a message behind, so NOBLOCK would drop
                     # replies that a few microseconds later fit.
-                    sock.send_multipart([peer, reply])
+                    sock.send(peer, zmq.SNDMORE)
+                    sock.send(reply)
                 except zmq.ZMQError as err:  # peer gone (EHOSTUNREACH) or stalled past SNDTIMEO
                     self._log.warning("reply_dropped", reason=str(err))
                 answered = True
-        self.backend.check_timeout()
+        if not answered:
+            # handle() checked the session timeout just before answering; between requests
+            # the check runs here, at least every poll interval.
+            self.backend.check_timeout()
         return answered
 
     def serve_forever(self, stop: threading.Event) -> None:

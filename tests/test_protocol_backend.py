@@ -373,3 +373,38 @@ def test_mutated_steps_get_a_valid_reply_and_never_exceed_limits(position: int, 
             assert spec.contains(reply.applied[spec.name])
     else:
         assert isinstance(reply, ErrorReply | Status)
+
+
+def test_limit_checks_follow_each_capabilities_object() -> None:
+    from dataclasses import replace
+
+    from protocol.limits import RefusalError, check_fields, check_stimulus, is_on
+
+    caps = LOOPBACK_CAPABILITIES
+    limits = {spec.name: spec for spec in caps.stim_params}
+    stim = {"amplitude_au": 0.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+    check_stimulus(caps, limits, stim)
+    assert not is_on(caps, stim)
+    narrow = replace(
+        caps,
+        stim_params=(ParamSpec("frequency_hz", "Hz", "frequency", 1.0, 100.0),),
+        observation_fields=("x",),
+    )
+    with pytest.raises(RefusalError) as err:  # the cached index of `caps` is not reused
+        check_stimulus(narrow, limits, stim)
+    assert err.value.code == "invalid_stimulus"
+    with pytest.raises(RefusalError, match="advertised") as err:
+        check_stimulus(narrow, limits, {"frequency_hz": 130.0})
+    assert err.value.code == "limit_exceeded"
+    assert is_on(narrow, {"frequency_hz": 50.0})  # no amplitude parameter: always on
+    tight = {**limits, "frequency_hz": ParamSpec("frequency_hz", "Hz", "frequency", 1.0, 50.0)}
+    with pytest.raises(RefusalError, match="configured envelope"):
+        check_stimulus(caps, tight, stim)
+    for bad in [math.nan, math.inf]:
+        with pytest.raises(RefusalError, match="advertised"):
+            check_stimulus(caps, limits, {**stim, "pulse_width_us": bad})
+    assert check_fields(narrow, {"x": 1}) == {"x": 1.0}
+    for fields in [{"x": math.nan}, {"x": 1.0, "y": 2.0}, {}]:
+        with pytest.raises(RefusalError) as err:
+            check_fields(narrow, fields)
+        assert err.value.code == "backend_fault"

@@ -331,3 +331,110 @@ def test_ext_types_and_timestamps_are_refused() -> None:
     body["seed"] = msgpack.Timestamp(1, 0)
     with pytest.raises(ProtocolError, match=re.escape("reset.seed")):
         unpack(msgpack.packb(body, datetime=False))
+
+
+# ------------------------------------------------------------------- hot-path fast paths
+# The decoder and the hot message classes take shortcuts for the common case (a known
+# session id, plain finite floats); these pin that every shortcut refuses what the full
+# check refuses and converts what it converts.
+
+
+def test_known_session_id_cache_never_admits_a_bad_id() -> None:
+    good = "ab" * 16
+    Step(good, None, 20.0)  # now cached
+    for bad in [good.upper(), good[:-1], good + "a", 0, None, b"ab" * 16]:
+        with pytest.raises(ProtocolError, match="session_id"):
+            Step(bad, None, 20.0)  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError, match="session_id"):
+            unpack(_wire(session_id=bad))
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (math.nan, "non_finite"),
+        (math.inf, "non_finite"),
+        (-math.inf, "non_finite"),
+        (0.0, "out_of_range"),
+        (3.6e6 + 1.0, "out_of_range"),
+        (True, "bad_message"),
+        ("20", "bad_message"),
+    ],
+)
+def test_step_duration_fast_path_refuses_like_check_float(value: object, code: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        Step("ab" * 16, None, value)  # type: ignore[arg-type]
+    assert err.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"seq": -1}, "out_of_range"),
+        ({"seq": 2**64}, "out_of_range"),
+        ({"seq": True}, "bad_message"),
+        ({"seq": 1.0}, "bad_message"),
+        ({"t_model_ms": math.nan}, "non_finite"),
+        ({"t_model_ms": -math.inf}, "non_finite"),
+        ({"duration_ms": math.inf}, "non_finite"),
+        ({"duration_ms": -1.0}, "out_of_range"),
+        ({"duration_ms": False}, "bad_message"),
+    ],
+)
+def test_observation_fast_paths_refuse_like_the_checks(
+    changes: dict[str, object], code: str
+) -> None:
+    args: dict[str, object] = {"seq": 1, "t_model_ms": 0.0, "duration_ms": 20.0, "fields": {}}
+    args.update(changes)
+    with pytest.raises(ProtocolError) as err:
+        Observation(**args)  # type: ignore[arg-type]
+    assert err.value.code == code
+    if changes.get("seq") == 2**64:
+        return  # msgpack itself cannot encode it
+    body = to_wire(3, Observation(1, 0.0, 20.0, {}))
+    body.update(changes)
+    with pytest.raises(ProtocolError) as err:
+        unpack(msgpack.packb(body))
+    assert err.value.code == code
+
+
+def test_integers_in_float_fields_still_become_floats() -> None:
+    step = Step("ab" * 16, {"amplitude_mv": 1}, 20)
+    assert type(step.duration_ms) is float
+    assert type(step.stimulus["amplitude_mv"]) is float  # type: ignore[index]
+    obs = unpack(msgpack.packb(to_wire(1, Observation(1, 0.0, 20.0, {})) | {"t_model_ms": 5}))
+    assert isinstance(obs.message, Observation)
+    assert type(obs.message.t_model_ms) is float
+
+
+def test_bad_request_ids_are_refused_on_encode() -> None:
+    for bad in [-1, 2**64, True, 1.0]:
+        with pytest.raises(ProtocolError, match="id"):
+            pack(bad, Heartbeat("ab" * 16))  # type: ignore[arg-type]
+
+
+def test_a_failed_pack_leaves_the_packer_clean() -> None:
+    class Weird(float):
+        pass
+
+    step = Step("ab" * 16, None, 20.0)
+    # Maps go to msgpack as they are; strict_types refuses the float subclass mid-message.
+    object.__setattr__(step, "stimulus", {"a": 1.0, "b": Weird(2.0)})
+    with pytest.raises(ProtocolError, match="packable"):
+        pack(1, step)
+    good = pack(2, Heartbeat("ab" * 16))
+    assert unpack(good).message == Heartbeat("ab" * 16)
+
+
+def test_a_big_message_does_not_pin_the_packer_buffer() -> None:
+    from protocol import codec
+
+    before = codec._LOCAL.packer
+    spikes = SpikeWindow.from_arrays(np.arange(100_000, dtype=float), np.zeros(100_000))
+    big = pack(1, Observation(1, 0.0, 20.0, {}, None, spikes))
+    assert len(big) > codec._PACKER_KEEP_BYTES
+    assert codec._LOCAL.packer is not before  # a fresh packer, the big buffer released
+    decoded = unpack(big).message
+    assert isinstance(decoded, Observation)
+    assert decoded.spikes == spikes
+    assert unpack(pack(2, Heartbeat("ab" * 16))).message == Heartbeat("ab" * 16)

@@ -297,3 +297,35 @@ def test_non_loopback_bind_without_keys_is_refused() -> None:
     assert result.returncode == 2
     assert "Refusing to bind tcp://0.0.0.0:0 without CURVE keys" in result.stderr
     assert "NEUROLOOP_READY" not in result.stdout
+
+
+def test_server_drops_multipart_requests_and_stays_in_step() -> None:
+    from structlog.testing import capture_logs
+
+    from protocol.loopback import LoopbackBackend
+    from protocol.server import BackendServer
+
+    with BackendServer(LoopbackBackend(), "tcp://127.0.0.1:*") as server:
+        ctx, sock = _raw_dealer(server.endpoint)
+        try:
+            with capture_logs() as logs:
+                for parts in ([b"a", b"b"], [b"a", b"b", b"c", b"d"]):
+                    sock.send_multipart(parts)
+                    deadline = time.monotonic() + 5.0
+                    while not any(e["event"] == "frame_dropped" for e in logs):
+                        assert time.monotonic() < deadline
+                        assert not server.serve_once(0.05)
+                    dropped = [e for e in logs if e["event"] == "frame_dropped"]
+                    assert f"actual {len(parts) + 1}" in dropped[-1]["reason"]
+                    logs.clear()
+            sock.send(pack(7, GetStatus(None)))
+            deadline = time.monotonic() + 5.0
+            while not server.serve_once(0.05):
+                assert time.monotonic() < deadline
+            assert sock.poll(5000)
+            rid, status = unpack_reply(sock.recv())
+            assert rid == 7
+            assert isinstance(status, Status)
+        finally:
+            sock.close(0)
+            ctx.term()
