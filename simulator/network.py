@@ -203,9 +203,8 @@ class Network:
         self._xprev_cross = np.zeros(n)
         self._xprev_rec = np.zeros(n)
         self._hist_cross = np.zeros((d, n))
+        # The recurrent delay line is only read when a recurrent projection exists.
         self._hist_rec = np.zeros((d, n) if self._has_rec else (d, 1))
-        if not self._has_rec:
-            self._hist_rec = np.zeros((d, n))
         self._head = np.zeros(1, dtype=np.int64)
         self._tr_e = np.zeros(n_e)
         self._tr_i = np.zeros(n_i)
