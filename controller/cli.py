@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["sim", "serial", "replay"], help="what to control (default sim)"
     )
     p.add_argument(
+        "session",
+        nargs="?",
+        metavar="SESSION",
+        help="with --backend replay: the recording (.nlrec) to serve as the backend; its "
+        "observations are replayed in order (at the recorded pace with --pace realtime, as fast "
+        "as possible with --pace fast)",
+    )
+    p.add_argument(
         "--policy",
         metavar="NAME|PATH",
         help="off | constant (needs --amplitude) | ftsts (the paper's open-loop protocol with the "
@@ -299,6 +307,8 @@ def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -
             cfg.simulator,
             cfg.seed,
             cfg.timeout_s,
+            session=cfg.session,
+            pace=cfg.pace,
         )
         recorder = _recorder(cfg, env, policy)
         opened = open_backend(request)

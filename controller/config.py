@@ -25,6 +25,7 @@ from protocol.errors import ConfigError
 
 _CONTROLLER_KEYS = {
     "backend": str,
+    "session": str,
     "connect": str,
     "in_process": bool,
     "period_ms": float,
@@ -54,6 +55,7 @@ class RunConfig:
     """Everything one controller run needs (units in the names; amplitude in the envelope unit)."""
 
     backend: str = "sim"
+    session: str | None = None
     connect: str | None = None
     in_process: bool = False
     policy: str = "ftsts"
@@ -93,10 +95,20 @@ class RunConfig:
         _range("latch_below_mv", self.latch_below_mv, -1e6, 1e6)
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"Expected seed in [0, 2**63), actual {self.seed}")
-        if self.pace == "fast" and self.backend != "sim":
+        if self.pace == "fast" and self.backend == "serial":
             raise ConfigError(
-                f"Expected --pace realtime for --backend {self.backend} (fast is for the "
-                "simulator only), actual fast"
+                "Expected --pace realtime for --backend serial (fast is for the simulator and "
+                "replays only), actual fast"
+            )
+        if self.session is not None and self.backend != "replay":
+            raise ConfigError(
+                f"Expected a SESSION recording only with --backend replay, actual --backend "
+                f"{self.backend} with {self.session!r}"
+            )
+        if self.backend == "replay" and self.session is None and self.connect is None:
+            raise ConfigError(
+                "Expected --backend replay SESSION (a recording to serve) or --connect ADDR of a "
+                "running replay backend, actual neither"
             )
         if self.in_process and self.backend != "sim":
             raise ConfigError(

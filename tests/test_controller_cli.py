@@ -70,7 +70,8 @@ def test_help_teaches_units_and_examples(capsys):
         (["--policy", "constant"], "Expected --amplitude (mV) for --policy constant"),
         (["--policy", "constant", "--amplitude", "500"], "Expected --amplitude in [0.0, 200.0] mV"),
         (["--policy", "nonsense"], "Expected --policy in ['off', 'constant', 'ftsts']"),
-        (["--backend", "serial", "--pace", "fast"], "fast is for the simulator only"),
+        (["--backend", "serial", "--pace", "fast"], "fast is for the simulator and replays only"),
+        (["--backend", "sim", "x.nlrec"], "Expected a SESSION recording only with --backend replay"),
         (["--envelope", "/nonexistent.toml"], "readable envelope TOML file"),
         (["--rt-priority", "0"], "Expected a SCHED_FIFO priority in [1, 99], actual 0"),
         (["--rt-priority", "5", "--in-process"], "Expected no --rt-priority with --in-process"),
@@ -87,14 +88,18 @@ def test_bad_arguments_exit_2_with_a_clear_message(args, message, capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("backend", ["serial", "replay"])
-def test_serial_and_replay_without_connect_fail_clearly(backend, capsys):
-    args = ["--backend", backend, "--policy", "off", "--no-record"]
-    if backend == "serial":
-        args += ["--envelope", "device"]
+def test_serial_without_connect_fails_clearly(capsys):
+    args = ["--backend", "serial", "--policy", "off", "--no-record", "--envelope", "device"]
     code, _out, err = run_main(args, capsys)
     assert code == 3
     assert "Expected --connect ADDR" in err
+    assert "Traceback" not in err
+
+
+def test_replay_without_session_or_connect_fails_clearly(capsys):
+    code, _out, err = run_main(["--backend", "replay", "--policy", "off", "--no-record"], capsys)
+    assert code == 2
+    assert "Expected --backend replay SESSION (a recording to serve) or --connect ADDR" in err
     assert "Traceback" not in err
 
 

@@ -36,6 +36,8 @@ class BackendRequest:
         simulator: Network parameters for the simulator (``[simulator]`` of the config file).
         seed: Default seed.
         timeout_s: Handshake deadline.
+        session: A recording to serve (``replay`` without ``connect``).
+        pace: The loop's pace; a served replay follows it (``realtime`` → recorded pace).
     """
 
     name: str
@@ -45,6 +47,8 @@ class BackendRequest:
     simulator: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     timeout_s: float = 5.0
+    session: str | None = None
+    pace: str = "realtime"
 
 
 @dataclass

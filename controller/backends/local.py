@@ -19,6 +19,8 @@ from protocol.errors import BackendUnavailableError, ConfigError
 
 #: Module run as the local simulator server.
 SIM_SERVER_MODULE = "simulator.server"
+#: Module run as the local replay server.
+REPLAY_SERVER_MODULE = "controller.replay_cli"
 
 
 def _connect(request: BackendRequest, address: str) -> OpenedBackend:
@@ -79,12 +81,34 @@ def open_serial(request: BackendRequest) -> OpenedBackend:
 
 
 def open_replay(request: BackendRequest) -> OpenedBackend:
-    """A recorded session served by a running replay backend (``neuroloop-replay``)."""
-    if request.connect is None:
-        raise BackendUnavailableError(
-            "Expected --connect ADDR of a running replay backend for --backend replay, actual "
-            "none; start one with 'neuroloop-replay' and pass its address"
-        )
+    """A recorded session: ``neuroloop-replay serve SESSION`` started here, or one running."""
     if request.in_process:
         raise ConfigError("Expected no --in-process with --backend replay, actual --in-process")
-    return _connect(request, request.connect)
+    if request.connect is not None:
+        return _connect(request, request.connect)
+    if request.session is None:
+        raise BackendUnavailableError(
+            "Expected --backend replay SESSION or --connect ADDR of a running replay backend "
+            "('neuroloop-replay serve SESSION'), actual neither"
+        )
+    from protocol.process import spawn_local_backend
+
+    pace = "fast" if request.pace == "fast" else "recorded"
+    proc = spawn_local_backend(
+        [sys.executable, "-m", REPLAY_SERVER_MODULE, "serve", request.session, "--pace", pace],
+        "ipc",
+    )
+    structlog.get_logger("controller.backends").info(
+        "replay_server_started", pid=proc.pid, address=proc.address, session=request.session
+    )
+    try:
+        opened = _connect(request, proc.address)
+    except BaseException:
+        proc.stop()
+        raise
+    def stop_server() -> None:
+        proc.stop()
+
+    opened.cleanup = stop_server
+    opened.description = f"replay of {request.session} (pid {proc.pid})"
+    return opened
