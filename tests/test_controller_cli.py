@@ -71,7 +71,10 @@ def test_help_teaches_units_and_examples(capsys):
         (["--policy", "constant", "--amplitude", "500"], "Expected --amplitude in [0.0, 200.0] mV"),
         (["--policy", "nonsense"], "Expected --policy in ['off', 'constant', 'ftsts']"),
         (["--backend", "serial", "--pace", "fast"], "fast is for the simulator and replays only"),
-        (["--backend", "sim", "x.nlrec"], "Expected a SESSION recording only with --backend replay"),
+        (
+            ["--backend", "sim", "x.nlrec"],
+            "Expected a SESSION recording only with --backend replay",
+        ),
         (["--envelope", "/nonexistent.toml"], "readable envelope TOML file"),
         (["--rt-priority", "0"], "Expected a SCHED_FIFO priority in [1, 99], actual 0"),
         (["--rt-priority", "5", "--in-process"], "Expected no --rt-priority with --in-process"),

@@ -106,6 +106,7 @@ def open_replay(request: BackendRequest) -> OpenedBackend:
     except BaseException:
         proc.stop()
         raise
+
     def stop_server() -> None:
         proc.stop()
 
