@@ -36,6 +36,7 @@ from protocol.errors import (
     BackendUnavailableError,
     ConfigError,
     NeuroLoopError,
+    RecordingError,
     SafetyError,
     TransportTimeoutError,
 )
@@ -176,7 +177,10 @@ class ControlLoop:
             self.backend.stop(reason)
         except NeuroLoopError as err:
             self._log.error("stop_failed", reason=reason, error=str(err))
-        self.recorder.event("stop", {"reason": reason})
+        try:
+            self.recorder.event("stop", {"reason": reason})
+        except RecordingError as err:  # e.g. an at-exit stop after the recording was closed
+            self._log.warning("stop_not_recorded", reason=reason, error=str(err))
 
     def _ticks(self) -> tuple[str, str | None, int, float]:
         s, gov, clock, stats = self.settings, self.governor, self.clock, self.stats

@@ -249,3 +249,19 @@ def test_a_backend_refusal_mid_run_stops_without_retry():
     assert (result.fault, result.ticks) == ("backend_error", 5)
     assert backend.stop_reasons == ["backend_error"]
     assert gov.latched == "backend_error"
+
+
+def test_a_stop_after_the_recording_closed_is_logged_not_raised(tmp_path, logs):
+    """The at-exit e-stop may run after the recording was closed (e.g. the backend never
+    answered): it must still stop the backend and must not raise."""
+    from controller.recorder import SessionRecorder
+
+    clock = ManualClock()
+    backend = ScriptedBackend(clock, latency_s=lambda k: 0.005)
+    loop, _gov = make_loop(backend, clock=clock, ticks=3)
+    recorder = SessionRecorder(tmp_path / "s.nlrec", {"tool": "test"})
+    recorder.close()
+    loop.recorder = recorder
+    loop.stop_backend("exit")
+    assert backend.stop_reasons == ["exit"]
+    assert any(e["event"] == "stop_not_recorded" for e in logs)
