@@ -9,6 +9,8 @@ map the protocol onto :class:`simulator.network.Network`:
   simulate, default ``ftsts-desync``: the paper's Fig 3 network, including the released code's
   stimulus noise in paper semantics; see ``neuroloop-sim protocols``),
   ``n_scale`` (population scale of that network, 1.0 = the paper's 1600 E / 400 I),
+  ``stim_noise_e_mv`` (SD of the stimulus noise on E cells while stimulating, overriding the
+  network's; 0 switches it off),
   ``semantics`` (``paper`` | ``clean``), ``seed`` (default seed of ``reset``) and
   ``polarity`` (``desync`` | ``sync``, the pulse polarity of every step);
 * ``step`` stimulus: ``amplitude_mv`` (model drive, 0 = off), ``frequency_hz``,
@@ -63,7 +65,7 @@ SIM_CAPABILITIES = Capabilities(
     min_duration_ms=NetworkConfig().dt_ms,
     max_duration_ms=MAX_STEP_MS,
     supports_spikes=True,
-    config_options=("network", "n_scale", "semantics", "seed", "polarity"),
+    config_options=("network", "n_scale", "semantics", "stim_noise_e_mv", "seed", "polarity"),
 )
 
 
@@ -152,6 +154,9 @@ class SimulatorBackend(Backend):
                 f"semantics, actual {control_period_ms!r}"
             )
         config = PROTOCOLS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
+        if "stim_noise_e_mv" in options:
+            noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
+            config = config.replace(stim_noise_e_mv=noise)
         self._network = self._factory(config)
         self._config = config
         self._seed = seed
