@@ -137,8 +137,13 @@ DEFAULT_NETWORK = "ftsts-desync"
 
 
 def default_network_config(semantics: Semantics = "paper", n_scale: float = 1.0) -> NetworkConfig:
-    """The paper's Fig 3 network (with the released stimulus noise in paper semantics)."""
-    return PROTOCOLS[DEFAULT_NETWORK].network_config(semantics, n_scale)
+    """The paper's Fig 3 network as closed-loop backends simulate it: no stimulus noise.
+
+    The released code's stimulus noise has a fixed SD whenever any stimulation is on, whatever
+    its amplitude; a closed-loop policy could desynchronise with near-zero charge through it.
+    """
+    cfg = PROTOCOLS[DEFAULT_NETWORK].network_config(semantics, n_scale)
+    return cfg.replace(stim_noise_e_mv=0.0)
 
 
 def get_protocol(name: str) -> OpenLoopProtocol:

@@ -6,11 +6,12 @@ against the advertised ranges and the configured envelope before a hook here run
 map the protocol onto :class:`simulator.network.Network`:
 
 * ``configure`` options: ``network`` (the name of an open-loop protocol whose network to
-  simulate, default ``ftsts-desync``: the paper's Fig 3 network, including the released code's
-  stimulus noise in paper semantics; see ``neuroloop-sim protocols``),
+  simulate, default ``ftsts-desync``: the paper's Fig 3 network; see
+  ``neuroloop-sim protocols``),
   ``n_scale`` (population scale of that network, 1.0 = the paper's 1600 E / 400 I),
-  ``stim_noise_e_mv`` (SD of the stimulus noise on E cells while stimulating, overriding the
-  network's; 0 switches it off),
+  ``stim_noise_e_mv`` (SD of the released code's stimulus noise on E cells while stimulating;
+  default 0 — off — because its SD does not scale with the stimulation, so a closed-loop policy
+  could desynchronise with near-zero charge; 10 reproduces the paper's Fig 3 file),
   ``semantics`` (``paper`` | ``clean``), ``seed`` (default seed of ``reset``) and
   ``polarity`` (``desync`` | ``sync``, the pulse polarity of every step);
 * ``step`` stimulus: ``amplitude_mv`` (model drive, 0 = off), ``frequency_hz``,
@@ -154,9 +155,10 @@ class SimulatorBackend(Backend):
                 f"semantics, actual {control_period_ms!r}"
             )
         config = PROTOCOLS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
-        if "stim_noise_e_mv" in options:
-            noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
-            config = config.replace(stim_noise_e_mv=noise)
+        # Off unless asked for: the released code's stimulus noise has a fixed SD whenever any
+        # stimulation is on, so a closed-loop policy could desynchronise with near-zero charge.
+        noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
+        config = config.replace(stim_noise_e_mv=noise)
         self._network = self._factory(config)
         self._config = config
         self._seed = seed
