@@ -1,0 +1,302 @@
+"""``DBSEnv``: closed-loop stimulation of a spiking network as a gymnasium environment.
+
+One episode (see :class:`~controller.envs.config.SimConfig`): ``reset`` simulates the
+unstimulated lead-in and returns the observation of its last window; each ``step`` passes the
+agent's normalised action through the controller's :class:`SafetyGovernor` (the same envelope,
+action map, ramps and soft start the real-time controller applies, so nothing outside the
+envelope reaches the model and training sees what deployment will deliver), advances the model
+by one control period and returns the scaled observation and the reward
+(:mod:`controller.envs.reward`). The last step also simulates the stimulation-free tail and ends
+the episode (``terminated``); ``truncated`` is never set.
+
+Every random draw is seeded: ``reset(seed=s)`` runs the network from seed ``s`` (or
+``options["network_seed"]``); a reset without a seed draws the next network seed from the
+environment's ``np_random``, so a seeded first reset fixes the whole sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from controller.envelope.config import Envelope, load_envelope
+from controller.envelope.governor import SafetyGovernor
+from controller.envelope.setpoint import Setpoint
+from controller.envs import reward as rw
+from controller.envs.config import SimConfig
+from controller.envs.models import LocalNetworkModel, ModelWindow, NeuralModel
+from controller.envs.render import EpisodeTrace, render_frame
+from controller.envs.spaces import ACTION_MAP, FEATURES, scale_observation
+from protocol.errors import ConfigError, SafetyFaultError
+from simulator.stimulus import Stimulus
+from simulator.synchrony import epoch_mean, order_parameter
+
+ObsArray = npt.NDArray[np.float32]
+MAX_SEED = 2**63 - 1
+
+
+def setpoint_to_stimulus(setpoint: Setpoint) -> Stimulus | None:
+    """The simulator stimulus for a governor setpoint (``None`` when off)."""
+    if not setpoint.is_on:
+        return None
+    return Stimulus(setpoint.amplitude, setpoint.frequency_hz, setpoint.pulse_width_us)
+
+
+def tail_synchrony(
+    times_ms: npt.NDArray[np.float64],
+    neurons: npt.NDArray[np.int32],
+    n_e: int,
+    start_ms: float,
+    stop_ms: float,
+) -> float:
+    """Mean offline Kuramoto R of E cells over ``[start_ms, stop_ms)``.
+
+    ``times_ms`` should include the spikes of the window before ``start_ms`` so that each
+    neuron's first inter-spike interval of the tail is bracketed.
+
+    Raises:
+        SafetyFaultError: R is undefined over the whole tail (too few E cells fire).
+    """
+    t, r, _ = order_parameter(times_ms, neurons, n_e, stop_ms, 1.0, t_start_ms=start_ms)
+    value = epoch_mean(t, r, start_ms, stop_ms)
+    if not math.isfinite(value):
+        raise SafetyFaultError(
+            f"Expected a defined order parameter over the tail [{start_ms:g}, {stop_ms:g}) ms, "
+            "actual none (fewer than half of the E cells fired twice)"
+        )
+    return value
+
+
+class DBSEnv(gym.Env[ObsArray, ObsArray]):
+    """Closed-loop deep-brain stimulation of a neural model.
+
+    Args:
+        sim_config: Episode timing, envelope and reward (default :class:`SimConfig`).
+        model_class: Builds the neural model from ``model_params`` (default: the in-process
+            FTSTS network; :class:`~controller.envs.remote.RemoteModel` for a backend).
+        model_params: Keyword arguments of ``model_class``.
+        render_mode: ``None``, ``rgb_array`` or ``human``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        sim_config: SimConfig | None = None,
+        model_class: Callable[..., NeuralModel] = LocalNetworkModel,
+        model_params: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"Expected render_mode in {self.metadata['render_modes']} or None, "
+                f"actual {render_mode!r}"
+            )
+        self.sim_config = sim_config if sim_config is not None else SimConfig()
+        if not isinstance(self.sim_config, SimConfig):
+            raise ConfigError(f"Expected sim_config as a SimConfig, actual {sim_config!r}")
+        self.render_mode = render_mode
+        self.envelope: Envelope = load_envelope(self.sim_config.envelope)
+        if self.envelope.domain != "model":
+            raise ConfigError(
+                f"Expected a model-domain envelope (amplitude in mV of drive), actual "
+                f"{self.envelope.domain!r} ({self.sim_config.envelope})"
+            )
+        self.model: NeuralModel = model_class(**(model_params or {}))
+        try:
+            self.model.bind(self.envelope, self.sim_config.control_period_ms)
+        except BaseException:
+            self.model.close()
+            raise
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(ACTION_MAP.size,), dtype=np.float32)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(FEATURES),), dtype=np.float32)
+        self._log = structlog.get_logger().bind(env=type(self).__name__)
+        self.governor: SafetyGovernor | None = None
+        self.trace = EpisodeTrace()
+        self.network_seed: int | None = None
+        self._k = 0
+        self._done = True
+        self._weight_mv = math.nan
+        self._charge_mv_ms = 0.0
+        self._figure: Any = None
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsArray, dict[str, Any]]:
+        """Start an episode: new network from the seed, unstimulated lead-in, first observation.
+
+        Args:
+            seed: Network seed (also seeds ``np_random``).
+            options: ``{"network_seed": int}`` overrides the network seed.
+        """
+        super().reset(seed=seed)
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - {"network_seed"})
+        if unknown:
+            raise ConfigError(f"Expected reset options from ['network_seed'], actual {unknown}")
+        if "network_seed" in opts:
+            net_seed = opts["network_seed"]
+        elif seed is not None:
+            net_seed = seed
+        else:
+            net_seed = int(self.np_random.integers(0, 2**31 - 1))
+        if isinstance(net_seed, bool) or not isinstance(net_seed, int | np.integer):
+            raise ConfigError(f"Expected an integer network seed, actual {net_seed!r}")
+        if not 0 <= int(net_seed) <= MAX_SEED:
+            raise ConfigError(f"Expected a network seed in [0, 2**63 - 1], actual {net_seed!r}")
+        cfg = self.sim_config
+        self.network_seed = int(net_seed)
+        self.model.reset(self.network_seed)
+        self.governor = SafetyGovernor(self.envelope, cfg.period_s, ACTION_MAP)
+        self.governor.arm(0.0)
+        self.trace = EpisodeTrace(keep_spikes=cfg.keep_spikes or self.render_mode is not None)
+        self._k = 0
+        self._charge_mv_ms = 0.0
+        want = self.trace.keep_spikes
+        if cfg.onset_ms > cfg.control_period_ms:
+            window = self.model.advance(None, cfg.onset_ms - cfg.control_period_ms, want)
+            self.trace.add_spikes(window)
+        # The last lead-in period is its own window, so the first observation describes one
+        # control period like every later one (an onset of 0 still observes one period).
+        window = self.model.advance(None, cfg.control_period_ms, want)
+        self.trace.add_spikes(window)
+        obs = scale_observation(window.fields)
+        self._weight_mv = float(window.fields["weight_mv"])
+        self.trace.add_window(window, None, 0.0)
+        self._done = False
+        self._log.debug("episode_reset", network_seed=self.network_seed, t_ms=window.t_end_ms)
+        info = {
+            "network_seed": self.network_seed,
+            "t_ms": window.t_end_ms,
+            "weight_mv": self._weight_mv,
+            "synchrony": float(window.fields["synchrony"]),
+            "fields": dict(window.fields),
+        }
+        return obs, info
+
+    def step(self, action: ObsArray) -> tuple[ObsArray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Apply one normalised action for one control period (the last step runs the tail)."""
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.shape != (ACTION_MAP.size,) or not np.all(np.isfinite(arr)):
+            self._log.error("action_fault", action=arr.tolist(), reason="non-finite or mis-shaped")
+            self._done = True
+            raise SafetyFaultError(
+                f"Expected a finite action of shape ({ACTION_MAP.size},), actual {arr.tolist()}"
+            )
+        return self._advance(arr)
+
+    def step_setpoint(
+        self, setpoint: Setpoint
+    ) -> tuple[ObsArray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Like :meth:`step` for a physical setpoint (scripted baselines such as open-loop FTSTS).
+
+        The setpoint goes through the same envelope as an agent's action, so a baseline and a
+        policy are scored on equal terms.
+        """
+        if not isinstance(setpoint, Setpoint):
+            raise ConfigError(f"Expected a Setpoint, actual {type(setpoint).__name__}")
+        return self._advance(setpoint)
+
+    def _advance(
+        self, request: npt.NDArray[np.float64] | Setpoint
+    ) -> tuple[ObsArray, SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._done or self.governor is None:
+            raise ConfigError("Expected reset() before step() (the episode is over or unstarted)")
+        cfg = self.sim_config
+        decision = self.governor.command(request, (self._k + 1) * cfg.period_s)
+        if decision.fault is not None:
+            self._done = True
+            raise SafetyFaultError(f"Expected no envelope fault, actual {decision.fault}")
+        stimulus = setpoint_to_stimulus(decision.setpoint)
+        terminal = self._k + 1 >= cfg.n_steps
+        window = self.model.advance(
+            stimulus, cfg.control_period_ms, self.trace.keep_spikes or terminal
+        )
+        obs = scale_observation(window.fields)
+        charge = float(window.fields["charge_mv_ms"])
+        weight_after = float(window.fields["weight_mv"])
+        synchrony = float(window.fields["synchrony"])
+        self._charge_mv_ms += charge
+        self.trace.add_spikes(window)
+        self.trace.add_window(window, decision.setpoint, charge)
+        rcfg = cfg.reward
+        charge_term = rw.charge_cost(charge, cfg.controlled_s, rcfg)
+        sync_term = rw.sync_cost(min(1.0, max(0.0, synchrony)), cfg.period_s, cfg.controlled_s,
+                                 rcfg)  # fmt: skip
+        shaping_term = rw.shaping(self._weight_mv, weight_after, terminal, rcfg)
+        tail_term = 0.0
+        info: dict[str, Any] = {
+            "t_ms": window.t_end_ms,
+            "setpoint": decision.setpoint.as_dict(),
+            "held": decision.held,
+            "findings": [f.reason for f in decision.findings],
+            "charge_mv_ms": charge,
+            "weight_mv": weight_after,
+            "synchrony": synchrony,
+            "fields": dict(window.fields),
+        }
+        if terminal:
+            previous = _spikes_of(window)
+            tail = self.model.advance(None, cfg.tail_ms, True)
+            self.trace.add_spikes(tail)
+            self.trace.add_window(tail, None, float(tail.fields["charge_mv_ms"]))
+            times, neurons = _spikes_of(tail)
+            r_tail = tail_synchrony(
+                np.concatenate([previous[0], times]),
+                np.concatenate([previous[1], neurons]),
+                self.model.n_e,
+                window.t_end_ms,
+                tail.t_end_ms,
+            )
+            tail_term = rw.tail_penalty(r_tail, rcfg)
+            obs = scale_observation(tail.fields)
+            info.update(
+                r_tail=r_tail,
+                total_charge_mv_ms=self._charge_mv_ms,
+                weight_end_mv=float(tail.fields["weight_mv"]),
+                t_ms=tail.t_end_ms,
+                fields=dict(tail.fields),
+            )
+            self._done = True
+        terms = rw.RewardTerms(charge_term, tail_term, sync_term, shaping_term)
+        info["reward_terms"] = terms.as_dict()
+        self._weight_mv = weight_after
+        self._k += 1
+        if self.render_mode == "human":
+            self.render()
+        return obs, terms.total, terminal, False, info
+
+    def render(self) -> npt.NDArray[np.uint8] | None:
+        """``rgb_array``: an RGB frame (synchrony, weight, amplitude, raster); ``human``: show."""
+        if self.render_mode is None:
+            return None
+        frame, self._figure = render_frame(self.trace, self.model.n_e, self._figure)
+        if self.render_mode == "human":
+            import matplotlib.pyplot as plt
+
+            plt.pause(0.001)
+            return None
+        return np.asarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        """Release the model and any figure (idempotent)."""
+        self.model.close()
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
+        self._done = True
+
+
+def _spikes_of(window: ModelWindow) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int32]]:
+    if window.spike_times_ms is None or window.spike_neurons is None:
+        return np.zeros(0), np.zeros(0, dtype=np.int32)
+    return window.spike_times_ms, window.spike_neurons

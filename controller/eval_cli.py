@@ -1,0 +1,153 @@
+"""``neuroloop-eval``: compare a trained policy with open-loop FTSTS and no stimulation.
+
+Runs each method on held-out network seeds at N = 2000 (by default) through the same episode
+and envelope, with the policy inferred by the bundle's numpy actor (torch is never imported),
+and writes ``eval.json`` plus figures (training curves, synchrony, mean synaptic weight, rasters
+before and after stimulation, the policy's settings, a summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+from tqdm import tqdm
+
+from protocol.errors import NeuroLoopError
+from protocol.logs import configure_logging
+
+#: First held-out network seed: training draws its seeds below 2**31.
+HELD_OUT_SEED_BASE = 2**31
+
+EPILOG = """\
+example:
+  neuroloop-eval --policy runs/rl/n2000/bundle --seeds 5 --out docs/results/rl \\
+      --train-dir runs/rl/n500 --train-dir runs/rl/n2000 --workers 2
+
+Seeds are 2**31 + 0 .. 2**31 + K-1 (training only draws network seeds below 2**31, so they are
+never seen in training). time_to_desync_s: seconds from stimulation onset until the 1 s mean of
+the Kuramoto R falls below 0.2 and stays below to the end of the run (null if it never does).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(
+        prog="neuroloop-eval",
+        description=(
+            "Evaluate a policy bundle against the paper's open-loop FTSTS protocol and no "
+            "stimulation on held-out network seeds: mean Kuramoto R over a stimulation-free "
+            "tail, total charge delivered, and time until the network is desynchronised. "
+            "Writes DIR/eval.json and figures."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--policy", type=Path, required=True, help="Policy bundle directory.")
+    p.add_argument("--seeds", type=int, default=5, help="Number of held-out seeds (default 5).")
+    p.add_argument("--out", type=Path, required=True, help="Output directory (created).")
+    p.add_argument("--n-scale", type=float, default=1.0,
+                   help="Network size relative to N = 2000 (default 1.0).")
+    p.add_argument("--semantics", choices=("paper", "clean"), default="paper")
+    p.add_argument("--tail-s", type=float, default=5.0,
+                   help="Stimulation-free tail in s (at least the bundle's; default 5).")
+    p.add_argument("--methods", default="policy,ftsts,off",
+                   help="Comma-separated subset of policy,ftsts,off.")
+    p.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2).")
+    p.add_argument("--train-dir", type=Path, action="append", default=[],
+                   help="Training run directory for the training-curve figure (repeat for "
+                   "resumed runs, in order; default: the bundle's parent).")
+    p.add_argument("--log-format", choices=("console", "json"), default="console")
+    p.add_argument("--log-level", default="warning")
+    return p
+
+
+def evaluate(a: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation described by parsed arguments; return ``eval.json``'s content."""
+    from controller.envs.models import network_config
+    from controller.policies.bundle import load_bundle
+    from controller.training.evaluate import METHODS, bundle_sim_config, run_one, summarise
+    from controller.training.figures import comparison_figures, training_curves
+
+    bundle = load_bundle(a.policy)
+    sim_config = bundle_sim_config(a.policy, a.tail_s)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise NeuroLoopError(f"Expected --methods from {list(METHODS)}, actual {a.methods!r}")
+    seeds = [HELD_OUT_SEED_BASE + k for k in range(a.seeds)]
+    model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
+    net = network_config(a.n_scale, a.semantics)
+    jobs = [(m, s) for s in seeds for m in methods]
+    records = []
+    with ProcessPoolExecutor(max_workers=a.workers) as pool:
+        futures = [
+            pool.submit(run_one, m, s, sim_config, model_params, str(a.policy)) for m, s in jobs
+        ]
+        for fut in tqdm(futures, desc="episodes", unit="run"):
+            records.append(fut.result())
+    a.out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "policy": str(a.policy),
+        "policy_training": dict(bundle.metadata.get("training", {})),
+        "network": {**model_params, "n_e": net.n_e, "n_i": net.n_i, "stim_noise_e_mv": 0.0},
+        "episode": {
+            "onset_s": sim_config.onset_ms / 1000.0,
+            "controlled_s": sim_config.controlled_s,
+            "tail_s": sim_config.tail_s,
+            "policy_control_period_ms": sim_config.control_period_ms,
+            "baseline_control_period_ms": 20.0,
+        },
+        "seeds": seeds,
+        "definitions": {
+            "r_tail": "mean offline Kuramoto R of E cells over the stimulation-free tail",
+            "charge": "total charge delivered (mV·ms, both phases, one waveform)",
+            "time_to_desync_s": "s from stimulation onset until the 1 s mean R < 0.2 for good",
+        },
+        "methods": {
+            m: [r.metrics() for r in records if r.method == m] for m in methods
+        },
+        "summary": summarise(records),
+    }
+    (a.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    figures = comparison_figures(records, sim_config.onset_ms / 1000.0, sim_config.controlled_s,
+                                 a.out)  # fmt: skip
+    train_dirs = a.train_dir or [Path(a.policy).resolve().parent]
+    curves = training_curves(train_dirs, a.out / "training_curves.png")
+    if curves is not None:
+        figures.append(curves)
+    result["figures"] = [str(f) for f in figures]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``neuroloop-eval``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.seeds <= 1000:
+        parser.error(f"Expected --seeds in [1, 1000], actual {args.seeds}")
+    if not 1 <= args.workers <= 64:
+        parser.error(f"Expected --workers in [1, 64], actual {args.workers}")
+    if not 0.005 <= args.n_scale <= 4.0:
+        parser.error(f"Expected --n-scale in [0.005, 4], actual {args.n_scale}")
+    try:
+        configure_logging(args.log_format, args.log_level)
+    except ValueError as err:
+        parser.error(str(err))
+    structlog.get_logger().info("evaluation_started", policy=str(args.policy), seeds=args.seeds)
+    try:
+        result = evaluate(args)
+    except NeuroLoopError as err:
+        print(f"neuroloop-eval: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"summary": result["summary"], "figures": result["figures"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

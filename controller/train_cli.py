@@ -1,0 +1,317 @@
+"""``neuroloop-train``: learn a desynchronising stimulation policy and export a policy bundle.
+
+Trains PPO (default) or SAC on ``neuroloop/FTSTS-v0`` with environments in subprocesses,
+VecNormalize, TensorBoard logs, periodic checkpoints (with the normalisation statistics) and an
+optional wall-clock budget, then writes the controller's policy bundle (numpy weights + JSON,
+with the control period and episode timing in its ``training`` metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from protocol.errors import ConfigError, NeuroLoopError
+from protocol.logs import configure_logging
+
+EPILOG = """\
+examples:
+  # quick smoke run on a small network (N = 200), one process
+  neuroloop-train --n-scale 0.1 --controlled-s 2 --tail-s 1 --total-timesteps 2000 \\
+      --n-envs 1 --out runs/rl/smoke
+
+  # the real run: N = 2000, 100 ms control period, two worker processes, 30 min budget
+  neuroloop-train --n-scale 1.0 --control-period-ms 100 --n-envs 2 \\
+      --total-timesteps 400000 --budget-min 30 --out runs/rl/n2000
+
+  # continue from a checkpoint (also to fine-tune on a larger network)
+  neuroloop-train --resume runs/rl/n500/checkpoints/model_100000_steps.zip --n-scale 1.0 ...
+
+outputs in --out: bundle/ (policy bundle for `neuroloop-controller --policy`), model.zip and
+vecnormalize.pkl (SB3 model and normalisation statistics), checkpoints/, tb/ (TensorBoard:
+losses, episode reward, episode/r_tail, episode/charge_mv_ms), monitor.csv (one row per
+episode), train.json (the run's configuration and timing).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(
+        prog="neuroloop-train",
+        description=(
+            "Train a closed-loop stimulation policy on the FTSTS spiking network. Each episode: "
+            "an unstimulated lead-in (the network synchronises), a controlled period in which "
+            "the agent sets amplitude 10-200 mV, frequency 5-180 Hz and pulse width 50-500 us "
+            "every control period (through the controller's safety envelope), then a "
+            "stimulation-free tail whose mean Kuramoto R is the final penalty. The reward "
+            "trades lasting desynchronisation against delivered charge (docs/rl.md)."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--out", type=Path, required=True, help="Output directory (created).")
+    g.add_argument("--algo", choices=("ppo", "sac"), default="ppo", help="Algorithm (PPO).")
+    g.add_argument(
+        "--total-timesteps",
+        type=int,
+        default=200_000,
+        help="Agent steps to train for (default 200000).",
+    )
+    g.add_argument(
+        "--budget-min",
+        type=float,
+        default=None,
+        help="Stop after this many minutes of wall time even if the timesteps are "
+        "not done (the bundle is still written).",
+    )
+    g.add_argument(
+        "--n-envs",
+        type=int,
+        default=2,
+        help="Parallel environments (default 2 = the cores of this machine).",
+    )
+    g.add_argument(
+        "--vec",
+        choices=("auto", "subproc", "dummy"),
+        default="auto",
+        help="auto: subprocesses when --n-envs > 1.",
+    )
+    g.add_argument("--seed", type=int, default=0, help="Seed of agent and network draws.")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="Continue from a model .zip (its vecnormalize .pkl is looked up next "
+        "to it: same stem with _vecnormalize, or vecnormalize.pkl).",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=20_000,
+        help="Save model + normalisation every N agent steps (default 20000).",
+    )
+    g.add_argument(
+        "--copy-bundle-to",
+        type=Path,
+        default=None,
+        help="Also copy the exported bundle here (e.g. controller/policies/pretrained/ftsts_ppo).",
+    )
+    e = p.add_argument_group("episode and network")
+    e.add_argument(
+        "--n-scale",
+        type=float,
+        default=0.25,
+        help="Network size relative to N = 2000 (default 0.25 = N 500).",
+    )
+    e.add_argument("--semantics", choices=("paper", "clean"), default="paper")
+    e.add_argument(
+        "--control-period-ms",
+        type=float,
+        default=20.0,
+        help="Control period, a multiple of 20 ms (100 is far more sample-efficient).",
+    )
+    e.add_argument("--onset-ms", type=float, default=2000.0, help="Unstimulated lead-in (ms).")
+    e.add_argument("--controlled-s", type=float, default=20.0, help="Controlled period (s).")
+    e.add_argument("--tail-s", type=float, default=5.0, help="Stimulation-free tail (s).")
+    e.add_argument(
+        "--envelope",
+        default="simulator",
+        help="Safety envelope: simulator (default) or a TOML path.",
+    )
+    r = p.add_argument_group("reward (docs/rl.md)")
+    r.add_argument("--charge-weight", type=float, default=1.0)
+    r.add_argument("--tail-weight", type=float, default=10.0)
+    r.add_argument("--sync-weight", type=float, default=0.0)
+    r.add_argument("--shaping-weight", type=float, default=3.0)
+    r.add_argument("--weight-floor-mv", type=float, default=75.0)
+    h = p.add_argument_group("agent")
+    h.add_argument("--gamma", type=float, default=0.99)
+    h.add_argument("--gae-lambda", type=float, default=0.98, help="PPO: GAE lambda.")
+    h.add_argument("--learning-rate", type=float, default=3e-4)
+    h.add_argument("--n-steps", type=int, default=512, help="PPO: steps per env per rollout.")
+    h.add_argument("--batch-size", type=int, default=128)
+    h.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout.")
+    h.add_argument("--ent-coef", type=float, default=0.0)
+    h.add_argument(
+        "--log-std-init",
+        type=float,
+        default=-1.0,
+        help="PPO: initial log SD of the Gaussian policy (normalised actions).",
+    )
+    h.add_argument("--net-arch", default="64,64", help="Hidden layer widths (default 64,64).")
+    o = p.add_argument_group("logging")
+    o.add_argument("--log-format", choices=("console", "json"), default="console")
+    o.add_argument(
+        "--log-level",
+        default="warning",
+        help="debug|info|warning|error (info logs every envelope clamp).",
+    )
+    return p
+
+
+def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.total_timesteps < 1:
+        p.error(f"Expected --total-timesteps >= 1, actual {a.total_timesteps}")
+    if not 1 <= a.n_envs <= 64:
+        p.error(f"Expected --n-envs in [1, 64], actual {a.n_envs}")
+    if a.budget_min is not None and not a.budget_min > 0:
+        p.error(f"Expected --budget-min > 0, actual {a.budget_min}")
+    if not 0.005 <= a.n_scale <= 4.0:
+        p.error(f"Expected --n-scale in [0.005, 4], actual {a.n_scale}")
+    if a.checkpoint_every < 1:
+        p.error(f"Expected --checkpoint-every >= 1, actual {a.checkpoint_every}")
+    if a.resume is not None and not a.resume.is_file():
+        p.error(f"Expected --resume to be a model .zip file, actual {a.resume} (not found)")
+    try:
+        widths = [int(x) for x in a.net_arch.split(",")]
+    except ValueError:
+        p.error(f"Expected --net-arch as comma-separated integers, actual {a.net_arch!r}")
+    if not widths or min(widths) < 1:
+        p.error(f"Expected --net-arch widths >= 1, actual {a.net_arch!r}")
+    a.net_arch_list = widths
+
+
+def _vecnormalize_for(model_zip: Path) -> Path | None:
+    stem = model_zip.with_suffix("")
+    name = stem.name.replace("model_", "model_vecnormalize_") + ".pkl"
+    for candidate in (stem.parent / name, stem.with_name("vecnormalize.pkl")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def train(a: argparse.Namespace) -> dict[str, Any]:
+    """Run the training described by parsed arguments; return the ``train.json`` summary."""
+    import torch
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    from controller.envs.config import SimConfig
+    from controller.envs.reward import RewardConfig
+    from controller.training.callbacks import (
+        EpisodeMetricsCallback,
+        TqdmCallback,
+        WallClockBudget,
+    )
+    from controller.training.export import export_bundle
+    from controller.training.vec import make_training_env
+
+    log = structlog.get_logger()
+    torch.set_num_threads(1)
+    sim_config = SimConfig(
+        control_period_ms=a.control_period_ms,
+        onset_ms=a.onset_ms,
+        controlled_s=a.controlled_s,
+        tail_s=a.tail_s,
+        envelope=a.envelope,
+        reward=RewardConfig(
+            charge_weight=a.charge_weight,
+            tail_weight=a.tail_weight,
+            sync_weight=a.sync_weight,
+            shaping_weight=a.shaping_weight,
+            weight_floor_mv=a.weight_floor_mv,
+            gamma=a.gamma,
+        ),
+    )
+    model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
+    out: Path = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    vec_path = None if a.resume is None else _vecnormalize_for(a.resume)
+    if a.resume is not None and vec_path is None:
+        raise ConfigError(
+            f"Expected the VecNormalize statistics next to {a.resume} "
+            "(model_vecnormalize_<N>_steps.pkl or vecnormalize.pkl), actual none"
+        )
+    subprocess = a.vec == "subproc" or (a.vec == "auto" and a.n_envs > 1)
+    monitor = out / f"monitor_{int(time.time())}.csv"
+    venv = make_training_env(a.n_envs, a.seed, sim_config, model_params, monitor, subprocess,
+                             a.gamma, vec_path, (a.log_format, a.log_level))  # fmt: skip
+    policy_kwargs: dict[str, Any] = {"net_arch": a.net_arch_list}
+    algo = PPO if a.algo == "ppo" else SAC
+    try:
+        if a.resume is not None:
+            model = algo.load(str(a.resume), env=venv, device="cpu",
+                              tensorboard_log=str(out / "tb"))  # fmt: skip
+            log.warning("training_resumed", checkpoint=str(a.resume), steps=model.num_timesteps)
+        elif a.algo == "ppo":
+            policy_kwargs["log_std_init"] = a.log_std_init
+            model = PPO("MlpPolicy", venv, learning_rate=a.learning_rate, n_steps=a.n_steps,
+                        batch_size=a.batch_size, n_epochs=a.n_epochs, gamma=a.gamma,
+                        gae_lambda=a.gae_lambda, ent_coef=a.ent_coef,
+                        policy_kwargs=policy_kwargs, seed=a.seed, device="cpu",
+                        tensorboard_log=str(out / "tb"), verbose=0)  # fmt: skip
+        else:
+            model = SAC("MlpPolicy", venv, learning_rate=a.learning_rate,
+                        batch_size=a.batch_size, gamma=a.gamma, policy_kwargs=policy_kwargs,
+                        seed=a.seed, device="cpu", tensorboard_log=str(out / "tb"),
+                        learning_starts=min(1000, a.total_timesteps), verbose=0)  # fmt: skip
+        budget = WallClockBudget(a.budget_min * 60.0 if a.budget_min else float("inf"))
+        callbacks = CallbackList([
+            TqdmCallback(a.total_timesteps),
+            EpisodeMetricsCallback(),
+            CheckpointCallback(max(1, a.checkpoint_every // a.n_envs), str(out / "checkpoints"),
+                               name_prefix="model", save_vecnormalize=True),
+            budget,
+        ])  # fmt: skip
+        t0 = time.monotonic()
+        model.learn(a.total_timesteps, callback=callbacks, tb_log_name=a.algo,
+                    reset_num_timesteps=a.resume is None)  # fmt: skip
+        wall_s = time.monotonic() - t0
+        model.save(str(out / "model.zip"))
+        venv.save(str(out / "vecnormalize.pkl"))
+        summary: dict[str, Any] = {
+            "algorithm": a.algo.upper(),
+            "timesteps": int(model.num_timesteps),
+            "train_wall_s": round(wall_s, 1),
+            "budget_reached": budget.expired,
+            "n_envs": a.n_envs,
+            "vec": "subproc" if subprocess else "dummy",
+            "seed": a.seed,
+            "resumed_from": None if a.resume is None else str(a.resume),
+            "network": model_params,
+            "training_network_seeds": f"{a.seed}..{a.seed + a.n_envs - 1}, then draws < 2**31",
+            "hyperparameters": {
+                "gamma": a.gamma, "gae_lambda": a.gae_lambda, "learning_rate": a.learning_rate,
+                "n_steps": a.n_steps, "batch_size": a.batch_size, "n_epochs": a.n_epochs,
+                "ent_coef": a.ent_coef, "log_std_init": a.log_std_init,
+                "net_arch": a.net_arch_list,
+            },
+        }  # fmt: skip
+        bundle = export_bundle(model, venv, out / "bundle", sim_config, summary)
+        if a.copy_bundle_to is not None:
+            shutil.copytree(bundle.path, a.copy_bundle_to, dirs_exist_ok=True)
+        summary["bundle"] = str(bundle.path)
+        (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+        return summary
+    finally:
+        venv.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``neuroloop-train``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    try:
+        configure_logging(args.log_format, args.log_level)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        summary = train(args)
+    except NeuroLoopError as err:
+        print(f"neuroloop-train: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

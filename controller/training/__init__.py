@@ -1,0 +1,1 @@
+"""Training and evaluation machinery for the RL environments (imports torch lazily)."""

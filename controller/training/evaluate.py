@@ -1,0 +1,288 @@
+"""Score a policy bundle against open-loop FTSTS and no stimulation on held-out networks.
+
+Every method runs the same episode (lead-in, controlled period, stimulation-free tail) on the
+same network seeds through the same safety envelope, in the environment used for training:
+
+* ``policy``: the bundle's numpy actor (no torch), one action per control period of the bundle;
+* ``ftsts``: the paper's open-loop train (100 mV, 83.33 Hz, 1000 µs phases) from the end of the
+  lead-in until the mean E→I weight falls below 75 mV (the latch), then off; 20 ms period;
+* ``off``: no stimulation.
+
+Metrics per run: ``r_tail`` (mean offline Kuramoto R over the tail), ``charge`` (mV·ms delivered
+in the controlled period) and ``time_to_desync_s``: seconds from the end of the lead-in until the
+1 s running mean of R falls below :data:`DESYNC_R` and stays below it to the end of the run
+(``None`` if it never does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.envelope.setpoint import Setpoint
+from controller.envs.config import SimConfig
+from controller.envs.ftsts import FTSTSEnv
+from controller.policies.bundle import PolicyBundle, load_bundle
+from simulator.synchrony import epoch_mean, order_parameter
+
+FloatArray = npt.NDArray[np.float64]
+
+METHODS = ("policy", "ftsts", "off")
+#: Threshold of the 1 s mean order parameter that counts as desynchronised.
+DESYNC_R = 0.2
+#: Open-loop FTSTS of the paper (Fig 3) and its latch.
+FTSTS_SETPOINT = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+FTSTS_LATCH_MV = 75.0
+#: Period of the scripted baselines (the paper's 20 ms chunks).
+BASELINE_PERIOD_MS = 20.0
+#: Length of the rasters kept for figures (before stimulation and at the end of the tail).
+RASTER_MS = 500.0
+
+
+@dataclass
+class RunRecord:
+    """One evaluated episode: metrics and the traces the figures need."""
+
+    method: str
+    seed: int
+    r_tail: float
+    charge: float
+    time_to_desync_s: float | None
+    r_pre: float
+    r_controlled: float
+    weight_end_mv: float
+    stim_off_s: float | None
+    mean_setpoint: dict[str, float]
+    t_r_s: FloatArray = field(repr=False)
+    r_1s: FloatArray = field(repr=False)
+    t_window_s: FloatArray = field(repr=False)
+    weight_mv: FloatArray = field(repr=False)
+    amplitude_mv: FloatArray = field(repr=False)
+    frequency_hz: FloatArray = field(repr=False)
+    pulse_width_us: FloatArray = field(repr=False)
+    raster_pre: tuple[FloatArray, FloatArray] = field(repr=False)
+    raster_post: tuple[FloatArray, FloatArray] = field(repr=False)
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON row of ``eval.json``."""
+        return {
+            "seed": self.seed,
+            "r_tail": self.r_tail,
+            "charge": self.charge,
+            "time_to_desync_s": self.time_to_desync_s,
+            "r_pre": self.r_pre,
+            "r_controlled": self.r_controlled,
+            "weight_end_mv": self.weight_end_mv,
+            "stim_off_s": self.stim_off_s,
+            "mean_setpoint": self.mean_setpoint,
+        }
+
+
+def running_mean(
+    t_ms: FloatArray, r: FloatArray, width_ms: float, step_ms: float
+) -> tuple[FloatArray, FloatArray]:
+    """Trailing ``width_ms`` mean of R (NaN ignored), evaluated every ``step_ms``.
+
+    Returns:
+        ``(t_end_ms, mean)``: window end times and means (NaN where the window has no value).
+    """
+    if t_ms.size == 0:
+        return np.zeros(0), np.zeros(0)
+    res = float(t_ms[1] - t_ms[0]) if t_ms.size > 1 else 1.0
+    valid = np.isfinite(r)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(valid, r, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(valid)])
+    width = max(1, round(width_ms / res))
+    stride = max(1, round(step_ms / res))
+    ends = np.arange(width, t_ms.size + 1, stride)
+    total = csum[ends] - csum[ends - width]
+    count = ccnt[ends] - ccnt[ends - width]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return t_ms[0] + ends * res, mean
+
+
+def time_to_desync(
+    t_end_ms: FloatArray, mean_r: FloatArray, onset_ms: float, threshold: float = DESYNC_R
+) -> float | None:
+    """Seconds from ``onset_ms`` until ``mean_r`` drops below ``threshold`` for good.
+
+    Windows without a value (NaN) neither break nor start a desynchronised stretch.
+
+    Returns:
+        The delay in s, or ``None`` when the run does not end desynchronised.
+    """
+    sel = (t_end_ms >= onset_ms) & np.isfinite(mean_r)
+    t, m = t_end_ms[sel], mean_r[sel]
+    if t.size == 0 or m[-1] >= threshold:
+        return None
+    above = np.nonzero(m >= threshold)[0]
+    first = 0 if above.size == 0 else int(above[-1]) + 1
+    return float(t[first] - onset_ms) / 1000.0
+
+
+def _policy_action(bundle: PolicyBundle, fields: dict[str, float]) -> FloatArray:
+    obs = np.array([fields[name] for name in bundle.observation_fields], dtype=np.float64)
+    return np.asarray(bundle.actor(obs), dtype=np.float64)
+
+
+def run_one(
+    method: str,
+    seed: int,
+    sim_config: SimConfig,
+    model_params: dict[str, Any],
+    bundle_path: str | None,
+) -> RunRecord:
+    """Run one method on one network seed and measure it.
+
+    Args:
+        method: ``policy``, ``ftsts`` or ``off``.
+        seed: Network seed.
+        sim_config: Episode timing (the policy's control period; baselines use 20 ms).
+        model_params: Network parameters (``n_scale``, ``semantics``).
+        bundle_path: Policy bundle directory (``policy`` only).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Expected method in {METHODS}, actual {method!r}")
+    cfg = sim_config
+    if method != "policy":
+        cfg = SimConfig(BASELINE_PERIOD_MS, cfg.onset_ms, cfg.controlled_s, cfg.tail_s,
+                        cfg.envelope, True, cfg.reward)  # fmt: skip
+    else:
+        cfg = SimConfig(cfg.control_period_ms, cfg.onset_ms, cfg.controlled_s, cfg.tail_s,
+                        cfg.envelope, True, cfg.reward)  # fmt: skip
+    bundle = load_bundle(bundle_path) if method == "policy" and bundle_path else None
+    if method == "policy" and bundle is None:
+        raise ValueError("Expected a bundle path for method 'policy', actual none")
+    env = FTSTSEnv(cfg, model_params=model_params)
+    try:
+        _, info = env.reset(seed=seed)
+        fields = info["fields"]
+        latched = False
+        stim_off_ms: float | None = None
+        terminal = False
+        while not terminal:
+            if method == "policy":
+                assert bundle is not None
+                _, _, terminal, _, info = env.step(
+                    _policy_action(bundle, fields).astype(np.float32)
+                )
+            else:
+                on = method == "ftsts" and not latched
+                if on and fields["weight_mv"] < FTSTS_LATCH_MV:
+                    latched, on = True, False
+                    stim_off_ms = float(info["t_ms"])
+                sp = FTSTS_SETPOINT if on else Setpoint(0.0, 5.0, 50.0)
+                _, _, terminal, _, info = env.step_setpoint(sp)
+            fields = info["fields"]
+        return _record(method, seed, env, cfg, info, stim_off_ms)
+    finally:
+        env.close()
+
+
+def _record(
+    method: str, seed: int, env: FTSTSEnv, cfg: SimConfig, info: dict[str, Any],
+    stim_off_ms: float | None,
+) -> RunRecord:  # fmt: skip
+    trace = env.trace
+    times, neurons = trace.spikes()
+    n_e = env.model.n_e
+    end_ms = cfg.episode_ms
+    t, r, _ = order_parameter(times, neurons, n_e, end_ms, 1.0)
+    t_run, r_run = running_mean(t, r, 1000.0, 20.0)
+    onset = cfg.onset_ms
+    stop_ctrl = onset + cfg.controlled_s * 1000.0
+    amp = np.asarray(trace.amplitude_mv)
+    on = amp > 0
+    mean_sp = {
+        "amplitude_mv": float(amp[on].mean()) if on.any() else 0.0,
+        "frequency_hz": float(np.nanmean(np.asarray(trace.frequency_hz)[on])) if on.any() else 0.0,
+        "pulse_width_us": float(np.nanmean(np.asarray(trace.pulse_width_us)[on]))
+        if on.any() else 0.0,
+    }  # fmt: skip
+    pre_sel = (times >= onset - RASTER_MS) & (times < onset)
+    post_sel = times >= end_ms - RASTER_MS
+    return RunRecord(
+        method=method,
+        seed=seed,
+        r_tail=float(info["r_tail"]),
+        charge=float(info["total_charge_mv_ms"]),
+        time_to_desync_s=time_to_desync(t_run, r_run, onset),
+        r_pre=_finite(epoch_mean(t, r, 100.0, onset)),
+        r_controlled=_finite(epoch_mean(t, r, onset, stop_ctrl)),
+        weight_end_mv=float(info["weight_end_mv"]),
+        stim_off_s=None if stim_off_ms is None else stim_off_ms / 1000.0,
+        mean_setpoint=mean_sp,
+        t_r_s=t_run / 1000.0,
+        r_1s=r_run,
+        t_window_s=np.asarray(trace.t_ms) / 1000.0,
+        weight_mv=np.asarray(trace.weight_mv),
+        amplitude_mv=amp,
+        frequency_hz=np.asarray(trace.frequency_hz),
+        pulse_width_us=np.asarray(trace.pulse_width_us),
+        raster_pre=(times[pre_sel], neurons[pre_sel].astype(np.float64)),
+        raster_post=(times[post_sel], neurons[post_sel].astype(np.float64)),
+    )
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else float("nan")
+
+
+def summarise(records: list[RunRecord]) -> dict[str, Any]:
+    """Per-method means and SDs, and the policy's charge relative to open-loop FTSTS."""
+    out: dict[str, Any] = {}
+    for method in METHODS:
+        rows = [r for r in records if r.method == method]
+        if not rows:
+            continue
+        r_tail = np.array([r.r_tail for r in rows])
+        charge = np.array([r.charge for r in rows])
+        ttd = [r.time_to_desync_s for r in rows]
+        reached = [x for x in ttd if x is not None]
+        out[method] = {
+            "n": len(rows),
+            "r_tail_mean": float(r_tail.mean()),
+            "r_tail_sd": float(r_tail.std()),
+            "charge_mean": float(charge.mean()),
+            "charge_sd": float(charge.std()),
+            "desynchronised_runs": len(reached),
+            "time_to_desync_s_mean": float(np.mean(reached)) if reached else None,
+        }
+    if "policy" in out and "ftsts" in out:
+        pol = {r.seed: r for r in records if r.method == "policy"}
+        ftsts = {r.seed: r for r in records if r.method == "ftsts"}
+        seeds = sorted(set(pol) & set(ftsts))
+        ratios = [pol[s].charge / ftsts[s].charge for s in seeds if ftsts[s].charge > 0]
+        no_worse = [pol[s].r_tail <= ftsts[s].r_tail for s in seeds]
+        out["policy_vs_ftsts"] = {
+            "charge_fraction_mean": float(np.mean(ratios)) if ratios else None,
+            "r_tail_difference_mean": float(
+                np.mean([pol[s].r_tail - ftsts[s].r_tail for s in seeds])
+            ),
+            "seeds_with_r_tail_no_worse": int(sum(no_worse)),
+            "target": "mean r_tail <= FTSTS mean r_tail with <= 70 % of its mean charge",
+            "target_met": bool(
+                out["policy"]["r_tail_mean"] <= out["ftsts"]["r_tail_mean"]
+                and out["policy"]["charge_mean"] <= 0.7 * out["ftsts"]["charge_mean"]
+            ),
+        }
+    return out
+
+
+def bundle_sim_config(bundle_path: str | Path, tail_s: float = 5.0) -> SimConfig:
+    """The episode timing recorded in a bundle's ``training`` metadata (tail at least 5 s)."""
+    bundle = load_bundle(bundle_path)
+    meta = dict(bundle.metadata.get("training", {}))
+    return SimConfig(
+        control_period_ms=float(meta.get("control_period_ms", 20.0)),
+        onset_ms=float(meta.get("onset_ms", 2000.0)),
+        controlled_s=float(meta.get("controlled_s", 20.0)),
+        tail_s=max(tail_s, float(meta.get("tail_s", tail_s))),
+        envelope=str(meta.get("envelope", "simulator")),
+    )

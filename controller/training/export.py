@@ -1,0 +1,100 @@
+"""Write the controller's policy bundle from a trained model (via ``export_sb3``).
+
+The environment scales each observation feature from its physical bounds to ``[0, 1]`` before
+``VecNormalize``; the bundle format has one affine normaliser on raw observations, so the two
+are folded into one: ``mean' = low + mean·span`` and ``var' = span²·(var + ε) - ε``, which gives
+exactly ``(raw - mean') / sqrt(var' + ε) = (scaled - mean) / sqrt(var + ε)``.
+
+``export_sb3`` has no argument for extra metadata, so the episode timing the policy was trained
+for (control period, lead-in, controlled period, tail), the network, the reward and the training
+run are added afterwards as a ``training`` object in ``bundle.json`` (the loader ignores keys it
+does not know) and the bundle is loaded again to check it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from controller.envelope.config import load_envelope
+from controller.envs.config import SimConfig
+from controller.envs.spaces import ACTION_FIELDS, feature_scale, observation_field_specs
+from controller.policies.bundle import META_FILE, PolicyBundle, export_sb3, load_bundle
+
+#: Clip used when the policy was trained without observation normalisation (never reached).
+NO_CLIP = 1e9
+
+
+def folded_normalizer(vecnormalize: Any | None) -> SimpleNamespace:
+    """A ``VecNormalize``-like object whose statistics apply to raw observations."""
+    low, span = feature_scale()
+    if vecnormalize is not None and getattr(vecnormalize, "norm_obs", False):
+        mean = np.asarray(vecnormalize.obs_rms.mean, dtype=np.float64)
+        var = np.asarray(vecnormalize.obs_rms.var, dtype=np.float64)
+        eps = float(vecnormalize.epsilon)
+        clip_obs = float(vecnormalize.clip_obs)
+    else:
+        mean, var, eps, clip_obs = np.zeros_like(low), np.ones_like(low), 0.0, NO_CLIP
+    raw_mean = low + mean * span
+    raw_var = span**2 * (var + eps) - eps
+    return SimpleNamespace(
+        norm_obs=True,
+        obs_rms=SimpleNamespace(mean=raw_mean, var=raw_var),
+        epsilon=eps,
+        clip_obs=clip_obs,
+    )
+
+
+def export_bundle(
+    model: Any,
+    vecnormalize: Any | None,
+    path: str | Path,
+    sim_config: SimConfig,
+    training: Mapping[str, Any],
+) -> PolicyBundle:
+    """Export ``model`` as a policy bundle at ``path`` and return it loaded and checked.
+
+    Args:
+        model: Trained SB3 model (PPO or SAC).
+        vecnormalize: Its ``VecNormalize`` wrapper (or ``None``).
+        path: Output directory.
+        sim_config: The episode configuration it was trained with.
+        training: Extra facts for the ``training`` metadata (network, seeds, steps …).
+    """
+    envelope = load_envelope(sim_config.envelope)
+    root = export_sb3(
+        model,
+        folded_normalizer(vecnormalize),
+        path,
+        observation_fields=observation_field_specs(),
+        action_fields=ACTION_FIELDS,
+        envelope_hash=envelope.sha256(),
+    )
+    meta_file = root / META_FILE
+    meta = json.loads(meta_file.read_text("utf-8"))
+    meta["training"] = {
+        "env_id": "neuroloop/FTSTS-v0",
+        "control_period_ms": sim_config.control_period_ms,
+        "onset_ms": sim_config.onset_ms,
+        "controlled_s": sim_config.controlled_s,
+        "tail_s": sim_config.tail_s,
+        "envelope": sim_config.envelope,
+        "reward": sim_config.reward.as_dict(),
+        "observation_scaling": "feature bounds folded into observation.normalization",
+        **dict(training),
+    }
+    meta_file.write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", "utf-8")
+    return load_bundle(root)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

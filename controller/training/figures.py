@@ -1,0 +1,192 @@
+"""Figures of a training run and an evaluation, in the layout of the seed's "Results" section."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.training.evaluate import DESYNC_R, METHODS, RunRecord
+
+FloatArray = npt.NDArray[np.float64]
+COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "off": "tab:gray"}
+LABELS = {"policy": "closed-loop policy", "ftsts": "open-loop FTSTS", "off": "no stimulation"}
+#: TensorBoard scalars drawn as training losses.
+LOSS_TAGS = ("train/loss", "train/value_loss", "train/policy_gradient_loss")
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_monitor(run_dirs: Sequence[Path]) -> dict[str, FloatArray]:
+    """Concatenate every ``*.monitor.csv`` of the runs (in order) into per-episode columns."""
+    cols: dict[str, list[float]] = {"r": [], "l": [], "r_tail": [], "total_charge_mv_ms": []}
+    for run in run_dirs:
+        for file in sorted(Path(run).glob("*.monitor.csv")):
+            with file.open(encoding="utf-8") as fh:
+                fh.readline()  # the JSON header line
+                for row in csv.DictReader(fh):
+                    for key in cols:
+                        cols[key].append(float(row.get(key) or "nan"))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
+
+
+def read_losses(run_dirs: Sequence[Path]) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """TensorBoard loss scalars of the runs: ``tag -> (steps, values)``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, tuple[list[float], list[float]]] = {t: ([], []) for t in LOSS_TAGS}
+    for run in run_dirs:
+        for events in sorted(Path(run).glob("tb/**/events.out.tfevents.*")):
+            acc = EventAccumulator(str(events))
+            acc.Reload()
+            tags = set(acc.Tags().get("scalars", []))
+            for tag in LOSS_TAGS:
+                if tag in tags:
+                    for ev in acc.Scalars(tag):
+                        out[tag][0].append(float(ev.step))
+                        out[tag][1].append(float(ev.value))
+    return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in out.items() if s}
+
+
+def _smooth(x: FloatArray, n: int = 20) -> FloatArray:
+    if x.size < n:
+        return x
+    kernel = np.ones(n) / n
+    return np.convolve(x, kernel, mode="valid")
+
+
+def training_curves(run_dirs: Sequence[Path], out: Path) -> Path | None:
+    """Episode reward, tail R, charge and losses over training; ``None`` if no logs exist."""
+    mon = read_monitor(run_dirs)
+    if mon["r"].size == 0:
+        return None
+    losses = read_losses(run_dirs)
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    ep = np.arange(1, mon["r"].size + 1)
+    for ax, key, label in (
+        (axes[0, 0], "r", "episode reward"),
+        (axes[0, 1], "r_tail", "tail R (5 s after stimulation)"),
+        (axes[1, 0], "total_charge_mv_ms", "charge per episode (mV·ms)"),
+    ):
+        ax.plot(ep, mon[key], ".", ms=2, alpha=0.3, color="tab:blue")
+        sm = _smooth(mon[key])
+        ax.plot(ep[ep.size - sm.size :], sm, color="tab:blue", lw=1.5)
+        ax.set_xlabel("episode")
+        ax.set_ylabel(label)
+    ax = axes[1, 1]
+    for tag, (steps, values) in losses.items():
+        ax.plot(steps, values, lw=1, label=tag.split("/")[1])
+    ax.set_xlabel("agent steps")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("symlog", linthresh=1e-2)
+    if losses:
+        ax.legend(fontsize=8)
+    fig.suptitle("Training (runs in order: " + ", ".join(Path(r).name for r in run_dirs) + ")")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _stim_span(ax: Any, onset_s: float, stop_s: float) -> None:
+    ax.axvspan(onset_s, stop_s, color="0.92", zorder=0)
+
+
+def comparison_figures(
+    records: list[RunRecord], onset_s: float, controlled_s: float, out_dir: Path
+) -> list[Path]:
+    """Synchrony, weight, rasters, policy settings and the summary bars (first seed's traces)."""
+    plt = _plt()
+    paths: list[Path] = []
+    seed = min(r.seed for r in records)
+    first = {r.method: r for r in records if r.seed == seed}
+    stop_s = onset_s + controlled_s
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    _stim_span(ax, onset_s, stop_s)
+    for m in METHODS:
+        if m in first:
+            ax.plot(first[m].t_r_s, first[m].r_1s, color=COLORS[m], label=LABELS[m], lw=1.2)
+    ax.axhline(DESYNC_R, color="k", ls=":", lw=0.8)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("Kuramoto R (1 s mean)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Neural synchronisation (seed {seed}; shaded: controlled period)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, plt, out_dir / "synchrony.png"))
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    _stim_span(ax, onset_s, stop_s)
+    for m in METHODS:
+        if m in first:
+            ax.plot(first[m].t_window_s, first[m].weight_mv, color=COLORS[m], label=LABELS[m])
+    ax.axhline(75.0, color="k", ls=":", lw=0.8)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mean J_I·W (mV)")
+    ax.set_title("Mean E→I synaptic weight")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, plt, out_dir / "weight.png"))
+
+    methods = [m for m in METHODS if m in first]
+    fig, axes = plt.subplots(2, len(methods), figsize=(4 * len(methods), 6), squeeze=False)
+    for j, m in enumerate(methods):
+        for i, (raster, when) in enumerate(
+            ((first[m].raster_pre, "before"), (first[m].raster_post, "end of tail"))
+        ):
+            ax = axes[i, j]
+            t, n = raster
+            ax.scatter(t / 1000.0, n, s=0.3, c="k", marker=".", linewidths=0)
+            ax.set_title(f"{LABELS[m]}: {when}", fontsize=9)
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("neuron")
+    fig.suptitle(f"Spike rasters (seed {seed}; E cells below I cells)")
+    fig.tight_layout()
+    paths.append(_save(fig, plt, out_dir / "rasters.png"))
+
+    if "policy" in first:
+        p = first["policy"]
+        fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
+        for ax, values, label in (
+            (axes[0], p.amplitude_mv, "amplitude (mV)"),
+            (axes[1], p.frequency_hz, "frequency (Hz)"),
+            (axes[2], p.pulse_width_us, "pulse width (µs)"),
+        ):
+            ax.step(p.t_window_s, values, where="pre", color=COLORS["policy"])
+            ax.set_ylabel(label)
+        axes[2].set_xlabel("time (s)")
+        axes[0].set_title(f"Policy's stimulation settings (seed {seed})")
+        fig.tight_layout()
+        paths.append(_save(fig, plt, out_dir / "policy_settings.png"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key, label in ((axes[0], "r_tail", "tail R"), (axes[1], "charge", "charge (mV·ms)")):
+        for k, m in enumerate(methods):
+            vals = np.array([getattr(r, key) for r in records if r.method == m])
+            ax.bar(k, vals.mean(), yerr=vals.std(), color=COLORS[m], alpha=0.6)
+            ax.plot(np.full(vals.size, k), vals, "k.", ms=4)
+        ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], fontsize=8)
+        ax.set_ylabel(label)
+    fig.suptitle(f"Held-out seeds (n = {len({r.seed for r in records})})")
+    fig.tight_layout()
+    paths.append(_save(fig, plt, out_dir / "summary.png"))
+    return paths
+
+
+def _save(fig: Any, plt: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,81 @@
+"""Vectorised training environments: one FTSTS env per worker, monitored and normalised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecMonitor,
+    VecNormalize,
+)
+
+from controller.envs.config import SimConfig
+
+#: Per-episode info keys that the monitor CSV keeps (the training curves read them).
+MONITOR_KEYS = ("r_tail", "total_charge_mv_ms", "weight_end_mv")
+
+
+def _make_env(
+    sim_config: SimConfig, model_params: dict[str, Any], logging: tuple[str, str] | None
+) -> Callable[[], gym.Env[Any, Any]]:
+    def build() -> gym.Env[Any, Any]:
+        import controller.envs  # noqa: F401 - registers the env id in the worker
+
+        if logging is not None:
+            # A worker process starts with structlog's defaults; log like the parent does.
+            from protocol.logs import configure_logging
+
+            configure_logging(logging[0], logging[1])  # type: ignore[arg-type]
+
+        return gym.make("neuroloop/FTSTS-v0", sim_config=sim_config, model_params=model_params)
+
+    return build
+
+
+def make_training_env(
+    n_envs: int,
+    seed: int,
+    sim_config: SimConfig,
+    model_params: dict[str, Any],
+    monitor_file: Path | None,
+    subprocess: bool,
+    gamma: float,
+    vecnormalize_path: Path | None = None,
+    logging: tuple[str, str] | None = None,
+) -> VecNormalize:
+    """Build ``n_envs`` environments (in subprocesses when ``subprocess``) with a monitor.
+
+    Args:
+        n_envs: Number of parallel environments.
+        seed: Base seed: worker ``k`` starts from network seed ``seed + k`` and draws the
+            following ones (all below 2**31) from its seeded ``np_random``.
+        sim_config: Episode configuration.
+        model_params: Network parameters (``n_scale``, ``semantics`` …).
+        monitor_file: CSV for per-episode return, length, tail R and charge.
+        subprocess: Use :class:`SubprocVecEnv` (one process per env).
+        gamma: Discount of the reward normaliser (the agent's γ).
+        vecnormalize_path: Load the normalisation statistics from here (resume).
+        logging: ``(format, level)`` for :func:`protocol.logs.configure_logging` in worker
+            processes (``None``: leave logging alone).
+
+    Returns:
+        The ``VecNormalize``-wrapped vectorised environment.
+    """
+    fns = [_make_env(sim_config, model_params, logging if subprocess else None)
+           for _ in range(n_envs)]  # fmt: skip
+    venv: VecEnv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)  # type: ignore[arg-type]
+    venv.seed(seed)
+    venv = VecMonitor(
+        venv, None if monitor_file is None else str(monitor_file), info_keywords=MONITOR_KEYS
+    )
+    if vecnormalize_path is not None:
+        norm = VecNormalize.load(str(vecnormalize_path), venv)
+        norm.training = True
+        return norm
+    return VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=gamma, clip_obs=10.0)
