@@ -15,11 +15,15 @@ range and what arrived. The file layout is documented in ``docs/controller.md``:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from protocol.errors import ConfigError
 

@@ -51,17 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", type=Path, required=True, help="Policy bundle directory.")
     p.add_argument("--seeds", type=int, default=5, help="Number of held-out seeds (default 5).")
     p.add_argument("--out", type=Path, required=True, help="Output directory (created).")
-    p.add_argument("--n-scale", type=float, default=1.0,
-                   help="Network size relative to N = 2000 (default 1.0).")
+    p.add_argument(
+        "--n-scale",
+        type=float,
+        default=1.0,
+        help="Network size relative to N = 2000 (default 1.0).",
+    )
     p.add_argument("--semantics", choices=("paper", "clean"), default="paper")
-    p.add_argument("--tail-s", type=float, default=5.0,
-                   help="Stimulation-free tail in s (at least the bundle's; default 5).")
-    p.add_argument("--methods", default="policy,ftsts,off",
-                   help="Comma-separated subset of policy,ftsts,off.")
+    p.add_argument(
+        "--tail-s",
+        type=float,
+        default=5.0,
+        help="Stimulation-free tail in s (at least the bundle's; default 5).",
+    )
+    p.add_argument(
+        "--methods", default="policy,ftsts,off", help="Comma-separated subset of policy,ftsts,off."
+    )
     p.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2).")
-    p.add_argument("--train-dir", type=Path, action="append", default=[],
-                   help="Training run directory for the training-curve figure (repeat for "
-                   "resumed runs, in order; default: the bundle's parent).")
+    p.add_argument(
+        "--train-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="Training run directory for the training-curve figure (repeat for "
+        "resumed runs, in order; default: the bundle's parent).",
+    )
     p.add_argument("--log-format", choices=("console", "json"), default="console")
     p.add_argument("--log-level", default="warning")
     return p
@@ -109,9 +123,7 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
             "charge": "total charge delivered (mV·ms, both phases, one waveform)",
             "time_to_desync_s": "s from stimulation onset until the 1 s mean R < 0.2 for good",
         },
-        "methods": {
-            m: [r.metrics() for r in records if r.method == m] for m in methods
-        },
+        "methods": {m: [r.metrics() for r in records if r.method == m] for m in methods},
         "summary": summarise(records),
     }
     (a.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")

@@ -136,9 +136,7 @@ class Network:
         self._noise = np.random.default_rng(noise_ss)
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
 
-        self._ei = to_post_major(
-            bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init)
-        )
+        self._ei = to_post_major(bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init))
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (

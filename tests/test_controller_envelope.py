@@ -396,3 +396,12 @@ def test_wrong_request_type_is_invalid():
     d = gov.command({"amplitude": 3}, 0.02)
     assert d.held
     assert d.findings[0].reason == "invalid_action"
+
+
+@pytest.mark.parametrize("env", [SIM, DEV], ids=["simulator", "device"])
+def test_envelope_written_as_toml_reads_back_identical(env, tmp_path):
+    path = tmp_path / "env.toml"
+    path.write_text(env.to_toml())
+    again = load_envelope(path)
+    assert again == env
+    assert again.sha256() == env.sha256()

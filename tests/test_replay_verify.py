@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import replay_cli
+from controller.envelope.config import envelope_toml as write_envelope_toml
 from controller.policies.bundle import META_FILE, WEIGHTS_FILE
 from controller.replay.compare import Tolerance
 from controller.replay.edit import rewrite_recording
@@ -64,34 +65,7 @@ def change_weight(bundle: Path, delta: float) -> None:
 
 
 def envelope_toml(env: dict[str, Any], path: Path) -> Path:
-    sections = {
-        "envelope": ("name", "domain", "amplitude_unit"),
-        "limits": (
-            "amplitude_min",
-            "amplitude_max",
-            "frequency_min_hz",
-            "frequency_max_hz",
-            "pulse_width_min_us",
-            "pulse_width_max_us",
-        ),
-        "charge": ("charge_per_phase_max", "electrode_area_cm2", "charge_density_max_uc_cm2"),
-        "duty": ("interphase_gap_us", "recharge_margin_us"),
-        "ramp": (
-            "amplitude_up_per_s",
-            "amplitude_down_per_s",
-            "frequency_step_hz",
-            "pulse_width_step_us",
-            "soft_start_s",
-        ),
-        "lease": ("lease_periods", "watchdog_periods", "invalid_streak_to_fault"),
-    }
-    lines = []
-    for section, keys in sections.items():
-        lines.append(f"[{section}]")
-        for key in keys:
-            value = env[key]
-            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(write_envelope_toml(env))
     return path
 
 

@@ -14,12 +14,17 @@ Shannon (1992) criterion with k = 1.75 and by 30 µC/cm².
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from protocol.errors import ConfigError
 from protocol.schema import Envelope as WireEnvelope
@@ -171,6 +176,10 @@ class Envelope:
         """Plain mapping (for the handshake, recordings and summaries)."""
         return asdict(self)
 
+    def to_toml(self) -> str:
+        """The envelope as an envelope file (what ``load_envelope`` reads back)."""
+        return envelope_toml(self.as_dict())
+
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "envelope": ("name", "domain", "amplitude_unit"),
@@ -194,6 +203,25 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "lease": ("lease_periods", "watchdog_periods", "invalid_streak_to_fault"),
 }
 _OPTIONAL = {"electrode_area_cm2": 0.0, "charge_density_max_uc_cm2": 0.0}
+
+
+def envelope_toml(values: Mapping[str, Any]) -> str:
+    """Write envelope field values (as from ``Envelope.as_dict``) in the envelope file layout.
+
+    Args:
+        values: Every envelope field by name (edited copies are fine: nothing is validated
+            here; ``load_envelope`` validates on reading).
+
+    Returns:
+        TOML text with one table per section.
+    """
+    lines: list[str] = []
+    for section, keys in _SECTIONS.items():
+        lines.append(f"[{section}]")
+        for key in keys:
+            value = values[key]
+            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"
 
 
 def _number(where: str, value: Any) -> float:
