@@ -28,6 +28,8 @@ import math
 import numpy as np
 from numba import njit
 
+from simulator.noise import fill_standard_normal
+
 TWO_PI = 2.0 * math.pi
 
 
@@ -38,6 +40,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     v, ref, x_cross, s_cross, x_rec, s_rec, xprev_cross, xprev_rec, hist_cross, hist_rec, head,
     # per-neuron constants and drives
     dt_over_tau, base, coef_e, coef_i, noise_gain, xi, u_e, u_i, scale_cross, scale_rec, v_new,
+    # noise: drawn here from the SFC64 state when gen_noise, else read from xi[k]
+    gen_noise, rng_state, rng_words, zig_ki, zig_wi, zig_fi,
     v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
     # projections: E→I, I→E, E→E, I→I
     ei_ptr, ei_tgt, ei_fwd, ei_w, ei_in_ptr, ei_in_syn, ei_pre,
@@ -64,6 +68,11 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         n_now = 0
         ue = u_e[k]
         ui = u_i[k]
+        if gen_noise:
+            fill_standard_normal(rng_state, rng_words, xi[0], zig_ki, zig_wi, zig_fi)
+            row = 0
+        else:
+            row = k
         # recurrent input first (Fig 8 only), so the main pass stays a single vectorisable loop
         if has_rec:
             for i in range(n):
@@ -86,7 +95,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             vn = (
                 vo
                 + dt_over_tau[i] * (base[i] - vo + z + coef_e[i] * ue + coef_i[i] * ui)
-                + noise_gain[i] * xi[k, i]
+                + noise_gain[i] * xi[row, i]
                 + v_new[i]
             )
             r = ref[i]

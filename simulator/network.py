@@ -24,7 +24,14 @@ from simulator.connectivity import (
     to_post_major,
 )
 from simulator.kernel import run_steps
-from simulator.noise import standard_normal_f32
+from simulator.noise import (
+    ZIG_FI,
+    ZIG_KI,
+    ZIG_WI,
+    load_state,
+    noise_generator,
+    store_state,
+)
 from simulator.stimulus import PulseTrain, Stimulus
 from simulator.synchrony import chi_from_sums
 
@@ -133,7 +140,8 @@ class Network:
         self.seed = int(seed)
         conn_ss, tau_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
         conn = np.random.default_rng(conn_ss)
-        self._noise = np.random.default_rng(noise_ss)
+        self._noise = noise_generator(noise_ss)
+        self._rng_state = load_state(self._noise)
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
 
         self._ei = to_post_major(bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init))
@@ -212,7 +220,8 @@ class Network:
         self._step_spk = np.zeros(n, dtype=np.int64)
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
-        self._xi_buffer = np.empty(round(CHUNK_MS / dt) * n + 2, dtype=np.float32)
+        self._xi_row = np.empty((1, n), dtype=np.float32)
+        self._rng_words = np.empty((n + 1) // 2, dtype=np.uint64)
         self._spk_step = np.empty(0, dtype=np.int64)
         self._spk_idx = np.empty(0, dtype=np.int32)
         self._pulses.reset()
@@ -307,10 +316,9 @@ class Network:
             pulses += started
             stimulating = stimulating or q > 0.0
             gain = self._gain_on if on else self._gain_off
-            xi = standard_normal_f32(self._noise, (steps, cfg.n), self._xi_buffer)
             plast_on = t0 >= cfg.plasticity_onset_ms - 1e-9
             self._run(
-                steps, u_e, u_i, gain, xi, plast_on, spk_step, spk_idx, n_spk,
+                steps, u_e, u_i, gain, None, plast_on, spk_step, spk_idx, n_spk,
                 pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc,
             )  # fmt: skip
             if dropped:
@@ -318,6 +326,7 @@ class Network:
                 pop_i[n_done + steps] = pop_i[n_done + steps - 1]
             self.step += labelled
             n_done += labelled
+        store_state(self._noise, self._rng_state)
         if n_spk[0] > cap:
             raise SimulationError(f"Spike buffer overflow: {n_spk[0]} spikes > capacity {cap}")
         if not np.isfinite(self.v).all():
@@ -395,7 +404,7 @@ class Network:
         u_e: FloatArray,
         u_i: FloatArray,
         gain: FloatArray,
-        xi: npt.NDArray[np.float32],
+        xi: npt.NDArray[np.float32] | None,
         plast_on: bool,
         spk_step: npt.NDArray[np.int64],
         spk_idx: npt.NDArray[np.int32],
@@ -414,8 +423,10 @@ class Network:
             cfg.plastic_ie, cfg.stdp_rule == "symmetric",
             self.v, self._ref, self._x_cross, self._s_cross, self._x_rec, self._s_rec,
             self._xprev_cross, self._xprev_rec, self._hist_cross, self._hist_rec, self._head,
-            self._dt_over_tau, self._base, self._coef_e, self._coef_i, gain, xi, u_e, u_i,
+            self._dt_over_tau, self._base, self._coef_e, self._coef_i, gain,
+            self._xi_row if xi is None else xi, u_e, u_i,
             self._scale_cross, self._scale_rec, self._v_new,
+            xi is None, self._rng_state, self._rng_words, ZIG_KI, ZIG_WI, ZIG_FI,
             cfg.v_rest_mv, cfg.v_th_mv, cfg.v_reset_mv, cfg.refractory_steps,
             cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
             ei.ptr, ei.target, ei.fwd_syn, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,

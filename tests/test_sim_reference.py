@@ -68,3 +68,21 @@ def test_kernel_matches_reference_step_by_step(semantics: str) -> None:
     # the comparison exercised spikes, jumps and plasticity, not a quiet network
     assert total_spikes > 60
     assert plastic_changes > 60
+
+
+def test_noise_drawn_in_the_kernel_is_the_generators_standard_normal_stream() -> None:
+    """advance() draws its noise inside the kernel; it must equal explicit draws, row by row."""
+    from simulator.noise import standard_normal_f32
+
+    cfg = NetworkConfig(n_e=81, n_i=20, semantics="clean")  # odd N: a half word is left over
+    inside, outside = Network(cfg), Network(cfg)
+    inside.reset(seed=3)
+    outside.reset(seed=3)
+    inside.advance(None, 30.0)
+    steps = round(30.0 / cfg.dt_ms)
+    xi = standard_normal_f32(outside._noise, (steps, cfg.n))
+    zero = np.zeros(steps)
+    outside.integrate_explicit(zero, zero, xi, plast_on=cfg.plasticity_onset_ms <= 0.0)
+    np.testing.assert_array_equal(inside.v, outside.v)
+    np.testing.assert_array_equal(inside._s_cross, outside._s_cross)
+    assert inside._noise.random() == outside._noise.random()

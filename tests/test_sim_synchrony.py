@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from simulator.noise import standard_normal_f32
+from protocol.errors import ConfigError
+from simulator.noise import (
+    load_state,
+    noise_generator,
+    sfc64_words,
+    standard_normal_f32,
+    store_state,
+)
 from simulator.synchrony import chi_from_sums, epoch_mean, order_parameter
 
 
@@ -71,8 +78,8 @@ def test_chi_is_one_for_identical_voltages_and_small_for_independent_ones() -> N
 
 
 def test_noise_is_standard_normal_and_reproducible() -> None:
-    a = standard_normal_f32(np.random.default_rng(3), (400, 1000)).astype(np.float64)
-    b = standard_normal_f32(np.random.default_rng(3), (400, 1000)).astype(np.float64)
+    a = standard_normal_f32(noise_generator(3), (400, 1000)).astype(np.float64)
+    b = standard_normal_f32(noise_generator(3), (400, 1000)).astype(np.float64)
     np.testing.assert_array_equal(a, b)
     x = a.ravel()
     assert abs(x.mean()) < 0.005
@@ -85,3 +92,30 @@ def test_noise_is_standard_normal_and_reproducible() -> None:
     cdf = 0.5 * (1.0 + np.vectorize(math.erf)(xs / math.sqrt(2.0)))
     d = np.max(np.abs(cdf - np.arange(1, xs.size + 1) / xs.size))
     assert d < 1.63 / math.sqrt(xs.size)  # 1 % critical value
+
+
+def test_kernel_words_are_the_generators_own_stream() -> None:
+    ours, numpy_side = noise_generator(11), noise_generator(11)
+    state = load_state(ours)
+    words = np.empty(1001, dtype=np.uint64)
+    sfc64_words(state, words)
+    store_state(ours, state)
+    np.testing.assert_array_equal(words, numpy_side.bit_generator.random_raw(1001))
+    # the generator continues exactly where the kernel stopped
+    np.testing.assert_array_equal(ours.random(5), numpy_side.random(5))
+
+
+def test_noise_rows_continue_the_stream_and_odd_rows_work() -> None:
+    rng = noise_generator(5)
+    whole = standard_normal_f32(rng, (3, 7))
+    again = noise_generator(5)
+    rows = [standard_normal_f32(again, (7,)) for _ in range(3)]
+    np.testing.assert_array_equal(whole, np.stack(rows))
+    np.testing.assert_array_equal(
+        rng.bit_generator.state["state"]["state"], again.bit_generator.state["state"]["state"]
+    )
+
+
+def test_noise_refuses_other_bit_generators() -> None:
+    with pytest.raises(ConfigError, match="SFC64"):
+        standard_normal_f32(np.random.default_rng(1), (4,))
