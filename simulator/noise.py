@@ -158,7 +158,7 @@ def _resolve(r, state, ki, wi, fi):  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
 def _fast_path(halves, out, ki, wi):  # type: ignore[no-untyped-def]
     """Vectorisable ziggurat fast path over 32-bit draws; returns how many were rejected."""
-    rejected = 0
+    rejected = np.int32(0)
     for j in range(out.shape[0]):
         r = halves[j]
         idx = r & 0xFF
