@@ -40,10 +40,60 @@ print(json.dumps({
 """
 
 
-def _case(name: str, scale: float, dur: float, env: dict[str, str] | None = None) -> dict:
+BASELINE = r"""
+import json, time
+import numpy as np
+from simulator.network import Network
+from simulator.noise import standard_normal_f32
+from simulator.protocols import get_protocol
+from simulator.reference import ReferenceState, reference_step
+cfg = get_protocol("ftsts-desync").network_config("paper", 1.0)
+net = Network(cfg)
+net.reset(seed=1)
+for _ in range(50):  # 1 s: the synchronous regime
+    net.advance(None, 20.0)
+steps = 200
+xi = standard_normal_f32(net._noise, (steps, cfg.n))
+zero = np.zeros(steps)
+state = ReferenceState(
+    v=net.v.copy(), ref=net._ref.copy(), x_cross=net._x_cross.copy(),
+    s_cross=net._s_cross.copy(), hist_cross=net._hist_cross.copy(), head=int(net._head[0]),
+    tr_e=net._tr_e.copy(), tr_i=net._tr_i.copy(), w_ei=net._ei.forward_weights(),
+    w_ie=net._ie.weight.copy(),
+)
+t0 = time.process_time()
+for k in range(steps):
+    state, _ = reference_step(
+        cfg, state, dt_over_tau=net._dt_over_tau,
+        noise_increment=net._gain_off * xi[k].astype(np.float64), u_e=0.0, u_i=0.0,
+        plast_on=True, ei=(net._ei.ptr, net._ei.target), ie=(net._ie.ptr, net._ie.target),
+    )
+numpy_s = time.process_time() - t0
+best = float("inf")
+for _ in range(5):
+    import copy
+    trial = copy.deepcopy(net)
+    t0 = time.process_time()
+    trial.integrate_explicit(zero, zero, xi, plast_on=True)
+    best = min(best, time.process_time() - t0)
+model_s = steps * cfg.dt_ms / 1000.0
+print(json.dumps({
+    "n": cfg.n, "steps": steps,
+    "numpy_reference_model_s_per_cpu_s": model_s / numpy_s,
+    "kernel_model_s_per_cpu_s": model_s / best,
+    "kernel_speedup_vs_numpy_reference": numpy_s / best,
+}))
+"""
+
+
+def _case(
+    name: str, scale: float, dur: float, env: dict[str, str] | None = None, code: str = ""
+) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CASE, name, str(scale), str(dur)],
-        capture_output=True, text=True, check=True, env=env, timeout=1800,
+        [sys.executable, "-c", code or CASE, name, str(scale), str(dur)],
+        capture_output=True, text=True, check=True, timeout=1800,
+        # one core: no BLAS worker threads spinning beside the simulation
+        env=dict(env or os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,6 +109,7 @@ def main() -> None:
         "first_compile_s": cold["jit_s"],
         "n2000_25s": _case("ftsts-desync", 1.0, 2.0 if args.quick else 25.0),
         "n10000_5s": _case("ftsts-desync-10k", 1.0, 1.0 if args.quick else 5.0),
+        "same_state_baseline": _case("", 1.0, 0.0, code=BASELINE),
         "cpu": os.cpu_count(),
     }
     print(json.dumps(results, indent=2))

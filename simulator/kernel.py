@@ -50,7 +50,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # plasticity
     tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
     w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie, c_p, k_p, c_d, k_d,
-    last_spike, prev_spike, spiked, step_spk,
+    last_spike, prev_spike, spiked, spiked_words, step_spk,
     # outputs
     spk_step, spk_idx, n_spk, pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e,
     kop_every, kop_z_re, kop_z_im, kop_r_re, kop_r_im, kop_acc,
@@ -104,16 +104,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             v[i] = v_reset if hold else max(vn, v_rest)
             ref[i] = ref_steps if sp else max(r - 1, 0)
             spiked[i] = sp
-        # collect this step's spikes in ascending index order (the released loop order)
-        for i in range(n):
-            if spiked[i]:
-                step_spk[n_now] = i
-                n_now += 1
-                if ns < cap:
-                    spk_step[ns] = t_end
-                    spk_idx[ns] = i
-                ns += 1
-        # pass C (vectorisable): window statistics
+        # window statistics (vectorisable)
         acc_e = 0.0
         for i in range(n_e):
             vv = v[i]
@@ -125,6 +116,18 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             acc_i += v[i]
         pop_mean_e[k] = acc_e * inv_e
         pop_mean_i[k] = acc_i * inv_i
+        # collect this step's spikes in ascending index order (the released loop order),
+        # skipping eight silent neurons at a time
+        for wq in range(spiked_words.shape[0]):
+            if spiked_words[wq] != 0:
+                for i in range(8 * wq, min(8 * wq + 8, n)):
+                    if spiked[i]:
+                        step_spk[n_now] = i
+                        n_now += 1
+                        if ns < cap:
+                            spk_step[ns] = t_end
+                            spk_idx[ns] = i
+                        ns += 1
         h += 1
         if h == depth:
             h = 0
