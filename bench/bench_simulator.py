@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 CASE = r"""
 import json, resource, sys, time
@@ -88,14 +89,15 @@ print(json.dumps({
 
 def _case(
     name: str, scale: float, dur: float, env: dict[str, str] | None = None, code: str = ""
-) -> dict:
+) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", code or CASE, name, str(scale), str(dur)],
         capture_output=True, text=True, check=True, timeout=1800,
         # one core: no BLAS worker threads spinning beside the simulation
         env=dict(env or os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
     )  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
