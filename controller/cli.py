@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import hashlib
 import sys
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings, RunResult
 from controller.policies.base import Policy
-from controller.policies.bundle import BundlePolicy
+from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
 from controller.recorder import NullRecorder, SessionRecorder, TickRecorder
 from controller.summary import Summary, count_kinds, format_table
@@ -187,6 +188,7 @@ def _policy_meta(policy: Policy) -> dict[str, Any]:
         meta["bundle_path"] = str(policy.bundle.path)
         meta["bundle_sha256"] = hashlib.sha256(meta_file.read_bytes()).hexdigest()
         meta["weights_sha256"] = policy.bundle.metadata.get("weights_sha256")
+        meta["onset_ms"] = policy.onset_ms
     return meta
 
 
@@ -250,6 +252,25 @@ def make_summary(
     )
 
 
+def _bundle_timing(cfg: RunConfig, policy: BundlePolicy, period_given: bool, log: Any) -> RunConfig:
+    """Run a bundle at the control period it was trained with unless one was given."""
+    trained = training_setting(policy.bundle, "control_period_ms")
+    cfg = replace(cfg, onset_ms=policy.onset_ms)
+    if trained is None:
+        return cfg
+    if not period_given:
+        log.info("period_from_bundle", period_ms=trained, onset_ms=policy.onset_ms)
+        return replace(cfg, period_ms=trained).validate()
+    if abs(cfg.period_ms - trained) > 1e-9:
+        log.warning(
+            "period_differs_from_training",
+            period_ms=cfg.period_ms,
+            trained_period_ms=trained,
+            reason="the policy was trained on another control period; its actions may not transfer",
+        )
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuroloop-controller``; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -269,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             request_realtime_priority(args.rt_priority)
             log.info("realtime_priority", policy="SCHED_FIFO", priority=args.rt_priority)
         env = load_envelope(cfg.envelope or default_envelope_for(cfg.backend))
+        given = set(file_values) | {k for k, v in vars(args).items() if v is not None}
         policy = build_policy(
             cfg.policy,
             env,
@@ -277,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             pulse_width_us=cfg.pulse_width_us,
             onset_ms=cfg.onset_ms,
             latch_below_mv=cfg.latch_below_mv,
+            bundle_onset_ms=cfg.onset_ms if "onset_ms" in given else None,
         )
+        if isinstance(policy, BundlePolicy):
+            cfg = _bundle_timing(cfg, policy, "period_ms" in given, log)
         settings = LoopSettings(
             cfg.period_ms, cfg.duration_s, "fast" if cfg.pace == "fast" else "realtime", cfg.seed
         )

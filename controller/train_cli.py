@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="PPO: initial log SD of the Gaussian policy (normalised actions).",
     )
     h.add_argument("--net-arch", default="64,64", help="Hidden layer widths (default 64,64).")
+    h.add_argument(
+        "--init-setpoint",
+        default=None,
+        metavar="MV,HZ,US",
+        help="PPO: start the policy's mean action at this setpoint (amplitude mV, frequency "
+        "Hz, pulse width us), e.g. 115,180,500; default: the middle of the action box. A "
+        "prior from scripted runs (docs/rl.md); exploration and learning are unchanged.",
+    )
     o = p.add_argument_group("logging")
     o.add_argument("--log-format", choices=("console", "json"), default="console")
     o.add_argument(
@@ -177,6 +185,27 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if not widths or min(widths) < 1:
         p.error(f"Expected --net-arch widths >= 1, actual {a.net_arch!r}")
     a.net_arch_list = widths
+    a.init_action = None
+    if a.init_setpoint is not None:
+        if a.algo != "ppo" or a.resume is not None:
+            p.error("Expected --init-setpoint only with --algo ppo and without --resume")
+        try:
+            values = [float(x) for x in a.init_setpoint.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 3:
+            p.error(f"Expected --init-setpoint as MV,HZ,US (3 numbers), actual {a.init_setpoint!r}")
+        from controller.envs.spaces import ACTION_FIELDS
+
+        action = []
+        for value, spec in zip(values, ACTION_FIELDS, strict=True):
+            if not spec.low <= value <= spec.high:
+                p.error(
+                    f"Expected --init-setpoint {spec.name} in [{spec.low}, {spec.high}] "
+                    f"{spec.unit}, actual {value}"
+                )
+            action.append(2.0 * (value - spec.low) / (spec.high - spec.low) - 1.0)
+        a.init_action = action
 
 
 def _vecnormalize_for(model_zip: Path) -> Path | None:
@@ -248,6 +277,13 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
                         gae_lambda=a.gae_lambda, ent_coef=a.ent_coef,
                         policy_kwargs=policy_kwargs, seed=a.seed, device="cpu",
                         tensorboard_log=str(out / "tb"), verbose=0)  # fmt: skip
+            if a.init_action is not None:
+                # The action head's weights start near zero (orthogonal, gain 0.01), so its
+                # bias is the initial mean action in every state.
+                head: torch.nn.Linear = model.policy.action_net  # type: ignore[assignment]
+                with torch.no_grad():
+                    head.bias.copy_(torch.tensor(a.init_action))
+                log.info("policy_mean_initialised", setpoint=a.init_setpoint)
         else:
             model = SAC("MlpPolicy", venv, learning_rate=a.learning_rate,
                         batch_size=a.batch_size, gamma=a.gamma, policy_kwargs=policy_kwargs,
@@ -282,7 +318,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
                 "gamma": a.gamma, "gae_lambda": a.gae_lambda, "learning_rate": a.learning_rate,
                 "n_steps": a.n_steps, "batch_size": a.batch_size, "n_epochs": a.n_epochs,
                 "ent_coef": a.ent_coef, "log_std_init": a.log_std_init,
-                "net_arch": a.net_arch_list,
+                "net_arch": a.net_arch_list, "init_setpoint": a.init_setpoint,
             },
         }  # fmt: skip
         bundle = export_bundle(model, venv, out / "bundle", sim_config, summary)

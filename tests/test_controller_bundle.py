@@ -232,3 +232,71 @@ def test_controller_runs_a_bundle_without_importing_torch(ppo_bundle, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "IMPORTED []" in proc.stdout
     assert "ticks (period)" in proc.stdout
+
+
+def _with_training(ppo_bundle, tmp_path, training) -> Path:
+    """Re-export the module's PPO model with ``training`` metadata."""
+    model, venv, _ = ppo_bundle
+    return export_sb3(
+        model,
+        venv,
+        tmp_path / "timed",
+        observation_fields=OBS,
+        action_fields=ACT,
+        envelope_hash=SIM.sha256(),
+        fixed=FIXED,
+        metadata={"training": training},
+    )
+
+
+def test_export_keeps_metadata_and_refuses_to_overwrite_format_keys(ppo_bundle, tmp_path):
+    path = _with_training(ppo_bundle, tmp_path, {"control_period_ms": np.float64(500.0)})
+    assert load_bundle(path).metadata["training"] == {"control_period_ms": 500.0}
+    model, venv, _ = ppo_bundle
+    with pytest.raises(ConfigError, match="other than the format's own"):
+        export_sb3(model, venv, tmp_path / "x", observation_fields=OBS, action_fields=ACT,
+                   envelope_hash=SIM.sha256(), fixed=FIXED, metadata={"network": {}})  # fmt: skip
+    with pytest.raises(ConfigError, match="JSON-serialisable"):
+        export_sb3(model, venv, tmp_path / "y", observation_fields=OBS, action_fields=ACT,
+                   envelope_hash=SIM.sha256(), fixed=FIXED, metadata={"t": object()})  # fmt: skip
+
+
+def test_bundle_is_off_until_the_onset_it_was_trained_with(ppo_bundle, tmp_path):
+    path = _with_training(ppo_bundle, tmp_path, {"onset_ms": 2000.0, "control_period_ms": 500.0})
+    policy = build_policy(str(path), SIM)
+    assert policy.onset_ms == 2000.0
+    fields = {"synchrony": 0.5, "weight_mv": 150.0, "rate_e_hz": 10.0, "chi": 0.5}
+    before = policy.act(fields, 1999.0)
+    assert before.amplitude == 0.0
+    after = policy.act(fields, 2000.0)
+    assert isinstance(after, np.ndarray)
+    assert after.shape == (2,)
+    # an explicit onset wins over the bundle's
+    assert build_policy(str(path), SIM, bundle_onset_ms=0.0).onset_ms == 0.0
+    # bundles without training metadata act from t = 0, as before
+    assert build_policy(str(ppo_bundle[2]), SIM).onset_ms == 0.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "period", "warned"),
+    [([], 500.0, False), (["--period-ms", "100"], 100.0, True)],
+    ids=["bundle-period", "explicit-period"],
+)
+def test_controller_runs_a_bundle_at_its_training_period(
+    ppo_bundle, tmp_path, capsys, extra, period, warned
+):
+    from controller.cli import main
+
+    path = _with_training(ppo_bundle, tmp_path, {"onset_ms": 200.0, "control_period_ms": 500.0})
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "[controller]\nin_process = true\npace = 'fast'\nduration_s = 1.0\nno_record = true\n"
+        "[simulator]\nn_e = 80\nn_i = 20\n"
+    )
+    rc = main(["--config", str(config), "--policy", str(path), "--log-format", "json",
+               "--log-level", "info", *extra])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    assert f"({period:g} ms)" in out, out
+    assert ("period_differs_from_training" in out + err) == warned
+    assert ("period_from_bundle" in out + err) == (not warned)

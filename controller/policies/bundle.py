@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from controller.envelope.action import ACTION_NAMES, ActionMap
+from controller.envelope.setpoint import Setpoint
 from controller.policies.mlp import ACTIVATIONS, Layer, MlpActor, ObsNormalizer
 from protocol.errors import ConfigError
 
@@ -91,21 +92,57 @@ class BundlePolicy:
 
     name = "bundle"
 
-    def __init__(self, bundle: PolicyBundle) -> None:
+    def __init__(self, bundle: PolicyBundle, onset_ms: float = 0.0) -> None:
         self.bundle = bundle
         self.required_fields = bundle.observation_fields
         self.action_map: ActionMap | None = bundle.action_map
+        self.onset_ms = float(onset_ms)
         self._obs = np.zeros(len(bundle.observation_fields))
+        amap = bundle.action_map
+        lowest = dict(zip(amap.names, amap.low, strict=True)) | dict(amap.fixed)
+        # Before the onset nothing is delivered: amplitude 0 at the action box's lowest rate
+        # and width (inside the envelope the bundle was trained against).
+        self._off = Setpoint(
+            0.0,
+            float(lowest.get("frequency_hz", 5.0)),
+            float(lowest.get("pulse_width_us", 50.0)),
+        )
 
     def reset(self) -> None:
         """Stateless (a feed-forward actor)."""
 
-    def act(self, fields: Mapping[str, float], t_model_ms: float) -> np.ndarray[Any, Any]:
-        """Normalised action for the observation."""
+    def act(
+        self, fields: Mapping[str, float], t_model_ms: float
+    ) -> np.ndarray[Any, Any] | Setpoint:
+        """Normalised action for the observation (off before ``onset_ms``)."""
+        if t_model_ms < self.onset_ms:
+            return self._off
         obs = self._obs
         for i, name in enumerate(self.bundle.observation_fields):
             obs[i] = fields[name]
         return self.bundle.actor(obs)
+
+
+def training_setting(bundle: PolicyBundle, key: str) -> float | None:
+    """A numeric setting of the episode the bundle was trained on (``training.<key>``).
+
+    Returns:
+        The value (e.g. ``control_period_ms``, ``onset_ms``), or ``None`` if not recorded.
+    """
+    training = bundle.metadata.get("training")
+    value = training.get(key) if isinstance(training, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays in metadata."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def _fail(path: Path, what: str, actual: Any) -> ConfigError:
@@ -282,6 +319,7 @@ def export_sb3(
     action_fields: Sequence[FieldSpec],
     envelope_hash: str,
     fixed: Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle from a stable-baselines3 model with an MLP actor.
 
@@ -298,6 +336,11 @@ def export_sb3(
         action_fields: Action quantities in action order.
         envelope_hash: ``Envelope.sha256()`` of the envelope used in training.
         fixed: Values of the setpoint quantities the policy does not control.
+        metadata: Extra top-level ``bundle.json`` entries (JSON-serialisable), e.g.
+            ``{"training": {"control_period_ms": 500.0, "onset_ms": 2000.0, ...}}``: the
+            controller runs a bundle at its ``training.control_period_ms`` and holds it off
+            until ``training.onset_ms`` unless told otherwise. They cannot replace the entries
+            the format defines.
 
     Returns:
         The bundle directory.
@@ -391,6 +434,14 @@ def export_sb3(
         "network": {"layers": layers},
         "weights_sha256": _sha256(root / WEIGHTS_FILE),
     }
-    (root / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
+    clash = sorted(set(metadata or {}) & set(meta))
+    if clash:
+        raise ConfigError(f"Expected metadata keys other than the format's own, actual {clash}")
+    meta.update(metadata or {})
+    try:
+        text = json.dumps(meta, indent=2, default=_plain)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"Expected JSON-serialisable bundle metadata, actual: {err}") from err
+    (root / META_FILE).write_text(text + "\n", "utf-8")
     load_bundle(root)
     return root

@@ -9,7 +9,7 @@ from controller.envelope.config import Envelope
 from controller.envelope.setpoint import Setpoint
 from controller.policies.base import Policy
 from controller.policies.builtin import FTSTS_SETPOINT, ConstantPolicy, FtstsPolicy, OffPolicy
-from controller.policies.bundle import BundlePolicy, load_bundle
+from controller.policies.bundle import BundlePolicy, load_bundle, training_setting
 from protocol.errors import ConfigError
 
 BUILTIN = ("off", "constant", "ftsts")
@@ -37,6 +37,7 @@ def build_policy(
     pulse_width_us: float | None = None,
     onset_ms: float = 1980.0,
     latch_below_mv: float = 75.0,
+    bundle_onset_ms: float | None = None,
 ) -> Policy:
     """Make the policy ``name``.
 
@@ -48,6 +49,8 @@ def build_policy(
         pulse_width_us: ``constant``: phase width (model domain default: 1000 µs).
         onset_ms: ``ftsts``: model time at which stimulation starts.
         latch_below_mv: ``ftsts``: weight below which stimulation stops for good.
+        bundle_onset_ms: bundle: model time before which it delivers nothing (default: the
+            lead-in of the episodes it was trained on, ``training.onset_ms``, else 0).
 
     Raises:
         ConfigError: Missing or out-of-envelope values, unknown name, or a bundle trained
@@ -100,4 +103,5 @@ def build_policy(
             f"{envelope.sha256()} ({envelope.name!r}), actual {bundle.envelope_hash}; "
             "retrain, or pass the envelope it was trained with via --envelope"
         )
-    return BundlePolicy(bundle)
+    onset = training_setting(bundle, "onset_ms") if bundle_onset_ms is None else bundle_onset_ms
+    return BundlePolicy(bundle, onset_ms=0.0 if onset is None else onset)

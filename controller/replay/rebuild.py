@@ -128,7 +128,8 @@ def _bundle(
             f"Expected policy bundle {root} to be trained against envelope "
             f"{envelope.sha256()}, actual {bundle.envelope_hash}"
         )
-    return BundlePolicy(bundle), checks
+    # Recordings from before bundles had an onset carry none: they acted from t = 0.
+    return BundlePolicy(bundle, onset_ms=float(meta.get("onset_ms", 0.0))), checks
 
 
 def rebuild(

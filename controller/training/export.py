@@ -5,10 +5,10 @@ The environment scales each observation feature from its physical bounds to ``[0
 are folded into one: ``mean' = low + mean·span`` and ``var' = span²·(var + ε) - ε``, which gives
 exactly ``(raw - mean') / sqrt(var' + ε) = (scaled - mean) / sqrt(var + ε)``.
 
-``export_sb3`` has no argument for extra metadata, so the episode timing the policy was trained
-for (control period, lead-in, controlled period, tail), the network, the reward and the training
-run are added afterwards as a ``training`` object in ``bundle.json`` (the loader ignores keys it
-does not know) and the bundle is loaded again to check it.
+The episode timing the policy was trained for (control period, lead-in, controlled period,
+tail), the network, the reward and the training run go into ``bundle.json`` as its
+``training`` object (``export_sb3(metadata=...)``); the controller reads the control period and
+lead-in from there.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from controller.envelope.config import load_envelope
 from controller.envs.config import SimConfig
 from controller.envs.spaces import ACTION_FIELDS, feature_scale, observation_field_specs
-from controller.policies.bundle import META_FILE, PolicyBundle, export_sb3, load_bundle
+from controller.policies.bundle import PolicyBundle, export_sb3, load_bundle
 
 #: Clip used when the policy was trained without observation normalisation (never reached).
 NO_CLIP = 1e9
@@ -67,17 +67,7 @@ def export_bundle(
         training: Extra facts for the ``training`` metadata (network, seeds, steps …).
     """
     envelope = load_envelope(sim_config.envelope)
-    root = export_sb3(
-        model,
-        folded_normalizer(vecnormalize),
-        path,
-        observation_fields=observation_field_specs(),
-        action_fields=ACTION_FIELDS,
-        envelope_hash=envelope.sha256(),
-    )
-    meta_file = root / META_FILE
-    meta = json.loads(meta_file.read_text("utf-8"))
-    meta["training"] = {
+    settings = {
         "env_id": "neuroloop/FTSTS-v0",
         "control_period_ms": sim_config.control_period_ms,
         "onset_ms": sim_config.onset_ms,
@@ -88,7 +78,17 @@ def export_bundle(
         "observation_scaling": "feature bounds folded into observation.normalization",
         **dict(training),
     }
-    meta_file.write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", "utf-8")
+    # plain JSON types (numpy scalars, paths and other objects as text)
+    plain = json.loads(json.dumps(settings, default=_jsonable))
+    root = export_sb3(
+        model,
+        folded_normalizer(vecnormalize),
+        path,
+        observation_fields=observation_field_specs(),
+        action_fields=ACTION_FIELDS,
+        envelope_hash=envelope.sha256(),
+        metadata={"training": plain},
+    )
     return load_bundle(root)
 
 
