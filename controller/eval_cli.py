@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Stimulation-free tail in s (at least the bundle's; default 5).",
     )
     p.add_argument(
-        "--methods", default="policy,ftsts,off", help="Comma-separated subset of policy,ftsts,off."
+        "--methods",
+        default="policy,ftsts,latched,off",
+        help="Comma-separated subset of policy, ftsts, latched (the grid-searched latched "
+        "train, docs/rl.md) and off.",
     )
     p.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2).")
     p.add_argument(

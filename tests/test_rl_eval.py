@@ -68,14 +68,22 @@ def test_baselines_deliver_what_they_should(bundle: Path) -> None:
     full = FTSTS_SETPOINT.amplitude * 2.0 * 1.0 * (1000.0 / 12.0)
     assert 0.85 * full <= ftsts.charge <= full
     assert ftsts.amplitude_mv.max() == pytest.approx(100.0)
+    latched = run_one("latched", 2**31, config(), SMALL, None)
+    # 110 mV x 0.5 ms x 2 phases at 180 Hz (never latches here: the weight stays above 90 mV)
+    assert latched.amplitude_mv.max() == pytest.approx(110.0)
+    assert np.nanmax(latched.frequency_hz) == pytest.approx(180.0)
+    assert 0.85 * 110.0 * 0.5 * 2.0 * 180.0 <= latched.charge <= 110.0 * 0.5 * 2.0 * 180.0
     policy = run_one("policy", 2**31, config(), SMALL, str(bundle))
     assert policy.charge > 0.0
-    for rec in (off, ftsts, policy):
+    for rec in (off, ftsts, latched, policy):
         assert 0.0 <= rec.r_tail <= 1.0
         assert rec.t_window_s[-1] == pytest.approx(1.9)
-    summary = summarise([off, ftsts, policy])
+    summary = summarise([off, ftsts, latched, policy])
     assert summary["policy_vs_ftsts"]["charge_fraction_mean"] == pytest.approx(
         policy.charge / ftsts.charge
+    )
+    assert summary["latched_vs_ftsts"]["charge_fraction_mean"] == pytest.approx(
+        latched.charge / ftsts.charge
     )
 
 
@@ -85,7 +93,7 @@ def test_eval_cli_writes_eval_json_and_figures(bundle: Path, tmp_path: Path) -> 
                       "--n-scale", "0.05", "--tail-s", "0.5", "--workers", "1"])  # fmt: skip
     assert code == 0
     result = json.loads((out / "eval.json").read_text())
-    assert set(result["methods"]) == {"policy", "ftsts", "off"}
+    assert set(result["methods"]) == {"policy", "ftsts", "latched", "off"}
     for rows in result["methods"].values():
         assert [row["seed"] for row in rows] == [2**31, 2**31 + 1]
         for row in rows:

@@ -6,6 +6,10 @@ same network seeds through the same safety envelope, in the environment used for
 * ``policy``: the bundle's numpy actor (no torch), one action per control period of the bundle;
 * ``ftsts``: the paper's open-loop train (100 mV, 83.33 Hz, 1000 µs phases) from the end of the
   lead-in until the mean E→I weight falls below 75 mV (the latch), then off; 20 ms period;
+* ``latched``: a cheaper scripted train found by a grid search of latched constant trains at
+  N = 2000 (``bench/scan_latched_trains.py``; docs/rl.md): 110 mV, 180 Hz, 500 µs phases until
+  the mean E→I weight falls below 90 mV, then off; 20 ms period. The bar a learned policy
+  has to clear to be worth its training;
 * ``off``: no stimulation.
 
 Metrics per run: ``r_tail`` (mean offline Kuramoto R over the tail), ``charge`` (mV·ms delivered
@@ -32,12 +36,20 @@ from simulator.synchrony import epoch_mean, order_parameter
 
 FloatArray = npt.NDArray[np.float64]
 
-METHODS = ("policy", "ftsts", "off")
+METHODS = ("policy", "ftsts", "latched", "off")
 #: Threshold of the 1 s mean order parameter that counts as desynchronised.
 DESYNC_R = 0.2
 #: Open-loop FTSTS of the paper (Fig 3) and its latch.
 FTSTS_SETPOINT = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
 FTSTS_LATCH_MV = 75.0
+#: The grid-searched latched train (``latched``) and its latch.
+LATCHED_SETPOINT = Setpoint(110.0, 180.0, 500.0)
+LATCHED_LATCH_MV = 90.0
+#: Scripted methods: setpoint while on, and the weight below which they stop for good.
+SCRIPTED: dict[str, tuple[Setpoint, float]] = {
+    "ftsts": (FTSTS_SETPOINT, FTSTS_LATCH_MV),
+    "latched": (LATCHED_SETPOINT, LATCHED_LATCH_MV),
+}
 #: Period of the scripted baselines (the paper's 20 ms chunks).
 BASELINE_PERIOD_MS = 20.0
 #: Length of the rasters kept for figures (before stimulation and at the end of the tail).
@@ -141,7 +153,7 @@ def run_one(
     """Run one method on one network seed and measure it.
 
     Args:
-        method: ``policy``, ``ftsts`` or ``off``.
+        method: One of :data:`METHODS`.
         seed: Network seed.
         sim_config: Episode timing (the policy's control period; baselines use 20 ms).
         model_params: Network parameters (``n_scale``, ``semantics``).
@@ -173,11 +185,12 @@ def run_one(
                     _policy_action(bundle, fields).astype(np.float32)
                 )
             else:
-                on = method == "ftsts" and not latched
-                if on and fields["weight_mv"] < FTSTS_LATCH_MV:
+                setting, latch_mv = SCRIPTED.get(method, (FTSTS_SETPOINT, 0.0))
+                on = method in SCRIPTED and not latched
+                if on and fields["weight_mv"] < latch_mv:
                     latched, on = True, False
                     stim_off_ms = float(info["t_ms"])
-                sp = FTSTS_SETPOINT if on else Setpoint(0.0, 5.0, 50.0)
+                sp = setting if on else Setpoint(0.0, 5.0, 50.0)
                 _, _, terminal, _, info = env.step_setpoint(sp)
             fields = info["fields"]
         return _record(method, seed, env, cfg, info, stim_off_ms)
@@ -254,25 +267,28 @@ def summarise(records: list[RunRecord]) -> dict[str, Any]:
             "desynchronised_runs": len(reached),
             "time_to_desync_s_mean": float(np.mean(reached)) if reached else None,
         }
-    if "policy" in out and "ftsts" in out:
-        pol = {r.seed: r for r in records if r.method == "policy"}
-        ftsts = {r.seed: r for r in records if r.method == "ftsts"}
-        seeds = sorted(set(pol) & set(ftsts))
-        ratios = [pol[s].charge / ftsts[s].charge for s in seeds if ftsts[s].charge > 0]
-        no_worse = [pol[s].r_tail <= ftsts[s].r_tail for s in seeds]
-        out["policy_vs_ftsts"] = {
-            "charge_fraction_mean": float(np.mean(ratios)) if ratios else None,
-            "r_tail_difference_mean": float(
-                np.mean([pol[s].r_tail - ftsts[s].r_tail for s in seeds])
-            ),
-            "seeds_with_r_tail_no_worse": int(sum(no_worse)),
-            "target": "mean r_tail <= FTSTS mean r_tail with <= 70 % of its mean charge",
-            "target_met": bool(
-                out["policy"]["r_tail_mean"] <= out["ftsts"]["r_tail_mean"]
-                and out["policy"]["charge_mean"] <= 0.7 * out["ftsts"]["charge_mean"]
-            ),
-        }
+    for method in ("policy", "latched"):
+        if method in out and "ftsts" in out:
+            out[f"{method}_vs_ftsts"] = _versus_ftsts(records, method, out)
     return out
+
+
+def _versus_ftsts(records: list[RunRecord], method: str, means: dict[str, Any]) -> dict[str, Any]:
+    """Charge and tail synchrony of ``method`` relative to open-loop FTSTS, seed by seed."""
+    own = {r.seed: r for r in records if r.method == method}
+    ftsts = {r.seed: r for r in records if r.method == "ftsts"}
+    seeds = sorted(set(own) & set(ftsts))
+    ratios = [own[s].charge / ftsts[s].charge for s in seeds if ftsts[s].charge > 0]
+    return {
+        "charge_fraction_mean": float(np.mean(ratios)) if ratios else None,
+        "r_tail_difference_mean": float(np.mean([own[s].r_tail - ftsts[s].r_tail for s in seeds])),
+        "seeds_with_r_tail_no_worse": int(sum(own[s].r_tail <= ftsts[s].r_tail for s in seeds)),
+        "target": "mean r_tail <= FTSTS mean r_tail with <= 70 % of its mean charge",
+        "target_met": bool(
+            means[method]["r_tail_mean"] <= means["ftsts"]["r_tail_mean"]
+            and means[method]["charge_mean"] <= 0.7 * means["ftsts"]["charge_mean"]
+        ),
+    }
 
 
 def bundle_sim_config(bundle_path: str | Path, tail_s: float = 5.0) -> SimConfig:

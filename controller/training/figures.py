@@ -13,8 +13,13 @@ import numpy.typing as npt
 from controller.training.evaluate import DESYNC_R, METHODS, RunRecord
 
 FloatArray = npt.NDArray[np.float64]
-COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "off": "tab:gray"}
-LABELS = {"policy": "closed-loop policy", "ftsts": "open-loop FTSTS", "off": "no stimulation"}
+COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "latched": "tab:orange", "off": "tab:gray"}
+LABELS = {
+    "policy": "closed-loop policy",
+    "ftsts": "open-loop FTSTS",
+    "latched": "latched 110 mV/180 Hz",
+    "off": "no stimulation",
+}
 #: TensorBoard scalars drawn as training losses.
 LOSS_TAGS = ("train/loss", "train/value_loss", "train/policy_gradient_loss")
 
