@@ -29,8 +29,11 @@ import numpy as np
 from numba import njit
 
 from simulator.noise import fill_standard_normal
+from simulator.prefetch import prefetch
 
 TWO_PI = 2.0 * math.pi
+#: How many synapses ahead the E-spike loop asks for the scattered E→I weights.
+PREFETCH_AHEAD = 16
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
@@ -137,7 +140,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             j = step_spk[q]
             if j >= n_e:
                 break
-            for q2 in range(ei_ptr[j], ei_ptr[j + 1]):
+            end = ei_ptr[j + 1]
+            for q2 in range(ei_ptr[j], min(end, ei_ptr[j] + PREFETCH_AHEAD)):
+                prefetch(ei_w, ei_fwd[q2])
+            for q2 in range(ei_ptr[j], end):
+                if q2 + PREFETCH_AHEAD < end:
+                    prefetch(ei_w, ei_fwd[q2 + PREFETCH_AHEAD])
                 s = ei_fwd[q2]
                 kk = ei_tgt[q2]
                 g = n_e + kk
