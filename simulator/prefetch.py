@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
+def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
     """Hint that ``arr[index]`` will soon be read and written (1-D array, no bounds check)."""
     sig = types.void(arr, index)
 
@@ -25,12 +25,21 @@ def prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
         ary, ind = args
         aryty = signature.args[0]
         array = context.make_array(aryty)(context, builder, ary)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, array, [ind], wraparound=False)
+        ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+            context, builder, aryty, array, [ind], wraparound=False
+        )
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.prefetch.p0"
+        )
         # write intent (1), high temporal locality (3), data cache (1)
         builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+#: ``prefetch(arr, index)`` inside ``@njit`` code (typed ``Any``: the intrinsic's Python-level
+#: signature includes Numba's typing context).
+prefetch: Any = _prefetch
