@@ -47,7 +47,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     gen_noise, rng_state, rng_words, zig_ki, zig_wi, zig_fi,
     v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
     # projections: E→I, I→E, E→E, I→I
-    ei_ptr, ei_tgt, ei_fwd, ei_w, ei_in_ptr, ei_in_syn, ei_pre,
+    ei_ptr, ei_tgt, ei_fwd, ei_w, ei_in_ptr, ei_pre,
     ie_ptr, ie_tgt, ie_fwd, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
     ee_ptr, ee_tgt, ii_ptr, ii_tgt,
     # plasticity
@@ -201,18 +201,19 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                         x_rec[gg] = xprev_rec[gg] - 1.0
                     else:
                         x_rec[gg] -= 1.0
-            if plast_on:
-                for qq in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
-                    s = ei_in_syn[qq]
+            # E→I weights are stored postsynaptic-major: the inputs of I cell j are the
+            # contiguous storage range in_ptr[j]:in_ptr[j + 1] (no indirection; vectorisable)
+            if plast_on and rule_sym:
+                for s in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
                     pre = ei_pre[s]
-                    if rule_sym:
-                        if last_spike[pre] >= 0:
-                            lag = t_end - last_spike[pre]
-                            w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
-                            ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
-                    else:
-                        w = ei_w[s] + eta_ltp * tr_e[pre]
-                        ei_w[s] = w if w < w_hi_ei else w_hi_ei
+                    if last_spike[pre] >= 0:
+                        lag = t_end - last_spike[pre]
+                        w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                        ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
+            elif plast_on:
+                for s in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
+                    w = ei_w[s] + eta_ltp * tr_e[ei_pre[s]]
+                    ei_w[s] = w if w < w_hi_ei else w_hi_ei
 
         # ---- traces decay, then the spiking neurons' bumps; spike bookkeeping
         for i in range(n_e):

@@ -430,7 +430,7 @@ class Network:
             xi is None, self._rng_state, self._rng_words, ZIG_KI, ZIG_WI, ZIG_FI,
             cfg.v_rest_mv, cfg.v_th_mv, cfg.v_reset_mv, cfg.refractory_steps,
             cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
-            ei.ptr, ei.target, ei.fwd_syn, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
+            ei.ptr, ei.target, ei.fwd_syn, ei.weight, ei.in_ptr, ei.pre_of,
             ie.ptr, ie.target, ie.fwd_syn, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
             ee.ptr, ee.target, ii.ptr, ii.target,
             self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
