@@ -253,12 +253,15 @@ def make_summary(
 
 
 def _bundle_timing(cfg: RunConfig, policy: BundlePolicy, period_given: bool, log: Any) -> RunConfig:
-    """Run a bundle at the control period it was trained with unless one was given."""
+    """Run a bundle at the control period it was trained with unless one was given.
+
+    A replay keeps the period it was asked for (the recording's: the replay backend refuses
+    any other), and the bundle's onset lives in the policy, not in the run configuration.
+    """
     trained = training_setting(policy.bundle, "control_period_ms")
-    cfg = replace(cfg, onset_ms=policy.onset_ms)
     if trained is None:
         return cfg
-    if not period_given:
+    if not period_given and cfg.backend != "replay":
         log.info("period_from_bundle", period_ms=trained, onset_ms=policy.onset_ms)
         return replace(cfg, period_ms=trained).validate()
     if abs(cfg.period_ms - trained) > 1e-9:

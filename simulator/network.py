@@ -145,6 +145,8 @@ class Network:
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
 
         self._ei = to_post_major(bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init))
+        # the kernel's potentiation walk relies on this layout (incoming synapses contiguous)
+        assert np.array_equal(self._ei.in_syn, np.arange(self._ei.n_synapses))
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (
@@ -277,7 +279,6 @@ class Network:
             )
         total = round(total_steps)
         paper = cfg.semantics == "paper"
-        dropped = cfg.quirk("dropped_step")
         if paper and (total % chunk_steps != 0 or self.step % chunk_steps != 0):
             raise ConfigError(
                 f"Expected duration_ms to be a multiple of {CHUNK_MS} ms in paper semantics "
@@ -285,6 +286,25 @@ class Network:
             )
         wall0 = time.perf_counter()
         t_start = self.t_ms
+        # The kernel advances the noise generator's own state: read it now (whatever drew from
+        # the generator since the last window) and write it back however this window ends.
+        self._rng_state = load_state(self._noise)
+        try:
+            return self._advance(stimulus, duration_ms, total, chunk_steps, wall0, t_start)
+        finally:
+            store_state(self._noise, self._rng_state)
+
+    def _advance(
+        self,
+        stimulus: Stimulus | None,
+        duration_ms: float,
+        total: int,
+        chunk_steps: int,
+        wall0: float,
+        t_start: float,
+    ) -> WindowStats:
+        cfg = self.config
+        dropped = cfg.quirk("dropped_step")
         n_e = cfg.n_e
         cap = max(1024, total * cfg.n // 8)
         if self._spk_step.shape[0] < cap:
@@ -327,7 +347,6 @@ class Network:
                 pop_i[n_done + steps] = pop_i[n_done + steps - 1]
             self.step += labelled
             n_done += labelled
-        store_state(self._noise, self._rng_state)
         if n_spk[0] > cap:
             raise SimulationError(f"Spike buffer overflow: {n_spk[0]} spikes > capacity {cap}")
         if not np.isfinite(self.v).all():

@@ -29,9 +29,14 @@ def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
             context, builder, aryty, array, [ind], wraparound=False
         )
         i32 = ir.IntType(32)
+        if getattr(ptr.type, "is_opaque", False):  # LLVM with opaque pointers (llvmlite >= 0.45)
+            name = "llvm.prefetch.p0"
+        else:  # typed pointers: the intrinsic takes an i8*
+            ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+            name = "llvm.prefetch.p0i8"
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "llvm.prefetch.p0"
+            builder.module, fnty, name
         )
         # write intent (1), high temporal locality (3), data cache (1)
         builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])

@@ -68,16 +68,19 @@ def test_baselines_deliver_what_they_should(bundle: Path) -> None:
     full = FTSTS_SETPOINT.amplitude * 2.0 * 1.0 * (1000.0 / 12.0)
     assert 0.85 * full <= ftsts.charge <= full
     assert ftsts.amplitude_mv.max() == pytest.approx(100.0)
-    latched = run_one("latched", 2**31, config(), SMALL, None)
-    # 110 mV x 0.5 ms x 2 phases at 180 Hz (never latches here: the weight stays above 90 mV)
+    longer = SimConfig(control_period_ms=100.0, onset_ms=500.0, controlled_s=3.0, tail_s=0.5)
+    latched = run_one("latched", 2**31, longer, SMALL, None)
+    # 110 mV x 0.5 ms x 2 phases, the rate slewing 5 -> 180 Hz by 50 Hz per 500 ms period (never
+    # latches here: the weight stays above 90 mV)
     assert latched.amplitude_mv.max() == pytest.approx(110.0)
     assert np.nanmax(latched.frequency_hz) == pytest.approx(180.0)
-    assert 0.85 * 110.0 * 0.5 * 2.0 * 180.0 <= latched.charge <= 110.0 * 0.5 * 2.0 * 180.0
+    assert latched.t_window_s[1] - latched.t_window_s[0] == pytest.approx(0.5)
+    assert 0.5 * 110.0 * 180.0 <= latched.charge <= 3.0 * 110.0 * 180.0
     policy = run_one("policy", 2**31, config(), SMALL, str(bundle))
     assert policy.charge > 0.0
     for rec in (off, ftsts, latched, policy):
         assert 0.0 <= rec.r_tail <= 1.0
-        assert rec.t_window_s[-1] == pytest.approx(1.9)
+        assert rec.t_window_s[-1] == pytest.approx(1.9 if rec is not latched else 4.0)
     summary = summarise([off, ftsts, latched, policy])
     assert summary["policy_vs_ftsts"]["charge_fraction_mean"] == pytest.approx(
         policy.charge / ftsts.charge

@@ -18,7 +18,7 @@ from typing import Any
 
 from controller.envelope.config import Envelope, load_envelope, validate
 from controller.policies.base import Policy
-from controller.policies.bundle import META_FILE, BundlePolicy, load_bundle
+from controller.policies.bundle import META_FILE, BundlePolicy, load_bundle, training_setting
 from controller.policies.factory import build_policy
 from controller.replay.session import Session
 from protocol.errors import ConfigError, RecordingError
@@ -128,8 +128,14 @@ def _bundle(
             f"Expected policy bundle {root} to be trained against envelope "
             f"{envelope.sha256()}, actual {bundle.envelope_hash}"
         )
-    # Recordings from before bundles had an onset carry none: they acted from t = 0.
-    return BundlePolicy(bundle, onset_ms=float(meta.get("onset_ms", 0.0))), checks
+    # The onset the recorded bundle ran with; recordings from before bundles had an onset
+    # carry none (they acted from t = 0). A bundle substituted for another recorded policy
+    # (--policy) gets the onset a live run would give it.
+    if meta.get("name") == "bundle":
+        onset = float(meta.get("onset_ms", 0.0))
+    else:
+        onset = training_setting(bundle, "onset_ms") or 0.0
+    return BundlePolicy(bundle, onset_ms=onset), checks
 
 
 def rebuild(

@@ -8,8 +8,8 @@ same network seeds through the same safety envelope, in the environment used for
   lead-in until the mean E→I weight falls below 75 mV (the latch), then off; 20 ms period;
 * ``latched``: a cheaper scripted train found by a grid search of latched constant trains at
   N = 2000 (``bench/scan_latched_trains.py``; docs/rl.md): 110 mV, 180 Hz, 500 µs phases until
-  the mean E→I weight falls below 90 mV, then off; 20 ms period. The bar a learned policy
-  has to clear to be worth its training;
+  the mean E→I weight falls below 90 mV, then off; 500 ms period, as in the search. The bar a
+  learned policy has to clear to be worth its training;
 * ``off``: no stimulation.
 
 Metrics per run: ``r_tail`` (mean offline Kuramoto R over the tail), ``charge`` (mV·ms delivered
@@ -45,6 +45,9 @@ FTSTS_LATCH_MV = 75.0
 #: The grid-searched latched train (``latched``) and its latch.
 LATCHED_SETPOINT = Setpoint(110.0, 180.0, 500.0)
 LATCHED_LATCH_MV = 90.0
+#: ... checked every 500 ms, the control period it was found at (the governor's 50 Hz per period
+#: frequency slew then takes 2 s to reach 180 Hz, as in the search).
+LATCHED_PERIOD_MS = 500.0
 #: Scripted methods: setpoint while on, and the weight below which they stop for good.
 SCRIPTED: dict[str, tuple[Setpoint, float]] = {
     "ftsts": (FTSTS_SETPOINT, FTSTS_LATCH_MV),
@@ -163,7 +166,13 @@ def run_one(
         raise ValueError(f"Expected method in {METHODS}, actual {method!r}")
     cfg = sim_config
     if method != "policy":
-        cfg = SimConfig(BASELINE_PERIOD_MS, cfg.onset_ms, cfg.controlled_s, cfg.tail_s,
+        period = BASELINE_PERIOD_MS
+        if method == "latched" and all(
+            math.isclose(x / LATCHED_PERIOD_MS, round(x / LATCHED_PERIOD_MS))
+            for x in (cfg.onset_ms, cfg.controlled_s * 1000.0)
+        ):
+            period = LATCHED_PERIOD_MS  # else the episode does not fit whole 500 ms periods
+        cfg = SimConfig(period, cfg.onset_ms, cfg.controlled_s, cfg.tail_s,
                         cfg.envelope, True, cfg.reward)  # fmt: skip
     else:
         cfg = SimConfig(cfg.control_period_ms, cfg.onset_ms, cfg.controlled_s, cfg.tail_s,
