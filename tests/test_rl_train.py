@@ -93,8 +93,9 @@ def test_bundle_loads_in_the_controller_and_matches_sb3(trained: Path) -> None:
         sb3_action, _ = model.predict(
             norm.normalize_obs(scale_observation(fields)[None, :]), deterministic=True
         )
-        ours = policy.act(fields, 0.0)
+        ours = policy.act(fields, 100.0)  # at the trained onset
         np.testing.assert_allclose(ours, sb3_action[0], atol=1e-5)
+        assert policy.act(fields, 99.9).amplitude == 0.0  # nothing before it
     norm.close()
 
 
