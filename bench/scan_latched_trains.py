@@ -37,15 +37,12 @@ def run(job: tuple[float, float, float, float, int, float]) -> dict[str, Any]:
     import gymnasium as gym
 
     import controller.envs  # noqa: F401  (registers the environment)
+    from controller.envelope.setpoint import Setpoint
     from controller.envs import SimConfig
-    from controller.envs.spaces import ACTION_FIELDS
+    from controller.envs.spaces import ACTION_MAP
 
     amp, freq, width, latch, seed, period = job
-    on = np.array(
-        [2.0 * (v - f.low) / (f.high - f.low) - 1.0 for v, f in zip((amp, freq, width),
-                                                                  ACTION_FIELDS, strict=True)],
-        dtype=np.float32,
-    )  # fmt: skip
+    on = np.array(ACTION_MAP.to_action(Setpoint(amp, freq, width)), dtype=np.float32)
     off = -np.ones(3, dtype=np.float32)  # 10 mV, 5 Hz, 50 µs: 0.03 % of the FTSTS charge rate
     env = gym.make("neuroloop/FTSTS-v0", sim_config=SimConfig(control_period_ms=period))
     obs, info = env.reset(seed=seed)

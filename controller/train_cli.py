@@ -195,17 +195,13 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             values = []
         if len(values) != 3:
             p.error(f"Expected --init-setpoint as MV,HZ,US (3 numbers), actual {a.init_setpoint!r}")
-        from controller.envs.spaces import ACTION_FIELDS
+        from controller.envelope.setpoint import Setpoint
+        from controller.envs.spaces import ACTION_MAP
 
-        action = []
-        for value, spec in zip(values, ACTION_FIELDS, strict=True):
-            if not spec.low <= value <= spec.high:
-                p.error(
-                    f"Expected --init-setpoint {spec.name} in [{spec.low}, {spec.high}] "
-                    f"{spec.unit}, actual {value}"
-                )
-            action.append(2.0 * (value - spec.low) / (spec.high - spec.low) - 1.0)
-        a.init_action = action
+        try:
+            a.init_action = ACTION_MAP.to_action(Setpoint(*values))
+        except ConfigError as err:
+            p.error(f"Expected --init-setpoint inside the action box: {err}")
 
 
 def _vecnormalize_for(model_zip: Path) -> Path | None:

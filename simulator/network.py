@@ -220,6 +220,7 @@ class Network:
         self._prev_spike = np.full(n, -1, dtype=np.int64)
         # padded to whole 64-bit words: the kernel scans it eight neurons at a time
         self._spiked = np.zeros(-(-n // 8) * 8, dtype=np.bool_)
+        self._spiked_words = self._spiked.view(np.uint64)
         self._step_spk = np.zeros(n, dtype=np.int64)
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
@@ -284,13 +285,11 @@ class Network:
                 f"Expected duration_ms to be a multiple of {CHUNK_MS} ms in paper semantics "
                 f"(the released code integrates in {CHUNK_MS} ms chunks), actual {duration_ms}"
             )
-        wall0 = time.perf_counter()
-        t_start = self.t_ms
         # The kernel advances the noise generator's own state: read it now (whatever drew from
         # the generator since the last window) and write it back however this window ends.
         self._rng_state = load_state(self._noise)
         try:
-            return self._advance(stimulus, duration_ms, total, chunk_steps, wall0, t_start)
+            return self._advance(stimulus, duration_ms, total, chunk_steps)
         finally:
             store_state(self._noise, self._rng_state)
 
@@ -300,9 +299,9 @@ class Network:
         duration_ms: float,
         total: int,
         chunk_steps: int,
-        wall0: float,
-        t_start: float,
     ) -> WindowStats:
+        wall0 = time.perf_counter()
+        t_start = self.t_ms
         cfg = self.config
         dropped = cfg.quirk("dropped_step")
         n_e = cfg.n_e
@@ -458,7 +457,7 @@ class Network:
             cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv,
             cfg.w_min_mv / cfg.j_e_mv, cfg.w_max_mv / cfg.j_e_mv,
             cfg.sym_c_p, cfg.dt_ms / cfg.sym_tau_p_ms, cfg.sym_c_d, cfg.dt_ms / cfg.sym_tau_d_ms,
-            self._last_spike, self._prev_spike, self._spiked, self._spiked.view(np.uint64),
+            self._last_spike, self._prev_spike, self._spiked, self._spiked_words,
             self._step_spk,
             spk_step, spk_idx, n_spk, pop_e, pop_i, sum_v, sumsq_v,
             kop_every, self._kop_z[0], self._kop_z[1], self._kop_r[0], self._kop_r[1], kop_acc,

@@ -93,37 +93,28 @@ def store_state(rng: np.random.Generator, words: npt.NDArray[np.uint64]) -> None
     rng.bit_generator.state = state
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _sfc64_step(a, b, c, w):  # type: ignore[no-untyped-def]
+    """One SFC64 step (numpy's algorithm): ``(word, a, b, c, counter)`` after it."""
+    tmp = a + b + w
+    return tmp, b ^ (b >> _U11), c + (c << _U3), ((c << _U24) | (c >> _U40)) + tmp, w + _U1
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def sfc64_words(state, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` with the next SFC64 words and advance ``state`` (numpy's algorithm)."""
-    a = state[0]
-    b = state[1]
-    c = state[2]
-    w = state[3]
+    a, b, c, w = state[0], state[1], state[2], state[3]
     for j in range(out.shape[0]):
-        tmp = a + b + w
-        w += _U1
-        a = b ^ (b >> _U11)
-        b = c + (c << _U3)
-        c = ((c << _U24) | (c >> _U40)) + tmp
-        out[j] = tmp
-    state[0] = a
-    state[1] = b
-    state[2] = c
-    state[3] = w
+        out[j], a, b, c, w = _sfc64_step(a, b, c, w)
+    state[0], state[1], state[2], state[3] = a, b, c, w
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(cache=True, nogil=True)
 def _next_word(state):  # type: ignore[no-untyped-def]
-    a = state[0]
-    b = state[1]
-    c = state[2]
-    tmp = a + b + state[3]
-    state[3] += _U1
-    state[0] = b ^ (b >> _U11)
-    state[1] = c + (c << _U3)
-    state[2] = ((c << _U24) | (c >> _U40)) + tmp
-    return tmp
+    word, state[0], state[1], state[2], state[3] = _sfc64_step(
+        state[0], state[1], state[2], state[3]
+    )
+    return word
 
 
 @njit(cache=True, nogil=True)

@@ -297,6 +297,15 @@ def test_action_check_rejects_nan_shape_and_huge_and_clamps_mild():
     assert amap.to_setpoint([0.0]).amplitude == 100.0
 
 
+def test_action_map_inverts_its_setpoints_and_names_out_of_range_values():
+    amap = ActionMap(("amplitude", "frequency_hz"), (10.0, 5.0), (200.0, 180.0),
+                     {"pulse_width_us": 500.0})  # fmt: skip
+    for action in ([-1.0, 1.0], [0.25, -0.5]):
+        assert amap.to_action(amap.to_setpoint(action)) == pytest.approx(action)
+    with pytest.raises(ConfigError, match=r"amplitude in \[10.0, 200.0\], actual 250.0"):
+        amap.to_action(Setpoint(250.0, 100.0, 500.0))
+
+
 def test_action_map_validates_itself():
     with pytest.raises(ConfigError, match="fixed values"):
         ActionMap(("amplitude",), (0.0,), (1.0,))

@@ -79,6 +79,20 @@ class ActionMap:
             values[name] = lo + (float(a) + 1.0) * 0.5 * (hi - lo)
         return Setpoint(values["amplitude"], values["frequency_hz"], values["pulse_width_us"])
 
+    def to_action(self, setpoint: Setpoint) -> list[float]:
+        """The action that :meth:`to_setpoint` maps onto ``setpoint`` (controlled fields only).
+
+        Raises:
+            ConfigError: A controlled value lies outside its ``[low, high]`` range.
+        """
+        action = []
+        for name, lo, hi in zip(self.names, self.low, self.high, strict=True):
+            value = float(getattr(setpoint, name))
+            if not lo <= value <= hi:
+                raise ConfigError(f"Expected {name} in [{lo}, {hi}], actual {value}")
+            action.append(2.0 * (value - lo) / (hi - lo) - 1.0)
+        return action
+
 
 def check_action(raw: Any, action_map: ActionMap) -> tuple[list[float] | None, list[Finding]]:
     """Validate and clamp one normalised action.

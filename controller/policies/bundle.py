@@ -136,8 +136,8 @@ def training_setting(bundle: PolicyBundle, key: str) -> float | None:
     return float(value)
 
 
-def _plain(value: Any) -> Any:
-    """JSON fallback for numpy scalars and arrays in metadata."""
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for metadata: numpy scalars and arrays become plain JSON."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -439,7 +439,7 @@ def export_sb3(
         raise ConfigError(f"Expected metadata keys other than the format's own, actual {clash}")
     meta.update(metadata or {})
     try:
-        text = json.dumps(meta, indent=2, default=_plain)
+        text = json.dumps(meta, indent=2, default=json_default)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"Expected JSON-serialisable bundle metadata, actual: {err}") from err
     (root / META_FILE).write_text(text + "\n", "utf-8")

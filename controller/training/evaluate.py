@@ -194,12 +194,12 @@ def run_one(
                     _policy_action(bundle, fields).astype(np.float32)
                 )
             else:
-                setting, latch_mv = SCRIPTED.get(method, (FTSTS_SETPOINT, 0.0))
-                on = method in SCRIPTED and not latched
-                if on and fields["weight_mv"] < latch_mv:
-                    latched, on = True, False
+                scripted = SCRIPTED.get(method)  # None: "off"
+                if scripted is not None and not latched and fields["weight_mv"] < scripted[1]:
+                    latched = True
                     stim_off_ms = float(info["t_ms"])
-                sp = setting if on else Setpoint(0.0, 5.0, 50.0)
+                on = scripted is not None and not latched
+                sp = scripted[0] if scripted is not None and on else Setpoint(0.0, 5.0, 50.0)
                 _, _, terminal, _, info = env.step_setpoint(sp)
             fields = info["fields"]
         return _record(method, seed, env, cfg, info, stim_off_ms)

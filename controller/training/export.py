@@ -24,7 +24,7 @@ import numpy as np
 from controller.envelope.config import load_envelope
 from controller.envs.config import SimConfig
 from controller.envs.spaces import ACTION_FIELDS, feature_scale, observation_field_specs
-from controller.policies.bundle import PolicyBundle, export_sb3, load_bundle
+from controller.policies.bundle import PolicyBundle, export_sb3, json_default, load_bundle
 
 #: Clip used when the policy was trained without observation normalisation (never reached).
 NO_CLIP = 1e9
@@ -93,8 +93,7 @@ def export_bundle(
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
