@@ -220,7 +220,6 @@ class Network:
         self._prev_spike = np.full(n, -1, dtype=np.int64)
         # padded to whole 64-bit words: the kernel scans it eight neurons at a time
         self._spiked = np.zeros(-(-n // 8) * 8, dtype=np.bool_)
-        self._spiked_words = self._spiked.view(np.uint64)
         self._step_spk = np.zeros(n, dtype=np.int64)
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
@@ -457,7 +456,8 @@ class Network:
             cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv,
             cfg.w_min_mv / cfg.j_e_mv, cfg.w_max_mv / cfg.j_e_mv,
             cfg.sym_c_p, cfg.dt_ms / cfg.sym_tau_p_ms, cfg.sym_c_d, cfg.dt_ms / cfg.sym_tau_d_ms,
-            self._last_spike, self._prev_spike, self._spiked, self._spiked_words,
+            self._last_spike, self._prev_spike, self._spiked,
+            self._spiked.view(np.uint64),  # a view made here: it survives copy.deepcopy
             self._step_spk,
             spk_step, spk_idx, n_spk, pop_e, pop_i, sum_v, sumsq_v,
             kop_every, self._kop_z[0], self._kop_z[1], self._kop_r[0], self._kop_r[1], kop_acc,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -41,6 +42,23 @@ def test_same_seed_gives_an_identical_run(semantics: str) -> None:
     t3, _, w3 = _trace(cfg, 8)
     assert t3.shape != t1.shape or not np.array_equal(t3, t1)
     assert w3 != w1
+
+
+def test_a_deep_copy_continues_exactly_like_the_original() -> None:
+    """A snapshot (copy.deepcopy) is a full network: it sees spikes and evolves identically."""
+    net = Network(SMALL)
+    net.reset(3)
+    for _ in range(10):
+        net.advance(None, 20.0)
+    snap = copy.deepcopy(net)
+    a = [net.advance(Stimulus(100.0), 20.0) for _ in range(5)]
+    b = [snap.advance(Stimulus(100.0), 20.0) for _ in range(5)]
+    assert sum(s.spike_neurons.size for s in b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.spike_neurons, y.spike_neurons)
+        np.testing.assert_array_equal(x.spike_times_ms, y.spike_times_ms)
+    assert net.weight_mv == snap.weight_mv
+    np.testing.assert_array_equal(net.v, snap.v)
 
 
 def test_window_statistics_are_complete_and_plausible() -> None:
