@@ -54,7 +54,7 @@ def test_a_deep_copy_continues_exactly_like_the_original() -> None:
     a = [net.advance(Stimulus(100.0), 20.0) for _ in range(5)]
     b = [snap.advance(Stimulus(100.0), 20.0) for _ in range(5)]
     assert sum(s.spike_neurons.size for s in b) > 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.spike_neurons, y.spike_neurons)
         np.testing.assert_array_equal(x.spike_times_ms, y.spike_times_ms)
     assert net.weight_mv == snap.weight_mv
