@@ -30,6 +30,7 @@ from simulator.noise import (
     ZIG_WI,
     load_state,
     noise_generator,
+    scratch_words,
     store_state,
 )
 from simulator.stimulus import PulseTrain, Stimulus
@@ -224,7 +225,7 @@ class Network:
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
         self._xi_row = np.empty((1, n), dtype=np.float32)
-        self._rng_words = np.empty((n + 1) // 2, dtype=np.uint64)
+        self._rng_words = np.empty(scratch_words(n), dtype=np.uint64)
         self._spk_step = np.empty(0, dtype=np.int64)
         self._spk_idx = np.empty(0, dtype=np.int32)
         self._pulses.reset()

@@ -147,35 +147,42 @@ def _resolve(r, state, ki, wi, fi):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
-def _fast_path(halves, out, ki, wi):  # type: ignore[no-untyped-def]
-    """Vectorisable ziggurat fast path over 32-bit draws; returns how many were rejected."""
-    rejected = np.int32(0)
+def _fast_path(halves, out, rejected, ki, wi):  # type: ignore[no-untyped-def]
+    """Ziggurat fast path over 32-bit draws; lists the rejected indices, returns their count."""
+    n_rej = 0
     for j in range(out.shape[0]):
         r = halves[j]
         idx = r & 0xFF
         sgn = np.int32(1) - np.int32(2) * ((r >> 8) & 1)
         rabs = (r >> 9) & 0x7FFFFF
         out[j] = sgn * rabs * wi[idx]
-        rejected += np.int32(rabs >= ki[idx])
-    return rejected
+        rejected[n_rej] = j  # kept only if rejected: a branch-free append
+        n_rej += rabs >= ki[idx]
+    return n_rej
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def fill_standard_normal(state, words, out, ki, wi, fi):  # type: ignore[no-untyped-def]
     """Fill ``out`` (float32) with standard normals from the SFC64 ``state``.
 
-    Draws ``words.shape[0]`` words (scratch of at least ``ceil(len(out) / 2)``) for the fast
-    path; each rejected draw then takes further words, in index order.
+    ``words`` is scratch of at least :func:`scratch_words` ``(len(out))`` words: the first half
+    takes the draws for the fast path, the second the list of rejected draws, which then take
+    further words in index order.
     """
     n = out.shape[0]
     nw = (n + 1) // 2
     sfc64_words(state, words[:nw])
     halves = words[:nw].view(np.int32)
-    if _fast_path(halves, out, ki, wi) > 0:
-        for j in range(n):
-            r = halves[j]
-            if ((r >> 9) & 0x7FFFFF) >= ki[r & 0xFF]:
-                out[j] = _resolve(np.int64(r), state, ki, wi, fi)
+    rejected = words[nw : 2 * nw].view(np.int32)
+    n_rej = _fast_path(halves, out, rejected, ki, wi)
+    for q in range(n_rej):
+        j = rejected[q]
+        out[j] = _resolve(np.int64(halves[j]), state, ki, wi, fi)
+
+
+def scratch_words(n: int) -> int:
+    """Scratch words :func:`fill_standard_normal` needs for ``n`` draws."""
+    return 2 * ((n + 1) // 2)
 
 
 def standard_normal_f32(
@@ -197,7 +204,7 @@ def standard_normal_f32(
     row = int(shape[-1]) if shape else 1
     rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
     out = np.empty((rows, row), dtype=np.float32)
-    words = np.empty((row + 1) // 2, dtype=np.uint64)
+    words = np.empty(scratch_words(row), dtype=np.uint64)
     for k in range(rows):
         fill_standard_normal(state, words, out[k], ZIG_KI, ZIG_WI, ZIG_FI)
     store_state(rng, state)
