@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from simulator.noise import fill_standard_normal
-from simulator.prefetch import prefetch
+from simulator.prefetch import prefetch, prefetch_range
 
 TWO_PI = 2.0 * math.pi
 #: How many synapses ahead the E-spike loop asks for the scattered E→I weights.
@@ -66,6 +66,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     cap = spk_step.shape[0]
     inv_e = 1.0 / n_e
     inv_i = 1.0 / n_i
+    w_ie = ie_w[0] if ie_w.shape[0] > 0 else 0.0
     for k in range(n_steps):
         t_end = step0 + k + 1
         n_now = 0
@@ -135,6 +136,19 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         if h == depth:
             h = 0
 
+        # ---- ask for the synapse rows of all of this step's spikes at once
+        for q in range(n_now):
+            g = step_spk[q]
+            if g < n_e:
+                prefetch_range(ei_fwd, ei_ptr[g], ei_ptr[g + 1])
+                prefetch_range(ei_tgt, ei_ptr[g], ei_ptr[g + 1])
+            else:
+                j = g - n_e
+                prefetch_range(ie_tgt, ie_ptr[j], ie_ptr[j + 1])
+                if plast_on:
+                    prefetch_range(ei_w, ei_in_ptr[j], ei_in_ptr[j + 1])
+                    prefetch_range(ei_pre, ei_in_ptr[j], ei_in_ptr[j + 1])
+
         # ---- E spikes: jumps onto I (and E), LTD of outgoing E→I, LTD of incoming I→E (Fig 11)
         for q in range(n_now):
             j = step_spk[q]
@@ -184,16 +198,27 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             if g < n_e:
                 continue
             j = g - n_e
-            for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
-                s = ie_fwd[q2]
-                kk = ie_tgt[q2]
+            if not plastic_ie:
+                # static I→E synapses all keep their common initial weight (Network.reset
+                # checks it): the jump loop reads only the targets
                 if overwrite:
-                    x_cross[kk] = xprev_cross[kk] - ie_w[s]
+                    for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
+                        kk = ie_tgt[q2]
+                        x_cross[kk] = xprev_cross[kk] - w_ie
                 else:
-                    x_cross[kk] -= ie_w[s]
-                if plastic_ie and plast_on:
-                    w = ie_w[s] + eta_ltp * tr_e[kk]
-                    ie_w[s] = w if w < w_hi_ie else w_hi_ie
+                    for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
+                        x_cross[ie_tgt[q2]] -= w_ie
+            else:
+                for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
+                    s = ie_fwd[q2]
+                    kk = ie_tgt[q2]
+                    if overwrite:
+                        x_cross[kk] = xprev_cross[kk] - ie_w[s]
+                    else:
+                        x_cross[kk] -= ie_w[s]
+                    if plast_on:
+                        w = ie_w[s] + eta_ltp * tr_e[kk]
+                        ie_w[s] = w if w < w_hi_ie else w_hi_ie
             if has_rec:
                 for s in range(ii_ptr[j], ii_ptr[j + 1]):
                     gg = n_e + ii_tgt[s]

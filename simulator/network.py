@@ -149,6 +149,8 @@ class Network:
         # the kernel's potentiation walk relies on this layout (incoming synapses contiguous)
         assert np.array_equal(self._ei.in_syn, np.arange(self._ei.n_synapses))
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
+        # The kernel's jump loop for static I→E synapses uses the common weight ie_w[0].
+        assert cfg.plastic_ie or bool(np.all(self._ie.weight == cfg.w_ei))
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (
             bernoulli_projection(conn, n_e, n_e, cfg.p_recurrent, 1.0, no_self=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from llvmlite import ir
 from numba import types
+from numba import njit
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -48,3 +49,14 @@ def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
 #: ``prefetch(arr, index)`` inside ``@njit`` code (typed ``Any``: the intrinsic's Python-level
 #: signature includes Numba's typing context).
 prefetch: Any = _prefetch
+
+
+@njit(nogil=True, inline="always")
+def prefetch_range(arr: Any, start: int, stop: int) -> None:
+    """Hint that ``arr[start:stop]`` (1-D, contiguous) will soon be used: one hint per line."""
+    if stop <= start:
+        return
+    step = max(1, 64 // arr.itemsize)
+    for q in range(start, stop, step):
+        prefetch(arr, q)
+    prefetch(arr, stop - 1)
