@@ -33,7 +33,7 @@ from simulator.prefetch import prefetch, prefetch_range
 
 TWO_PI = 2.0 * math.pi
 #: How many synapses ahead the E-spike loop asks for the scattered E→I weights.
-PREFETCH_AHEAD = 16
+PREFETCH_AHEAD = 32
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
