@@ -1,0 +1,141 @@
+"""Where the kernel's time goes: time-stamp-counter ticks per neuron-step for each section; JSON.
+
+The machines here are shared VMs whose speed drifts by tens of percent within a minute, so
+wall-clock A/B runs of a few percent are noise. This profiler instead compiles a copy of
+``simulator/kernel.py`` with a ``llvm.readcyclecounter`` stamp at each of its section comments
+(noise, neuron pass, statistics, spike collection, E-spike loop, I-spike loop, traces and
+bookkeeping, Kuramoto sample) and runs it on a network snapshot in the state the protocol
+reaches after ``--warm-windows`` windows. Each trial restarts from the snapshot; the minimum
+over trials is reported per section, which strips most of the neighbours' interference.
+
+    python bench/profile_kernel.py [--protocol ftsts-desync] [--trials 10]
+
+Ticks are those of the constant-rate time-stamp counter (``tsc_ghz`` converts them to time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import json
+import sys
+import time
+import types
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+from numba import njit
+from numba import types as nbtypes
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+import simulator.kernel
+import simulator.network as network_module
+from simulator.network import Network
+from simulator.protocols import get_protocol
+
+
+@intrinsic
+def _ticks(typingctx: Any) -> Any:
+    sig = nbtypes.int64()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
+#: (section name, the kernel source line that starts it)
+SECTIONS = [
+    ("noise", "        if gen_noise:\n"),
+    ("neuron_pass", "        # recurrent input first"),
+    ("statistics", "        # window statistics"),
+    ("collect_and_prefetch", "        # collect this step's spikes"),
+    ("e_spike_loop", "        # ---- E spikes"),
+    ("i_spike_loop", "        # ---- I spikes"),
+    ("traces_bookkeeping", "        # ---- traces decay"),
+    ("kuramoto_sample", "        # ---- causal Kuramoto sample"),
+]
+_END = "    head[0] = h\n    n_spk[0] = ns\n"
+
+
+def instrumented_kernel() -> Any:
+    """``run_steps`` with a trailing ``ticks`` argument that accumulates ticks per section."""
+    src = inspect.getsource(simulator.kernel).replace("cache=True", "cache=False")
+    src = src.replace("kop_acc,\n):  # fmt: skip", "kop_acc, ticks,\n):  # fmt: skip", 1)
+    for k, (_, marker) in enumerate(SECTIONS):
+        if src.count(marker) != 1:
+            raise SystemExit(f"kernel section marker not found exactly once: {marker.strip()!r}")
+        stamp = "        t_now = _ticks()\n"
+        if k > 0:
+            stamp += f"        ticks[{k - 1}] += t_now - t_prev\n"
+        src = src.replace(marker, stamp + "        t_prev = t_now\n" + marker, 1)
+    last = f"        ticks[{len(SECTIONS) - 1}] += _ticks() - t_prev\n"
+    src = src.replace(_END, last + _END, 1)
+    module = types.ModuleType("kernel_profiled")
+    module.__dict__["_ticks"] = _ticks
+    sys.modules[module.__name__] = module
+    exec(compile(src, "kernel_profiled", "exec"), module.__dict__)  # our own source, rewritten
+    return module.run_steps
+
+
+def _tsc_ghz() -> float:
+    @njit
+    def read() -> int:
+        return _ticks()  # type: ignore[no-any-return]
+
+    read()
+    t0, c0 = time.perf_counter(), read()
+    time.sleep(0.2)
+    return float((read() - c0) / (time.perf_counter() - t0) / 1e9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--protocol", default="ftsts-desync", help="network to profile")
+    parser.add_argument("--semantics", default="paper", choices=["paper", "clean"])
+    parser.add_argument("--n-scale", type=float, default=1.0, help="size factor")
+    parser.add_argument("--warm-windows", type=int, default=50, help="20 ms windows before")
+    parser.add_argument("--windows", type=int, default=2, help="20 ms windows per trial")
+    parser.add_argument("--trials", type=int, default=10, help="trials (minimum is kept)")
+    args = parser.parse_args()
+
+    kernel = instrumented_kernel()
+    ticks = np.zeros(len(SECTIONS), dtype=np.int64)
+    network_module.run_steps = lambda *a: kernel(*a, ticks)  # type: ignore[attr-defined]
+    cfg = get_protocol(args.protocol).network_config(args.semantics, args.n_scale)
+    net = Network(cfg)
+    net.reset(seed=1)
+    for _ in range(args.warm_windows):
+        net.advance(None, 20.0)
+    best = np.full(len(SECTIONS), np.iinfo(np.int64).max)
+    steps = spikes = 0
+    for _ in range(args.trials + 1):  # the first trial compiles
+        trial = copy.deepcopy(net)
+        ticks[:] = 0
+        steps, spikes = 0, 0
+        for _ in range(args.windows):
+            t0 = trial.step
+            stats = trial.advance(None, 20.0)
+            steps += trial.step - t0
+            spikes += stats.spike_neurons.shape[0]
+        best = np.minimum(best, ticks)
+    per = best / (steps * cfg.n)
+    names = [name for name, _ in SECTIONS]
+    print(json.dumps({
+        "protocol": args.protocol, "n": cfg.n, "state_at_ms": args.warm_windows * 20.0,
+        "spikes_per_step": spikes / steps, "tsc_ghz": _tsc_ghz(),
+        "ticks_per_neuron_step": dict(zip(names, np.round(per, 3).tolist(), strict=True)),
+        "total_ticks_per_neuron_step": round(float(per.sum()), 3),
+        "share": dict(zip(names, np.round(per / per.sum(), 3).tolist(), strict=True)),
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
