@@ -151,6 +151,7 @@ class Network:
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         # The kernel's jump loop for static I→E synapses uses the common weight ie_w[0].
         assert cfg.plastic_ie or bool(np.all(self._ie.weight == cfg.w_ei))
+        self._ie_mean_static: float | None = None
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (
             bernoulli_projection(conn, n_e, n_e, cfg.p_recurrent, 1.0, no_self=True)
@@ -245,6 +246,17 @@ class Network:
         """Mean effective E→I weight ``J_I·W`` (mV)."""
         self._require_ready()
         return float(self.config.j_i_mv * self._ei.weight.mean()) if self._ei.n_synapses else 0.0
+
+    def _weight_ie_mv(self) -> float:
+        """Mean effective I→E weight; static I→E weights are averaged once per reset."""
+        if not self._ie.n_synapses:
+            return 0.0
+        if self.config.plastic_ie or self._ie_mean_static is None:
+            mean = float(self.config.j_e_mv * self._ie.weight.mean())
+            if not self.config.plastic_ie:
+                self._ie_mean_static = mean
+            return mean
+        return self._ie_mean_static
 
     @property
     def e_to_i_weights(self) -> FloatArray:
@@ -369,7 +381,7 @@ class Network:
             mean_v_i_mv=float(pop_i.mean()),
             sd_v_i_mv=float(pop_i.std()),
             weight_mv=self.weight_mv,
-            weight_ie_mv=float(cfg.j_e_mv * self._ie.weight.mean()) if self._ie.n_synapses else 0.0,
+            weight_ie_mv=self._weight_ie_mv(),
             rate_e_hz=n_e_spikes / n_e / dur_s,
             rate_i_hz=(ns - n_e_spikes) / cfg.n_i / dur_s,
             chi=chi,
