@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from protocol.errors import ConfigError
 
@@ -182,6 +183,7 @@ class PulseTrain:
         return u_e, u_i, charge, started
 
 
+@njit(cache=True, nogil=True)  # plain IEEE arithmetic: the same numbers as in Python
 def _add_phase(
     u: npt.NDArray[np.float64], t0_ms: float, dt_ms: float, a_ms: float, b_ms: float, level: float
 ) -> float:
