@@ -10,6 +10,9 @@ import pytest
 
 from protocol.errors import ConfigError
 from simulator.noise import (
+    ZIG_KI,
+    ZIG_WI,
+    _fast_path,
     load_state,
     noise_generator,
     sfc64_words,
@@ -128,3 +131,20 @@ def test_noise_stream_is_frozen() -> None:
     draws = standard_normal_f32(noise_generator(12345), (6, 2001))
     digest = hashlib.sha256(draws.tobytes()).hexdigest()
     assert digest == "d93c0c76e4768476d01f3853e74585fcd9d5c3f9e1ff7f6f4b642828ff2a1ee5"
+
+
+def test_ziggurat_fast_path_matches_its_formula_bit_for_bit() -> None:
+    """Signed-width look-up = (±magnitude) × width in double, rounded to float32, with +0.0
+    (never -0.0) for a zero magnitude; rejections listed in index order."""
+    rng = np.random.default_rng(4)
+    halves = rng.integers(-(2**31), 2**31, 4096, dtype=np.int64).astype(np.int32)
+    halves[:512] &= np.int32(0x1FF)  # zero magnitudes, both signs, every layer
+    out = np.empty(halves.shape[0], dtype=np.float32)
+    rejected = np.empty(halves.shape[0], dtype=np.int32)
+    n_rej = _fast_path(halves, out, rejected, ZIG_KI)
+    idx = halves & 0xFF
+    sign = 1 - 2 * ((halves >> 8) & 1)
+    rabs = (halves >> 9) & 0x7FFFFF
+    expected = ((sign * rabs).astype(np.float64) * ZIG_WI[idx]).astype(np.float32)
+    np.testing.assert_array_equal(out.view(np.int32), expected.view(np.int32))
+    np.testing.assert_array_equal(rejected[:n_rej], np.nonzero(rabs >= ZIG_KI[idx])[0])
