@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.errors import ConfigError, NeuroLoopError
+from simulator import reductions
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.connectivity import (
     Projection,
@@ -245,7 +246,9 @@ class Network:
     def weight_mv(self) -> float:
         """Mean effective E→I weight ``J_I·W`` (mV)."""
         self._require_ready()
-        return float(self.config.j_i_mv * self._ei.weight.mean()) if self._ei.n_synapses else 0.0
+        if not self._ei.n_synapses:
+            return 0.0
+        return float(self.config.j_i_mv * reductions.mean(self._ei.weight))
 
     def _weight_ie_mv(self) -> float:
         """Mean effective I→E weight; static I→E weights are averaged once per reset."""
@@ -376,10 +379,10 @@ class Network:
             t_start_ms=t_start,
             t_end_ms=self.t_ms,
             synchrony=float(kop_acc[0] / kop_acc[1]) if kop_acc[1] > 0 else 0.0,
-            mean_v_e_mv=float(pop_e.mean()),
-            sd_v_e_mv=float(pop_e.std()),
-            mean_v_i_mv=float(pop_i.mean()),
-            sd_v_i_mv=float(pop_i.std()),
+            mean_v_e_mv=float(reductions.mean(pop_e)),
+            sd_v_e_mv=float(reductions.std(pop_e)),
+            mean_v_i_mv=float(reductions.mean(pop_i)),
+            sd_v_i_mv=float(reductions.std(pop_i)),
             weight_mv=self.weight_mv,
             weight_ie_mv=self._weight_ie_mv(),
             rate_e_hz=n_e_spikes / n_e / dur_s,

@@ -18,7 +18,9 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
+from simulator import reductions
 from simulator.kernel import offline_order_parameter
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,9 +85,18 @@ def chi_from_sums(
     """
     if n_samples < 2:
         return 0.0
-    mean = sum_v / n_samples
-    var_k = np.maximum(sumsq_v / n_samples - mean * mean, 0.0)
-    denominator = float(var_k.mean())
+    return float(_chi(np.ascontiguousarray(pop_mean), sum_v, sumsq_v, float(n_samples)))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _chi(pop_mean, sum_v, sumsq_v, n_samples):  # type: ignore[no-untyped-def]
+    """sqrt(Var_t[pop_mean] / mean_k Var_t[V_k]), with NumPy's reductions bit for bit."""
+    var_k = np.empty(sum_v.shape[0])
+    for k in range(sum_v.shape[0]):
+        m = sum_v[k] / n_samples
+        d = sumsq_v[k] / n_samples - m * m
+        var_k[k] = d if d >= 0.0 else 0.0  # numpy.maximum(d, 0.0), NaN aside
+    denominator = reductions.mean(var_k)
     if denominator <= 0.0:
         return 0.0
-    return float(math.sqrt(min(1.0, float(pop_mean.var()) / denominator)))
+    return math.sqrt(min(1.0, reductions.var(pop_mean) / denominator))
