@@ -33,6 +33,7 @@ from numba.extending import intrinsic
 
 import simulator.kernel
 import simulator.network as network_module
+from protocol.errors import NeuroLoopError
 from simulator.network import Network
 from simulator.protocols import get_protocol
 
@@ -100,16 +101,28 @@ def main() -> None:
     )
     parser.add_argument("--protocol", default="ftsts-desync", help="network to profile")
     parser.add_argument("--semantics", default="paper", choices=["paper", "clean"])
-    parser.add_argument("--n-scale", type=float, default=1.0, help="size factor")
-    parser.add_argument("--warm-windows", type=int, default=50, help="20 ms windows before")
-    parser.add_argument("--windows", type=int, default=2, help="20 ms windows per trial")
-    parser.add_argument("--trials", type=int, default=10, help="trials (minimum is kept)")
+    parser.add_argument("--n-scale", type=float, default=1.0, help="size factor (> 0)")
+    parser.add_argument("--warm-windows", type=int, default=50, help="20 ms windows before (≥ 0)")
+    parser.add_argument("--windows", type=int, default=2, help="20 ms windows per trial (≥ 1)")
+    parser.add_argument("--trials", type=int, default=10, help="trials, minimum kept (≥ 1)")
     args = parser.parse_args()
+    if not args.n_scale > 0:
+        parser.error(f"expected --n-scale > 0, actual {args.n_scale}")
+    for name, value, least in [
+        ("--warm-windows", args.warm_windows, 0),
+        ("--windows", args.windows, 1),
+        ("--trials", args.trials, 1),
+    ]:
+        if value < least:
+            parser.error(f"expected {name} ≥ {least}, actual {value}")
+    try:
+        cfg = get_protocol(args.protocol).network_config(args.semantics, args.n_scale)
+    except NeuroLoopError as exc:
+        parser.error(str(exc))
 
     kernel = instrumented_kernel()
     ticks = np.zeros(len(SECTIONS), dtype=np.int64)
     network_module.run_steps = lambda *a: kernel(*a, ticks)  # type: ignore[attr-defined]
-    cfg = get_protocol(args.protocol).network_config(args.semantics, args.n_scale)
     net = Network(cfg)
     net.reset(seed=1)
     for _ in range(args.warm_windows):

@@ -152,7 +152,7 @@ class Network:
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         # The kernel's jump loop for static I→E synapses uses the common weight ie_w[0].
         assert cfg.plastic_ie or bool(np.all(self._ie.weight == cfg.w_ei))
-        self._ie_mean_static: float | None = None
+        self._ie_mean_static = None if cfg.plastic_ie else _mean_weight_mv(cfg.j_e_mv, self._ie)
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (
             bernoulli_projection(conn, n_e, n_e, cfg.p_recurrent, 1.0, no_self=True)
@@ -246,20 +246,13 @@ class Network:
     def weight_mv(self) -> float:
         """Mean effective E→I weight ``J_I·W`` (mV)."""
         self._require_ready()
-        if not self._ei.n_synapses:
-            return 0.0
-        return float(self.config.j_i_mv * reductions.mean(self._ei.weight))
+        return _mean_weight_mv(self.config.j_i_mv, self._ei)
 
     def _weight_ie_mv(self) -> float:
-        """Mean effective I→E weight; static I→E weights are averaged once per reset."""
-        if not self._ie.n_synapses:
-            return 0.0
-        if self.config.plastic_ie or self._ie_mean_static is None:
-            mean = float(self.config.j_e_mv * self._ie.weight.mean())
-            if not self.config.plastic_ie:
-                self._ie_mean_static = mean
-            return mean
-        return self._ie_mean_static
+        """Mean effective I→E weight; static I→E weights are averaged once, in reset."""
+        if self._ie_mean_static is not None:
+            return self._ie_mean_static
+        return _mean_weight_mv(self.config.j_e_mv, self._ie)
 
     @property
     def e_to_i_weights(self) -> FloatArray:
@@ -480,6 +473,11 @@ class Network:
             spk_step, spk_idx, n_spk, pop_e, pop_i, sum_v, sumsq_v,
             kop_every, self._kop_z[0], self._kop_z[1], self._kop_r[0], self._kop_r[1], kop_acc,
         )  # fmt: skip
+
+
+def _mean_weight_mv(j_mv: float, proj: Projection) -> float:
+    """``J·mean(W)`` of a projection (mV); 0 without synapses. NumPy's mean, bit for bit."""
+    return float(j_mv * reductions.mean(proj.weight)) if proj.n_synapses else 0.0
 
 
 def _kept_rows(pop: FloatArray, chunk_steps: int) -> FloatArray:
