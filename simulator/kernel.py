@@ -44,7 +44,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # per-neuron constants and drives
     dt_over_tau, base, coef_e, coef_i, noise_gain, xi, u_e, u_i, scale_cross, scale_rec, v_new,
     # noise: drawn here from the SFC64 state when gen_noise, else read from xi[k]
-    gen_noise, rng_state, rng_words, zig_ki, zig_wi, zig_fi,
+    gen_noise, rng_state, rng_words,
     v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
     # projections: E→I, I→E, E→E, I→I
     ei_ptr, ei_tgt, ei_fwd, ei_w, ei_in_ptr, ei_pre,
@@ -73,7 +73,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         ue = u_e[k]
         ui = u_i[k]
         if gen_noise:
-            fill_standard_normal(rng_state, rng_words, xi[0], zig_ki, zig_wi, zig_fi)
+            fill_standard_normal(rng_state, rng_words, xi[0])
             row = 0
         else:
             row = k

@@ -25,15 +25,7 @@ from simulator.connectivity import (
     to_post_major,
 )
 from simulator.kernel import run_steps
-from simulator.noise import (
-    ZIG_FI,
-    ZIG_KI,
-    ZIG_WI,
-    load_state,
-    noise_generator,
-    scratch_words,
-    store_state,
-)
+from simulator.noise import load_state, noise_generator, scratch_words, store_state
 from simulator.stimulus import PulseTrain, Stimulus
 from simulator.synchrony import chi_from_sums
 
@@ -455,7 +447,7 @@ class Network:
             self._dt_over_tau, self._base, self._coef_e, self._coef_i, gain,
             self._xi_row if xi is None else xi, u_e, u_i,
             self._scale_cross, self._scale_rec, self._v_new,
-            xi is None, self._rng_state, self._rng_words, ZIG_KI, ZIG_WI, ZIG_FI,
+            xi is None, self._rng_state, self._rng_words,
             cfg.v_rest_mv, cfg.v_th_mv, cfg.v_reset_mv, cfg.refractory_steps,
             cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
             ei.ptr, ei.target, ei.fwd_syn, ei.weight, ei.in_ptr, ei.pre_of,
