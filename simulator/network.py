@@ -22,6 +22,7 @@ from simulator.connectivity import (
     Projection,
     bernoulli_projection,
     empty_projection,
+    storable_bounds,
     to_post_major,
 )
 from simulator.kernel import run_steps
@@ -138,13 +139,19 @@ class Network:
         self._rng_state = load_state(self._noise)
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
 
-        self._ei = to_post_major(bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init))
+        self._ei = to_post_major(
+            bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32)
+        )
         # the kernel's potentiation walk relies on this layout (incoming synapses contiguous)
         assert np.array_equal(self._ei.in_syn, np.arange(self._ei.n_synapses))
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         # The kernel's jump loop for static I→E synapses uses the common weight ie_w[0].
         assert cfg.plastic_ie or bool(np.all(self._ie.weight == cfg.w_ei))
         self._ie_mean_static = None if cfg.plastic_ie else _mean_weight_mv(cfg.j_e_mv, self._ie)
+        # clip bounds of the plastic weights; the float32 E→I weights clip at the float32
+        # values just inside theirs
+        self._bounds_ei = storable_bounds(cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv)
+        self._bounds_ie = (cfg.w_min_mv / cfg.j_e_mv, cfg.w_max_mv / cfg.j_e_mv)
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
         self._ee: Projection = (
             bernoulli_projection(conn, n_e, n_e, cfg.p_recurrent, 1.0, no_self=True)
@@ -456,8 +463,7 @@ class Network:
             self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
             1.0 - cfg.dt_ms / cfg.tau_ltd_ms, cfg.trace_increment,
             cfg.eta * cfg.a_ltd, cfg.eta * cfg.a_ltp,
-            cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv,
-            cfg.w_min_mv / cfg.j_e_mv, cfg.w_max_mv / cfg.j_e_mv,
+            *self._bounds_ei, *self._bounds_ie,
             cfg.sym_c_p, cfg.dt_ms / cfg.sym_tau_p_ms, cfg.sym_c_d, cfg.dt_ms / cfg.sym_tau_d_ms,
             self._last_spike, self._prev_spike, self._spiked,
             self._spiked.view(np.uint64),  # a view made here: it survives copy.deepcopy

@@ -7,7 +7,8 @@ functions compute the same numbers without that overhead: :func:`pairwise_sum` i
 ``add.reduce`` algorithm for contiguous float64 (blocks of at most 128 summed with eight
 accumulators, larger blocks halved at multiples of eight), and :func:`mean` / :func:`std` follow
 ``numpy.ndarray.mean`` / ``std`` step for step. Because the results are identical to NumPy's
-(tested on many sizes), observations, latches and closed-loop runs do not change.
+(tested on many sizes), observations, latches and closed-loop runs do not change. A float32
+array (the stored synaptic weights) is summed by the same tree in float64.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def _block(a, lo, n):  # type: ignore[no-untyped-def]
         return res
     one = _U1
     i = np.uint64(lo)
-    r0, r1, r2, r3 = a[i], a[i + one], a[i + _U2], a[i + _U3]
-    r4, r5, r6, r7 = a[i + _U4], a[i + _U5], a[i + _U6], a[i + _U7]
+    # float64 accumulators whatever the input (a no-op for float64; float32 weights sum in double)
+    r0, r1 = np.float64(a[i]), np.float64(a[i + one])
+    r2, r3 = np.float64(a[i + _U2]), np.float64(a[i + _U3])
+    r4, r5 = np.float64(a[i + _U4]), np.float64(a[i + _U5])
+    r6, r7 = np.float64(a[i + _U6]), np.float64(a[i + _U7])
     i += _U8
     stop = np.uint64(lo + n - n % 8)
     while i < stop:
@@ -107,7 +111,10 @@ def _pairwise(a):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def pairwise_sum(a):  # type: ignore[no-untyped-def]
-    """``numpy.add.reduce(a)`` for a contiguous 1-D float64 array (0.0 when empty)."""
+    """``numpy.add.reduce(a)`` for a contiguous 1-D float64 array (0.0 when empty).
+
+    A float32 array is summed by the same tree with float64 accumulators.
+    """
     return 0.0 + _pairwise(a)
 
 

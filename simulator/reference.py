@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from simulator.config import NetworkConfig
+from simulator.connectivity import WeightArray, storable_bounds
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -29,7 +30,7 @@ class ReferenceState:
     head: int
     tr_e: FloatArray
     tr_i: FloatArray
-    w_ei: FloatArray  # E→I weights in forward (presynaptic-major) order
+    w_ei: WeightArray  # E→I weights (float32, as stored) in forward (presynaptic-major) order
     w_ie: FloatArray  # I→E weights
 
 
@@ -101,8 +102,9 @@ def reference_step(
     w_ie = st.w_ie.copy()
     ei_ptr, ei_tgt = ei
     ie_ptr, ie_tgt = ie
-    lo = cfg.w_min_mv / cfg.j_i_mv
-    hi = cfg.w_max_mv / cfg.j_i_mv
+    # weights are stored in float32: each update is computed in double, clipped at the float32
+    # bounds just inside [w_min, w_max] and rounded once when stored
+    lo, hi = storable_bounds(cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv)
     for j in (s for s in spikes if s < n_e):
         for syn in range(ei_ptr[j], ei_ptr[j + 1]):
             post = n_e + ei_tgt[syn]
@@ -111,7 +113,7 @@ def reference_step(
             else:
                 x_new[post] += w_ei[syn]
             if plast_on and not (paper and post in spiking):
-                w_ei[syn] = max(lo, w_ei[syn] + cfg.eta * cfg.a_ltd * st.tr_i[ei_tgt[syn]])
+                w_ei[syn] = max(lo, float(w_ei[syn]) + cfg.eta * cfg.a_ltd * st.tr_i[ei_tgt[syn]])
     # 4. I spikes: jumps onto E cells, potentiation of incoming E→I synapses
     for g in (s for s in spikes if s >= n_e):
         j = g - n_e
@@ -125,7 +127,7 @@ def reference_step(
             for pre in range(n_e):
                 for syn in range(ei_ptr[pre], ei_ptr[pre + 1]):
                     if ei_tgt[syn] == j:
-                        w_ei[syn] = min(hi, w_ei[syn] + cfg.eta * cfg.a_ltp * st.tr_e[pre])
+                        w_ei[syn] = min(hi, float(w_ei[syn]) + cfg.eta * cfg.a_ltp * st.tr_e[pre])
 
     # 5. traces: decay, then bump the spiking neurons
     tr_e = st.tr_e * (1.0 - dt / cfg.tau_ltp_ms)

@@ -10,6 +10,7 @@ import pytest
 
 from protocol.errors import ConfigError
 from simulator.config import NetworkConfig
+from simulator.connectivity import storable_bounds
 from simulator.network import OBSERVATION_FIELDS, Network, SimulationError
 from simulator.protocols import PROTOCOLS, get_protocol
 from simulator.run import run_protocol
@@ -165,6 +166,41 @@ def test_reduced_size_control_potentiates() -> None:
     assert s["weight_mv_at_10s"] >= 265.0  # potentiates (N = 2000 reaches >= 280)
     assert s["charge_delivered"] == 0.0
     assert s["latch_time_s"] is None
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(0.0, 2.9), (0.1, 1.0), (1.0 / 3.0, 2.0 / 3.0), (0.0, 290.0 / 75.0)]
+)
+def test_storable_bounds_are_the_float32_values_just_inside(lo: float, hi: float) -> None:
+    lo32, hi32 = storable_bounds(lo, hi)
+    assert lo <= lo32 <= hi32 <= hi
+    assert float(np.float32(lo32)) == lo32
+    assert float(np.float32(hi32)) == hi32
+    # nothing storable lies between a bound and its float32 value
+    assert float(np.nextafter(np.float32(lo32), np.float32(-1.0))) < lo
+    assert float(np.nextafter(np.float32(hi32), np.float32(np.inf))) > hi
+
+
+def test_plastic_weights_are_float32_and_stay_within_their_bounds() -> None:
+    """STDP drives weights into both bounds; float32 storage never leaves [w_min, w_max]."""
+    # large steps reach both bounds quickly; 285/260 rounds up in float32, so a plain float32
+    # store of the cap would lie above w_max
+    cfg = NetworkConfig(n_e=160, n_i=40, eta=20.0, w_max_mv=285.0)
+    net = Network(cfg)
+    net.reset(seed=3)
+    lo32, hi32 = storable_bounds(cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv)
+    at_lo = at_hi = False
+    for w in range(60):
+        net.advance(Stimulus(200.0) if 20 <= w < 40 else None, 20.0)
+        weights = net._ei.weight
+        assert weights.dtype == np.float32
+        assert weights.min() >= cfg.w_min_mv / cfg.j_i_mv
+        assert weights.max() <= cfg.w_max_mv / cfg.j_i_mv
+        at_lo |= bool(np.any(weights == np.float32(lo32)))
+        at_hi |= bool(np.any(weights == np.float32(hi32)))
+    assert at_lo
+    assert at_hi
+    assert net.e_to_i_weights.dtype == np.float64
 
 
 @pytest.mark.slow
