@@ -8,7 +8,10 @@ bookkeeping, Kuramoto sample) and runs it on a network snapshot in the state the
 reaches after ``--warm-windows`` windows. Each trial restarts from the snapshot; the minimum
 over trials is reported per section, which strips most of the neighbours' interference.
 
-    python bench/profile_kernel.py [--protocol ftsts-desync] [--trials 10]
+    python bench/profile_kernel.py [--protocol ftsts-desync] [--trials 10] [--stimulated]
+
+``--stimulated`` applies the protocol's pulse train from its onset on, in the trials too (the
+entrained network fires more, and its spike loops cost more).
 
 Ticks are those of the constant-rate time-stamp counter (``tsc_ghz`` converts them to time).
 """
@@ -105,6 +108,10 @@ def main() -> None:
     parser.add_argument("--warm-windows", type=int, default=50, help="20 ms windows before (≥ 0)")
     parser.add_argument("--windows", type=int, default=2, help="20 ms windows per trial (≥ 1)")
     parser.add_argument("--trials", type=int, default=10, help="trials, minimum kept (≥ 1)")
+    parser.add_argument(
+        "--stimulated", action="store_true",
+        help="apply the protocol's stimulus from its onset on, in the trials too",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.n_scale > 0:
         parser.error(f"expected --n-scale > 0, actual {args.n_scale}")
@@ -116,17 +123,23 @@ def main() -> None:
         if value < least:
             parser.error(f"expected {name} ≥ {least}, actual {value}")
     try:
-        cfg = get_protocol(args.protocol).network_config(args.semantics, args.n_scale)
+        protocol = get_protocol(args.protocol)
+        cfg = protocol.network_config(args.semantics, args.n_scale)
     except NeuroLoopError as exc:
         parser.error(str(exc))
+    stimulus = protocol.stimulus if args.stimulated else None
+    if args.stimulated and stimulus is None:
+        parser.error(
+            f"expected a protocol with a stimulus for --stimulated, actual {args.protocol}"
+        )
 
     kernel = instrumented_kernel()
     ticks = np.zeros(len(SECTIONS), dtype=np.int64)
     network_module.run_steps = lambda *a: kernel(*a, ticks)  # type: ignore[attr-defined]
     net = Network(cfg)
     net.reset(seed=1)
-    for _ in range(args.warm_windows):
-        net.advance(None, 20.0)
+    for w in range(args.warm_windows):
+        net.advance(stimulus if w * 20.0 >= protocol.onset_ms else None, 20.0)
     best = np.full(len(SECTIONS), np.iinfo(np.int64).max)
     steps = spikes = 0
     for _ in range(args.trials + 1):  # the first trial compiles
@@ -135,7 +148,7 @@ def main() -> None:
         steps, spikes = 0, 0
         for _ in range(args.windows):
             t0 = trial.step
-            stats = trial.advance(None, 20.0)
+            stats = trial.advance(stimulus, 20.0)
             steps += trial.step - t0
             spikes += stats.spike_neurons.shape[0]
         best = np.minimum(best, ticks)
@@ -143,6 +156,7 @@ def main() -> None:
     names = [name for name, _ in SECTIONS]
     print(json.dumps({
         "protocol": args.protocol, "n": cfg.n, "state_at_ms": args.warm_windows * 20.0,
+        "stimulated": args.stimulated,
         "spikes_per_step": spikes / steps, "tsc_ghz": _tsc_ghz(),
         "ticks_per_neuron_step": dict(zip(names, np.round(per, 3).tolist(), strict=True)),
         "total_ticks_per_neuron_step": round(float(per.sum()), 3),

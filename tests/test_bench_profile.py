@@ -27,3 +27,23 @@ def test_profiler_reports_every_kernel_section() -> None:
     assert abs(sum(report["share"].values()) - 1.0) < 0.01
     assert report["n"] == 200
     assert report["spikes_per_step"] > 0
+
+
+def test_profiler_stimulated_state_and_bad_arguments() -> None:
+    """``--stimulated`` applies the protocol's train from its onset; a control has none."""
+    base = [sys.executable, str(ROOT / "bench" / "profile_kernel.py"), "--n-scale", "0.1",
+            "--warm-windows", "100", "--windows", "1", "--trials", "1"]  # fmt: skip
+    out = subprocess.run(
+        [*base, "--stimulated"], capture_output=True, text=True, timeout=300, check=True, cwd=ROOT
+    )
+    report = json.loads(out.stdout)
+    assert report["stimulated"] is True
+    assert report["state_at_ms"] == 2000.0  # past the 1980 ms onset: the train is on
+    plain = subprocess.run(base, capture_output=True, text=True, timeout=300, check=True, cwd=ROOT)
+    assert json.loads(plain.stdout)["spikes_per_step"] != report["spikes_per_step"]
+    refused = subprocess.run(
+        [*base, "--protocol", "none", "--stimulated"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "expected a protocol with a stimulus for --stimulated, actual none" in refused.stderr
