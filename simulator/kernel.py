@@ -53,7 +53,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # plasticity
     tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
     w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie, c_p, k_p, c_d, k_d,
-    last_spike, prev_spike, spiked, spiked_words, step_spk,
+    last_spike, prev_spike, spiked, spiked_words, step_spk, ie_hits,
     # outputs
     spk_step, spk_idx, n_spk, pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e,
     kop_every, kop_z_re, kop_z_im, kop_r_re, kop_r_im, kop_acc,
@@ -193,6 +193,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     ie_w[s] = w if w > w_lo_ie else w_lo_ie
 
         # ---- I spikes: jumps onto E (and I), LTP of incoming E→I, LTP of outgoing I→E (Fig 11)
+        ie_hit = False
         for q in range(n_now):
             g = step_spk[q]
             if g < n_e:
@@ -200,14 +201,10 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             j = g - n_e
             if not plastic_ie:
                 # static I→E synapses all keep their common initial weight (Network.reset
-                # checks it): the jump loop reads only the targets
-                if overwrite:
-                    for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
-                        kk = ie_tgt[q2]
-                        x_cross[kk] = xprev_cross[kk] - w_ie
-                else:
-                    for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
-                        x_cross[ie_tgt[q2]] -= w_ie
+                # checks it): count the hits per E cell here, apply them in one pass below
+                for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
+                    ie_hits[ie_tgt[q2]] += 1
+                ie_hit = True
             else:
                 for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
                     s = ie_fwd[q2]
@@ -239,6 +236,24 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 for s in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
                     w = ei_w[s] + eta_ltp * tr_e[ei_pre[s]]
                     ei_w[s] = w if w < w_hi_ei else w_hi_ei
+
+        # the static I→E jumps, one pass over the E cells instead of one sweep per I spike:
+        # X(t+dt) = X(t) − w (overwrite: however many hits), or w subtracted once per hit
+        if ie_hit:
+            if overwrite:
+                for i in range(n_e):
+                    hit = ie_hits[i] > 0
+                    x_cross[i] = xprev_cross[i] - w_ie if hit else x_cross[i]
+                    ie_hits[i] = 0
+            else:
+                for i in range(n_e):
+                    c = ie_hits[i]
+                    if c > 0:
+                        xv = x_cross[i]
+                        for _ in range(c):
+                            xv -= w_ie
+                        x_cross[i] = xv
+                        ie_hits[i] = 0
 
         # ---- traces decay, then the spiking neurons' bumps; spike bookkeeping
         for i in range(n_e):

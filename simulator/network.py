@@ -138,6 +138,8 @@ class Network:
         self._noise = noise_generator(noise_ss)
         self._rng_state = load_state(self._noise)
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
+        if n_i >= 1 << 16:  # the kernel counts I→E hits per step in uint16
+            raise ConfigError(f"Expected fewer than 65536 I cells, actual n_i={n_i}")
 
         self._ei = to_post_major(
             bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32)
@@ -225,6 +227,8 @@ class Network:
         # padded to whole 64-bit words: the kernel scans it eight neurons at a time
         self._spiked = np.zeros(-(-n // 8) * 8, dtype=np.bool_)
         self._step_spk = np.zeros(n, dtype=np.int64)
+        # static I→E hits per E cell within one step (an E cell has fewer than 2¹⁶ I inputs)
+        self._ie_hits = np.zeros(n_e, dtype=np.uint16)
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
         self._xi_row = np.empty((1, n), dtype=np.float32)
@@ -467,7 +471,7 @@ class Network:
             cfg.sym_c_p, cfg.dt_ms / cfg.sym_tau_p_ms, cfg.sym_c_d, cfg.dt_ms / cfg.sym_tau_d_ms,
             self._last_spike, self._prev_spike, self._spiked,
             self._spiked.view(np.uint64),  # a view made here: it survives copy.deepcopy
-            self._step_spk,
+            self._step_spk, self._ie_hits,
             spk_step, spk_idx, n_spk, pop_e, pop_i, sum_v, sumsq_v,
             kop_every, self._kop_z[0], self._kop_z[1], self._kop_r[0], self._kop_r[1], kop_acc,
         )  # fmt: skip

@@ -113,6 +113,12 @@ def test_invalid_configuration_names_field_and_value(changes: dict, message: str
         NetworkConfig().replace(**changes)
 
 
+def test_too_many_i_cells_for_the_kernels_hit_counter_is_a_clear_error() -> None:
+    net = Network(NetworkConfig(n_e=4, n_i=1 << 16))
+    with pytest.raises(ConfigError, match=re.escape("fewer than 65536 I cells, actual n_i=65536")):
+        net.reset(seed=1)
+
+
 def test_unknown_protocol_suggests_the_closest_name() -> None:
     with pytest.raises(ConfigError, match=re.escape("Did you mean ftsts-desync")):
         get_protocol("ftsts-desynk")
