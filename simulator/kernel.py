@@ -8,7 +8,9 @@ operations inside a step follows the authors' released code (see ``docs/simulato
    are applied in one if/elif chain;
 2. E spikes (ascending index): jumps onto their targets' ``X``, depression of their outgoing
    E→I synapses;
-3. I spikes: jumps onto their targets' ``X``, potentiation of their incoming E→I synapses;
+3. I spikes: jumps onto their targets' ``X``, potentiation of their incoming E→I synapses
+   (static I→E jumps are counted per E cell and applied in one pass after the I spikes: the
+   same values, without sweeping the E cells' state once per I spike);
 4. STDP traces decay and the spiking neurons' traces are bumped.
 
 ``overwrite=True`` reproduces the released code's quirks: a jump sets ``X(t+dt) = X(t) + w``
