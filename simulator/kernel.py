@@ -38,6 +38,18 @@ TWO_PI = 2.0 * math.pi
 PREFETCH_AHEAD = 32
 
 
+@njit(cache=True, nogil=True, fastmath=False)
+def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
+    """``x − w − w − …`` (``count`` times), rounded after each subtraction like separate jumps.
+
+    Compiled without fast-math (set explicitly, so that the kernel's flags are not inherited):
+    under fast-math LLVM turns the loop into a re-associated vector sum, which rounds differently.
+    """
+    for _ in range(count):
+        x -= w
+    return x
+
+
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
 def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
     n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym,
@@ -251,10 +263,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 for i in range(n_e):
                     c = ie_hits[i]
                     if c > 0:
-                        xv = x_cross[i]
-                        for _ in range(c):
-                            xv -= w_ie
-                        x_cross[i] = xv
+                        x_cross[i] = _subtract_in_order(x_cross[i], w_ie, c)
                         ie_hits[i] = 0
 
         # ---- traces decay, then the spiking neurons' bumps; spike bookkeeping

@@ -478,7 +478,11 @@ class Network:
 
 
 def _mean_weight_mv(j_mv: float, proj: Projection) -> float:
-    """``J·mean(W)`` of a projection (mV); 0 without synapses. NumPy's mean, bit for bit."""
+    """``J·mean(W)`` of a projection (mV); 0 without synapses.
+
+    NumPy's pairwise tree summed in float64: bit for bit ``np.mean`` for float64 weights; the
+    float32 E→I weights are summed in double (``np.mean`` would accumulate them in float32).
+    """
     return float(j_mv * reductions.mean(proj.weight)) if proj.n_synapses else 0.0
 
 

@@ -197,8 +197,10 @@ def _normal_pair(radius_bits, angle_bits):  # type: ignore[no-untyped-def]
 def fill_standard_normal(state, words, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` (float32) with standard normals from the SFC64 ``state``.
 
-    ``words`` is scratch of at least :func:`scratch_words` ``(len(out))`` words. Word ``j``
-    gives ``out[j]`` and ``out[j + ⌈n/2⌉]`` (see the module docstring).
+    ``words`` is scratch of at least :func:`scratch_words` ``(len(out))`` words. With
+    ``h = ⌈n/2⌉``, pair ``j`` takes its radius from 32-bit half ``j`` and its angle from half
+    ``h + j`` of the step's words and gives ``out[j]`` and ``out[j + h]`` (see the module
+    docstring).
     """
     n = out.shape[0]
     h = (n + 1) // 2

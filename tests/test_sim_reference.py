@@ -102,3 +102,23 @@ def test_draws_between_windows_move_the_kernels_noise_on() -> None:
     a.advance(None, 10.0)
     b.advance(None, 10.0)
     assert not np.array_equal(a.v, b.v)
+
+
+def test_simultaneous_i_to_e_jumps_subtract_one_at_a_time_in_clean_semantics() -> None:
+    """Clean semantics sum simultaneous jumps: 32 I spikes onto one E cell subtract w 32 times
+    in order (the kernel counts the hits first; fast-math must not re-associate the sum)."""
+    cfg = NetworkConfig(n_e=8, n_i=32, p_connect=1.0, semantics="clean", w_ei=0.3712345)
+    net = Network(cfg)
+    net.reset(seed=2)
+    net._x_cross[:] = np.linspace(0.3, 1.7, cfg.n)  # E cells start from distinct values
+    x0 = net._x_cross.copy()
+    xi = np.zeros((1, cfg.n), dtype=np.float32)
+    spikes = net.integrate_explicit(np.array([0.0]), np.array([1e6]), xi, plast_on=False)
+    assert sorted(spikes.tolist()) == list(range(cfg.n_e, cfg.n))  # every I cell, at once
+    x_decay = 1.0 - cfg.dt_ms / cfg.tau_r_ms
+    w = float(net._ie.weight[0])
+    for k in range(cfg.n_e):
+        expected = float(x0[k]) * x_decay
+        for _ in range(cfg.n_i):
+            expected -= w
+        assert net._x_cross[k] == expected, f"E cell {k}"
