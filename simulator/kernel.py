@@ -81,6 +81,10 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     inv_e = 1.0 / n_e
     inv_i = 1.0 / n_i
     w_ie = ie_w[0] if ie_w.shape[0] > 0 else 0.0
+    # unsigned indices in the spike loops: Numba's negative-index wraparound on signed ones
+    # costs a shift, a mask and an add per access (and keeps LLVM from simplifying the loops)
+    n_e_u = np.uint64(n_e)
+    pf_ahead = np.uint64(PREFETCH_AHEAD)
     for k in range(n_steps):
         t_end = step0 + k + 1
         n_now = 0
@@ -138,13 +142,13 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         # skipping eight silent neurons at a time
         for wq in range(spiked_words.shape[0]):
             if spiked_words[wq] != 0:
-                for i in range(8 * wq, min(8 * wq + 8, n)):
-                    if spiked[i]:
-                        step_spk[n_now] = i
+                for iu in range(np.uint64(8 * wq), np.uint64(min(8 * wq + 8, n))):
+                    if spiked[iu]:
+                        step_spk[n_now] = iu
                         n_now += 1
                         if ns < cap:
                             spk_step[ns] = t_end
-                            spk_idx[ns] = i
+                            spk_idx[ns] = iu
                         ns += 1
         h += 1
         if h == depth:
@@ -168,28 +172,30 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             j = step_spk[q]
             if j >= n_e:
                 break
-            end = ei_ptr[j + 1]
-            for q2 in range(ei_ptr[j], min(end, ei_ptr[j] + PREFETCH_AHEAD)):
-                prefetch(ei_w, ei_fwd[q2])
-            for q2 in range(ei_ptr[j], end):
-                if q2 + PREFETCH_AHEAD < end:
-                    prefetch(ei_w, ei_fwd[q2 + PREFETCH_AHEAD])
-                s = ei_fwd[q2]
-                kk = ei_tgt[q2]
-                g = n_e + kk
+            beg = np.uint64(ei_ptr[j])
+            end = np.uint64(ei_ptr[j + 1])
+            for qu in range(beg, min(end, beg + pf_ahead)):
+                prefetch(ei_w, np.uint64(ei_fwd[qu]))
+            for qu in range(beg, end):
+                if qu + pf_ahead < end:
+                    prefetch(ei_w, np.uint64(ei_fwd[qu + pf_ahead]))
+                su = np.uint64(ei_fwd[qu])
+                ku = np.uint64(ei_tgt[qu])
+                gu = n_e_u + ku
+                w0 = ei_w[su]
                 if overwrite:
-                    x_cross[g] = xprev_cross[g] + ei_w[s]
+                    x_cross[gu] = xprev_cross[gu] + w0
                 else:
-                    x_cross[g] += ei_w[s]
+                    x_cross[gu] += w0
                 if plast_on:
                     if rule_sym:
-                        if last_spike[g] >= 0:
-                            lag = t_end - last_spike[g]
-                            w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
-                            ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
-                    elif not (overwrite and spiked[g]):
-                        w = ei_w[s] + eta_ltd * tr_i[kk]
-                        ei_w[s] = w if w > w_lo_ei else w_lo_ei
+                        if last_spike[gu] >= 0:
+                            lag = t_end - last_spike[gu]
+                            w = w0 + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                            ei_w[su] = min(max(w, w_lo_ei), w_hi_ei)
+                    elif not (overwrite and spiked[gu]):
+                        w = w0 + eta_ltd * tr_i[ku]
+                        ei_w[su] = w if w > w_lo_ei else w_lo_ei
             if has_rec:
                 for s in range(ee_ptr[j], ee_ptr[j + 1]):
                     g = ee_tgt[s]
@@ -216,8 +222,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             if not plastic_ie:
                 # static I→E synapses all keep their common initial weight (Network.reset
                 # checks it): count the hits per E cell here, apply them in one pass below
-                for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
-                    ie_hits[ie_tgt[q2]] += 1
+                for qu in range(np.uint64(ie_ptr[j]), np.uint64(ie_ptr[j + 1])):
+                    ie_hits[np.uint64(ie_tgt[qu])] += 1
                 ie_hit = True
             else:
                 for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
@@ -247,9 +253,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                         w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
                         ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
             elif plast_on:
-                for s in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
-                    w = ei_w[s] + eta_ltp * tr_e[ei_pre[s]]
-                    ei_w[s] = w if w < w_hi_ei else w_hi_ei
+                for su in range(np.uint64(ei_in_ptr[j]), np.uint64(ei_in_ptr[j + 1])):
+                    w = ei_w[su] + eta_ltp * tr_e[np.uint64(ei_pre[su])]
+                    ei_w[su] = w if w < w_hi_ei else w_hi_ei
 
         # the static I→E jumps, one pass over the E cells instead of one sweep per I spike:
         # X(t+dt) = X(t) − w (overwrite: however many hits), or w subtracted once per hit
@@ -272,25 +278,25 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         for i in range(n_i):
             tr_i[i] *= tr_i_decay
         for q in range(n_now):
-            g = step_spk[q]
-            spiked[g] = False
-            if g < n_e:
-                tr_e[g] += a0
-                last = last_spike[g]
+            gu = np.uint64(step_spk[q])
+            spiked[gu] = False
+            if gu < n_e_u:
+                tr_e[gu] += a0
+                last = last_spike[gu]
                 if last >= 0:
                     isi = t_end - last
                     # phasor at the next sample time and its per-sample rotation
                     ahead = (kop_every - t_end % kop_every) % kop_every
                     ang = TWO_PI * ahead / isi
-                    kop_z_re[g] = math.cos(ang)
-                    kop_z_im[g] = math.sin(ang)
+                    kop_z_re[gu] = math.cos(ang)
+                    kop_z_im[gu] = math.sin(ang)
                     rot = TWO_PI * kop_every / isi
-                    kop_r_re[g] = math.cos(rot)
-                    kop_r_im[g] = math.sin(rot)
-                prev_spike[g] = last
+                    kop_r_re[gu] = math.cos(rot)
+                    kop_r_im[gu] = math.sin(rot)
+                prev_spike[gu] = last
             else:
-                tr_i[g - n_e] += a0
-            last_spike[g] = t_end
+                tr_i[gu - n_e_u] += a0
+            last_spike[gu] = t_end
 
         # ---- causal Kuramoto sample
         if t_end % kop_every == 0:
