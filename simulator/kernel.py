@@ -253,9 +253,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                         w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
                         ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
             elif plast_on:
-                for su in range(np.uint64(ei_in_ptr[j]), np.uint64(ei_in_ptr[j + 1])):
-                    w = ei_w[su] + eta_ltp * tr_e[np.uint64(ei_pre[su])]
-                    ei_w[su] = w if w < w_hi_ei else w_hi_ei
+                for sl in range(np.uint64(ei_in_ptr[j]), np.uint64(ei_in_ptr[j + 1])):
+                    w = ei_w[sl] + eta_ltp * tr_e[np.uint64(ei_pre[sl])]
+                    ei_w[sl] = w if w < w_hi_ei else w_hi_ei
 
         # the static I→E jumps, one pass over the E cells instead of one sweep per I spike:
         # X(t+dt) = X(t) − w (overwrite: however many hits), or w subtracted once per hit
