@@ -5,7 +5,9 @@ operations inside a step follows the authors' released code (see ``docs/simulato
 
 1. every neuron reads its delayed synaptic variable ``S(t − d)`` and updates ``V``, ``S``, ``X``
    from the old state; threshold crossings, the refractory clamp and the floor at ``V_rest``
-   are applied in one if/elif chain;
+   are applied in one if/elif chain (when every per-neuron constant is uniform within each
+   population, a pass per population with the constants as scalars: the same bits, seven
+   arrays less to stream);
 2. E spikes (ascending index): jumps onto their targets' ``X``, depression of their outgoing
    E→I synapses;
 3. I spikes: jumps onto their targets' ``X``, potentiation of their incoming E→I synapses
@@ -50,9 +52,45 @@ def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
     return x
 
 
+#: Fast-math without reassociation: the scalar pass evaluates in the order written.
+PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=PASS_FASTMATH)
+def _pass_scalars(  # type: ignore[no-untyped-def]
+    lo, hi, h, row, v, ref, x_cross, s_cross, xprev_cross, hist_cross, xi, spiked,
+    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, drive_e,
+    drive_i, noise_gain,
+):  # fmt: skip
+    """The neuron pass over cells ``lo:hi`` whose per-neuron constants are the given scalars.
+
+    Bit for bit the array pass of ``run_steps``, which LLVM compiles (under fast-math) to
+    ``t = fma(scale, hist, −V) + base``, ``t = fma(c_e, u_e, t)``, ``t = fma(c_i, u_i, t)``,
+    ``V' = fma(gain, ξ, fma(t, dt/τ, V) + v_new)``. Here the same operations are written in that
+    order and compiled without reassociation, so that LLVM cannot hoist a sum of the
+    loop-invariant scalars (which rounds differently); the drives arrive as the exact products
+    ``c·u`` (c is 0 or 1) and the zero recurrent term is left out (adding +0 changes no value
+    here). ``tests/test_sim_reference.py`` checks the two passes against each other.
+    """
+    for i in range(np.uint64(lo), np.uint64(hi)):
+        z = scale * hist_cross[h, i]
+        hist_cross[h, i] = s_cross[i]
+        s_cross[i] += syn_d * (x_cross[i] - s_cross[i])
+        xprev_cross[i] = x_cross[i]
+        x_cross[i] *= x_decay
+        vo = v[i]
+        vn = (z - vo + base + drive_e + drive_i) * dt_over_tau + vo + noise_gain * xi[row, i]
+        r = ref[i]
+        sp = (vo < v_th) & (vn >= v_th)
+        hold = sp | (r > 0)
+        v[i] = v_reset if hold else max(vn, v_rest)
+        ref[i] = ref_steps if sp else max(r - 1, 0)
+        spiked[i] = sp
+
+
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
 def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
-    n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym,
+    n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym, uniform,
     # neuron state
     v, ref, x_cross, s_cross, x_rec, s_rec, xprev_cross, xprev_rec, hist_cross, hist_rec, head,
     # per-neuron constants and drives
@@ -107,25 +145,38 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         # Euler step of V, then the released code's if/elif chain written as selects:
         # spike (V crosses V_th from below) -> V_reset and refractory; refractory -> V_reset;
         # otherwise V is floored at V_rest.
-        for i in range(n):
-            z = scale_cross[i] * hist_cross[h, i]
-            hist_cross[h, i] = s_cross[i]
-            s_cross[i] += syn_d * (x_cross[i] - s_cross[i])
-            xprev_cross[i] = x_cross[i]
-            x_cross[i] *= x_decay
-            vo = v[i]
-            vn = (
-                vo
-                + dt_over_tau[i] * (base[i] - vo + z + coef_e[i] * ue + coef_i[i] * ui)
-                + noise_gain[i] * xi[row, i]
-                + v_new[i]
-            )
-            r = ref[i]
-            sp = (vo < v_th) & (vn >= v_th)
-            hold = sp | (r > 0)
-            v[i] = v_reset if hold else max(vn, v_rest)
-            ref[i] = ref_steps if sp else max(r - 1, 0)
-            spiked[i] = sp
+        if uniform:
+            # every per-neuron constant is uniform within each population and there is no
+            # recurrent input (Network decides): the constants as scalars, one population at
+            # a time (seven arrays less to stream per step)
+            for pop in range(2):
+                lo = 0 if pop == 0 else n_e
+                _pass_scalars(
+                    lo, n_e if pop == 0 else n, h, row, v, ref, x_cross, s_cross,
+                    xprev_cross, hist_cross, xi, spiked, syn_d, x_decay, v_th, v_reset, v_rest,
+                    ref_steps, scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo] * ue,
+                    coef_i[lo] * ui, noise_gain[lo],
+                )  # fmt: skip
+        else:
+            for i in range(n):
+                z = scale_cross[i] * hist_cross[h, i]
+                hist_cross[h, i] = s_cross[i]
+                s_cross[i] += syn_d * (x_cross[i] - s_cross[i])
+                xprev_cross[i] = x_cross[i]
+                x_cross[i] *= x_decay
+                vo = v[i]
+                vn = (
+                    vo
+                    + dt_over_tau[i] * (base[i] - vo + z + coef_e[i] * ue + coef_i[i] * ui)
+                    + noise_gain[i] * xi[row, i]
+                    + v_new[i]
+                )
+                r = ref[i]
+                sp = (vo < v_th) & (vn >= v_th)
+                hold = sp | (r > 0)
+                v[i] = v_reset if hold else max(vn, v_rest)
+                ref[i] = ref_steps if sp else max(r - 1, 0)
+                spiked[i] = sp
         # window statistics (vectorisable)
         acc_e = 0.0
         for i in range(n_e):

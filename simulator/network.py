@@ -206,6 +206,15 @@ class Network:
         self._coef_i = coef_i
         self._base = cfg.v_rest_mv + self._mu
         self._v_new = np.zeros(n)
+        # the kernel's scalar-constant pass needs every per-neuron constant uniform within
+        # each population (not with heterogeneous τ_m, cross-talk) and no recurrent input
+        self._uniform = not self._has_rec and all(
+            _uniform_per_population(a, n_e)
+            for a in (self._dt_over_tau, self._base, coef_e, coef_i, self._scale_cross)
+        )
+        self._uniform_gains = [
+            g for g in (self._gain_off, self._gain_on) if _uniform_per_population(g, n_e)
+        ]
 
         d = cfg.delay_steps
         self.v = np.full(n, cfg.v_reset_mv)
@@ -430,6 +439,14 @@ class Network:
         self.step += steps
         return spk_idx[: int(n_spk[0])].copy()
 
+    def _scalar_pass(self, gain: FloatArray) -> bool:
+        """Whether the kernel may run its pass with per-population scalar constants."""
+        if not self._uniform:
+            return False
+        if any(gain is g for g in self._uniform_gains):
+            return True
+        return _uniform_per_population(gain, self.config.n_e)
+
     def _run(
         self,
         steps: int,
@@ -453,6 +470,7 @@ class Network:
         run_steps(
             steps, self.step, cfg.n_e, cfg.quirk("overwrite"), self._has_rec, plast_on,
             cfg.plastic_ie, cfg.stdp_rule == "symmetric",
+            self._scalar_pass(gain),
             self.v, self._ref, self._x_cross, self._s_cross, self._x_rec, self._s_rec,
             self._xprev_cross, self._xprev_rec, self._hist_cross, self._hist_rec, self._head,
             self._dt_over_tau, self._base, self._coef_e, self._coef_i, gain,
@@ -484,6 +502,11 @@ def _mean_weight_mv(j_mv: float, proj: Projection) -> float:
     float32 E→I weights are summed in double (``np.mean`` would accumulate them in float32).
     """
     return float(j_mv * reductions.mean(proj.weight)) if proj.n_synapses else 0.0
+
+
+def _uniform_per_population(values: FloatArray, n_e: int) -> bool:
+    """Whether ``values`` is constant over the E cells ``[:n_e]`` and over the I cells."""
+    return bool(np.all(values[:n_e] == values[0]) and np.all(values[n_e:] == values[n_e]))
 
 
 def _kept_rows(pop: FloatArray, chunk_steps: int) -> FloatArray:

@@ -122,3 +122,35 @@ def test_simultaneous_i_to_e_jumps_subtract_one_at_a_time_in_clean_semantics() -
         for _ in range(cfg.n_i):
             expected -= w
         assert net._x_cross[k] == expected, f"E cell {k}"
+
+
+@pytest.mark.parametrize("semantics", ["paper", "clean"])
+def test_scalar_constant_pass_is_the_array_pass_bit_for_bit(semantics: str) -> None:
+    """The kernel's pass with per-population scalar constants (taken whenever the constants
+    allow it) gives the same bits as its pass over per-neuron arrays, stimulated or not."""
+    cfg = NetworkConfig(n_e=400, n_i=100, semantics=semantics, stim_noise_e_mv=10.0)
+    nets = [Network(cfg), Network(cfg)]
+    for net in nets:
+        net.reset(seed=5)
+    assert nets[0]._scalar_pass(nets[0]._gain_on)
+    nets[1]._uniform = False  # the array pass
+    stim = Stimulus(100.0)
+    for w in range(12):
+        stats = [net.advance(stim if w >= 4 else None, 20.0) for net in nets]
+        np.testing.assert_array_equal(stats[0].spike_neurons, stats[1].spike_neurons)
+    assert stats[0].spike_neurons.size > 0
+    for name in ("v", "_x_cross", "_s_cross", "_hist_cross", "_ref", "_tr_e"):
+        np.testing.assert_array_equal(getattr(nets[0], name), getattr(nets[1], name), name)
+    np.testing.assert_array_equal(nets[0]._ei.weight, nets[1]._ei.weight)
+
+
+def test_scalar_constant_pass_is_not_taken_for_heterogeneous_cells() -> None:
+    """Per-neuron τ_m (Fig 7) or cross-talk (Fig 9) or recurrent input (Fig 8): array pass."""
+    for kwargs in ({"tau_m_spread_ms": 2.0}, {"crosstalk_fraction": 0.25}, {"j_ee_mv": 50.0}):
+        net = Network(NetworkConfig(n_e=80, n_i=20, **kwargs))  # type: ignore[arg-type]
+        net.reset(seed=1)
+        assert not net._scalar_pass(net._gain_off), kwargs
+    net = Network(NetworkConfig(n_e=80, n_i=20))
+    net.reset(seed=1)
+    assert net._scalar_pass(net._gain_off)
+    assert not net._scalar_pass(np.linspace(0.1, 0.2, 100))
