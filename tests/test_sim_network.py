@@ -10,7 +10,8 @@ import pytest
 
 from protocol.errors import ConfigError
 from simulator.config import NetworkConfig
-from simulator.connectivity import storable_bounds
+import simulator.connectivity as connectivity
+from simulator.connectivity import neuron_index_dtype, storable_bounds
 from simulator.network import OBSERVATION_FIELDS, Network, SimulationError
 from simulator.protocols import PROTOCOLS, get_protocol
 from simulator.run import run_protocol
@@ -185,6 +186,39 @@ def test_storable_bounds_are_the_float32_values_just_inside(lo: float, hi: float
     # nothing storable lies between a bound and its float32 value
     assert float(np.nextafter(np.float32(lo32), np.float32(-1.0))) < lo
     assert float(np.nextafter(np.float32(hi32), np.float32(np.inf))) > hi
+
+
+def test_neuron_indices_are_int16_while_they_fit() -> None:
+    assert neuron_index_dtype(32767) is np.int16
+    assert neuron_index_dtype(32768) is np.int32
+    net = Network(NetworkConfig(n_e=400, n_i=100))
+    net.reset(seed=1)
+    assert net._ei.target.dtype == net._ei.pre_of.dtype == net._ie.target.dtype == np.int16
+
+
+@pytest.mark.parametrize("name", ["fig11-plastic-ie", "fig8-recurrent", "fig12-symmetric-stdp"])
+def test_int16_and_int32_neuron_indices_give_the_same_run(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index type is storage only: spikes, weights and state agree bit for bit."""
+    protocol = get_protocol(name)
+    cfg = protocol.network_config("paper", 0.25)
+    narrow = Network(cfg)
+    narrow.reset(seed=4)
+    monkeypatch.setattr(connectivity, "neuron_index_dtype", lambda n_cells: np.int32)
+    wide = Network(cfg)
+    wide.reset(seed=4)
+    assert narrow._ei.target.dtype == np.int16
+    assert wide._ei.target.dtype == wide._ie.pre_of.dtype == np.int32
+    stim = protocol.stimulus or Stimulus(100.0)
+    for w in range(10):
+        a, b = (net.advance(stim if w >= 3 else None, 20.0) for net in (narrow, wide))
+        np.testing.assert_array_equal(a.spike_neurons, b.spike_neurons)
+        assert a.weight_mv == b.weight_mv
+    assert a.spike_neurons.size > 0
+    np.testing.assert_array_equal(narrow._ei.weight, wide._ei.weight)
+    np.testing.assert_array_equal(narrow._ie.weight, wide._ie.weight)
+    np.testing.assert_array_equal(narrow.v, wide.v)
 
 
 def test_plastic_weights_are_float32_and_stay_within_their_bounds() -> None:

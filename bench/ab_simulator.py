@@ -1,0 +1,113 @@
+"""Whole-run speed of this tree against another git revision, alternated; prints JSON.
+
+The machines here are shared VMs whose speed drifts by tens of percent from one minute to the
+next, so two benchmark runs taken an hour apart say little about a change. This script checks
+the other revision out into a temporary git worktree and runs the same cases of
+``bench/bench_simulator.py`` (25 s at N = 2000, 5 s at N = 10 000; wall seconds of simulation,
+JIT apart) in both trees, one after the other, swapping the order every round, so that both
+see the same drift. Each run is a fresh subprocess; each tree compiles into its own Numba cache
+(a warm-up run per tree and case is not counted). The report gives every run, the medians and
+the ratio of the medians (other revision / this tree: above 1 means this tree is faster).
+
+    python bench/ab_simulator.py --against 96f3d97 [--rounds 3] [--case n2000 --case n10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench_simulator import CASE
+
+ROOT = Path(__file__).resolve().parents[1]
+#: case name -> (protocol, model seconds; quick model seconds)
+CASES = {"n2000": ("ftsts-desync", 25.0, 1.0), "n10000": ("ftsts-desync-10k", 5.0, 0.2)}
+
+
+def _run(tree: Path, protocol: str, duration_s: float) -> dict[str, Any]:
+    """One run of ``protocol`` for ``duration_s`` in ``tree``, in a fresh one-core subprocess."""
+    env = dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", CASE, protocol, "1.0", str(duration_s)],
+        capture_output=True, text=True, timeout=1800, cwd=tree, env=env,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"run in {tree} failed:\n{out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _revision(rev: str) -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"expected a git revision for --against, actual {rev!r}")
+    return out.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--against", required=True, help="git revision to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (≥ 1)")
+    parser.add_argument(
+        "--case", action="append", choices=sorted(CASES), help="case to run (default: both)"
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"expected --rounds ≥ 1, actual {args.rounds}")
+    commit = _revision(args.against)
+    with tempfile.TemporaryDirectory() as tmp:
+        other = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(other), commit],
+            check=True, capture_output=True, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            report = _compare(other, args.case or sorted(CASES), args.rounds, args.quick)
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(other)],
+                check=False, capture_output=True, cwd=ROOT,
+            )  # fmt: skip
+    print(json.dumps({"against": commit, **report}, indent=2))
+
+
+def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[str, Any]:
+    trees = {"this": ROOT, "other": other}
+    report: dict[str, Any] = {"rounds": rounds, "cpu": os.cpu_count()}
+    for case in cases:
+        protocol, duration_s, quick_s = CASES[case]
+        duration_s = quick_s if quick else duration_s
+        for tree in trees.values():  # warm-up: compile into each tree's cache
+            _run(tree, protocol, min(duration_s, 0.2))
+        walls: dict[str, list[float]] = {name: [] for name in trees}
+        for k in range(rounds):
+            order = ["other", "this"] if k % 2 == 0 else ["this", "other"]
+            for name in order:
+                walls[name].append(_run(trees[name], protocol, duration_s)["wall_s"])
+        medians = {name: statistics.median(w) for name, w in walls.items()}
+        report[case] = {
+            "protocol": protocol,
+            "model_s": duration_s,
+            "wall_s": walls,
+            "median_wall_s": medians,
+            "model_s_per_wall_s": {name: duration_s / m for name, m in medians.items()},
+            "ratio_other_over_this": medians["other"] / medians["this"],
+        }
+    return report
+
+
+if __name__ == "__main__":
+    main()
