@@ -9,9 +9,11 @@ reaches after ``--warm-windows`` windows. Each trial restarts from the snapshot;
 over trials is reported per section, which strips most of the neighbours' interference.
 
     python bench/profile_kernel.py [--protocol ftsts-desync] [--trials 10] [--stimulated]
+        [--array-pass]
 
 ``--stimulated`` applies the protocol's pulse train from its onset on, in the trials too (the
-entrained network fires more, and its spike loops cost more).
+entrained network fires more, and its spike loops cost more). ``--array-pass`` makes the kernel
+read its per-neuron constants from arrays where it would use per-population scalars.
 
 Ticks are those of the constant-rate time-stamp counter (``tsc_ghz`` converts them to time).
 """
@@ -112,6 +114,11 @@ def main() -> None:
         "--stimulated", action="store_true",
         help="apply the protocol's stimulus from its onset on, in the trials too",
     )  # fmt: skip
+    parser.add_argument(
+        "--array-pass", action="store_true",
+        help="run the neuron pass over per-neuron constant arrays even where the kernel would "
+        "take its scalar-constant pass (the same bits; to measure what that pass saves)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.n_scale > 0:
         parser.error(f"expected --n-scale > 0, actual {args.n_scale}")
@@ -138,6 +145,8 @@ def main() -> None:
     network_module.run_steps = lambda *a: kernel(*a, ticks)  # type: ignore[attr-defined]
     net = Network(cfg)
     net.reset(seed=1)
+    if args.array_pass:
+        net._uniform = False
     for w in range(args.warm_windows):
         net.advance(stimulus if w * 20.0 >= protocol.onset_ms else None, 20.0)
     best = np.full(len(SECTIONS), np.iinfo(np.int64).max)
@@ -156,7 +165,7 @@ def main() -> None:
     names = [name for name, _ in SECTIONS]
     print(json.dumps({
         "protocol": args.protocol, "n": cfg.n, "state_at_ms": args.warm_windows * 20.0,
-        "stimulated": args.stimulated,
+        "stimulated": args.stimulated, "array_pass": args.array_pass,
         "spikes_per_step": spikes / steps, "tsc_ghz": _tsc_ghz(),
         "ticks_per_neuron_step": dict(zip(names, np.round(per, 3).tolist(), strict=True)),
         "total_ticks_per_neuron_step": round(float(per.sum()), 3),

@@ -47,3 +47,19 @@ def test_profiler_stimulated_state_and_bad_arguments() -> None:
     )  # fmt: skip
     assert refused.returncode == 2
     assert "expected a protocol with a stimulus for --stimulated, actual none" in refused.stderr
+
+
+def test_profiler_array_pass_gives_the_same_run() -> None:
+    """``--array-pass`` only changes where the pass reads its constants: same spikes."""
+    base = [sys.executable, str(ROOT / "bench" / "profile_kernel.py"), "--n-scale", "0.1",
+            "--warm-windows", "3", "--windows", "1", "--trials", "1"]  # fmt: skip
+    reports = [
+        json.loads(
+            subprocess.run(
+                base + extra, capture_output=True, text=True, timeout=300, check=True, cwd=ROOT
+            ).stdout
+        )
+        for extra in ([], ["--array-pass"])
+    ]
+    assert [r["array_pass"] for r in reports] == [False, True]
+    assert reports[0]["spikes_per_step"] == reports[1]["spikes_per_step"]

@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
+import simulator.connectivity as connectivity
 from protocol.errors import ConfigError
 from simulator.config import NetworkConfig
-import simulator.connectivity as connectivity
 from simulator.connectivity import neuron_index_dtype, storable_bounds
 from simulator.network import OBSERVATION_FIELDS, Network, SimulationError
 from simulator.protocols import PROTOCOLS, get_protocol
