@@ -1,0 +1,71 @@
+"""A fingerprint of every protocol's dynamics, both semantics; prints JSON.
+
+Speed work on the kernel should leave the dynamics bit for bit unchanged unless it says
+otherwise. This script runs every open-loop protocol in both semantics for ``--windows`` windows
+of 20 ms (the protocol's stimulus, or the Fig 3 train for the control, from the fifth window on)
+and hashes every window's spikes and observations and the final weights, membrane potentials
+and synaptic variables. Run it before and after a change (or in two worktrees) and compare:
+
+    python bench/digest_runs.py > before.json   # ... change the kernel ...
+    python bench/digest_runs.py | diff before.json -
+
+Fig 5's network is run at 0.3 of its size (N = 3000) to keep the script short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+import numpy as np
+
+from simulator.network import Network
+from simulator.protocols import PROTOCOLS
+from simulator.stimulus import Stimulus
+
+OBSERVATIONS = (
+    "synchrony", "mean_v_e_mv", "sd_v_e_mv", "mean_v_i_mv", "sd_v_i_mv", "weight_mv",
+    "weight_ie_mv", "rate_e_hz", "rate_i_hz", "chi", "charge_mv_ms",
+)  # fmt: skip
+
+
+def digest(name: str, semantics: str, windows: int, seed: int) -> str:
+    """SHA-256 (first 16 hex digits) of one protocol's run."""
+    protocol = PROTOCOLS[name]
+    scale = 0.3 if name == "ftsts-desync-10k" else 1.0
+    net = Network(protocol.network_config(semantics, scale))  # type: ignore[arg-type]
+    net.reset(seed=seed)
+    stimulus = protocol.stimulus or Stimulus(100.0)
+    h = hashlib.sha256()
+    for w in range(windows):
+        stats = net.advance(stimulus if w >= 4 else None, 20.0)
+        h.update(np.ascontiguousarray(stats.spike_times_ms).tobytes())
+        h.update(np.ascontiguousarray(stats.spike_neurons).tobytes())
+        h.update(np.array([getattr(stats, f) for f in OBSERVATIONS], dtype=np.float64).tobytes())
+    for array in (net._ei.weight, net._ie.weight, net.v, net._x_cross, net._s_cross):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--windows", type=int, default=30, help="20 ms windows per run (≥ 1)")
+    parser.add_argument("--seed", type=int, default=3, help="network seed (≥ 0)")
+    args = parser.parse_args()
+    if args.windows < 1:
+        parser.error(f"expected --windows ≥ 1, actual {args.windows}")
+    if args.seed < 0:
+        parser.error(f"expected --seed ≥ 0, actual {args.seed}")
+    report = {
+        f"{name}/{semantics}": digest(name, semantics, args.windows, args.seed)
+        for name in PROTOCOLS
+        for semantics in ("paper", "clean")
+    }
+    print(json.dumps({"windows": args.windows, "seed": args.seed, "digests": report}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
