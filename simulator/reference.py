@@ -107,7 +107,7 @@ def reference_step(
     lo, hi = storable_bounds(cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv)
     for j in (s for s in spikes if s < n_e):
         for syn in range(ei_ptr[j], ei_ptr[j + 1]):
-            post = n_e + ei_tgt[syn]
+            post = n_e + int(ei_tgt[syn])  # int16 indices: add as Python ints
             if paper:
                 x_new[post] = st.x_cross[post] + w_ei[syn]
             else:
@@ -118,7 +118,7 @@ def reference_step(
     for g in (s for s in spikes if s >= n_e):
         j = g - n_e
         for syn in range(ie_ptr[j], ie_ptr[j + 1]):
-            post = ie_tgt[syn]
+            post = int(ie_tgt[syn])
             if paper:
                 x_new[post] = st.x_cross[post] - w_ie[syn]
             else:
