@@ -44,14 +44,22 @@ def _run(tree: Path, protocol: str, duration_s: float) -> dict[str, Any]:
     return result
 
 
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def _revision(rev: str) -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    out = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     if out.returncode != 0:
         raise SystemExit(f"expected a git revision for --against, actual {rev!r}")
     return out.stdout.strip()
+
+
+def _this_tree() -> dict[str, Any]:
+    """This tree's commit and whether it has uncommitted changes (what "this" measured)."""
+    head = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": head.stdout.strip(), "uncommitted_changes": bool(status.stdout.strip())}
 
 
 def main() -> None:
@@ -70,18 +78,15 @@ def main() -> None:
     commit = _revision(args.against)
     with tempfile.TemporaryDirectory() as tmp:
         other = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(other), commit],
-            check=True, capture_output=True, cwd=ROOT,
-        )  # fmt: skip
+        added = _git("worktree", "add", "--detach", str(other), commit)
+        if added.returncode != 0:
+            raise SystemExit(f"git worktree add {commit} failed: {added.stderr.strip()}")
         try:
             report = _compare(other, args.case or sorted(CASES), args.rounds, args.quick)
         finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(other)],
-                check=False, capture_output=True, cwd=ROOT,
-            )  # fmt: skip
-    print(json.dumps({"against": commit, **report}, indent=2))
+            _git("worktree", "remove", "--force", str(other))
+            _git("worktree", "prune")
+    print(json.dumps({"against": commit, "this": _this_tree(), **report}, indent=2))
 
 
 def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[str, Any]:
@@ -93,10 +98,13 @@ def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[st
         for tree in trees.values():  # warm-up: compile into each tree's cache
             _run(tree, protocol, min(duration_s, 0.2))
         walls: dict[str, list[float]] = {name: [] for name in trees}
+        modules: dict[str, str] = {}
         for k in range(rounds):
             order = ["other", "this"] if k % 2 == 0 else ["this", "other"]
             for name in order:
-                walls[name].append(_run(trees[name], protocol, duration_s)["wall_s"])
+                run = _run(trees[name], protocol, duration_s)
+                walls[name].append(run["wall_s"])
+                modules[name] = run.get("module", "")
         medians = {name: statistics.median(w) for name, w in walls.items()}
         report[case] = {
             "protocol": protocol,
@@ -105,6 +113,7 @@ def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[st
             "median_wall_s": medians,
             "model_s_per_wall_s": {name: duration_s / m for name, m in medians.items()},
             "ratio_other_over_this": medians["other"] / medians["this"],
+            "simulator_imported_from": modules,
         }
     return report
 

@@ -38,6 +38,7 @@ print(json.dumps({
     "load_avg_1min": __import__("os").getloadavg()[0],
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     "spikes": int(res.spike_times_ms.shape[0]),
+    "module": __import__("simulator").__file__,
 }))
 """
 

@@ -4,7 +4,8 @@ Speed work on the kernel should leave the dynamics bit for bit unchanged unless 
 otherwise. This script runs every open-loop protocol in both semantics for ``--windows`` windows
 of 20 ms (the protocol's stimulus, or the Fig 3 train for the control, from the fifth window on)
 and hashes every window's spikes and observations and the final weights, membrane potentials
-and synaptic variables. Run it before and after a change (or in two worktrees) and compare:
+and synaptic variables, and reports which tree's ``simulator`` it ran (its own: the script puts
+its tree first on the import path). Run it before and after a change, or in two worktrees:
 
     python bench/digest_runs.py > before.json   # ... change the kernel ...
     python bench/digest_runs.py | diff before.json -
@@ -17,12 +18,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from simulator.network import Network
-from simulator.protocols import PROTOCOLS
-from simulator.stimulus import Stimulus
+# this tree's packages, not an installed (or editable-installed) copy from another tree
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import simulator  # noqa: E402
+from simulator.network import Network  # noqa: E402
+from simulator.protocols import PROTOCOLS  # noqa: E402
+from simulator.stimulus import Stimulus  # noqa: E402
 
 OBSERVATIONS = (
     "synchrony", "mean_v_e_mv", "sd_v_e_mv", "mean_v_i_mv", "sd_v_i_mv", "weight_mv",
@@ -43,7 +52,11 @@ def digest(name: str, semantics: str, windows: int, seed: int) -> str:
         h.update(np.ascontiguousarray(stats.spike_times_ms).tobytes())
         h.update(np.ascontiguousarray(stats.spike_neurons).tobytes())
         h.update(np.array([getattr(stats, f) for f in OBSERVATIONS], dtype=np.float64).tobytes())
-    for array in (net._ei.weight, net._ie.weight, net.v, net._x_cross, net._s_cross):
+    state = (
+        net._ei.weight, net._ie.weight, net.v, net._ref, net._x_cross, net._s_cross,
+        net._hist_cross, net._tr_e, net._tr_i, net._last_spike,
+    )  # fmt: skip
+    for array in state:
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:16]
 
@@ -64,7 +77,13 @@ def main() -> None:
         for name in PROTOCOLS
         for semantics in ("paper", "clean")
     }
-    print(json.dumps({"windows": args.windows, "seed": args.seed, "digests": report}, indent=2))
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    ).stdout.strip()
+    print(json.dumps({
+        "windows": args.windows, "seed": args.seed, "commit": head or None,
+        "simulator": simulator.__file__, "digests": report,
+    }, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -167,10 +167,11 @@ def empty_projection(n_pre: int, n_post: int) -> Projection:
     z = np.zeros(0, dtype=np.int32)
     return Projection(
         ptr=np.zeros(n_pre + 1, dtype=np.int64),
-        target=z,
+        # the same index types as a drawn projection: one compiled kernel for every variant
+        target=np.zeros(0, dtype=neuron_index_dtype(n_post)),
         weight=np.zeros(0, dtype=np.float64),
         in_ptr=np.zeros(n_post + 1, dtype=np.int64),
         in_syn=z.copy(),
-        pre_of=z.copy(),
+        pre_of=np.zeros(0, dtype=neuron_index_dtype(n_pre)),
         fwd_syn=z.copy(),
     )

@@ -208,9 +208,15 @@ class Network:
         self._v_new = np.zeros(n)
         # the kernel's scalar-constant pass needs every per-neuron constant uniform within
         # each population (not with heterogeneous τ_m, cross-talk) and no recurrent input
-        self._uniform = not self._has_rec and all(
-            _uniform_per_population(a, n_e)
-            for a in (self._dt_over_tau, self._base, coef_e, coef_i, self._scale_cross)
+        # (its drives c·u are exact products only for waveform coefficients of 0 or 1)
+        self._uniform = (
+            not self._has_rec
+            and all(
+                _uniform_per_population(a, n_e)
+                for a in (self._dt_over_tau, self._base, coef_e, coef_i, self._scale_cross)
+            )
+            and bool(np.all((coef_e == 0.0) | (coef_e == 1.0)))
+            and bool(np.all((coef_i == 0.0) | (coef_i == 1.0)))
         )
         self._uniform_gains = [
             g for g in (self._gain_off, self._gain_on) if _uniform_per_population(g, n_e)

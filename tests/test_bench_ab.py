@@ -44,7 +44,13 @@ def test_ab_runs_both_trees_alternately_and_removes_the_worktree() -> None:
     ratio = case["median_wall_s"]["other"] / case["median_wall_s"]["this"]
     assert case["ratio_other_over_this"] == pytest.approx(ratio)
     assert len(report["against"]) == 40
+    assert report["this"]["commit"] == report["against"]
     assert "n10000" not in report
+    # each tree ran its own code: the other one from the temporary worktree
+    imported = case["simulator_imported_from"]
+    assert imported["this"] == str(ROOT / "simulator" / "__init__.py")
+    assert imported["other"].endswith("/tree/simulator/__init__.py")
+    assert not imported["other"].startswith(str(ROOT))
     assert _worktrees() == before  # the temporary worktree is gone
 
 

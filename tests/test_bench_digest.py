@@ -20,6 +20,7 @@ def _digests(*args: str) -> dict[str, str]:
     )  # fmt: skip
     report = json.loads(out.stdout)
     assert report["windows"] == 5
+    assert report["simulator"] == str(ROOT / "simulator" / "__init__.py")
     digests: dict[str, str] = report["digests"]
     return digests
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +51,29 @@ def test_profiler_stimulated_state_and_bad_arguments() -> None:
 
 
 def test_profiler_array_pass_gives_the_same_run() -> None:
-    """``--array-pass`` only changes where the pass reads its constants: same spikes."""
+    """``--array-pass`` only changes where the pass reads its constants: same spikes;
+    ``--compare-array-pass`` times both passes from one state and reports both."""
     base = [sys.executable, str(ROOT / "bench" / "profile_kernel.py"), "--n-scale", "0.1",
-            "--warm-windows", "3", "--windows", "1", "--trials", "1"]  # fmt: skip
-    reports = [
-        json.loads(
-            subprocess.run(
-                base + extra, capture_output=True, text=True, timeout=300, check=True, cwd=ROOT
-            ).stdout
+            "--warm-windows", "3", "--windows", "1", "--trials", "2"]  # fmt: skip
+
+    def run(*extra: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [*base, *extra], capture_output=True, text=True, timeout=300, check=True, cwd=ROOT
         )
-        for extra in ([], ["--array-pass"])
-    ]
-    assert [r["array_pass"] for r in reports] == [False, True]
-    assert reports[0]["spikes_per_step"] == reports[1]["spikes_per_step"]
+        report: dict[str, Any] = json.loads(out.stdout)
+        return report
+
+    plain, array = run(), run("--array-pass")
+    assert (plain["array_pass"], array["array_pass"]) == (False, True)
+    assert plain["spikes_per_step"] == array["spikes_per_step"] > 0
+    both = run("--compare-array-pass")
+    assert both["scalar_pass"]["spikes_per_step"] == both["array_pass"]["spikes_per_step"]
+    assert both["scalar_pass"]["spikes_per_step"] == plain["spikes_per_step"]
+    for variant in ("scalar_pass", "array_pass"):
+        assert both[variant]["ticks_per_neuron_step"]["neuron_pass"] > 0
+    clash = subprocess.run(
+        [*base, "--array-pass", "--compare-array-pass"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert clash.returncode == 2
+    assert "not allowed with argument" in clash.stderr
