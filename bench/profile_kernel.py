@@ -15,7 +15,9 @@ over trials is reported per section, which strips most of the neighbours' interf
 entrained network fires more, and its spike loops cost more). ``--array-pass`` makes the kernel
 read its per-neuron constants from arrays where it would use per-population scalars;
 ``--compare-array-pass`` times both, alternating trial by trial (the way to measure a change on
-this VM, whose speed drifts between separate runs).
+this VM, whose speed drifts between separate runs). ``--whole-run SECONDS`` reports instead the
+mean over a whole protocol run, Python side included (what a user's run meets, interference
+and all).
 
 Ticks are those of the constant-rate time-stamp counter (``tsc_ghz`` converts them to time).
 """
@@ -43,6 +45,7 @@ import simulator.network as network_module
 from protocol.errors import NeuroLoopError
 from simulator.network import Network
 from simulator.protocols import get_protocol
+from simulator.run import run_protocol
 
 
 @intrinsic
@@ -102,6 +105,37 @@ def _tsc_ghz() -> float:
     return float((read() - c0) / (time.perf_counter() - t0) / 1e9)
 
 
+def _whole_run(protocol: Any, semantics: str, n_scale: float, duration_s: float) -> dict[str, Any]:
+    """Mean ticks per section over a whole protocol run, and the time outside the kernel."""
+    kernel = instrumented_kernel()
+    ticks = np.zeros(len(SECTIONS), dtype=np.int64)
+    spent = {"steps": 0, "kernel_s": 0.0}
+
+    def timed(*a: Any) -> None:
+        t0 = time.perf_counter()
+        kernel(*a, ticks)
+        spent["kernel_s"] += time.perf_counter() - t0
+        spent["steps"] += int(a[0])
+
+    network_module.run_steps = timed  # type: ignore[attr-defined]
+    run: dict[str, Any] = {"semantics": semantics, "n_scale": n_scale, "seed": 1}
+    run_protocol(protocol, duration_s=0.2, **run)  # compiles
+    ticks[:] = 0
+    spent.update(steps=0, kernel_s=0.0)
+    res = run_protocol(protocol, duration_s=duration_s, **run)
+    n = res.n_e + res.n_i
+    per = ticks / (spent["steps"] * n)
+    names = [name for name, _ in SECTIONS]
+    return {
+        "protocol": protocol.name, "n": n, "whole_run_model_s": duration_s,
+        "wall_s": res.wall_s, "kernel_s": spent["kernel_s"],
+        "outside_kernel_share": (res.wall_s - spent["kernel_s"]) / res.wall_s,
+        "tsc_ghz": _tsc_ghz(),
+        "ticks_per_neuron_step": dict(zip(names, np.round(per, 3).tolist(), strict=True)),
+        "total_ticks_per_neuron_step": round(float(per.sum()), 3),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -115,6 +149,12 @@ def main() -> None:
     parser.add_argument(
         "--stimulated", action="store_true",
         help="apply the protocol's stimulus from its onset on, in the trials too",
+    )  # fmt: skip
+    parser.add_argument(
+        "--whole-run", type=float, default=None, metavar="SECONDS",
+        help="instead: run the protocol for SECONDS of model time as neuroloop-sim would (its "
+        "stimulus and latch, seed 1) and report the mean ticks per section over the run and "
+        "the share of the wall time spent outside the kernel",
     )  # fmt: skip
     passes = parser.add_mutually_exclusive_group()
     passes.add_argument(
@@ -142,6 +182,12 @@ def main() -> None:
         cfg = protocol.network_config(args.semantics, args.n_scale)
     except NeuroLoopError as exc:
         parser.error(str(exc))
+    if args.whole_run is not None:
+        if not args.whole_run > 0:
+            parser.error(f"expected --whole-run > 0, actual {args.whole_run}")
+        report = _whole_run(protocol, args.semantics, args.n_scale, args.whole_run)
+        print(json.dumps(report, indent=2))
+        return
     stimulus = protocol.stimulus if args.stimulated else None
     if args.stimulated and stimulus is None:
         parser.error(

@@ -77,3 +77,23 @@ def test_profiler_array_pass_gives_the_same_run() -> None:
     )  # fmt: skip
     assert clash.returncode == 2
     assert "not allowed with argument" in clash.stderr
+
+
+def test_profiler_whole_run_reports_the_time_outside_the_kernel() -> None:
+    base = [sys.executable, str(ROOT / "bench" / "profile_kernel.py"), "--n-scale", "0.1"]
+    out = subprocess.run(
+        [*base, "--whole-run", "0.4"], capture_output=True, text=True, timeout=300, check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    assert report["n"] == 200
+    assert report["whole_run_model_s"] == 0.4
+    assert 0.0 < report["kernel_s"] < report["wall_s"]
+    assert 0.0 < report["outside_kernel_share"] < 1.0
+    assert report["total_ticks_per_neuron_step"] > 0
+    assert report["ticks_per_neuron_step"]["noise"] > 0
+    bad = subprocess.run(
+        [*base, "--whole-run", "0"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert bad.returncode == 2
+    assert "expected --whole-run > 0, actual 0.0" in bad.stderr
