@@ -1,4 +1,4 @@
-"""Scalar LLVM operations that Numba does not expose, for the noise generator's hot loops.
+"""Scalar LLVM operations that Numba does not expose, for the kernel's and the noise's hot loops.
 
 * :func:`opaque` returns its argument unchanged through an empty inline-assembly statement.
   LLVM cannot look through it, so it stops algebraic rewrites across it. The SFC64 step needs
@@ -12,8 +12,11 @@
 * :func:`fma_f32` is ``llvm.fma.f32``: ``a·b + c`` with one rounding, on every machine and under
   any fast-math flags (where the CPU has no FMA unit it becomes a call to libm's exact ``fmaf``).
   Polynomials written with it round the same way whoever compiles them.
+* :func:`at` is ``c[i]`` for a 1-D array and ``c`` itself for a scalar, decided when Numba
+  types the call: the kernel's neuron pass is one function for per-neuron constant arrays and
+  for per-population scalars. The array read skips Numba's negative-index check.
 
-All five are pure and vectorise.
+All six are pure and vectorise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 
@@ -82,6 +86,27 @@ def _fma_f32(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
     return sig, codegen
 
 
+@intrinsic
+def _at(typingctx: Any, c: Any, i: Any) -> Any:
+    if isinstance(c, types.Array):
+        sig = c.dtype(c, i)
+
+        def element(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            aryty = signature.args[0]
+            array = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+                context, builder, aryty, array, [args[1]], wraparound=False
+            )
+            return builder.load(ptr)
+
+        return sig, element
+
+    def scalar(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return args[0]
+
+    return c(c, i), scalar
+
+
 # Typed ``Any``: an intrinsic's Python-level signature includes Numba's typing context.
 #: ``opaque(x)`` inside ``@njit`` code: ``x`` (an integer), hidden from LLVM's rewrites.
 opaque: Any = _opaque
@@ -93,3 +118,5 @@ bits_f32: Any = _bits_f32
 sqrt_f32: Any = _sqrt_f32
 #: ``fma_f32(a, b, c)``: ``a·b + c`` in float32 with a single rounding.
 fma_f32: Any = _fma_f32
+#: ``at(c, i)``: ``c[i]`` for a 1-D array (no negative-index check), ``c`` for a scalar.
+at: Any = _at

@@ -32,6 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
+from simulator.intrinsics import at
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch, prefetch_range
 
@@ -52,34 +53,36 @@ def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
     return x
 
 
-#: Fast-math without reassociation: the scalar pass evaluates in the order written.
+#: Fast-math without reassociation: the pass evaluates in the order written.
 PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=PASS_FASTMATH)
-def _pass_scalars(  # type: ignore[no-untyped-def]
+def _neuron_pass(  # type: ignore[no-untyped-def]
     lo, hi, h, row, v, ref, x_cross, s_cross, xprev_cross, hist_cross, xi, spiked,
-    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, drive_e,
-    drive_i, noise_gain,
+    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, coef_e, coef_i,
+    noise_gain, v_new, ue, ui,
 ):  # fmt: skip
-    """The neuron pass over cells ``lo:hi`` whose per-neuron constants are the given scalars.
+    """The neuron pass over cells ``lo:hi`` (see ``run_steps``).
 
-    Bit for bit the array pass of ``run_steps``, which LLVM compiles (under fast-math) to
-    ``t = fma(scale, hist, −V) + base``, ``t = fma(c_e, u_e, t)``, ``t = fma(c_i, u_i, t)``,
-    ``V' = fma(gain, ξ, fma(t, dt/τ, V) + v_new)``. Here the same operations are written in that
-    order and compiled without reassociation, so that LLVM cannot hoist a sum of the
-    loop-invariant scalars (which rounds differently); the drives arrive as the exact products
-    ``c·u`` (c is 0 or 1) and the zero recurrent term is left out (adding +0 changes no value
-    here). ``tests/test_sim_reference.py`` checks the two passes against each other.
+    Each per-neuron constant (``scale`` … ``v_new``) is either an array over all cells or one
+    scalar for the whole range: with every constant uniform within each population, the kernel
+    calls this once per population with scalars and streams seven arrays less per step. The
+    update is written in the order LLVM had compiled it to under full fast-math
+    (``t = fma(scale, S, −V) + base``, ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then
+    ``fma(t, dt/τ, V) + v_new`` and ``fma(gain, ξ, ·)``) and compiled without reassociation,
+    so that both forms give the same bits (LLVM cannot fold loop-invariant scalars into a
+    differently rounded sum); ``tests/test_sim_reference.py`` checks them against each other.
     """
     for i in range(np.uint64(lo), np.uint64(hi)):
-        z = scale * hist_cross[h, i]
+        z = at(scale, i) * hist_cross[h, i]
         hist_cross[h, i] = s_cross[i]
         s_cross[i] += syn_d * (x_cross[i] - s_cross[i])
         xprev_cross[i] = x_cross[i]
         x_cross[i] *= x_decay
         vo = v[i]
-        vn = (z - vo + base + drive_e + drive_i) * dt_over_tau + vo + noise_gain * xi[row, i]
+        t = z - vo + at(base, i) + at(coef_e, i) * ue + at(coef_i, i) * ui
+        vn = t * at(dt_over_tau, i) + vo + at(v_new, i) + at(noise_gain, i) * xi[row, i]
         r = ref[i]
         sp = (vo < v_th) & (vn >= v_th)
         hold = sp | (r > 0)
@@ -151,32 +154,18 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             # a time (seven arrays less to stream per step)
             for pop in range(2):
                 lo = 0 if pop == 0 else n_e
-                _pass_scalars(
+                _neuron_pass(
                     lo, n_e if pop == 0 else n, h, row, v, ref, x_cross, s_cross,
                     xprev_cross, hist_cross, xi, spiked, syn_d, x_decay, v_th, v_reset, v_rest,
-                    ref_steps, scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo] * ue,
-                    coef_i[lo] * ui, noise_gain[lo],
+                    ref_steps, scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo],
+                    coef_i[lo], noise_gain[lo], 0.0, ue, ui,
                 )  # fmt: skip
         else:
-            for i in range(n):
-                z = scale_cross[i] * hist_cross[h, i]
-                hist_cross[h, i] = s_cross[i]
-                s_cross[i] += syn_d * (x_cross[i] - s_cross[i])
-                xprev_cross[i] = x_cross[i]
-                x_cross[i] *= x_decay
-                vo = v[i]
-                vn = (
-                    vo
-                    + dt_over_tau[i] * (base[i] - vo + z + coef_e[i] * ue + coef_i[i] * ui)
-                    + noise_gain[i] * xi[row, i]
-                    + v_new[i]
-                )
-                r = ref[i]
-                sp = (vo < v_th) & (vn >= v_th)
-                hold = sp | (r > 0)
-                v[i] = v_reset if hold else max(vn, v_rest)
-                ref[i] = ref_steps if sp else max(r - 1, 0)
-                spiked[i] = sp
+            _neuron_pass(
+                0, n, h, row, v, ref, x_cross, s_cross, xprev_cross, hist_cross, xi, spiked,
+                syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale_cross, dt_over_tau,
+                base, coef_e, coef_i, noise_gain, v_new, ue, ui,
+            )  # fmt: skip
         # window statistics (vectorisable)
         acc_e = 0.0
         for i in range(n_e):

@@ -37,6 +37,21 @@ def test_digest_covers_every_protocol_and_is_reproducible_and_seed_sensitive() -
     assert first["fig6-stim-noise/clean"] != first["ftsts-desync/clean"]
 
 
+#: Every published result rests on these dynamics: speed work must keep them bit for bit (the
+#: scalar-constant pass, Fig 3; the array pass, Fig 7 and Fig 8 with its recurrent input).
+FROZEN = {
+    "ftsts-desync/paper": "e6282b1b4da7dbfd",
+    "ftsts-desync/clean": "0d28b83431482c18",
+    "fig7-hetero-tau/paper": "f68c99d047da45b2",
+    "fig8-recurrent/clean": "f4f5a21e0d310445",
+}
+
+
+def test_dynamics_are_frozen() -> None:
+    digests = _digests()
+    assert {key: digests[key] for key in FROZEN} == FROZEN
+
+
 def test_digest_names_bad_arguments() -> None:
     bad = subprocess.run(
         [sys.executable, SCRIPT, "--windows", "0"],
