@@ -9,15 +9,16 @@ reaches after ``--warm-windows`` windows. Each trial restarts from the snapshot;
 over trials is reported per section, which strips most of the neighbours' interference.
 
     python bench/profile_kernel.py [--protocol ftsts-desync] [--trials 10] [--stimulated]
-        [--array-pass]
+        [--array-pass | --compare-array-pass] [--against REV]
 
 ``--stimulated`` applies the protocol's pulse train from its onset on, in the trials too (the
 entrained network fires more, and its spike loops cost more). ``--array-pass`` makes the kernel
 read its per-neuron constants from arrays where it would use per-population scalars;
 ``--compare-array-pass`` times both, alternating trial by trial (the way to measure a change on
-this VM, whose speed drifts between separate runs). ``--whole-run SECONDS`` reports instead the
-mean over a whole protocol run, Python side included (what a user's run meets, interference
-and all).
+this VM, whose speed drifts between separate runs); ``--against REV`` alternates this tree's
+kernel with ``simulator/kernel.py`` as of a git revision in the same way. ``--whole-run
+SECONDS`` reports instead the mean over a whole protocol run, Python side included (what a
+user's run meets, interference and all).
 
 Ticks are those of the constant-rate time-stamp counter (``tsc_ghz`` converts them to time).
 """
@@ -28,9 +29,11 @@ import argparse
 import copy
 import inspect
 import json
+import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,9 +77,15 @@ SECTIONS = [
 _END = "    head[0] = h\n    n_spk[0] = ns\n"
 
 
-def instrumented_kernel() -> Any:
-    """``run_steps`` with a trailing ``ticks`` argument that accumulates ticks per section."""
-    src = inspect.getsource(simulator.kernel).replace("cache=True", "cache=False")
+def instrumented_kernel(source: str | None = None, name: str = "kernel_profiled") -> Any:
+    """``run_steps`` with a trailing ``ticks`` argument that accumulates ticks per section.
+
+    Args:
+        source: The kernel module's source (default: this tree's ``simulator/kernel.py``).
+        name: Module name for the compiled copy (one per source).
+    """
+    src = source if source is not None else inspect.getsource(simulator.kernel)
+    src = src.replace("cache=True", "cache=False")
     src = src.replace("kop_acc,\n):  # fmt: skip", "kop_acc, ticks,\n):  # fmt: skip", 1)
     for k, (_, marker) in enumerate(SECTIONS):
         if src.count(marker) != 1:
@@ -87,10 +96,10 @@ def instrumented_kernel() -> Any:
         src = src.replace(marker, stamp + "        t_prev = t_now\n" + marker, 1)
     last = f"        ticks[{len(SECTIONS) - 1}] += _ticks() - t_prev\n"
     src = src.replace(_END, last + _END, 1)
-    module = types.ModuleType("kernel_profiled")
+    module = types.ModuleType(name)
     module.__dict__["_ticks"] = _ticks
     sys.modules[module.__name__] = module
-    exec(compile(src, "kernel_profiled", "exec"), module.__dict__)  # our own source, rewritten
+    exec(compile(src, name, "exec"), module.__dict__)  # our own source, rewritten
     return module.run_steps
 
 
@@ -167,6 +176,13 @@ def main() -> None:
         help="run the neuron pass over per-neuron constant arrays even where the kernel would "
         "take its scalar-constant pass (the same bits; to measure what that pass saves)",
     )  # fmt: skip
+    parser.add_argument(
+        "--against", metavar="REV", default=None,
+        help="also time simulator/kernel.py as of git revision REV, alternating trial by "
+        "trial with this tree's kernel from the same state, and report both and their ratio "
+        "(REV's kernel runs with this tree's network, noise and helpers: for kernel-only "
+        "changes that keep run_steps' arguments)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.n_scale > 0:
         parser.error(f"expected --n-scale > 0, actual {args.n_scale}")
@@ -194,21 +210,38 @@ def main() -> None:
             f"expected a protocol with a stimulus for --stimulated, actual {args.protocol}"
         )
 
+    if args.against is not None and args.compare_array_pass:
+        parser.error("expected at most one of --against and --compare-array-pass, actual both")
     kernel = instrumented_kernel()
+    # the variants to time, label → (kernel, array pass); with two, trial by trial in
+    # alternating order, so that the VM's drift falls on both alike
+    variants: dict[str, tuple[Any, bool]]
+    if args.compare_array_pass:
+        variants = {"scalar_pass": (kernel, False), "array_pass": (kernel, True)}
+    elif args.against is not None:
+        other = _kernel_source_at(args.against)
+        if other is None:
+            parser.error(f"expected a git revision with simulator/kernel.py, actual {args.against}")
+        variants = {
+            "this": (kernel, args.array_pass),
+            args.against: (instrumented_kernel(other, "kernel_profiled_against"), args.array_pass),
+        }
+    else:
+        variants = {"this": (kernel, args.array_pass)}
     ticks = np.zeros(len(SECTIONS), dtype=np.int64)
-    network_module.run_steps = lambda *a: kernel(*a, ticks)  # type: ignore[attr-defined]
+    current = [kernel]
+    network_module.run_steps = lambda *a: current[0](*a, ticks)  # type: ignore[attr-defined]
     net = Network(cfg)
     net.reset(seed=1)
     for w in range(args.warm_windows):
         net.advance(stimulus if w * 20.0 >= protocol.onset_ms else None, 20.0)
-    # the variants of the neuron pass to time: with --compare-array-pass both, trial by trial
-    # in alternating order, so that the VM's drift falls on both alike
-    variants = [False, True] if args.compare_array_pass else [args.array_pass]
-    best = {v: np.full(len(SECTIONS), np.iinfo(np.int64).max) for v in variants}
+    labels = list(variants)
+    best = {label: np.full(len(SECTIONS), np.iinfo(np.int64).max) for label in labels}
     steps = spikes = 0
-    spikes_of: dict[bool, int] = {}
+    spikes_of: dict[str, int] = {}
     for k in range(args.trials + 1):  # the first trial compiles
-        for array_pass in variants if k % 2 == 0 else variants[::-1]:
+        for label in labels if k % 2 == 0 else labels[::-1]:
+            current[0], array_pass = variants[label]
             trial = copy.deepcopy(net)
             if array_pass:
                 trial._uniform = False
@@ -219,15 +252,15 @@ def main() -> None:
                 stats = trial.advance(stimulus, 20.0)
                 steps += trial.step - t0
                 spikes += stats.spike_neurons.shape[0]
-            spikes_of[array_pass] = spikes
+            spikes_of[label] = spikes
             if k > 0:
-                best[array_pass] = np.minimum(best[array_pass], ticks)
+                best[label] = np.minimum(best[label], ticks)
     names = [name for name, _ in SECTIONS]
 
-    def section_report(array_pass: bool) -> dict[str, Any]:
-        per = best[array_pass] / (steps * cfg.n)
+    def section_report(label: str) -> dict[str, Any]:
+        per = best[label] / (steps * cfg.n)
         return {
-            "spikes_per_step": spikes_of[array_pass] / steps,
+            "spikes_per_step": spikes_of[label] / steps,
             "ticks_per_neuron_step": dict(zip(names, np.round(per, 3).tolist(), strict=True)),
             "total_ticks_per_neuron_step": round(float(per.sum()), 3),
             "share": dict(zip(names, np.round(per / per.sum(), 3).tolist(), strict=True)),
@@ -237,13 +270,26 @@ def main() -> None:
         "protocol": args.protocol, "n": cfg.n, "state_at_ms": args.warm_windows * 20.0,
         "stimulated": args.stimulated, "tsc_ghz": _tsc_ghz(),
     }  # fmt: skip
-    if args.compare_array_pass:
-        report["scalar_pass"] = section_report(False)
-        report["array_pass"] = section_report(True)
+    if len(labels) == 2:
+        for label in labels:
+            report[label] = section_report(label)
+        first, second = (report[label]["total_ticks_per_neuron_step"] for label in labels)
+        report[f"total_ratio_{labels[0]}_over_{labels[1]}"] = round(first / second, 4)
+        if args.against is not None:
+            report["array_pass"] = args.array_pass
     else:
         report["array_pass"] = args.array_pass
-        report.update(section_report(args.array_pass))
+        report.update(section_report("this"))
     print(json.dumps(report, indent=2))
+
+
+def _kernel_source_at(rev: str) -> str | None:
+    """``simulator/kernel.py`` as of git revision ``rev`` (None if there is none)."""
+    out = subprocess.run(
+        ["git", "show", f"{rev}:simulator/kernel.py"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    return out.stdout if out.returncode == 0 else None
 
 
 if __name__ == "__main__":
