@@ -12,11 +12,13 @@
 * :func:`fma_f32` is ``llvm.fma.f32``: ``a·b + c`` with one rounding, on every machine and under
   any fast-math flags (where the CPU has no FMA unit it becomes a call to libm's exact ``fmaf``).
   Polynomials written with it round the same way whoever compiles them.
+* :func:`cttz` is ``llvm.cttz.i64``, the count of trailing zero bits (one ``tzcnt``): the
+  kernel finds the spiking cells among eight ``bool`` bytes read as one word with it.
 * :func:`at` is ``c[i]`` for a 1-D array and ``c`` itself for a scalar, decided when Numba
   types the call: the kernel's neuron pass is one function for per-neuron constant arrays and
   for per-population scalars. The array read skips Numba's negative-index check.
 
-All six are pure and vectorise.
+All seven are pure; all but ``cttz`` vectorise.
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ def _fma_f32(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
 
 
 @intrinsic
+def _cttz(typingctx: Any, x: Any) -> Any:
+    sig = types.uint64(types.uint64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(i64, [i64, ir.IntType(1)])
+        fn = builder.module.declare_intrinsic("llvm.cttz", [i64], fnty)
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+
+    return sig, codegen
+
+
+@intrinsic
 def _at(typingctx: Any, c: Any, i: Any) -> Any:
     if isinstance(c, types.Array):
         sig = c.dtype(c, i)
@@ -118,5 +133,7 @@ bits_f32: Any = _bits_f32
 sqrt_f32: Any = _sqrt_f32
 #: ``fma_f32(a, b, c)``: ``a·b + c`` in float32 with a single rounding.
 fma_f32: Any = _fma_f32
+#: ``cttz(x)``: the number of trailing zero bits of the uint64 ``x`` (64 for zero).
+cttz: Any = _cttz
 #: ``at(c, i)``: ``c[i]`` for a 1-D array (no negative-index check), ``c`` for a scalar.
 at: Any = _at
