@@ -28,7 +28,7 @@ from simulator.connectivity import (
 from simulator.kernel import run_steps
 from simulator.noise import load_state, noise_generator, scratch_words, store_state
 from simulator.stimulus import PulseTrain, Stimulus
-from simulator.synchrony import chi_from_sums
+from simulator.window import window_numbers
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -376,25 +376,24 @@ class Network:
             n_done += labelled
         if n_spk[0] > cap:
             raise SimulationError(f"Spike buffer overflow: {n_spk[0]} spikes > capacity {cap}")
-        if not np.isfinite(self.v).all():
-            raise SimulationError("Non-finite membrane potential: the integration diverged")
         ns = int(n_spk[0])
-        spike_neurons = spk_idx[:ns].copy()
-        spike_times = (spk_step[:ns] * cfg.dt_ms).astype(np.float64)
-        n_e_spikes = int(np.count_nonzero(spike_neurons < n_e))
+        (finite, spike_times, spike_neurons, n_e_spikes, chi, mean_e, sd_e, mean_i, sd_i,
+         mean_w) = window_numbers(
+            self.v, spk_step, spk_idx, ns, cfg.dt_ms, n_e, pop_e, pop_i, chunk_steps, dropped,
+            sum_v, sumsq_v, self._ei.weight,
+        )  # fmt: skip
+        if not finite:
+            raise SimulationError("Non-finite membrane potential: the integration diverged")
         dur_s = duration_ms / 1000.0
-        kept = total - (total // chunk_steps if dropped else 0)
-        kept_rows = _kept_rows(pop_e, chunk_steps) if dropped else pop_e
-        chi = chi_from_sums(kept_rows, sum_v, sumsq_v, kept)
         return WindowStats(
             t_start_ms=t_start,
             t_end_ms=self.t_ms,
             synchrony=float(kop_acc[0] / kop_acc[1]) if kop_acc[1] > 0 else 0.0,
-            mean_v_e_mv=float(reductions.mean(pop_e)),
-            sd_v_e_mv=float(reductions.std(pop_e)),
-            mean_v_i_mv=float(reductions.mean(pop_i)),
-            sd_v_i_mv=float(reductions.std(pop_i)),
-            weight_mv=self.weight_mv,
+            mean_v_e_mv=mean_e,
+            sd_v_e_mv=sd_e,
+            mean_v_i_mv=mean_i,
+            sd_v_i_mv=sd_i,
+            weight_mv=float(cfg.j_i_mv * mean_w) if self._ei.n_synapses else 0.0,
             weight_ie_mv=self._weight_ie_mv(),
             rate_e_hz=n_e_spikes / n_e / dur_s,
             rate_i_hz=(ns - n_e_spikes) / cfg.n_i / dur_s,
@@ -513,10 +512,3 @@ def _mean_weight_mv(j_mv: float, proj: Projection) -> float:
 def _uniform_per_population(values: FloatArray, n_e: int) -> bool:
     """Whether ``values`` is constant over the E cells ``[:n_e]`` and over the I cells."""
     return bool(np.all(values[:n_e] == values[0]) and np.all(values[n_e:] == values[n_e]))
-
-
-def _kept_rows(pop: FloatArray, chunk_steps: int) -> FloatArray:
-    """Drop the placeholder row of each paper chunk (the discarded step)."""
-    mask = np.ones(pop.shape[0], dtype=np.bool_)
-    mask[chunk_steps - 1 :: chunk_steps] = False
-    return pop[mask]

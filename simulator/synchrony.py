@@ -83,9 +83,15 @@ def chi_from_sums(
     Returns:
         χ in [0, 1]; 0 when no neuron's voltage varied.
     """
+    return float(chi_of_window(np.ascontiguousarray(pop_mean), sum_v, sumsq_v, n_samples))
+
+
+@njit(cache=True, nogil=True)
+def chi_of_window(pop_mean, sum_v, sumsq_v, n_samples):  # type: ignore[no-untyped-def]
+    """:func:`chi_from_sums` inside compiled code (``pop_mean`` contiguous)."""
     if n_samples < 2:
         return 0.0
-    return float(_chi(np.ascontiguousarray(pop_mean), sum_v, sumsq_v, float(n_samples)))
+    return _chi(pop_mean, sum_v, sumsq_v, float(n_samples))
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
