@@ -74,6 +74,8 @@ SECTIONS = [
     ("traces_bookkeeping", "        # ---- traces decay"),
     ("kuramoto_sample", "        # ---- causal Kuramoto sample"),
 ]
+#: The first line after the step loop (the last section's stamp goes in just before it, at the
+#: loop body's indentation)
 _END = "    head[0] = h\n    n_spk[0] = ns\n"
 
 
