@@ -63,16 +63,18 @@ def _ticks(typingctx: Any) -> Any:
     return sig, codegen
 
 
-#: (section name, the kernel source line that starts it)
+#: (section name, the kernel source lines that may start it: the first found is used, so that
+#: kernels of other revisions (``--against``) are profiled too; sections are stamped in the
+#: order they appear in the source)
 SECTIONS = [
-    ("noise", "        if gen_noise:\n"),
-    ("neuron_pass", "        # recurrent input first"),
-    ("statistics", "        # window statistics"),
-    ("collect_and_prefetch", "        # collect this step's spikes"),
-    ("e_spike_loop", "        # ---- E spikes"),
-    ("i_spike_loop", "        # ---- I spikes"),
-    ("traces_bookkeeping", "        # ---- traces decay"),
-    ("kuramoto_sample", "        # ---- causal Kuramoto sample"),
+    ("noise", ["        # ---- the next step's noise", "        if gen_noise:\n"]),
+    ("neuron_pass", ["        # recurrent input first"]),
+    ("statistics", ["        # window statistics"]),
+    ("collect_and_prefetch", ["        # collect this step's spikes"]),
+    ("e_spike_loop", ["        # ---- E spikes"]),
+    ("i_spike_loop", ["        # ---- I spikes"]),
+    ("traces_bookkeeping", ["        # ---- traces decay"]),
+    ("kuramoto_sample", ["        # ---- causal Kuramoto sample"]),
 ]
 #: The first line after the step loop (the last section's stamp goes in just before it, at the
 #: loop body's indentation)
@@ -89,14 +91,20 @@ def instrumented_kernel(source: str | None = None, name: str = "kernel_profiled"
     src = source if source is not None else inspect.getsource(simulator.kernel)
     src = src.replace("cache=True", "cache=False")
     src = src.replace("kop_acc,\n):  # fmt: skip", "kop_acc, ticks,\n):  # fmt: skip", 1)
-    for k, (_, marker) in enumerate(SECTIONS):
-        if src.count(marker) != 1:
-            raise SystemExit(f"kernel section marker not found exactly once: {marker.strip()!r}")
+    # each section's marker and position; stamps in source order, each closing the one before
+    found: list[tuple[int, int, str]] = []
+    for index, (section, candidates) in enumerate(SECTIONS):
+        usable = [m for m in candidates if src.count(m) == 1]
+        if not usable:
+            raise SystemExit(f"kernel section marker of {section!r} not found exactly once")
+        found.append((src.index(usable[0]), index, usable[0]))
+    found.sort()
+    for k, (_, _index, marker) in enumerate(found):
         stamp = "        t_now = _ticks()\n"
         if k > 0:
-            stamp += f"        ticks[{k - 1}] += t_now - t_prev\n"
+            stamp += f"        ticks[{found[k - 1][1]}] += t_now - t_prev\n"
         src = src.replace(marker, stamp + "        t_prev = t_now\n" + marker, 1)
-    last = f"        ticks[{len(SECTIONS) - 1}] += _ticks() - t_prev\n"
+    last = f"        ticks[{found[-1][1]}] += _ticks() - t_prev\n"
     src = src.replace(_END, last + _END, 1)
     module = types.ModuleType(name)
     module.__dict__["_ticks"] = _ticks

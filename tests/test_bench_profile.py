@@ -97,3 +97,29 @@ def test_profiler_whole_run_reports_the_time_outside_the_kernel() -> None:
     )
     assert bad.returncode == 2
     assert "expected --whole-run > 0, actual 0.0" in bad.stderr
+
+
+def test_profiler_against_a_revision() -> None:
+    """``--against REV`` times this tree's kernel and REV's from one state: the same spikes
+    (HEAD's kernel is this one or an earlier one with the same dynamics), both reported."""
+    base = [sys.executable, str(ROOT / "bench" / "profile_kernel.py"), "--n-scale", "0.1",
+            "--warm-windows", "3", "--windows", "1", "--trials", "1"]  # fmt: skip
+    out = subprocess.run(
+        [*base, "--against", "HEAD"], capture_output=True, text=True, timeout=300, check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    assert report["this"]["spikes_per_step"] == report["HEAD"]["spikes_per_step"] > 0
+    assert report["HEAD"]["ticks_per_neuron_step"]["e_spike_loop"] > 0
+    ratio = report["total_ratio_this_over_HEAD"]
+    assert ratio == round(
+        report["this"]["total_ticks_per_neuron_step"]
+        / report["HEAD"]["total_ticks_per_neuron_step"],
+        4,
+    )
+    bad = subprocess.run(
+        [*base, "--against", "no-such-revision"], capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "expected a git revision with simulator/kernel.py, actual no-such-revision" in bad.stderr
