@@ -135,8 +135,9 @@ class Network:
         self.seed = int(seed)
         conn_ss, tau_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
         conn = np.random.default_rng(conn_ss)
-        self._noise = noise_generator(noise_ss)
-        self._rng_state = load_state(self._noise)
+        self._noise_gen = noise_generator(noise_ss)
+        self._rng_state = load_state(self._noise_gen)
+        self._rng_lent = False  # whether code outside the kernel may hold the generator
         n, n_e, n_i = cfg.n, cfg.n_e, cfg.n_i
         if n_i >= 1 << 16:  # the kernel counts I→E hits per step in uint16
             raise ConfigError(f"Expected fewer than 65536 I cells, actual n_i={n_i}")
@@ -313,13 +314,31 @@ class Network:
                 f"Expected duration_ms to be a multiple of {CHUNK_MS} ms in paper semantics "
                 f"(the released code integrates in {CHUNK_MS} ms chunks), actual {duration_ms}"
             )
-        # The kernel advances the noise generator's own state: read it now (whatever drew from
-        # the generator since the last window) and write it back however this window ends.
-        self._rng_state = load_state(self._noise)
+        # The kernel advances the noise generator's own state words. Once the generator has
+        # been handed out (``_noise``), read them now (whatever drew from it since the last
+        # window) and write them back however this window ends; until then the words are the
+        # only copy, and ``_noise`` writes them into the generator when it is asked for.
+        if not self._rng_lent:
+            return self._advance(stimulus, duration_ms, total, chunk_steps)
+        self._rng_state = load_state(self._noise_gen)
         try:
             return self._advance(stimulus, duration_ms, total, chunk_steps)
         finally:
-            store_state(self._noise, self._rng_state)
+            store_state(self._noise_gen, self._rng_state)
+
+    @property
+    def _noise(self) -> np.random.Generator:
+        """The run's noise generator (SFC64), in the state the kernel's draws left it.
+
+        From the first access on, every window reads the generator's state before it runs and
+        writes it back after, so that draws by the holder and by the kernel interleave as one
+        stream.
+        """
+        self._require_ready()
+        if not self._rng_lent:
+            store_state(self._noise_gen, self._rng_state)
+            self._rng_lent = True
+        return self._noise_gen
 
     def _advance(
         self,

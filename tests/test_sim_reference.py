@@ -104,6 +104,31 @@ def test_draws_between_windows_move_the_kernels_noise_on() -> None:
     assert not np.array_equal(a.v, b.v)
 
 
+def test_generator_handed_out_late_is_where_the_kernel_left_it() -> None:
+    """Until the generator is asked for, the kernel keeps its state words itself (no write-back
+    per window); asking for it later gives the same generator state as asking every window."""
+    cfg = NetworkConfig(n_e=80, n_i=20, semantics="paper")
+    late, every = Network(cfg), Network(cfg)
+    late.reset(seed=6)
+    every.reset(seed=6)
+    for _ in range(3):
+        every._noise  # noqa: B018 - lent from the start: read and written back every window
+        late.advance(None, 20.0)
+        every.advance(None, 20.0)
+    assert not late._rng_lent
+    np.testing.assert_array_equal(late.v, every.v)
+    late_state = late._noise.bit_generator.state["state"]
+    np.testing.assert_array_equal(
+        late_state["state"], every._noise.bit_generator.state["state"]["state"]
+    )
+    assert late._rng_lent
+    late._noise.random()  # from now on, draws by the holder move the kernel's stream on
+    every._noise.random()
+    late.advance(None, 20.0)
+    every.advance(None, 20.0)
+    np.testing.assert_array_equal(late.v, every.v)
+
+
 def test_simultaneous_i_to_e_jumps_subtract_one_at_a_time_in_clean_semantics() -> None:
     """Clean semantics sum simultaneous jumps: 32 I spikes onto one E cell subtract w 32 times
     in order (the kernel counts the hits first; fast-math must not re-associate the sum)."""
