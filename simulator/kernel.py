@@ -34,11 +34,11 @@ from numba import njit
 
 from simulator.intrinsics import at, cttz
 from simulator.noise import fill_standard_normal
-from simulator.prefetch import prefetch, prefetch_range
+from simulator.prefetch import prefetch_range
 
 TWO_PI = 2.0 * math.pi
-#: How many synapses ahead the E-spike loop asks for the scattered E→I weights.
-PREFETCH_AHEAD = 32
+#: Longest stretch of steps over which potentiation is left pending (bounds d^−m).
+LTP_SEGMENT_STEPS = 1000
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -64,6 +64,32 @@ def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def
         hit = hits[i] > 0
         x_now[i] = x_then[i] - w if hit else x_now[i]
         hits[i] = 0
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def _flush_potentiation(  # type: ignore[no-untyped-def]
+    n_e, ptr, tgt, w, snap, g, a, tr_e, eta_ltp, w_hi
+):  # fmt: skip
+    """Apply every E→I synapse's pending potentiation and start a new segment.
+
+    Between two spikes of E cell j its trace decays geometrically, ``P_j(u) = A_j·d^u`` at
+    step ``u`` of the segment, so the potentiation that I cell k's spikes at steps ``u₁, u₂, …``
+    owe synapse (j, k) is ``η·A_j·Σ d^u = η·A_j·(G_k − snap_jk)``, where ``G_k`` sums ``d^u``
+    over k's spikes and ``snap_jk`` is ``G_k`` as of the synapse's last update. Potentiation
+    steps are all positive, so clipping at ``w_max`` once after their sum is clipping after
+    each. A synapse is brought up to date when its E cell fires (the spike loop, rows read
+    contiguously) and here, at the end of a call or segment, for all; then ``G``, ``snap`` and
+    ``A`` restart from the current traces.
+    """
+    for j in range(n_e):
+        a_j = eta_ltp * a[j]
+        for s in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
+            pend = g[np.uint64(tgt[s])] - snap[s]
+            w[s] = np.float32(min(w[s] + a_j * pend, w_hi))
+            snap[s] = 0.0
+        a[j] = tr_e[j]
+    for k in range(g.shape[0]):
+        g[k] = 0.0
 
 
 #: Fast-math without reassociation: the pass evaluates in the order written.
@@ -115,7 +141,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     gen_noise, rng_state, rng_words,
     v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
     # projections: E→I, I→E, E→E, I→I
-    ei_ptr, ei_tgt, ei_fwd, ei_w, ei_in_ptr, ei_pre,
+    ei_ptr, ei_tgt, ei_w, ei_in_ptr, ei_in_syn, ei_pre, ltp_snap, ltp_g, ltp_a,
     ie_ptr, ie_tgt, ie_fwd, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
     ee_ptr, ee_tgt, ii_ptr, ii_tgt,
     # plasticity
@@ -138,7 +164,6 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # unsigned indices in the spike loops: Numba's negative-index wraparound on signed ones
     # costs a shift, a mask and an add per access (and keeps LLVM from simplifying the loops)
     n_e_u = np.uint64(n_e)
-    pf_ahead = np.uint64(PREFETCH_AHEAD)
     u1 = np.uint64(1)
     u3 = np.uint64(3)
     # X(t) and X(t+dt) of the cross-population synapses live in two arrays whose roles swap
@@ -147,6 +172,22 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # x_cross holds X(t+dt) and xprev_cross X(t), as if each step had copied.
     x_then = xprev_cross
     x_now = x_cross
+    # potentiation of E→I synapses (asymmetric rule) is applied lazily, see _flush_potentiation:
+    # dpow[m] = d^m and dinv[m] = d^−m for the E trace's per-step decay d, m steps into the
+    # current segment (which starts at step seg0 of this call)
+    lazy = plast_on and not rule_sym
+    seg = min(n_steps, LTP_SEGMENT_STEPS)
+    dpow = np.empty(seg + 2)
+    dinv = np.empty(seg + 2)
+    dpow[0] = 1.0
+    dinv[0] = 1.0
+    for m in range(1, seg + 2):
+        dpow[m] = dpow[m - 1] * tr_e_decay
+        dinv[m] = 1.0 / dpow[m]
+    seg0 = 0
+    if lazy:
+        for i in range(n_e):
+            ltp_a[i] = tr_e[i]
     for k in range(n_steps):
         t_end = step0 + k + 1
         x_then, x_now = x_now, x_then
@@ -223,14 +264,15 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         for q in range(n_now):
             g = step_spk[q]
             if g < n_e:
-                prefetch_range(ei_fwd, ei_ptr[g], ei_ptr[g + 1])
+                prefetch_range(ei_w, ei_ptr[g], ei_ptr[g + 1])
                 prefetch_range(ei_tgt, ei_ptr[g], ei_ptr[g + 1])
+                if lazy:
+                    prefetch_range(ltp_snap, ei_ptr[g], ei_ptr[g + 1])
             else:
                 j = g - n_e
                 prefetch_range(ie_tgt, ie_ptr[j], ie_ptr[j + 1])
-                if plast_on:
-                    prefetch_range(ei_w, ei_in_ptr[j], ei_in_ptr[j + 1])
-                    prefetch_range(ei_pre, ei_in_ptr[j], ei_in_ptr[j + 1])
+                if plast_on and rule_sym:
+                    prefetch_range(ei_in_syn, ei_in_ptr[j], ei_in_ptr[j + 1])
 
         # ---- E spikes: jumps onto I (and E), LTD of outgoing E→I, LTD of incoming I→E (Fig 11)
         for q in range(n_now):
@@ -239,28 +281,42 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 break
             beg = np.uint64(ei_ptr[j])
             end = np.uint64(ei_ptr[j + 1])
-            for qu in range(beg, min(end, beg + pf_ahead)):
-                prefetch(ei_w, np.uint64(ei_fwd[qu]))
-            for qu in range(beg, end):
-                if qu + pf_ahead < end:
-                    prefetch(ei_w, np.uint64(ei_fwd[qu + pf_ahead]))
-                su = np.uint64(ei_fwd[qu])
-                ku = np.uint64(ei_tgt[qu])
-                gu = n_e_u + ku
-                w0 = ei_w[su]
-                if overwrite:
-                    x_now[gu] = x_then[gu] + w0
-                else:
-                    x_now[gu] += w0
-                if plast_on:
-                    if rule_sym:
-                        if last_spike[gu] >= 0:
-                            lag = t_end - last_spike[gu]
-                            w = w0 + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
-                            ei_w[su] = min(max(w, w_lo_ei), w_hi_ei)
-                    elif not (overwrite and spiked[gu]):
-                        w = w0 + eta_ltd * tr_i[ku]
-                        ei_w[su] = w if w > w_lo_ei else w_lo_ei
+            # E→I weights are stored presynaptic-major: this cell's row is contiguous
+            if lazy:
+                # the potentiation its synapses have pending (their I cells' spikes since this
+                # cell last fired), then the jump with that weight, the depression, and the
+                # potentiation of a same-step pair (its trace before this step's bump)
+                a_j = eta_ltp * ltp_a[j]
+                ltp_now = eta_ltp * tr_e[j]
+                d_now = dpow[k - seg0]
+                for su in range(beg, end):
+                    ku = np.uint64(ei_tgt[su])
+                    gu = n_e_u + ku
+                    g_k = ltp_g[ku]
+                    w0 = np.float32(min(ei_w[su] + a_j * (g_k - ltp_snap[su]), w_hi_ei))
+                    if overwrite:
+                        x_now[gu] = x_then[gu] + w0
+                    else:
+                        x_now[gu] += w0
+                    post = spiked[gu]
+                    w_ltd = np.float32(max(w0 + eta_ltd * tr_i[ku], w_lo_ei))
+                    w1 = w0 if overwrite and post else w_ltd
+                    w_ltp = np.float32(min(w1 + ltp_now, w_hi_ei))
+                    ei_w[su] = w_ltp if post else w1
+                    ltp_snap[su] = g_k + d_now if post else g_k
+            else:
+                for su in range(beg, end):
+                    ku = np.uint64(ei_tgt[su])
+                    gu = n_e_u + ku
+                    w0 = ei_w[su]
+                    if overwrite:
+                        x_now[gu] = x_then[gu] + w0
+                    else:
+                        x_now[gu] += w0
+                    if plast_on and last_spike[gu] >= 0:  # symmetric rule
+                        lag = t_end - last_spike[gu]
+                        w = w0 + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                        ei_w[su] = min(max(w, w_lo_ei), w_hi_ei)
             if has_rec:
                 for s in range(ee_ptr[j], ee_ptr[j + 1]):
                     g = ee_tgt[s]
@@ -308,19 +364,17 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                         x_rec[gg] = xprev_rec[gg] - 1.0
                     else:
                         x_rec[gg] -= 1.0
-            # E→I weights are stored postsynaptic-major: the inputs of I cell j are the
-            # contiguous storage range in_ptr[j]:in_ptr[j + 1] (no indirection; vectorisable)
-            if plast_on and rule_sym:
-                for s in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
+            if lazy:
+                # the potentiation of this cell's inputs is left pending: one number per I cell
+                ltp_g[j] += dpow[k - seg0]
+            elif plast_on:  # symmetric rule: the inputs of I cell j, through the reverse index
+                for qq in range(ei_in_ptr[j], ei_in_ptr[j + 1]):
+                    s = ei_in_syn[qq]
                     pre = ei_pre[s]
                     if last_spike[pre] >= 0:
                         lag = t_end - last_spike[pre]
                         w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
                         ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
-            elif plast_on:
-                for sl in range(np.uint64(ei_in_ptr[j]), np.uint64(ei_in_ptr[j + 1])):
-                    w = ei_w[sl] + eta_ltp * tr_e[np.uint64(ei_pre[sl])]
-                    ei_w[sl] = w if w < w_hi_ei else w_hi_ei
 
         # the static I→E jumps, one pass over the E cells instead of one sweep per I spike:
         # X(t+dt) = X(t) − w (overwrite: however many hits), or w subtracted once per hit
@@ -344,6 +398,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             spiked[gu] = False
             if gu < n_e_u:
                 tr_e[gu] += a0
+                if lazy:
+                    ltp_a[gu] = tr_e[gu] * dinv[k - seg0 + 1]
                 last = last_spike[gu]
                 if last >= 0:
                     isi = t_end - last
@@ -379,6 +435,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             if valid > 0:
                 kop_acc[0] += math.sqrt(sr * sr + si * si) / valid
                 kop_acc[1] += 1.0
+
+        # ---- pending potentiation applied at the end of the call and of every segment
+        if lazy and (k + 1 == n_steps or k + 1 - seg0 == seg):
+            _flush_potentiation(n_e, ei_ptr, ei_tgt, ei_w, ltp_snap, ltp_g, ltp_a, tr_e,
+                                eta_ltp, w_hi_ei)  # fmt: skip
+            seg0 = k + 1
     head[0] = h
     n_spk[0] = ns
     if n_steps % 2 == 1:  # X(t+dt) is in xprev_cross: swap the contents back

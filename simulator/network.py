@@ -23,7 +23,6 @@ from simulator.connectivity import (
     bernoulli_projection,
     empty_projection,
     storable_bounds,
-    to_post_major,
 )
 from simulator.kernel import run_steps
 from simulator.noise import load_state, noise_generator, scratch_words, store_state
@@ -142,11 +141,15 @@ class Network:
         if n_i >= 1 << 16:  # the kernel counts I→E hits per step in uint16
             raise ConfigError(f"Expected fewer than 65536 I cells, actual n_i={n_i}")
 
-        self._ei = to_post_major(
-            bernoulli_projection(conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32)
+        self._ei = bernoulli_projection(
+            conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32
         )
-        # the kernel's potentiation walk relies on this layout (incoming synapses contiguous)
-        assert np.array_equal(self._ei.in_syn, np.arange(self._ei.n_synapses))
+        # the kernel's E-spike loop relies on this layout (each E cell's synapses contiguous)
+        assert np.array_equal(self._ei.fwd_syn, np.arange(self._ei.n_synapses))
+        # pending potentiation (kernel._flush_potentiation): per synapse, per I cell, per E cell
+        self._ltp_snap = np.zeros(self._ei.n_synapses)
+        self._ltp_g = np.zeros(n_i)
+        self._ltp_a = np.zeros(n_e)
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         # The kernel's jump loop for static I→E synapses uses the common weight ie_w[0].
         assert cfg.plastic_ie or bool(np.all(self._ie.weight == cfg.w_ei))
@@ -503,7 +506,8 @@ class Network:
             xi is None, self._rng_state, self._rng_words,
             cfg.v_rest_mv, cfg.v_th_mv, cfg.v_reset_mv, cfg.refractory_steps,
             cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
-            ei.ptr, ei.target, ei.fwd_syn, ei.weight, ei.in_ptr, ei.pre_of,
+            ei.ptr, ei.target, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
+            self._ltp_snap, self._ltp_g, self._ltp_a,
             ie.ptr, ie.target, ie.fwd_syn, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
             ee.ptr, ee.target, ii.ptr, ii.target,
             self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,

@@ -21,7 +21,7 @@ def test_profiler_reports_every_kernel_section() -> None:
     ticks = report["ticks_per_neuron_step"]
     assert set(ticks) == {
         "noise", "neuron_pass", "statistics", "collect_and_prefetch", "e_spike_loop",
-        "i_spike_loop", "traces_bookkeeping", "kuramoto_sample",
+        "i_spike_loop", "traces_bookkeeping", "kuramoto_sample", "potentiation_flush",
     }  # fmt: skip
     assert ticks["noise"] > 0
     assert ticks["neuron_pass"] > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from simulator.config import NetworkConfig
+from simulator.kernel import LTP_SEGMENT_STEPS
 from simulator.network import Network
 from simulator.reference import ReferenceState, reference_step
 from simulator.stimulus import Stimulus
@@ -69,6 +70,47 @@ def test_kernel_matches_reference_step_by_step(semantics: str) -> None:
     # the comparison exercised spikes, jumps and plasticity, not a quiet network
     assert total_spikes > 60
     assert plastic_changes > 60
+
+
+@pytest.mark.parametrize("semantics", ["paper", "clean"])
+def test_pending_potentiation_matches_reference_over_a_long_call(semantics: str) -> None:
+    """Over one kernel call of many steps, potentiation is left pending and applied when the
+    E cell fires or the call ends (kernel._flush_potentiation): the same weights as applying
+    every step's potentiation at once, up to float32 rounding, and the same spikes."""
+    cfg = NetworkConfig(n_e=80, n_i=20, p_connect=0.3, semantics=semantics)  # type: ignore[arg-type]
+    net = Network(cfg)
+    net.reset(seed=12)
+    for _ in range(6):
+        net.advance(None, 20.0)
+    steps = 1500  # longer than a segment (LTP_SEGMENT_STEPS): the segment restart is exercised
+    assert steps > LTP_SEGMENT_STEPS
+    rng = np.random.default_rng(8)
+    xi = rng.standard_normal((steps, cfg.n)).astype(np.float32)
+    u = np.zeros(steps)
+    state = _snapshot(net)
+    got = net.integrate_explicit(u, u, xi, plast_on=True)
+    spikes: list[int] = []
+    changed = 0
+    for k in range(steps):
+        new, step_spikes = reference_step(
+            cfg, state, dt_over_tau=net._dt_over_tau,
+            noise_increment=net._gain_off * xi[k].astype(np.float64),
+            u_e=0.0, u_i=0.0, plast_on=True,
+            ei=(net._ei.ptr, net._ei.target), ie=(net._ie.ptr, net._ie.target),
+        )  # fmt: skip
+        changed += int(np.count_nonzero(new.w_ei != state.w_ei))
+        spikes.extend(step_spikes)
+        state = new
+    assert list(got) == spikes
+    assert len(spikes) > 300 and changed > 3000
+    # the reference rounds to float32 after every update, the kernel once per batch: a few
+    # float32 ulps (6·10⁻⁸ each) apart at most, unbiased
+    np.testing.assert_allclose(net._ei.weight, state.w_ei, rtol=1e-6, atol=0)
+    diff = net._ei.weight.astype(np.float64) - state.w_ei
+    assert abs(diff.mean()) < 2e-8
+    np.testing.assert_allclose(net.v, state.v, rtol=0, atol=1e-5)  # jumps of those weights
+    # nothing left pending between calls
+    assert not net._ltp_g.any() and not net._ltp_snap.any()
 
 
 def test_noise_drawn_in_the_kernel_is_the_generators_standard_normal_stream() -> None:
