@@ -6,9 +6,10 @@ storage index ``fwd_syn`` of each synapse's weight. The reverse index groups syn
 postsynaptic neuron: ``in_syn[in_ptr[k]:in_ptr[k + 1]]`` are the storage indices of neuron
 ``k``'s incoming synapses and ``pre_of[s]`` is the presynaptic neuron of storage index ``s``.
 
-Weights are stored presynaptic-major by default; :func:`to_post_major` stores them
-postsynaptic-major instead, so that the potentiation walk over a postsynaptic neuron's inputs
-(the heaviest STDP loop at N = 10 000) reads memory sequentially.
+Weights are stored presynaptic-major (``fwd_syn`` is the identity): the kernel reads an E
+cell's outgoing E→I synapses as one contiguous row when it fires and leaves the potentiation
+of an I cell's inputs pending (see :mod:`simulator.kernel`), so no loop walks the reverse
+index except the symmetric rule's (Fig 12).
 
 The E→I weights, plastic in every network, are stored in float32, as GPU network simulators
 store weights: at N = 10 000 they are 1.6 M values hit at random by the spike loops, and
@@ -64,23 +65,6 @@ class Projection:
         return self.weight[self.fwd_syn].astype(np.float64)
 
 
-def to_post_major(proj: Projection) -> Projection:
-    """The same projection with its weights stored postsynaptic-major."""
-    perm = proj.in_syn  # storage (new) position m holds old storage index perm[m]
-    fwd_old = proj.fwd_syn
-    inverse = np.empty_like(perm)
-    inverse[perm] = np.arange(perm.shape[0], dtype=np.int32)
-    return Projection(
-        ptr=proj.ptr,
-        target=proj.target,
-        weight=proj.weight[perm].copy(),
-        in_ptr=proj.in_ptr,
-        in_syn=np.arange(perm.shape[0], dtype=np.int32),
-        pre_of=proj.pre_of[perm].copy(),
-        fwd_syn=inverse[fwd_old],
-    )
-
-
 def storable_bounds(lo: float, hi: float) -> tuple[float, float]:
     """The float32 values just inside ``[lo, hi]``: the clip bounds for stored weights.
 
@@ -97,8 +81,8 @@ def storable_bounds(lo: float, hi: float) -> tuple[float, float]:
 def neuron_index_dtype(n_cells: int) -> type[np.int16] | type[np.int32]:
     """The storage type of indices into a population of ``n_cells``: int16 when they fit.
 
-    The spike loops read a synapse's target and, in the potentiation walk, each input's
-    presynaptic cell; at N = 10 000 these index arrays are 6.4 MB each in int32, and halving
+    The spike loops read a synapse's target (and, under the symmetric rule, each input's
+    presynaptic cell); at N = 10 000 these index arrays are 6.4 MB each in int32, and halving
     them made whole runs ≈ 15 % faster there (alternated A/B runs, `docs/simulator.md`).
     """
     return np.int16 if n_cells <= np.iinfo(np.int16).max else np.int32

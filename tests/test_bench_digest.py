@@ -38,12 +38,15 @@ def test_digest_covers_every_protocol_and_is_reproducible_and_seed_sensitive() -
 
 
 #: Every published result rests on these dynamics: speed work must keep them bit for bit (the
-#: scalar-constant pass, Fig 3; the array pass, Fig 7 and Fig 8 with its recurrent input).
+#: scalar-constant pass, Fig 3; the array pass, Fig 7 and Fig 8 with its recurrent input; the
+#: symmetric STDP rule's immediate updates, Fig 12). Pinned again when lazy potentiation
+#: changed the rounding of the E→I weights (2026-11-30, fourth session).
 FROZEN = {
-    "ftsts-desync/paper": "e6282b1b4da7dbfd",
-    "ftsts-desync/clean": "0d28b83431482c18",
-    "fig7-hetero-tau/paper": "f68c99d047da45b2",
-    "fig8-recurrent/clean": "f4f5a21e0d310445",
+    "ftsts-desync/paper": "5126a7b95d327907",
+    "ftsts-desync/clean": "a66adec2a25eb989",
+    "fig7-hetero-tau/paper": "65588ba5463a531d",
+    "fig8-recurrent/clean": "eb8361243a9988e0",
+    "fig12-symmetric-stdp/paper": "6d27aa1698dae5d8",
 }
 
 
