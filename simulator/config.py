@@ -149,6 +149,13 @@ class NetworkConfig:
         ):  # fmt: skip
             if getattr(self, name) <= 0.0:
                 raise ConfigError(f"Expected {name} > 0, actual {getattr(self, name)!r}")
+        for name in ("tau_d_ms", "tau_r_ms", "tau_ltp_ms", "tau_ltd_ms"):
+            # forward Euler multiplies by 1 − dt/τ per step: no decay at all unless τ > dt
+            if getattr(self, name) <= self.dt_ms:
+                raise ConfigError(
+                    f"Expected {name} > dt_ms={self.dt_ms} (forward Euler decays by 1 − dt/τ "
+                    f"per step), actual {getattr(self, name)!r}"
+                )
         for name in ("sigma_e_mv", "sigma_i_mv", "stim_noise_e_mv", "tau_m_spread_ms"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"Expected {name} >= 0, actual {getattr(self, name)!r}")

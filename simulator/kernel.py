@@ -179,7 +179,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # dpow[m] = d^m and dinv[m] = d^−m for the E trace's per-step decay d, m steps into the
     # current segment (which starts at step seg0 of this call)
     lazy = plast_on and not rule_sym
-    seg = min(n_steps, LTP_SEGMENT_STEPS)
+    # (shorter for a fast-decaying trace, so that d^−m stays below e^40)
+    seg = min(n_steps, LTP_SEGMENT_STEPS, max(1, int(40.0 / -math.log(tr_e_decay))))
     dpow = np.empty(seg + 2)
     dinv = np.empty(seg + 2)
     dpow[0] = 1.0

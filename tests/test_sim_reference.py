@@ -72,12 +72,20 @@ def test_kernel_matches_reference_step_by_step(semantics: str) -> None:
     assert plastic_changes > 60
 
 
-@pytest.mark.parametrize("semantics", ["paper", "clean"])
-def test_pending_potentiation_matches_reference_over_a_long_call(semantics: str) -> None:
+@pytest.mark.parametrize(
+    ("semantics", "tau_ltp_ms"), [("paper", 20.0), ("clean", 20.0), ("paper", 0.2)]
+)
+def test_pending_potentiation_matches_reference_over_a_long_call(
+    semantics: str, tau_ltp_ms: float
+) -> None:
     """Over one kernel call of many steps, potentiation is left pending and applied when the
     E cell fires or the call ends (kernel._flush_potentiation): the same weights as applying
-    every step's potentiation at once, up to float32 rounding, and the same spikes."""
-    cfg = NetworkConfig(n_e=80, n_i=20, p_connect=0.3, semantics=semantics)  # type: ignore[arg-type]
+    every step's potentiation at once, up to float32 rounding, and the same spikes. A trace
+    that halves every step (τ = 2·dt) gets short segments (d^−m bounded) and still agrees."""
+    cfg = NetworkConfig(
+        n_e=80, n_i=20, p_connect=0.3, semantics=semantics,  # type: ignore[arg-type]
+        tau_ltp_ms=tau_ltp_ms,
+    )  # fmt: skip
     net = Network(cfg)
     net.reset(seed=12)
     for _ in range(6):
@@ -103,7 +111,7 @@ def test_pending_potentiation_matches_reference_over_a_long_call(semantics: str)
         state = new
     assert list(got) == spikes
     assert len(spikes) > 300
-    assert changed > 3000
+    assert changed > 2000
     # the reference rounds to float32 after every update, the kernel once per batch: a few
     # float32 ulps (6·10⁻⁸ each) apart at most, unbiased
     np.testing.assert_allclose(net._ei.weight, state.w_ei, rtol=1e-6, atol=0)
