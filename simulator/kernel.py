@@ -10,9 +10,10 @@ operations inside a step follows the authors' released code (see ``docs/simulato
    arrays less to stream);
 2. E spikes (ascending index): jumps onto their targets' ``X``, depression of their outgoing
    E→I synapses;
-3. I spikes: jumps onto their targets' ``X``, potentiation of their incoming E→I synapses
-   (static I→E jumps are counted per E cell and applied in one pass after the I spikes: the
-   same values, without sweeping the E cells' state once per I spike);
+3. I spikes: jumps onto their targets' ``X``, potentiation of their incoming E→I synapses (left
+   pending under the asymmetric rule, below; static I→E jumps are counted per E cell and
+   applied in one pass after the I spikes: the same values, without sweeping the E cells'
+   state once per I spike);
 4. STDP traces decay and the spiking neurons' traces are bumped.
 
 Potentiation under the asymmetric rule is applied lazily, with the same result up to float32
@@ -26,6 +27,15 @@ on its own cache line of 6.4 MB; ``docs/simulator.md#speed`` has the measurement
 same-step pre/post pair is handled in the E-spike loop, which knows the step's I spikes (the
 pass found them): its potentiation uses the E trace before the step's bump and comes after the
 depression (or instead of it, ``overwrite``), as in the released code.
+
+``overwrite=True`` reproduces the released code's quirks: a jump sets ``X(t+dt) = X(t) + w``
+(simultaneous jumps onto one target do not add and that step's decay is skipped) and a same-step
+pre/post pair keeps only the potentiation. ``overwrite=False`` sums jumps and applies both updates.
+
+Spikes are written as (labelled step at the end of the spiking step, neuron index) pairs into
+caller-owned buffers; nothing dense over time is stored. A causal Kuramoto order parameter is
+sampled every ``kop_every`` steps from per-neuron phasors (phase extrapolated from the last
+inter-spike interval), see :mod:`simulator.synchrony`.
 """
 
 from __future__ import annotations
@@ -179,8 +189,13 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # dpow[m] = d^m and dinv[m] = d^−m for the E trace's per-step decay d, m steps into the
     # current segment (which starts at step seg0 of this call)
     lazy = plast_on and not rule_sym
-    # (shorter for a fast-decaying trace, so that d^−m stays below e^40)
-    seg = min(n_steps, LTP_SEGMENT_STEPS, max(1, int(40.0 / -math.log(tr_e_decay))))
+    # Shorter for a fast-decaying trace: G_k − snap_jk cancels two sums whose terms reach
+    # d^0 = 1, so a term d^m is kept to ≈ 2^−53/d^m relative; d^m ≥ e^−14 (≈ 2^−20) keeps the
+    # owed potentiation to ≈ 2^−33 relative (below float32 weights' 2^−24). No decay (d = 1,
+    # a time constant ~10^16·dt) needs no bound.
+    seg = min(n_steps, LTP_SEGMENT_STEPS)
+    if tr_e_decay < 1.0:
+        seg = min(seg, max(1, int(14.0 / -math.log(tr_e_decay))))
     dpow = np.empty(seg + 2)
     dinv = np.empty(seg + 2)
     dpow[0] = 1.0

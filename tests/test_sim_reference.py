@@ -123,6 +123,45 @@ def test_pending_potentiation_matches_reference_over_a_long_call(
     assert not net._ltp_snap.any()
 
 
+def test_pending_potentiation_is_not_lost_to_cancellation_with_a_fast_trace() -> None:
+    """An I spike long after the segment's first, owed to an E cell that fired just before it:
+    with a fast-decaying trace its term d^u is tiny beside the I cell's earlier ones, and a
+    segment that let d^u fall below 2^−53 of them lost it (G_k − snap_jk = 0). Forced spikes:
+    I at step 2, E at 95, I at 97, in one call of 150 steps."""
+    cfg = NetworkConfig(
+        n_e=1, n_i=1, p_connect=1.0, semantics="clean", tau_ltp_ms=0.3,
+        mu_e_mv=0.0, mu_i_mv=0.0, sigma_e_mv=1.0, sigma_i_mv=1.0,
+    )  # fmt: skip
+    net = Network(cfg)
+    net.reset(seed=1)
+    steps = 150
+    xi = np.zeros((steps, cfg.n), dtype=np.float32)
+    for step, cell in ((2, 1), (95, 0), (97, 1)):
+        xi[step, cell] = 1e6  # this cell crosses threshold at this step, and only then
+    zero = np.zeros(steps)
+    state = _snapshot(net)
+    got = net.integrate_explicit(zero, zero, xi, plast_on=True)
+    for k in range(steps):
+        state, _ = reference_step(
+            cfg, state, dt_over_tau=net._dt_over_tau,
+            noise_increment=net._gain_off * xi[k].astype(np.float64),
+            u_e=0.0, u_i=0.0, plast_on=True,
+            ei=(net._ei.ptr, net._ei.target), ie=(net._ie.ptr, net._ie.target),
+        )  # fmt: skip
+    assert list(got) == [1, 0, 1]
+    np.testing.assert_allclose(net._ei.weight, state.w_ei, rtol=1e-6, atol=0)
+
+
+def test_a_trace_that_never_decays_runs() -> None:
+    """τ so long that 1 − dt/τ rounds to 1: no segment bound needed, and no division by zero."""
+    cfg = NetworkConfig(n_e=40, n_i=10, tau_ltp_ms=1e20)
+    net = Network(cfg)
+    net.reset(seed=3)
+    for _ in range(6):
+        stats = net.advance(None, 20.0)
+    assert np.isfinite(stats.weight_mv)
+
+
 def test_noise_drawn_in_the_kernel_is_the_generators_standard_normal_stream() -> None:
     """advance() draws its noise inside the kernel; it must equal explicit draws, row by row."""
     from simulator.noise import standard_normal_f32
