@@ -105,6 +105,36 @@ def _flush_potentiation(  # type: ignore[no-untyped-def]
         g[k] = 0.0
 
 
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def _lazy_e_row(  # type: ignore[no-untyped-def]
+    beg, end, n_e_u, overwrite, tgt, w, snap, g, x_then, x_now, spiked, tr_i,
+    a_j, ltp_now, d_now, eta_ltd, w_lo, w_hi,
+):  # fmt: skip
+    """One firing E cell's E→I row (asymmetric rule, lazy potentiation; see ``run_steps``).
+
+    Per synapse: the potentiation it has pending (``a_j = η·A_j`` times its I cell's ``G_k``
+    since its snapshot), then the jump with that weight, the depression, and, for a same-step
+    pair, the potentiation with the trace before this step's bump (``ltp_now``). A function of
+    its own so that LLVM keeps the loop's invariants in registers (inline in ``run_steps`` it
+    reloaded them from the stack every synapse).
+    """
+    for su in range(beg, end):
+        ku = np.uint64(tgt[su])
+        gu = n_e_u + ku
+        g_k = g[ku]
+        w0 = np.float32(min(w[su] + a_j * (g_k - snap[su]), w_hi))
+        if overwrite:
+            x_now[gu] = x_then[gu] + w0
+        else:
+            x_now[gu] += w0
+        post = spiked[gu]
+        w_ltd = np.float32(max(w0 + eta_ltd * tr_i[ku], w_lo))
+        w1 = w0 if overwrite and post else w_ltd
+        w_ltp = np.float32(min(w1 + ltp_now, w_hi))
+        w[su] = w_ltp if post else w1
+        snap[su] = g_k + d_now if post else g_k
+
+
 #: Fast-math without reassociation: the pass evaluates in the order written.
 PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
@@ -305,24 +335,11 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 # the potentiation its synapses have pending (their I cells' spikes since this
                 # cell last fired), then the jump with that weight, the depression, and the
                 # potentiation of a same-step pair (its trace before this step's bump)
-                a_j = eta_ltp * ltp_a[j]
-                ltp_now = eta_ltp * tr_e[j]
-                d_now = dpow[k - seg0]
-                for su in range(beg, end):
-                    ku = np.uint64(ei_tgt[su])
-                    gu = n_e_u + ku
-                    g_k = ltp_g[ku]
-                    w0 = np.float32(min(ei_w[su] + a_j * (g_k - ltp_snap[su]), w_hi_ei))
-                    if overwrite:
-                        x_now[gu] = x_then[gu] + w0
-                    else:
-                        x_now[gu] += w0
-                    post = spiked[gu]
-                    w_ltd = np.float32(max(w0 + eta_ltd * tr_i[ku], w_lo_ei))
-                    w1 = w0 if overwrite and post else w_ltd
-                    w_ltp = np.float32(min(w1 + ltp_now, w_hi_ei))
-                    ei_w[su] = w_ltp if post else w1
-                    ltp_snap[su] = g_k + d_now if post else g_k
+                _lazy_e_row(
+                    beg, end, n_e_u, overwrite, ei_tgt, ei_w, ltp_snap, ltp_g, x_then, x_now,
+                    spiked, tr_i, eta_ltp * ltp_a[j], eta_ltp * tr_e[j], dpow[k - seg0],
+                    eta_ltd, w_lo_ei, w_hi_ei,
+                )  # fmt: skip
             else:
                 for su in range(beg, end):
                     ku = np.uint64(ei_tgt[su])
