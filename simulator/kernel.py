@@ -135,6 +135,31 @@ def _lazy_e_row(  # type: ignore[no-untyped-def]
         snap[su] = g_k + d_now if post else g_k
 
 
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def _count_hits(tgt, lo, hi, hits):  # type: ignore[no-untyped-def]
+    """``hits[t] += 1`` for each target ``t`` of the synapses ``lo:hi`` (one I spike's)."""
+    for qu in range(np.uint64(lo), np.uint64(hi)):
+        hits[np.uint64(tgt[qu])] += 1
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def _window_sums(v, n_e, sum_v_e, sumsq_v_e):  # type: ignore[no-untyped-def]
+    """This step's summed V of the E cells and of the I cells.
+
+    Each E cell's V and V² are also added to its window sums.
+    """
+    acc_e = 0.0
+    for i in range(n_e):
+        vv = v[i]
+        acc_e += vv
+        sum_v_e[i] += vv
+        sumsq_v_e[i] += vv * vv
+    acc_i = 0.0
+    for i in range(n_e, v.shape[0]):
+        acc_i += v[i]
+    return acc_e, acc_i
+
+
 #: Fast-math without reassociation: the pass evaluates in the order written.
 PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
@@ -279,15 +304,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 base, coef_e, coef_i, noise_gain, v_new, ue, ui,
             )  # fmt: skip
         # window statistics (vectorisable)
-        acc_e = 0.0
-        for i in range(n_e):
-            vv = v[i]
-            acc_e += vv
-            sum_v_e[i] += vv
-            sumsq_v_e[i] += vv * vv
-        acc_i = 0.0
-        for i in range(n_e, n):
-            acc_i += v[i]
+        acc_e, acc_i = _window_sums(v, n_e, sum_v_e, sumsq_v_e)
         pop_mean_e[k] = acc_e * inv_e
         pop_mean_i[k] = acc_i * inv_i
         # collect this step's spikes in ascending index order (the released loop order),
@@ -379,8 +396,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             if not plastic_ie:
                 # static I→E synapses all keep their common initial weight (Network.reset
                 # checks it): count the hits per E cell here, apply them in one pass below
-                for qu in range(np.uint64(ie_ptr[j]), np.uint64(ie_ptr[j + 1])):
-                    ie_hits[np.uint64(ie_tgt[qu])] += 1
+                _count_hits(ie_tgt, ie_ptr[j], ie_ptr[j + 1], ie_hits)
                 ie_hit = True
             else:
                 for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
