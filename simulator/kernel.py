@@ -142,24 +142,6 @@ def _count_hits(tgt, lo, hi, hits):  # type: ignore[no-untyped-def]
         hits[np.uint64(tgt[qu])] += 1
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
-def _window_sums(v, n_e, sum_v_e, sumsq_v_e):  # type: ignore[no-untyped-def]
-    """This step's summed V of the E cells and of the I cells.
-
-    Each E cell's V and V² are also added to its window sums.
-    """
-    acc_e = 0.0
-    for i in range(n_e):
-        vv = v[i]
-        acc_e += vv
-        sum_v_e[i] += vv
-        sumsq_v_e[i] += vv * vv
-    acc_i = 0.0
-    for i in range(n_e, v.shape[0]):
-        acc_i += v[i]
-    return acc_e, acc_i
-
-
 #: Fast-math without reassociation: the pass evaluates in the order written.
 PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
@@ -304,7 +286,15 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 base, coef_e, coef_i, noise_gain, v_new, ue, ui,
             )  # fmt: skip
         # window statistics (vectorisable)
-        acc_e, acc_i = _window_sums(v, n_e, sum_v_e, sumsq_v_e)
+        acc_e = 0.0
+        for i in range(n_e):
+            vv = v[i]
+            acc_e += vv
+            sum_v_e[i] += vv
+            sumsq_v_e[i] += vv * vv
+        acc_i = 0.0
+        for i in range(n_e, n):
+            acc_i += v[i]
         pop_mean_e[k] = acc_e * inv_e
         pop_mean_i[k] = acc_i * inv_i
         # collect this step's spikes in ascending index order (the released loop order),
