@@ -61,7 +61,7 @@ zero = np.zeros(steps)
 state = ReferenceState(
     v=net.v.copy(), ref=net._ref.copy(), x_cross=net._x_cross.copy(),
     s_cross=net._s_cross.copy(), hist_cross=net._hist_cross.copy(), head=int(net._head[0]),
-    tr_e=net._tr_e.copy(), tr_i=net._tr_i.copy(), w_ei=net._ei.weight[net._ei.fwd_syn],
+    tr_e=net._tr_e.copy(), tr_i=net._tr_i.copy(), w_ei=net._ei.weight.copy(),
     w_ie=net._ie.weight.copy(),
 )
 t0 = time.process_time()

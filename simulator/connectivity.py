@@ -1,12 +1,12 @@
 """Sparse random connectivity in CSR form, drawn from one seeded generator.
 
-Each projection is a ``Projection``: for presynaptic neuron ``j`` its synapses are the forward
-positions ``ptr[j]:ptr[j + 1]``, with postsynaptic indices ``target`` (ascending) and the
-storage index ``fwd_syn`` of each synapse's weight. The reverse index groups synapses by
-postsynaptic neuron: ``in_syn[in_ptr[k]:in_ptr[k + 1]]`` are the storage indices of neuron
-``k``'s incoming synapses and ``pre_of[s]`` is the presynaptic neuron of storage index ``s``.
+Each projection is a ``Projection``: for presynaptic neuron ``j`` its synapses are the
+positions ``ptr[j]:ptr[j + 1]``, with postsynaptic indices ``target`` (ascending) and weights
+``weight``. The reverse index groups synapses by postsynaptic neuron:
+``in_syn[in_ptr[k]:in_ptr[k + 1]]`` are the positions of neuron ``k``'s incoming synapses and
+``pre_of[s]`` is the presynaptic neuron of position ``s``.
 
-Weights are stored presynaptic-major (``fwd_syn`` is the identity): the kernel reads an E
+Weights are stored presynaptic-major, in that order: the kernel reads an E
 cell's outgoing E→I synapses as one contiguous row when it fires and leaves the potentiation
 of an I cell's inputs pending (see :mod:`simulator.kernel`), so no loop walks the reverse
 index except the symmetric rule's (Fig 12).
@@ -53,7 +53,6 @@ class Projection:
     in_ptr: IntArray
     in_syn: IndexArray
     pre_of: NeuronIndexArray
-    fwd_syn: IndexArray
 
     @property
     def n_synapses(self) -> int:
@@ -62,7 +61,7 @@ class Projection:
 
     def forward_weights(self) -> FloatArray:
         """The weights in forward (presynaptic-major, target-ascending) order, as a float64 copy."""
-        return self.weight[self.fwd_syn].astype(np.float64)
+        return self.weight.astype(np.float64)
 
 
 def storable_bounds(lo: float, hi: float) -> tuple[float, float]:
@@ -142,20 +141,17 @@ def bernoulli_projection(
         in_ptr=in_ptr,
         in_syn=order.astype(np.int32),
         pre_of=pre_of,
-        fwd_syn=np.arange(target.shape[0], dtype=np.int32),
     )
 
 
 def empty_projection(n_pre: int, n_post: int) -> Projection:
     """A projection without synapses (a disabled variant)."""
-    z = np.zeros(0, dtype=np.int32)
     return Projection(
         ptr=np.zeros(n_pre + 1, dtype=np.int64),
         # the same index types as a drawn projection: one compiled kernel for every variant
         target=np.zeros(0, dtype=neuron_index_dtype(n_post)),
         weight=np.zeros(0, dtype=np.float64),
         in_ptr=np.zeros(n_post + 1, dtype=np.int64),
-        in_syn=z.copy(),
+        in_syn=np.zeros(0, dtype=np.int32),
         pre_of=np.zeros(0, dtype=neuron_index_dtype(n_pre)),
-        fwd_syn=z.copy(),
     )

@@ -192,7 +192,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
     # projections: E→I, I→E, E→E, I→I
     ei_ptr, ei_tgt, ei_w, ei_in_ptr, ei_in_syn, ei_pre, ltp_snap, ltp_g, ltp_a,
-    ie_ptr, ie_tgt, ie_fwd, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
+    ie_ptr, ie_tgt, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
     ee_ptr, ee_tgt, ii_ptr, ii_tgt,
     # plasticity
     tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
@@ -389,9 +389,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 _count_hits(ie_tgt, ie_ptr[j], ie_ptr[j + 1], ie_hits)
                 ie_hit = True
             else:
-                for q2 in range(ie_ptr[j], ie_ptr[j + 1]):
-                    s = ie_fwd[q2]
-                    kk = ie_tgt[q2]
+                for s in range(ie_ptr[j], ie_ptr[j + 1]):
+                    kk = ie_tgt[s]
                     if overwrite:
                         x_now[kk] = x_then[kk] - ie_w[s]
                     else:

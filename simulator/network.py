@@ -144,8 +144,6 @@ class Network:
         self._ei = bernoulli_projection(
             conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32
         )
-        # the kernel's E-spike loop relies on this layout (each E cell's synapses contiguous)
-        assert np.array_equal(self._ei.fwd_syn, np.arange(self._ei.n_synapses))
         # pending potentiation (kernel._flush_potentiation): per synapse, per I cell, per E cell
         self._ltp_snap = np.zeros(self._ei.n_synapses)
         self._ltp_g = np.zeros(n_i)
@@ -508,7 +506,7 @@ class Network:
             cfg.dt_ms / cfg.tau_d_ms, 1.0 - cfg.dt_ms / cfg.tau_r_ms,
             ei.ptr, ei.target, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
             self._ltp_snap, self._ltp_g, self._ltp_a,
-            ie.ptr, ie.target, ie.fwd_syn, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
+            ie.ptr, ie.target, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
             ee.ptr, ee.target, ii.ptr, ii.target,
             self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
             1.0 - cfg.dt_ms / cfg.tau_ltd_ms, cfg.trace_increment,
