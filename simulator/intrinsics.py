@@ -1,10 +1,5 @@
 """Scalar LLVM operations that Numba does not expose, for the kernel's and the noise's hot loops.
 
-* :func:`opaque` returns its argument unchanged through an empty inline-assembly statement.
-  LLVM cannot look through it, so it stops algebraic rewrites across it. The SFC64 step needs
-  this: once the loop is unrolled, LLVM distributes ``9·c`` over the sums that make up ``c`` and
-  replaces one-cycle shifts and adds by chains of three-cycle multiplies (5.7 → 2.6 ticks per
-  word). No instruction is emitted, and the value is the same.
 * :func:`f32_bits` and :func:`bits_f32` reinterpret a float32 as an int32 and back, as C's
   ``memcpy`` would. The vectorised logarithm takes its argument apart with them.
 * :func:`sqrt_f32` is ``llvm.sqrt.f32``, the correctly rounded IEEE square root. ``np.sqrt`` on a
@@ -18,7 +13,7 @@
   types the call: the kernel's neuron pass is one function for per-neuron constant arrays and
   for per-population scalars. The array read skips Numba's negative-index check.
 
-All seven are pure; all but ``cttz`` vectorise.
+All six are pure; all but ``cttz`` vectorise.
 """
 
 from __future__ import annotations
@@ -29,18 +24,6 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
-
-
-@intrinsic
-def _opaque(typingctx: Any, x: Any) -> Any:
-    sig = x(x)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        ty = args[0].type
-        barrier = ir.InlineAsm(ir.FunctionType(ty, [ty]), "", "=r,0", side_effect=False)
-        return builder.call(barrier, [args[0]])
-
-    return sig, codegen
 
 
 @intrinsic
@@ -123,8 +106,6 @@ def _at(typingctx: Any, c: Any, i: Any) -> Any:
 
 
 # Typed ``Any``: an intrinsic's Python-level signature includes Numba's typing context.
-#: ``opaque(x)`` inside ``@njit`` code: ``x`` (an integer), hidden from LLVM's rewrites.
-opaque: Any = _opaque
 #: ``f32_bits(x)``: the IEEE bits of float32 ``x`` as an int32.
 f32_bits: Any = _f32_bits
 #: ``bits_f32(b)``: the float32 whose IEEE bits are the int32 ``b``.

@@ -50,19 +50,23 @@ from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
 TWO_PI = 2.0 * math.pi
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_I0 = np.int32(0)
+_I1 = np.int32(1)
 #: Longest stretch of steps over which potentiation is left pending (bounds d^−m).
 LTP_SEGMENT_STEPS = 1000
 
 
 @njit(cache=True, nogil=True, fastmath=False)
 def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
-    """``x − w − w − …`` (``count`` times), rounded after each subtraction like separate jumps.
+    """``x − w − w − …`` (``count`` times), rounded to float32 after each like separate jumps.
 
     Compiled without fast-math (set explicitly, so that the kernel's flags are not inherited):
     under fast-math LLVM turns the loop into a re-associated vector sum, which rounds differently.
     """
     for _ in range(count):
-        x -= w
+        x = np.float32(x - w)
     return x
 
 
@@ -176,7 +180,7 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
         sp = (vo < v_th) & (vn >= v_th)
         hold = sp | (r > 0)
         v[i] = v_reset if hold else max(vn, v_rest)
-        ref[i] = ref_steps if sp else max(r - 1, 0)
+        ref[i] = ref_steps if sp else max(r - _I1, _I0)
         spiked[i] = sp
 
 
@@ -248,8 +252,8 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         t_end = step0 + k + 1
         x_then, x_now = x_now, x_then
         n_now = 0
-        ue = u_e[k]
-        ui = u_i[k]
+        ue = np.float32(u_e[k])
+        ui = np.float32(u_i[k])
         if gen_noise:
             fill_standard_normal(rng_state, rng_words, xi[0])
             row = 0
@@ -277,7 +281,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     lo, n_e if pop == 0 else n, h, row, v, ref, x_then, s_cross,
                     x_now, hist_cross, xi, spiked, syn_d, x_decay, v_th, v_reset, v_rest,
                     ref_steps, scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo],
-                    coef_i[lo], noise_gain[lo], 0.0, ue, ui,
+                    coef_i[lo], noise_gain[lo], _F0, ue, ui,
                 )  # fmt: skip
         else:
             _neuron_pass(
@@ -288,7 +292,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         # window statistics (vectorisable)
         acc_e = 0.0
         for i in range(n_e):
-            vv = v[i]
+            vv = np.float64(v[i])
             acc_e += vv
             sum_v_e[i] += vv
             sumsq_v_e[i] += vv * vv
@@ -364,9 +368,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 for s in range(ee_ptr[j], ee_ptr[j + 1]):
                     g = ee_tgt[s]
                     if overwrite:
-                        x_rec[g] = xprev_rec[g] + 1.0
+                        x_rec[g] = xprev_rec[g] + _F1
                     else:
-                        x_rec[g] += 1.0
+                        x_rec[g] += _F1
             if plastic_ie and plast_on:
                 for qq in range(ie_in_ptr[j], ie_in_ptr[j + 1]):
                     s = ie_in_syn[qq]
@@ -402,9 +406,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 for s in range(ii_ptr[j], ii_ptr[j + 1]):
                     gg = n_e + ii_tgt[s]
                     if overwrite:
-                        x_rec[gg] = xprev_rec[gg] - 1.0
+                        x_rec[gg] = xprev_rec[gg] - _F1
                     else:
-                        x_rec[gg] -= 1.0
+                        x_rec[gg] -= _F1
             if lazy:
                 # the potentiation of this cell's inputs is left pending: one number per I cell
                 ltp_g[j] += dpow[k - seg0]

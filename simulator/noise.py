@@ -1,20 +1,20 @@
-"""Fast standard-normal noise drawn from a seeded numpy ``Generator`` (SFC64).
+"""Fast standard-normal noise from the run's seeded numpy generators (SFC64).
 
 The network needs one standard normal per neuron per 0.1 ms step (≈ 5·10⁸ draws for 25 s at
 N = 2000). ``Generator.standard_normal`` costs 11–15 ns per float32 draw on our machines, and
 even ``bit_generator.random_raw`` costs 4–11 ns per 64-bit word through its Python-level
-interface. The network's noise generator is therefore ``numpy.random.Generator(SFC64(seed))``,
-and the kernel advances that bit generator itself: :func:`sfc64_words` is numpy's SFC64 step
-(Chris Doty-Humphrey's Small Fast Chaotic generator, as numpy implements it) on the generator's
-own state words, which :func:`load_state` reads out and :func:`store_state` writes back. The words
-are exactly the ones ``rng.bit_generator.random_raw`` would return, and the generator continues
-where the kernel left off, so every draw still comes from the run's seeded generator.
+interface. The network's noise therefore comes from eight ``numpy.random.Generator(SFC64)``
+generators seeded from the run's noise ``SeedSequence``, whose words the kernel draws itself,
+all eight side by side in AVX2 vectors (:mod:`simulator.sfc64`): the same words their
+``random_raw`` would return, and each generator continues where the kernel left off.
 
 Every two 32-bit halves of the stream become two normals by the Box–Muller transform, evaluated
 in float32 so that it runs as one vectorised loop (eight pairs per AVX2 instruction, no table
 look-ups, no rejections):
 
-* a step of ``n`` draws takes ``h = ⌈n/2⌉`` words, read as ``2h`` 32-bit halves (half ``2i``
+* a step of ``n`` draws takes ``h = ⌈n/2⌉`` words of the block of ``⌈h/8⌉·8`` it draws (word
+  ``8j + l`` is generator ``l``'s ``j``-th; the block's last ``⌈h/8⌉·8 − h`` words are not
+  used), read as ``2h`` 32-bit halves (half ``2i``
   is word ``i``'s low 32 bits, half ``2i + 1`` its high 32 bits); pair ``j`` takes its radius
   from half ``j`` and its angle from half ``h + j``, and gives draws ``j`` and ``j + h`` (the
   last pair's second draw is unused when ``n`` is odd). Radii and angles thus each come from a
@@ -47,18 +47,20 @@ transform against a float64 evaluation of the same formula.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from protocol.errors import ConfigError
-from simulator.intrinsics import bits_f32, f32_bits, fma_f32, opaque, sqrt_f32
+from simulator.intrinsics import bits_f32, f32_bits, fma_f32, sqrt_f32
+from simulator.sfc64 import LANES, load_state, sfc64_words, store_state
+from simulator.sfc64 import generators as noise_generators
 
-_U11 = np.uint64(11)
-_U3 = np.uint64(3)
-_U24 = np.uint64(24)
-_U40 = np.uint64(40)
-_U1 = np.uint64(1)
+__all__ = [
+    "fill_standard_normal", "load_state", "noise_generators", "scratch_words", "sfc64_words",
+    "standard_normal_f32", "store_state",
+]  # fmt: skip
 
 _F = np.float32
 # ln(1 + x) = x − x²/2 + x³·P(x) on [√½ − 1, √2 − 1]; P₀ … P₈
@@ -98,52 +100,6 @@ _I23 = np.int32(23)
 _I126 = np.int32(126)
 _LOW31 = np.int32(0x7FFFFFFF)
 _LOW24 = np.int32(0xFFFFFF)
-
-
-def noise_generator(seed: np.random.SeedSequence | int) -> np.random.Generator:
-    """The network's noise generator: a numpy ``Generator`` on an SFC64 bit generator."""
-    return np.random.Generator(np.random.SFC64(seed))
-
-
-def load_state(rng: np.random.Generator) -> npt.NDArray[np.uint64]:
-    """Copy an SFC64 generator's four state words (a, b, c, counter) into a fresh array.
-
-    Raises:
-        ConfigError: If ``rng`` is not driven by ``numpy.random.SFC64``.
-    """
-    state = rng.bit_generator.state
-    if state.get("bit_generator") != "SFC64":
-        raise ConfigError(
-            "Expected a numpy Generator on an SFC64 bit generator for the network noise, "
-            f"actual {state.get('bit_generator')!r}"
-        )
-    return np.array(state["state"]["state"], dtype=np.uint64)
-
-
-def store_state(rng: np.random.Generator, words: npt.NDArray[np.uint64]) -> None:
-    """Write state words advanced by the kernel back into the generator."""
-    state = rng.bit_generator.state
-    state["state"]["state"] = np.array(words, dtype=np.uint64)
-    rng.bit_generator.state = state
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _sfc64_step(a, b, c, w):  # type: ignore[no-untyped-def]
-    """One SFC64 step (numpy's algorithm): ``(word, a, b, c, counter)`` after it."""
-    tmp = a + b + w
-    # the barrier keeps LLVM from distributing the next step's 9·c over this sum (see
-    # simulator.intrinsics): the same words in less than half the time
-    c_next = opaque(((c << _U24) | (c >> _U40)) + tmp)
-    return tmp, b ^ (b >> _U11), c + (c << _U3), c_next, w + _U1
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
-def sfc64_words(state, out):  # type: ignore[no-untyped-def]
-    """Fill ``out`` with the next SFC64 words and advance ``state`` (numpy's algorithm)."""
-    a, b, c, w = state[0], state[1], state[2], state[3]
-    for j in range(out.shape[0]):
-        out[j], a, b, c, w = _sfc64_step(a, b, c, w)
-    state[0], state[1], state[2], state[3] = a, b, c, w
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -195,17 +151,17 @@ def _normal_pair(radius_bits, angle_bits):  # type: ignore[no-untyped-def]
 # caller's fast-math flags (the kernel's), which would let LLVM re-round the transform
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def fill_standard_normal(state, words, out):  # type: ignore[no-untyped-def]
-    """Fill ``out`` (float32) with standard normals from the SFC64 ``state``.
+    """Fill ``out`` (float32) with standard normals from the generators' ``state``.
 
-    ``words`` is scratch of at least :func:`scratch_words` ``(len(out))`` words. With
-    ``h = ⌈n/2⌉``, pair ``j`` takes its radius from 32-bit half ``j`` and its angle from half
-    ``h + j`` of the step's words and gives ``out[j]`` and ``out[j + h]`` (see the module
-    docstring).
+    ``state`` is the ``(4, LANES)`` array of :func:`load_state`; ``words`` is scratch of at
+    least :func:`scratch_words` ``(len(out))`` words. With ``h = ⌈n/2⌉``, pair ``j`` takes its
+    radius from 32-bit half ``j`` and its angle from half ``h + j`` of the step's words and
+    gives ``out[j]`` and ``out[j + h]`` (see the module docstring).
     """
     n = out.shape[0]
     h = (n + 1) // 2
     m = n - h  # complete pairs
-    step_words = words[:h]
+    step_words = words[: -(-h // LANES) * LANES]
     sfc64_words(state, step_words)
     halves = step_words.view(np.int32)  # little-endian: half 2i is word i's low 32 bits
     radius_halves = halves[:m]
@@ -219,31 +175,34 @@ def fill_standard_normal(state, words, out):  # type: ignore[no-untyped-def]
 
 
 def scratch_words(n: int) -> int:
-    """Scratch words :func:`fill_standard_normal` needs for ``n`` draws."""
-    return (n + 1) // 2
+    """Scratch words :func:`fill_standard_normal` needs for ``n`` draws (whole blocks)."""
+    return -(-((n + 1) // 2) // LANES) * LANES
 
 
 def standard_normal_f32(
-    rng: np.random.Generator, shape: tuple[int, ...]
+    gens: Sequence[np.random.Generator], shape: tuple[int, ...]
 ) -> npt.NDArray[np.float32]:
-    """Draw standard normals of ``shape`` as float32 from an SFC64 ``rng`` (advancing it).
+    """Draw standard normals of ``shape`` as float32 from the noise generators (advancing them).
 
     Row by row (the last axis is one kernel step), the same numbers the network kernel draws
-    from the same generator state.
+    from the same generator states.
 
     Args:
-        rng: The seeded generator, from :func:`noise_generator`.
+        gens: The seeded generators, from :func:`noise_generators`.
         shape: Output shape; the last axis is filled as one block of draws.
 
     Returns:
         A C-contiguous float32 array of independent standard normals.
+
+    Raises:
+        ConfigError: Unless ``gens`` is ``LANES`` generators on SFC64 bit generators.
     """
-    state = load_state(rng)
+    state = load_state(gens)
     row = int(shape[-1]) if shape else 1
     rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
     out = np.empty((rows, row), dtype=np.float32)
     words = np.empty(scratch_words(row), dtype=np.uint64)
     for k in range(rows):
         fill_standard_normal(state, words, out[k])
-    store_state(rng, state)
+    store_state(gens, state)
     return out.reshape(shape)

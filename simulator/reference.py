@@ -2,6 +2,9 @@
 
 It follows the model equations line by line with whole-array operations and plain Python loops
 over the step's spikes, and shares nothing with :mod:`simulator.kernel` except the state layout.
+The neurons' state is stored in float32, as the network stores it; each update is computed in
+double and rounded once when stored (the kernel computes in float32, so the two agree to a few
+float32 ulps, not bit for bit).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from simulator.config import NetworkConfig
 from simulator.connectivity import WeightArray, storable_bounds
 
 FloatArray = npt.NDArray[np.float64]
+StateArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 
@@ -22,11 +26,11 @@ IntArray = npt.NDArray[np.int64]
 class ReferenceState:
     """The network's dynamic state, as copies of plain arrays."""
 
-    v: FloatArray
-    ref: IntArray
-    x_cross: FloatArray
-    s_cross: FloatArray
-    hist_cross: FloatArray  # (delay_steps, n); row ``head`` holds S(t - delay)
+    v: StateArray
+    ref: npt.NDArray[np.int32]
+    x_cross: StateArray
+    s_cross: StateArray
+    hist_cross: StateArray  # (delay_steps, n); row ``head`` holds S(t - delay)
     head: int
     tr_e: FloatArray
     tr_i: FloatArray
@@ -72,11 +76,15 @@ def reference_step(
     drive = np.concatenate([np.full(n_e, u_e), np.full(cfg.n_i, u_i)])
 
     # 1. derivatives from the old state; the delayed S is read from the delay line
-    s_delayed = st.hist_cross[st.head].copy()
-    z = scale * s_delayed
-    v_euler = st.v + dt_over_tau * (cfg.v_rest_mv - st.v + z + mu + drive) + noise_increment
-    s_new = st.s_cross + dt / cfg.tau_d_ms * (-st.s_cross + st.x_cross)
-    x_new = st.x_cross + dt / cfg.tau_r_ms * (-st.x_cross)
+    v_old = st.v.astype(np.float64)
+    s_old = st.s_cross.astype(np.float64)
+    x_old = st.x_cross.astype(np.float64)
+    z = scale * st.hist_cross[st.head].astype(np.float64)
+    v_euler = (
+        v_old + dt_over_tau * (cfg.v_rest_mv - v_old + z + mu + drive) + noise_increment
+    ).astype(np.float32)
+    s_new = (s_old + dt / cfg.tau_d_ms * (-s_old + x_old)).astype(np.float32)
+    x_new = (x_old + dt / cfg.tau_r_ms * (-x_old)).astype(np.float32)
     hist = st.hist_cross.copy()
     hist[st.head] = st.s_cross
     head = (st.head + 1) % hist.shape[0]
@@ -93,7 +101,7 @@ def reference_step(
         elif st.ref[i] > 0:
             v_new[i] = cfg.v_reset_mv
             ref_new[i] = st.ref[i] - 1
-        elif v_euler[i] < cfg.v_rest_mv:
+        elif v_euler[i] < np.float32(cfg.v_rest_mv):
             v_new[i] = cfg.v_rest_mv
     spiking = set(spikes)
 

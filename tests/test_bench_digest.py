@@ -40,13 +40,14 @@ def test_digest_covers_every_protocol_and_is_reproducible_and_seed_sensitive() -
 #: Every published result rests on these dynamics: speed work must keep them bit for bit (the
 #: scalar-constant pass, Fig 3; the array pass, Fig 7 and Fig 8 with its recurrent input; the
 #: symmetric STDP rule's immediate updates, Fig 12). Pinned again when lazy potentiation
-#: changed the rounding of the E→I weights (2026-11-30, fourth session).
+#: changed the rounding of the E→I weights (2026-11-30, fourth session), and when the neurons'
+#: state became float32 and the noise came from eight SFC64 generators (fifth session).
 FROZEN = {
-    "ftsts-desync/paper": "5126a7b95d327907",
-    "ftsts-desync/clean": "a66adec2a25eb989",
-    "fig7-hetero-tau/paper": "65588ba5463a531d",
-    "fig8-recurrent/clean": "eb8361243a9988e0",
-    "fig12-symmetric-stdp/paper": "6d27aa1698dae5d8",
+    "ftsts-desync/paper": "448c32fc5d590d65",
+    "ftsts-desync/clean": "7c517c8223a90cbf",
+    "fig7-hetero-tau/paper": "7ab8cb7fcfa5f896",
+    "fig8-recurrent/clean": "78f00afbb36c0b7d",
+    "fig12-symmetric-stdp/paper": "f348d70990d550ad",
 }
 
 

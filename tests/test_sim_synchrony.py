@@ -18,12 +18,13 @@ from simulator.noise import (
     _minus_two_ln,
     fill_standard_normal,
     load_state,
-    noise_generator,
+    noise_generators,
     scratch_words,
     sfc64_words,
     standard_normal_f32,
     store_state,
 )
+from simulator.sfc64 import LANES
 from simulator.synchrony import chi_from_sums, epoch_mean, order_parameter
 
 
@@ -87,8 +88,8 @@ def test_chi_is_one_for_identical_voltages_and_small_for_independent_ones() -> N
 
 
 def test_noise_is_standard_normal_and_reproducible() -> None:
-    a = standard_normal_f32(noise_generator(3), (400, 1000)).astype(np.float64)
-    b = standard_normal_f32(noise_generator(3), (400, 1000)).astype(np.float64)
+    a = standard_normal_f32(noise_generators(3), (400, 1000)).astype(np.float64)
+    b = standard_normal_f32(noise_generators(3), (400, 1000)).astype(np.float64)
     np.testing.assert_array_equal(a, b)
     x = a.ravel()
     assert abs(x.mean()) < 0.005
@@ -103,42 +104,56 @@ def test_noise_is_standard_normal_and_reproducible() -> None:
     assert d < 1.63 / math.sqrt(xs.size)  # 1 % critical value
 
 
-def test_kernel_words_are_the_generators_own_stream() -> None:
-    ours, numpy_side = noise_generator(11), noise_generator(11)
+def _raw_words(gens: tuple[np.random.Generator, ...], blocks: int) -> np.ndarray:
+    """The next ``blocks`` words of every generator, in the kernel's order (lane-interleaved)."""
+    return np.stack([g.bit_generator.random_raw(blocks) for g in gens], axis=1).ravel()
+
+
+def test_kernel_words_are_the_generators_own_streams() -> None:
+    ours, numpy_side = noise_generators(11), noise_generators(11)
+    assert len(ours) == LANES == 8
     state = load_state(ours)
-    words = np.empty(1001, dtype=np.uint64)
+    words = np.full(125 * LANES + 3, 7, dtype=np.uint64)
     sfc64_words(state, words)
     store_state(ours, state)
-    np.testing.assert_array_equal(words, numpy_side.bit_generator.random_raw(1001))
-    # the generator continues exactly where the kernel stopped
-    np.testing.assert_array_equal(ours.random(5), numpy_side.random(5))
+    np.testing.assert_array_equal(words[: 125 * LANES], _raw_words(numpy_side, 125))
+    np.testing.assert_array_equal(words[125 * LANES :], 7)  # a part block is left alone
+    # every generator continues exactly where the kernel stopped
+    for mine, theirs in zip(ours, numpy_side, strict=True):
+        np.testing.assert_array_equal(mine.random(5), theirs.random(5))
+    # the eight are distinct streams from one seed, and another seed gives other streams
+    first = _raw_words(noise_generators(11), 4).reshape(4, LANES)
+    assert len({int(w) for w in first[0]}) == LANES
+    assert not np.array_equal(first, _raw_words(noise_generators(12), 4).reshape(4, LANES))
 
 
 def test_noise_rows_continue_the_stream_and_odd_rows_work() -> None:
-    rng = noise_generator(5)
+    rng = noise_generators(5)
     whole = standard_normal_f32(rng, (3, 7))
-    again = noise_generator(5)
+    again = noise_generators(5)
     rows = [standard_normal_f32(again, (7,)) for _ in range(3)]
     np.testing.assert_array_equal(whole, np.stack(rows))
-    np.testing.assert_array_equal(
-        rng.bit_generator.state["state"]["state"], again.bit_generator.state["state"]["state"]
-    )
+    np.testing.assert_array_equal(load_state(rng), load_state(again))
 
 
 def test_noise_refuses_other_bit_generators() -> None:
-    with pytest.raises(ConfigError, match="SFC64"):
-        standard_normal_f32(np.random.default_rng(1), (4,))
+    with pytest.raises(ConfigError, match=r"SFC64.*PCG64"):
+        standard_normal_f32((np.random.default_rng(1),) * LANES, (4,))
+    with pytest.raises(ConfigError, match="Expected 8 noise generators, actual 1"):
+        standard_normal_f32(noise_generators(1)[:1], (4,))
 
 
 def test_noise_stream_is_frozen() -> None:
     """Every published result depends on these exact draws: a faster implementation must keep
     them bit for bit (pairing, rounding and an odd row's unused draw included)."""
-    draws = standard_normal_f32(noise_generator(12345), (6, 2001))
+    draws = standard_normal_f32(noise_generators(12345), (6, 2001))
     digest = hashlib.sha256(draws.tobytes()).hexdigest()
     assert digest == FROZEN_DIGEST
 
 
-FROZEN_DIGEST = "587204f946365ed211f04e29c237c29663fcf81df908784033721a124363a70d"
+#: Pinned again when the words came from eight SFC64 generators instead of one (2026-11-30,
+#: fifth session).
+FROZEN_DIGEST = "45f6109b21cd80e0e8f5b2f447c0820e9daf73262c93cdea74c327f66a7b4b48"
 
 
 def _box_muller_f64(words: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,18 +174,17 @@ def _box_muller_f64(words: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 def test_box_muller_draws_follow_the_documented_formula(n: int) -> None:
     """Pair j takes its radius from the top 31 bits of half j and its angle from the low 24
     bits of half h + j, to float32 precision (|error| ≤ 1.3 ulp of the radius)."""
-    words_side, ours = noise_generator(21), noise_generator(21)
+    words_side, ours = noise_generators(21), noise_generators(21)
     rows = 40
-    rows_f64 = [_box_muller_f64(words_side.bit_generator.random_raw((n + 1) // 2), n)
+    blocks = scratch_words(n) // LANES
+    rows_f64 = [_box_muller_f64(_raw_words(words_side, blocks)[: (n + 1) // 2], n)
                 for _ in range(rows)]  # fmt: skip
     expected = np.stack([draws for draws, _ in rows_f64])
     rho = np.stack([radius for _, radius in rows_f64])
     got = standard_normal_f32(ours, (rows, n)).astype(np.float64)
     assert np.max(np.abs(got - expected) / np.maximum(rho, 1e-3)) < 2e-7
-    np.testing.assert_array_equal(  # both generators moved on by the same words
-        ours.bit_generator.state["state"]["state"],
-        words_side.bit_generator.state["state"]["state"],
-    )
+    # both sets of generators moved on by the same words
+    np.testing.assert_array_equal(load_state(ours), load_state(words_side))
 
 
 def test_minus_two_ln_is_within_one_ulp() -> None:
@@ -202,7 +216,7 @@ def _ln_loop(u: np.ndarray) -> np.ndarray:
 
 def test_noise_tails_and_independence() -> None:
     """Tails to 4 SD, no correlation between a pair's draws or between neighbouring rows."""
-    x = standard_normal_f32(noise_generator(9), (2000, 2000)).astype(np.float64)
+    x = standard_normal_f32(noise_generators(9), (2000, 2000)).astype(np.float64)
     flat = x.ravel()
     # two-sided tail mass beyond 4 SD: 6.334e-5 (≈ 253 draws; 20 % is > 3 standard errors)
     assert (np.abs(flat) > 4.0).mean() == pytest.approx(6.334e-5, rel=0.2)
@@ -220,13 +234,13 @@ def test_noise_bits_do_not_depend_on_who_compiles_them_first(tmp_path: Path) -> 
     code = (
         "import hashlib, numpy as np\n"
         "from numba import njit\n"
-        "from simulator.noise import fill_standard_normal, load_state, noise_generator\n"
+        "from simulator.noise import fill_standard_normal, load_state, noise_generators\n"
         "@njit(fastmath=True)\n"
         "def first(state, words, out):\n"
         "    fill_standard_normal(state, words, out)\n"
         "    return out[0] * 1.0 + out[1]\n"
-        "out = np.empty(2001, np.float32); words = np.empty(1001, np.uint64)\n"
-        "state = load_state(noise_generator(12345))\n"
+        "out = np.empty(2001, np.float32); words = np.empty(1008, np.uint64)\n"
+        "state = load_state(noise_generators(12345))\n"
         "rows = []\n"
         "for _ in range(6):\n"
         "    first(state, words, out); rows.append(out.copy())\n"
@@ -246,7 +260,7 @@ def test_fill_uses_only_its_scratch_words() -> None:
     n = 9
     words = np.full(scratch_words(n) + 3, 7, dtype=np.uint64)
     out = np.empty(n, dtype=np.float32)
-    fill_standard_normal(load_state(noise_generator(1)), words, out)
-    assert scratch_words(n) == 5
-    np.testing.assert_array_equal(words[5:], 7)
+    fill_standard_normal(load_state(noise_generators(1)), words, out)
+    assert scratch_words(n) == 8  # five words used, of one whole block of eight
+    np.testing.assert_array_equal(words[8:], 7)
     assert np.all(np.isfinite(out))
