@@ -219,7 +219,9 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     # costs a shift, a mask and an add per access (and keeps LLVM from simplifying the loops)
     n_e_u = np.uint64(n_e)
     u1 = np.uint64(1)
+    u2 = np.uint64(2)
     u3 = np.uint64(3)
+    u4 = np.uint64(4)
     # X(t) and X(t+dt) of the cross-population synapses live in two arrays whose roles swap
     # every step (the pass reads X(t) from one and writes the decayed X(t+dt) into the other,
     # which the jumps then build on): no copy of X(t) is stored per neuron-step. On return
@@ -302,20 +304,25 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         pop_mean_e[k] = acc_e * inv_e
         pop_mean_i[k] = acc_i * inv_i
         # collect this step's spikes in ascending index order (the released loop order),
-        # skipping eight silent neurons at a time
+        # skipping 32 silent neurons at a time (four words of spike flags, padded to that)
         # and finding each spiking cell of a word by its lowest set byte (one tzcnt) instead of
         # testing the eight bytes one branch at a time
-        for wq in range(np.uint64(spiked_words.shape[0])):
-            word = spiked_words[wq]
-            while word != 0:
-                iu = (wq << u3) + (cttz(word) >> u3)
-                word &= word - u1
-                step_spk[n_now] = iu
-                n_now += 1
-                if ns < cap:
-                    spk_step[ns] = t_end
-                    spk_idx[ns] = iu
-                ns += 1
+        for wb in range(np.uint64(spiked_words.shape[0]) >> u2):
+            w4 = wb << u2
+            if (spiked_words[w4] | spiked_words[w4 + u1] | spiked_words[w4 + u2]
+                    | spiked_words[w4 + u3]) == 0:  # fmt: skip
+                continue
+            for wq in range(w4, w4 + u4):
+                word = spiked_words[wq]
+                while word != 0:
+                    iu = (wq << u3) + (cttz(word) >> u3)
+                    word &= word - u1
+                    step_spk[n_now] = iu
+                    n_now += 1
+                    if ns < cap:
+                        spk_step[ns] = t_end
+                        spk_idx[ns] = iu
+                    ns += 1
         h += 1
         if h == depth:
             h = 0

@@ -255,8 +255,8 @@ class Network:
         self._tr_i = np.zeros(n_i)
         self._last_spike = np.full(n, -1, dtype=np.int64)
         self._prev_spike = np.full(n, -1, dtype=np.int64)
-        # padded to whole 64-bit words: the kernel scans it eight neurons at a time
-        self._spiked = np.zeros(-(-n // 8) * 8, dtype=np.bool_)
+        # padded to whole groups of four 64-bit words: the kernel scans it 32 neurons at a time
+        self._spiked = np.zeros(-(-n // 32) * 32, dtype=np.bool_)
         self._step_spk = np.zeros(n, dtype=np.int64)
         # static I→E hits per E cell within one step (an E cell has fewer than 2¹⁶ I inputs)
         self._ie_hits = np.zeros(n_e, dtype=np.uint16)
