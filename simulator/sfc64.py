@@ -2,12 +2,13 @@
 
 The network draws one standard normal per neuron per 0.1 ms step (≈ 5·10⁸ draws for 25 s at
 N = 2000). One SFC64 generator is a serial recurrence (each word needs the previous state), so a
-single stream costs 2.5–3.6 time-stamp ticks per word on our machines however it is compiled.
+single stream costs 1.0–1.5 ns per word on our machines however it is compiled.
 The network's noise therefore comes from ``LANES = 8`` independent generators,
 ``numpy.random.Generator(SFC64(child))`` for the eight children a run's noise
 ``SeedSequence`` spawns, and the kernel advances all eight at once: lanes 0–3 and 4–7 each in
 one 256-bit vector, every operation of numpy's SFC64 step (Chris Doty-Humphrey's Small Fast
-Chaotic generator) applied to four lanes per instruction (0.56 ticks per word).
+Chaotic generator) applied to four lanes per instruction (0.28 ns per word,
+``bench/bench_noise.py``).
 
 * Word ``LANES·j + l`` of a block of words is lane ``l``'s ``j``-th word: exactly what
   ``generators[l].bit_generator.random_raw`` would return next.
@@ -18,7 +19,7 @@ Chaotic generator) applied to four lanes per instruction (0.56 ticks per word).
 * The step is written in LLVM IR (``_sfc64_lanes``): LLVM does not vectorise eight
   scalar recurrences written in Python, and the 9·c of the step (``c + (c << 3)``) sits behind
   an empty inline-assembly barrier, since LLVM rewrites it to a multiply, which AVX2 lacks for
-  64-bit lanes and emulates with three.
+  64-bit lanes.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.errors import TypingError
 
 from protocol.errors import ConfigError
 from simulator.noise import (
@@ -125,6 +126,15 @@ def test_kernel_words_are_the_generators_own_streams() -> None:
     first = _raw_words(noise_generators(11), 4).reshape(4, LANES)
     assert len({int(w) for w in first[0]}) == LANES
     assert not np.array_equal(first, _raw_words(noise_generators(12), 4).reshape(4, LANES))
+
+
+def test_kernel_words_refuse_a_state_of_another_layout_or_type() -> None:
+    words = np.empty(LANES, dtype=np.uint64)
+    state = load_state(noise_generators(2))
+    with pytest.raises(TypingError, match="Expected state to be a C-contiguous 2-d uint64"):
+        sfc64_words(np.asfortranarray(state), words)
+    with pytest.raises(TypingError, match="Expected out to be a C-contiguous 1-d uint64"):
+        sfc64_words(state, words.astype(np.int64))
 
 
 def test_noise_rows_continue_the_stream_and_odd_rows_work() -> None:
