@@ -237,7 +237,7 @@ class Network:
 
         d = cfg.delay_steps
         # The neurons' state and constants are float32 (docs/simulator.md#precision): rounding
-        # moves V (0–20 mV) by at most 10⁻⁶ mV a step, ≤ 3·10⁻⁵ of the noise's SD per step, and
+        # moves V (0–20 mV) by about an ulp (≤ 2·10⁻⁶ mV) a step, ≤ 6·10⁻⁵ of the noise's SD, and
         # the neuron pass runs eight cells per AVX2 instruction instead of four.
         self.v = np.full(n, cfg.v_reset_mv, dtype=STATE_DTYPE)
         self._ref = np.zeros(n, dtype=np.int32)

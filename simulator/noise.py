@@ -157,11 +157,17 @@ def fill_standard_normal(state, words, out):  # type: ignore[no-untyped-def]
     least :func:`scratch_words` ``(len(out))`` words. With ``h = ⌈n/2⌉``, pair ``j`` takes its
     radius from 32-bit half ``j`` and its angle from half ``h + j`` of the step's words and
     gives ``out[j]`` and ``out[j + h]`` (see the module docstring).
+
+    Raises:
+        ValueError: If ``words`` is shorter than :func:`scratch_words` ``(len(out))``.
     """
     n = out.shape[0]
     h = (n + 1) // 2
     m = n - h  # complete pairs
-    step_words = words[: -(-h // LANES) * LANES]
+    need = -(-h // LANES) * LANES
+    if words.shape[0] < need:
+        raise ValueError("Expected at least scratch_words(len(out)) scratch words")
+    step_words = words[:need]
     sfc64_words(state, step_words)
     halves = step_words.view(np.int32)  # little-endian: half 2i is word i's low 32 bits
     radius_halves = halves[:m]

@@ -17,9 +17,11 @@ Chaotic generator) applied to four lanes per instruction (0.28 ns per word,
   back, so each generator continues where the kernel left off. Every draw still comes from a
   seeded numpy generator of the run.
 * The step is written in LLVM IR (``_sfc64_lanes``): LLVM does not vectorise eight
-  scalar recurrences written in Python, and the 9·c of the step (``c + (c << 3)``) sits behind
-  an empty inline-assembly barrier, since LLVM rewrites it to a multiply, which AVX2 lacks for
-  64-bit lanes.
+  scalar recurrences written in Python. The shift count of the step's 9·c (``c + (c << 3)``)
+  comes through an empty inline-assembly statement on a scalar register, since with a constant
+  count LLVM rewrites the sum to a multiply, which AVX2 lacks for 64-bit lanes. The vectors are
+  plain LLVM vectors: on a CPU without AVX2 (or another architecture) LLVM splits them into
+  the registers it has, with the same words.
 """
 
 from __future__ import annotations
@@ -42,9 +44,17 @@ _VECTORS = LANES // 4
 
 
 def generators(seed: np.random.SeedSequence | int) -> tuple[np.random.Generator, ...]:
-    """The ``LANES`` noise generators of a seed: ``Generator(SFC64(child))`` per spawned child."""
+    """The ``LANES`` noise generators of a seed: ``Generator(SFC64(child))`` per child.
+
+    The children are those ``seed.spawn(LANES)`` gives on a fresh sequence, derived without
+    spawning, so that the same sequence always gives the same generators.
+    """
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    return tuple(np.random.Generator(np.random.SFC64(child)) for child in ss.spawn(LANES))
+    children = (
+        np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, lane), pool_size=ss.pool_size)
+        for lane in range(LANES)
+    )
+    return tuple(np.random.Generator(np.random.SFC64(child)) for child in children)
 
 
 def load_state(gens: Sequence[np.random.Generator]) -> npt.NDArray[np.uint64]:
@@ -106,7 +116,16 @@ def _sfc64_lanes_intrinsic(typingctx: Any, state: Any, out: Any, n_blocks: Any) 
             builder.load(builder.gep(st_ptr, [ir.Constant(i64, k)]), align=8)
             for k in range(4 * _VECTORS)
         ]
-        barrier = ir.InlineAsm(ir.FunctionType(vec, [vec]), "", "=x,0", side_effect=False)
+        # the shift count 3 of c + (c << 3), hidden from LLVM behind an empty inline-assembly
+        # statement on a scalar register (any target has one): with a constant count LLVM
+        # rewrites the sum to c·9, a 64-bit vector multiply that AVX2 lacks
+        barrier = ir.InlineAsm(ir.FunctionType(i64, [i64]), "", "=r,0", side_effect=False)
+        three = builder.call(barrier, [ir.Constant(i64, 3)])
+        three_v = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(vec, ir.Undefined), three, ir.Constant(i64, 0)),
+            ir.Constant(vec, ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]),
+        )
         entry = builder.block
         loop = builder.append_basic_block("sfc64.loop")
         done = builder.append_basic_block("sfc64.done")
@@ -125,7 +144,7 @@ def _sfc64_lanes_intrinsic(typingctx: Any, state: Any, out: Any, n_blocks: Any) 
             slot = builder.add(builder.mul(j, index(_VECTORS)), index(h))
             builder.store(word, builder.gep(out_ptr, [slot]), align=8)
             nxt[h] = builder.xor(b, builder.lshr(b, splat(11)))
-            nxt[_VECTORS + h] = builder.add(c, builder.call(barrier, [builder.shl(c, splat(3))]))
+            nxt[_VECTORS + h] = builder.add(c, builder.shl(c, three_v))
             rotated = builder.or_(builder.shl(c, splat(24)), builder.lshr(c, splat(40)))
             nxt[2 * _VECTORS + h] = builder.add(rotated, word)
             nxt[3 * _VECTORS + h] = builder.add(w, splat(1))
@@ -158,5 +177,10 @@ def sfc64_words(state, out):  # type: ignore[no-untyped-def]
     ``state`` is the C-contiguous ``(4, LANES)`` array of :func:`load_state`; ``len(out)`` is
     a multiple of ``LANES`` (a remainder is left untouched); word ``LANES·j + l`` is lane
     ``l``'s ``j``-th.
+
+    Raises:
+        ValueError: If ``state`` is not of shape ``(4, LANES)``.
     """
+    if state.shape[0] != 4 or state.shape[1] != LANES:
+        raise ValueError("Expected the SFC64 lanes' state of shape (4, 8)")
     _sfc64_lanes(state, out, out.shape[0] // LANES)

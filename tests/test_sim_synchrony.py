@@ -137,6 +137,44 @@ def test_kernel_words_refuse_a_state_of_another_layout_or_type() -> None:
         sfc64_words(state, words.astype(np.int64))
 
 
+def test_kernel_words_refuse_a_wrong_state_shape_and_short_scratch() -> None:
+    with pytest.raises(ValueError, match=r"state of shape \(4, 8\)"):
+        sfc64_words(np.zeros((4, 4), dtype=np.uint64), np.empty(LANES, dtype=np.uint64))
+    state = load_state(noise_generators(2))
+    with pytest.raises(ValueError, match="scratch_words"):
+        fill_standard_normal(state, np.empty(7, dtype=np.uint64), np.empty(17, np.float32))
+
+
+def test_generators_of_one_seed_sequence_are_the_same_every_time() -> None:
+    ss = np.random.SeedSequence(7)
+    first = _raw_words(noise_generators(ss), 3)
+    np.testing.assert_array_equal(_raw_words(noise_generators(ss), 3), first)
+    # the children are those a fresh sequence spawns
+    spawned = tuple(np.random.Generator(np.random.SFC64(c)) for c in ss.spawn(LANES))
+    np.testing.assert_array_equal(_raw_words(spawned, 3), first)
+
+
+def test_kernel_words_compile_for_a_cpu_without_avx(tmp_path: Path) -> None:
+    """The lanes are plain LLVM vectors: for a generic x86-64 target LLVM splits them into SSE2
+    registers (no AVX constraint anywhere), and the words are the same."""
+    code = (
+        "import numpy as np\n"
+        "from simulator.noise import load_state, noise_generators, sfc64_words\n"
+        "state = load_state(noise_generators(11)); words = np.empty(8 * 17, np.uint64)\n"
+        "sfc64_words(state, words)\n"
+        "raw = [g.bit_generator.random_raw(17) for g in noise_generators(11)]\n"
+        "print(np.array_equal(words, np.stack(raw, axis=1).ravel()))\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="generic")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
+
+
 def test_noise_rows_continue_the_stream_and_odd_rows_work() -> None:
     rng = noise_generators(5)
     whole = standard_normal_f32(rng, (3, 7))
