@@ -166,7 +166,11 @@ def fill_standard_normal(state, words, out):  # type: ignore[no-untyped-def]
     m = n - h  # complete pairs
     need = -(-h // LANES) * LANES
     if words.shape[0] < need:
-        raise ValueError("Expected at least scratch_words(len(out)) scratch words")
+        raise ValueError(
+            "Expected at least scratch_words(len(out)) scratch words; needed, actual:",
+            need,
+            words.shape[0],
+        )
     step_words = words[:need]
     sfc64_words(state, step_words)
     halves = step_words.view(np.int32)  # little-endian: half 2i is word i's low 32 bits

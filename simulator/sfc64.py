@@ -182,5 +182,9 @@ def sfc64_words(state, out):  # type: ignore[no-untyped-def]
         ValueError: If ``state`` is not of shape ``(4, LANES)``.
     """
     if state.shape[0] != 4 or state.shape[1] != LANES:
-        raise ValueError("Expected the SFC64 lanes' state of shape (4, 8)")
+        raise ValueError(
+            "Expected the SFC64 lanes' state of shape (4, 8); actual rows, columns:",
+            state.shape[0],
+            state.shape[1],
+        )
     _sfc64_lanes(state, out, out.shape[0] // LANES)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -38,18 +35,11 @@ def test_a_naive_sum_would_differ() -> None:
     assert naive != reductions.pairwise_sum(a)
 
 
-def test_cached_reductions_reload_in_a_new_process(tmp_path: Path) -> None:
+def test_cached_reductions_reload_in_a_new_process(fresh_python: Callable[..., str]) -> None:
     """Numba cannot reload a cached self-recursive function (it crashes); ours must reload."""
     code = (
         "import numpy as np; from simulator.reductions import std;"
         "a = np.arange(70_000, dtype=float); assert std(a) == a.std(); print('ok')"
     )
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    root = Path(__file__).resolve().parents[1]
     for _ in range(2):  # the second process loads what the first one cached
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
-            timeout=300,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert out.stdout.strip() == "ok"
+        assert fresh_python(code) == "ok"

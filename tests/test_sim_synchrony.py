@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -154,7 +151,7 @@ def test_generators_of_one_seed_sequence_are_the_same_every_time() -> None:
     np.testing.assert_array_equal(_raw_words(spawned, 3), first)
 
 
-def test_kernel_words_compile_for_a_cpu_without_avx(tmp_path: Path) -> None:
+def test_kernel_words_compile_for_a_cpu_without_avx(fresh_python: Callable[..., str]) -> None:
     """The lanes are plain LLVM vectors: for a generic x86-64 target LLVM splits them into SSE2
     registers (no AVX constraint anywhere), and the words are the same."""
     code = (
@@ -165,14 +162,7 @@ def test_kernel_words_compile_for_a_cpu_without_avx(tmp_path: Path) -> None:
         "raw = [g.bit_generator.random_raw(17) for g in noise_generators(11)]\n"
         "print(np.array_equal(words, np.stack(raw, axis=1).ravel()))\n"
     )
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="generic")
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "True"
+    assert fresh_python(code, NUMBA_CPU_NAME="generic") == "True"
 
 
 def test_noise_rows_continue_the_stream_and_odd_rows_work() -> None:
@@ -276,7 +266,9 @@ def test_noise_tails_and_independence() -> None:
     assert abs(np.corrcoef(x[:-1].ravel(), x[1:].ravel())[0, 1]) < 4.0 / math.sqrt(x.size)
 
 
-def test_noise_bits_do_not_depend_on_who_compiles_them_first(tmp_path: Path) -> None:
+def test_noise_bits_do_not_depend_on_who_compiles_them_first(
+    fresh_python: Callable[..., str],
+) -> None:
     """Numba compiles a callee with the flags of the first caller that needs it; a fast-math
     caller compiling the noise first (as the kernel does) must give the same bits."""
     code = (
@@ -294,14 +286,7 @@ def test_noise_bits_do_not_depend_on_who_compiles_them_first(tmp_path: Path) -> 
         "    first(state, words, out); rows.append(out.copy())\n"
         "print(hashlib.sha256(np.stack(rows).tobytes()).hexdigest())\n"
     )
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == FROZEN_DIGEST
+    assert fresh_python(code) == FROZEN_DIGEST
 
 
 def test_fill_uses_only_its_scratch_words() -> None:
