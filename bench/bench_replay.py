@@ -20,10 +20,10 @@ import numpy as np
 import structlog
 
 from controller.backends.zmq import ZmqBackend
-from controller.envelope.setpoint import Setpoint
 from controller.replay.rebuild import recorded_envelope
 from controller.replay.session import load_session
 from controller.replay.verify import verify_session
+from protocol.envelope.setpoint import Setpoint
 from protocol.process import spawn_local_backend
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "replay"

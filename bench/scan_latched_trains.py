@@ -37,9 +37,9 @@ def run(job: tuple[float, float, float, float, int, float]) -> dict[str, Any]:
     import gymnasium as gym
 
     import controller.envs  # noqa: F401  (registers the environment)
-    from controller.envelope.setpoint import Setpoint
     from controller.envs import SimConfig
     from controller.envs.spaces import ACTION_MAP
+    from protocol.envelope.setpoint import Setpoint
 
     amp, freq, width, latch, seed, period = job
     on = np.array(ACTION_MAP.to_action(Setpoint(amp, freq, width)), dtype=np.float32)

@@ -22,7 +22,6 @@ from tqdm import tqdm
 from controller.backends import BackendRequest, open_backend
 from controller.clock import request_realtime_priority
 from controller.config import RunConfig, load_run_config, merge
-from controller.envelope.config import Envelope, default_envelope_for, load_envelope
 from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings, RunResult
@@ -31,6 +30,7 @@ from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
 from controller.recorder import NullRecorder, SessionRecorder, TickRecorder
 from controller.summary import Summary, count_kinds, format_table
+from protocol.envelope.config import Envelope, default_envelope_for, load_envelope
 from protocol.errors import (
     BackendUnavailableError,
     ConfigError,

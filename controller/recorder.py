@@ -16,7 +16,7 @@ import numpy as np
 
 from controller.backends.base import BackendObservation
 from controller.envelope.governor import Decision
-from controller.envelope.setpoint import Setpoint
+from protocol.envelope.setpoint import Setpoint
 from protocol.recording import RecordingWriter
 
 

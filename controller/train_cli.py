@@ -195,8 +195,8 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             values = []
         if len(values) != 3:
             p.error(f"Expected --init-setpoint as MV,HZ,US (3 numbers), actual {a.init_setpoint!r}")
-        from controller.envelope.setpoint import Setpoint
         from controller.envs.spaces import ACTION_MAP
+        from protocol.envelope.setpoint import Setpoint
 
         try:
             a.init_action = ACTION_MAP.to_action(Setpoint(*values))

@@ -23,6 +23,10 @@ import structlog
 
 from protocol._validate import ConfigValue
 from protocol.codec import pack, peek_request_id, unpack_request
+from protocol.envelope.floors import check_timing
+from protocol.envelope.monitor import EnvelopeMonitor
+from protocol.envelope.setpoint import Setpoint
+from protocol.envelope.wire import amplitude_scale, envelope_from_wire
 from protocol.errors import ConfigError, ProtocolError, SafetyError
 from protocol.limits import RefusalError, check_envelope, check_fields, check_stimulus, is_on
 from protocol.messages import (
@@ -95,6 +99,9 @@ class Backend(abc.ABC):
         self._ended_sessions: dict[str, str] = {}
         self._limits: dict[str, ParamSpec] = {}
         self._envelope_hash = ""
+        self._monitor: EnvelopeMonitor | None = None
+        self._roles: dict[str, str] = {}
+        self._amplitude_per_unit = 1.0
         self._seq = 0
         self._t_model_ms = 0.0
         self._stimulating = False
@@ -235,6 +242,8 @@ class Backend(abc.ABC):
             self._log.info("safe_stop", reason=reason, was_on=False)
         self._stimulating = False
         self._stop_reason = _clip_text(reason, 200)
+        if self._monitor is not None:
+            self._monitor.restart()
 
     def _end_session(self, reason: str) -> None:
         if self._session_id is not None:
@@ -346,6 +355,18 @@ class Backend(abc.ABC):
                 f"{caps.max_duration_ms:g}], actual {request.control_period_ms!r}",
             )
         limits = check_envelope(caps, request.envelope)
+        try:
+            envelope = envelope_from_wire(request.envelope)
+            check_timing(
+                envelope.domain,
+                envelope.lease_periods,
+                envelope.watchdog_periods,
+                request.control_period_ms,
+                "configure.envelope",
+            )
+            _, per_unit = amplitude_scale(request.envelope.limits)
+        except ConfigError as err:
+            raise RefusalError("envelope_rejected", str(err)) from err
         unknown = sorted(set(request.options) - set(caps.config_options))
         if unknown:
             raise RefusalError(
@@ -360,6 +381,9 @@ class Backend(abc.ABC):
             raise RefusalError("backend_fault", f"configure failed: {err!r}", stop=True) from err
         self._limits = {spec.name: spec for spec in limits}
         self._envelope_hash = request.envelope.hash
+        self._monitor = EnvelopeMonitor(envelope)
+        self._roles = {str(s.role): s.name for s in limits if s.role != "other"}
+        self._amplitude_per_unit = per_unit
         self._state = "configured"
         self._seq = 0
         self._log.info(
@@ -414,6 +438,7 @@ class Backend(abc.ABC):
         stimulus = request.stimulus
         if stimulus is not None:
             check_stimulus(caps, self._limits, stimulus)
+        setpoint = self._check_envelope_rules(stimulus)
         try:
             result = self._on_step(stimulus, request.duration_ms, request.want_spikes)
         except SafetyError as err:
@@ -423,6 +448,8 @@ class Backend(abc.ABC):
         except Exception as err:
             raise RefusalError("backend_fault", f"step failed: {err!r}", stop=True) from err
         fields = check_fields(caps, result.fields)
+        if self._monitor is not None:
+            self._monitor.accept(setpoint, request.duration_ms / 1000.0)
         self._seq += 1
         self._t_model_ms = float(result.t_model_ms)
         self._stimulating = stimulus is not None and is_on(caps, stimulus)
@@ -434,3 +461,33 @@ class Backend(abc.ABC):
             stimulus,  # copied (and checked) by the Observation, like every map field
             result.spikes if request.want_spikes else None,
         )
+
+    def _check_envelope_rules(self, stimulus: Mapping[str, float] | None) -> Setpoint:
+        """Refuse a stimulus that breaks any rule of the configured envelope (``limit_exceeded``).
+
+        Ranges were checked by :func:`check_stimulus`; this runs the whole envelope (charge,
+        density, duty, slew, frequency and width steps, soft start) with
+        :class:`~protocol.envelope.monitor.EnvelopeMonitor`, the same check the controller
+        runs on its own output.
+        """
+        monitor = self._monitor
+        if monitor is None:  # configure always sets it; a subclass that bypasses it is unsafe
+            raise RefusalError("bad_state", "Expected a configured envelope before step", stop=True)
+        if stimulus is None:
+            previous = monitor.previous
+            return Setpoint(0.0, previous.frequency_hz, previous.pulse_width_us)
+        roles = self._roles
+        setpoint = Setpoint(
+            stimulus[roles["amplitude"]] / self._amplitude_per_unit,
+            stimulus[roles["frequency"]],
+            stimulus[roles["pulse_width"]],
+        )
+        breaches = monitor.breaches(setpoint)
+        if breaches:
+            raise RefusalError(
+                "limit_exceeded",
+                "Expected a stimulus inside the configured envelope, actual "
+                + "; ".join(map(str, breaches)),
+                stop=True,
+            )
+        return setpoint

@@ -116,6 +116,8 @@ def check_stimulus(
         # Common case in one comparison chain (bounds are finite, so NaN and Inf fail it).
         if spec.min <= value <= spec.max and limit.min <= value <= limit.max:
             continue
+        if spec.role == "amplitude" and spec.min <= value == 0.0:
+            continue  # amplitude 0 is off: always allowed, whatever the envelope's minimum
         if not spec.contains(value):
             raise RefusalError(
                 "limit_exceeded",

@@ -15,9 +15,9 @@ import structlog
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from controller.envelope.config import load_envelope
 from controller.policies.bundle import FieldSpec, export_sb3, load_bundle
 from controller.policies.factory import build_policy
+from protocol.envelope.config import load_envelope
 from protocol.errors import ConfigError
 
 torch = pytest.importorskip("torch")

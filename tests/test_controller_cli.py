@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from controller.cli import main
-from controller.envelope.config import load_envelope
+from protocol.envelope.config import load_envelope
 from protocol.recording import read_recording
 
 SIM = load_envelope("simulator")

@@ -11,21 +11,21 @@ import pytest
 import structlog
 
 from controller.envelope.action import ActionMap, check_action
-from controller.envelope.bounds import apply_bounds
-from controller.envelope.charge import apply_charge, within_charge
-from controller.envelope.config import (
+from controller.envelope.governor import SafetyGovernor
+from controller.envelope.lease import Lease
+from controller.envelope.observation import Streak, check_observation
+from protocol.envelope.bounds import apply_bounds
+from protocol.envelope.charge import apply_charge, within_charge
+from protocol.envelope.config import (
     Envelope,
     load_envelope,
     parse_envelope,
     shannon_q_max_uc,
 )
-from controller.envelope.duty import apply_duty, fits_duty
-from controller.envelope.governor import SafetyGovernor
-from controller.envelope.lease import Lease
-from controller.envelope.observation import Streak, check_observation
-from controller.envelope.setpoint import Setpoint
-from controller.envelope.slew import apply_slew
-from controller.envelope.softstart import apply_soft_start, soft_start_ceiling
+from protocol.envelope.duty import apply_duty, fits_duty
+from protocol.envelope.setpoint import Setpoint
+from protocol.envelope.slew import apply_slew
+from protocol.envelope.softstart import apply_soft_start, soft_start_ceiling
 from protocol.errors import ConfigError, SafetyFaultError
 from protocol.schema import envelope_hash
 
@@ -338,8 +338,9 @@ def test_governor_needs_arm_and_logs_every_clamp_with_a_reason():
     with pytest.raises(SafetyFaultError, match="arm"):
         gov.command(Setpoint(10.0, 83.0, 1000.0), 0.0)
     gov.arm(0.0)
+    assert gov.idle(0.0).setpoint.amplitude == 0.0  # the loop's first tick: output off
     with structlog.testing.capture_logs() as logs:
-        d = gov.command(Setpoint(300.0, 83.0, 1000.0), 1.0)
+        d = gov.command(Setpoint(300.0, 83.0, 1000.0), T)
     assert d.setpoint.amplitude == pytest.approx(20.0)
     events = [(e["event"], e["reason"]) for e in logs if e["event"].startswith("envelope_")]
     assert ("envelope_clamp", "amplitude_above_max") in events

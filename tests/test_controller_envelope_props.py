@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.envelope.action import ActionMap
-from controller.envelope.config import Envelope, load_envelope, validate
 from controller.envelope.governor import SafetyGovernor
-from controller.envelope.setpoint import Setpoint
-from controller.envelope.softstart import soft_start_ceiling
+from protocol.envelope.config import Envelope, load_envelope, validate
+from protocol.envelope.setpoint import Setpoint
+from protocol.envelope.softstart import soft_start_ceiling
 
 SIM = load_envelope("simulator")
 DEV = load_envelope("device")
@@ -29,10 +29,11 @@ DEV_WIDE = validate(
         pulse_width_max_us=450.0,
         frequency_min_hz=2.0,
         frequency_max_hz=250.0,
-        pulse_width_step_us=200.0,
-        frequency_step_hz=100.0,
-        amplitude_up_per_s=50.0,
-        soft_start_s=0.1,
+        pulse_width_step_us=60.0,
+        frequency_step_hz=50.0,
+        amplitude_up_per_s=2.0,
+        amplitude_down_per_s=5.0,
+        soft_start_s=1.0,
     )
 )
 ENVS = [SIM, DEV, SIM_TIGHT, DEV_WIDE]
@@ -80,7 +81,8 @@ def check_sequence(
 ) -> None:
     gov = SafetyGovernor(env, T, amap)
     gov.arm(0.0)
-    t, soft_from = 0.0, 0.0
+    t = 0.0
+    since_off = 0  # periods since the start of the last off setpoint (the soft start's clock)
     prev = gov.last
     for i, req in enumerate(requests):
         t += gap_list[i % len(gap_list)]
@@ -88,7 +90,8 @@ def check_sequence(
         sp = d.setpoint
         reasons = {f.reason for f in d.findings}
         if "lease_expired" in reasons:
-            soft_from, prev = t, Setpoint(0.0, prev.frequency_hz, prev.pulse_width_us)
+            prev = Setpoint(0.0, prev.frequency_hz, prev.pulse_width_us)
+            since_off = 0
         assert all(math.isfinite(v) for v in (sp.amplitude, sp.frequency_hz, sp.pulse_width_us))
         assert 0.0 <= sp.amplitude <= env.amplitude_max + EPS
         assert env.frequency_min_hz - EPS <= sp.frequency_hz <= env.frequency_max_hz + EPS
@@ -105,12 +108,13 @@ def check_sequence(
         if gov.latched is None:
             assert sp.amplitude - prev.amplitude <= env.amplitude_up_per_s * T + EPS
             assert prev.amplitude - sp.amplitude <= env.amplitude_down_per_s * T + EPS
-            assert sp.amplitude <= soft_start_ceiling(t - soft_from, env) + EPS
+            assert sp.amplitude <= soft_start_ceiling(since_off * T, env) + EPS
             if prev.is_on:
                 assert abs(sp.frequency_hz - prev.frequency_hz) <= env.frequency_step_hz + EPS
                 assert abs(sp.pulse_width_us - prev.pulse_width_us) <= env.pulse_width_step_us + EPS
         else:
             assert sp.amplitude == 0.0
+        since_off = since_off + 1 if sp.is_on else 1
         prev = sp
 
 

@@ -10,12 +10,12 @@ import structlog
 from controller.backends.inprocess import InProcessSimBackend
 from controller.backends.scripted import ScriptedBackend
 from controller.clock import ManualClock
-from controller.envelope.config import load_envelope
 from controller.envelope.governor import SafetyGovernor
-from controller.envelope.setpoint import Setpoint
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings
 from controller.policies.builtin import ConstantPolicy, FtstsPolicy, OffPolicy
+from protocol.envelope.config import load_envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.errors import ConfigError, ProtocolError
 from simulator.config import NetworkConfig
 

@@ -32,7 +32,7 @@ from protocol.server import BackendServer
 
 BIN = Path(sys.executable).parent
 
-# The controller's physical envelope (controller/envelope/defaults/device.toml), as sent on the
+# The controller's physical envelope (protocol/envelope/defaults/device.toml), as sent on the
 # wire, with ramps fast enough for a test.
 WIRE_ENV = WireEnvelope.build(
     (

@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import replay_cli
-from controller.envelope.config import envelope_toml as write_envelope_toml
 from controller.policies.bundle import META_FILE, WEIGHTS_FILE
 from controller.replay.compare import Tolerance
 from controller.replay.edit import rewrite_recording
 from controller.replay.session import load_session
 from controller.replay.verify import VerifyReport, verify_session
+from protocol.envelope.config import envelope_toml as write_envelope_toml
 from protocol.recording import Record, RecordingWriter
 
 DATA = Path(__file__).parent / "data" / "replay"

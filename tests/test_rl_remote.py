@@ -68,7 +68,7 @@ def test_remote_episode_matches_the_in_process_network(server: BackendProcess) -
 def test_remote_model_refuses_a_physical_envelope(server: BackendProcess) -> None:
     model = RemoteModel(server.address, n_scale=SCALE)
     try:
-        from controller.envelope.config import load_envelope
+        from protocol.envelope.config import load_envelope
 
         with pytest.raises(ConfigError, match="model-domain envelope"):
             model.bind(load_envelope("device"), 100.0)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.envelope.config import load_envelope
 from controller.envs import FTSTSEnv, SimConfig
 from controller.envs.reward import RewardConfig
 from controller.envs.spaces import FEATURES, scale_observation
 from controller.policies.bundle import load_bundle
 from controller.policies.factory import build_policy
 from controller.train_cli import main as train_main
+from protocol.envelope.config import load_envelope
 
 SMALL = 0.05
 #: Easy task: the reward is only the charge cost, so the best policy is the weakest train.

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Setpoint
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Setpoint
 
 
 @dataclass(frozen=True)

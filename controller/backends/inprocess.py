@@ -13,8 +13,8 @@ import time
 import structlog
 
 from controller.backends.base import BackendInfo, BackendObservation
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Setpoint
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.errors import BackendUnavailableError, ProtocolError, SafetyLimitError
 from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS, Network

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 
 from controller.backends.base import BackendInfo, BackendObservation
 from controller.clock import ManualClock
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Setpoint
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.errors import BackendUnavailableError, SafetyLimitError, TransportTimeoutError
 
 ObservationScript = Callable[[int, Setpoint], Mapping[str, float]]

@@ -16,20 +16,14 @@ from typing import Any
 import structlog
 
 from controller.backends.base import BackendInfo, BackendObservation
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Setpoint
 from protocol.client import BackendClient
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Setpoint
+from protocol.envelope.wire import AMPLITUDE_UNITS, to_wire
 from protocol.errors import ConfigError, NeuroLoopError, ProtocolError, SafetyError
-from protocol.schema import Envelope as WireEnvelope
 from protocol.schema import ParamSpec
 
 #: Amplitude units → (envelope domain, factor from envelope unit to backend unit).
-AMPLITUDE_UNITS: dict[str, tuple[str, float]] = {
-    "mV": ("model", 1.0),
-    "mA": ("physical", 1.0),
-    "uA": ("physical", 1000.0),
-    "µA": ("physical", 1000.0),
-}
 #: Backend kinds that may be stepped faster than real time.
 FAST_KINDS = ("sim", "loopback", "replay")
 
@@ -113,33 +107,9 @@ class ZmqBackend:
                 f"backend's session timeout of {welcome.session_timeout_ms:g} ms), actual "
                 f"{period_ms:g}"
             )
-        amp, freq, width = (self._roles[r] for r in ("amplitude", "frequency", "pulse_width"))
-        k = self._factor
-        limits = (
-            ParamSpec(
-                amp.name,
-                amp.unit,
-                "amplitude",
-                envelope.amplitude_min * k,
-                envelope.amplitude_max * k,
-            ),
-            ParamSpec(
-                freq.name,
-                freq.unit,
-                "frequency",
-                envelope.frequency_min_hz,
-                envelope.frequency_max_hz,
-            ),
-            ParamSpec(
-                width.name,
-                width.unit,
-                "pulse_width",
-                envelope.pulse_width_min_us,
-                envelope.pulse_width_max_us,
-            ),
-        )
-        pinned = tuple(ParamSpec(o.name, o.unit, "other", 0.0, 0.0) for o in self._other)
-        wire = WireEnvelope.build(limits + pinned, envelope.extra_values())
+        if welcome is None:
+            raise ProtocolError("Expected hello before configure, actual none", "bad_state")
+        wire = to_wire(envelope, welcome.capabilities)
         configured = self.client.configure(
             wire, control_period_ms=period_ms, options=self.options, timeout_s=self.timeout_s
         )

@@ -4,9 +4,9 @@ Nothing reaches a backend without passing :class:`SafetyGovernor`.
 """
 
 from controller.envelope.action import ActionMap
-from controller.envelope.config import Envelope, load_envelope, parse_envelope
 from controller.envelope.governor import Decision, SafetyGovernor
-from controller.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.config import Envelope, load_envelope, parse_envelope
+from protocol.envelope.setpoint import Finding, Setpoint
 
 __all__ = [
     "ActionMap",

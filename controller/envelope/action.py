@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.setpoint import Finding, Setpoint
 from protocol.errors import ConfigError
 
 #: Quantities a policy may control, in setpoint order.

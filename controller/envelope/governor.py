@@ -27,15 +27,17 @@ import numpy as np
 import structlog
 
 from controller.envelope.action import ActionMap, check_action
-from controller.envelope.bounds import apply_bounds
-from controller.envelope.charge import apply_charge
-from controller.envelope.config import Envelope
-from controller.envelope.duty import apply_duty
 from controller.envelope.lease import Lease
 from controller.envelope.observation import Streak, check_observation
-from controller.envelope.setpoint import Finding, Setpoint
-from controller.envelope.slew import apply_slew
-from controller.envelope.softstart import apply_soft_start
+from protocol.envelope.bounds import apply_bounds
+from protocol.envelope.charge import apply_charge
+from protocol.envelope.config import Envelope
+from protocol.envelope.duty import apply_duty
+from protocol.envelope.floors import check_timing
+from protocol.envelope.monitor import EnvelopeMonitor
+from protocol.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.slew import apply_slew
+from protocol.envelope.softstart import apply_soft_start
 from protocol.errors import SafetyFaultError
 
 
@@ -71,6 +73,13 @@ class SafetyGovernor:
     ) -> None:
         if not (math.isfinite(period_s) and period_s > 0.0):
             raise ValueError(f"Expected period_s > 0, actual {period_s}")
+        check_timing(
+            envelope.domain,
+            envelope.lease_periods,
+            envelope.watchdog_periods,
+            period_s * 1000.0,
+            f"envelope {envelope.name!r}",
+        )
         self.envelope = envelope
         self.envelope_hash = envelope.sha256()
         self.period_s = period_s
@@ -84,6 +93,11 @@ class SafetyGovernor:
         self._off = Setpoint(0.0, envelope.frequency_min_hz, envelope.pulse_width_min_us)
         self.last = self._off
         self._soft_start_from_s: float | None = None
+        # Control time from the start of the most recent off setpoint (soft start), counted in
+        # periods so that it is the backend's model time too (protocol.envelope.monitor).
+        self._since_off_s = 0.0
+        # The backends' own check, run on every setpoint before it leaves (defence in depth).
+        self.monitor = EnvelopeMonitor(envelope)
         self._log = structlog.get_logger("controller.envelope")
 
     @property
@@ -105,6 +119,8 @@ class SafetyGovernor:
         self.last = replace(self.last, amplitude=0.0)
         self.lease.clear()
         self._soft_start_from_s = now_s
+        self._since_off_s = 0.0
+        self.monitor.restart()
         self._log.info("envelope_armed", t_s=now_s, envelope_hash=self.envelope_hash)
 
     def command(self, request: Any, now_s: float) -> Decision:
@@ -142,8 +158,7 @@ class SafetyGovernor:
         findings += self._check_lease(now_s)
         out, found = apply_slew(target, self.last, self.envelope, self.period_s)
         findings += found
-        elapsed = now_s - self._soft_start_from_s
-        out, found = apply_soft_start(out, elapsed, self.envelope)
+        out, found = apply_soft_start(out, self._since_off_s, self.envelope)
         findings += found
         return self._emit(out, findings, now_s, held=False)
 
@@ -206,6 +221,7 @@ class SafetyGovernor:
         )
         self.last = self._stopped()
         self._soft_start_from_s = now_s
+        self._since_off_s = 0.0
         return [Finding("lease_expired", "recovery", "amplitude", math.nan, 0.0, detail)]
 
     def _reject(self, findings: list[Finding], now_s: float) -> Decision:
@@ -224,6 +240,15 @@ class SafetyGovernor:
     def _emit(self, out: Setpoint, findings: list[Finding], now_s: float, held: bool) -> Decision:
         for finding in findings:
             self._record(finding)
+        breaches = self.monitor.breaches(out)
+        if breaches:
+            detail = (
+                "Expected the governor's setpoint to pass the backends' envelope check, actual "
+                + "; ".join(map(str, breaches))
+            )
+            return self.fault("governor_breach", detail)
+        self.monitor.accept(out, self.period_s)
+        self._since_off_s = (self._since_off_s if out.is_on else 0.0) + self.period_s
         self.last = out
         self.lease.renew(now_s)
         return Decision(out, tuple(findings), held=held)

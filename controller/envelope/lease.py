@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.envelope.config import Envelope
+from protocol.envelope.config import Envelope
 
 
 @dataclass

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.envelope.setpoint import Finding
+from protocol.envelope.setpoint import Finding
 
 
 def check_observation(values: Mapping[str, float], required: Sequence[str]) -> list[Finding]:

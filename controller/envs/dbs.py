@@ -25,14 +25,14 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from controller.envelope.config import Envelope, load_envelope
 from controller.envelope.governor import SafetyGovernor
-from controller.envelope.setpoint import Setpoint
 from controller.envs import reward as rw
 from controller.envs.config import SimConfig
 from controller.envs.models import LocalNetworkModel, ModelWindow, NeuralModel
 from controller.envs.render import EpisodeTrace, render_frame
 from controller.envs.spaces import ACTION_MAP, FEATURES, scale_observation
+from protocol.envelope.config import Envelope, load_envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.errors import ConfigError, SafetyFaultError
 from simulator.stimulus import Stimulus
 from simulator.synchrony import epoch_mean, order_parameter

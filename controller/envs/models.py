@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from controller.envelope.config import Envelope
+from protocol.envelope.config import Envelope
 from protocol.errors import ConfigError
 from simulator.config import NetworkConfig, Semantics
 from simulator.network import Network

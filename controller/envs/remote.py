@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from controller.backends.zmq import ZmqBackend
-from controller.envelope.config import Envelope
 from controller.envs.models import ModelWindow
 from protocol.client import BackendClient
+from protocol.envelope.config import Envelope
 from protocol.errors import ConfigError, ProtocolError
 from simulator.stimulus import Stimulus
 

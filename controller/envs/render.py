@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from controller.envelope.setpoint import Setpoint
 from controller.envs.models import ModelWindow
+from protocol.envelope.setpoint import Setpoint
 
 #: Raster shown by ``render``: the most recent spikes over this many ms.
 RASTER_MS = 500.0

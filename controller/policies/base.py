@@ -1,7 +1,7 @@
 """What a policy is to the control loop.
 
 A policy sees the latest observation (named floats) and the model time at which its output will
-take effect, and returns either a physical :class:`~controller.envelope.setpoint.Setpoint`
+take effect, and returns either a physical :class:`~protocol.envelope.setpoint.Setpoint`
 (built-in policies) or a normalised action vector in ``[-1, 1]`` that the envelope maps through
 the policy's :class:`~controller.envelope.action.ActionMap` (trained policy bundles). Either
 way the output goes through the safety governor before anything reaches a backend.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from controller.envelope.action import ActionMap
-from controller.envelope.setpoint import Setpoint
+from protocol.envelope.setpoint import Setpoint
 
 #: The paper's desynchronising pulse train in model units.
 FTSTS_SETPOINT = Setpoint(100.0, 1000.0 / 12.0, 1000.0)

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from controller.envelope.action import ACTION_NAMES, ActionMap
-from controller.envelope.setpoint import Setpoint
 from controller.policies.mlp import ACTIVATIONS, Layer, MlpActor, ObsNormalizer
+from protocol.envelope.setpoint import Setpoint
 from protocol.errors import ConfigError
 
 FORMAT = "neuroloop.policy_bundle"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.envelope.bounds import limits_of
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Setpoint
 from controller.policies.base import Policy
 from controller.policies.builtin import FTSTS_SETPOINT, ConstantPolicy, FtstsPolicy, OffPolicy
 from controller.policies.bundle import BundlePolicy, load_bundle, training_setting
+from protocol.envelope.bounds import limits_of
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.errors import ConfigError
 
 BUILTIN = ("off", "constant", "ftsts")

@@ -31,10 +31,10 @@ from typing import Literal
 
 import structlog
 
-from controller.envelope.config import MODEL_CAPS, PHYSICAL_CAPS
 from controller.replay.session import Session
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
+from protocol.envelope.config import MODEL_CAPS, PHYSICAL_CAPS
 from protocol.errors import ConfigError, RecordingError
 from protocol.schema import Capabilities, ParamSpec
 

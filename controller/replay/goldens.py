@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from controller import cli as controller_cli
-from controller.envelope.config import load_envelope
 from controller.policies.bundle import META_FILE, WEIGHTS_FILE, load_bundle
+from protocol.envelope.config import load_envelope
 from protocol.errors import ConfigError, RecordingError
 from protocol.logs import configure_logging
 from protocol.process import BackendProcess, spawn_local_backend

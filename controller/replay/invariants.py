@@ -27,10 +27,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from controller.envelope.config import Envelope
-from controller.envelope.duty import max_pulse_width_us
-from controller.envelope.softstart import soft_start_ceiling
 from controller.replay.session import Session
+from protocol.envelope.config import Envelope
+from protocol.envelope.duty import max_pulse_width_us
+from protocol.envelope.softstart import soft_start_ceiling
 
 _REL = 1e-9
 _ABS = 1e-12

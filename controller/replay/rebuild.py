@@ -16,11 +16,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from controller.envelope.config import Envelope, load_envelope, validate
 from controller.policies.base import Policy
 from controller.policies.bundle import META_FILE, BundlePolicy, load_bundle, training_setting
 from controller.policies.factory import build_policy
 from controller.replay.session import Session
+from protocol.envelope.config import Envelope, load_envelope, validate
 from protocol.errors import ConfigError, RecordingError
 
 

@@ -28,11 +28,11 @@ import numpy as np
 from tqdm import tqdm
 
 from controller.envelope.governor import Decision, SafetyGovernor
-from controller.envelope.setpoint import Finding, Setpoint
 from controller.policies.base import Policy
 from controller.replay.compare import Mismatch, Tolerance, compare_maps
 from controller.replay.session import Session, Tick
 from controller.summary import count_kinds
+from protocol.envelope.setpoint import Finding, Setpoint
 
 #: Sessions at least this long show a progress bar on a terminal (stderr).
 PROGRESS_FROM_TICKS = 20_000

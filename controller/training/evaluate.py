@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from controller.envelope.setpoint import Setpoint
 from controller.envs.config import SimConfig
 from controller.envs.ftsts import FTSTSEnv
 from controller.policies.bundle import PolicyBundle, load_bundle
+from protocol.envelope.setpoint import Setpoint
 from simulator.synchrony import epoch_mean, order_parameter
 
 FloatArray = npt.NDArray[np.float64]

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from controller.envelope.config import load_envelope
 from controller.envs.config import SimConfig
 from controller.envs.spaces import ACTION_FIELDS, feature_scale, observation_field_specs
 from controller.policies.bundle import PolicyBundle, export_sb3, json_default, load_bundle
+from protocol.envelope.config import load_envelope
 
 #: Clip used when the policy was trained without observation normalisation (never reached).
 NO_CLIP = 1e9

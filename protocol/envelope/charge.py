@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Finding, Setpoint
 
 
 def max_amplitude_for(pulse_width_us: float, env: Envelope) -> tuple[float, str]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Finding, Setpoint
 
 
 def max_pulse_width_us(frequency_hz: float, env: Envelope) -> float:

@@ -11,10 +11,10 @@ previous width allows.
 
 from __future__ import annotations
 
-from controller.envelope.charge import max_amplitude_for, within_charge
-from controller.envelope.config import Envelope
-from controller.envelope.duty import fits_duty
-from controller.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.charge import max_amplitude_for, within_charge
+from protocol.envelope.config import Envelope
+from protocol.envelope.duty import fits_duty
+from protocol.envelope.setpoint import Finding, Setpoint
 
 
 def _step_toward(current: float, target: float, max_step: float) -> float:

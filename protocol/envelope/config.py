@@ -26,6 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
+from protocol.envelope.floors import check_rule, rules_for
 from protocol.errors import ConfigError
 from protocol.schema import Envelope as WireEnvelope
 from protocol.schema import ParamSpec, envelope_hash
@@ -157,7 +158,7 @@ class Envelope:
 
     def extra_values(self) -> dict[str, float]:
         """Every other numeric field (charge, duty, ramps, lease), as hashed ``extra`` values."""
-        skip = {"name", "domain", "amplitude_unit", *_SECTIONS["limits"]}
+        skip = {"name", "domain", "amplitude_unit", *SECTIONS["limits"]}
         return {k: float(v) for k, v in asdict(self).items() if k not in skip}
 
     def to_wire(self) -> WireEnvelope:
@@ -181,7 +182,7 @@ class Envelope:
         return envelope_toml(self.as_dict())
 
 
-_SECTIONS: dict[str, tuple[str, ...]] = {
+SECTIONS: dict[str, tuple[str, ...]] = {
     "envelope": ("name", "domain", "amplitude_unit"),
     "limits": (
         "amplitude_min",
@@ -216,7 +217,7 @@ def envelope_toml(values: Mapping[str, Any]) -> str:
         TOML text with one table per section.
     """
     lines: list[str] = []
-    for section, keys in _SECTIONS.items():
+    for section, keys in SECTIONS.items():
         lines.append(f"[{section}]")
         for key in keys:
             value = values[key]
@@ -227,7 +228,13 @@ def envelope_toml(values: Mapping[str, Any]) -> str:
 def _number(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"Expected a number for {where}, actual {value!r}")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ConfigError(
+            f"Expected a finite number for {where}, actual an integer of "
+            f"{len(str(abs(value)))} digits (too large for a float)"
+        ) from None
     if not math.isfinite(out):
         raise ConfigError(f"Expected a finite number for {where}, actual {value!r}")
     return out
@@ -253,13 +260,13 @@ def parse_envelope(data: dict[str, Any], source: str = "<envelope>") -> Envelope
     Raises:
         ConfigError: A section or key is missing or unknown, or a value is out of range.
     """
-    unknown = sorted(set(data) - set(_SECTIONS))
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(
-            f"{source}: expected sections {sorted(_SECTIONS)}, actual extra {unknown}"
+            f"{source}: expected sections {sorted(SECTIONS)}, actual extra {unknown}"
         )
     values: dict[str, Any] = {}
-    for section, keys in _SECTIONS.items():
+    for section, keys in SECTIONS.items():
         table = data.get(section)
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: expected a [{section}] table, actual {table!r}")
@@ -360,12 +367,8 @@ def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
             )
         q_cap = caps.amplitude_max * caps.pulse_width_max_us / 1000.0
         _within(f"{source}: charge_per_phase_max", env.charge_per_phase_max, 0.0, q_cap, "mV·ms")
-    big = 1e6
-    _within(f"{source}: amplitude_up_per_s", env.amplitude_up_per_s, 1e-6, big, f"{unit}/s")
-    _within(f"{source}: amplitude_down_per_s", env.amplitude_down_per_s, 1e-6, big, f"{unit}/s")
-    _within(f"{source}: frequency_step_hz", env.frequency_step_hz, 0.0, f_hi, "Hz")
-    _within(f"{source}: pulse_width_step_us", env.pulse_width_step_us, 0.0, p_hi, "µs")
-    _within(f"{source}: soft_start_s", env.soft_start_s, 0.0, 60.0, "s")
+    for rule in rules_for(env.domain):
+        check_rule(env.domain, rule.field, float(getattr(env, rule.field)), source)
     _within(f"{source}: lease_periods", env.lease_periods, 1.0, 20.0)
     _within(f"{source}: watchdog_periods", env.watchdog_periods, 1.0, 20.0)
     if env.watchdog_periods < env.lease_periods:
@@ -373,7 +376,6 @@ def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
             f"{source}: expected watchdog_periods >= lease_periods ({env.lease_periods}), "
             f"actual {env.watchdog_periods}"
         )
-    _within(f"{source}: invalid_streak_to_fault", float(env.invalid_streak_to_fault), 1.0, 100.0)
     return env
 
 
@@ -388,7 +390,7 @@ def load_envelope(path: str | Path) -> Envelope:
     """
     text_path = str(path)
     if text_path in ("simulator", "device"):
-        ref = resources.files("controller.envelope").joinpath(f"defaults/{text_path}.toml")
+        ref = resources.files("protocol.envelope").joinpath(f"defaults/{text_path}.toml")
         return parse_envelope(
             tomllib.loads(ref.read_text("utf-8")), f"default {text_path} envelope"
         )

@@ -3,14 +3,18 @@
 A non-finite value is rejected (never clamped). A finite value slightly out of range is clamped
 to the nearest limit and flagged. A value more than one full range outside its limits means
 the request is broken and is rejected (e.g. amplitude above ``2·max`` when the minimum is 0).
+
+Amplitude 0 means off, always: ``amplitude_min`` is the lowest amplitude of stimulation that is
+*on*, so a request of 0 stays 0 and a slightly negative one is clamped to 0 (off), never up to
+the minimum. Only a request in ``(0, amplitude_min)`` is raised to the minimum.
 """
 
 from __future__ import annotations
 
 import math
 
-from controller.envelope.config import Envelope
-from controller.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.config import Envelope
+from protocol.envelope.setpoint import Finding, Setpoint
 
 
 def limits_of(env: Envelope) -> dict[str, tuple[float, float, str]]:
@@ -36,6 +40,12 @@ def apply_bounds(request: Setpoint, env: Envelope) -> tuple[Setpoint | None, lis
             detail = f"Expected a finite {name} in [{lo}, {hi}] {unit}, actual {value}"
             return None, [Finding("non_finite_request", "reject", name, value, math.nan, detail)]
         span = hi - lo if hi > lo else max(abs(hi), 1.0)
+        if name == "amplitude" and -span <= value <= 0.0:
+            if value < 0.0:
+                detail = f"Expected amplitude 0 (off) or in [{lo}, {hi}] {unit}, actual {value}"
+                findings.append(Finding("amplitude_below_zero", "clamp", name, value, 0.0, detail))
+            values[name] = 0.0
+            continue
         if value > hi + span or value < lo - span:
             detail = (
                 f"Expected {name} in [{lo}, {hi}] {unit} (clamp zone [{lo - span}, {hi + span}]), "

@@ -1,0 +1,206 @@
+"""The whole envelope checked on what is delivered: the rule every backend and replay runs.
+
+The controller's governor *shapes* requests (clamps, ramps, holds) so that every setpoint it
+emits obeys the envelope. :class:`EnvelopeMonitor` *verifies* a stream of setpoints against
+the same rules, with the same functions, and refuses the first one that breaks any of them.
+It runs in every backend (``protocol.backend``) on each ``step``, whoever the client is, and
+in the replay invariants on each recorded command. The rules, in envelope units:
+
+* ``finite``: every value is finite;
+* ``bounds``: amplitude is 0 (off, always allowed) or in ``(0, amplitude_max]``; frequency and
+  pulse width inside the session ranges (``amplitude_min`` is a target floor of the governor,
+  which ramps through lower values, so it is not a delivery limit);
+* ``duty`` and ``charge`` (while on): two phases, the gap and the recharge margin fit in one
+  period; charge per phase (and, physical domain, density) within the limits;
+* ``slew``: the amplitude rises by at most ``amplitude_up_per_s`` and falls (except to 0, a
+  stop) by at most ``amplitude_down_per_s`` times the time the previous setpoint was held;
+  from on to on, frequency and pulse width move by at most one step;
+* ``soft_start`` (while on): amplitude ≤ ``amplitude_max · elapsed / soft_start_s``, where
+  ``elapsed`` is the time since the start of the most recent off setpoint (the arm, a stop,
+  a lease recovery or the policy switching off).
+
+Comparisons allow a relative slack of 1e-9 (the governor's own tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from protocol.envelope.charge import max_amplitude_for
+from protocol.envelope.config import Envelope
+from protocol.envelope.duty import max_pulse_width_us
+from protocol.envelope.setpoint import Setpoint
+from protocol.envelope.softstart import soft_start_ceiling
+
+_REL = 1e-9
+_ABS = 1e-12
+
+
+def _le(value: float, limit: float) -> bool:
+    return value <= limit + _ABS + _REL * abs(limit)
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One rule a setpoint breaks.
+
+    Args:
+        rule: ``finite``, ``bounds``, ``duty``, ``charge``, ``slew`` or ``soft_start``.
+        detail: What was expected and what arrived.
+    """
+
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.detail}"
+
+
+def static_breaches(sp: Setpoint, env: Envelope) -> list[Breach]:
+    """Rules one setpoint must meet on its own: finite, bounds, duty and charge."""
+    values = (sp.amplitude, sp.frequency_hz, sp.pulse_width_us)
+    if not all(math.isfinite(v) for v in values):
+        return [Breach("finite", f"Expected finite setpoint values, actual {values}")]
+    out: list[Breach] = []
+    unit = env.amplitude_unit
+    if sp.amplitude < 0.0 or not _le(sp.amplitude, env.amplitude_max):
+        out.append(
+            Breach(
+                "bounds",
+                f"Expected amplitude 0 (off) or in (0, {env.amplitude_max:g}] {unit}, "
+                f"actual {sp.amplitude:g}",
+            )
+        )
+    for name, value, lo, hi, u in (
+        ("frequency_hz", sp.frequency_hz, env.frequency_min_hz, env.frequency_max_hz, "Hz"),
+        ("pulse_width_us", sp.pulse_width_us, env.pulse_width_min_us, env.pulse_width_max_us, "µs"),
+    ):
+        if not (_le(lo, value) and _le(value, hi)):
+            out.append(
+                Breach("bounds", f"Expected {name} in [{lo:g}, {hi:g}] {u}, actual {value:g}")
+            )
+    if out or not sp.is_on:
+        return out
+    width_max = max_pulse_width_us(sp.frequency_hz, env)
+    if not _le(sp.pulse_width_us, width_max):
+        out.append(
+            Breach(
+                "duty",
+                f"Expected pulse_width_us <= {width_max:.6g} (2 phases + "
+                f"{env.interphase_gap_us:g} µs gap + {env.recharge_margin_us:g} µs margin in "
+                f"1/{sp.frequency_hz:g} Hz), actual {sp.pulse_width_us:g}",
+            )
+        )
+    amp_max, reason = max_amplitude_for(sp.pulse_width_us, env)
+    if not _le(sp.amplitude, amp_max):
+        out.append(
+            Breach(
+                "charge",
+                f"Expected amplitude <= {amp_max:.6g} {unit} at {sp.pulse_width_us:g} µs "
+                f"({reason}: {env.charge_per_phase_max:g} {env.charge_unit} per phase), "
+                f"actual {sp.amplitude:g}",
+            )
+        )
+    return out
+
+
+def change_breaches(
+    sp: Setpoint, previous: Setpoint, held_s: float, since_off_s: float, env: Envelope
+) -> list[Breach]:
+    """Rules on the change from ``previous``: slew, frequency/width steps and soft start.
+
+    Args:
+        sp: The new setpoint.
+        previous: The setpoint in force before it.
+        held_s: How long ``previous`` was in force, in s.
+        since_off_s: Time from the start of the most recent off setpoint to ``sp``, in s.
+        env: The envelope.
+    """
+    out: list[Breach] = []
+    unit = env.amplitude_unit
+    rise = sp.amplitude - previous.amplitude
+    if rise > 0.0 and not _le(rise, env.amplitude_up_per_s * held_s):
+        out.append(
+            Breach(
+                "slew",
+                f"Expected an amplitude rise <= {env.amplitude_up_per_s:g} {unit}/s × "
+                f"{held_s * 1000:g} ms, actual {previous.amplitude:g} → {sp.amplitude:g}",
+            )
+        )
+    if sp.is_on and rise < 0.0 and not _le(-rise, env.amplitude_down_per_s * held_s):
+        out.append(
+            Breach(
+                "slew",
+                f"Expected an amplitude fall <= {env.amplitude_down_per_s:g} {unit}/s × "
+                f"{held_s * 1000:g} ms (or straight to 0), actual "
+                f"{previous.amplitude:g} → {sp.amplitude:g}",
+            )
+        )
+    if sp.is_on and previous.is_on:
+        for name, step, before, after, u in (
+            ("frequency_hz", env.frequency_step_hz, previous.frequency_hz, sp.frequency_hz, "Hz"),
+            (
+                "pulse_width_us",
+                env.pulse_width_step_us,
+                previous.pulse_width_us,
+                sp.pulse_width_us,
+                "µs",
+            ),
+        ):
+            if not _le(abs(after - before), step):
+                out.append(
+                    Breach(
+                        "slew",
+                        f"Expected a {name} change <= {step:g} {u} while stimulating, actual "
+                        f"{before:g} → {after:g}",
+                    )
+                )
+    if sp.is_on:
+        ceiling = soft_start_ceiling(since_off_s, env)
+        if not _le(sp.amplitude, ceiling):
+            out.append(
+                Breach(
+                    "soft_start",
+                    f"Expected amplitude <= {ceiling:.6g} {unit} at {since_off_s * 1000:g} ms "
+                    f"after the output was last off ({env.soft_start_s:g} s soft start), actual "
+                    f"{sp.amplitude:g}",
+                )
+            )
+    return out
+
+
+class EnvelopeMonitor:
+    """Checks a stream of delivered setpoints against the whole envelope.
+
+    Args:
+        envelope: The validated envelope (in envelope units).
+    """
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self._off = Setpoint(0.0, envelope.frequency_min_hz, envelope.pulse_width_min_us)
+        self.restart()
+
+    def restart(self) -> None:
+        """Output off (arm, reset or stop): the next setpoint starts a soft start from 0."""
+        self.previous = self._off
+        self._held_s = 0.0
+        self._since_off_s = 0.0
+
+    def breaches(self, sp: Setpoint) -> list[Breach]:
+        """Every rule ``sp`` breaks as the next setpoint (state unchanged)."""
+        found = static_breaches(sp, self.envelope)
+        if found and found[0].rule == "finite":
+            return found
+        return found + change_breaches(
+            sp, self.previous, self._held_s, self._since_off_s, self.envelope
+        )
+
+    def accept(self, sp: Setpoint, duration_s: float) -> None:
+        """Record that ``sp`` is in force for ``duration_s`` (after :meth:`breaches` was empty)."""
+        if not sp.is_on:
+            self._since_off_s = 0.0
+        self._since_off_s += duration_s
+        self.previous = sp
+        self._held_s = duration_s
