@@ -28,12 +28,11 @@ from tqdm import tqdm
 from protocol.client import BackendClient
 from protocol.codec import pack, to_wire, unpack
 from protocol.logs import configure_logging
-from protocol.loopback import LOOPBACK_CAPABILITIES
+from protocol.loopback import LOOPBACK_WIRE_ENVELOPE
 from protocol.messages import Observation, Step
 from protocol.process import spawn_local_backend
-from protocol.schema import Envelope
 
-STIMULUS = {"amplitude_au": 2.5, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+STIMULUS = {"amplitude_mv": 2.5, "frequency_hz": 130.0, "pulse_width_us": 60.0}
 
 
 def _percentiles_us(samples_ns: list[int]) -> dict[str, float]:
@@ -64,8 +63,9 @@ def bench_round_trip(transport: str, exchanges: int, warmup: int) -> dict[str, o
         BackendClient(proc.address, timeout_s=5.0, client_name="bench") as client,
     ):
         client.hello()
-        client.configure(Envelope.build(LOOPBACK_CAPABILITIES.stim_params))
+        client.configure(LOOPBACK_WIRE_ENVELOPE)
         client.reset()
+        client.step(None, 100.0)  # off first: the envelope's soft start
         for _ in range(warmup):
             client.step(STIMULUS)
         samples: list[int] = []

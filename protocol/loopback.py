@@ -24,6 +24,8 @@ import numpy as np
 
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
+from protocol.envelope.config import Envelope, validate
+from protocol.envelope.wire import envelope_to_wire
 from protocol.errors import ConfigError
 from protocol.logs import configure_logging
 from protocol.schema import Capabilities, ParamSpec, SpikeWindow
@@ -31,17 +33,51 @@ from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 
 LOOPBACK_CAPABILITIES = Capabilities(
     stim_params=(
-        ParamSpec("amplitude_au", "a.u.", "amplitude", 0.0, 10.0),
+        ParamSpec("amplitude_mv", "mV", "amplitude", 0.0, 10.0),
         ParamSpec("frequency_hz", "Hz", "frequency", 1.0, 250.0),
         ParamSpec("pulse_width_us", "us", "pulse_width", 10.0, 1000.0),
     ),
-    observation_fields=("amplitude_au", "frequency_hz", "pulse_width_us", "step_index"),
+    observation_fields=("amplitude_mv", "frequency_hz", "pulse_width_us", "step_index"),
     control_period_ms=20.0,
     min_duration_ms=0.1,
     max_duration_ms=10_000.0,
     supports_spikes=True,
     config_options=("seed", "spikes_per_step", "nan_after_steps"),
 )
+
+
+#: A model-domain envelope inside the loopback's ranges, for tests and benchmarks. Like every
+#: envelope it has a soft start: after ``reset`` the first step is off, and an off step of
+#: 100 ms lets the next step reach ``amplitude_max`` (5 mV).
+LOOPBACK_ENVELOPE = validate(
+    Envelope(
+        name="loopback",
+        domain="model",
+        amplitude_unit="mV",
+        amplitude_min=0.0,
+        amplitude_max=5.0,
+        frequency_min_hz=1.0,
+        frequency_max_hz=250.0,
+        pulse_width_min_us=10.0,
+        pulse_width_max_us=1000.0,
+        charge_per_phase_max=5.0,
+        electrode_area_cm2=0.0,
+        charge_density_max_uc_cm2=0.0,
+        interphase_gap_us=0.0,
+        recharge_margin_us=100.0,
+        amplitude_up_per_s=4000.0,
+        amplitude_down_per_s=20000.0,
+        frequency_step_hz=100.0,
+        pulse_width_step_us=1000.0,
+        soft_start_s=0.1,
+        lease_periods=2.5,
+        watchdog_periods=3.0,
+        invalid_streak_to_fault=3,
+    ),
+    "loopback envelope",
+)
+#: :data:`LOOPBACK_ENVELOPE` as sent in ``configure`` to a loopback backend.
+LOOPBACK_WIRE_ENVELOPE = envelope_to_wire(LOOPBACK_ENVELOPE, LOOPBACK_CAPABILITIES)
 
 
 def _int_option(
@@ -96,7 +132,7 @@ class LoopbackBackend(Backend):
             fields.update(stimulus)
         fields["step_index"] = float(self._steps)
         if self._nan_after and self._steps >= self._nan_after:
-            fields["amplitude_au"] = float("nan")
+            fields["amplitude_mv"] = float("nan")
         spikes = None
         if want_spikes:
             n = self._spikes_per_step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import msgpack
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from protocol.codec import pack, to_wire, unpack_reply
-from protocol.loopback import LOOPBACK_CAPABILITIES, LoopbackBackend
+from protocol.envelope.wire import envelope_to_wire
+from protocol.loopback import LOOPBACK_CAPABILITIES, LOOPBACK_ENVELOPE, LoopbackBackend
 from protocol.messages import (
     Bye,
     Configure,
@@ -33,7 +35,7 @@ from protocol.schema import Envelope, ParamSpec
 
 PEER = b"controller"
 OTHER = b"intruder"
-ON = {"amplitude_au": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+ON = {"amplitude_mv": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
 
 
 class FakeClock:
@@ -45,9 +47,7 @@ class FakeClock:
 
 
 def _narrow_envelope(amp_max: float = 5.0) -> Envelope:
-    specs = list(LOOPBACK_CAPABILITIES.stim_params)
-    specs[0] = ParamSpec("amplitude_au", "a.u.", "amplitude", 0.0, amp_max)
-    return Envelope.build(specs, {"q_max_uc": 1.8})
+    return envelope_to_wire(replace(LOOPBACK_ENVELOPE, amplitude_max=amp_max), LOOPBACK_CAPABILITIES)
 
 
 class Harness:
@@ -79,6 +79,11 @@ class Harness:
         )
         assert isinstance(configured, Configured), configured
         assert isinstance(self.send(Reset(self.session, 1)), Status)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """One 100 ms off step: the envelope's soft start then allows ``ON`` (2 of 5 mV)."""
+        assert isinstance(self.step(None, 100.0), Observation)
 
     def step(self, stimulus: dict[str, float] | None = ON, duration_ms: float = 20.0) -> Reply:
         return self.send(Step(self.session, stimulus, duration_ms))
@@ -108,15 +113,19 @@ def test_full_session_walks_the_state_machine() -> None:
     assert isinstance(status, Status)
     assert status.state == "running"
     assert status.seq == 0
+    first = h.step()  # right after reset the soft start allows nothing but off
+    assert "soft_start: Expected amplitude <= 0 mV" in _error(first, "limit_exceeded").message
+    assert isinstance(h.send(Reset(h.session, 7)), Status)
+    h.warm_up()
     obs = h.step()
     assert isinstance(obs, Observation)
-    assert (obs.seq, obs.t_model_ms, obs.applied) == (1, 20.0, ON)
-    assert obs.fields["amplitude_au"] == 2.0
+    assert (obs.seq, obs.t_model_ms, obs.applied) == (2, 120.0, ON)
+    assert obs.fields["amplitude_mv"] == 2.0
     assert h.backend.stimulating
     off = h.step(None)
     assert isinstance(off, Observation)
     assert off.applied is None
-    assert off.seq == 2
+    assert off.seq == 3
     assert not h.backend.stimulating
     stopped = h.send(Stop(h.session, "done"))
     assert isinstance(stopped, Status)
@@ -232,11 +241,11 @@ def test_a_long_step_does_not_count_as_client_silence() -> None:
 @pytest.mark.parametrize(
     ("stimulus", "code", "text"),
     [
-        ({**ON, "amplitude_au": 10.5}, "limit_exceeded", "[0, 10] a.u. (advertised), actual 10.5"),
-        ({**ON, "amplitude_au": 6.0}, "limit_exceeded", "[0, 5] a.u. (configured envelope)"),
+        ({**ON, "amplitude_mv": 10.5}, "limit_exceeded", "[0, 10] mV (advertised), actual 10.5"),
+        ({**ON, "amplitude_mv": 6.0}, "limit_exceeded", "[0, 5] mV (configured envelope)"),
         ({**ON, "frequency_hz": 0.5}, "limit_exceeded", "frequency_hz in [1, 250]"),
-        ({"amplitude_au": 1.0}, "invalid_stimulus", "Expected stimulus parameters"),
-        ({**ON, "extra": 1.0}, "invalid_stimulus", "actual ['amplitude_au', 'extra'"),
+        ({"amplitude_mv": 1.0}, "invalid_stimulus", "Expected stimulus parameters"),
+        ({**ON, "extra": 1.0}, "invalid_stimulus", "actual ['amplitude_mv', 'extra'"),
     ],
 )
 def test_stimulus_outside_limits_is_refused_and_stops(
@@ -260,7 +269,7 @@ def test_non_finite_stimulus_bytes_stop_stimulation(bad: float) -> None:
     h.run()
     h.step()
     body = to_wire(77, Step(h.session, ON, 20.0))
-    body["stimulus"] = {**ON, "amplitude_au": bad}
+    body["stimulus"] = {**ON, "amplitude_mv": bad}
     rid, reply = unpack_reply(h.backend.handle(PEER, msgpack.packb(body)))
     assert rid == 77
     error = _error(reply, "non_finite")
@@ -281,11 +290,11 @@ def test_garbage_from_another_peer_changes_nothing() -> None:
 
 
 def test_nan_observation_is_a_backend_fault() -> None:
-    h = Harness(nan_after_steps=2)
+    h = Harness(nan_after_steps=3)  # the warm-up is step 1
     h.run()
     assert isinstance(h.step(), Observation)
     reply = _error(h.step(), "backend_fault")
-    assert "Expected a finite observation field 'amplitude_au', actual nan" in reply.message
+    assert "Expected a finite observation field 'amplitude_mv', actual nan" in reply.message
     assert reply.stopped
     assert h.backend.state == "stopped"
 
@@ -308,15 +317,15 @@ def test_duration_outside_capabilities_is_refused() -> None:
             Envelope.build(LOOPBACK_CAPABILITIES.stim_params[:2]),
             "Expected envelope limits for exactly",
         ),
-        (_narrow_envelope(amp_max=20.0), "inside [0, 10] a.u., actual [0, 20]"),
+        (_narrow_envelope(amp_max=20.0), "inside [0, 10] mV, actual [0, 20]"),
         (
             Envelope.build(
                 (
-                    ParamSpec("amplitude_au", "mA", "amplitude", 0.0, 1.0),
+                    ParamSpec("amplitude_mv", "mA", "amplitude", 0.0, 1.0),
                     *LOOPBACK_CAPABILITIES.stim_params[1:],
                 )
             ),
-            "Expected amplitude_au in a.u. (amplitude), actual mA (amplitude)",
+            "Expected amplitude_mv in mV (amplitude), actual mA (amplitude)",
         ),
     ],
 )
@@ -382,7 +391,7 @@ def test_limit_checks_follow_each_capabilities_object() -> None:
 
     caps = LOOPBACK_CAPABILITIES
     limits = {spec.name: spec for spec in caps.stim_params}
-    stim = {"amplitude_au": 0.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+    stim = {"amplitude_mv": 0.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
     check_stimulus(caps, limits, stim)
     assert not is_on(caps, stim)
     narrow = replace(

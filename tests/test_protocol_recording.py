@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from protocol.client import BackendClient
 from protocol.errors import CorruptRecordingError, RecordingError
-from protocol.loopback import LOOPBACK_CAPABILITIES
+from protocol.loopback import LOOPBACK_WIRE_ENVELOPE
 from protocol.messages import Observation
 from protocol.process import spawn_local_backend
 from protocol.recording import (
@@ -26,7 +26,7 @@ from protocol.recording import (
     read_recording,
 )
 from protocol.recording._format import PREAMBLE_LEN
-from protocol.schema import Envelope, SpikeWindow
+from protocol.schema import SpikeWindow
 
 
 def _keys(records: list[Record]) -> list[tuple[int, str, int, int, bytes]]:
@@ -247,7 +247,7 @@ def test_client_records_every_message(tmp_path: Path) -> None:
         BackendClient(proc.address, timeout_s=5.0, recorder=writer) as client,
     ):
         client.hello()
-        client.configure(Envelope.build(LOOPBACK_CAPABILITIES.stim_params))
+        client.configure(LOOPBACK_WIRE_ENVELOPE)
         client.reset()
         client.step(None)
         client.bye()

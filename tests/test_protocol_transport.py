@@ -24,7 +24,7 @@ from protocol.errors import (
     SafetyLimitError,
     TransportTimeoutError,
 )
-from protocol.loopback import LOOPBACK_CAPABILITIES
+from protocol.loopback import LOOPBACK_WIRE_ENVELOPE
 from protocol.messages import (
     Configure,
     Configured,
@@ -38,11 +38,10 @@ from protocol.messages import (
     Welcome,
 )
 from protocol.process import BackendProcess, spawn_backend, spawn_local_backend
-from protocol.schema import Envelope
 
 LOOPBACK = [sys.executable, "-m", "protocol.loopback", "--log-level", "warning"]
-ON = {"amplitude_au": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
-ENVELOPE = Envelope.build(LOOPBACK_CAPABILITIES.stim_params)
+ON = {"amplitude_mv": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+ENVELOPE = LOOPBACK_WIRE_ENVELOPE
 
 
 @pytest.fixture(params=["tcp", "ipc"])
@@ -66,6 +65,7 @@ def _running_client(address: str) -> BackendClient:
     client.hello()
     client.configure(ENVELOPE, options={"spikes_per_step": 25, "seed": 4})
     client.reset()
+    client.step(None, 100.0)  # off first: the envelope's soft start then allows ON
     return client
 
 
@@ -75,11 +75,11 @@ def test_full_session_across_processes(backend: BackendProcess) -> None:
         assert client.welcome.backend_kind == "loopback"
         for i in range(1, 51):
             obs = client.step(ON, want_spikes=(i % 10 == 0))
-            assert obs.seq == i
-            assert obs.fields["step_index"] == float(i)
+            assert obs.seq == i + 1
+            assert obs.fields["step_index"] == float(i + 1)
         assert obs.spikes is not None
         assert len(obs.spikes) == 25
-        assert obs.t_model_ms == pytest.approx(50 * 20.0)
+        assert obs.t_model_ms == pytest.approx(100.0 + 50 * 20.0)
         status = client.stop("test over")
         assert status.state == "stopped"
         assert not status.stimulating
@@ -112,7 +112,7 @@ def test_out_of_envelope_step_raises_safety_error(backend: BackendProcess) -> No
     with _running_client(backend.address) as client:
         client.step(ON)
         with pytest.raises(SafetyLimitError, match="backend stopped stimulation"):
-            client.step({**ON, "amplitude_au": 12.0})
+            client.step({**ON, "amplitude_mv": 12.0})
         assert client.last_error is not None
         assert client.last_error.code == "limit_exceeded"
         assert client.status().state == "stopped"
@@ -155,11 +155,13 @@ def test_server_refuses_bad_stimulus_bytes(value: float, code: str) -> None:
             _, status = _raw_exchange(sock, pack(3, Reset(session, 1)))
             assert isinstance(status, Status)
             assert status.state == "running"
+            _, warm = _raw_exchange(sock, pack(30, Step(session, None, 100.0)))
+            assert isinstance(warm, Observation)
             _, obs = _raw_exchange(sock, pack(4, Step(session, ON, 20.0)))
             assert isinstance(obs, Observation)
             assert obs.applied == ON
             body = to_wire(1234, Step(session, ON, 20.0))
-            body["stimulus"] = {**ON, "amplitude_au": value}
+            body["stimulus"] = {**ON, "amplitude_mv": value}
             rid, error = _raw_exchange(sock, msgpack.packb(body))
             assert rid == 1234
             assert isinstance(error, ErrorReply)

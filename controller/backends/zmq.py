@@ -19,7 +19,7 @@ from controller.backends.base import BackendInfo, BackendObservation
 from protocol.client import BackendClient
 from protocol.envelope.config import Envelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.envelope.wire import AMPLITUDE_UNITS, to_wire
+from protocol.envelope.wire import AMPLITUDE_UNITS, envelope_to_wire
 from protocol.errors import ConfigError, NeuroLoopError, ProtocolError, SafetyError
 from protocol.schema import ParamSpec
 
@@ -109,7 +109,7 @@ class ZmqBackend:
             )
         if welcome is None:
             raise ProtocolError("Expected hello before configure, actual none", "bad_state")
-        wire = to_wire(envelope, welcome.capabilities)
+        wire = envelope_to_wire(envelope, welcome.capabilities)
         configured = self.client.configure(
             wire, control_period_ms=period_ms, options=self.options, timeout_s=self.timeout_s
         )

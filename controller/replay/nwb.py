@@ -124,7 +124,7 @@ def export_nwb(session: Session, out: Path) -> Path:
         )
     times = np.array(control_times_s(session))
     stim = nwb.create_processing_module("stimulation", "setpoints commanded after the envelope")
-    amp_unit = str(env.get("amplitude_unit", "a.u."))
+    amp_unit = str(env.get("amplitude_unit", "mV"))
     for key, name, unit in (
         ("amplitude", "command_amplitude", amp_unit),
         ("frequency_hz", "command_frequency", "Hz"),

@@ -66,7 +66,7 @@ def amplitude_scale(specs: Sequence[ParamSpec], source: str = "capabilities") ->
     return AMPLITUDE_UNITS[amp.unit]
 
 
-def to_wire(env: Envelope, caps: Capabilities) -> WireEnvelope:
+def envelope_to_wire(env: Envelope, caps: Capabilities) -> WireEnvelope:
     """The ``configure`` envelope for a backend: its names and units, every rule value hashed.
 
     Parameters of role ``other`` (which no envelope rule covers) are pinned at 0.
