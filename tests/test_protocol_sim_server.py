@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import msgpack
 import numpy as np
@@ -13,6 +14,8 @@ import structlog
 
 from protocol.client import BackendClient
 from protocol.codec import pack, to_wire, unpack_reply
+from protocol.envelope.config import load_envelope, validate
+from protocol.envelope.wire import envelope_to_wire
 from protocol.errors import SafetyLimitError
 from protocol.messages import (
     Configure,
@@ -28,13 +31,14 @@ from protocol.messages import (
     Welcome,
 )
 from protocol.process import spawn_local_backend
-from protocol.schema import Envelope, ParamSpec
+from protocol.schema import Envelope
 from simulator.network import OBSERVATION_FIELDS, Network
 from simulator.protocols import default_network_config
 from simulator.server import SIM_CAPABILITIES, SimulatorBackend, serve_main
 from simulator.stimulus import Stimulus
 
 PEER = b"ctl"
+WARM_UP_MS = 100.0
 FTSTS = {
     "amplitude_mv": 100.0,
     "frequency_hz": 1000.0 / 12.0,
@@ -48,6 +52,17 @@ def _restore_logging() -> Iterator[None]:
     """CLI mains configure structlog onto the captured stderr; undo that after each test."""
     yield
     structlog.reset_defaults()
+
+
+def sim_envelope(amplitude_max: float = 200.0) -> Envelope:
+    """The shipped simulator envelope with the fastest ramps the floors allow."""
+    env = replace(
+        load_envelope("simulator"),
+        amplitude_max=amplitude_max,
+        amplitude_up_per_s=4000.0,
+        soft_start_s=0.1,
+    )
+    return envelope_to_wire(validate(env), SIM_CAPABILITIES)
 
 
 class Sim:
@@ -65,10 +80,15 @@ class Sim:
         assert isinstance(welcome, Welcome)
         self.session = welcome.session_id
         opts = {"n_scale": 0.1, "seed": 11, **options}
-        env = envelope or Envelope.build(SIM_CAPABILITIES.stim_params)
+        env = envelope or sim_envelope()
         configured = self.send(Configure(self.session, 20.0, env, opts))  # type: ignore[arg-type]
         assert isinstance(configured, Configured), configured
+        self.reset()
+
+    def reset(self) -> None:
+        """Reset, then 100 ms off: the soft start then allows the FTSTS train."""
         assert isinstance(self.send(Reset(self.session, None)), Status)
+        assert isinstance(self.step(None, WARM_UP_MS), Observation)
 
     def step(
         self,
@@ -90,30 +110,32 @@ def test_steps_reproduce_a_direct_network_run() -> None:
     sim = Sim()
     sim.start()
     served = []
-    for i in range(5):
-        obs = sim.step(FTSTS if i % 2 == 0 else None, want_spikes=True)
+    pattern = [True, True, False, False, True]  # off to on again needs the soft start: 100 ms
+    for on in pattern:
+        obs = sim.step(FTSTS if on else None, WARM_UP_MS if not on else 20.0, want_spikes=True)
         assert isinstance(obs, Observation)
         served.append(obs)
     # the served default is the paper's Fig 3 network (stimulus noise included)
     net = Network(default_network_config("paper", 0.1))
     net.reset(seed=11)
-    for i, obs in enumerate(served):
-        stats = net.advance(Stimulus(100.0) if i % 2 == 0 else None, 20.0)
+    net.advance(None, WARM_UP_MS)
+    for i, (on, obs) in enumerate(zip(pattern, served, strict=True)):
+        stats = net.advance(Stimulus(100.0) if on else None, 20.0 if on else WARM_UP_MS)
         assert obs.fields == stats.observation()
         assert obs.t_model_ms == stats.t_end_ms
-        assert obs.seq == i + 1
+        assert obs.seq == i + 2
         assert obs.spikes is not None
         np.testing.assert_array_equal(obs.spikes.times(), stats.spike_times_ms)
         np.testing.assert_array_equal(obs.spikes.neuron_ids(), stats.spike_neurons)
     assert served[0].applied == FTSTS
-    assert served[1].applied is None
+    assert served[2].applied is None
 
 
 def test_reset_seed_gives_identical_runs() -> None:
     sim = Sim()
     sim.start()
     first = [sim.step() for _ in range(3)]
-    assert isinstance(sim.send(Reset(sim.session, None)), Status)
+    sim.reset()
     second = [sim.step() for _ in range(3)]
     assert first == second
 
@@ -124,18 +146,16 @@ def test_reset_seed_gives_identical_runs() -> None:
         ({"amplitude_mv": 401.0}, "limit_exceeded", "amplitude_mv in [0, 400] mV (advertised)"),
         ({"amplitude_mv": 150.0}, "limit_exceeded", "[0, 120] mV (configured envelope)"),
         (
-            {"frequency_hz": 250.0, "pulse_width_us": 5000.0},
+            {"frequency_hz": 250.0},
             "limit_exceeded",
-            "Expected two phases of 5000.0 µs to fit in one period",
+            "Expected frequency_hz in [5, 180] Hz (configured envelope), actual 250.0",
         ),
         ({"ei_offset_ms": 60.0}, "limit_exceeded", "ei_offset_ms in [-50, 50]"),
     ],
 )
 def test_out_of_range_stimulus_is_refused(change: dict[str, float], code: str, text: str) -> None:
-    specs = list(SIM_CAPABILITIES.stim_params)
-    specs[0] = ParamSpec("amplitude_mv", "mV", "amplitude", 0.0, 120.0)
     sim = Sim()
-    sim.start(Envelope.build(specs))
+    sim.start(sim_envelope(amplitude_max=120.0))
     assert isinstance(sim.step(), Observation)
     reply = sim.step({**FTSTS, **change})
     assert isinstance(reply, ErrorReply)
@@ -168,7 +188,7 @@ def test_paper_semantics_need_whole_chunks_clean_do_not() -> None:
     clean.start(semantics="clean")
     obs = clean.step(FTSTS, 10.0)
     assert isinstance(obs, Observation)
-    assert obs.t_model_ms == pytest.approx(10.0)
+    assert obs.t_model_ms == pytest.approx(WARM_UP_MS + 10.0)
 
 
 @pytest.mark.parametrize(
@@ -184,7 +204,7 @@ def test_bad_options_are_refused(options: dict[str, object], text: str) -> None:
     sim = Sim()
     welcome = sim.send(Hello("pytest"))
     assert isinstance(welcome, Welcome)
-    env = Envelope.build(SIM_CAPABILITIES.stim_params)
+    env = sim_envelope()
     reply = sim.send(Configure(welcome.session_id, 20.0, env, options))  # type: ignore[arg-type]
     assert isinstance(reply, ErrorReply)
     assert reply.code == "bad_config"
@@ -195,7 +215,7 @@ def test_paper_semantics_refuse_a_control_period_off_the_chunk() -> None:
     sim = Sim()
     welcome = sim.send(Hello("pytest"))
     assert isinstance(welcome, Welcome)
-    env = Envelope.build(SIM_CAPABILITIES.stim_params)
+    env = sim_envelope()
     reply = sim.send(Configure(welcome.session_id, 30.0, env, {}))
     assert isinstance(reply, ErrorReply)
     assert "control_period_ms to be a multiple of 20 ms" in reply.message
@@ -207,8 +227,9 @@ def test_served_simulator_in_a_subprocess() -> None:
         with BackendClient(proc.address, timeout_s=30.0) as client:
             caps = client.hello().capabilities
             assert caps.observation_fields == OBSERVATION_FIELDS
-            client.configure(Envelope.build(caps.stim_params), options={"n_scale": 0.1})
+            client.configure(sim_envelope(), options={"n_scale": 0.1})
             client.reset(seed=5)
+            client.step(None, WARM_UP_MS)
             obs = client.step(FTSTS, want_spikes=True)
             assert obs.fields["weight_mv"] == pytest.approx(260.0, rel=0.05)
             assert obs.spikes is not None
