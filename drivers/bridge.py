@@ -27,14 +27,13 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from drivers.base import StimulatorABC
-from drivers.envelope import Envelope
+from drivers.envelope import Envelope, envelope_problems
 from drivers.messages import DeviceState, StopReason, fault_names
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
+from protocol.envelope.config import Envelope as RuleEnvelope
 from protocol.errors import ConfigError, DeviceError
-from protocol.messages import Configure, Configured
 from protocol.schema import Capabilities, ParamSpec
-from protocol.schema import Envelope as WireEnvelope
 
 log = structlog.get_logger()
 
@@ -70,51 +69,57 @@ def _ceil(x: float) -> int:
 
 
 def device_envelope(
-    wire: WireEnvelope, control_period_ms: float, safe_stop_ms: int = 250
+    env: RuleEnvelope, control_period_ms: float, safe_stop_ms: int = 250
 ) -> Envelope:
-    """Convert the controller's envelope into the device's integer envelope.
+    """Convert the controller's envelope into the device's integer envelope, field by field.
 
-    Limits become µA, µs and 0.1 Hz; maxima are rounded down and minima up. Recognised
-    ``extra`` values (the controller's names): ``charge_per_phase_max`` (µC),
-    ``electrode_area_cm2``, ``charge_density_max_uc_cm2``, ``amplitude_up_per_s`` and
-    ``amplitude_down_per_s`` (mA/s), ``frequency_step_hz``, ``pulse_width_step_us``,
-    ``soft_start_s``, ``lease_periods`` and ``watchdog_periods`` (control periods). Missing
-    values take the device defaults of ``docs/device-protocol.md`` §5.
+    Every rule value of the one envelope definition (``protocol.envelope``) has its device
+    field: limits become µA, µs and 0.1 Hz; maxima and rates are rounded down, minima and the
+    soft start up, so the device is never looser than the controller; lease and watchdog are
+    ``lease_periods`` and ``watchdog_periods`` control periods in ms. Nothing is defaulted.
+
+    Args:
+        env: The validated envelope of the ``configure`` (physical domain, amplitude in mA).
+        control_period_ms: The session's control period.
+        safe_stop_ms: The safe-stop ramp (≤ 250 ms), a device setting outside the envelope.
 
     Raises:
-        ConfigError: A limit or value is missing or cannot be represented.
+        ConfigError: The envelope is not in the physical domain, or a value cannot be
+            represented in the device's units (the device would refuse it).
     """
-    limits = {spec.role: spec for spec in wire.limits}
-    missing = {"amplitude", "frequency", "pulse_width"} - set(limits)
-    if missing:
-        raise ConfigError(f"Expected envelope limits for {sorted(missing)}, actual none")
-    amp, freq, pw = limits["amplitude"], limits["frequency"], limits["pulse_width"]
-    x = wire.extra
-    base = Envelope()
-
-    def extra(name: str, scale: float, default: int, rounding: Callable[[float], int]) -> int:
-        return rounding(x[name] * scale) if name in x and x[name] > 0 else default
-
-    area = extra("electrode_area_cm2", 10_000.0, base.area_mm2_x100, round)
-    return Envelope(
-        amp_min_ua=_ceil(amp.min * 1000.0),
-        amp_max_ua=_floor(amp.max * 1000.0),
-        pw_min_us=_ceil(pw.min),
-        pw_max_us=_floor(pw.max),
-        freq_min_dhz=_ceil(freq.min * 10.0),
-        freq_max_dhz=_floor(freq.max * 10.0),
-        q_max_nc=extra("charge_per_phase_max", 1000.0, base.q_max_nc, _floor),
-        area_mm2_x100=area,
-        d_max_nc_per_mm2=extra("charge_density_max_uc_cm2", 10.0, base.d_max_nc_per_mm2, _floor),
-        ramp_up_ua_per_s=extra("amplitude_up_per_s", 1000.0, base.ramp_up_ua_per_s, _floor),
-        ramp_down_ua_per_s=extra("amplitude_down_per_s", 1000.0, base.ramp_down_ua_per_s, _floor),
-        freq_step_dhz=extra("frequency_step_hz", 10.0, base.freq_step_dhz, _floor),
-        pw_step_us=extra("pulse_width_step_us", 1.0, base.pw_step_us, _floor),
-        lease_max_ms=extra("lease_periods", control_period_ms, base.lease_max_ms, _floor),
-        watchdog_ms=extra("watchdog_periods", control_period_ms, base.watchdog_ms, _floor),
-        soft_start_ms=extra("soft_start_s", 1000.0, base.soft_start_ms, _ceil),
+    if env.domain != "physical":
+        raise ConfigError(
+            f"Expected a physical-domain envelope (amplitude in mA) for a device, actual "
+            f"domain {env.domain!r}"
+        )
+    device = Envelope(
+        amp_min_ua=_ceil(env.amplitude_min * 1000.0),
+        amp_max_ua=_floor(env.amplitude_max * 1000.0),
+        pw_min_us=_ceil(env.pulse_width_min_us),
+        pw_max_us=_floor(env.pulse_width_max_us),
+        freq_min_dhz=_ceil(env.frequency_min_hz * 10.0),
+        freq_max_dhz=_floor(env.frequency_max_hz * 10.0),
+        q_max_nc=_floor(env.charge_per_phase_max * 1000.0),
+        area_mm2_x100=_floor(env.electrode_area_cm2 * 10_000.0),
+        d_max_nc_per_mm2=_floor(env.charge_density_max_uc_cm2 * 10.0),
+        ramp_up_ua_per_s=_floor(env.amplitude_up_per_s * 1000.0),
+        ramp_down_ua_per_s=_floor(env.amplitude_down_per_s * 1000.0),
+        freq_step_dhz=_floor(env.frequency_step_hz * 10.0),
+        pw_step_us=_floor(env.pulse_width_step_us),
+        lease_max_ms=_floor(env.lease_periods * control_period_ms),
+        watchdog_ms=_floor(env.watchdog_periods * control_period_ms),
+        soft_start_ms=_ceil(env.soft_start_s * 1000.0),
         safe_stop_ms=safe_stop_ms,
+        gap_us=_ceil(env.interphase_gap_us),
+        margin_us=_ceil(env.recharge_margin_us),
     )
+    problems = envelope_problems(device)
+    if problems:
+        raise ConfigError(
+            "Expected the envelope to be representable in device units, actual: "
+            + "; ".join(problems)
+        )
+    return device
 
 
 #: How a ``step`` relates to wall-clock time (see :class:`SerialBackend`).
@@ -160,7 +165,6 @@ class SerialBackend(Backend):
         self._safe_stop_ms = safe_stop_ms
         self._settle_timeout_s = settle_timeout_s
         self._sleep = sleep
-        self._wire_envelope: WireEnvelope | None = None
         self._device_envelope: Envelope | None = None
         self._control_period_ms = 100.0
         self._t_ms = 0.0
@@ -193,12 +197,6 @@ class SerialBackend(Backend):
         return result
 
     # ------------------------------------------------------------------------------ hooks
-    def _configure(self, request: Configure) -> Configured:
-        # The base class validates the envelope against the advertised ranges and calls
-        # _on_configure; the device envelope needs the envelope itself, kept here for it.
-        self._wire_envelope = request.envelope
-        return super()._configure(request)
-
     def _healthy_session(self) -> bool:
         drv = self.driver
         link_ok = getattr(drv, "link_ok", True)
@@ -206,9 +204,9 @@ class SerialBackend(Backend):
         return drv.caps is not None and link_ok and reset is None
 
     def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
-        if self._wire_envelope is None:
+        if self.envelope is None:
             raise ConfigError("Expected an envelope with configure, actual none")
-        env = device_envelope(self._wire_envelope, control_period_ms, self._safe_stop_ms)
+        env = device_envelope(self.envelope, control_period_ms, self._safe_stop_ms)
         if not self._healthy_session():
             self.driver.handshake()
             self._caps_cache = None

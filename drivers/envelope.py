@@ -13,23 +13,39 @@ import zlib
 from dataclasses import astuple, dataclass, fields
 from typing import ClassVar
 
+from protocol.envelope.config import DENSITY_CEILING_UC_CM2, PHYSICAL_CAPS
+from protocol.envelope.config import SHANNON_K as ENVELOPE_SHANNON_K
+from protocol.envelope.floors import PHYSICAL_RULES
 from protocol.errors import ProtocolError, SafetyLimitError
 
-#: Absolute caps (§2.3 A): no envelope may exceed them.
-ABS_AMP_MAX_UA = 10_000
-ABS_PW_RANGE_US = (20, 450)
-ABS_FREQ_RANGE_DHZ = (20, 2500)
-#: Recharge margin in the duty check: period ≥ 2·PW + margin.
-DUTY_MARGIN_US = 100
+#: Absolute caps and rule floors in device units, derived from the one envelope definition
+#: (``protocol.envelope``: ``PHYSICAL_CAPS`` and the physical-domain floors).
+ABS_AMP_MAX_UA = round(PHYSICAL_CAPS.amplitude_max * 1000.0)
+ABS_PW_RANGE_US = (round(PHYSICAL_CAPS.pulse_width_min_us), round(PHYSICAL_CAPS.pulse_width_max_us))
+ABS_FREQ_RANGE_DHZ = (
+    round(PHYSICAL_CAPS.frequency_min_hz * 10.0),
+    round(PHYSICAL_CAPS.frequency_max_hz * 10.0),
+)
 #: Shannon k used for the charge-per-phase ceiling.
-SHANNON_K = 1.75
+SHANNON_K = ENVELOPE_SHANNON_K
 #: Charge-density ceiling: 30 µC/cm² = 300 nC/mm².
-ABS_D_MAX_NC_PER_MM2 = 300
+ABS_D_MAX_NC_PER_MM2 = round(DENSITY_CEILING_UC_CM2 * 10.0)
+ABS_SAFE_STOP_MAX_MS = 250
+
+
+def _rule_range(field: str, scale: float) -> tuple[int, int]:
+    rule = next(r for r in PHYSICAL_RULES if r.field == field)
+    return math.ceil(rule.lo * scale - 1e-9), math.floor(rule.hi * scale + 1e-9)
+
+
+ABS_RAMP_UP_RANGE_UA_PER_S = _rule_range("amplitude_up_per_s", 1000.0)
+ABS_RAMP_DOWN_RANGE_UA_PER_S = _rule_range("amplitude_down_per_s", 1000.0)
+ABS_FREQ_STEP_RANGE_DHZ = _rule_range("frequency_step_hz", 10.0)
+ABS_PW_STEP_RANGE_US = _rule_range("pulse_width_step_us", 1.0)
+ABS_GAP_RANGE_US = _rule_range("interphase_gap_us", 1.0)
+ABS_MARGIN_RANGE_US = _rule_range("recharge_margin_us", 1.0)
 ABS_LEASE_RANGE_MS = (50, 2000)
 ABS_WATCHDOG_RANGE_MS = (50, 2000)
-ABS_SAFE_STOP_MAX_MS = 250
-ABS_RAMP_UP_RANGE_UA_PER_S = (10, 2000)
-ABS_RAMP_DOWN_RANGE_UA_PER_S = (10, 5000)
 
 
 def shannon_q_max_nc(area_mm2_x100: int, k: float = SHANNON_K) -> int:
@@ -68,9 +84,12 @@ class Envelope:
         watchdog_ms: Silence after which the device safe-stops, in ms.
         soft_start_ms: Shortest time to ramp from 0 to a target after ARM or a stop, in ms.
         safe_stop_ms: Time of the linear ramp to 0 on a safe stop, in ms (≤ 250).
+        gap_us: Interphase gap in µs, counted in the duty check.
+        margin_us: Recharge margin in µs after each pulse, counted in the duty check
+            (``period ≥ 2·pw + gap + margin``).
     """
 
-    FMT: ClassVar[struct.Struct] = struct.Struct("<17H")
+    FMT: ClassVar[struct.Struct] = struct.Struct("<19H")
 
     amp_min_ua: int = 0
     amp_max_ua: int = 3500
@@ -89,9 +108,11 @@ class Envelope:
     watchdog_ms: int = 300
     soft_start_ms: int = 2000
     safe_stop_ms: int = 250
+    gap_us: int = 0
+    margin_us: int = 100
 
     def pack(self) -> bytes:
-        """Serialise to the 34-byte ARM prefix.
+        """Serialise to the 38-byte ARM prefix.
 
         Raises:
             ProtocolError: ``code="bad_field"`` if a field is not a u16.
@@ -141,13 +162,17 @@ def envelope_problems(env: Envelope) -> list[str]:
     _range("watchdog_ms", env.watchdog_ms, *ABS_WATCHDOG_RANGE_MS, problems)
     _range("safe_stop_ms", env.safe_stop_ms, 1, ABS_SAFE_STOP_MAX_MS, problems)
     _range("soft_start_ms", env.soft_start_ms, 0, 60_000, problems)
-    # Duty: the shortest period (highest rate) must hold two of the widest phases plus margin.
+    _range("freq_step_dhz", env.freq_step_dhz, *ABS_FREQ_STEP_RANGE_DHZ, problems)
+    _range("pw_step_us", env.pw_step_us, *ABS_PW_STEP_RANGE_US, problems)
+    _range("gap_us", env.gap_us, *ABS_GAP_RANGE_US, problems)
+    _range("margin_us", env.margin_us, *ABS_MARGIN_RANGE_US, problems)
+    # Duty: the shortest period (highest rate) must hold the shortest pulse with gap and margin.
     period_us = 10_000_000 // max(env.freq_max_dhz, 1)
-    if period_us < 2 * env.pw_max_us + DUTY_MARGIN_US:
+    needed_us = 2 * env.pw_min_us + env.gap_us + env.margin_us
+    if period_us < needed_us:
         problems.append(
             f"Expected the period at freq_max_dhz={env.freq_max_dhz} ({period_us} µs) to hold "
-            f"2·pw_max_us + {DUTY_MARGIN_US} µs = {2 * env.pw_max_us + DUTY_MARGIN_US} µs, "
-            f"actual {period_us} µs"
+            f"2·pw_min_us + gap_us + margin_us = {needed_us} µs, actual {period_us} µs"
         )
     return problems
 
@@ -198,7 +223,8 @@ def setpoint_problem(
     if amp_ua == 0:
         return None
     checks = (
-        ("amp_ua", amp_ua, max(env.amp_min_ua, 1), env.amp_max_ua),
+        # amp_min_ua is the host's lowest target while on; ramps pass below it (§5).
+        ("amp_ua", amp_ua, 1, env.amp_max_ua),
         ("pw_us", pw_us, env.pw_min_us, env.pw_max_us),
         ("freq_dhz", freq_dhz, env.freq_min_dhz, env.freq_max_dhz),
     )
@@ -206,11 +232,12 @@ def setpoint_problem(
         if not lo <= value <= hi:
             return "out_of_range", f"Expected {name} in [{lo}, {hi}], actual {value}"
     period_us = 10_000_000 // freq_dhz
-    if period_us < 2 * pw_us + DUTY_MARGIN_US:
+    needed_us = 2 * pw_us + env.gap_us + env.margin_us
+    if period_us < needed_us:
         return (
             "out_of_range",
-            f"Expected 2·pw_us + {DUTY_MARGIN_US} µs ≤ period {period_us} µs, actual "
-            f"{2 * pw_us + DUTY_MARGIN_US} µs",
+            f"Expected 2·pw_us + gap_us {env.gap_us} + margin_us {env.margin_us} ≤ period "
+            f"{period_us} µs, actual {needed_us} µs",
         )
     q_worst = charge_nc(max(amp_ua, actual_amp_ua), pw_us)
     if q_worst > env.q_max_nc:

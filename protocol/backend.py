@@ -23,6 +23,7 @@ import structlog
 
 from protocol._validate import ConfigValue
 from protocol.codec import pack, peek_request_id, unpack_request
+from protocol.envelope.config import Envelope
 from protocol.envelope.floors import check_timing
 from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
@@ -100,6 +101,7 @@ class Backend(abc.ABC):
         self._limits: dict[str, ParamSpec] = {}
         self._envelope_hash = ""
         self._monitor: EnvelopeMonitor | None = None
+        self._envelope: Envelope | None = None
         self._roles: dict[str, str] = {}
         self._amplitude_per_unit = 1.0
         self._seq = 0
@@ -146,6 +148,11 @@ class Backend(abc.ABC):
     def state(self) -> SessionState:
         """The session state (``idle`` when no client controls the backend)."""
         return self._state
+
+    @property
+    def envelope(self) -> Envelope | None:
+        """The envelope of the current ``configure`` (validated, in envelope units)."""
+        return self._envelope
 
     @property
     def session_id(self) -> str | None:
@@ -373,6 +380,7 @@ class Backend(abc.ABC):
                 "bad_config",
                 f"Expected options among {list(caps.config_options)}, actual unknown {unknown}",
             )
+        self._envelope = envelope  # for hooks that pass the envelope on (a device's ARM)
         try:
             self._on_configure(request.options, request.control_period_ms)
         except (ConfigError, ValueError) as err:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,40 +25,39 @@ from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import ToyNetwork, running_emulator, wait_until
 from drivers.tissue import Tissue
 from protocol.client import BackendClient
+from protocol.envelope.config import load_envelope, validate
+from protocol.envelope.wire import envelope_from_wire
 from protocol.errors import ConfigError, SafetyFaultError, SafetyLimitError
+from protocol.messages import Observation
 from protocol.process import spawn_local_backend
 from protocol.schema import Envelope as WireEnvelope
-from protocol.schema import ParamSpec
 from protocol.server import BackendServer
 
 BIN = Path(sys.executable).parent
 
-# The controller's physical envelope (protocol/envelope/defaults/device.toml), as sent on the
-# wire, with ramps fast enough for a test.
-WIRE_ENV = WireEnvelope.build(
-    (
-        ParamSpec("amplitude_ma", "mA", "amplitude", 0.0, 3.5),
-        ParamSpec("frequency_hz", "Hz", "frequency", 60.0, 185.0),
-        ParamSpec("pulse_width_us", "us", "pulse_width", 60.0, 120.0),
-    ),
-    {
-        "charge_per_phase_max": 1.8,
-        "electrode_area_cm2": 0.06,
-        "charge_density_max_uc_cm2": 30.0,
-        "amplitude_up_per_s": 2.0,
-        "amplitude_down_per_s": 5.0,
-        "frequency_step_hz": 20.0,
-        "pulse_width_step_us": 10.0,
-        "soft_start_s": 0.1,
-        "lease_periods": 2.5,
-        "watchdog_periods": 3.0,
-    },
+# The controller's physical envelope (protocol/envelope/defaults/device.toml) with the fastest
+# ramps and the shortest soft start the floors allow, as sent on the wire.
+RULES = validate(
+    replace(
+        load_envelope("device"), amplitude_up_per_s=2.0, amplitude_down_per_s=5.0, soft_start_s=1.0
+    )
 )
+WIRE_ENV = RULES.to_wire()
 STIM = {"amplitude_ma": 1.0, "frequency_hz": 130.0, "pulse_width_us": 90.0}
 
 
+def ramp_to(client: BackendClient, stim: dict[str, float], period_ms: float = 100.0) -> Observation:
+    """Off for one period, then up at the envelope's 2 mA/s: what the governor would send."""
+    obs = client.step(None, period_ms)
+    amp, target = 0.0, stim["amplitude_ma"]
+    while amp < target:
+        amp = min(target, amp + RULES.amplitude_up_per_s * period_ms / 1000.0)
+        obs = client.step({**stim, "amplitude_ma": amp}, period_ms)
+    return obs
+
+
 def test_device_envelope_conversion_rounds_to_the_safe_side() -> None:
-    env = device_envelope(WIRE_ENV, control_period_ms=100.0, safe_stop_ms=200)
+    env = device_envelope(envelope_from_wire(WIRE_ENV), control_period_ms=100.0, safe_stop_ms=200)
     assert env == Envelope(
         amp_min_ua=0,
         amp_max_ua=3500,
@@ -74,20 +74,63 @@ def test_device_envelope_conversion_rounds_to_the_safe_side() -> None:
         pw_step_us=10,
         lease_max_ms=250,
         watchdog_ms=300,
-        soft_start_ms=100,
+        soft_start_ms=1000,
         safe_stop_ms=200,
+        gap_us=0,
+        margin_us=100,
     )
-    odd = WireEnvelope.build(
-        (
-            ParamSpec("amplitude_ma", "mA", "amplitude", 0.0005, 2.0009),
-            ParamSpec("frequency_hz", "Hz", "frequency", 60.04, 185.06),
-            ParamSpec("pulse_width_us", "us", "pulse_width", 60.5, 120.5),
-        ),
+    odd = replace(
+        RULES,
+        amplitude_min=0.0005,
+        amplitude_max=2.0009,
+        frequency_min_hz=60.04,
+        frequency_max_hz=185.06,
+        pulse_width_min_us=60.5,
+        pulse_width_max_us=120.5,
+        amplitude_up_per_s=0.0105,
+        soft_start_s=1.0001,
+        interphase_gap_us=10.2,
+        recharge_margin_us=100.5,
     )
     env = device_envelope(odd, 100.0)
     assert (env.amp_min_ua, env.amp_max_ua) == (1, 2000)
     assert (env.freq_min_dhz, env.freq_max_dhz) == (601, 1850)
     assert (env.pw_min_us, env.pw_max_us) == (61, 120)
+    assert (env.ramp_up_ua_per_s, env.soft_start_ms) == (10, 1001)
+    assert (env.gap_us, env.margin_us) == (11, 101)
+
+
+def test_wire_envelope_with_a_missing_or_unknown_value_is_refused_not_defaulted() -> None:
+    extra = dict(WIRE_ENV.extra)
+    del extra["frequency_step_hz"]
+    with pytest.raises(ConfigError, match=r"missing \['frequency_step_hz'\]"):
+        envelope_from_wire(WireEnvelope.build(WIRE_ENV.limits, extra))
+    with pytest.raises(ConfigError, match=r"unknown \['q_max_uc'\]"):
+        envelope_from_wire(WireEnvelope.build(WIRE_ENV.limits, {**WIRE_ENV.extra, "q_max_uc": 1.0}))
+    zero_step = {**WIRE_ENV.extra, "pulse_width_step_us": 0.0}
+    with pytest.raises(ConfigError, match=r"pulse_width_step_us in \[1, 60\]"):
+        envelope_from_wire(WireEnvelope.build(WIRE_ENV.limits, zero_step))
+
+
+def test_device_gets_every_limit_the_controller_set() -> None:
+    """Steps, widths and the duty margin of the controller's envelope reach the device."""
+    strict = validate(
+        replace(RULES, frequency_step_hz=5.0, pulse_width_step_us=2.0, recharge_margin_us=5200.0)
+    )
+    env = device_envelope(strict, control_period_ms=100.0)
+    assert (env.freq_step_dhz, env.pw_step_us, env.margin_us) == (50, 2, 5200)
+    with running_emulator() as emu, SerialStimulator(emu.port.url, ack_timeout_s=0.1) as drv:
+        drv.handshake()
+        drv.arm(env)
+        assert emu.firmware.envelope == env  # the device holds exactly these limits
+        # 120 µs at 185 Hz: 2·120 + 5200 µs > 5405 µs, a duty breach of this envelope.
+        with pytest.raises(SafetyLimitError, match="margin_us 5200"):
+            drv.set_stimulation(500, 120, 185.0, lease_ms=200)
+        drv.set_stimulation(500, 90, 130.0, lease_ms=200)
+        with pytest.raises(SafetyLimitError, match="frequency step"):
+            drv.set_stimulation(500, 90, 150.0, lease_ms=200)  # 130 → 150 Hz
+        with pytest.raises(SafetyLimitError, match="pulse-width step"):
+            drv.set_stimulation(500, 100, 130.0, lease_ms=200)  # 90 → 100 µs
 
 
 @contextmanager
@@ -126,7 +169,8 @@ def test_protocol_session_drives_the_device_and_senses_the_tissue() -> None:
         assert set(obs.fields) == set(OBSERVATION_FIELDS)
         assert obs.fields["delivered_amplitude_ma"] == 0.0
         sync_off = obs.fields["synchrony"]
-        for _ in range(30):  # ramp-up at 2 mA/s: about 5 steps to reach 1 mA
+        obs = ramp_to(client, STIM)
+        for _ in range(30):  # the device's own soft start lags the commands
             obs = client.step(STIM, 100.0)
             if obs.fields["delivered_amplitude_ma"] == 1.0:
                 break
@@ -145,7 +189,7 @@ def test_out_of_envelope_step_is_refused_and_stops() -> None:
         client.hello()
         client.configure(WIRE_ENV, control_period_ms=100.0)
         client.reset()
-        client.step(STIM, 100.0)
+        ramp_to(client, STIM)
         with pytest.raises(SafetyLimitError, match="configured envelope"):
             client.step({**STIM, "amplitude_ma": 4.0}, 100.0)
         assert client.last_error is not None
@@ -153,11 +197,11 @@ def test_out_of_envelope_step_is_refused_and_stops() -> None:
         wait_until(lambda: emu.snapshot().target_amp_ua == 0, 2.0, "output commanded off")
 
 
-def test_envelope_the_device_refuses_is_a_config_error() -> None:
+def test_lease_too_long_for_loss_of_contact_is_refused() -> None:
     with running_emulator() as emu, served(emu) as (client, _):
         client.hello()
-        with pytest.raises(ConfigError, match="Expected watchdog_ms in \\[50, 2000\\]"):
-            client.configure(WIRE_ENV, control_period_ms=1000.0)  # 3 periods = 3 s watchdog
+        with pytest.raises(SafetyLimitError, match=r"lease_periods × control period in \[50, 500\]"):
+            client.configure(WIRE_ENV, control_period_ms=1000.0)  # 2.5 periods = 2.5 s lease
 
 
 def test_device_reset_mid_session_is_a_fault_until_reconfigured() -> None:
@@ -165,7 +209,7 @@ def test_device_reset_mid_session_is_a_fault_until_reconfigured() -> None:
         client.hello()
         client.configure(WIRE_ENV, control_period_ms=100.0)
         client.reset()
-        client.step(STIM, 100.0)
+        ramp_to(client, STIM)
         emu.request_reset()
         wait_until(lambda: backend.driver.envelope is None, 2.0, "reset detected by the driver")
         with pytest.raises(SafetyFaultError, match="device reset"):
@@ -175,6 +219,7 @@ def test_device_reset_mid_session_is_a_fault_until_reconfigured() -> None:
             client.reset()
         client.configure(WIRE_ENV, control_period_ms=100.0)  # explicit re-arm
         client.reset()
+        ramp_to(client, STIM)
         obs = client.step(STIM, 100.0)
         assert obs.fields["delivered_amplitude_ma"] > 0.0
 
@@ -184,8 +229,7 @@ def test_controller_stall_lets_the_lease_expire() -> None:
         client.hello()
         client.configure(WIRE_ENV, control_period_ms=100.0)
         client.reset()
-        for _ in range(3):
-            client.step(STIM, 100.0)
+        ramp_to(client, STIM)
         # No step for longer than the lease (250 ms): the device stops on its own.
         wait_until(lambda: bool(emu.snapshot().fault_bits & FaultBits.LEASE), 3.0, "lease fault")
         wait_until(lambda: emu.snapshot().amp_ua == 0, 2.0, "output off")
@@ -220,7 +264,8 @@ def test_bridge_process_killed_mid_stimulation_device_stops_in_time() -> None:
                 client.hello()
                 client.configure(WIRE_ENV, control_period_ms=100.0)
                 client.reset()
-                for _ in range(30):  # ramp-up at 2 mA/s: about 5 steps to reach 1 mA
+                ramp_to(client, STIM)
+                for _ in range(30):  # the device's own soft start lags the commands
                     obs = client.step(STIM, 100.0)
                     if obs.fields["delivered_amplitude_ma"] == 1.0:
                         break
@@ -336,9 +381,11 @@ def test_latest_step_mode_returns_at_once_and_senses_the_tissue() -> None:
         obs = client.step(None, 100.0)
         assert time.monotonic() - t0 < 0.09  # a window-mode step takes at least 100 ms
         sync_off = obs.fields["synchrony"]
-        for _ in range(60):  # the controller's own pacing: one step per 100 ms
+        amp = 0.0
+        for _ in range(60):  # the controller's own pacing: one step per 100 ms, 2 mA/s ramp
             time.sleep(0.1)
-            obs = client.step(STIM, 100.0)
+            amp = min(1.0, amp + 0.2)
+            obs = client.step({**STIM, "amplitude_ma": amp}, 100.0)
             if obs.fields["delivered_amplitude_ma"] == 1.0:
                 break
         assert obs.fields["delivered_amplitude_ma"] == 1.0

@@ -50,6 +50,8 @@ MODEL_RULES: tuple[RuleBounds, ...] = (
     RuleBounds("pulse_width_step_us", 1.0, 1000.0, "µs", "a fifth of the 10–5000 µs cap range"),
     RuleBounds("soft_start_s", 0.1, 60.0, "s", "0 → cap over ≥ 5 periods of 20 ms"),
     RuleBounds("invalid_streak_to_fault", 1.0, 5.0, "", f"{_HIL} F (default 3)"),
+    RuleBounds("interphase_gap_us", 0.0, 100.0, "µs", f"{_HIL} A (gap 0–100 µs)"),
+    RuleBounds("recharge_margin_us", 0.0, 10_000.0, "µs", "model drive needs no recharge"),
 )
 
 #: Physical domain (a current-mode stimulator: mA).
@@ -60,6 +62,8 @@ PHYSICAL_RULES: tuple[RuleBounds, ...] = (
     RuleBounds("pulse_width_step_us", 1.0, 60.0, "µs", f"{_HIL} C (default 10 µs)"),
     RuleBounds("soft_start_s", 1.0, 60.0, "s", "Vercise 'Stim Ramp On' 1–10 s; §2.3 C ≥ 2 s"),
     RuleBounds("invalid_streak_to_fault", 1.0, 5.0, "", f"{_HIL} F (default 3)"),
+    RuleBounds("interphase_gap_us", 0.0, 100.0, "µs", f"{_HIL} A (gap 0–100 µs)"),
+    RuleBounds("recharge_margin_us", 100.0, 10_000.0, "µs", f"{_HIL} A (≥ 100 µs recharge)"),
 )
 
 
