@@ -58,9 +58,10 @@ def test_handshake_maps_roles_units_and_pins_extra_parameters(server):
         assert "weight_mv" in info.observation_fields
         assert backend.configure(SIM, 20.0) == SIM.sha256()
         backend.reset(4)
+        backend.step(Setpoint(0.0, 1000 / 12, 1000.0), 100.0, 5.0)  # the soft start: off first
         obs = backend.step(Setpoint(100.0, 1000 / 12, 1000.0), 20.0, 5.0)
-        assert obs.seq == 1
-        assert obs.t_model_ms == pytest.approx(20.0)
+        assert obs.seq == 2
+        assert obs.t_model_ms == pytest.approx(120.0)
         assert obs.applied == Setpoint(100.0, 1000 / 12, 1000.0)
         assert obs.fields["charge_mv_ms"] > 0
         off = backend.step(Setpoint(0.0, 1000 / 12, 1000.0), 20.0, 5.0)

@@ -2,16 +2,12 @@
 
 These hold for any correct session whatever the policy (hil-safety-protocol §5.2, item 3):
 
-* ``finite``: every setpoint value is finite (NaN or Inf never reaches a backend);
-* ``bounds``: amplitude in ``[0, amplitude_max]``, frequency and pulse width inside the session
-  limits;
-* ``charge``: charge (and, physical domain, charge density) per phase within the limits;
-* ``duty``: while on, two phases, the gap and the recharge margin fit into one period;
-* ``slew``: amplitude rises by at most ``amplitude_up_per_s·T`` and falls (except to 0, a stop)
-  by at most ``amplitude_down_per_s·T`` per tick; while on, frequency and pulse width move by
-  at most one step per tick;
-* ``soft_start``: amplitude below ``amplitude_max·elapsed/soft_start_s`` after the arm at
-  t = 0 and after every lease recovery;
+* the envelope rules ``finite``, ``bounds``, ``charge``, ``duty``, ``slew`` and ``soft_start``,
+  checked by :class:`~protocol.envelope.monitor.EnvelopeMonitor`, the same check every backend
+  runs on each ``step`` (one tick of the recording is one step of ``T``);
+* ``off``: a tick whose policy request had amplitude 0 commands 0, or a ramp down from a
+  previous command that was on; never a rise (amplitude 0 means off, whatever
+  ``amplitude_min`` is);
 * ``latched``: after a fault, no command stimulates;
 * ``reasons``: every envelope event carries a reason, every held command (before a latch)
   carries one, and a command that differs from the setpoint the policy asked for carries one;
@@ -29,8 +25,8 @@ from typing import Any
 
 from controller.replay.session import Session
 from protocol.envelope.config import Envelope
-from protocol.envelope.duty import max_pulse_width_us
-from protocol.envelope.softstart import soft_start_ceiling
+from protocol.envelope.monitor import EnvelopeMonitor
+from protocol.envelope.setpoint import Setpoint
 
 _REL = 1e-9
 _ABS = 1e-12
@@ -59,12 +55,12 @@ def _le(value: float, limit: float) -> bool:
     return value <= limit + _ABS + _REL * abs(limit)
 
 
-def _setpoint(cmd: dict[str, Any]) -> tuple[float, float, float] | None:
+def _setpoint(cmd: dict[str, Any]) -> Setpoint | None:
     sp = cmd.get("setpoint")
     if not isinstance(sp, dict):
         return None
     try:
-        return (
+        return Setpoint(
             float(sp["amplitude"]),
             float(sp["frequency_hz"]),
             float(sp["pulse_width_us"]),
@@ -73,93 +69,11 @@ def _setpoint(cmd: dict[str, Any]) -> tuple[float, float, float] | None:
         return None
 
 
-def _static(k: int, sp: tuple[float, float, float], env: Envelope) -> list[Violation]:
-    amp, freq, width = sp
-    out: list[Violation] = []
-    if not all(math.isfinite(v) for v in sp):
-        return [Violation(k, "finite", f"Expected finite setpoint values, actual {sp}")]
-    if not (amp >= 0.0 and _le(amp, env.amplitude_max)):
-        out.append(
-            Violation(k, "bounds", f"Expected amplitude in [0, {env.amplitude_max}], actual {amp}")
-        )
-    lo, hi = env.frequency_min_hz, env.frequency_max_hz
-    if not (_le(lo, freq) and _le(freq, hi)):
-        out.append(Violation(k, "bounds", f"Expected frequency_hz in [{lo}, {hi}], actual {freq}"))
-    lo, hi = env.pulse_width_min_us, env.pulse_width_max_us
-    if not (_le(lo, width) and _le(width, hi)):
-        out.append(
-            Violation(k, "bounds", f"Expected pulse_width_us in [{lo}, {hi}], actual {width}")
-        )
-    charge = amp * width / 1000.0
-    if not _le(charge, env.charge_per_phase_max):
-        out.append(
-            Violation(
-                k,
-                "charge",
-                f"Expected charge per phase <= {env.charge_per_phase_max} {env.charge_unit}, "
-                f"actual {charge}",
-            )
-        )
-    if env.domain == "physical" and env.electrode_area_cm2 > 0.0:
-        density = charge / env.electrode_area_cm2
-        if not _le(density, env.charge_density_max_uc_cm2):
-            out.append(
-                Violation(
-                    k,
-                    "charge",
-                    f"Expected charge density <= {env.charge_density_max_uc_cm2} µC/cm², "
-                    f"actual {density}",
-                )
-            )
-    if amp > 0.0 and freq > 0.0 and not _le(width, max_pulse_width_us(freq, env) + 1e-9):
-        out.append(
-            Violation(
-                k,
-                "duty",
-                f"Expected pulse_width_us <= {max_pulse_width_us(freq, env):.6g} at {freq} Hz, "
-                f"actual {width}",
-            )
-        )
-    return out
+def _values(sp: Setpoint) -> tuple[float, float, float]:
+    return (sp.amplitude, sp.frequency_hz, sp.pulse_width_us)
 
 
-def _slew(
-    k: int,
-    prev: tuple[float, float, float],
-    sp: tuple[float, float, float],
-    env: Envelope,
-    period_s: float,
-    recovered: bool,
-) -> list[Violation]:
-    out: list[Violation] = []
-    up, down = env.amplitude_up_per_s * period_s, env.amplitude_down_per_s * period_s
-    rise = sp[0] - prev[0]
-    if not _le(rise, up):
-        out.append(
-            Violation(k, "slew", f"Expected an amplitude rise <= {up:.6g} per tick, actual {rise}")
-        )
-    if sp[0] > 0.0 and not _le(-rise, down):
-        out.append(
-            Violation(
-                k, "slew", f"Expected an amplitude fall <= {down:.6g} per tick, actual {-rise}"
-            )
-        )
-    if prev[0] > 0.0 and not recovered:
-        for name, i, step in (
-            ("frequency_hz", 1, env.frequency_step_hz),
-            ("pulse_width_us", 2, env.pulse_width_step_us),
-        ):
-            change = abs(sp[i] - prev[i])
-            if not _le(change, step):
-                out.append(
-                    Violation(
-                        k, "slew", f"Expected a {name} change <= {step} per tick, actual {change}"
-                    )
-                )
-    return out
-
-
-def _action_setpoint(action: dict[str, Any] | None) -> tuple[float, float, float] | None:
+def _action_setpoint(action: dict[str, Any] | None) -> Setpoint | None:
     if action is None or "setpoint" not in action:
         return None
     return _setpoint(action)
@@ -169,11 +83,10 @@ def check_invariants(session: Session, env: Envelope) -> list[Violation]:
     """Check every invariant on every recorded tick of ``session`` under ``env``."""
     out: list[Violation] = []
     period_s = session.period_ms / 1000.0
-    prev: tuple[float, float, float] | None = None
+    monitor = EnvelopeMonitor(env)
+    prev: Setpoint | None = None
     latched: str | None = None
-    soft_from_s = 0.0
-    decided_at_s = 0.0
-    asked: tuple[float, float, float] | None = None
+    asked: Setpoint | None = None
     prev_seq = 0
     for t in session.ticks:
         k, cmd = t.tick, t.command or {}
@@ -184,44 +97,46 @@ def check_invariants(session: Session, env: Envelope) -> list[Violation]:
         if sp is None:
             out.append(Violation(k, "finite", f"Expected a setpoint map, actual {cmd!r}"))
             break
-        out += _static(k, sp, env)
+        breaches = monitor.breaches(sp)
+        out += [Violation(k, b.rule, b.detail) for b in breaches]
+        if breaches and breaches[0].rule == "finite":
+            break
+        monitor.accept(sp, period_s)
         reasons = list(cmd.get("reasons") or [])
-        recovered = "lease_expired" in reasons
-        if recovered:
-            soft_from_s = decided_at_s
-        if latched is not None and sp[0] > 0.0:
-            out.append(
-                Violation(
-                    k, "latched", f"Expected amplitude 0 after fault {latched!r}, actual {sp[0]}"
-                )
-            )
-        if cmd.get("fault") is not None and sp[0] != 0.0:
-            out.append(Violation(k, "latched", f"Expected a fault command to be off, actual {sp}"))
-        ceiling = soft_start_ceiling(decided_at_s - soft_from_s, env)
-        if not _le(sp[0], ceiling):
+        if latched is not None and sp.is_on:
             out.append(
                 Violation(
                     k,
-                    "soft_start",
-                    f"Expected amplitude <= {ceiling:.6g} at {decided_at_s - soft_from_s:.6g} s "
-                    f"of the soft start, actual {sp[0]}",
+                    "latched",
+                    f"Expected amplitude 0 after fault {latched!r}, actual {sp.amplitude}",
                 )
             )
-        if prev is not None and all(math.isfinite(v) for v in prev + sp):
-            out += _slew(k, prev, sp, env, period_s, recovered)
+        if cmd.get("fault") is not None and sp.is_on:
+            out.append(Violation(k, "latched", f"Expected a fault command to be off, actual {sp}"))
+        if asked is not None and not asked.is_on and prev is not None:
+            ceiling = prev.amplitude if prev.is_on else 0.0
+            if sp.amplitude > ceiling:
+                out.append(
+                    Violation(
+                        k,
+                        "off",
+                        f"Expected a request for amplitude 0 (off) to give 0 or a ramp down "
+                        f"from {prev.amplitude:g}, actual {sp.amplitude:g}",
+                    )
+                )
         if cmd.get("held") and latched is None and not reasons:
             out.append(Violation(k, "reasons", "Expected a reason for a held command, actual none"))
         differs = asked is not None and any(
             not math.isclose(a, b, rel_tol=_REL, abs_tol=_ABS)
-            for a, b in zip(asked, sp, strict=True)
+            for a, b in zip(_values(asked), _values(sp), strict=True)
         )
         if differs and not cmd.get("held") and not reasons:
             out.append(
                 Violation(
                     k,
                     "reasons",
-                    f"Expected a reason when the command {sp} differs from the policy's "
-                    f"request {asked}, actual none",
+                    f"Expected a reason when the command {_values(sp)} differs from the "
+                    f"policy's request {_values(asked)}, actual none",  # type: ignore[arg-type]
                 )
             )
         if cmd.get("fault") is not None:
@@ -235,10 +150,6 @@ def check_invariants(session: Session, env: Envelope) -> list[Violation]:
             prev_seq = int(seq) if isinstance(seq, int) else prev_seq + 1
         asked = _action_setpoint(t.action)
         prev = sp
-        if session.pace == "realtime":
-            decided_at_s = float(cmd.get("t_s", k * period_s)) + period_s
-        else:
-            decided_at_s = (k + 1) * period_s
     errored_before_start = not session.ticks and session.records_of("run_error")
     if session.tail.clean and not session.records_of("stop") and not errored_before_start:
         out.append(Violation(None, "sequence", "Expected the run to end with a stop record"))
