@@ -310,7 +310,7 @@ def test_emulator_process_vanishing_is_link_loss_at_the_driver(how: str) -> None
         assert path.startswith("/dev/")
         with SerialStimulator(path, ack_timeout_s=0.1) as drv:
             drv.handshake()
-            drv.arm(Envelope(lease_max_ms=500, soft_start_ms=0))
+            drv.arm(Envelope(lease_max_ms=500, soft_start_ms=1))
             drv.set_stimulation(1000, 90, 130, lease_ms=300)
             if how == "SIGKILL":
                 emu.kill()
