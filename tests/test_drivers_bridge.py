@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from drivers.bridge import OBSERVATION_FIELDS, SerialBackend, device_envelope
+from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.envelope import Envelope
 from drivers.messages import DeviceState, FaultBits
@@ -92,9 +93,9 @@ def test_device_envelope_conversion_rounds_to_the_safe_side() -> None:
 
 @contextmanager
 def served(
-    emu: DeviceEmulator, step_mode: str = "window"
+    emu: DeviceEmulator, step_mode: str = "window", link_timeout_s: float = 0.5
 ) -> Iterator[tuple[BackendClient, SerialBackend]]:
-    driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1)
+    driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1, link_timeout_s=link_timeout_s)
     driver.handshake()
     backend = SerialBackend(driver, session_timeout_s=2.0, step_mode=step_mode)
     server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
@@ -191,6 +192,32 @@ def test_controller_stall_lets_the_lease_expire() -> None:
         wait_until(lambda: emu.snapshot().amp_ua == 0, 2.0, "output off")
         with pytest.raises(SafetyFaultError, match="LEASE"):
             client.step(STIM, 100.0)
+
+
+def test_configure_then_reset_at_once_after_a_latched_fault() -> None:
+    """The bridge judges from a STATUS sent after ARM, not from one that still shows the fault."""
+    slow_status = FirmwareConfig(status_period_ms=1000)  # no periodic STATUS to hide the bug
+    with (
+        running_emulator(tissue=Tissue(ToyNetwork()), firmware=slow_status) as emu,
+        served(emu, link_timeout_s=5.0) as (client, backend),
+    ):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        client.step(STIM, 100.0)
+
+        def fault_seen() -> bool:
+            status = backend.driver.status()
+            return status is not None and bool(status.fault_bits & FaultBits.LEASE)
+
+        wait_until(fault_seen, 5.0, "a STATUS with the LEASE latch at the driver")
+        with pytest.raises(SafetyFaultError):  # NOT_ARMED from the device
+            client.step(STIM, 100.0)
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()  # at once: the ARM cleared the latch
+        obs = client.step(None, 100.0)
+        assert obs.fields["delivered_amplitude_ma"] == 0.0
+        assert emu.snapshot().fault_bits == FaultBits.NONE
 
 
 # ---------------------------------------------------------------------------- processes

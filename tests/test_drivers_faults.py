@@ -20,7 +20,7 @@ from drivers.emulator import DeviceEmulator
 from drivers.envelope import Envelope
 from drivers.faults import FaultConfig
 from drivers.firmware import DeviceFirmware
-from drivers.framing import Frame, FrameDecoder, crc16_ccitt, encode_frame
+from drivers.framing import Frame, FrameDecoder, crc16_ccitt, decode_block, encode_frame
 from drivers.messages import (
     Ack,
     Arm,
@@ -265,6 +265,37 @@ def test_duplicate_is_reacked_and_reordered_command_is_stale(emu: DeviceEmulator
         reply = host.reply(late)
         assert isinstance(reply, Nack)
         assert reply.code == NackCode.STALE
+        assert emu.snapshot().target_amp_ua == 800
+    finally:
+        host.close()
+
+
+def _raw_reply(host: RawHost, seq: int, timeout_s: float = 2.0) -> bytes:
+    """The wire bytes (delimiter included) of the next ACK/NACK answering ``seq``."""
+    deadline = time.monotonic() + timeout_s
+    pending = b""
+    while time.monotonic() < deadline:
+        pending += host.port.read(4096)
+        *blocks, pending = pending.split(b"\x00")
+        for block in blocks:
+            if not block:
+                continue
+            msg = decode_message(decode_block(block))
+            if isinstance(msg, (Ack, Nack)) and msg.acked_seq == seq:
+                return block + b"\x00"
+    raise DeviceTimeoutError(f"Expected a reply to seq {seq} within {timeout_s} s, actual none")
+
+
+def test_duplicate_reply_is_the_same_bytes_on_the_wire(emu: DeviceEmulator) -> None:
+    host = RawHost(emu.port.url)
+    try:
+        host.arm()
+        for cmd in (SetStim(0, 800, 90, 1300, 0, 300), SetStim(0, 9000, 90, 1300, 0, 300)):
+            seq = host.send(cmd)
+            first = _raw_reply(host, seq)
+            time.sleep(0.05)  # STATUS frames go out in between
+            host.send(cmd, seq=seq)
+            assert _raw_reply(host, seq) == first, cmd
         assert emu.snapshot().target_amp_ua == 800
     finally:
         host.close()
