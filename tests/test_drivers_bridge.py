@@ -265,6 +265,46 @@ def test_bridge_process_killed_mid_stimulation_device_stops_in_time() -> None:
         assert snap.output_off_s - snap.last_valid_rx_s <= budget_s
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_window_step_sends_stop_before_the_step_ends(sig: signal.Signals) -> None:
+    """SIGTERM/SIGINT cut a long lockstep step short: STOP goes out at once, not at its end."""
+    step_ms = 2000.0  # the longest step: the old code sent STOP only after it, ≥ 2 s later
+    with running_emulator(tissue=Tissue(ToyNetwork())) as emu:
+        serve = [str(BIN / "neuroloop-driver"), "serve", "--port", emu.port.url,
+                 "--ack-timeout-ms", "100", "--step-mode", "window"]  # fmt: skip
+        proc = spawn_local_backend([*serve, "--log-level", "warning"], "ipc")
+        errors: list[BaseException] = []
+        try:
+            with BackendClient(proc.address, timeout_s=10.0) as client:
+                client.hello()
+                client.configure(WIRE_ENV, control_period_ms=100.0)
+                client.reset()
+
+                def long_step() -> None:
+                    try:
+                        client.step(STIM, step_ms)
+                    except Exception as err:  # the server goes away mid-step: expected
+                        errors.append(err)
+
+                t0 = time.monotonic()  # the step cannot start before this instant
+                stepper = threading.Thread(target=long_step, daemon=True)
+                stepper.start()
+                wait_until(lambda: emu.snapshot().target_amp_ua > 0, 5.0, "the step's SET_STIM")
+                os.kill(proc.pid, sig)
+                wait_until(lambda: emu.snapshot().target_amp_ua == 0, 10.0, "STOP at the device")
+                t_stop = time.monotonic()
+                assert proc.popen.wait(10) == 0
+                stepper.join(15.0)
+                assert errors, "the step must not complete normally"
+        finally:
+            proc.stop()
+        snap = emu.snapshot()
+        assert snap.fault_bits == FaultBits.NONE  # a STOP, not the lease running out
+        assert snap.state in (DeviceState.STOPPING, DeviceState.ARMED_IDLE)
+        assert t_stop - t0 < step_ms / 1000.0  # before the step would have ended
+        assert not stepper.is_alive()
+
+
 def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
     argv = [str(BIN / "neuroloop-device-emulator"), "--tcp", "0", "--n-e", "160", "--n-i", "40"]
     emu = subprocess.Popen(
