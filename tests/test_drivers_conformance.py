@@ -179,3 +179,19 @@ def test_status_after_arm_is_from_after_the_arm(rig: Rig) -> None:
     status = rig.drv.status()
     assert status is not None
     assert (status.state, status.fault_bits) == (DeviceState.ARMED_IDLE, 0)
+
+
+def test_status_after_a_new_handshake_is_from_after_the_hello(rig: Rig) -> None:
+    """HELLO while stimulating voids the setpoint; the host sees that at once, not a stale ON."""
+    rig.drv.handshake()
+    rig.drv.arm(ENV)
+    rig.drv.set_stimulation(1000, 90, 130, lease_ms=300)
+    rig.wait(lambda: _amp(rig) == 1000, "the ramp to reach 1000 µA")
+    rig.drv.handshake()  # a new session while current flows
+    status = rig.drv.status()
+    assert status is not None
+    assert status.state == DeviceState.STOPPING
+    assert status.target_amp_ua == 0
+    assert rig.drv.envelope is None
+    rig.wait(lambda: rig.device_state() == DeviceState.CONFIGURED, "CONFIGURED once off")
+    assert rig.device_state() == DeviceState.CONFIGURED
