@@ -308,7 +308,7 @@ def test_signal_mid_window_step_sends_stop_before_the_step_ends(sig: signal.Sign
 def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
     argv = [str(BIN / "neuroloop-device-emulator"), "--tcp", "0", "--n-e", "160", "--n-i", "40"]
     emu = subprocess.Popen(
-        [*argv, "--seed", "4", "--log-level", "warning"],
+        [*argv, "--seed", "4", "--electrode-area-mm2", "7.5", "--log-level", "warning"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -330,6 +330,7 @@ def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
         caps = first["caps"]
         assert isinstance(caps, dict)
         assert caps["amp_max_ua"] == 10_000
+        assert caps["area_mm2_x100"] == 750  # the emulated contact, as given
         assert first["state"] == "CONFIGURED"
         features = first["features"]
         assert isinstance(features, dict)
@@ -359,6 +360,13 @@ def test_cli_errors_are_clear() -> None:
     )
     assert out.returncode == 2
     assert b"Expected --impedance-ohm in [1, 65535], actual 0" in out.stderr
+    out = subprocess.run(
+        [str(BIN / "neuroloop-device-emulator"), "--no-tissue", "--electrode-area-mm2", "0.004"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert b"Expected --electrode-area-mm2 in [0.01, 655.35] in steps of 0.01" in out.stderr
     help_text = subprocess.run(
         [str(BIN / "neuroloop-driver"), "serve", "--help"], capture_output=True, timeout=30
     ).stdout
