@@ -200,13 +200,13 @@ class DeviceFirmware:
         if not self.session_open:
             log.warning("device_nack", code="NO_SESSION", seq=frame.seq, type=frame.msg_type)
             return [self._frame(Nack(frame.seq, NackCode.NO_SESSION, int(self.state)), now_s)]
-        if duplicate:
+        cached = self._cached_reply  # set whenever a seq is accepted in an open session
+        if duplicate and cached is not None:
             # The watchdog is fed, nothing is applied again, and the reply goes out exactly as
             # it did the first time (same header, payload and CRC).
             self.last_valid_rx_s = now_s
             log.info("device_duplicate", seq=frame.seq, type=frame.msg_type)
-            assert self._cached_reply is not None  # set whenever last_host_seq is accepted
-            return [self._cached_reply]
+            return [cached]
         if frame.seq != (self.last_host_seq + 1) & 0xFFFF:
             log.warning(
                 "device_nack",
