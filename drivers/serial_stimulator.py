@@ -130,8 +130,11 @@ class SerialStimulator(StimulatorABC):
         self._rx_dev_seq = 0
         self._status: Status | None = None
         self._status_seq = 0
-        # Device seq of the latest reply to one of our commands: an older STATUS is stale.
-        self._reply_dev_seq: int | None = None
+        # Device seq of the freshest frame that told us the device's state (a reply to one of
+        # our commands or a STATUS): a STATUS sent before it is stale. Moving it with every
+        # STATUS keeps it within a few frames of the device's counter, so the u16 comparison
+        # never wraps, however long the host stays silent.
+        self._state_dev_seq: int | None = None
         self._boot_id: int | None = None
         self._link_error: str | None = None
         self._port_dead = False
@@ -259,14 +262,15 @@ class SerialStimulator(StimulatorABC):
                 self._on_reset(f"STATUS boot_id 0x{msg.boot_id:08x}")
                 return
             with self._cond:
-                floor = self._reply_dev_seq
+                floor = self._state_dev_seq
                 if floor is not None and not _newer(frame.seq, floor):
-                    # Sent before the reply we already hold (reordered on the line): what it
-                    # says may since have changed (ARM clears faults, STOP ends a ramp).
+                    # Sent before a reply or STATUS we already hold (reordered on the line):
+                    # what it says may since have changed (ARM clears faults, STOP ends a ramp).
                     self.counters["stale_status"] += 1
                     return
                 self._status = msg
                 self._status_seq = frame.seq
+                self._state_dev_seq = frame.seq
                 self._cond.notify_all()
             return
         if isinstance(msg, Fault):
@@ -286,8 +290,8 @@ class SerialStimulator(StimulatorABC):
         with self._cond:
             if key == self._waiting_seq and self._reply is None:
                 self._reply = (frame, msg)
-                if self._reply_dev_seq is None or _newer(frame.seq, self._reply_dev_seq):
-                    self._reply_dev_seq = frame.seq
+                if self._state_dev_seq is None or _newer(frame.seq, self._state_dev_seq):
+                    self._state_dev_seq = frame.seq
                 self._cond.notify_all()
             else:
                 self.counters["late_replies"] += 1
@@ -302,7 +306,7 @@ class SerialStimulator(StimulatorABC):
             self._envelope = None
             self._commanded = None
             self._status = None
-            self._reply_dev_seq = None  # the new boot counts its seq from 0
+            self._state_dev_seq = None  # the new boot counts its seq from 0
             self._cond.notify_all()
         log.error("driver_device_reset", reason=reason, resume="never automatic")
 
@@ -447,7 +451,7 @@ class SerialStimulator(StimulatorABC):
             self._boot_id = None
             self._device_reset = None
             self._status = None
-            self._reply_dev_seq = None  # the device may have rebooted: its seq restarted
+            self._state_dev_seq = None  # the device may have rebooted: its seq restarted
             if not self._port_dead:
                 self._link_error = None
         reply_frame, reply = self._transact_frame(Hello(), hello=True)

@@ -301,6 +301,32 @@ def test_duplicate_reply_is_the_same_bytes_on_the_wire(emu: DeviceEmulator) -> N
         host.close()
 
 
+def test_status_stays_fresh_however_far_the_device_seq_runs_ahead(emu: DeviceEmulator) -> None:
+    """Hours of STATUS frames without a host command: the u16 seq order must not wrap."""
+    with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
+        drv.handshake()
+        drv.arm(ENV)  # armed, output off: the device stays armed through host silence
+
+        def jump(now: float) -> None:
+            emu.firmware._tx_seq = (emu.firmware._tx_seq + 20_000) & 0xFFFF
+
+        def jumped_and_seen() -> None:
+            seen = drv.status()
+            emu.request(jump)
+            wait_until(lambda: drv.status() is not seen, 2.0, "a STATUS after the jump")
+
+        for _ in range(4):  # 4 × 20 000 frames ≈ 27 minutes of STATUS at 50 Hz
+            jumped_and_seen()
+        emu.request_hardware_estop()  # no host command in between
+
+        def reported() -> bool:
+            status = drv.status()
+            return status is not None and bool(status.fault_bits & FaultBits.ESTOP)
+
+        wait_until(reported, 2.0, "the ESTOP latch in a STATUS")
+        assert drv.counters["stale_status"] == 0
+
+
 def test_driver_resyncs_after_a_stale_nack(emu: DeviceEmulator) -> None:
     with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
