@@ -492,3 +492,18 @@ def test_a_zero_limit_is_refused_never_a_default(host: Host, field: str) -> None
 def test_amp_min_zero_means_no_minimum(host: Host) -> None:
     host.armed(replace(FAST, amp_min_ua=0))
     assert isinstance(host.send(SetStim(0, 1, 90, 1300, 0, 500)), Ack)
+
+
+def test_hello_during_safe_stop_leaves_the_ramp_and_the_latch(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 200))
+    host.fw.amp_ua_f = 2000.0
+    host.run(0.21)  # lease expiry: SAFE_STOP
+    assert host.fw.state == DeviceState.SAFE_STOP
+    assert isinstance(host.send(Hello()), Caps)
+    assert host.fw.state == DeviceState.SAFE_STOP
+    assert host.fw.fault_bits == FaultBits.LEASE
+    host.run(0.2)  # safe_stop_ms = 200
+    assert not host.fw.output_on
+    assert host.fw.state == DeviceState.DISARMED
+    assert host.fw.fault_bits == FaultBits.LEASE  # only ARM clears it
