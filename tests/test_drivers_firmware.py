@@ -507,3 +507,13 @@ def test_hello_during_safe_stop_leaves_the_ramp_and_the_latch(host: Host) -> Non
     assert not host.fw.output_on
     assert host.fw.state == DeviceState.DISARMED
     assert host.fw.fault_bits == FaultBits.LEASE  # only ARM clears it
+
+
+def test_estop_with_a_payload_is_still_acted_on(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    frames = host.fw.handle(Frame(MsgType.ESTOP, 50, payload=b"\x01"), host.now)
+    assert isinstance(decode_message(frames[0]), Ack)
+    assert host.fw.amp_ua == 0
+    assert host.fw.state == DeviceState.DISARMED
