@@ -8,8 +8,9 @@ Layers (each importable on its own):
   :class:`~drivers.serial_stimulator.SerialStimulator`;
 * device: :mod:`drivers.firmware` (state machine), :mod:`drivers.emulator` with
   :mod:`drivers.ports`, :mod:`drivers.faults` and :mod:`drivers.tissue`;
-* service: :mod:`drivers.bridge` (protocol backend) and the CLIs :mod:`drivers.cli`
-  (``neuroloop-driver``) and :mod:`drivers.emulator_cli` (``neuroloop-device-emulator``).
+* service: :mod:`drivers.bridge` (protocol backend), :mod:`drivers.shutdown` (STOP at once on
+  SIGINT/SIGTERM, also mid-step) and the CLIs :mod:`drivers.cli` (``neuroloop-driver``) and
+  :mod:`drivers.emulator_cli` (``neuroloop-device-emulator``).
 
 The normative protocol description is ``docs/device-protocol.md``.
 """

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from drivers.device_caps import caps_problems
+from drivers.device_caps import caps_problems, zero_limit_problems
 from drivers.envelope import Envelope, check_envelope, setpoint_problem
 from drivers.messages import (
     Armed,
@@ -124,14 +124,15 @@ class StimulatorABC(ABC):
         """Arm the device with ``envelope``; the device must echo its hash.
 
         Raises:
-            SafetyLimitError: If the envelope breaks the absolute caps or the device's caps.
+            SafetyLimitError: If the envelope breaks the absolute caps or the device's caps, or
+                has a 0 in a limit that must be at least 1.
             DeviceError: If the device refuses or echoes another hash.
         """
         self._require_open()
         if self._caps is None:
             raise DeviceError("Expected a handshake before arm(), actual none")
         check_envelope(envelope)
-        problems = caps_problems(envelope, self._caps)
+        problems = zero_limit_problems(envelope) + caps_problems(envelope, self._caps)
         if problems:
             reason = "; ".join(problems)
             log.error("driver_arm_rejected", reason=reason)

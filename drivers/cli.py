@@ -18,6 +18,7 @@ import structlog
 from drivers.bridge import STEP_MODES, SerialBackend
 from drivers.messages import DeviceState
 from drivers.serial_stimulator import SerialStimulator
+from drivers.shutdown import PreemptingSleep, SignalWakeup
 from protocol.errors import NeuroLoopError
 from protocol.logs import configure_logging
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
@@ -150,15 +151,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuroloop-driver: error: no answer from {args.port}: {err}", file=sys.stderr)
         driver.close()
         return 2
-    try:
-        backend = SerialBackend(
-            driver, session_timeout_s=args.session_timeout_s, step_mode=args.step_mode
-        )
-    except NeuroLoopError as err:
-        print(f"neuroloop-driver: error: {err}", file=sys.stderr)
-        driver.close()
-        return 2
-    return run_backend(backend, args)
+    # SIGINT/SIGTERM must reach the device at once, also in the middle of a window-mode step
+    # that would otherwise sleep out its duration (up to 2 s) before the service stops.
+    with SignalWakeup() as wakeup:
+        try:
+            backend = SerialBackend(
+                driver,
+                session_timeout_s=args.session_timeout_s,
+                step_mode=args.step_mode,
+                sleep=PreemptingSleep(wakeup, driver),
+            )
+        except NeuroLoopError as err:
+            print(f"neuroloop-driver: error: {err}", file=sys.stderr)
+            driver.close()
+            return 2
+        return run_backend(backend, args)
 
 
 if __name__ == "__main__":

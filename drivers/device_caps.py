@@ -2,7 +2,8 @@
 
 Shared by the device (``drivers.firmware`` refuses an ARM outside its capabilities) and the host
 (``drivers.base`` refuses to send such an ARM in the first place), so both sides apply the same
-rules with the same messages.
+rules with the same messages. The device also refuses a zero in any limit but ``amp_min_ua``
+(``docs/device-protocol.md`` §5): a 0 is never "the default" and never "no limit".
 """
 
 from __future__ import annotations
@@ -14,6 +15,40 @@ from drivers.messages import Caps
 
 #: Impedance window checked before ARM (Ω), bench default of ``hil-safety-protocol.md`` §2.3 G.
 IMPEDANCE_RANGE_OHM = (250, 5000)
+
+#: Envelope fields that must be at least 1: all but ``amp_min_ua`` (0 = no minimum, since
+#: amplitude 0 is off). Named one by one, so a field added later is decided, not swept in.
+NONZERO_FIELDS = (
+    "amp_max_ua",
+    "pw_min_us",
+    "pw_max_us",
+    "freq_min_dhz",
+    "freq_max_dhz",
+    "q_max_nc",
+    "area_mm2_x100",
+    "d_max_nc_per_mm2",
+    "ramp_up_ua_per_s",
+    "ramp_down_ua_per_s",
+    "freq_step_dhz",
+    "pw_step_us",
+    "lease_max_ms",
+    "watchdog_ms",
+    "soft_start_ms",
+    "safe_stop_ms",
+)
+
+
+def zero_limit_problems(env: Envelope) -> list[str]:
+    """Every limit of ``env`` that is 0 although it must be at least 1 (empty if none).
+
+    A 0 never stands for a default or for "no limit": an envelope with one is a configuration
+    error, refused by the host before sending and by the device with NACK ``OUT_OF_RANGE``.
+    """
+    return [
+        f"Expected {name} ≥ 1 (a 0 is neither a default nor 'no limit'), actual 0"
+        for name in NONZERO_FIELDS
+        if getattr(env, name) == 0
+    ]
 
 
 @dataclass(frozen=True)

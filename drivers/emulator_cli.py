@@ -9,6 +9,7 @@ from a shell against a running controller.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -69,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument(
         "--impedance-ohm", type=int, default=1000, help="electrode impedance (ARM needs 250–5000)"
+    )
+    dev.add_argument(
+        "--electrode-area-mm2",
+        type=float,
+        default=6.0,
+        help="area of the emulated contact in mm², reported in CAPS; ARM must carry exactly this "
+        "area (default 6 = 0.06 cm², a Medtronic 3387/3389 contact; resolution 0.01 mm²)",
     )
     tis = p.add_argument_group("tissue (simulated patient)")
     tis.add_argument("--no-tissue", action="store_true", help="no network; STATUS senses nothing")
@@ -134,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"Expected --impedance-ohm in [1, 65535], actual {args.impedance_ohm}"
             )
+        area_x100 = round(args.electrode_area_mm2 * 100.0)
+        if not (
+            math.isfinite(args.electrode_area_mm2)
+            and 1 <= area_x100 <= 65535
+            and math.isclose(area_x100, args.electrode_area_mm2 * 100.0, abs_tol=1e-6)
+        ):
+            raise ConfigError(
+                "Expected --electrode-area-mm2 in [0.01, 655.35] in steps of 0.01 mm², actual "
+                f"{args.electrode_area_mm2!r}"
+            )
         for name in ("n_e", "n_i"):
             if not 1 <= getattr(args, name) <= 100_000:
                 flag = "--" + name.replace("_", "-")
@@ -144,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             tissue = Tissue(make_network(args.n_e, args.n_i), transfer, args.window_ms, args.seed)
         firmware = DeviceFirmware(
             FirmwareConfig(
-                status_period_ms=args.status_period_ms, impedance_ohm=args.impedance_ohm
+                status_period_ms=args.status_period_ms,
+                impedance_ohm=args.impedance_ohm,
+                area_mm2_x100=area_x100,
             ),
             seed=args.seed,
             now_s=time.monotonic(),

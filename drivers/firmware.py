@@ -14,7 +14,13 @@ from collections.abc import Mapping
 import numpy as np
 import structlog
 
-from drivers.device_caps import IMPEDANCE_RANGE_OHM, FirmwareConfig, caps_of, caps_problems
+from drivers.device_caps import (
+    IMPEDANCE_RANGE_OHM,
+    FirmwareConfig,
+    caps_of,
+    caps_problems,
+    zero_limit_problems,
+)
 from drivers.envelope import Envelope, charge_nc, envelope_problems, setpoint_problem
 from drivers.framing import Frame, FrameFlags
 from drivers.messages import (
@@ -79,7 +85,10 @@ class DeviceFirmware:
         self.last_host_seq = 0
         self.last_applied_seq = 0
         self._tx_seq = 0
-        self._cached_reply: tuple[int, MsgType, bytes] | None = None
+        # The reply to the last accepted host seq, as framed the first time, and the type of
+        # the command it answered: a duplicate gets exactly these bytes again (§6 rule 4).
+        self._cached_reply: Frame | None = None
+        self._cached_request_type: int | None = None
         self.amp_ua_f = 0.0
         self.target_amp_ua = 0
         self.pw_us = 0
@@ -169,39 +178,35 @@ class DeviceFirmware:
         """Process one CRC-valid frame from the host.
 
         Returns:
-            Frames to send back (reply first, then any STATUS/FAULT it caused).
+            Frames to send back, in order: the reply first, then any FAULT or STATUS it caused.
         """
-        out: list[Frame] = []
         if frame.msg_type == MsgType.ESTOP:
             # Highest priority: acted on whatever its seq, session or state.
-            self._estop(now_s, out)
-            if self.session_open and frame.seq == (self.last_host_seq + 1) & 0xFFFF:
+            new = self._estop()
+            accepted = self.session_open and frame.seq == (self.last_host_seq + 1) & 0xFFFF
+            if accepted:
                 self.last_host_seq = frame.seq
-            out.insert(0, self._frame(Ack(frame.seq, int(self.state)), now_s))
-            out.append(self._frame(self.status(now_s), now_s))
-            return out
+            reply = self._frame(Ack(frame.seq, int(self.state)), now_s)
+            if accepted:
+                self._cache(frame, reply)
+            return [reply, *self._frames(self._faults_of(new), now_s), self._status_now(now_s)]
         duplicate = self.session_open and frame.seq == self.last_host_seq
+        if frame.msg_type == MsgType.HELLO and duplicate:
+            # Only a repeat of the HELLO that opened this session is a duplicate; a HELLO that
+            # reuses the seq of another command comes from a new host and opens a new session.
+            duplicate = self._cached_request_type == MsgType.HELLO
         if frame.msg_type == MsgType.HELLO and not duplicate:
             return self._hello(frame, now_s)
         if not self.session_open:
             log.warning("device_nack", code="NO_SESSION", seq=frame.seq, type=frame.msg_type)
             return [self._frame(Nack(frame.seq, NackCode.NO_SESSION, int(self.state)), now_s)]
-        if duplicate:
+        cached = self._cached_reply  # set whenever a seq is accepted in an open session
+        if duplicate and cached is not None:
+            # The watchdog is fed, nothing is applied again, and the reply goes out exactly as
+            # it did the first time (same header, payload and CRC).
             self.last_valid_rx_s = now_s
-            cached = self._cached_reply
-            log.info("device_duplicate", seq=frame.seq)
-            if cached is not None and cached[0] == frame.seq:
-                reply = Frame(
-                    cached[1],
-                    self._tx_seq,
-                    self.last_host_seq,
-                    int(now_s * 1e6) & 0xFFFFFFFF,
-                    cached[2],
-                    FrameFlags.FROM_DEVICE | FrameFlags.RETX,
-                )
-                self._tx_seq = (self._tx_seq + 1) & 0xFFFF
-                return [reply]
-            return [self._frame(Ack(frame.seq, int(self.state)), now_s)]
+            log.info("device_duplicate", seq=frame.seq, type=frame.msg_type)
+            return [cached]
         if frame.seq != (self.last_host_seq + 1) & 0xFFFF:
             log.warning(
                 "device_nack",
@@ -212,29 +217,47 @@ class DeviceFirmware:
             return [self._frame(Nack(frame.seq, NackCode.STALE, int(self.state)), now_s)]
         self.last_host_seq = frame.seq
         self.last_valid_rx_s = now_s
-        answer = self._dispatch(frame, now_s, out)
-        self._cached_reply = (frame.seq, answer.TYPE, answer.pack())
-        return [self._frame(answer, now_s), *out]
+        after: list[WireMessage] = []
+        answer = self._dispatch(frame, now_s, after)
+        reply = self._frame(answer, now_s)
+        self._cache(frame, reply)
+        out = [reply, *self._frames(after, now_s)]
+        if isinstance(answer, Armed):
+            out.append(self._status_now(now_s))
+        return out
+
+    def _cache(self, request: Frame, reply: Frame) -> None:
+        self._cached_reply = reply
+        self._cached_request_type = request.msg_type
+
+    def _frames(self, messages: list[WireMessage], now_s: float) -> list[Frame]:
+        return [self._frame(msg, now_s) for msg in messages]
+
+    def _status_now(self, now_s: float) -> Frame:
+        """A STATUS sent at once (after ESTOP, ARMED and a session-opening CAPS).
+
+        The periodic schedule restarts from here, so the host's view of the state is never
+        older than the reply that changed it.
+        """
+        self._next_status_s = now_s + self.config.status_period_ms / 1000.0
+        return self._frame(self.status(now_s), now_s)
 
     def _nack(self, seq: int, code: NackCode, reason: str) -> Nack:
         log.warning("device_nack", code=code.name, seq=seq, reason=reason)
         return Nack(seq, int(code), int(self.state))
 
-    def _dispatch(self, frame: Frame, now_s: float, out: list[Frame]) -> WireMessage:
+    def _dispatch(self, frame: Frame, now_s: float, after: list[WireMessage]) -> WireMessage:
         try:
             msg = decode_message(frame)
         except ProtocolError as err:
             code = NackCode.UNKNOWN_TYPE if err.code == "unknown_type" else NackCode.BAD_LEN
             return self._nack(frame.seq, code, str(err))
-        if isinstance(msg, Hello):
-            # A duplicate HELLO of the current seq lands here when its reply was not cached.
-            return self._caps()
         if isinstance(msg, Arm):
-            return self._arm(frame.seq, msg, now_s)
+            return self._arm(frame.seq, msg, after)
         if isinstance(msg, SetStim):
             return self._set_stim(frame.seq, msg, now_s)
         if isinstance(msg, Heartbeat):
-            if self.state not in _ARMED_STATES:
+            if self.state not in _ARMED_STATES or self.fault_bits:
                 return self._nack(frame.seq, NackCode.NOT_ARMED, f"state {self.state.name}")
             problem = self._lease_problem(msg.lease_ms)
             if problem:
@@ -244,6 +267,8 @@ class DeviceFirmware:
         if isinstance(msg, Stop):
             self._stop(msg.reason)
             return Ack(frame.seq, int(self.state))
+        # HELLO never gets here (handled before the sequence rules), so what is left are the
+        # device → host types.
         return self._nack(
             frame.seq, NackCode.UNKNOWN_TYPE, f"type {MsgType(frame.msg_type).name} is device→host"
         )
@@ -257,9 +282,14 @@ class DeviceFirmware:
             reason = f"Expected proto_version 1 and crc_kind 0, actual {hello.proto_version}, "
             reason += f"{hello.crc_kind}"
             return [self._frame(self._nack(frame.seq, NackCode.BAD_VERSION, reason), now_s)]
-        if self.state in _ARMED_STATES:
-            # A new host session while armed: the old host's setpoint is void.
-            self._ramp_down(self.envelope.ramp_down_ua_per_s if self.envelope else 1000.0)
+        if self.state in _ARMED_STATES and self.envelope is not None:
+            # A new host session while armed: the old host's setpoint and envelope are void.
+            # The output ramps to 0 within the armed safe_stop_ms (no fault: nothing failed),
+            # so a new host that then goes silent cannot inherit a slow ramp-down.
+            if self.output_on:
+                self._ramp_down(self.amp_ua_f * 1000.0 / self.envelope.safe_stop_ms)
+                log.info("device_hello_stops_output", amp_ua=self.amp_ua, reason="new session")
+            self.target_amp_ua = 0
             self.envelope = None
             self.lease_until_s = None
         self.session_open = True
@@ -269,12 +299,12 @@ class DeviceFirmware:
             self._set_state(
                 DeviceState.STOPPING if self.output_on else DeviceState.CONFIGURED, "hello"
             )
-        caps = self._caps()
-        self._cached_reply = (frame.seq, caps.TYPE, caps.pack())
         log.info("device_hello", seq=frame.seq, boot_id=self.boot_id)
-        return [self._frame(caps, now_s)]
+        reply = self._frame(self._caps(), now_s)
+        self._cache(frame, reply)
+        return [reply, self._status_now(now_s)]
 
-    def _arm(self, seq: int, arm: Arm, now_s: float) -> WireMessage:
+    def _arm(self, seq: int, arm: Arm, after: list[WireMessage]) -> WireMessage:
         if self.output_on:
             return self._nack(seq, NackCode.BAD_STATE, "Expected output off before ARM")
         if self.state == DeviceState.SAFE_STOP:
@@ -285,12 +315,22 @@ class DeviceFirmware:
             return self._nack(seq, NackCode.ENVELOPE_MISMATCH, reason)
         env = arm.envelope
         c = self.config
-        problems = envelope_problems(env) + caps_problems(env, self._caps())
+        problems = (
+            zero_limit_problems(env) + envelope_problems(env) + caps_problems(env, self._caps())
+        )
         if problems:
             return self._nack(seq, NackCode.OUT_OF_RANGE, "; ".join(problems))
         lo_z, hi_z = IMPEDANCE_RANGE_OHM
         if not lo_z <= c.impedance_ohm <= hi_z:
-            self._latch(FaultBits.IMPEDANCE, now_s, [])
+            # A bad contact is a fault of the device, not of the envelope: it latches, the
+            # device disarms (any earlier envelope is forgotten, the output is already off) and
+            # the host hears a FAULT after the NACK.
+            new = self._latch(FaultBits.IMPEDANCE)
+            self.envelope = None
+            self.lease_until_s = None
+            self.target_amp_ua = 0
+            self._set_state(DeviceState.DISARMED, "impedance out of range")
+            after += self._faults_of(new)
             reason = f"Expected impedance in [{lo_z}, {hi_z}] Ω, actual {c.impedance_ohm}"
             return self._nack(seq, NackCode.OUT_OF_RANGE, reason)
         if self.fault_bits:
@@ -312,7 +352,7 @@ class DeviceFirmware:
 
     def _set_stim(self, seq: int, cmd: SetStim, now_s: float) -> WireMessage:
         env = self.envelope
-        if self.state not in _ARMED_STATES or env is None:
+        if self.state not in _ARMED_STATES or env is None or self.fault_bits:
             return self._nack(seq, NackCode.NOT_ARMED, f"state {self.state.name}")
         if cmd.channel != 0:
             return self._nack(
@@ -377,28 +417,42 @@ class DeviceFirmware:
                 DeviceState.STOPPING if self.output_on else DeviceState.ARMED_IDLE, "stop"
             )
 
-    def _estop(self, now_s: float, out: list[Frame]) -> None:
+    def _estop(self) -> FaultBits:
         log.warning("device_estop", amp_ua=self.amp_ua)
         self.amp_ua_f = 0.0
         self.target_amp_ua = 0
         self.lease_until_s = None
-        self._latch(FaultBits.ESTOP, now_s, out)
+        new = self._latch(FaultBits.ESTOP)
         self._set_state(DeviceState.DISARMED, "estop")
+        return new
 
-    def _latch(self, bits: FaultBits, now_s: float, out: list[Frame]) -> None:
+    def _latch(self, bits: FaultBits) -> FaultBits:
+        """Latch ``bits``; returns those that were not latched yet."""
         new = bits & ~self.fault_bits
         self.fault_bits |= bits
         if new:
             log.error("device_fault", new=fault_names(new), fault_bits=int(self.fault_bits))
-            out.append(self._frame(Fault(int(new), int(self.fault_bits), int(self.state)), now_s))
+        return new
+
+    def _faults_of(self, new: FaultBits) -> list[WireMessage]:
+        """The FAULT message for newly latched ``new`` bits (none if nothing new latched).
+
+        Called once the device has acted on the fault, so its ``state`` is the state after
+        the fault (SAFE_STOP while the output ramps off, DISARMED once it is off).
+        """
+        if not new:
+            return []
+        return [Fault(int(new), int(self.fault_bits), int(self.state))]
 
     def safe_stop(self, bits: FaultBits, now_s: float) -> list[Frame]:
         """Latch ``bits`` and ramp the output to zero within the envelope's ``safe_stop_ms``.
 
         Used for lease expiry, watchdog, link loss (DTR drop / disconnect) and hardware faults.
+
+        Returns:
+            The FAULT frame if a bit latched that was not latched yet.
         """
-        out: list[Frame] = []
-        self._latch(bits, now_s, out)
+        new = self._latch(bits)
         self.lease_until_s = None
         self.target_amp_ua = 0
         if self.output_on:
@@ -408,7 +462,7 @@ class DeviceFirmware:
         else:
             self._set_state(DeviceState.DISARMED, fault_names(bits))
         self.envelope = None if not self.output_on else self.envelope
-        return out
+        return self._frames(self._faults_of(new), now_s)
 
     def link_down(self, now_s: float) -> list[Frame]:
         """The host side went away (DTR drop, UART break, TCP close).

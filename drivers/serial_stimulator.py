@@ -9,6 +9,11 @@ declares link loss on ``SerialException``, EOF or EIO. Commands are stop-and-wai
 retransmitted at most ``max_retries`` times with the same seq after ``ack_timeout_s``, then the
 link is declared faulty. A new ``boot_id`` means the device reset: the driver drops its armed
 state and never re-sends a setpoint by itself.
+
+The driver judges the device from fresh state only: a STATUS the device sent before the latest
+reply (older device ``seq``) is dropped, and :meth:`SerialStimulator.handshake` and
+:meth:`SerialStimulator.arm` return once a STATUS sent after their reply has arrived, so a fault
+that ARM cleared is never read back from an older STATUS.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ from protocol.errors import (
 )
 
 log = structlog.get_logger()
+
+
+def _newer(seq: int, than: int) -> bool:
+    """Whether device ``seq`` was sent after ``than`` (serial-number arithmetic, u16)."""
+    return 0 < (seq - than) & 0xFFFF < 0x8000
 
 
 def _positive(name: str, value: float, hi: float) -> None:
@@ -119,6 +129,12 @@ class SerialStimulator(StimulatorABC):
         self._tx_seq = 1
         self._rx_dev_seq = 0
         self._status: Status | None = None
+        self._status_seq = 0
+        # Device seq of the freshest frame that told us the device's state (a reply to one of
+        # our commands or a STATUS): a STATUS sent before it is stale. Moving it with every
+        # STATUS keeps it within a few frames of the device's counter, so the u16 comparison
+        # never wraps, however long the host stays silent.
+        self._state_dev_seq: int | None = None
         self._boot_id: int | None = None
         self._link_error: str | None = None
         self._port_dead = False
@@ -132,6 +148,7 @@ class SerialStimulator(StimulatorABC):
             "timeouts": 0,
             "nacks": 0,
             "late_replies": 0,
+            "stale_status": 0,
         }
         self._last_rx_s = time.monotonic()
         self._stop_reader = threading.Event()
@@ -244,7 +261,17 @@ class SerialStimulator(StimulatorABC):
             if self._boot_id is not None and msg.boot_id != self._boot_id:
                 self._on_reset(f"STATUS boot_id 0x{msg.boot_id:08x}")
                 return
-            self._status = msg
+            with self._cond:
+                floor = self._state_dev_seq
+                if floor is not None and not _newer(frame.seq, floor):
+                    # Sent before a reply or STATUS we already hold (reordered on the line):
+                    # what it says may since have changed (ARM clears faults, STOP ends a ramp).
+                    self.counters["stale_status"] += 1
+                    return
+                self._status = msg
+                self._status_seq = frame.seq
+                self._state_dev_seq = frame.seq
+                self._cond.notify_all()
             return
         if isinstance(msg, Fault):
             self.faults.append(msg)
@@ -263,6 +290,8 @@ class SerialStimulator(StimulatorABC):
         with self._cond:
             if key == self._waiting_seq and self._reply is None:
                 self._reply = (frame, msg)
+                if self._state_dev_seq is None or _newer(frame.seq, self._state_dev_seq):
+                    self._state_dev_seq = frame.seq
                 self._cond.notify_all()
             else:
                 self.counters["late_replies"] += 1
@@ -277,6 +306,7 @@ class SerialStimulator(StimulatorABC):
             self._envelope = None
             self._commanded = None
             self._status = None
+            self._state_dev_seq = None  # the new boot counts its seq from 0
             self._cond.notify_all()
         log.error("driver_device_reset", reason=reason, resume="never automatic")
 
@@ -302,6 +332,12 @@ class SerialStimulator(StimulatorABC):
 
     def _transact(self, msg: WireMessage, *, hello: bool = False) -> WireMessage:
         """Send one command and wait for its reply, retransmitting on silence."""
+        return self._transact_frame(msg, hello=hello)[1]
+
+    def _transact_frame(
+        self, msg: WireMessage, *, hello: bool = False
+    ) -> tuple[Frame, WireMessage]:
+        """Like :meth:`_transact`, also returning the reply's frame (its device seq)."""
         with self._tx_lock:
             self._check_usable()
             if not hello and self._device_reset is not None:
@@ -330,7 +366,7 @@ class SerialStimulator(StimulatorABC):
                     if code == NackCode.NO_SESSION and self._boot_id is not None:
                         self._on_reset("NACK NO_SESSION")
                     raise error
-                return reply
+                return reply_frame, reply
 
     def _send_and_wait(self, msg: WireMessage, seq: int) -> tuple[Frame, WireMessage]:
         frame = Frame(
@@ -379,25 +415,58 @@ class SerialStimulator(StimulatorABC):
         self._lose_link(reason, port_dead=False)
         raise DeviceTimeoutError(reason)
 
+    def _await_status_after(self, reply_frame: Frame, what: str) -> None:
+        """Wait for a STATUS the device sent after ``reply_frame`` (it sends one at once).
+
+        Raises:
+            DeviceTimeoutError: None within ``link_timeout_s`` (the link counts as lost).
+            DeviceIOError: The port died meanwhile.
+            DeviceError: The device reset meanwhile.
+        """
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    (self._status is not None and _newer(self._status_seq, reply_frame.seq))
+                    or self._port_dead
+                    or self._device_reset is not None
+                ),
+                timeout=self._link_timeout_s,
+            )
+            fresh = self._status is not None and _newer(self._status_seq, reply_frame.seq)
+        if fresh:
+            return
+        if self._port_dead:
+            raise DeviceIOError(f"Link to {self.url} lost: {self._link_error}")
+        if self._device_reset is not None:
+            raise DeviceError(self._device_reset)
+        reason = (
+            f"Expected a STATUS sent after {what} within {self._link_timeout_s} s, actual none"
+        )
+        self._lose_link(reason, port_dead=False)
+        raise DeviceTimeoutError(reason)
+
     # ------------------------------------------------------------------------------ hooks
     def _handshake_internal(self) -> Caps:
         with self._cond:
             self._boot_id = None
             self._device_reset = None
             self._status = None
+            self._state_dev_seq = None  # the device may have rebooted: its seq restarted
             if not self._port_dead:
                 self._link_error = None
-        reply = self._transact(Hello(), hello=True)
+        reply_frame, reply = self._transact_frame(Hello(), hello=True)
         if not isinstance(reply, Caps):
             raise DeviceError(f"Expected CAPS in reply to HELLO, actual {type(reply).__name__}")
         self._boot_id = reply.boot_id
         self._last_rx_s = time.monotonic()
+        self._await_status_after(reply_frame, "CAPS")
         return reply
 
     def _arm_internal(self, envelope: Envelope) -> Armed:
-        reply = self._transact(Arm(envelope, envelope.hash()))
+        reply_frame, reply = self._transact_frame(Arm(envelope, envelope.hash()))
         if not isinstance(reply, Armed):
             raise DeviceError(f"Expected ARMED in reply to ARM, actual {type(reply).__name__}")
+        self._await_status_after(reply_frame, "ARMED")
         return reply
 
     def _set_stimulation_internal(self, cmd: SetStim) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from drivers.bridge import OBSERVATION_FIELDS, SerialBackend, device_envelope
+from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.envelope import Envelope
 from drivers.messages import DeviceState, FaultBits
@@ -135,9 +136,9 @@ def test_device_gets_every_limit_the_controller_set() -> None:
 
 @contextmanager
 def served(
-    emu: DeviceEmulator, step_mode: str = "window"
+    emu: DeviceEmulator, step_mode: str = "window", link_timeout_s: float = 0.5
 ) -> Iterator[tuple[BackendClient, SerialBackend]]:
-    driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1)
+    driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1, link_timeout_s=link_timeout_s)
     driver.handshake()
     backend = SerialBackend(driver, session_timeout_s=2.0, step_mode=step_mode)
     server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
@@ -237,6 +238,32 @@ def test_controller_stall_lets_the_lease_expire() -> None:
             client.step(STIM, 100.0)
 
 
+def test_configure_then_reset_at_once_after_a_latched_fault() -> None:
+    """The bridge judges from a STATUS sent after ARM, not from one that still shows the fault."""
+    slow_status = FirmwareConfig(status_period_ms=1000)  # no periodic STATUS to hide the bug
+    with (
+        running_emulator(tissue=Tissue(ToyNetwork()), firmware=slow_status) as emu,
+        served(emu, link_timeout_s=5.0) as (client, backend),
+    ):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        client.step(STIM, 100.0)
+
+        def fault_seen() -> bool:
+            status = backend.driver.status()
+            return status is not None and bool(status.fault_bits & FaultBits.LEASE)
+
+        wait_until(fault_seen, 5.0, "a STATUS with the LEASE latch at the driver")
+        with pytest.raises(SafetyFaultError):  # NOT_ARMED from the device
+            client.step(STIM, 100.0)
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()  # at once: the ARM cleared the latch
+        obs = client.step(None, 100.0)
+        assert obs.fields["delivered_amplitude_ma"] == 0.0
+        assert emu.snapshot().fault_bits == FaultBits.NONE
+
+
 # ---------------------------------------------------------------------------- processes
 def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
     assert proc.stdout is not None
@@ -283,10 +310,50 @@ def test_bridge_process_killed_mid_stimulation_device_stops_in_time() -> None:
         assert snap.output_off_s - snap.last_valid_rx_s <= budget_s
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_window_step_sends_stop_before_the_step_ends(sig: signal.Signals) -> None:
+    """SIGTERM/SIGINT cut a long lockstep step short: STOP goes out at once, not at its end."""
+    step_ms = 2000.0  # the longest step: the old code sent STOP only after it, ≥ 2 s later
+    with running_emulator(tissue=Tissue(ToyNetwork())) as emu:
+        serve = [str(BIN / "neuroloop-driver"), "serve", "--port", emu.port.url,
+                 "--ack-timeout-ms", "100", "--step-mode", "window"]  # fmt: skip
+        proc = spawn_local_backend([*serve, "--log-level", "warning"], "ipc")
+        errors: list[BaseException] = []
+        try:
+            with BackendClient(proc.address, timeout_s=10.0) as client:
+                client.hello()
+                client.configure(WIRE_ENV, control_period_ms=100.0)
+                client.reset()
+
+                def long_step() -> None:
+                    try:
+                        client.step(STIM, step_ms)
+                    except Exception as err:  # the server goes away mid-step: expected
+                        errors.append(err)
+
+                t0 = time.monotonic()  # the step cannot start before this instant
+                stepper = threading.Thread(target=long_step, daemon=True)
+                stepper.start()
+                wait_until(lambda: emu.snapshot().target_amp_ua > 0, 5.0, "the step's SET_STIM")
+                os.kill(proc.pid, sig)
+                wait_until(lambda: emu.snapshot().target_amp_ua == 0, 10.0, "STOP at the device")
+                t_stop = time.monotonic()
+                assert proc.popen.wait(10) == 0
+                stepper.join(15.0)
+                assert errors, "the step must not complete normally"
+        finally:
+            proc.stop()
+        snap = emu.snapshot()
+        assert snap.fault_bits == FaultBits.NONE  # a STOP, not the lease running out
+        assert snap.state in (DeviceState.STOPPING, DeviceState.ARMED_IDLE)
+        assert t_stop - t0 < step_ms / 1000.0  # before the step would have ended
+        assert not stepper.is_alive()
+
+
 def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
     argv = [str(BIN / "neuroloop-device-emulator"), "--tcp", "0", "--n-e", "160", "--n-i", "40"]
     emu = subprocess.Popen(
-        [*argv, "--seed", "4", "--log-level", "warning"],
+        [*argv, "--seed", "4", "--electrode-area-mm2", "7.5", "--log-level", "warning"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -308,6 +375,7 @@ def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
         caps = first["caps"]
         assert isinstance(caps, dict)
         assert caps["amp_max_ua"] == 10_000
+        assert caps["area_mm2_x100"] == 750  # the emulated contact, as given
         assert first["state"] == "CONFIGURED"
         features = first["features"]
         assert isinstance(features, dict)
@@ -337,6 +405,13 @@ def test_cli_errors_are_clear() -> None:
     )
     assert out.returncode == 2
     assert b"Expected --impedance-ohm in [1, 65535], actual 0" in out.stderr
+    out = subprocess.run(
+        [str(BIN / "neuroloop-device-emulator"), "--no-tissue", "--electrode-area-mm2", "0.004"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert b"Expected --electrode-area-mm2 in [0.01, 655.35] in steps of 0.01" in out.stderr
     help_text = subprocess.run(
         [str(BIN / "neuroloop-driver"), "serve", "--help"], capture_output=True, timeout=30
     ).stdout
@@ -355,7 +430,7 @@ def test_emulator_process_vanishing_is_link_loss_at_the_driver(how: str) -> None
         assert path.startswith("/dev/")
         with SerialStimulator(path, ack_timeout_s=0.1) as drv:
             drv.handshake()
-            drv.arm(Envelope(lease_max_ms=500, soft_start_ms=0))
+            drv.arm(Envelope(lease_max_ms=500, soft_start_ms=1))
             drv.set_stimulation(1000, 90, 130, lease_ms=300)
             if how == "SIGKILL":
                 emu.kill()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -145,7 +145,7 @@ def test_virtual_lease_expiry_is_exact_on_a_fake_clock() -> None:
     clock = FakeClock()
     with VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock) as drv:
         drv.handshake()
-        drv.arm(Envelope(lease_max_ms=500, watchdog_ms=600, soft_start_ms=0,
+        drv.arm(Envelope(lease_max_ms=500, watchdog_ms=600, soft_start_ms=1,
                          ramp_up_ua_per_s=2000, safe_stop_ms=100))  # fmt: skip
         drv.set_stimulation(1000, 90, 130, lease_ms=200)
         clock.t += 0.199
@@ -160,3 +160,38 @@ def test_virtual_lease_expiry_is_exact_on_a_fake_clock() -> None:
         assert drv.firmware.state == DeviceState.DISARMED
         assert drv.firmware.amp_ua == 0
         assert [type(m).__name__ for m in drv.sent] == ["Hello", "Arm", "SetStim"]
+
+
+@pytest.mark.parametrize("field", ["freq_step_dhz", "pw_step_us", "amp_max_ua", "soft_start_ms"])
+def test_a_zero_limit_is_refused_before_sending(rig: Rig, field: str) -> None:
+    rig.drv.handshake()
+    with pytest.raises(SafetyLimitError, match=re.escape(f"Expected {field} ≥ 1")):
+        rig.drv.arm(replace(ENV, **{field: 0}))
+    assert rig.device_state() == DeviceState.CONFIGURED
+
+
+def test_status_after_arm_is_from_after_the_arm(rig: Rig) -> None:
+    """A fault latched before ARM is not what the host sees once ARM has cleared it."""
+    rig.drv.handshake()
+    rig.drv.arm(ENV)
+    rig.drv.estop()
+    rig.drv.arm(ENV)  # no wait in between: the STATUS read next must be a fresh one
+    status = rig.drv.status()
+    assert status is not None
+    assert (status.state, status.fault_bits) == (DeviceState.ARMED_IDLE, 0)
+
+
+def test_status_after_a_new_handshake_is_from_after_the_hello(rig: Rig) -> None:
+    """HELLO while stimulating voids the setpoint; the host sees that at once, not a stale ON."""
+    rig.drv.handshake()
+    rig.drv.arm(ENV)
+    rig.drv.set_stimulation(1000, 90, 130, lease_ms=300)
+    rig.wait(lambda: _amp(rig) == 1000, "the ramp to reach 1000 µA")
+    rig.drv.handshake()  # a new session while current flows
+    status = rig.drv.status()
+    assert status is not None
+    assert status.state == DeviceState.STOPPING
+    assert status.target_amp_ua == 0
+    assert rig.drv.envelope is None
+    rig.wait(lambda: rig.device_state() == DeviceState.CONFIGURED, "CONFIGURED once off")
+    assert rig.device_state() == DeviceState.CONFIGURED

@@ -20,7 +20,7 @@ from drivers.emulator import DeviceEmulator
 from drivers.envelope import Envelope
 from drivers.faults import FaultConfig
 from drivers.firmware import DeviceFirmware
-from drivers.framing import Frame, FrameDecoder, crc16_ccitt, encode_frame
+from drivers.framing import Frame, FrameDecoder, crc16_ccitt, decode_block, encode_frame
 from drivers.messages import (
     Ack,
     Arm,
@@ -268,6 +268,63 @@ def test_duplicate_is_reacked_and_reordered_command_is_stale(emu: DeviceEmulator
         assert emu.snapshot().target_amp_ua == 800
     finally:
         host.close()
+
+
+def _raw_reply(host: RawHost, seq: int, timeout_s: float = 2.0) -> bytes:
+    """The wire bytes (delimiter included) of the next ACK/NACK answering ``seq``."""
+    deadline = time.monotonic() + timeout_s
+    pending = b""
+    while time.monotonic() < deadline:
+        pending += host.port.read(4096)
+        *blocks, pending = pending.split(b"\x00")
+        for block in blocks:
+            if not block:
+                continue
+            msg = decode_message(decode_block(block))
+            if isinstance(msg, (Ack, Nack)) and msg.acked_seq == seq:
+                return block + b"\x00"
+    raise DeviceTimeoutError(f"Expected a reply to seq {seq} within {timeout_s} s, actual none")
+
+
+def test_duplicate_reply_is_the_same_bytes_on_the_wire(emu: DeviceEmulator) -> None:
+    host = RawHost(emu.port.url)
+    try:
+        host.arm()
+        for cmd in (SetStim(0, 800, 90, 1300, 0, 300), SetStim(0, 9000, 90, 1300, 0, 300)):
+            seq = host.send(cmd)
+            first = _raw_reply(host, seq)
+            time.sleep(0.05)  # STATUS frames go out in between
+            host.send(cmd, seq=seq)
+            assert _raw_reply(host, seq) == first, cmd
+        assert emu.snapshot().target_amp_ua == 800
+    finally:
+        host.close()
+
+
+def test_status_stays_fresh_however_far_the_device_seq_runs_ahead(emu: DeviceEmulator) -> None:
+    """Hours of STATUS frames without a host command: the u16 seq order must not wrap."""
+    with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
+        drv.handshake()
+        drv.arm(ENV)  # armed, output off: the device stays armed through host silence
+
+        def jump(now: float) -> None:
+            emu.firmware._tx_seq = (emu.firmware._tx_seq + 20_000) & 0xFFFF
+
+        def jumped_and_seen() -> None:
+            seen = drv.status()
+            emu.request(jump)
+            wait_until(lambda: drv.status() is not seen, 2.0, "a STATUS after the jump")
+
+        for _ in range(4):  # 4 × 20 000 frames ≈ 27 minutes of STATUS at 50 Hz
+            jumped_and_seen()
+        emu.request_hardware_estop()  # no host command in between
+
+        def reported() -> bool:
+            status = drv.status()
+            return status is not None and bool(status.fault_bits & FaultBits.ESTOP)
+
+        wait_until(reported, 2.0, "the ESTOP latch in a STATUS")
+        assert drv.counters["stale_status"] == 0
 
 
 def test_driver_resyncs_after_a_stale_nack(emu: DeviceEmulator) -> None:

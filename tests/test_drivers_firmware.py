@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from structlog.testing import capture_logs
 
 from drivers.device_caps import FirmwareConfig
 from drivers.envelope import Envelope
 from drivers.firmware import DeviceFirmware
-from drivers.framing import Frame
+from drivers.framing import Frame, encode_frame
 from drivers.messages import (
     Ack,
     Arm,
@@ -210,7 +212,7 @@ def test_lease_expiry_safe_stops_within_ramp_and_latches(host: Host) -> None:
 
 def test_watchdog_fires_on_silence_even_with_a_long_lease() -> None:
     env = Envelope(
-        lease_max_ms=2000, watchdog_ms=300, safe_stop_ms=250, soft_start_ms=0, ramp_up_ua_per_s=2000
+        lease_max_ms=2000, watchdog_ms=300, safe_stop_ms=250, soft_start_ms=1, ramp_up_ua_per_s=2000
     )
     host = Host(DeviceFirmware(now_s=0.0)).armed(env)
     host.send(SetStim(0, 1000, 90, 1300, 0, 2000))
@@ -310,7 +312,7 @@ def test_link_down_safe_stops_an_armed_device_and_ends_the_session(host: Host) -
     host.fw.amp_ua_f = 2000.0
     frames = host.fw.link_down(host.now)
     assert decode_message(frames[0]) == Fault(
-        FaultBits.LINK_DOWN, FaultBits.LINK_DOWN, DeviceState.STIMULATING
+        FaultBits.LINK_DOWN, FaultBits.LINK_DOWN, DeviceState.SAFE_STOP  # the state after it
     )
     assert host.fw.state == DeviceState.SAFE_STOP
     host.run(0.21)  # safe_stop_ms = 200
@@ -319,7 +321,7 @@ def test_link_down_safe_stops_an_armed_device_and_ends_the_session(host: Host) -
 
 
 def test_silence_during_a_host_stop_hastens_the_ramp_without_a_fault(host: Host) -> None:
-    slow_down = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=500, soft_start_ms=0,
+    slow_down = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=500, soft_start_ms=1,
                          lease_max_ms=500, watchdog_ms=300, safe_stop_ms=200)  # fmt: skip
     host.armed(slow_down)
     host.send(SetStim(0, 2000, 90, 1300, 0, 500))
@@ -331,3 +333,187 @@ def test_silence_during_a_host_stop_hastens_the_ramp_without_a_fault(host: Host)
     assert not host.fw.output_on
     assert host.fw.state == DeviceState.ARMED_IDLE  # a requested stop is not a fault
     assert host.fw.fault_bits == FaultBits.NONE
+
+
+# ------------------------------------------------------------- issue 18.7: spec decisions
+def _reply_bytes(fw: DeviceFirmware, msg: WireMessage, seq: int, now_s: float) -> bytes:
+    frames = fw.handle(Frame(msg.TYPE, seq, payload=msg.pack()), now_s)
+    return encode_frame(frames[0])
+
+
+def test_a_duplicate_gets_the_exact_bytes_of_the_earlier_reply() -> None:
+    """§6 rule 4: same header (seq, ack, t_us, flags), payload and CRC; nothing re-applied."""
+    fw = DeviceFirmware(now_s=0.0)
+    commands: list[WireMessage] = [
+        Hello(),
+        Arm(FAST, FAST.hash()),
+        SetStim(0, 1000, 90, 1300, 0, 500),
+        SetStim(0, 9000, 90, 1300, 0, 500),  # NACKed: the NACK is what a duplicate gets
+        Heartbeat(400),
+        Stop(),
+    ]
+    now = 0.0
+    for seq, msg in enumerate(commands, start=1):
+        first = _reply_bytes(fw, msg, seq, now)
+        lease_until = fw.lease_until_s
+        for _ in range(20):  # STATUS frames go out in between: the device's counter moves on
+            now += DT
+            fw.tick(now, DT)
+        with capture_logs() as logs:
+            again = _reply_bytes(fw, msg, seq, now + 0.013)
+        assert again == first, msg
+        assert fw.lease_until_s == lease_until, msg  # not applied a second time
+        assert [e["event"] for e in logs if e["event"].startswith("device_")] == [
+            "device_duplicate"
+        ], msg
+
+
+def test_a_duplicate_hello_gets_the_same_caps_and_keeps_the_session() -> None:
+    fw = DeviceFirmware(now_s=0.0)
+    first = _reply_bytes(fw, Hello(), 7, 0.0)
+    fw.tick(0.05, 0.05)
+    assert _reply_bytes(fw, Hello(), 7, 0.06) == first
+    assert _reply_bytes(fw, Arm(FAST, FAST.hash()), 8, 0.07)  # the session goes on at seq 8
+
+
+def test_hello_reusing_the_seq_of_another_command_opens_a_new_session(host: Host) -> None:
+    """Only a repeat of the HELLO that opened the session is a duplicate (§6 rule 2)."""
+    host.armed()
+    host.send(SetStim(0, 1000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 1000.0
+    reply = host.send(Hello(), seq=host.seq)  # a new host that happens to pick the same seq
+    assert isinstance(reply, Caps)
+    assert host.fw.envelope is None
+    assert host.fw.target_amp_ua == 0
+    assert host.fw.state == DeviceState.STOPPING
+
+
+def test_arm_refused_for_impedance_sends_a_fault_and_disarms() -> None:
+    host = Host(DeviceFirmware(FirmwareConfig(impedance_ohm=9000), now_s=0.0))
+    host.send(Hello())
+    reply = host.send(Arm(FAST, FAST.hash()))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.OUT_OF_RANGE
+    assert reply.state == DeviceState.DISARMED
+    kinds = [type(m) for _, m in host.out[-2:]]
+    assert kinds == [Nack, Fault]  # the reply first, then the FAULT frame
+    assert host.faults() == [Fault(FaultBits.IMPEDANCE, FaultBits.IMPEDANCE, DeviceState.DISARMED)]
+    assert host.fw.state == DeviceState.DISARMED
+    assert host.fw.envelope is None
+    refused = host.send(SetStim(0, 500, 90, 1300, 0, 200))
+    assert isinstance(refused, Nack)
+    assert refused.code == NackCode.NOT_ARMED
+    host.send(Arm(FAST, FAST.hash()))  # still out of range: latched once, one FAULT
+    assert len(host.faults()) == 1
+
+
+def test_arm_refused_for_impedance_while_armed_disarms() -> None:
+    fw = DeviceFirmware(now_s=0.0)
+    host = Host(fw).armed()
+    fw.config = FirmwareConfig(impedance_ohm=100)  # the electrode came loose
+    reply = host.send(Arm(FAST, FAST.hash()))
+    assert isinstance(reply, Nack)
+    assert host.faults() == [Fault(FaultBits.IMPEDANCE, FaultBits.IMPEDANCE, DeviceState.DISARMED)]
+    refused = host.send(SetStim(0, 500, 90, 1300, 0, 200))
+    assert isinstance(refused, Nack)
+    assert refused.code == NackCode.NOT_ARMED
+
+
+def test_fault_frames_carry_the_state_after_the_fault(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 200))
+    host.fw.amp_ua_f = 2000.0
+    host.run(0.21)  # lease expiry: the output ramps off in SAFE_STOP
+    assert host.faults() == [Fault(FaultBits.LEASE, FaultBits.LEASE, DeviceState.SAFE_STOP)]
+    host.run(0.21)
+    assert host.fw.state == DeviceState.DISARMED
+    host.send(EStop())
+    assert host.faults()[-1] == Fault(
+        FaultBits.ESTOP, FaultBits.LEASE | FaultBits.ESTOP, DeviceState.DISARMED
+    )
+    host.armed()
+    frames = host.fw.safe_stop(FaultBits.OVERCURRENT, host.now)  # output off: no ramp needed
+    assert decode_message(frames[0]) == Fault(
+        FaultBits.OVERCURRENT, FaultBits.OVERCURRENT, DeviceState.DISARMED
+    )
+
+
+def test_hello_while_stimulating_stops_within_safe_stop_ms_without_a_fault() -> None:
+    slow_down = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=100, soft_start_ms=1,
+                         lease_max_ms=500, watchdog_ms=300, safe_stop_ms=200)  # fmt: skip
+    host = Host(DeviceFirmware(now_s=0.0)).armed(slow_down)
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    assert isinstance(host.send(Hello()), Caps)  # a new host: the old setpoint is void
+    assert host.fw.state == DeviceState.STOPPING
+    assert isinstance(host.send(Arm(slow_down, slow_down.hash())), Nack)  # output still on
+    refused = host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    assert isinstance(refused, Nack)
+    assert refused.code == NackCode.NOT_ARMED
+    host.run(0.19)
+    assert host.fw.output_on
+    host.run(0.015)  # safe_stop_ms = 200, not 2000 µA at 100 µA/s = 20 s
+    assert not host.fw.output_on
+    assert host.fw.state == DeviceState.CONFIGURED
+    assert host.fw.fault_bits == FaultBits.NONE
+    assert host.faults() == []
+    assert isinstance(host.send(Arm(slow_down, slow_down.hash())), Armed)
+
+
+def test_a_status_follows_armed_and_caps_at_once(host: Host) -> None:
+    """Fresh state for the host: no STATUS from before the reply can be mistaken for after."""
+    frames = host.fw.handle(Frame(Hello.TYPE, 1, payload=Hello().pack()), 0.0)
+    assert [type(decode_message(f)) for f in frames] == [Caps, Status]
+    arm = Arm(FAST, FAST.hash())
+    host.fw.fault_bits = FaultBits.LEASE  # as after a lease expiry
+    frames = host.fw.handle(Frame(arm.TYPE, 2, payload=arm.pack()), 0.001)
+    messages = [decode_message(f) for f in frames]
+    assert [type(m) for m in messages] == [Armed, Status]
+    status = messages[1]
+    assert isinstance(status, Status)
+    assert (status.state, status.fault_bits) == (DeviceState.ARMED_IDLE, 0)
+
+
+@pytest.mark.parametrize(
+    "field", ["amp_max_ua", "freq_step_dhz", "pw_step_us", "soft_start_ms", "area_mm2_x100"]
+)
+def test_a_zero_limit_is_refused_never_a_default(host: Host, field: str) -> None:
+    env = replace(FAST, **{field: 0})
+    host.send(Hello())
+    with capture_logs() as logs:
+        reply = host.send(Arm(env, env.hash()))
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.OUT_OF_RANGE
+    reasons = " ".join(str(e.get("reason", "")) for e in logs)
+    assert f"Expected {field} ≥ 1" in reasons
+    assert host.fw.envelope is None
+
+
+def test_amp_min_zero_means_no_minimum(host: Host) -> None:
+    host.armed(replace(FAST, amp_min_ua=0))
+    assert isinstance(host.send(SetStim(0, 1, 90, 1300, 0, 500)), Ack)
+
+
+def test_hello_during_safe_stop_leaves_the_ramp_and_the_latch(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 200))
+    host.fw.amp_ua_f = 2000.0
+    host.run(0.21)  # lease expiry: SAFE_STOP
+    assert host.fw.state == DeviceState.SAFE_STOP
+    assert isinstance(host.send(Hello()), Caps)
+    assert host.fw.state == DeviceState.SAFE_STOP
+    assert host.fw.fault_bits == FaultBits.LEASE
+    host.run(0.2)  # safe_stop_ms = 200
+    assert not host.fw.output_on
+    assert host.fw.state == DeviceState.DISARMED
+    assert host.fw.fault_bits == FaultBits.LEASE  # only ARM clears it
+
+
+def test_estop_with_a_payload_is_still_acted_on(host: Host) -> None:
+    host.armed()
+    host.send(SetStim(0, 2000, 90, 1300, 0, 500))
+    host.fw.amp_ua_f = 2000.0
+    frames = host.fw.handle(Frame(MsgType.ESTOP, 50, payload=b"\x01"), host.now)
+    assert isinstance(decode_message(frames[0]), Ack)
+    assert host.fw.amp_ua == 0
+    assert host.fw.state == DeviceState.DISARMED

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from drivers.device_caps import FirmwareConfig
 from drivers.envelope import Envelope
 from drivers.messages import DeviceState, FaultBits, StopReason
 from drivers.serial_stimulator import SerialStimulator
@@ -254,3 +255,23 @@ def test_heartbeat_round_trip_count_is_exact() -> None:
         # HELLO + ARM + 100 heartbeats, one frame each plus any retransmission.
         assert drv.counters["frames_tx"] == 102 + drv.counters["retransmits"]
         assert drv.counters["timeouts"] == 0
+
+
+def test_arm_refused_for_impedance_reaches_the_host_as_nack_then_fault() -> None:
+    with (
+        running_emulator(firmware=FirmwareConfig(impedance_ohm=9000)) as emu,
+        SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv,
+    ):
+        drv.handshake()
+        with pytest.raises(DeviceError, match="NACK OUT_OF_RANGE; state DISARMED"):
+            drv.arm(ENV)
+        wait_until(lambda: bool(drv.faults), 2.0, "a FAULT frame after the NACK")
+        fault = drv.faults[0]
+        assert (fault.new_bits, fault.fault_bits) == (FaultBits.IMPEDANCE, FaultBits.IMPEDANCE)
+        assert fault.state == DeviceState.DISARMED  # the state after the fault
+        assert drv.envelope is None
+        wait_until(
+            lambda: drv.status() is not None and drv.status().fault_bits == FaultBits.IMPEDANCE,
+            2.0,
+            "the IMPEDANCE latch in STATUS",
+        )
