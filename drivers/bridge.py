@@ -228,7 +228,11 @@ class SerialBackend(Backend):
                     f"Expected the output to ramp to 0 within {self._settle_timeout_s} s before "
                     f"re-arming, actual {status.amp_ua} µA still delivered"
                 )
-            if self.driver.envelope is not None:
+            # A heartbeat keeps a normal ramp-down alive; a device in SAFE_STOP (or with a fault
+            # latched) ramps off on its own and refuses it (NOT_ARMED): just wait then.
+            armed = status.state in (DeviceState.ARMED_IDLE, DeviceState.STIMULATING,
+                                     DeviceState.STOPPING)  # fmt: skip
+            if self.driver.envelope is not None and armed and not status.fault_bits:
                 self.driver.heartbeat(self.driver.envelope.lease_max_ms)
             self._sleep(0.02)
 

@@ -248,7 +248,7 @@ def test_configure_then_reset_at_once_after_a_latched_fault() -> None:
         client.hello()
         client.configure(WIRE_ENV, control_period_ms=100.0)
         client.reset()
-        client.step(STIM, 100.0)
+        ramp_to(client, STIM)
 
         def fault_seen() -> bool:
             status = backend.driver.status()
@@ -324,6 +324,7 @@ def test_signal_mid_window_step_sends_stop_before_the_step_ends(sig: signal.Sign
                 client.hello()
                 client.configure(WIRE_ENV, control_period_ms=100.0)
                 client.reset()
+                client.step(None, 500.0)  # 0.5 s off: then 1 mA is within ramp and soft start
 
                 def long_step() -> None:
                     try:
