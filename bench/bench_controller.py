@@ -102,6 +102,7 @@ def bench_overhead(ticks: int) -> dict[str, object]:
         policy = BundlePolicy(load_bundle(write_bundle(Path(tmp) / "b", env.sha256())))
     gov = SafetyGovernor(env, 0.02, policy.action_map)
     gov.arm(0.0)
+    gov.idle(0.0)
     rng = np.random.default_rng(1)
     session = "0" * 32
     reply = pack(7, Observation(1, 20.0, 20.0, {f: 0.0 for f in FIELDS}, None))
@@ -111,7 +112,7 @@ def bench_overhead(ticks: int) -> dict[str, object]:
         t0 = time.perf_counter()
         action = policy.act(fields, k * 20.0)
         t1 = time.perf_counter()
-        decision = gov.command(action, 1.0 + k * 0.02)
+        decision = gov.command(action, (k + 1) * 0.02)
         t2 = time.perf_counter()
         sp = decision.setpoint
         stim = {

@@ -74,8 +74,8 @@ class FirmwareConfig:
     pw_range_us: tuple[int, int] = (20, 450)
     freq_range_dhz: tuple[int, int] = (20, 2500)
     area_mm2_x100: int = 600
-    watchdog_range_ms: tuple[int, int] = (50, 2000)
-    lease_range_ms: tuple[int, int] = (50, 2000)
+    watchdog_range_ms: tuple[int, int] = (50, 500)
+    lease_range_ms: tuple[int, int] = (50, 500)
     status_period_ms: int = 20
     impedance_ohm: int = 1000
 

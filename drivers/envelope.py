@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from protocol.envelope.config import DENSITY_CEILING_UC_CM2, PHYSICAL_CAPS
 from protocol.envelope.config import SHANNON_K as ENVELOPE_SHANNON_K
-from protocol.envelope.floors import PHYSICAL_RULES
+from protocol.envelope.floors import PHYSICAL_RULES, PHYSICAL_TIMING
 from protocol.errors import ProtocolError, SafetyLimitError
 
 #: Absolute caps and rule floors in device units, derived from the one envelope definition
@@ -44,8 +44,12 @@ ABS_FREQ_STEP_RANGE_DHZ = _rule_range("frequency_step_hz", 10.0)
 ABS_PW_STEP_RANGE_US = _rule_range("pulse_width_step_us", 1.0)
 ABS_GAP_RANGE_US = _rule_range("interphase_gap_us", 1.0)
 ABS_MARGIN_RANGE_US = _rule_range("recharge_margin_us", 1.0)
-ABS_LEASE_RANGE_MS = (50, 2000)
-ABS_WATCHDOG_RANGE_MS = (50, 2000)
+#: Lease and watchdog in absolute time (the output stops within watchdog + safe stop).
+ABS_LEASE_RANGE_MS = (round(PHYSICAL_TIMING.lease_ms[0]), round(PHYSICAL_TIMING.lease_ms[1]))
+ABS_WATCHDOG_RANGE_MS = (
+    round(PHYSICAL_TIMING.watchdog_ms[0]),
+    round(PHYSICAL_TIMING.watchdog_ms[1]),
+)
 
 
 def shannon_q_max_nc(area_mm2_x100: int, k: float = SHANNON_K) -> int:

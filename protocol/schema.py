@@ -183,8 +183,8 @@ class Envelope:
 
     Args:
         limits: One range per stimulation parameter (a subset of the advertised ranges).
-        extra: Other named envelope values the backend need not enforce but records and hashes
-            (for example ``q_max_uc`` or slew limits).
+        extra: Every other rule value of the envelope by name (charge, duty, ramps, soft start,
+            lease); a backend rebuilds and enforces them (``protocol.envelope.wire``).
         hash: :func:`envelope_hash` of ``limits`` and ``extra``.
     """
 

@@ -145,7 +145,7 @@ def test_virtual_lease_expiry_is_exact_on_a_fake_clock() -> None:
     clock = FakeClock()
     with VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock) as drv:
         drv.handshake()
-        drv.arm(Envelope(lease_max_ms=500, watchdog_ms=600, soft_start_ms=1,
+        drv.arm(Envelope(lease_max_ms=500, watchdog_ms=500, soft_start_ms=1,
                          ramp_up_ua_per_s=2000, safe_stop_ms=100))  # fmt: skip
         drv.set_stimulation(1000, 90, 130, lease_ms=200)
         clock.t += 0.199

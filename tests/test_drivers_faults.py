@@ -431,7 +431,7 @@ def test_device_reset_is_detected_and_never_resumed(emu: DeviceEmulator) -> None
 def test_device_refuses_out_of_range_with_host_checks_bypassed(
     emu: DeviceEmulator, cmd: SetStim, code: NackCode
 ) -> None:
-    env = Envelope(q_max_nc=250, lease_max_ms=500, watchdog_ms=600)
+    env = Envelope(q_max_nc=250, lease_max_ms=500, watchdog_ms=500)
     with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         drv.arm(env)

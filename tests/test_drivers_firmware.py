@@ -142,7 +142,7 @@ def test_soft_start_then_ramp_rate_limits(host: Host) -> None:
 
 
 def test_soft_start_is_at_least_soft_start_ms() -> None:
-    slow = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=2000, lease_max_ms=500, watchdog_ms=600)
+    slow = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=2000, lease_max_ms=500, watchdog_ms=500)
     host = Host(DeviceFirmware(now_s=0.0)).armed(slow)
     host.send(SetStim(0, 1000, 90, 1300, 0, 500))
     for _ in range(19):
@@ -212,10 +212,10 @@ def test_lease_expiry_safe_stops_within_ramp_and_latches(host: Host) -> None:
 
 def test_watchdog_fires_on_silence_even_with_a_long_lease() -> None:
     env = Envelope(
-        lease_max_ms=2000, watchdog_ms=300, safe_stop_ms=250, soft_start_ms=1, ramp_up_ua_per_s=2000
+        lease_max_ms=500, watchdog_ms=300, safe_stop_ms=250, soft_start_ms=1, ramp_up_ua_per_s=2000
     )
     host = Host(DeviceFirmware(now_s=0.0)).armed(env)
-    host.send(SetStim(0, 1000, 90, 1300, 0, 2000))
+    host.send(SetStim(0, 1000, 90, 1300, 0, 500))
     host.run(0.29)
     assert host.fw.state == DeviceState.STIMULATING
     host.run(0.015)

@@ -17,7 +17,7 @@ from drivers.shutdown import PreemptingSleep, SignalWakeup
 from drivers.virtual import VirtualStimulator
 from protocol.errors import DeviceError
 
-ENV = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=100, lease_max_ms=500, watchdog_ms=600)
+ENV = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=100, lease_max_ms=500, watchdog_ms=500)
 
 
 class FakeClock:

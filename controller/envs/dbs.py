@@ -156,6 +156,9 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         self.model.reset(self.network_seed)
         self.governor = SafetyGovernor(self.envelope, cfg.period_s, ACTION_MAP)
         self.governor.arm(0.0)
+        # The last lead-in period below is off: the governor's first (idle) setpoint, from
+        # whose start the soft start runs, as in the controller's loop.
+        self.governor.idle(0.0)
         self.trace = EpisodeTrace(keep_spikes=cfg.keep_spikes or self.render_mode is not None)
         self._k = 0
         self._charge_mv_ms = 0.0

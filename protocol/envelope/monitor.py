@@ -80,7 +80,7 @@ def static_breaches(sp: Setpoint, env: Envelope) -> list[Breach]:
             out.append(
                 Breach("bounds", f"Expected {name} in [{lo:g}, {hi:g}] {u}, actual {value:g}")
             )
-    if out or not sp.is_on:
+    if not sp.is_on:
         return out
     width_max = max_pulse_width_us(sp.frequency_hz, env)
     if not _le(sp.pulse_width_us, width_max):
