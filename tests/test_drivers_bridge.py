@@ -201,7 +201,8 @@ def test_out_of_envelope_step_is_refused_and_stops() -> None:
 def test_lease_too_long_for_loss_of_contact_is_refused() -> None:
     with running_emulator() as emu, served(emu) as (client, _):
         client.hello()
-        with pytest.raises(SafetyLimitError, match=r"lease_periods × control period in \[50, 500\]"):
+        match = r"lease_periods × control period in \[50, 500\]"
+        with pytest.raises(SafetyLimitError, match=match):
             client.configure(WIRE_ENV, control_period_ms=1000.0)  # 2.5 periods = 2.5 s lease
 
 

@@ -47,7 +47,8 @@ class FakeClock:
 
 
 def _narrow_envelope(amp_max: float = 5.0) -> Envelope:
-    return envelope_to_wire(replace(LOOPBACK_ENVELOPE, amplitude_max=amp_max), LOOPBACK_CAPABILITIES)
+    envelope = replace(LOOPBACK_ENVELOPE, amplitude_max=amp_max)
+    return envelope_to_wire(envelope, LOOPBACK_CAPABILITIES)
 
 
 class Harness:
