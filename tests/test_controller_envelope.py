@@ -21,6 +21,7 @@ from protocol.envelope.config import (
     load_envelope,
     parse_envelope,
     shannon_q_max_uc,
+    validate,
 )
 from protocol.envelope.duty import apply_duty, fits_duty
 from protocol.envelope.setpoint import Setpoint
@@ -415,3 +416,39 @@ def test_envelope_written_as_toml_reads_back_identical(env, tmp_path):
     again = load_envelope(path)
     assert again == env
     assert again.sha256() == env.sha256()
+
+
+def test_huge_integer_amplitude_is_a_reject_with_a_reason_not_an_overflow():
+    gov = SafetyGovernor(SIM, T)
+    gov.arm(0.0)
+    gov.idle(0.0)
+    with structlog.testing.capture_logs() as logs:
+        d = gov.command(Setpoint(10**400, 83.0, 1000.0), T)  # type: ignore[arg-type]
+    assert d.held
+    assert d.setpoint.amplitude == 0.0
+    assert [f.reason for f in d.findings] == ["non_finite_request"]
+    assert "too large for a float" in d.findings[0].detail
+    assert any(e["event"] == "envelope_reject" for e in logs)
+
+
+def test_huge_integer_in_an_envelope_file_is_a_config_error(tmp_path):
+    text = SIM.to_toml().replace("amplitude_max = 200.0", "amplitude_max = " + "1" + "0" * 400)
+    path = tmp_path / "huge.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"limits.amplitude_max, actual an integer of \d+ bits"):
+        load_envelope(path)
+
+
+def test_off_request_stays_off_whatever_the_minimum():
+    env = validate(replace(SIM, amplitude_min=20.0))
+    gov = SafetyGovernor(env, T)
+    gov.arm(0.0)
+    gov.idle(0.0)
+    for k in range(1, 50):
+        d = gov.command(Setpoint(0.0, 83.0, 1000.0), k * T)
+        assert d.setpoint.amplitude == 0.0
+    below = gov.command(Setpoint(-3.0, 83.0, 1000.0), 50 * T)
+    assert below.setpoint.amplitude == 0.0
+    assert [f.reason for f in below.findings] == ["amplitude_below_zero"]
+    low = gov.command(Setpoint(5.0, 83.0, 1000.0), 51 * T)
+    assert [f.reason for f in low.findings][0] == "amplitude_below_min"

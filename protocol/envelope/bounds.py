@@ -35,7 +35,15 @@ def apply_bounds(request: Setpoint, env: Envelope) -> tuple[Setpoint | None, lis
     values = request.as_dict()
     findings: list[Finding] = []
     for name, (lo, hi, unit) in limits_of(env).items():
-        value = values[name]
+        try:
+            value = float(values[name])
+        except (OverflowError, TypeError, ValueError):
+            raw = values[name]
+            shown = repr(raw)
+            if isinstance(raw, int):
+                shown = f"an integer of {raw.bit_length()} bits, too large for a float"
+            detail = f"Expected a finite {name} in [{lo}, {hi}] {unit}, actual {shown[:80]}"
+            return None, [Finding("non_finite_request", "reject", name, math.nan, math.nan, detail)]
         if not math.isfinite(value):
             detail = f"Expected a finite {name} in [{lo}, {hi}] {unit}, actual {value}"
             return None, [Finding("non_finite_request", "reject", name, value, math.nan, detail)]
