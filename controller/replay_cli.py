@@ -1,7 +1,9 @@
 """``neuroloop-replay``: verify, serve, plot and export recorded controller sessions.
 
 Exit codes: ``verify``: 0 the session replays exactly and every invariant holds, 1 it does not
-(the report says where), 2 unreadable input (not a recording, damaged, bad arguments).
+(the report says where), 2 unreadable input (not a recording, damaged, bad arguments). Damage
+inside a recording (every region is listed with its byte offsets) is exit 2 even with
+``--accept-damaged-tail``, which accepts only a torn tail.
 ``report``/``export``/``info``: 0 done, 2 unreadable input. ``serve``: 0 after SIGINT/SIGTERM,
 2 refused to start.
 """
@@ -52,7 +54,8 @@ def _add_common(p: argparse.ArgumentParser, level: str) -> None:
     p.add_argument(
         "--accept-damaged-tail",
         action="store_true",
-        help="use the intact records before a torn or corrupt tail instead of refusing the file",
+        help="use the intact records before a torn tail (a recorder that stopped mid-record) "
+        "instead of refusing the file; damage anywhere else is always refused",
     )
     p.add_argument(
         "--log-format", choices=("console", "json"), default="console", help="stderr log format"
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--accept-damaged-tail",
         action="store_true",
-        help="serve the intact records of a damaged recording",
+        help="serve the intact records before a torn tail (damage anywhere else is refused)",
     )
     add_serve_arguments(s)
     r = sub.add_parser(
