@@ -235,3 +235,34 @@ def test_any_set_of_damaged_bytes_loses_only_the_frames_it_touches(
     path = tmp_path_factory.mktemp("prop") / "p.nlrec"
     path.write_bytes(bytes(damaged))
     _check(path, raw, records, set(flips), f"flips {flips}")
+
+
+V1_FIXTURE = Path(__file__).parent / "data" / "replay" / "v1_sim_constant.nlrec"
+
+
+def test_format_1_recordings_resynchronise_too(tmp_path: Path) -> None:
+    data = V1_FIXTURE.read_bytes()
+    assert data[6] == 1
+    records = read_recording(V1_FIXTURE).records
+    spans = _frames(data, records)
+    path = tmp_path / "v1.nlrec"
+    # every byte of three frames (length and CRC fields included), and 200 positions spread
+    # over the whole file
+    positions = {p for i in (0, len(records) // 2, len(records) - 2) for p in range(*spans[i])}
+    positions |= set(range(records[0].offset, len(data), (len(data) - records[0].offset) // 200))
+    for pos in sorted(positions):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        _check(path, data, records, {pos}, f"v1 byte {pos}")
+
+
+def test_format_1_cannot_tell_a_damaged_last_length_from_a_torn_tail(tmp_path: Path) -> None:
+    """Documented limit of format 1 (no head checksum); format 2 tells them apart."""
+    data = V1_FIXTURE.read_bytes()
+    last = read_recording(V1_FIXTURE).records[-1]
+    damaged = bytearray(data)
+    damaged[last.offset + 2] ^= 0x01  # the length now announces 64 KiB more than remains
+    path = tmp_path / "v1-last.nlrec"
+    path.write_bytes(bytes(damaged))
+    assert read_recording(path).tail.torn_tail
