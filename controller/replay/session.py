@@ -68,7 +68,8 @@ class Session:
         path: The recording file.
         header: Its header (format version, creation times, ``meta``).
         records: Every intact record.
-        tail: How reading ended (clean, or where the damage starts).
+        tail: How reading went: clean, or a torn tail accepted on request (any other damage
+            is refused by :func:`load_session`).
         ticks: The records grouped by tick.
         before: Run-level records written before the first tick.
     """
