@@ -23,7 +23,7 @@ from protocol.messages import Observation
 from protocol.recording import FORMAT_VERSION, Record, RecordingWriter, read_recording
 from protocol.recording._format import FRAME_HEAD_V2, SYNC, encode_frame
 
-TICKS = 6
+TICKS = 3
 
 
 def _write(path: Path, ticks: int = TICKS) -> Path:
@@ -246,10 +246,10 @@ def test_format_1_recordings_resynchronise_too(tmp_path: Path) -> None:
     records = read_recording(V1_FIXTURE).records
     spans = _frames(data, records)
     path = tmp_path / "v1.nlrec"
-    # every byte of three frames (length and CRC fields included), and 200 positions spread
+    # every byte of three frames (length and CRC fields included), and 100 positions spread
     # over the whole file
     positions = {p for i in (0, len(records) // 2, len(records) - 2) for p in range(*spans[i])}
-    positions |= set(range(records[0].offset, len(data), (len(data) - records[0].offset) // 200))
+    positions |= set(range(records[0].offset, len(data), (len(data) - records[0].offset) // 100))
     for pos in sorted(positions):
         damaged = bytearray(data)
         damaged[pos] ^= 0xFF
