@@ -345,6 +345,26 @@ def test_accept_damaged_tail_never_turns_a_failing_recording_into_a_pass(tmp_pat
     assert replay_cli.main(["verify", str(last_damaged), "--accept-damaged-tail"]) != 0
 
 
+def test_info_lists_every_damaged_region_and_the_intact_records(tmp_path, capsys):
+    src = rewrite_recording(DATA / FTSTS_GOLDEN, tmp_path / "v2.nlrec")
+    records = read_recording(src).records
+    bad = _flip(src, tmp_path / "bad1.nlrec", records[10].offset + 1)
+    bad = _flip(bad, tmp_path / "bad2.nlrec", records[-1].offset + 30)
+    capsys.readouterr()  # the writer's log lines
+    assert replay_cli.main(["info", str(bad), "--json"]) == 2
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert info["intact_records"] == len(records) - 2
+    regions = [(r["kind"], r["start"], r["end"], r["lost"]) for r in info["damaged_regions"]]
+    assert regions == [
+        ("corrupt", records[10].offset, records[11].offset, [10, 10]),
+        ("corrupt", records[-1].offset, src.stat().st_size, None),
+    ]
+    assert "2 damaged region(s)" in captured.err
+    assert replay_cli.main(["info", str(bad)]) == 2
+    assert f"corrupt bytes {records[10].offset}-{records[11].offset}" in capsys.readouterr().out
+
+
 def test_mid_file_damage_of_a_v1_recording_is_found_by_resynchronising(tmp_path, capsys):
     src = DATA / FTSTS_GOLDEN
     assert src.read_bytes()[6] == 1  # the goldens are format version 1
