@@ -1,9 +1,12 @@
 """``neuroloop-replay``: verify, serve, plot and export recorded controller sessions.
 
 Exit codes: ``verify``: 0 the session replays exactly and every invariant holds, 1 it does not
-(the report says where), 2 unreadable input (not a recording, damaged, bad arguments).
-``report``/``export``/``info``: 0 done, 2 unreadable input. ``serve``: 0 after SIGINT/SIGTERM,
-2 refused to start.
+(the report says where), 2 unreadable input (not a recording, damaged, bad arguments). Damage
+inside a recording (every region is listed with its byte offsets) is exit 2 even with
+``--accept-damaged-tail``, which accepts only a torn tail.
+``report``/``export``/``info``: 0 done, 2 unreadable input (``info`` of a damaged recording
+still prints what is intact and every damaged region, then exits 2). ``serve``: 0 after
+SIGINT/SIGTERM, 2 refused to start.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -19,8 +23,10 @@ from controller.replay.backend import PACES, ReplayBackend
 from controller.replay.compare import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 from controller.replay.session import Session, load_session
 from controller.replay.verify import verify_session
-from protocol.errors import NeuroLoopError
+from protocol.errors import CorruptRecordingError, NeuroLoopError
 from protocol.logs import configure_logging
+from protocol.recording import read_recording
+from protocol.recording._format import PREAMBLE_LEN
 from protocol.serve_cli import EPILOG as SERVE_EPILOG
 from protocol.serve_cli import add_serve_arguments, run_backend
 
@@ -52,7 +58,8 @@ def _add_common(p: argparse.ArgumentParser, level: str) -> None:
     p.add_argument(
         "--accept-damaged-tail",
         action="store_true",
-        help="use the intact records before a torn or corrupt tail instead of refusing the file",
+        help="use the intact records before a torn tail (a recorder that stopped mid-record) "
+        "instead of refusing the file; damage anywhere else is always refused",
     )
     p.add_argument(
         "--log-format", choices=("console", "json"), default="console", help="stderr log format"
@@ -141,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--accept-damaged-tail",
         action="store_true",
-        help="serve the intact records of a damaged recording",
+        help="serve the intact records before a torn tail (damage anywhere else is refused)",
     )
     add_serve_arguments(s)
     r = sub.add_parser(
@@ -161,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(e, "warning")
     e.add_argument("--nwb", type=Path, required=True, metavar="OUT.nwb", help="new NWB file")
-    i = sub.add_parser("info", help="header, record counts and how the file ends")
+    i = sub.add_parser(
+        "info",
+        help="header, record counts and how the file ends (every damaged region with its "
+        "byte offsets)",
+    )
     _add_common(i, "warning")
     i.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -187,8 +198,62 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
+def _print_info(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for key, value in info.items():
+            if key == "damaged_regions":
+                print(f"{key:<20} {len(value)}")
+                for region in value:
+                    print(f"  {region['text']}")
+            else:
+                print(f"{key:<20} {value}")
+
+
+def _damaged_info(args: argparse.Namespace) -> int:
+    """``info`` of a recording refused for damage: what is intact and every damaged region."""
+    recording = read_recording(args.session)
+    kinds: dict[str, int] = {}
+    for rec in recording.records:
+        kinds[rec.kind] = kinds.get(rec.kind, 0) + 1
+    meta = recording.header.meta
+    envelope = meta.get("envelope")
+    info: dict[str, Any] = {
+        "session": str(args.session),
+        "format_version": recording.header.format_version,
+        "tail": str(recording.tail),
+        "tool": meta.get("tool"),
+        "policy": meta.get("policy"),
+        "envelope": envelope.get("name") if isinstance(envelope, dict) else None,
+        "envelope_hash": meta.get("envelope_hash"),
+        "intact_records": len(recording.records),
+        "records": kinds,
+        "damaged_regions": [
+            {
+                "start": r.start,
+                "end": r.end,
+                "kind": r.kind,
+                "reason": r.reason,
+                "records_before": r.records_before,
+                "lost": list(r.lost) if r.lost is not None else None,
+                "text": str(r),
+            }
+            for r in recording.tail.regions
+        ],
+    }
+    _print_info(info, args.json)
+    return EXIT_INPUT
+
+
 def _info(args: argparse.Namespace) -> int:
-    session = _load(args)
+    try:
+        session = _load(args)
+    except CorruptRecordingError as err:
+        if err.offset <= PREAMBLE_LEN:  # the header itself is damaged
+            raise
+        print(f"neuroloop-replay info: error: {err}", file=sys.stderr)
+        return _damaged_info(args)
     kinds: dict[str, int] = {}
     for rec in session.records:
         kinds[rec.kind] = kinds.get(rec.kind, 0) + 1
@@ -208,11 +273,7 @@ def _info(args: argparse.Namespace) -> int:
         "observation_fields": list(session.observation_fields()),
         "records": kinds,
     }
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-    else:
-        for key, value in info.items():
-            print(f"{key:<20} {value}")
+    _print_info(info, args.json)
     return EXIT_PASS
 
 

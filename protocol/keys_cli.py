@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,14 +13,22 @@ import structlog
 
 from protocol.errors import ConfigError
 from protocol.logs import configure_logging
-from protocol.security import CLIENTS_DIR_NAME, SERVER_KEY_NAME, write_key_pair
+from protocol.security import (
+    CLIENTS_DIR_NAME,
+    REVOKED_DIR_NAME,
+    SERVER_KEY_NAME,
+    write_key_pair,
+)
 
 DESCRIPTION = """\
 Make CURVE key pairs (ZeroMQ's Curve25519 encryption and authentication).
 
 A backend bound to a non-loopback address (tcp://0.0.0.0:5555, a LAN IP) refuses to start
 without CURVE keys, and then accepts only clients whose public key is in its allow-list.
-Secret keys are written with mode 0600 and are never overwritten; keep them out of git.
+Secret keys are written with mode 0600 and are never overwritten; keep them out of git. A
+backend refuses a secret key file that its group or others may read (fix: chmod 600 FILE).
+Revoking a client takes effect at once, without restarting the backend: its next connection
+is refused and its requests on an open connection go unanswered.
 """
 
 EPILOG = """\
@@ -32,6 +42,9 @@ examples:
 
   neuroloop-sim serve --bind tcp://0.0.0.0:5555 --curve-keys keys/
   # the client needs ctl-keys/ctl.key_secret and keys/server.key
+
+  # withdraw a client's access (the running backend stops answering it)
+  neuroloop-keys revoke ctl --server-dir keys/
 """
 
 
@@ -57,6 +70,26 @@ def _authorize(public_key: Path, server_dir: Path) -> Path:
     shutil.copyfile(public_key, target)
     structlog.get_logger().info("client_key_authorized", key=str(target))
     print(f"authorised: {target}")
+    return target
+
+
+def _revoke(name: str, server_dir: Path) -> Path:
+    """Move ``clients/NAME.key`` to ``revoked/NAME-<UTC time>.key`` (kept for the record)."""
+    key_name = name if name.endswith(".key") else f"{name}.key"
+    source = server_dir / CLIENTS_DIR_NAME / Path(key_name).name
+    if not source.is_file():
+        listed = sorted(p.name for p in (server_dir / CLIENTS_DIR_NAME).glob("*.key"))
+        raise ConfigError(
+            f"Expected an authorised client key at {source}, actual none (authorised: "
+            f"{', '.join(listed) or 'none'})"
+        )
+    revoked = server_dir / REVOKED_DIR_NAME
+    revoked.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = revoked / f"{source.stem}-{stamp}.key"
+    os.replace(source, target)
+    structlog.get_logger().info("client_key_revoked", key=str(source), moved_to=str(target))
+    print(f"revoked: {source} (moved to {target}); a running backend refuses it from now on")
     return target
 
 
@@ -102,6 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_auth.add_argument("public_key", type=Path, help="The client's NAME.key file.")
     p_auth.add_argument("--server-dir", type=Path, required=True, help="The server key directory.")
+    p_revoke = sub.add_parser(
+        "revoke",
+        help="Remove a client public key from a server allow-list (no restart needed).",
+        description="Move SERVER_DIR/clients/NAME.key to SERVER_DIR/revoked/. A running "
+        "backend re-reads its allow-list when clients/ changes: the client's next handshake is "
+        "refused and its requests on an open connection go unanswered (so its session times "
+        "out and stimulation stops).",
+    )
+    p_revoke.add_argument("name", help="The client name (NAME or NAME.key in clients/).")
+    p_revoke.add_argument(
+        "--server-dir", type=Path, required=True, help="The server key directory."
+    )
     args = parser.parse_args(argv)
     configure_logging(args.log_format)
     try:
@@ -116,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"client public key: {public}\nclient secret key: {secret} (mode 0600)")
             if args.authorize is not None:
                 _authorize(public, args.authorize)
+        elif args.command == "revoke":
+            _revoke(args.name, args.server_dir)
         else:
             _authorize(args.public_key, args.server_dir)
     except (ConfigError, OSError) as err:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import selectors
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -26,9 +27,14 @@ from typing import IO, Literal
 import structlog
 
 from protocol.errors import BackendUnavailableError, ConfigError
+from protocol.lifeline import IPC_DIR_ENV, OWNER_FILE, PARENT_PID_ENV, pid_alive, remove_ipc_dir
 from protocol.serve_cli import READY_PREFIX
 
 Transport = Literal["ipc", "tcp"]
+#: Name prefix of the private folder of a local ipc backend.
+IPC_DIR_PREFIX = "neuroloop-ipc-"
+#: The socket's file name in that folder.
+IPC_SOCKET_NAME = "backend.sock"
 
 
 def _drain(stream: IO[bytes]) -> None:
@@ -111,16 +117,27 @@ def spawn_backend(
     Returns:
         The running process with the endpoint it is listening on.
 
+    The child is told this process's id (``NEUROLOOP_PARENT_PID``) and, with ``cleanup_dir``,
+    its private ipc folder (``NEUROLOOP_IPC_DIR``): a backend served by
+    :func:`protocol.serve_cli.run_backend` stops when this process is gone, even SIGKILLed, and
+    then removes its socket and that folder (:mod:`protocol.lifeline`).
+
     Raises:
         BackendUnavailableError: if the process exits or stays silent past the timeout (it is
             then killed); the message carries the output seen so far.
     """
+    child_env = dict(os.environ if env is None else env)
+    child_env[PARENT_PID_ENV] = str(os.getpid())
+    if cleanup_dir is not None:
+        child_env[IPC_DIR_ENV] = str(cleanup_dir)
+    else:
+        child_env.pop(IPC_DIR_ENV, None)
     popen = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
-        env=None if env is None else dict(env),
+        env=child_env,
     )
     assert popen.stdout is not None
     stdout = popen.stdout
@@ -157,13 +174,58 @@ def spawn_backend(
     )
 
 
+def sweep_stale_ipc_dirs(root: Path | None = None) -> list[Path]:
+    """Delete private ipc folders left by processes that are gone (for example SIGKILLed).
+
+    A folder ``neuroloop-ipc-*`` in the temporary directory, owned by this user, is stale when
+    the process named in its owner file no longer exists and no backend listens on its socket;
+    it is deleted only if it holds nothing but that socket and the owner file.
+
+    Returns:
+        The folders deleted.
+    """
+    base = Path(tempfile.gettempdir()) if root is None else root
+    removed: list[Path] = []
+    for directory in base.glob(IPC_DIR_PREFIX + "*"):
+        try:
+            if directory.stat().st_uid != os.getuid():
+                continue
+            owner = int((directory / OWNER_FILE).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            continue  # not ours, being made right now, or made before owner files existed
+        if pid_alive(owner) or _listening(directory / IPC_SOCKET_NAME):
+            continue
+        if remove_ipc_dir(directory):
+            removed.append(directory)
+    if removed:
+        structlog.get_logger().info("stale_ipc_dirs_removed", paths=[str(p) for p in removed])
+    return removed
+
+
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket ``path``."""
+    if not path.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def local_address(transport: Transport) -> tuple[str, Path | None]:
     """A free loopback endpoint for a new backend.
 
     Returns:
         ``(address, cleanup_dir)``: for ``tcp`` the address ``tcp://127.0.0.1:*`` (the
         backend picks a free port and reports it) and no directory; for ``ipc`` a socket in a
-        new private temporary directory, which the caller deletes when done.
+        new private temporary directory holding the owner's process id (``parent.pid``), which
+        the caller deletes when done (as does the backend at its exit, and the next call
+        if both are gone: :func:`sweep_stale_ipc_dirs`).
 
     Raises:
         ConfigError: for a transport other than ``ipc`` or ``tcp``.
@@ -171,8 +233,10 @@ def local_address(transport: Transport) -> tuple[str, Path | None]:
     if transport == "tcp":
         return "tcp://127.0.0.1:*", None
     if transport == "ipc":
-        directory = Path(tempfile.mkdtemp(prefix="neuroloop-ipc-"))
-        return f"ipc://{directory / 'backend.sock'}", directory
+        sweep_stale_ipc_dirs()
+        directory = Path(tempfile.mkdtemp(prefix=IPC_DIR_PREFIX))
+        (directory / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
+        return f"ipc://{directory / IPC_SOCKET_NAME}", directory
     raise ConfigError(f"Expected transport ipc|tcp, actual {transport!r}")
 
 

@@ -3,7 +3,8 @@
 Each backend's ``main()`` builds its :class:`~protocol.backend.Backend` and calls
 :func:`run_backend`, which binds (refusing a non-loopback address without CURVE keys), prints
 one ready line on stdout for :func:`protocol.process.spawn_backend`, answers requests until
-SIGINT/SIGTERM, then stops stimulation and exits 0.
+SIGINT/SIGTERM (or, when started by a controller, until that parent process is gone: see
+:mod:`protocol.lifeline`), then stops stimulation, removes its ipc socket file and exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import structlog
 
 from protocol.backend import Backend
 from protocol.errors import ConfigError
+from protocol.lifeline import ParentWatch, remove_ipc_endpoint
 from protocol.server import BackendServer
 
 #: First word of the line a backend prints on stdout once it is listening.
@@ -33,7 +35,9 @@ BIND_HELP = (
 
 EPILOG = f"""\
 When listening, one line '{READY_PREFIX} <endpoint>' is printed on stdout; logs go to stderr.
-SIGINT or SIGTERM stops stimulation and exits 0. A session whose client sends no request
+SIGINT or SIGTERM stops stimulation and exits 0; an ipc:// socket file is removed at exit. A
+backend started by a controller (NEUROLOOP_PARENT_PID set) also stops when that process is
+gone, even SIGKILLed. A session whose client sends no request
 (step, heartbeat, ...) for --session-timeout-s seconds ends and stimulation stops.
 
 CURVE (needed beyond this host):
@@ -93,12 +97,17 @@ def run_backend(backend: Backend, args: argparse.Namespace) -> int:
         log.info("signal_received", signal=signal.Signals(signum).name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    previous = {sig: signal.getsignal(sig) for sig in watched}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     try:
+        ParentWatch(lambda reason: stop.set()).start()
         print(f"{READY_PREFIX} {endpoint}", flush=True)
         server.serve_forever(stop)
     finally:
         server.close()
+        remove_ipc_endpoint(endpoint)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

@@ -17,7 +17,13 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from protocol.backend import Backend
 from protocol.errors import ConfigError
-from protocol.security import ServerKeys, apply_server_keys, is_loopback, start_authenticator
+from protocol.security import (
+    AllowList,
+    ServerKeys,
+    apply_server_keys,
+    is_loopback,
+    start_authenticator,
+)
 
 #: Send/receive high-water mark of control sockets (messages).
 CONTROL_HWM = 4
@@ -60,6 +66,7 @@ class BackendServer:
         self.poll_interval_s = poll_interval_s
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
+        self._allow = AllowList(self._keys) if self._keys is not None else None
         self._socket: zmq.Socket[bytes] | None = None
         self._endpoint = ""
         self._rcvtimeo_ms = -1
@@ -80,8 +87,8 @@ class BackendServer:
         """Bind the socket and return the bound endpoint."""
         if self._socket is not None:
             return self._endpoint
-        if self._keys is not None:
-            self._auth = start_authenticator(self._context, self._keys)
+        if self._allow is not None:
+            self._auth = start_authenticator(self._context, self._allow)
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, CONTROL_HWM)
@@ -116,8 +123,8 @@ class BackendServer:
         if timeout_ms != self._rcvtimeo_ms:
             sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo_ms = timeout_ms
-        try:
-            peer = sock.recv()  # waits at most RCVTIMEO
+        try:  # waits at most RCVTIMEO
+            peer = sock.recv() if self._allow is None else self._recv_allowed_peer(sock)
         except zmq.Again:
             peer = None
         if peer is not None:
@@ -161,6 +168,24 @@ class BackendServer:
             # the check runs here, at least every poll interval.
             self.backend.check_timeout()
         return answered
+
+    def _recv_allowed_peer(self, sock: zmq.Socket[bytes]) -> bytes | None:
+        """With CURVE: the routing id of a request whose sender's key is still allowed.
+
+        A request from a key revoked since its handshake (removed from ``clients/``) is read
+        whole, dropped unanswered and logged; ``None`` is returned then.
+        """
+        assert self._allow is not None
+        frame = sock.recv(copy=False)
+        user = frame.get("User-Id")  # the z85 client key (set by the ZAP handler)
+        if isinstance(user, str) and self._allow.permits(user):
+            return frame.bytes
+        while frame.more:
+            frame = sock.recv(copy=False)
+        self._log.warning(
+            "curve_client_refused", client_key=user, reason="public key revoked (allow-list)"
+        )
+        return None
 
     def serve_forever(self, stop: threading.Event) -> None:
         """Answer requests until ``stop`` is set."""

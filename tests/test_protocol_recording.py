@@ -110,6 +110,7 @@ def test_cut_at_every_byte_of_the_last_frame(tmp_path: Path) -> None:
             assert rec.tail.clean
         else:
             assert rec.tail.damage == "torn"
+            assert rec.tail.torn_tail
             assert str(rec.tail).startswith(
                 f"torn tail at byte {last.offset} after {len(expected)} records"
             )
@@ -118,19 +119,24 @@ def test_cut_at_every_byte_of_the_last_frame(tmp_path: Path) -> None:
             assert (err.value.good_frames, err.value.offset) == (len(expected), last.offset)
 
 
-def test_corrupted_byte_stops_at_that_frame(tmp_path: Path) -> None:
+def test_corrupted_byte_is_skipped_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "c.nlrec"
     _write_session(path, ticks=2)
     full = read_recording(path)
-    victim = full.records[4]
+    victim, after = full.records[4], full.records[5]
     data = bytearray(path.read_bytes())
-    data[victim.offset + 12] ^= 0x40  # inside the payload
+    data[victim.offset + 20] ^= 0x40  # inside the payload
     path.write_bytes(bytes(data))
     rec = read_recording(path)
-    assert _keys(rec.records) == _keys(full.records[:4])
+    assert _keys(rec.records) == _keys(full.records[:4] + full.records[5:])
     assert rec.tail.damage == "corrupt"
     assert rec.tail.offset == victim.offset
-    assert "CRC-32" in rec.tail.reason
+    assert "payload CRC-32" in rec.tail.reason
+    (region,) = rec.tail.regions
+    assert (region.start, region.end, region.lost) == (victim.offset, after.offset, (4, 4))
+    with pytest.raises(CorruptRecordingError) as err:
+        list(RecordingReader(path, strict=True))
+    assert (err.value.good_frames, err.value.offset) == (4, victim.offset)
 
 
 def test_corrupted_length_is_caught(tmp_path: Path) -> None:
@@ -139,11 +145,13 @@ def test_corrupted_length_is_caught(tmp_path: Path) -> None:
     full = read_recording(path)
     victim = full.records[3]
     data = bytearray(path.read_bytes())
-    data[victim.offset] ^= 0x01  # length field: the CRC covers it too
+    data[victim.offset + 4] ^= 0x01  # length field: the head CRC covers it
     path.write_bytes(bytes(data))
     rec = read_recording(path)
-    assert _keys(rec.records) == _keys(full.records[:3])
+    assert _keys(rec.records) == _keys(full.records[:3] + full.records[4:])
     assert not rec.tail.clean
+    assert not rec.tail.torn_tail
+    assert "head CRC-32" in rec.tail.reason
 
 
 def test_not_a_recording_and_newer_versions_are_refused(tmp_path: Path) -> None:

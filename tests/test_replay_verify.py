@@ -23,7 +23,7 @@ from controller.replay.edit import rewrite_recording
 from controller.replay.session import load_session
 from controller.replay.verify import VerifyReport, verify_session
 from protocol.envelope.config import envelope_toml as write_envelope_toml
-from protocol.recording import Record, RecordingWriter
+from protocol.recording import Record, RecordingWriter, read_recording
 
 DATA = Path(__file__).parent / "data" / "replay"
 GOLDENS = sorted(p.name for p in DATA.glob("*.nlrec"))
@@ -300,19 +300,84 @@ def test_torn_tail_is_refused_with_its_offset_then_accepted_on_request(tmp_path,
     assert "the last good record is" in err
     assert replay_cli.main(["verify", str(torn), "--accept-damaged-tail"]) == 0
     out = capsys.readouterr().out
-    assert "damaged tail accepted" in out
+    assert "torn tail accepted" in out
     assert out.rstrip().endswith("PASS")
 
 
-def test_corrupt_frame_is_reported_after_the_last_good_frame(tmp_path, capsys):
-    data = bytearray((DATA / FTSTS_GOLDEN).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    bad = tmp_path / "bad.nlrec"
-    bad.write_bytes(bytes(data))
-    assert replay_cli.main(["verify", str(bad)]) == 2
+def _flip(src: Path, dst: Path, offset: int) -> Path:
+    data = bytearray(src.read_bytes())
+    data[offset] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("accept", [False, True])
+def test_mid_file_damage_is_refused_with_every_region_even_with_accept_damaged_tail(
+    tmp_path, capsys, accept
+):
+    src = rewrite_recording(DATA / FTSTS_GOLDEN, tmp_path / "v2.nlrec")  # current format
+    records = read_recording(src).records
+    first, second = records[40], records[120]
+    bad = _flip(src, tmp_path / "bad1.nlrec", first.offset + 30)
+    bad = _flip(bad, tmp_path / "bad2.nlrec", second.offset + 5)
+    argv = ["verify", str(bad)] + (["--accept-damaged-tail"] if accept else [])
+    assert replay_cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "corrupt tail at byte" in err
-    assert "CRC-32" in err
+    assert "2 damaged region(s)" in err
+    assert f"corrupt bytes {first.offset}-{records[41].offset}" in err
+    assert f"corrupt bytes {second.offset}-{records[121].offset}" in err
+    assert "record 40 lost" in err
+    assert "record 120 lost" in err
+    assert "accepts only a torn tail" in err
+
+
+def test_accept_damaged_tail_never_turns_a_failing_recording_into_a_pass(tmp_path, capsys):
+    failing = _tamper_command(DATA / FTSTS_GOLDEN, tmp_path / "f.nlrec", 30, amplitude=250.0)
+    assert replay_cli.main(["verify", str(failing)]) == 1
+    capsys.readouterr()
+    records = read_recording(failing).records
+    early = next(r for r in records if r.payload.get("tick") == 5)
+    damaged = _flip(failing, tmp_path / "fd.nlrec", early.offset + 25)
+    assert replay_cli.main(["verify", str(damaged), "--accept-damaged-tail"]) != 0
+    assert "damaged region" in capsys.readouterr().err
+    # damage in the last frame (not a torn tail: the file is complete but its bytes are wrong)
+    last_damaged = _flip(failing, tmp_path / "fl.nlrec", records[-1].offset + 20)
+    assert replay_cli.main(["verify", str(last_damaged), "--accept-damaged-tail"]) != 0
+
+
+def test_info_lists_every_damaged_region_and_the_intact_records(tmp_path, capsys):
+    src = rewrite_recording(DATA / FTSTS_GOLDEN, tmp_path / "v2.nlrec")
+    records = read_recording(src).records
+    bad = _flip(src, tmp_path / "bad1.nlrec", records[10].offset + 1)
+    bad = _flip(bad, tmp_path / "bad2.nlrec", records[-1].offset + 30)
+    capsys.readouterr()  # the writer's log lines
+    assert replay_cli.main(["info", str(bad), "--json"]) == 2
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert info["intact_records"] == len(records) - 2
+    regions = [(r["kind"], r["start"], r["end"], r["lost"]) for r in info["damaged_regions"]]
+    assert regions == [
+        ("corrupt", records[10].offset, records[11].offset, [10, 10]),
+        ("corrupt", records[-1].offset, src.stat().st_size, None),
+    ]
+    assert "2 damaged region(s)" in captured.err
+    assert replay_cli.main(["info", str(bad)]) == 2
+    assert f"corrupt bytes {records[10].offset}-{records[11].offset}" in capsys.readouterr().out
+
+
+def test_mid_file_damage_of_a_v1_recording_is_found_by_resynchronising(tmp_path, capsys):
+    src = DATA / FTSTS_GOLDEN
+    assert src.read_bytes()[6] == 1  # the goldens are format version 1
+    records = read_recording(src).records
+    victim = records[len(records) // 2]
+    bad = _flip(src, tmp_path / "bad.nlrec", victim.offset + 20)
+    rec = read_recording(bad)
+    assert [r.index for r in rec.records] == [r.index for r in records if r is not victim]
+    (region,) = rec.tail.regions
+    lost = (victim.index, victim.index)
+    assert (region.start, region.kind, region.lost) == (victim.offset, "corrupt", lost)
+    assert replay_cli.main(["verify", str(bad), "--accept-damaged-tail"]) == 2
+    assert "CRC-32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -320,7 +385,7 @@ def test_corrupt_frame_is_reported_after_the_last_good_frame(tmp_path, capsys):
     [
         (b"", "Expected a NeuroLoop recording"),
         (b"not a recording at all", "Expected a NeuroLoop recording"),
-        (b"NLREC\x00\x09\x00", "Expected recording format version in [1]"),
+        (b"NLREC\x00\x09\x00", "Expected recording format version in [1, 2]"),
     ],
 )
 def test_not_a_recording_exits_2_naming_what_was_expected(tmp_path, capsys, content, message):

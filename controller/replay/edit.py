@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protocol.errors import CorruptRecordingError
 from protocol.recording import Record, RecordingWriter, read_recording
 
 #: Maps one record to the payload to write (``None`` drops the record).
@@ -29,15 +30,24 @@ def rewrite_recording(
     """Write ``dst`` from ``src`` with the header meta and the records transformed.
 
     Args:
-        src: Source recording (only its intact records are copied).
+        src: Source recording; it must be undamaged (a copy never hides damage).
         dst: New file (must not exist).
         meta: Returns the new header meta from a copy of the old one.
         transform: Returns each record's new payload, or ``None`` to drop it.
 
     Returns:
         ``dst``.
+
+    Raises:
+        CorruptRecordingError: ``src`` is damaged (torn, corrupt or with missing records).
     """
     recording = read_recording(src)
+    if not recording.tail.clean:
+        raise CorruptRecordingError(
+            f"Expected an undamaged source recording {src}, actual {recording.tail}",
+            good_frames=recording.tail.records,
+            offset=recording.tail.offset,
+        )
     header_meta = dict(recording.header.meta)
     if meta is not None:
         header_meta = meta(header_meta)

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import CorruptRecordingError, RecordingError
-from protocol.recording import Record, RecordingHeader, TailReport, read_recording
+from protocol.recording import (
+    Record,
+    Recording,
+    RecordingHeader,
+    TailReport,
+    read_recording,
+)
 
 #: Record kinds that belong to one tick (their payload carries ``tick``).
 TICK_KINDS = ("envelope_event", "command", "observation", "action", "timing")
@@ -62,7 +68,8 @@ class Session:
         path: The recording file.
         header: Its header (format version, creation times, ``meta``).
         records: Every intact record.
-        tail: How reading ended (clean, or where the damage starts).
+        tail: How reading went: clean, or a torn tail accepted on request (any other damage
+            is refused by :func:`load_session`).
         ticks: The records grouped by tick.
         before: Run-level records written before the first tick.
     """
@@ -195,25 +202,54 @@ def group_ticks(path: Path, records: list[Record]) -> tuple[list[Tick], list[Rec
     return ticks, before
 
 
+def _damage_text(file: Path, recording: Recording, limit: int = 20) -> str:
+    tail = recording.tail
+    shown = "; ".join(str(r) for r in tail.regions[:limit])
+    more = len(tail.regions) - limit
+    last = recording.records[-1] if recording.records else None
+    where = (
+        "no intact record"
+        if last is None
+        else f"the last good record is {last.index} ({last.kind}"
+        + (f", tick {last.payload['tick']}" if "tick" in last.payload else "")
+        + ")"
+    )
+    return (
+        f"{len(tail.regions)} damaged region(s) in {file} ({tail.records} intact records "
+        f"recovered; {where}): {shown}" + (f"; ... {more} more" if more > 0 else "")
+    )
+
+
 def load_session(path: Path | str, *, accept_damaged_tail: bool = False) -> Session:
     """Read a controller session recording.
 
     Args:
         path: The recording.
-        accept_damaged_tail: Keep the intact records before a torn or corrupt tail instead of
-            refusing the file (the damage is still reported in :attr:`Session.tail`).
+        accept_damaged_tail: Keep the intact records before a *torn* tail (a writer that
+            stopped mid-record) instead of refusing the file (the damage is still reported in
+            :attr:`Session.tail`). Damage anywhere else (corrupt bytes inside the file or at
+            its end, skipped record indices) is refused whatever this says.
 
     Raises:
         RecordingError: Not a recording, an unknown format version, or not a controller
             session (header keys, tick structure).
-        CorruptRecordingError: The header is damaged, or the tail is damaged and
-            ``accept_damaged_tail`` is false; the message names the byte offset and the last
-            good record.
+        CorruptRecordingError: The header is damaged, the file is damaged anywhere but in a
+            torn tail, or the tail is torn and ``accept_damaged_tail`` is false; the message
+            names every damaged region with its byte offsets and the last good record.
     """
     file = Path(path)
     recording = read_recording(file)
     tail = recording.tail
-    if not tail.clean and not accept_damaged_tail:
+    if not tail.clean and not tail.torn_tail:
+        raise CorruptRecordingError(
+            f"Expected an undamaged recording (at most a torn tail), actual "
+            f"{_damage_text(file, recording)}. --accept-damaged-tail accepts only a torn tail "
+            "(a writer that stopped mid-record), never damage inside the file: its records "
+            "cannot be verified",
+            good_frames=tail.regions[0].records_before,
+            offset=tail.offset,
+        )
+    if tail.torn_tail and not accept_damaged_tail:
         last = recording.records[-1] if recording.records else None
         where = (
             "no intact record"

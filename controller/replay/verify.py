@@ -189,7 +189,10 @@ def verify_session(
     violations = check_invariants(session, invariant_env)
     notes: list[str] = []
     if not session.tail.clean:
-        notes.append(f"damaged tail accepted: {session.tail}; only intact records verified")
+        notes.append(
+            f"torn tail accepted: {session.tail}; only the intact records before it are "
+            "verified (the end of the run is not recorded)"
+        )
     for record in session.records_of("run_error"):
         notes.append(
             f"the controller exited with code {record.payload.get('exit_code')}: "
