@@ -30,7 +30,7 @@ from controller.policies.base import Policy
 from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
 from controller.recorder import NullRecorder, SessionRecorder, TickRecorder
-from controller.summary import Summary, count_kinds, format_table
+from controller.summary import Summary, advice_for, count_kinds, format_table
 from protocol.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -249,6 +249,10 @@ def make_summary(
         latch_time_ms=getattr(policy, "latched_at_ms", None),
         timing=stats.timing(),
         recording=None if record is None else str(record),
+        lockstep=result.info.lockstep,
+        late_steps=stats.late_steps,
+        fault_detail=result.fault_detail if result.fault is not None else None,
+        advice=advice_for(result.fault, result.info.lockstep),
     )
 
 

@@ -53,7 +53,9 @@ class InProcessSimBackend:
         self._open = True
         warm_s = self._warm_up()
         self._log.info("backend_hello", client=client_name, warm_up_s=round(warm_s, 3))
-        return BackendInfo("sim", "InProcessSimBackend", OBSERVATION_FIELDS, "model", 20.0, True)
+        return BackendInfo(
+            "sim", "InProcessSimBackend", OBSERVATION_FIELDS, "model", 20.0, True, lockstep=True
+        )
 
     def configure(self, envelope: Envelope, period_ms: float) -> str:
         """Accept a model-domain envelope."""
