@@ -341,6 +341,8 @@ def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -
             cfg.timeout_s,
             session=cfg.session,
             pace=cfg.pace,
+            log_format="json" if cfg.log_format == "json" else "console",
+            log_level=cfg.log_level,
         )
         recorder = _recorder(cfg, env, policy)
         opened = open_backend(request)

@@ -8,7 +8,6 @@ configured envelope exactly as the server does, so a test against it is a real t
 from __future__ import annotations
 
 import math
-import time
 
 import structlog
 
@@ -19,6 +18,7 @@ from protocol.errors import BackendUnavailableError, ProtocolError, SafetyLimitE
 from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS, Network
 from simulator.stimulus import Stimulus
+from simulator.warmup import warm_up
 
 
 class InProcessSimBackend:
@@ -111,12 +111,8 @@ class InProcessSimBackend:
 
     @staticmethod
     def _warm_up() -> float:
-        """Compile the Numba kernels on a tiny network so the first real tick is on time."""
-        t0 = time.perf_counter()
-        tiny = Network(NetworkConfig(n_e=8, n_i=2))
-        tiny.reset(seed=0)
-        tiny.advance(Stimulus(100.0), 20.0)
-        return time.perf_counter() - t0
+        """Compile every kernel a session uses (announced, with progress) before the first tick."""
+        return warm_up()
 
     def _require_open(self) -> None:
         if not self._open:
