@@ -191,6 +191,7 @@ class ControlLoop:
         try:
             end_reason, fault, ticks, t_model = self._ticks()
         finally:
+            self.governor.flush_log()
             self.stop_backend(fault or end_reason)
         return RunResult(info, ticks, end_reason, fault, self.stats, t_model, self.fault_detail)
 

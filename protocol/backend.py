@@ -224,15 +224,18 @@ class Backend(abc.ABC):
 
     # ------------------------------------------------------------------- internals
 
-    def _safe_stop(self, reason: str) -> None:
+    def _safe_stop(self, reason: str, requested: bool = False) -> None:
         try:
             self._on_stop(reason)
         except Exception as err:  # a failing stop hook must not hide the stop itself
             self._log.error("stop_hook_failed", reason=reason, error=repr(err))
         if self._stimulating:
-            self._log.warning("stimulation_stopped", reason=reason, was_on=True)
+            # The client asking for a stop is routine (info); any other stop of live
+            # stimulation (timeout, refusal, malformed request) is a warning.
+            log = self._log.info if requested else self._log.warning
+            log("stimulation_stopped", reason=reason, was_on=True)
         else:
-            self._log.info("safe_stop", reason=reason, was_on=False)
+            self._log.debug("safe_stop", reason=reason, was_on=False)
         self._stimulating = False
         self._stop_reason = _clip_text(reason, 200)
 
@@ -277,7 +280,7 @@ class Backend(abc.ABC):
         if isinstance(request, Step):
             return self._step(request)
         if isinstance(request, Stop):
-            self._safe_stop(f"client stop: {request.reason}")
+            self._safe_stop(f"client stop: {request.reason}", requested=True)
             if self._state == "running":
                 self._state = "stopped"
             return self._status()

@@ -181,6 +181,8 @@ class ZmqBackend:
 
     def stop(self, reason: str) -> None:
         """Stop stimulation; a lost backend stops by itself when the session times out."""
+        if self.client.welcome is None:
+            return  # no session was ever opened: nothing can be stimulating
         try:
             self.client.stop(reason, timeout_s=min(self.timeout_s, 0.5))
         except NeuroLoopError as err:
