@@ -60,7 +60,8 @@ timing: each tick sends the current setpoint and waits for the window's observat
 a device, later than one period: the last setpoint is held; later than two: safe stop; no
 answer within the watchdog (3 periods): safe stop and alarm, no automatic restart. Against the
 simulator or a replay (lockstep: the model waits for the controller) a late step is counted
-and the run goes on; only a stall over 5 s stops it. See docs/controller.md, Deadlines.
+and the run goes on; only a stall over --stall-limit-s (5 s) stops it. See docs/controller.md,
+Deadlines.
 
 exit codes: 0 completed, 2 bad configuration, 3 backend unavailable, 4 safety fault,
 5 operator e-stop (SIGINT/SIGTERM).
@@ -167,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run the controller under SCHED_FIFO priority N (1-99; needs CAP_SYS_NICE) so it "
         "wakes on time on a busy host; not with --in-process",
+    )
+    p.add_argument(
+        "--stall-limit-s",
+        type=float,
+        metavar="S",
+        help="lockstep backends (simulator, replay): stop when one step takes longer than S "
+        "seconds (default 5; late steps below it are counted, not faults)",
     )
     p.add_argument("--seed", type=int, help="backend seed (default 0)")
     p.add_argument("--timeout-s", type=float, help="handshake deadline in s (default 5)")
@@ -313,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(policy, BundlePolicy):
             cfg = _bundle_timing(cfg, policy, "period_ms" in given, log)
         settings = LoopSettings(
-            cfg.period_ms, cfg.duration_s, "fast" if cfg.pace == "fast" else "realtime", cfg.seed
+            cfg.period_ms,
+            cfg.duration_s,
+            "fast" if cfg.pace == "fast" else "realtime",
+            cfg.seed,
+            lockstep_stall_s=cfg.stall_limit_s,
         )
     except ConfigError as err:
         _report(cfg, "config_error", "error", err)

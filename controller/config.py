@@ -5,7 +5,8 @@ the defaults here. Every value is validated with a message that names the key, t
 range and what arrived. The file layout is documented in ``docs/controller.md``::
 
     [controller]            # backend, connect, in_process, period_ms, duration_s, pace, seed,
-                            # envelope, record, record_dir, log_format, log_level
+                            # envelope, record, record_dir, log_format, log_level,
+                            # timeout_s, stall_limit_s
     [policy]                # name, amplitude, frequency_hz, pulse_width_us, onset_ms,
                             # latch_below_mv
     [simulator]             # network parameters (simulator.config.NetworkConfig fields)
@@ -45,6 +46,7 @@ _CONTROLLER_KEYS = {
     "log_format": str,
     "log_level": str,
     "timeout_s": float,
+    "stall_limit_s": float,
 }
 _POLICY_KEYS = {
     "name": str,
@@ -81,6 +83,7 @@ class RunConfig:
     log_format: str = "console"
     log_level: str = "info"
     timeout_s: float = 5.0
+    stall_limit_s: float = 5.0
     simulator: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -97,6 +100,7 @@ class RunConfig:
         _range("period_ms", self.period_ms, 1.0, 10_000.0)
         _range("duration_s", self.duration_s, 1e-3, 7 * 24 * 3600.0)
         _range("timeout_s", self.timeout_s, 0.01, 600.0)
+        _range("stall_limit_s", self.stall_limit_s, 0.01, 3600.0)
         _range("onset_ms", self.onset_ms, 0.0, 1e9)
         _range("latch_below_mv", self.latch_below_mv, -1e6, 1e6)
         if not 0 <= self.seed < 2**63:

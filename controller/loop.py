@@ -180,6 +180,10 @@ class ControlLoop:
         info = self.open()
         self._lockstep = info.lockstep
         self.stats.lockstep = info.lockstep
+        # Which deadline rules apply is a fact of the run: a replay re-runs it under the same.
+        self.recorder.event(
+            "backend", {"kind": info.kind, "name": info.name, "lockstep": info.lockstep}
+        )
         self._log.info(
             "run_start",
             backend=info.kind,

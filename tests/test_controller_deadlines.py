@@ -13,7 +13,7 @@ import structlog
 
 from controller.backends.scripted import ScriptedBackend
 from controller.backends.zmq import ZmqBackend
-from controller.cli import make_summary
+from controller.cli import _recorder, make_summary
 from controller.clock import ManualClock
 from controller.config import RunConfig
 from controller.envelope.config import load_envelope
@@ -21,6 +21,10 @@ from controller.envelope.governor import SafetyGovernor
 from controller.envelope.setpoint import Setpoint
 from controller.loop import ControlLoop, LoopSettings, RunResult
 from controller.policies.builtin import ConstantPolicy
+from controller.policies.factory import build_policy
+from controller.replay.session import load_session
+from controller.replay.timing import timing_report
+from controller.replay.verify import verify_session
 from controller.summary import advice_for, format_table
 from protocol.loopback import LoopbackBackend
 from protocol.schema import Capabilities, ParamSpec
@@ -187,3 +191,46 @@ def test_backend_kind_tells_the_controller_whether_the_tissue_waits(
         thread.join(timeout=10)
         server.close()
     assert info.lockstep is lockstep
+
+
+def record_scripted_run(tmp_path, latency, lockstep: bool):
+    """A real-time run against the scripted backend, recorded as the CLI records it."""
+    cfg = RunConfig(
+        backend="sim",
+        policy="constant",
+        amplitude=100.0,
+        frequency_hz=1000.0 / 12.0,
+        pulse_width_us=1000.0,
+        record=str(tmp_path / "run.nlrec"),
+        duration_s=30 * T,
+    )
+    policy = build_policy("constant", SIM, amplitude=100.0, frequency_hz=1000.0 / 12.0,
+                          pulse_width_us=1000.0)  # fmt: skip
+    recorder = _recorder(cfg, SIM, policy)
+    clock = ManualClock()
+    backend = ScriptedBackend(clock, latency_s=latency, lockstep=lockstep)
+    gov = SafetyGovernor(SIM, T)
+    settings = LoopSettings(period_ms=20.0, duration_s=30 * T)
+    result = ControlLoop(backend, policy, gov, settings, clock=clock, recorder=recorder).run()
+    recorder.event("summary", make_summary(cfg, SIM, gov, policy, result, None).as_dict())
+    recorder.close()
+    return load_session(tmp_path / "run.nlrec"), result
+
+
+def test_a_recorded_lockstep_run_with_late_steps_verifies(tmp_path):
+    slow = {2: 0.12, 3: 0.05, 9: 0.3}
+    session, result = record_scripted_run(tmp_path, lambda k: slow.get(k, 0.002), lockstep=True)
+    assert result.stats.late_steps == 3
+    assert session.lockstep
+    report = verify_session(session)
+    assert report.passed, report.text()[-2000:]
+    assert timing_report(session).deadline_misses == 0
+
+
+def test_a_recorded_device_run_with_a_late_step_still_verifies_with_its_hold(tmp_path):
+    session, result = record_scripted_run(
+        tmp_path, lambda k: 0.03 if k == 9 else 0.002, lockstep=False
+    )
+    assert result.stats.deadline_misses == 1
+    assert not session.lockstep
+    assert verify_session(session).passed
