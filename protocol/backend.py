@@ -23,7 +23,7 @@ import structlog
 
 from protocol._validate import ConfigValue
 from protocol.codec import pack, peek_request_id, unpack_request
-from protocol.errors import ConfigError, ProtocolError, SafetyError
+from protocol.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
 from protocol.limits import RefusalError, check_envelope, check_fields, check_stimulus, is_on
 from protocol.messages import (
     BackendKind,
@@ -351,9 +351,11 @@ class Backend(abc.ABC):
         limits = check_envelope(caps, request.envelope)
         unknown = sorted(set(request.options) - set(caps.config_options))
         if unknown:
+            hints = "".join(did_you_mean(name, caps.config_options) for name in unknown)
             raise RefusalError(
                 "bad_config",
-                f"Expected options among {list(caps.config_options)}, actual unknown {unknown}",
+                f"Expected options among {list(caps.config_options)}, actual unknown "
+                f"{unknown}.{hints}",
             )
         try:
             self._on_configure(request.options, request.control_period_ms)

@@ -206,3 +206,15 @@ def test_an_unreachable_backend_is_one_line_naming_the_address(capsys):
     assert address in lines[0]
     assert "not running, wrong address" in lines[0]
     assert "stop_not_acknowledged" not in err
+
+
+def test_a_misspelt_backend_option_is_refused_with_the_closest_option():
+    backend = LoopbackBackend()
+    _rid, welcome = unpack_reply(backend.handle(b"peer", pack(1, Hello("test"))))
+    specs = list(LOOPBACK_CAPABILITIES.stim_params)
+    configure = Configure(
+        welcome.session_id, 20.0, Envelope.build(specs, {}), {"spikes_per_stp": 1}
+    )
+    _rid, reply = unpack_reply(backend.handle(b"peer", pack(2, configure)))
+    assert reply.code == "bad_config"
+    assert "actual unknown ['spikes_per_stp']. Did you mean spikes_per_step?" in reply.message
