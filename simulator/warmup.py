@@ -45,6 +45,10 @@ def _function_name(ev: event.Event) -> tuple[str, str]:
 class CompileWatch(event.Listener):  # type: ignore[misc]  # Numba's base class is untyped
     """Logs our kernels' compilations: progress during the warm-up, a warning afterwards.
 
+    During the warm-up each top-level kernel is announced when its compilation starts and
+    when it ends; the kernels it calls are reported as they finish (``compiled_part``), so a
+    compilation of a minute still shows progress.
+
     Attributes:
         phase: ``warm-up`` (progress at info level) or ``session`` (a warning: the kernel
             compiled while a controller was waiting for a step).
@@ -55,6 +59,7 @@ class CompileWatch(event.Listener):  # type: ignore[misc]  # Numba's base class 
     compiled: list[str] = field(default_factory=list)
     _depth: int = 0
     _started_s: list[float] = field(default_factory=list)
+    _outer: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -68,6 +73,7 @@ class CompileWatch(event.Listener):  # type: ignore[misc]  # Numba's base class 
             if self._depth != 1:
                 return
         module, name = _function_name(ev)
+        self._outer = name
         if module.startswith(OWN_PACKAGES) and self.phase == "warm-up":
             self._log.info("compiling", kernel=name, done=len(self.compiled))
 
@@ -76,12 +82,16 @@ class CompileWatch(event.Listener):  # type: ignore[misc]  # Numba's base class 
         with self._lock:
             self._depth = max(0, self._depth - 1)
             started = self._started_s.pop() if self._started_s else time.perf_counter()
-            if self._depth != 0:
-                return
+            nested = self._depth != 0
         module, name = _function_name(ev)
         if not module.startswith(OWN_PACKAGES):
             return
         seconds = round(time.perf_counter() - started, 2)
+        if nested:
+            # A kernel compiled as part of a bigger one: progress inside a long compilation.
+            if self.phase == "warm-up":
+                self._log.info("compiled_part", kernel=name, within=self._outer, seconds=seconds)
+            return
         self.compiled.append(f"{module}.{name}")
         if self.phase == "warm-up":
             self._log.info("compiled", kernel=name, seconds=seconds, done=len(self.compiled))

@@ -41,6 +41,9 @@ def test_a_session_after_the_warm_up_compiles_nothing_even_with_an_empty_cache(f
     assert "run_steps" in {e["kernel"] for e in compiled}
     assert [e["done"] for e in compiled] == list(range(1, len(compiled) + 1))
     assert out["warm_up"][-1]["kernels_compiled"] == len(compiled)
+    # A long compilation shows progress: the kernels it calls, as they finish.
+    parts = [e for e in out["warm_up"] if e["event"] == "compiled_part"]
+    assert "run_steps" in {e["within"] for e in parts}
     # The second start (same cache) loads every kernel: nothing compiles at all.
     again = json.loads(fresh_python(SESSION).splitlines()[-1])
     assert again["session"] == []
