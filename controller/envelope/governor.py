@@ -31,6 +31,7 @@ from controller.envelope.bounds import apply_bounds
 from controller.envelope.charge import apply_charge
 from controller.envelope.config import Envelope
 from controller.envelope.duty import apply_duty
+from controller.envelope.eventlog import FindingLog
 from controller.envelope.lease import Lease
 from controller.envelope.observation import Streak, check_observation
 from controller.envelope.setpoint import Finding, Setpoint
@@ -85,6 +86,7 @@ class SafetyGovernor:
         self.last = self._off
         self._soft_start_from_s: float | None = None
         self._log = structlog.get_logger("controller.envelope")
+        self._events = FindingLog(self._log)
 
     @property
     def armed(self) -> bool:
@@ -224,6 +226,7 @@ class SafetyGovernor:
     def _emit(self, out: Setpoint, findings: list[Finding], now_s: float, held: bool) -> Decision:
         for finding in findings:
             self._record(finding)
+        self._events.end_tick()
         self.last = out
         self.lease.renew(now_s)
         return Decision(out, tuple(findings), held=held)
@@ -232,16 +235,9 @@ class SafetyGovernor:
         self.counts[finding.reason] += 1
         self.counts_by_kind[finding.kind] += 1
         self.reason_kinds[finding.reason] = finding.kind
-        fields = {
-            "reason": finding.reason,
-            "field": finding.field,
-            "requested": finding.requested,
-            "applied": finding.applied,
-            "detail": finding.detail,
-        }
-        if finding.kind == "fault":
-            self._log.error("envelope_fault", **fields)
-        elif finding.kind in ("reject", "hold", "recovery"):
-            self._log.warning(f"envelope_{finding.kind}", **fields)
-        else:
-            self._log.info("envelope_clamp", **fields)
+        # Wrong things at once; a clamp repeated tick after tick once per episode (eventlog.py).
+        self._events.record(finding)
+
+    def flush_log(self) -> None:
+        """Log the end of every clamp episode still open (call when the run ends)."""
+        self._events.flush()
