@@ -5,7 +5,8 @@
    step request, unpack an observation reply). p50/p99 over ``--overhead-ticks`` ticks.
 2. A real-time run at 50 Hz (T = 20 ms) against the simulator server process over ZeroMQ (the
    paper's network, N = 1600 E + 400 I, unless ``--n-scale`` says otherwise) with the FTSTS
-   policy: deadline misses, overruns, period jitter p50/p99, tick latency p50/p99.
+   policy: late steps (the simulator is a lockstep backend: counted, not faults; see
+   docs/controller.md, Deadlines), overruns, period jitter p50/p99, tick latency p50/p99.
 
 Targets: overhead p99 <= 0.5 ms; jitter p99 <= 2 ms.
 
@@ -171,6 +172,7 @@ def bench_realtime(
         "ticks": result.ticks,
         "end_reason": result.end_reason,
         "deadline_misses": stats.deadline_misses,
+        "late_steps": stats.late_steps,
         "overruns": stats.overruns,
         "period_jitter": pct([abs(x) for x in stats.period_error_s]),
         "wake_late": pct(stats.wake_late_s),

@@ -29,7 +29,7 @@ from controller.policies.base import Policy
 from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
 from controller.recorder import NullRecorder, SessionRecorder, TickRecorder
-from controller.summary import Summary, count_kinds, format_table
+from controller.summary import Summary, advice_for, count_kinds, format_table
 from protocol.envelope.config import Envelope, default_envelope_for, load_envelope
 from protocol.errors import (
     BackendUnavailableError,
@@ -56,9 +56,12 @@ units: the simulator's amplitude is mV of drive (model units); devices use mA. F
 Hz, pulse widths per phase in µs. The envelope (--envelope, default: the shipped 'simulator'
 or 'device' file) clamps, rejects and ramps every command; see docs/controller.md.
 
-timing: each tick sends the current setpoint and waits for the window's observation. Later
-than one period: the last setpoint is held; later than two: safe stop; no answer within the
-watchdog (3 periods): safe stop and alarm, no automatic restart.
+timing: each tick sends the current setpoint and waits for the window's observation. Against
+a device, later than one period: the last setpoint is held; later than two: safe stop; no
+answer within the watchdog (3 periods): safe stop and alarm, no automatic restart. Against the
+simulator or a replay (lockstep: the model waits for the controller) a late step is counted
+and the run goes on; only a stall over --stall-limit-s (5 s) stops it. See docs/controller.md,
+Deadlines.
 
 exit codes: 0 completed, 2 bad configuration, 3 backend unavailable, 4 safety fault,
 5 operator e-stop (SIGINT/SIGTERM).
@@ -166,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the controller under SCHED_FIFO priority N (1-99; needs CAP_SYS_NICE) so it "
         "wakes on time on a busy host; not with --in-process",
     )
+    p.add_argument(
+        "--stall-limit-s",
+        type=float,
+        metavar="S",
+        help="lockstep backends (simulator, replay): stop when one step takes longer than S "
+        "seconds (default 5; late steps below it are counted, not faults)",
+    )
     p.add_argument("--seed", type=int, help="backend seed (default 0)")
     p.add_argument("--timeout-s", type=float, help="handshake deadline in s (default 5)")
     return p
@@ -249,6 +259,10 @@ def make_summary(
         latch_time_ms=getattr(policy, "latched_at_ms", None),
         timing=stats.timing(),
         recording=None if record is None else str(record),
+        lockstep=result.info.lockstep,
+        late_steps=stats.late_steps,
+        fault_detail=result.fault_detail if result.fault is not None else None,
+        advice=advice_for(result.fault, result.info.lockstep),
     )
 
 
@@ -307,13 +321,26 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(policy, BundlePolicy):
             cfg = _bundle_timing(cfg, policy, "period_ms" in given, log)
         settings = LoopSettings(
-            cfg.period_ms, cfg.duration_s, "fast" if cfg.pace == "fast" else "realtime", cfg.seed
+            cfg.period_ms,
+            cfg.duration_s,
+            "fast" if cfg.pace == "fast" else "realtime",
+            cfg.seed,
+            lockstep_stall_s=cfg.stall_limit_s,
         )
     except ConfigError as err:
-        log.error("config_error", error=str(err))
-        print(f"neuroloop-controller: error: {err}", file=sys.stderr)
+        _report(cfg, "config_error", "error", err)
         return EXIT_CONFIG
     return run(cfg, env, policy, settings)
+
+
+def _report(cfg: RunConfig, event: str, headline: str, err: Exception) -> None:
+    """One line per error: ``prog: headline: message`` for people, or one JSON log record."""
+    if cfg.log_format == "json":
+        log = structlog.get_logger("controller.cli")
+        level = "error" if event == "config_error" else "critical"
+        getattr(log, level)(event, error=str(err))
+    else:
+        print(f"neuroloop-controller: {headline}: {err}", file=sys.stderr)
 
 
 def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -> int:
@@ -337,6 +364,8 @@ def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -
             cfg.timeout_s,
             session=cfg.session,
             pace=cfg.pace,
+            log_format="json" if cfg.log_format == "json" else "console",
+            log_level=cfg.log_level,
         )
         recorder = _recorder(cfg, env, policy)
         opened = open_backend(request)
@@ -358,26 +387,24 @@ def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -
             on_tick=lambda _k: progress.update(1),
         )
         estop.at_exit(lambda: loop.stop_backend("exit"))
-        log.info("backend_opened", backend=opened.description, envelope_hash=env.sha256())
+        log.info("backend_connecting", backend=opened.description, envelope_hash=env.sha256())
         result = loop.run()
         estop.disarm_exit()
     except (ConfigError, RecordingError) as err:
-        log.error("config_error", error=str(err))
-        print(f"neuroloop-controller: error: {err}", file=sys.stderr)
+        _report(cfg, "config_error", "error", err)
         code, error = EXIT_CONFIG, str(err)
     except (BackendUnavailableError, TimeoutError) as err:
-        log.critical("alarm_backend_unavailable", error=str(err))
-        print(f"neuroloop-controller: backend unavailable: {err}", file=sys.stderr)
+        _report(cfg, "alarm_backend_unavailable", "backend unavailable", err)
         code, error = EXIT_BACKEND, str(err)
     except NeuroLoopError as err:
-        log.critical("alarm_safety_fault", error=str(err))
-        print(f"neuroloop-controller: stopped by a fault: {err}", file=sys.stderr)
+        _report(cfg, "alarm_safety_fault", "stopped by a fault", err)
         code, error = EXIT_FAULT, str(err)
     finally:
         if bar is not None:
             bar.close()
         if opened is not None:
-            opened.close()
+            opened.close()  # stops stimulation and ends the session: nothing is left for exit
+        estop.disarm_exit()
         estop.uninstall()
     if code != EXIT_OK:
         recorder.event("run_error", {"exit_code": code, "error": error})

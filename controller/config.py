@@ -5,7 +5,8 @@ the defaults here. Every value is validated with a message that names the key, t
 range and what arrived. The file layout is documented in ``docs/controller.md``::
 
     [controller]            # backend, connect, in_process, period_ms, duration_s, pace, seed,
-                            # envelope, record, record_dir, log_format, log_level
+                            # envelope, record, record_dir, log_format, log_level,
+                            # timeout_s, stall_limit_s
     [policy]                # name, amplitude, frequency_hz, pulse_width_us, onset_ms,
                             # latch_below_mv
     [simulator]             # network parameters (simulator.config.NetworkConfig fields)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, did_you_mean
+from simulator.config import NetworkConfig
 
 _CONTROLLER_KEYS = {
     "backend": str,
@@ -43,6 +46,7 @@ _CONTROLLER_KEYS = {
     "log_format": str,
     "log_level": str,
     "timeout_s": float,
+    "stall_limit_s": float,
 }
 _POLICY_KEYS = {
     "name": str,
@@ -79,6 +83,7 @@ class RunConfig:
     log_format: str = "console"
     log_level: str = "info"
     timeout_s: float = 5.0
+    stall_limit_s: float = 5.0
     simulator: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +100,7 @@ class RunConfig:
         _range("period_ms", self.period_ms, 1.0, 10_000.0)
         _range("duration_s", self.duration_s, 1e-3, 7 * 24 * 3600.0)
         _range("timeout_s", self.timeout_s, 0.01, 600.0)
+        _range("stall_limit_s", self.stall_limit_s, 0.01, 3600.0)
         _range("onset_ms", self.onset_ms, 0.0, 1e9)
         _range("latch_below_mv", self.latch_below_mv, -1e6, 1e6)
         if not 0 <= self.seed < 2**63:
@@ -144,10 +150,19 @@ def _typed(where: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool):
-        raise ConfigError(f"Expected an integer for {where}, actual {value!r}")
+        raise ConfigError(f"{where}: expected an integer, actual {value!r}")
     if not isinstance(value, kind):
-        raise ConfigError(f"Expected {kind.__name__} for {where}, actual {value!r}")
+        raise ConfigError(f"{where}: expected a {kind.__name__}, actual {value!r}")
     return value
+
+
+def _known_key(path: Path, section: str, key: str, known: Iterable[str]) -> None:
+    """Refuse a key the section does not have, naming the file and the closest keys."""
+    if key not in known:
+        raise ConfigError(
+            f"{path}: [{section}] has no key {key!r}.{did_you_mean(key, known)} "
+            f"Expected one of {sorted(known)}"
+        )
 
 
 def load_run_config(path: Path) -> dict[str, Any]:
@@ -165,7 +180,10 @@ def load_run_config(path: Path) -> dict[str, Any]:
     allowed = {"controller", "policy", "simulator", "backend"}
     extra = sorted(set(data) - allowed)
     if extra:
-        raise ConfigError(f"{path}: expected sections {sorted(allowed)}, actual extra {extra}")
+        hints = "".join(did_you_mean(name, allowed) for name in extra)
+        raise ConfigError(
+            f"{path}: expected sections {sorted(allowed)}, actual unknown {extra}.{hints}"
+        )
     out: dict[str, Any] = {}
     sections: tuple[tuple[str, dict[str, type], dict[str, str]], ...] = (
         ("controller", _CONTROLLER_KEYS, {}),
@@ -176,14 +194,15 @@ def load_run_config(path: Path) -> dict[str, Any]:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: expected [{section}] to be a table, actual {table!r}")
         for key, value in table.items():
-            if key not in keys:
-                raise ConfigError(
-                    f"{path}: [{section}] expected keys {sorted(keys)}, actual {key!r}"
-                )
-            out[rename.get(str(key), str(key))] = _typed(f"{section}.{key}", value, keys[key])
+            _known_key(path, section, str(key), keys)
+            where = f"{path}: [{section}] {key}"
+            out[rename.get(str(key), str(key))] = _typed(where, value, keys[key])
     simulator = data.get("simulator", {})
     if not isinstance(simulator, dict):
         raise ConfigError(f"{path}: expected [simulator] to be a table, actual {simulator!r}")
+    network_keys = {f.name for f in fields(NetworkConfig)}
+    for key in simulator:
+        _known_key(path, "simulator", str(key), network_keys)
     out["simulator"] = dict(simulator)
     backend = data.get("backend", {})
     if not isinstance(backend, dict) or set(backend) - {"options"}:

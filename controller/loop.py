@@ -10,10 +10,20 @@ waits for the window's observation. Then, per hil-safety-protocol §2.3 E:
 * no observation within the watchdog ``W`` or the backend unreachable: safe stop, alarm,
   the run ends; nothing restarts on its own.
 
-With ``pace="fast"`` (simulator only) the loop does not sleep and deadlines do not apply; the
-control time given to the envelope is then ``k·T``. The loop measures per-tick latency (tick
-start → next setpoint ready), policy+envelope overhead, the backend round trip, and the period
-jitter. The clock is injectable, so every path is testable without waiting.
+These deadlines protect tissue that lives on in real time (a device). A *lockstep* backend
+(:attr:`BackendInfo.lockstep`: a simulator, a replay) advances model time only inside ``step``,
+so its tissue waits while the controller or the host is slow and a late observation is as
+fresh, in model time, as an early one. Against such a backend a late step is counted
+(``late_steps``) and reported, the policy runs as usual, and only a stall longer than
+``LoopSettings.lockstep_stall_s`` (or a lost backend) stops the run. The envelope then runs on
+control time ``k·T``, so a run gives the same commands however busy the host is.
+
+With ``pace="fast"`` (lockstep backends only) the loop does not sleep and deadlines do not
+apply; the control time given to the envelope is then ``k·T`` as well.
+
+The loop measures per-tick latency (tick start → next setpoint ready), policy+envelope
+overhead, the backend round trip, and the period jitter. The clock is injectable, so every
+path is testable without waiting.
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ class LoopSettings:
         pace: ``realtime`` (paced on the clock, deadlines enforced) or ``fast`` (simulator).
         seed: Backend seed for ``reset`` (``None``: the backend's default).
         fast_timeout_s: Longest wait for one observation with ``pace="fast"``.
+        lockstep_stall_s: Longest wait for one observation from a lockstep backend with
+            ``pace="realtime"`` (at least the envelope's watchdog): a stall, not a late step.
         client_name: Name sent in the handshake.
     """
 
@@ -62,6 +74,7 @@ class LoopSettings:
     pace: Pace = "realtime"
     seed: int | None = None
     fast_timeout_s: float = 30.0
+    lockstep_stall_s: float = 5.0
     client_name: str = "neuroloop-controller"
 
     def __post_init__(self) -> None:
@@ -71,6 +84,10 @@ class LoopSettings:
             raise ConfigError(f"Expected duration_s > 0, actual {self.duration_s}")
         if self.pace not in ("realtime", "fast"):
             raise ConfigError(f"Expected pace realtime|fast, actual {self.pace!r}")
+        for name in ("fast_timeout_s", "lockstep_stall_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ConfigError(f"Expected {name} > 0, actual {value}")
 
     @property
     def ticks(self) -> int:
@@ -88,6 +105,7 @@ class RunResult:
     fault: str | None
     stats: SummaryBuilder
     last_model_ms: float
+    fault_detail: str | None = None
 
 
 class ControlLoop:
@@ -125,6 +143,8 @@ class ControlLoop:
         self.on_tick = on_tick
         self.stats = SummaryBuilder()
         self.stopped = False
+        self.fault_detail: str | None = None
+        self._lockstep = False
         self._log = structlog.get_logger("controller.loop")
 
     def open(self) -> BackendInfo:
@@ -158,15 +178,26 @@ class ControlLoop:
     def run(self) -> RunResult:
         """Open the backend, run every tick, and stop stimulation however the run ends."""
         info = self.open()
+        self._lockstep = info.lockstep
+        self.stats.lockstep = info.lockstep
+        # Which deadline rules apply is a fact of the run: a replay re-runs it under the same.
+        self.recorder.event(
+            "backend", {"kind": info.kind, "name": info.name, "lockstep": info.lockstep}
+        )
         self._log.info(
-            "run_start", backend=info.kind, policy=self.policy.name, ticks=self.settings.ticks
+            "run_start",
+            backend=info.kind,
+            policy=self.policy.name,
+            ticks=self.settings.ticks,
+            deadlines="lockstep: late steps counted" if info.lockstep else "real time: enforced",
         )
         end_reason, fault, ticks, t_model = "completed", None, 0, 0.0
         try:
             end_reason, fault, ticks, t_model = self._ticks()
         finally:
+            self.governor.flush_log()
             self.stop_backend(fault or end_reason)
-        return RunResult(info, ticks, end_reason, fault, self.stats, t_model)
+        return RunResult(info, ticks, end_reason, fault, self.stats, t_model, self.fault_detail)
 
     def stop_backend(self, reason: str) -> None:
         """Stop stimulation once (never raises; a lost backend stops on its own lease)."""
@@ -185,8 +216,16 @@ class ControlLoop:
     def _ticks(self) -> tuple[str, str | None, int, float]:
         s, gov, clock, stats = self.settings, self.governor, self.clock, self.stats
         period_s = s.period_ms / 1000.0
+        # Deadlines apply to real-time tissue only; a lockstep backend's tissue waits.
         realtime = s.pace == "realtime"
-        timeout_s = gov.envelope.watchdog_periods * period_s if realtime else s.fast_timeout_s
+        deadlines = realtime and not self._lockstep
+        watchdog_s = gov.envelope.watchdog_periods * period_s
+        if deadlines:
+            timeout_s = watchdog_s
+        elif realtime:
+            timeout_s = max(s.lockstep_stall_s, watchdog_s)
+        else:
+            timeout_s = s.fast_timeout_s
         t0 = clock.now()
         scheduled = t0
         gov.arm(0.0)
@@ -206,7 +245,7 @@ class ControlLoop:
                 if prev_start is not None:
                     stats.period_error_s.append(start - prev_start - period_s)
             prev_start = start
-            t_ctl = start - t0 if realtime else k * period_s
+            t_ctl = start - t0 if deadlines else k * period_s
             self.recorder.command(k, t_ctl, decision)
             try:
                 obs = self.backend.step(decision.setpoint, s.period_ms, timeout_s)
@@ -225,7 +264,9 @@ class ControlLoop:
             t_model = obs.t_model_ms
             self._account(obs, decision)
             self.recorder.observation(k, obs)
-            if realtime and age_s > 2.0 * period_s:
+            if realtime and not deadlines and age_s > period_s:
+                self._late_step(k, age_s, period_s)
+            if deadlines and age_s > 2.0 * period_s:
                 detail = (
                     f"Expected the observation within 2·T = {2 * s.period_ms:g} ms, actual "
                     f"{age_s * 1000:.3f} ms"
@@ -233,8 +274,8 @@ class ControlLoop:
                 self._fault("deadline_2t", detail)
                 stats.deadline_misses += 1
                 return "fault", "deadline_2t", k + 1, t_model
-            t_next = (start + period_s - t0) if realtime else (k + 1) * period_s
-            if realtime and age_s > period_s:
+            t_next = (start + period_s - t0) if deadlines else (k + 1) * period_s
+            if deadlines and age_s > period_s:
                 stats.deadline_misses += 1
                 detail = (
                     f"Expected the observation within T = {s.period_ms:g} ms, actual "
@@ -257,6 +298,7 @@ class ControlLoop:
             )
             if decision.fault is not None:
                 detail = "; ".join(f.detail for f in decision.findings) or decision.fault
+                self.fault_detail = detail
                 self.recorder.event("fault", {"reason": decision.fault, "detail": detail})
                 self.stop_backend(decision.fault)
                 return "fault", decision.fault, k + 1, t_model
@@ -301,7 +343,22 @@ class ControlLoop:
         self.stats.add_window(dict(obs.fields), on, float(charge))
         self.stats.model_time_ms = obs.t_model_ms
 
+    def _late_step(self, tick: int, age_s: float, period_s: float) -> None:
+        """Count a late observation from a lockstep backend (logged once per run)."""
+        stats = self.stats
+        stats.late_steps += 1
+        if stats.late_steps == 1:
+            self._log.info(
+                "late_step",
+                tick=tick,
+                step_ms=round(age_s * 1000.0, 3),
+                period_ms=round(period_s * 1000.0, 6),
+                detail="the lockstep backend's model time waited, so the run is unaffected; "
+                "late steps are counted in the summary",
+            )
+
     def _fault(self, reason: str, detail: str) -> None:
+        self.fault_detail = detail
         self.governor.fault(reason, detail)
         self.recorder.event("fault", {"reason": reason, "detail": detail})
         self.stop_backend(reason)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: Longest value column of the printed table before a value wraps.
+VALUE_WIDTH = 72
 
 
 def percentiles_ms(samples_s: list[float]) -> dict[str, float | None]:
@@ -56,6 +60,10 @@ class Summary:
     latch_time_ms: float | None
     timing: dict[str, dict[str, float | None]]
     recording: str | None = None
+    lockstep: bool = False
+    late_steps: int = 0
+    fault_detail: str | None = None
+    advice: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,6 +99,8 @@ class SummaryBuilder:
         self.period_error_s: list[float] = []
         self.wake_late_s: list[float] = []
         self.deadline_misses = 0
+        self.late_steps = 0
+        self.lockstep = False
         self.overruns = 0
         self.model_time_ms = 0.0
 
@@ -139,8 +149,21 @@ def format_table(summary: Summary) -> str:
         ("envelope", f"{s.envelope_name} {s.envelope_hash[:16]}…"),
         ("ticks (period)", f"{s.ticks} ({s.period_ms:g} ms), model time {s.model_time_s:.3f} s"),
         ("end", s.end_reason + (f" (fault: {s.fault})" if s.fault else "")),
-        ("deadline misses / overruns", f"{s.deadline_misses} / {s.overruns}"),
     ]
+    if s.fault_detail:
+        rows.append(("what happened", s.fault_detail))
+    if s.advice:
+        rows.append(("what to try", s.advice))
+    if s.lockstep:
+        rows.append(
+            (
+                "late steps / overruns",
+                f"{s.late_steps} / {s.overruns} (lockstep backend: the model waited, "
+                "the run is unaffected)",
+            )
+        )
+    else:
+        rows.append(("deadline misses / overruns", f"{s.deadline_misses} / {s.overruns}"))
     for title, counts in (
         ("clamps", s.clamps),
         ("rejects", s.rejects),
@@ -165,9 +188,69 @@ def format_table(summary: Summary) -> str:
     if s.recording:
         rows.append(("recording", s.recording))
     width = max(len(k) for k, _ in rows)
-    line = "-" * (width + 3 + max(len(v) for _, v in rows))
-    body = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+    # Long sentences (what happened, what to try) wrap under their column.
+    wrapped = [
+        (k, textwrap.wrap(v, VALUE_WIDTH, break_long_words=False, break_on_hyphens=False) or [""])
+        for k, v in rows
+    ]
+    line = "-" * (width + 3 + max(len(part) for _, parts in wrapped for part in parts))
+    body = "\n".join(
+        f"{(k if i == 0 else '').ljust(width)} | {part}"
+        for k, parts in wrapped
+        for i, part in enumerate(parts)
+    )
     return f"{line}\nNeuroLoop controller run summary\n{line}\n{body}\n{line}"
+
+
+#: What to try after each fault, by reason (``{period}`` is the control period in ms).
+_ADVICE: dict[str, str] = {
+    "deadline_2t": (
+        "the backend answered later than 2·T, so the real-time tissue was protected by a safe "
+        "stop; on a busy host try --rt-priority N (SCHED_FIFO, needs CAP_SYS_NICE or an "
+        "rtprio limit), a longer --period-ms, or fewer other programs; docs/controller.md, "
+        "Deadlines"
+    ),
+    "backend_unreachable": (
+        "no observation within the watchdog (or the backend was lost): check that the backend "
+        "process or device service is running and reachable at its address (--connect), its "
+        "log lines above, and on a busy host try --rt-priority N"
+    ),
+    "backend_unreachable_lockstep": (
+        "the backend stalled longer than the lockstep stall limit or was lost: check that its "
+        "process is alive (its log lines above) and that the host is not overloaded; "
+        "--pace fast runs the same session without real-time pacing"
+    ),
+    "backend_error": (
+        "the backend refused a command or failed (the detail names why): check that the "
+        "envelope (--envelope) fits the backend's advertised limits and read its log lines above"
+    ),
+    "invalid_streak": (
+        "the policy's outputs or the observations were invalid (NaN, Inf, wrong shape) several "
+        "ticks in a row: check the policy (bundle, --amplitude ...) and the backend's sensing"
+    ),
+}
+
+
+def advice_for(fault: str | None, lockstep: bool) -> str | None:
+    """What to try after a run that ended in ``fault`` (``None`` when it completed).
+
+    Args:
+        fault: The fault reason code (``deadline_2t``, ``backend_unreachable`` ...), an operator
+            stop (``estop...``, ``SIGINT``...), or ``None``.
+        lockstep: Whether the backend was a lockstep one (the simulator, a replay).
+    """
+    if fault is None:
+        return None
+    if fault == "backend_unreachable" and lockstep:
+        return _ADVICE["backend_unreachable_lockstep"]
+    if fault in _ADVICE:
+        return _ADVICE[fault]
+    if fault.startswith(("estop", "SIG")):
+        return "an operator stop (SIGINT/SIGTERM) ended the run; stimulation was stopped"
+    return (
+        "a safety rule latched a safe stop: read the envelope_fault log line above and "
+        "docs/controller.md (The safety envelope)"
+    )
 
 
 def count_kinds(counter: Counter[str], kinds: dict[str, str], kind: str) -> dict[str, int]:

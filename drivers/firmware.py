@@ -392,7 +392,7 @@ class DeviceFirmware:
             self._set_state(
                 DeviceState.STOPPING if self.output_on else DeviceState.ARMED_IDLE, "set_stim 0"
             )
-        log.info(
+        log.debug(  # one per control tick: state changes are logged at info (device_state)
             "device_setpoint",
             seq=seq,
             amp_ua=cmd.amp_ua,

@@ -28,7 +28,7 @@ from protocol.envelope.floors import check_timing
 from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.wire import amplitude_scale, envelope_from_wire
-from protocol.errors import ConfigError, ProtocolError, SafetyError
+from protocol.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
 from protocol.limits import RefusalError, check_envelope, check_fields, check_stimulus, is_on
 from protocol.messages import (
     BackendKind,
@@ -238,15 +238,18 @@ class Backend(abc.ABC):
 
     # ------------------------------------------------------------------- internals
 
-    def _safe_stop(self, reason: str) -> None:
+    def _safe_stop(self, reason: str, requested: bool = False) -> None:
         try:
             self._on_stop(reason)
         except Exception as err:  # a failing stop hook must not hide the stop itself
             self._log.error("stop_hook_failed", reason=reason, error=repr(err))
         if self._stimulating:
-            self._log.warning("stimulation_stopped", reason=reason, was_on=True)
+            # The client asking for a stop is routine (info); any other stop of live
+            # stimulation (timeout, refusal, malformed request) is a warning.
+            log = self._log.info if requested else self._log.warning
+            log("stimulation_stopped", reason=reason, was_on=True)
         else:
-            self._log.info("safe_stop", reason=reason, was_on=False)
+            self._log.debug("safe_stop", reason=reason, was_on=False)
         self._stimulating = False
         self._stop_reason = _clip_text(reason, 200)
         if self._monitor is not None:
@@ -293,7 +296,7 @@ class Backend(abc.ABC):
         if isinstance(request, Step):
             return self._step(request)
         if isinstance(request, Stop):
-            self._safe_stop(f"client stop: {request.reason}")
+            self._safe_stop(f"client stop: {request.reason}", requested=True)
             if self._state == "running":
                 self._state = "stopped"
             return self._status()
@@ -376,9 +379,11 @@ class Backend(abc.ABC):
             raise RefusalError("envelope_rejected", str(err)) from err
         unknown = sorted(set(request.options) - set(caps.config_options))
         if unknown:
+            hints = "".join(did_you_mean(name, caps.config_options) for name in unknown)
             raise RefusalError(
                 "bad_config",
-                f"Expected options among {list(caps.config_options)}, actual unknown {unknown}",
+                f"Expected options among {list(caps.config_options)}, actual unknown "
+                f"{unknown}.{hints}",
             )
         self._envelope = envelope  # for hooks that pass the envelope on (a device's ARM)
         try:

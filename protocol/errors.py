@@ -11,6 +11,24 @@ may import it, and it imports nothing of ours.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str], limit: int = 3) -> str:
+    """A hint naming the known names closest to a misspelt ``name``, for error messages.
+
+    Args:
+        name: What arrived.
+        known: The accepted names.
+        limit: Most names suggested.
+
+    Returns:
+        ``" Did you mean a, b?"`` (with a leading space), or ``""`` when nothing is close.
+    """
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=limit)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
 
 class NeuroLoopError(Exception):
     """Root of every error raised on purpose by NeuroLoop."""

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, did_you_mean
 
 Semantics = Literal["paper", "clean"]
 StdpRule = Literal["additive", "symmetric"]
@@ -242,7 +242,11 @@ class NetworkConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ConfigError(f"Unknown NetworkConfig field(s) {unknown}; known: {sorted(known)}")
+            hints = "".join(did_you_mean(name, known) for name in unknown)
+            raise ConfigError(
+                f"Expected network parameters among {sorted(known)}, actual unknown "
+                f"{unknown}.{hints}"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

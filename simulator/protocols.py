@@ -7,11 +7,10 @@ off for good, and how long the run lasts. ``neuroloop-sim protocols`` lists them
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig, Semantics
 from simulator.stimulus import Stimulus
 
@@ -151,8 +150,7 @@ def get_protocol(name: str) -> OpenLoopProtocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, PROTOCOLS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(
-            f"Expected a protocol name from {sorted(PROTOCOLS)}, actual {name!r}.{hint}"
+            f"Expected a protocol name from {sorted(PROTOCOLS)}, actual {name!r}."
+            + did_you_mean(name, PROTOCOLS)
         ) from None

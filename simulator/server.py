@@ -48,6 +48,7 @@ from simulator.stimulus import (
     Polarity,
     Stimulus,
 )
+from simulator.warmup import CompileWatch, warm_up
 
 #: Population scale accepted by the ``n_scale`` option (1.0 = 1600 E / 400 I).
 N_SCALE_RANGE = (0.005, 4.0)
@@ -127,14 +128,8 @@ class SimulatorBackend(Backend):
         return SIM_CAPABILITIES
 
     def warm_up(self) -> float:
-        """Compile the Numba kernels on a tiny network; return the seconds it took."""
-        t0 = time.perf_counter()
-        net = self._factory(NetworkConfig(n_e=8, n_i=2))
-        net.reset(seed=0)
-        net.advance(Stimulus(100.0), CHUNK_MS)
-        elapsed = time.perf_counter() - t0
-        self._log.info("simulator_warmed_up", seconds=round(elapsed, 3))
-        return elapsed
+        """Compile every kernel a session uses (:func:`simulator.warmup.warm_up`); return s."""
+        return warm_up(self._factory)
 
     # ------------------------------------------------------------------------- hooks
 
@@ -253,7 +248,12 @@ def serve_main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if not args.no_warmup:
         backend.warm_up()
-    return run_backend(backend, args)
+    # From here on a compilation would delay a waiting controller: name it if one happens.
+    watch = CompileWatch("session").install()
+    try:
+        return run_backend(backend, args)
+    finally:
+        watch.uninstall()
 
 
 if __name__ == "__main__":

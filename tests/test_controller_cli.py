@@ -110,11 +110,11 @@ def test_bad_config_file_is_named(tmp_path, capsys):
     cfg = write(tmp_path, "[controller]\nperiod_ms = 'fast'\n")
     code, _, err = run_main(["--config", str(cfg)], capsys)
     assert code == 2
-    assert "Expected float for controller.period_ms, actual 'fast'" in err
+    assert f"{cfg}: [controller] period_ms: expected a float, actual 'fast'" in err
     cfg = write(tmp_path, "[controler]\n")
     code, _, err = run_main(["--config", str(cfg)], capsys)
     assert code == 2
-    assert "actual extra ['controler']" in err
+    assert "actual unknown ['controler']. Did you mean controller?" in err
 
 
 def test_in_process_run_records_every_tick_and_writes_the_summary(tmp_path, capsys):

@@ -107,7 +107,8 @@ def test_use_before_reset_is_a_clear_error() -> None:
         ({"delay_ms": 5.05}, "Expected delay_ms to be a whole number of dt_ms=0.1"),
         ({"tau_m_spread_ms": 12.0}, "Expected tau_m_spread_ms < tau_m_ms (10.0), actual 12.0"),
         ({"tau_ltp_ms": 0.1}, "Expected tau_ltp_ms > dt_ms=0.1 (forward Euler decays by 1 − dt/τ"),
-        ({"bogus": 1}, "Unknown NetworkConfig field(s) ['bogus']"),
+        ({"bogus": 1}, "actual unknown ['bogus']"),
+        ({"n_ee": 80}, "actual unknown ['n_ee']. Did you mean n_e"),
     ],
 )
 def test_invalid_configuration_names_field_and_value(changes: dict, message: str) -> None:

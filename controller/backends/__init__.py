@@ -38,6 +38,8 @@ class BackendRequest:
         timeout_s: Handshake deadline.
         session: A recording to serve (``replay`` without ``connect``).
         pace: The loop's pace; a served replay follows it (``realtime`` → recorded pace).
+        log_format: Log format of a local server process (the controller's own).
+        log_level: Lowest log level of a local server process (the controller's own).
     """
 
     name: str
@@ -49,6 +51,8 @@ class BackendRequest:
     timeout_s: float = 5.0
     session: str | None = None
     pace: str = "realtime"
+    log_format: str = "console"
+    log_level: str = "info"
 
 
 @dataclass

@@ -27,6 +27,10 @@ class BackendInfo:
         domain: Envelope domain the backend's stimulation units belong to.
         control_period_ms: The backend's natural control period.
         supports_fast_pace: Whether the backend may be stepped faster than real time.
+        lockstep: Whether the backend's tissue waits for the controller: model time advances
+            only inside ``step`` (a simulator, a replay), so a late step delays nobody. ``False``
+            (the safe default) for a device, whose tissue lives on in real time; see
+            ``docs/controller.md`` (Deadlines).
     """
 
     kind: str
@@ -35,6 +39,7 @@ class BackendInfo:
     domain: str
     control_period_ms: float
     supports_fast_pace: bool
+    lockstep: bool = False
 
 
 @dataclass(frozen=True)

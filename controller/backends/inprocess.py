@@ -8,7 +8,6 @@ configured envelope exactly as the server does, so a test against it is a real t
 from __future__ import annotations
 
 import math
-import time
 
 import structlog
 
@@ -19,6 +18,7 @@ from protocol.errors import BackendUnavailableError, ProtocolError, SafetyLimitE
 from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS, Network
 from simulator.stimulus import Stimulus
+from simulator.warmup import warm_up
 
 
 class InProcessSimBackend:
@@ -53,7 +53,9 @@ class InProcessSimBackend:
         self._open = True
         warm_s = self._warm_up()
         self._log.info("backend_hello", client=client_name, warm_up_s=round(warm_s, 3))
-        return BackendInfo("sim", "InProcessSimBackend", OBSERVATION_FIELDS, "model", 20.0, True)
+        return BackendInfo(
+            "sim", "InProcessSimBackend", OBSERVATION_FIELDS, "model", 20.0, True, lockstep=True
+        )
 
     def configure(self, envelope: Envelope, period_ms: float) -> str:
         """Accept a model-domain envelope."""
@@ -109,12 +111,8 @@ class InProcessSimBackend:
 
     @staticmethod
     def _warm_up() -> float:
-        """Compile the Numba kernels on a tiny network so the first real tick is on time."""
-        t0 = time.perf_counter()
-        tiny = Network(NetworkConfig(n_e=8, n_i=2))
-        tiny.reset(seed=0)
-        tiny.advance(Stimulus(100.0), 20.0)
-        return time.perf_counter() - t0
+        """Compile every kernel a session uses (announced, with progress) before the first tick."""
+        return warm_up()
 
     def _require_open(self) -> None:
         if not self._open:

@@ -21,6 +21,14 @@ from protocol.errors import BackendUnavailableError, ConfigError
 SIM_SERVER_MODULE = "simulator.server"
 #: Module run as the local replay server.
 REPLAY_SERVER_MODULE = "controller.replay_cli"
+#: Longest wait for a local server's ready line: on a fresh install the simulator compiles
+#: its kernels first (tens of seconds, minutes on a busy 2-core host), announcing each one.
+SERVER_READY_TIMEOUT_S = 600.0
+
+
+def _log_args(request: BackendRequest) -> list[str]:
+    """The controller's log format and level, for a server it starts."""
+    return ["--log-format", request.log_format, "--log-level", request.log_level]
 
 
 def _connect(request: BackendRequest, address: str) -> OpenedBackend:
@@ -49,7 +57,17 @@ def open_sim(request: BackendRequest) -> OpenedBackend:
         )
     from protocol.process import spawn_local_backend
 
-    proc = spawn_local_backend([sys.executable, "-m", SIM_SERVER_MODULE], "ipc")
+    structlog.get_logger("controller.backends").info(
+        "sim_server_starting",
+        detail="starting the simulator server; it compiles its kernels first if they are not "
+        "cached yet, and the run starts once it is ready",
+    )
+    proc = spawn_local_backend(
+        [sys.executable, "-m", SIM_SERVER_MODULE],
+        "ipc",
+        SERVER_READY_TIMEOUT_S,
+        extra_args=_log_args(request),
+    )
     structlog.get_logger("controller.backends").info(
         "sim_server_started", pid=proc.pid, address=proc.address
     )
@@ -97,6 +115,8 @@ def open_replay(request: BackendRequest) -> OpenedBackend:
     proc = spawn_local_backend(
         [sys.executable, "-m", REPLAY_SERVER_MODULE, "serve", request.session, "--pace", pace],
         "ipc",
+        SERVER_READY_TIMEOUT_S,
+        extra_args=_log_args(request),
     )
     structlog.get_logger("controller.backends").info(
         "replay_server_started", pid=proc.pid, address=proc.address, session=request.session

@@ -41,6 +41,9 @@ class ScriptedBackend:
         unreachable_from: From this step number on, ``step`` raises
             :class:`BackendUnavailableError`.
         fields: Advertised observation field names.
+        lockstep: Describe itself as a lockstep backend (kind ``loopback``: its "tissue" waits
+            for the controller, like a simulator) instead of real-time tissue (kind
+            ``serial``, like a device: the default, so the deadline rules are exercised).
     """
 
     def __init__(
@@ -50,8 +53,10 @@ class ScriptedBackend:
         observe: ObservationScript = _default_observation,
         unreachable_from: int | None = None,
         fields: tuple[str, ...] = FIELDS,
+        lockstep: bool = False,
     ) -> None:
         self.clock = clock
+        self.lockstep = lockstep
         self.latency_s = latency_s
         self.observe = observe
         self.unreachable_from = unreachable_from
@@ -65,7 +70,10 @@ class ScriptedBackend:
 
     def hello(self, client_name: str) -> BackendInfo:
         """Describe the scripted backend."""
-        return BackendInfo("loopback", "ScriptedBackend", self.fields, "model", 20.0, True)
+        kind = "loopback" if self.lockstep else "serial"
+        return BackendInfo(
+            kind, "ScriptedBackend", self.fields, "model", 20.0, True, lockstep=self.lockstep
+        )
 
     def configure(self, envelope: Envelope, period_ms: float) -> str:
         """Remember the envelope to check setpoints against."""

@@ -26,6 +26,10 @@ from protocol.schema import ParamSpec
 #: Amplitude units → (envelope domain, factor from envelope unit to backend unit).
 #: Backend kinds that may be stepped faster than real time.
 FAST_KINDS = ("sim", "loopback", "replay")
+#: Backend kinds whose tissue waits for the controller (model time advances only inside
+#: ``step``; docs/protocol.md, ``welcome.backend_kind``). Every other kind (``serial``: a device)
+#: is treated as real-time tissue, whose deadlines protect someone.
+LOCKSTEP_KINDS = ("sim", "loopback", "replay")
 
 
 class ZmqBackend:
@@ -96,6 +100,7 @@ class ZmqBackend:
             domain,
             caps.control_period_ms,
             welcome.backend_kind in FAST_KINDS,
+            welcome.backend_kind in LOCKSTEP_KINDS,
         )
 
     def configure(self, envelope: Envelope, period_ms: float) -> str:
@@ -146,6 +151,8 @@ class ZmqBackend:
 
     def stop(self, reason: str) -> None:
         """Stop stimulation; a lost backend stops by itself when the session times out."""
+        if self.client.welcome is None:
+            return  # no session was ever opened: nothing can be stimulating
         try:
             self.client.stop(reason, timeout_s=min(self.timeout_s, 0.5))
         except NeuroLoopError as err:

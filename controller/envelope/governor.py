@@ -27,6 +27,7 @@ import numpy as np
 import structlog
 
 from controller.envelope.action import ActionMap, check_action
+from controller.envelope.eventlog import FindingLog
 from controller.envelope.lease import Lease
 from controller.envelope.observation import Streak, check_observation
 from protocol.envelope.bounds import apply_bounds
@@ -99,6 +100,7 @@ class SafetyGovernor:
         # The backends' own check, run on every setpoint before it leaves (defence in depth).
         self.monitor = EnvelopeMonitor(envelope)
         self._log = structlog.get_logger("controller.envelope")
+        self._events = FindingLog(self._log)
 
     @property
     def armed(self) -> bool:
@@ -240,6 +242,7 @@ class SafetyGovernor:
     def _emit(self, out: Setpoint, findings: list[Finding], now_s: float, held: bool) -> Decision:
         for finding in findings:
             self._record(finding)
+        self._events.end_tick()
         breaches = self.monitor.breaches(out)
         if breaches:
             detail = (
@@ -257,16 +260,9 @@ class SafetyGovernor:
         self.counts[finding.reason] += 1
         self.counts_by_kind[finding.kind] += 1
         self.reason_kinds[finding.reason] = finding.kind
-        fields = {
-            "reason": finding.reason,
-            "field": finding.field,
-            "requested": finding.requested,
-            "applied": finding.applied,
-            "detail": finding.detail,
-        }
-        if finding.kind == "fault":
-            self._log.error("envelope_fault", **fields)
-        elif finding.kind in ("reject", "hold", "recovery"):
-            self._log.warning(f"envelope_{finding.kind}", **fields)
-        else:
-            self._log.info("envelope_clamp", **fields)
+        # Wrong things at once; a clamp repeated tick after tick once per episode (eventlog.py).
+        self._events.record(finding)
+
+    def flush_log(self) -> None:
+        """Log the end of every clamp episode still open (call when the run ends)."""
+        self._events.flush()

@@ -6,9 +6,10 @@ rebuilt policy through the same calls, in the same order, as
 
 * before tick 0: ``arm(0)`` and ``idle(0)``: the first command;
 * after tick ``k``'s observation, at control time ``t_next`` (``(k+1)·T`` for a fast-paced
-  run, the recorded command time plus ``T`` for a real-time run): a ``hold`` when the recorded
-  round trip of a real-time run exceeded ``T``, otherwise the observation check, the policy and
-  ``command``; that decision is tick ``k+1``'s command;
+  run or a lockstep backend, the recorded command time plus ``T`` for a real-time run against
+  a device): a ``hold`` when the recorded round trip of such a real-time run exceeded ``T``,
+  otherwise the observation check, the policy and ``command``; that decision is tick
+  ``k+1``'s command;
 * recorded ``fault`` records (operator stop, lost backend, a deadline past ``2·T``) are facts
   of the run and are applied to the governor where they occurred.
 
@@ -101,7 +102,8 @@ class Rerun:
         self.tol = tol
         self.period_ms = session.period_ms
         self.period_s = self.period_ms / 1000.0
-        self.realtime = session.pace == "realtime"
+        # The deadline rules of the loop apply to real-time runs against real-time tissue only.
+        self.realtime = session.pace == "realtime" and not session.lockstep
         self.result = RerunResult()
 
     # ----------------------------------------------------------------------- compare

@@ -102,6 +102,17 @@ class Session:
         """``realtime`` or ``fast``."""
         return str(self.config.get("pace", "realtime"))
 
+    @property
+    def lockstep(self) -> bool:
+        """Whether the backend's tissue waited for the controller (late steps only counted).
+
+        From the run's ``backend`` record (``False`` for recordings made before it existed,
+        which ran under the device deadline rules whatever the backend).
+        """
+        for record in self.records_of("backend"):
+            return bool(record.payload.get("lockstep", False))
+        return False
+
     def records_of(self, kind: str) -> list[Record]:
         """Every record of ``kind``, in order."""
         return [r for r in self.records if r.kind == kind]

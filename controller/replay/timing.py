@@ -82,7 +82,9 @@ class TimingReport:
 def timing_report(session: Session) -> TimingReport:
     """Compute the timing report of ``session``."""
     period_ms = session.period_ms
-    realtime = session.pace == "realtime"
+    # A lockstep run's command times are control times k·T (no wall-clock jitter to report)
+    # and its late windows were counted, not deadline misses.
+    realtime = session.pace == "realtime" and not session.lockstep
     latency: list[float] = []
     step: list[float] = []
     overhead: list[float] = []
