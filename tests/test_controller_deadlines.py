@@ -16,9 +16,7 @@ from controller.backends.zmq import ZmqBackend
 from controller.cli import _recorder, make_summary
 from controller.clock import ManualClock
 from controller.config import RunConfig
-from controller.envelope.config import load_envelope
 from controller.envelope.governor import SafetyGovernor
-from controller.envelope.setpoint import Setpoint
 from controller.loop import ControlLoop, LoopSettings, RunResult
 from controller.policies.builtin import ConstantPolicy
 from controller.policies.factory import build_policy
@@ -26,6 +24,8 @@ from controller.replay.session import load_session
 from controller.replay.timing import timing_report
 from controller.replay.verify import verify_session
 from controller.summary import advice_for, format_table
+from protocol.envelope.config import load_envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.loopback import LoopbackBackend
 from protocol.schema import Capabilities, ParamSpec
 from protocol.server import BackendServer

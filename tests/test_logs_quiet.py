@@ -12,9 +12,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from controller.cli import main
-from controller.envelope.config import load_envelope
 from controller.envelope.governor import SafetyGovernor
-from controller.envelope.setpoint import Setpoint
 from drivers.device_caps import FirmwareConfig
 from drivers.envelope import Envelope as DeviceEnvelope
 from drivers.firmware import DeviceFirmware
@@ -22,6 +20,8 @@ from drivers.framing import Frame
 from drivers.messages import Arm, SetStim, WireMessage
 from drivers.messages import Hello as DeviceHello
 from protocol.codec import pack, unpack_reply
+from protocol.envelope.config import load_envelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.logs import configure_logging
 from protocol.loopback import LOOPBACK_CAPABILITIES, LoopbackBackend
 from protocol.messages import Configure, Hello, Reset, Step, Stop, Welcome

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from controller.envelope.setpoint import Finding
+from protocol.envelope.setpoint import Finding
 
 #: Significant digits of the numbers in log lines.
 LOG_DIGITS = 6

@@ -233,7 +233,7 @@ def _number(where: str, value: Any) -> float:
     except OverflowError:
         raise ConfigError(
             f"Expected a finite number for {where}, actual an integer of "
-            f"{value.bit_length()} bits (too large for a float)"
+            f"{int(value).bit_length()} bits (too large for a float)"
         ) from None
     if not math.isfinite(out):
         raise ConfigError(f"Expected a finite number for {where}, actual {value!r}")
