@@ -451,4 +451,4 @@ def test_off_request_stays_off_whatever_the_minimum():
     assert below.setpoint.amplitude == 0.0
     assert [f.reason for f in below.findings] == ["amplitude_below_zero"]
     low = gov.command(Setpoint(5.0, 83.0, 1000.0), 51 * T)
-    assert [f.reason for f in low.findings][0] == "amplitude_below_min"
+    assert "amplitude_below_min" in {f.reason for f in low.findings}
