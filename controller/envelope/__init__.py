@@ -1,6 +1,9 @@
-"""The safety envelope: validated limits (``config``), one small module per rule, and the governor.
+"""The controller's side of the safety envelope: the governor and the policy-facing rules.
 
-Nothing reaches a backend without passing :class:`SafetyGovernor`.
+The envelope itself (fields, caps, floors, one module per rule, the backends' check) is
+defined once in :mod:`protocol.envelope`; the governor shapes every request with those rules
+(plus the action map, the lease and the invalid-input streak kept here). Nothing reaches a
+backend without passing :class:`SafetyGovernor`.
 """
 
 from controller.envelope.action import ActionMap
