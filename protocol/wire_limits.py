@@ -65,15 +65,15 @@ _FIXED: Final[dict[int, int]] = {
 }  # fmt: skip
 # Variable-length payloads: type byte → (length-field reader, its size, kind, limit).
 _SIZED: Final[dict[int, tuple[Any, int, str, int]]] = {
-    0xD9: (_U8, 1, "str", MAX_STR_BYTES),
-    0xDA: (_U16, 2, "str", MAX_STR_BYTES),
-    0xDB: (_U32, 4, "str", MAX_STR_BYTES),
-    0xC4: (_U8, 1, "bin", MAX_BIN_BYTES),
-    0xC5: (_U16, 2, "bin", MAX_BIN_BYTES),
-    0xC6: (_U32, 4, "bin", MAX_BIN_BYTES),
-    0xC7: (_U8, 1, "ext", MAX_EXT_BYTES),
-    0xC8: (_U16, 2, "ext", MAX_EXT_BYTES),
-    0xC9: (_U32, 4, "ext", MAX_EXT_BYTES),
+    0xD9: (_U8, 1, "a str", MAX_STR_BYTES),
+    0xDA: (_U16, 2, "a str", MAX_STR_BYTES),
+    0xDB: (_U32, 4, "a str", MAX_STR_BYTES),
+    0xC4: (_U8, 1, "a bin", MAX_BIN_BYTES),
+    0xC5: (_U16, 2, "a bin", MAX_BIN_BYTES),
+    0xC6: (_U32, 4, "a bin", MAX_BIN_BYTES),
+    0xC7: (_U8, 1, "an ext", MAX_EXT_BYTES),
+    0xC8: (_U16, 2, "an ext", MAX_EXT_BYTES),
+    0xC9: (_U32, 4, "an ext", MAX_EXT_BYTES),
 }
 _EXT_TYPE_BYTE = frozenset({0xC7, 0xC8, 0xC9})
 # Containers with a length field: type byte → (length-field reader, its size, is_map).
@@ -145,7 +145,7 @@ def check_structure(data: bytes | bytearray | memoryview) -> int:
                     read, width, name, limit = sized
                     (length,) = read(view, pos)
                     if length > limit:
-                        raise _refuse(f"a {name} of {length} bytes (limit {limit})", start)
+                        raise _refuse(f"{name} of {length} bytes (limit {limit})", start)
                     pos += width + length + (1 if kind in _EXT_TYPE_BYTE else 0)
                     continue
                 container = _CONTAINERS.get(kind)
