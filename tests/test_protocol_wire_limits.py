@@ -69,7 +69,9 @@ def _nested(depth: int) -> object:
     ],
     ids=["message map", "array", "nested map", "str bytes", "ext bytes"],
 )
-def test_each_container_and_string_limit_is_refused(extra: dict[str, object], text: str, pad: bool) -> None:
+def test_each_container_and_string_limit_is_refused(
+    extra: dict[str, object], text: str, pad: bool
+) -> None:
     if pad:
         extra = {**extra, "pad": PAD}
     error = _refused(_heartbeat(**extra))
