@@ -31,6 +31,8 @@ REPLY_SEND_TIMEOUT_MS = 200
 #: Largest incoming frame (bytes): a larger one closes the sender's connection (ZMQ_MAXMSGSIZE).
 #: Above the 64 MiB body limit, so a body just over it still gets its ``bad_message`` reply.
 MAX_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES
+#: While dropping a multipart message, the session timeout is checked every this many frames.
+_DRAIN_CHECK_FRAMES = 1024
 
 
 class BackendServer:
@@ -150,6 +152,13 @@ class BackendServer:
                         sock.recv()
                         count += 1
                         more = bool(sock.get(zmq.RCVMORE))
+                        if count % _DRAIN_CHECK_FRAMES == 0:
+                            # A message may hold millions of frames (libzmq bounds the size
+                            # of each, not their number): the session timeout is still
+                            # checked while they are drained.
+                            backend.served(peer, started_s)
+                            started_s = backend.now_s()
+                            backend.check_timeout()
                 else:
                     body = frame.bytes
             if body is None:

@@ -216,3 +216,67 @@ def test_a_silent_controller_still_times_out_while_another_peer_keeps_the_server
     finally:
         monitor.close(0)
         ctx.term()
+
+
+class TickingClock:
+    """A monotonic clock that moves ``tick_s`` forward at every reading."""
+
+    def __init__(self) -> None:
+        self.now_s = 100.0
+        self.tick_s = 0.0
+
+    def __call__(self) -> float:
+        self.now_s += self.tick_s
+        return self.now_s
+
+
+def _serve_until_reply(server: BackendServer, sock: zmq.Socket[bytes], data: bytes) -> Reply:
+    sock.send(data)
+    deadline = time.monotonic() + 30.0
+    while not sock.poll(0, zmq.POLLIN):
+        assert time.monotonic() < deadline, "no reply within 30 s"
+        server.serve_once(0.05)
+    return unpack_reply(sock.recv())[1]
+
+
+def test_a_message_of_many_frames_cannot_hold_off_the_timeout_of_a_silent_controller() -> None:
+    """libzmq bounds each frame's size, not the number of frames of one message.
+
+    While the server drops a 10 000-frame message of another peer, the controller is silent
+    and the clock runs (0.1 s per reading): the session must end during the drain, not after.
+    """
+    from structlog.testing import capture_logs
+
+    from protocol.messages import Configure, Hello, Reset, Welcome
+
+    clock = TickingClock()
+    backend = LoopbackBackend(session_timeout_s=1.0, clock=clock)
+    with BackendServer(backend, "tcp://127.0.0.1:*") as server:
+        ctx, controller = _dealer(server.endpoint)
+        attacker = ctx.socket(zmq.DEALER)
+        attacker.setsockopt(zmq.LINGER, 0)
+        attacker.connect(server.endpoint)
+        try:
+            welcome = _serve_until_reply(server, controller, pack(1, Hello("pytest")))
+            assert isinstance(welcome, Welcome)
+            session = welcome.session_id
+            _serve_until_reply(server, controller, pack(2, Configure(session, 20.0, ENVELOPE)))
+            _serve_until_reply(server, controller, pack(3, Reset(session, 1)))
+            assert backend.state == "running"
+            attacker.send_multipart([b""] * 10_000)
+            assert attacker.poll(0, zmq.POLLOUT)
+            clock.tick_s = 0.1
+            with capture_logs() as logs:
+                deadline = time.monotonic() + 30.0
+                while not any(e["event"] == "frame_dropped" for e in logs):
+                    assert time.monotonic() < deadline
+                    server.serve_once(0.05)
+            events = [e["event"] for e in logs]
+            assert "session_timeout" in events
+            assert events.index("session_timeout") < events.index("frame_dropped")
+            assert backend.state == "idle"
+            assert not backend.stimulating
+        finally:
+            attacker.close(0)
+            controller.close(0)
+            ctx.term()
