@@ -107,7 +107,7 @@ def check_structure(data: bytes | bytearray | memoryview) -> int:
         ProtocolError: ``bad_message`` naming the limit and the byte offset, for a body
             that breaks a limit, is truncated, or has bytes after its one object.
     """
-    view = memoryview(data)
+    view = memoryview(data).cast("B")
     end = len(view)
     pos = 0
     objects = 0
