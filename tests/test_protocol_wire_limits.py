@@ -289,3 +289,26 @@ def test_protocol_error_messages_are_clipped() -> None:
     error = ProtocolError("y" * 1_000_000)
     assert len(str(error)) <= MAX_ERROR_CHARS
     assert str(error).endswith("more characters cut]")
+
+
+def test_unknown_keys_are_listed_up_to_eight_each_shortened() -> None:
+    extra: dict[str, object] = {f"unknown_{i:02d}": None for i in range(19)}
+    extra["z" * 5000] = None
+    error = _refused(_heartbeat(**extra))
+    text = str(error)
+    assert "'unknown_00', 'unknown_01'" in text
+    assert "'unknown_07', ... and 12 more]" in text
+    assert "zzzz" not in text  # sorted after the first eight, and never copied whole
+    assert len(text) < 600
+
+
+def test_unknown_keys_of_mixed_types_in_a_nested_map_are_named() -> None:
+    envelope = Envelope.build([ParamSpec("a_mv", "mV", "amplitude", 0.0, 1.0)])
+    body = to_wire(2, Configure(SESSION, 20.0, envelope))
+    body["envelope"]["limits"][0][7] = 1  # type: ignore[index]
+    body["envelope"]["limits"][0]["x"] = 1  # type: ignore[index]
+    with pytest.raises(ProtocolError) as info:
+        unpack(msgpack.packb(body, use_bin_type=True))
+    assert info.value.code == "bad_message"
+    assert "unknown ['x', 7]" in str(info.value)
+    assert info.value.request_id == 2
