@@ -33,9 +33,22 @@ def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> 
     return ranked[:limit]
 
 
+def best_max_abs_z(history: Sequence[Evaluation]) -> float | None:
+    """The smallest max|z| of any evaluation (``None`` before the first).
+
+    A set reproduces the measurements when its max|z| is at most ``k``, so this is how close
+    the fit has come to acceptance. The progress bar, the ``fit_done`` log line, the closing
+    line of ``neuroloop-fit`` and the first of ``best_candidates`` all report this one number.
+    """
+    return min((e.max_abs_z for e in history), default=None)
+
+
 def best_candidates(history: Sequence[Evaluation], count: int = 5) -> list[Evaluation]:
-    """The ``count`` lowest-scoring evaluations (whether or not they reproduce)."""
-    return sorted(history, key=lambda e: e.score)[:count]
+    """The ``count`` evaluations closest to reproducing, whether or not they do.
+
+    Ordered by max|z| (the acceptance criterion, see :func:`best_max_abs_z`), ties by score.
+    """
+    return sorted(history, key=lambda e: (e.max_abs_z, e.score))[:count]
 
 
 def spread_summary(
