@@ -198,3 +198,19 @@ def test_training_curves_from_a_monitor_file(tmp_path: Path) -> None:
     assert path is not None
     assert path.read_bytes()[:8] == PNG
     assert training_curves([tmp_path / "empty"], tmp_path / "none.png") is None
+
+
+@pytest.mark.parametrize(
+    "name", ["sim_ftsts_fast", "device_constant_realtime", "replay_overrun_fault"]
+)
+def test_replay_report_writes_every_figure(name: str, tmp_path: Path) -> None:
+    from controller.replay.figures import write_figures
+    from controller.replay.session import load_session
+
+    session = load_session(Path(__file__).parent / "data" / "replay" / f"{name}.nlrec")
+    paths = write_figures(session, tmp_path)
+    assert [p.name for p in paths] == [
+        "stimulation.png", "observations.png", "envelope.png", "timing.png",
+    ]  # fmt: skip
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG
