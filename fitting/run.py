@@ -257,7 +257,8 @@ def _fit_with_pool(
     if config.plot and candidates:
         shown = solutions[:3] or candidates[:1]
         traces = [pool.traces(s.params) for s in shown]
-        labels = [f"#{i + 1} max|z|={s.max_abs_z:.2f}" for i, s in enumerate(shown)]
+        kind = "solution" if solutions else "closest set, not a solution"
+        labels = [f"#{i + 1} {kind}, max|z| = {s.max_abs_z:.3g}" for i, s in enumerate(shown)]
         plot_traces(
             config.out_dir / "best_traces.png",
             traces,
@@ -265,6 +266,8 @@ def _fit_with_pool(
             shown[0],
             config.measurements,
             config.k,
+            title=f"{model.target} fitted by {config.method}: {len(solutions)} solution(s) with "
+            f"every |z| ≤ {config.k:g} in {engine.used} simulations",
         )
     log.info(
         "fit_done",
