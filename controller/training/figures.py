@@ -99,7 +99,7 @@ def training_curves(run_dirs: Sequence[Path], out: Path) -> Path | None:
     ep = np.arange(1, mon["r"].size + 1)
     for ax, key, label in (
         (axes[0, 0], "r", "episode reward"),
-        (axes[0, 1], "r_tail", "tail R (5 s after stimulation)"),
+        (axes[0, 1], "r_tail", "tail R (mean, 5 s tail)"),
         (axes[1, 0], "total_charge_mv_ms", "charge per episode (mV·ms)"),
     ):
         ax.plot(ep, mon[key], ".", ms=2, alpha=0.3, color="tab:blue", label="one episode")
@@ -113,11 +113,15 @@ def training_curves(run_dirs: Sequence[Path], out: Path) -> Path | None:
     for tag, (steps, values) in losses.items():
         ax.plot(steps, values, lw=1, label=tag.split("/")[1])
     ax.set_xlabel("agent steps")
-    ax.set_ylabel("training loss (symmetric log, linear within ±0.01)")
-    ax.set_yscale("symlog", linthresh=1e-2)
     if losses:
+        ax.set_ylabel("training loss (symmetric log, linear within ±0.01)")
+        ax.set_yscale("symlog", linthresh=1e-2)
         ax.legend(fontsize=8)
-    fig.suptitle("Training (runs in order: " + ", ".join(Path(r).name for r in run_dirs) + ")")
+    else:
+        ax.set_ylabel("training loss")
+        ax.text(0.5, 0.5, "no TensorBoard loss scalars in the run directories",
+                transform=ax.transAxes, ha="center", fontsize=8)  # fmt: skip
+    fig.suptitle("Training progress, runs in order: " + ", ".join(Path(r).name for r in run_dirs))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
