@@ -1,6 +1,6 @@
 """The user documents hold together: every link resolves, every cited result file exists.
 
-Covers README.md and every Markdown file under docs/ (the developer notes in docs/dev/ too):
+Covers README.md, CHANGELOG.md and every Markdown file under docs/ (docs/dev/ included):
 
 * every relative Markdown link ``[text](path#anchor)`` points at a file or directory that exists,
   and its ``#anchor``, if any, at a heading of the target Markdown file;
