@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pace",
         choices=["realtime", "fast"],
-        help="realtime (default) or fast (simulator only: no sleeping)",
+        help="realtime (default): one tick per period of wall-clock time (a replay answers "
+        "at the recorded pace); fast: no sleeping, each tick as soon as the backend answers "
+        "(simulator and replay; not serial, whose tissue does not wait)",
     )
     p.add_argument(
         "--connect",

@@ -172,7 +172,9 @@ def format_table(summary: Summary) -> str:
     ):
         text = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
         rows.append((title, text))
-    rows.append(("charge delivered", f"{s.charge_delivered:.6g} {s.charge_unit}"))
+    # A replay delivers nothing: its charge is what this run's setpoints commanded.
+    charge_label = "charge commanded" if s.backend.startswith("replay") else "charge delivered"
+    rows.append((charge_label, f"{s.charge_delivered:.6g} {s.charge_unit}"))
     for phase in ("before", "during", "after"):
         part = s.synchrony.get(phase, {})
         mean_r = part.get("mean_r")

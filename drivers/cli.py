@@ -45,6 +45,23 @@ controller must configure again (which re-arms), or the service must be restarte
 
 {EPILOG}"""
 
+_EPILOG = """\
+examples:
+  neuroloop-device-emulator --n-e 160 --n-i 40        # a software device; prints e.g. /dev/pts/5
+  neuroloop-driver probe --port /dev/pts/5            # its capabilities and first STATUS, as JSON
+  neuroloop-driver serve --port /dev/pts/5 --bind tcp://127.0.0.1:5600
+  neuroloop-controller --backend serial --connect tcp://127.0.0.1:5600 --policy constant \\
+      --amplitude 1.0 --frequency-hz 130 --pulse-width-us 90
+
+'neuroloop-driver COMMAND --help' describes each command's options.
+"""
+
+_PROBE_EPILOG = """\
+examples:
+  neuroloop-driver probe --port /dev/ttyACM0
+  neuroloop-driver probe --port socket://127.0.0.1:5560 --log-level info
+"""
+
 
 def _add_port_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", required=True, metavar="URL", help=_PORT_HELP)
@@ -71,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neuroloop-driver",
         description="Drive a NeuroLoop serial stimulator (device protocol v1, "
         "docs/device-protocol.md).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser(
@@ -97,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="handshake with a stimulator and print its capabilities as JSON",
         description="Run HELLO → CAPS, wait for one STATUS and print both as JSON. Nothing is "
         "armed and no current is delivered.",
+        epilog=_PROBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_port_arguments(probe)
     probe.add_argument("--log-format", choices=("console", "json"), default="console")

@@ -39,6 +39,7 @@ from drivers.messages import (
     SetStim,
     Status,
     Stop,
+    StopReason,
     WireMessage,
     decode_message,
     fault_names,
@@ -409,7 +410,8 @@ class DeviceFirmware:
         self._ramp_down_ua_per_s = rate_ua_per_s
 
     def _stop(self, reason: int) -> None:
-        log.info("device_stop", reason=reason, amp_ua=self.amp_ua)
+        names = {r.value: r.name.lower() for r in StopReason}
+        log.info("device_stop", reason=names.get(reason, f"unknown ({reason})"), amp_ua=self.amp_ua)
         if self.state in _ARMED_STATES and self.envelope is not None:
             self._ramp_down(float(self.envelope.ramp_down_ua_per_s))
             self.lease_until_s = None

@@ -274,14 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"neuroloop-fit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not result.solutions:
-        best = (
-            result.document["best_candidates"][0]["max_abs_z"]
-            if result.document["best_candidates"]
-            else None
-        )
+        best = result.document["run"].get("best_max_abs_z")
+        shown = "none evaluated" if best is None else f"{best:.3g}"
         print(
             f"neuroloop-fit: no parameter set reproduced every target within k={args.k} in "
-            f"{result.simulations} simulations (best max|z| = {best}); "
+            f"{result.simulations} simulations (best max|z| = {shown}); "
             f"see {args.out}/solutions.json",
             file=sys.stderr,
         )

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from fitting.objective import Evaluation
 from fitting.parameters import FloatArray, ParameterSpace
+from fitting.report import best_max_abs_z
 from protocol.errors import ConfigError, FittingError
 
 log = structlog.get_logger()
@@ -196,15 +197,15 @@ class Engine:
         done = [r for r in results if r is not None]
         self.used += len(done)
         self._bar.update(len(done))
-        best = min((e.max_abs_z for _, e in self.history), default=float("inf"))
         for u, evaluation in zip(clipped, done, strict=True):
             self.history.append((u, evaluation))
-            best = min(best, evaluation.max_abs_z)
             if evaluation.reproduces(self.k):
                 self.solutions += 1
                 if self.first_fit_at is None:
                     self.first_fit_at = len(self.history)
-        self._bar.set_postfix(best_max_z=f"{best:.3g}")
+        best = best_max_abs_z([e for _, e in self.history])
+        if best is not None:
+            self._bar.set_postfix_str(f"best max|z| = {best:.3g}")
         return done
 
     def close(self) -> None:

@@ -33,9 +33,22 @@ def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> 
     return ranked[:limit]
 
 
+def best_max_abs_z(history: Sequence[Evaluation]) -> float | None:
+    """The smallest max|z| of any evaluation (``None`` before the first).
+
+    A set reproduces the measurements when its max|z| is at most ``k``, so this is how close
+    the fit has come to acceptance. The progress bar, the ``fit_done`` log line, the closing
+    line of ``neuroloop-fit`` and the first of ``best_candidates`` all report this one number.
+    """
+    return min((e.max_abs_z for e in history), default=None)
+
+
 def best_candidates(history: Sequence[Evaluation], count: int = 5) -> list[Evaluation]:
-    """The ``count`` lowest-scoring evaluations (whether or not they reproduce)."""
-    return sorted(history, key=lambda e: e.score)[:count]
+    """The ``count`` evaluations closest to reproducing, whether or not they do.
+
+    Ordered by max|z| (the acceptance criterion, see :func:`best_max_abs_z`), ties by score.
+    """
+    return sorted(history, key=lambda e: (e.max_abs_z, e.score))[:count]
 
 
 def spread_summary(
@@ -124,6 +137,7 @@ def plot_traces(
     best: Evaluation,
     measurements: MeasurementSet,
     k: float,
+    title: str | None = None,
 ) -> None:
     """One panel per protocol with the best traces, and a panel of the best set's z-scores.
 
@@ -134,6 +148,7 @@ def plot_traces(
         best: The best evaluation (its z-scores are drawn against the ±k band).
         measurements: For the protocol descriptions and target order.
         k: Acceptance threshold.
+        title: Figure title (what was fitted, how many simulations).
     """
     import matplotlib
 
@@ -146,8 +161,13 @@ def plot_traces(
         for trace_set, label in zip(traces, labels, strict=True):
             t_ms, v_mv = trace_set[proto.name]
             axis.plot(t_ms, v_mv, lw=0.8, label=label)
-        axis.axvspan(proto.delay_ms, proto.stim_end_ms, color="0.9", zorder=0)
-        axis.set_title(f"{proto.name}: {proto.amplitude_na:+g} nA at {proto.location}")
+        axis.axvspan(proto.delay_ms, proto.stim_end_ms, color="0.9", zorder=0,
+                     label=f"current step {proto.amplitude_na:+g} nA")  # fmt: skip
+        axis.set_title(
+            f"protocol {proto.name}: {proto.amplitude_na:+g} nA step at {proto.location}, "
+            f"{proto.delay_ms:g}–{proto.stim_end_ms:g} ms",
+            fontsize=10,
+        )
         axis.set_xlabel("time (ms)")
         axis.set_ylabel("V (mV)")
         axis.legend(fontsize=7, loc="upper right")
@@ -157,9 +177,15 @@ def plot_traces(
     bottom.axhspan(-k, k, color="tab:green", alpha=0.15, label=f"|z| ≤ {k:g}")
     bottom.bar(range(len(keys)), z, color=["tab:blue" if abs(v) <= k else "tab:red" for v in z])
     bottom.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)
-    bottom.set_ylabel("z of best (clipped ±10)")
-    bottom.set_title("best parameter set against the targets")
-    bottom.legend(fontsize=7)
+    bottom.axhline(0.0, color="0.5", lw=0.6)
+    bottom.set_ylabel("z = (feature − target mean) / SD\n(clipped to ±10)", fontsize=8)
+    bottom.set_title(
+        f"z-scores of the first set drawn above (red: outside the accepted |z| ≤ {k:g})",
+        fontsize=10,
+    )
+    bottom.legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

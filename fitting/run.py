@@ -23,7 +23,13 @@ from fitting.objective import Evaluation, rescore
 from fitting.parameters import ParameterSpace, ParameterSpec
 from fitting.pool import WorkerPool
 from fitting.reference import TRUE_PARAMETERS
-from fitting.report import best_candidates, plot_traces, rank_solutions, write_results
+from fitting.report import (
+    best_candidates,
+    best_max_abs_z,
+    plot_traces,
+    rank_solutions,
+    write_results,
+)
 from protocol.errors import ConfigError
 
 log = structlog.get_logger()
@@ -123,6 +129,11 @@ class FitResult:
     training_wall_s: float
     wall_s: float
     document: dict[str, Any]
+
+
+def _round(value: float | None) -> float | None:
+    """``value`` to 3 significant digits, as the progress bar shows it."""
+    return None if value is None else float(f"{value:.3g}")
 
 
 def _versions() -> dict[str, str]:
@@ -237,6 +248,7 @@ def _fit_with_pool(
         "timeouts": pool.timeouts,
         "wall_s": wall_s,
         "solutions_found": len(solutions),
+        "best_max_abs_z": best_max_abs_z(history),
         "versions": _versions(),
     }
     document = write_results(
@@ -245,7 +257,8 @@ def _fit_with_pool(
     if config.plot and candidates:
         shown = solutions[:3] or candidates[:1]
         traces = [pool.traces(s.params) for s in shown]
-        labels = [f"#{i + 1} max|z|={s.max_abs_z:.2f}" for i, s in enumerate(shown)]
+        kind = "solution" if solutions else "closest set, not a solution"
+        labels = [f"#{i + 1} {kind}, max|z| = {s.max_abs_z:.3g}" for i, s in enumerate(shown)]
         plot_traces(
             config.out_dir / "best_traces.png",
             traces,
@@ -253,13 +266,15 @@ def _fit_with_pool(
             shown[0],
             config.measurements,
             config.k,
+            title=f"{model.target} fitted by {config.method}: {len(solutions)} solution(s) with "
+            f"every |z| ≤ {config.k:g} in {engine.used} simulations",
         )
     log.info(
         "fit_done",
         method=config.method,
         simulations=engine.used,
         solutions=len(solutions),
-        best_max_abs_z=round(candidates[0].max_abs_z, 3) if candidates else None,
+        best_max_abs_z=_round(best_max_abs_z(history)),
         wall_s=round(wall_s, 1),
     )
     return FitResult(

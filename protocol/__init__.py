@@ -2,8 +2,10 @@
 
 The normative description is ``docs/protocol.md``. Modules, bottom up:
 
+* :mod:`protocol.clip`: bounded text for error messages and log fields built from input.
 * :mod:`protocol.errors`, :mod:`protocol.logs`: the exception hierarchy and logging setup.
 * :mod:`protocol.schema`, :mod:`protocol.messages`: typed, self-validating message classes.
+* :mod:`protocol.wire_limits`: what decoding one body may cost (size, entries, depth, objects).
 * :mod:`protocol.codec`: pure ``pack``/``unpack`` between messages and msgpack bytes.
 * :mod:`protocol.backend`: the base class every backend subclasses (session state machine,
   limit enforcement, safe stop); :mod:`protocol.server` serves one on a ROUTER socket.

@@ -22,7 +22,8 @@ from typing import ClassVar
 import structlog
 
 from protocol._validate import ConfigValue
-from protocol.codec import pack, peek_request_id, unpack_request
+from protocol.clip import MAX_LOG_CHARS, clip_text
+from protocol.codec import pack, unpack_request
 from protocol.envelope.config import Envelope
 from protocol.envelope.floors import check_timing
 from protocol.envelope.monitor import EnvelopeMonitor
@@ -67,15 +68,24 @@ class StepResult:
     spikes: SpikeWindow | None = None
 
 
-def _clip_text(text: str, limit: int = 1900) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+#: Longest ``message`` of an error reply (characters; the wire allows 2000).
+_MAX_REPLY_MESSAGE_CHARS = 1900
+#: Longest ``stop_reason`` (characters; the wire allows 200).
+_MAX_STOP_REASON_CHARS = 200
 
 
 class Backend(abc.ABC):
     """A protocol backend (simulator, serial stimulator, replay, loopback).
 
+    A session's silence is measured from its own traffic: the time since the later of its
+    last request's arrival and its reply, minus the time the server spent serving other
+    connections meanwhile (reported through :meth:`served`), of which at most
+    ``session_timeout_s`` is discounted. Another peer keeping the server busy therefore cannot
+    end the session, and a session whose controller fell silent still ends within
+    ``2 * session_timeout_s`` whatever other peers send (docs/protocol.md §7.2).
+
     Args:
-        session_timeout_s: A session with no request for this long ends and stimulation stops.
+        session_timeout_s: A session silent for this long ends and stimulation stops.
         clock: Monotonic clock in seconds (injectable for tests).
     """
 
@@ -97,6 +107,7 @@ class Backend(abc.ABC):
         self._peer: bytes | None = None
         self._client_name = ""
         self._last_seen_s = 0.0
+        self._excused_s = 0.0
         self._ended_sessions: dict[str, str] = {}
         self._limits: dict[str, ParamSpec] = {}
         self._envelope_hash = ""
@@ -164,8 +175,33 @@ class Backend(abc.ABC):
         """Whether a non-off stimulus is in force."""
         return self._stimulating
 
+    def now_s(self) -> float:
+        """The backend's monotonic clock (seconds), for :meth:`served`."""
+        return self._clock()
+
+    def served(self, peer: bytes, started_s: float) -> None:
+        """Record that the server was busy with one message of ``peer`` since ``started_s``.
+
+        The server calls it after answering (or dropping) each message, with the
+        :meth:`now_s` read when the message was received. Time spent on a connection other
+        than the controlling one does not count as the session's silence, up to
+        ``session_timeout_s`` in all between two messages of the session.
+
+        Args:
+            peer: Transport identity of the sender.
+            started_s: :meth:`now_s` when the server took the message.
+        """
+        if self._session_id is None or peer == self._peer:
+            return
+        busy_s = self._clock() - started_s
+        if busy_s > 0.0:
+            self._excused_s = min(self.session_timeout_s, self._excused_s + busy_s)
+
     def handle(self, peer: bytes, data: bytes) -> bytes:
         """Answer one request.
+
+        Decoding is bounded by :mod:`protocol.wire_limits`, and every error message and log
+        field is clipped, so no request costs more than a bounded amount of time and text.
 
         Args:
             peer: Transport identity of the sender (the ROUTER routing id).
@@ -183,9 +219,19 @@ class Backend(abc.ABC):
                 self._safe_stop(f"malformed request from the controlling client: {err}")
                 self._state = "stopped"
                 stopped = True
-            self._log.warning("request_rejected", code=err.code, reason=str(err), stopped=stopped)
-            reply: Reply = ErrorReply(err.code, _clip_text(str(err)), stopped)
-            return pack(peek_request_id(data), reply)
+            if self._session_id is not None and peer == self._peer:
+                self._seen()  # a malformed request is still a sign of life of its client
+            reason = str(err)
+            self._log.warning(
+                "request_rejected",
+                code=err.code,
+                reason=clip_text(reason, MAX_LOG_CHARS),
+                stopped=stopped,
+                bytes=len(data),
+            )
+            message = clip_text(reason, _MAX_REPLY_MESSAGE_CHARS)
+            reply: Reply = ErrorReply(err.code, message, stopped)
+            return pack(err.request_id or 0, reply)
         return pack(request_id, self.handle_request(peer, request))
 
     def handle_request(self, peer: bytes, request: Request) -> Reply:
@@ -198,7 +244,7 @@ class Backend(abc.ABC):
             # The session's silence is measured from the last reply too, so time the backend
             # spends working (a long simulation window) never counts against its client.
             if self._session_id is not None and peer == self._peer:
-                self._last_seen_s = self._clock()
+                self._seen()
 
     def _refuse(self, request: Request, refusal: RefusalError) -> ErrorReply:
         stopped = False
@@ -210,22 +256,39 @@ class Backend(abc.ABC):
             "request_rejected",
             request=request.TYPE,
             code=refusal.code,
-            reason=str(refusal),
+            reason=clip_text(str(refusal), MAX_LOG_CHARS),
             stopped=stopped,
         )
-        return ErrorReply(refusal.code, _clip_text(str(refusal)), stopped)
+        return ErrorReply(
+            refusal.code, clip_text(str(refusal), _MAX_REPLY_MESSAGE_CHARS), stopped
+        )
 
     def check_timeout(self) -> None:
-        """End the session (and stop stimulation) if its client went silent too long."""
+        """End the session (and stop stimulation) if its client went silent too long.
+
+        Silence is the time since the session's last request or reply, minus the time spent
+        serving other connections meanwhile (see :meth:`served`).
+        """
         if self._session_id is None:
             return
-        silent_s = self._clock() - self._last_seen_s
+        elapsed_s = self._clock() - self._last_seen_s
+        silent_s = elapsed_s - self._excused_s
         if silent_s > self.session_timeout_s:
             reason = (
                 f"session timed out: no request for {silent_s:.3f} s "
-                f"(limit {self.session_timeout_s:.3f} s)"
+                f"(limit {self.session_timeout_s:.3f} s"
+                + (
+                    f"; {self._excused_s:.3f} s spent serving other connections not counted)"
+                    if self._excused_s > 0.0
+                    else ")"
+                )
             )
-            self._log.warning("session_timeout", session_id=self._session_id, silent_s=silent_s)
+            self._log.warning(
+                "session_timeout",
+                session_id=self._session_id,
+                silent_s=silent_s,
+                excused_s=self._excused_s,
+            )
             self._end_session(reason)
 
     def close(self) -> None:
@@ -238,20 +301,30 @@ class Backend(abc.ABC):
 
     # ------------------------------------------------------------------- internals
 
+    def _seen(self) -> None:
+        """The controlling client was heard from now: its silence starts again."""
+        self._last_seen_s = self._clock()
+        self._excused_s = 0.0
+
     def _safe_stop(self, reason: str, requested: bool = False) -> None:
         try:
             self._on_stop(reason)
         except Exception as err:  # a failing stop hook must not hide the stop itself
-            self._log.error("stop_hook_failed", reason=reason, error=repr(err))
+            self._log.error(
+                "stop_hook_failed",
+                reason=clip_text(reason, MAX_LOG_CHARS),
+                error=clip_text(repr(err), MAX_LOG_CHARS),
+            )
+        logged = clip_text(reason, MAX_LOG_CHARS)
         if self._stimulating:
             # The client asking for a stop is routine (info); any other stop of live
             # stimulation (timeout, refusal, malformed request) is a warning.
             log = self._log.info if requested else self._log.warning
-            log("stimulation_stopped", reason=reason, was_on=True)
+            log("stimulation_stopped", reason=logged, was_on=True)
         else:
-            self._log.debug("safe_stop", reason=reason, was_on=False)
+            self._log.debug("safe_stop", reason=logged, was_on=False)
         self._stimulating = False
-        self._stop_reason = _clip_text(reason, 200)
+        self._stop_reason = clip_text(reason, _MAX_STOP_REASON_CHARS)
         if self._monitor is not None:
             self._monitor.restart()
 
@@ -321,7 +394,7 @@ class Backend(abc.ABC):
                 "Expected requests of this session from the connection "
                 "that opened it, actual another connection",
             )
-        self._last_seen_s = self._clock()
+        self._seen()
 
     def _hello(self, peer: bytes, request: Hello) -> Welcome:
         if self._session_id is not None:
@@ -335,7 +408,7 @@ class Backend(abc.ABC):
         self._session_id = secrets.token_hex(16)
         self._peer = peer
         self._client_name = request.client_name
-        self._last_seen_s = self._clock()
+        self._seen()
         self._state = "hello"
         self._log.info("session_opened", session_id=self._session_id, client=request.client_name)
         caps = self.capabilities()

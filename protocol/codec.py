@@ -4,8 +4,10 @@ A wire message is one msgpack map: ``{"v": 1, "type": <tag>, "id": <request id>,
 Every field of the message class is present (``nil`` for "none"); unknown fields, a missing
 field, a wrong type, NaN/Inf or an out-of-range value make :func:`unpack` raise
 :class:`~protocol.errors.ProtocolError` with the matching error code. Packing uses
-``use_bin_type=True`` and ``strict_types=True``; unpacking uses ``raw=False`` and
-``strict_map_key=True``.
+``use_bin_type=True`` and ``strict_types=True``. Unpacking runs within the decode limits of
+:mod:`protocol.wire_limits` and then checks the message in the order of docs/protocol.md §2.4
+(version, type, key types, key set, id, fields); a failed decode carries the request id on the
+error whenever the body was a map with a valid ``id``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from protocol._validate import MAX_UINT64, check_int
+from protocol.clip import clip_repr
 from protocol.errors import ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
@@ -30,9 +33,19 @@ from protocol.messages import (
     Request,
 )
 from protocol.schema import Capabilities, Envelope, ParamSpec, SpikeWindow
+from protocol.wire_limits import MAX_MESSAGE_BYTES, unpack_limited
 
-#: Largest message accepted by :func:`unpack` (bytes).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Frame",
+    "from_wire",
+    "pack",
+    "peek_request_id",
+    "to_wire",
+    "unpack",
+    "unpack_reply",
+    "unpack_request",
+]
 
 _HEADER_KEYS = ("v", "type", "id")
 _T = TypeVar("_T")
@@ -135,16 +148,30 @@ def pack(request_id: int, message: Message) -> bytes:
 # ---------------------------------------------------------------------------- unpacking
 
 
+#: Most unknown keys an error message names (the rest are counted).
+_KEYS_NAMED = 8
+
+
+def _key_list(keys: list[Any]) -> str:
+    """``['a', 'b', ... and 3 more]``: a bounded listing of keys that came from the wire."""
+    ordered = sorted(keys, key=lambda k: (type(k) is not str, str(k)))
+    shown = [clip_repr(k, 40) for k in ordered[:_KEYS_NAMED]]
+    if len(ordered) > _KEYS_NAMED:
+        shown.append(f"... and {len(ordered) - _KEYS_NAMED} more")
+    return f"[{', '.join(shown)}]"
+
+
 def _expect_map(name: str, value: Any, keys: tuple[str, ...]) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError(f"Expected {name} to be a map, actual {type(value).__name__}")
     if len(value) == len(keys) and all(k in value for k in keys):
         return value
     missing = [k for k in keys if k not in value]
-    unknown = sorted(str(k) for k in value if k not in keys)
+    unknown = [k for k in value if k not in keys]
     if missing or unknown:
         raise ProtocolError(
-            f"Expected {name} fields {sorted(keys)}, actual missing {missing}, unknown {unknown}"
+            f"Expected {name} fields {sorted(keys)}, actual missing {missing}, "
+            f"unknown {_key_list(unknown)}"
         )
     return value
 
@@ -231,38 +258,79 @@ _DECODERS: dict[str, _Decoder] = {
 }
 
 
+_REQUEST_DECODERS: dict[str, _Decoder] = {cls.TYPE: _DECODERS[cls.TYPE] for cls in REQUEST_TYPES}
+_REPLY_DECODERS: dict[str, _Decoder] = {cls.TYPE: _DECODERS[cls.TYPE] for cls in REPLY_TYPES}
+_MISSING = object()
+
+
+def _valid_id(raw: Any) -> int | None:
+    """The ``id`` of a decoded body, if it is a map whose ``id`` is a valid request id."""
+    if type(raw) is dict:
+        rid = raw.get("id")
+        if type(rid) is int and 0 <= rid <= MAX_UINT64:
+            return rid
+    return None
+
+
 def peek_request_id(data: bytes) -> int:
     """Best-effort request id of possibly malformed bytes (0 if none can be read).
 
-    A backend uses it to address an error reply to a request it could not decode.
+    The bytes are decoded within the same limits as :func:`unpack`. A backend that has
+    the :class:`ProtocolError` of a failed decode reads ``error.request_id`` instead, which
+    costs no second decode.
     """
     try:
-        raw = msgpack.unpackb(data, raw=False) if len(data) <= MAX_MESSAGE_BYTES else None
-    except Exception:  # any garbage: there is simply no id to read
+        raw = unpack_limited(data)
+    except ProtocolError:  # any garbage: there is simply no id to read
         return 0
-    if isinstance(raw, dict):
-        rid = raw.get("id")
-        if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid <= MAX_UINT64:
-            return rid
-    return 0
+    rid = _valid_id(raw)
+    return 0 if rid is None else rid
 
 
-def _from_wire(raw: Any) -> tuple[int, Message]:
+def _describe(value: Any) -> str:
+    if value is _MISSING:
+        return "no such key"
+    return f"{type(value).__name__} {clip_repr(value, 80)}"
+
+
+def _from_wire(raw: Any, decoders: Mapping[str, _Decoder], what: str) -> tuple[int, Message]:
+    """Check a decoded body in the order of docs/protocol.md §2.4 and build its message."""
     if type(raw) is not dict:
         raise ProtocolError(f"Expected a message map, actual {type(raw).__name__}")
-    version = raw.get("v")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    version = raw.get("v", _MISSING)
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        # A float 1.0 or a boolean true compares equal to 1 in Python; the version is an
+        # integer on the wire, so only the integer 1 is version 1.
+        if version is _MISSING:
+            arrived = "no v key"
+        elif type(version) is int:
+            arrived = str(version)
+        else:
+            arrived = f"{clip_repr(version, 80)} ({type(version).__name__}; v is an integer)"
         raise ProtocolError(
-            f"Expected protocol version {PROTOCOL_VERSION}, actual {version!r}",
+            f"Expected protocol version {PROTOCOL_VERSION}, actual {arrived}",
             code="unsupported_version",
         )
-    tag = raw.get("type")
-    decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
-    if decoder is None or not isinstance(tag, str):
+    tag = raw.get("type", _MISSING)
+    if type(tag) is not str:
+        raise ProtocolError(f"Expected type to be a string, actual {_describe(tag)}")
+    decoder = decoders.get(tag)
+    if decoder is None:
+        if tag in _DECODERS:  # a reply sent as a request, or the other way round
+            raise ProtocolError(
+                f"Expected a {what} ({'|'.join(decoders)}), actual {tag}", code="unknown_type"
+            )
         raise ProtocolError(
-            f"Expected type in {'|'.join(sorted(_CLASSES))}, actual {tag!r}", code="unknown_type"
+            f"Expected type in {'|'.join(decoders)}, actual {clip_repr(tag, 80)}",
+            code="unknown_type",
         )
     if raw.keys() != decoder.key_set:
+        for key in raw:
+            if type(key) is not str:
+                raise ProtocolError(
+                    f"Expected string keys in the {tag} message, actual "
+                    f"{type(key).__name__} key {clip_repr(key, 40)}"
+                )
         _expect_map(f"{tag} message", raw, _KEYS[tag])  # raises, naming missing/unknown keys
     request_id = raw["id"]
     if type(request_id) is not int or not 0 <= request_id <= MAX_UINT64:
@@ -296,27 +364,27 @@ def from_wire(raw: Any) -> Frame:
     Raises:
         ProtocolError: for anything that is not a valid protocol-version-1 message.
     """
-    request_id, message = _from_wire(raw)
+    try:
+        request_id, message = _from_wire(raw, _DECODERS, "message")
+    except ProtocolError as err:
+        err.request_id = _valid_id(raw)
+        raise
     return Frame(request_id, message)
 
 
-def _decode(data: bytes) -> tuple[int, Message]:
+def _decode(data: bytes, decoders: Mapping[str, _Decoder], what: str) -> tuple[int, Message]:
     if type(data) is not bytes and not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"Expected bytes, actual {type(data).__name__}")
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"Expected at most {MAX_MESSAGE_BYTES} bytes, actual {len(data)}")
+    raw = unpack_limited(data)  # bounded cost; raises ProtocolError (no id: nothing decoded)
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as err:  # msgpack raises many types for garbage; all mean "not msgpack"
-        raise ProtocolError(
-            f"Expected one msgpack object, actual undecodable bytes: {err}"
-        ) from err
-    try:
-        return _from_wire(raw)
-    except ProtocolError:
+        return _from_wire(raw, decoders, what)
+    except ProtocolError as err:
+        err.request_id = _valid_id(raw)
         raise
     except Exception as err:  # a validator bug must still surface as a protocol error
-        raise ProtocolError(f"Expected a valid message, actual: {err!r}") from err
+        failure = ProtocolError(f"Expected a valid message, actual: {err!r}")
+        failure.request_id = _valid_id(raw)
+        raise failure from err
 
 
 def unpack(data: bytes) -> Frame:
@@ -331,32 +399,27 @@ def unpack(data: bytes) -> Frame:
     Raises:
         ProtocolError: for bytes that are not a valid message; never any other exception.
     """
-    request_id, message = _decode(data)
+    request_id, message = _decode(data, _DECODERS, "message")
     return Frame(request_id, message)
 
 
-def _wrong_kind(message: Message, allowed: tuple[type[Any], ...], what: str) -> ProtocolError:
-    return ProtocolError(
-        f"Expected a {what} ({'|'.join(c.TYPE for c in allowed)}), actual {message.TYPE}",
-        code="unknown_type",
-    )
-
-
-_REQUEST_CLASSES = frozenset(REQUEST_TYPES)
-_REPLY_CLASSES = frozenset(REPLY_TYPES)
-
-
 def unpack_request(data: bytes) -> tuple[int, Request]:
-    """Decode bytes that must hold a request. Raises ProtocolError otherwise."""
-    request_id, message = _decode(data)
-    if type(message) not in _REQUEST_CLASSES:
-        raise _wrong_kind(message, REQUEST_TYPES, "request")
+    """Decode bytes that must hold a request.
+
+    A reply type is refused with ``unknown_type`` before any of its fields is looked at.
+
+    Raises:
+        ProtocolError: for anything else, with ``request_id`` set when it could be read.
+    """
+    request_id, message = _decode(data, _REQUEST_DECODERS, "request")
     return request_id, message  # type: ignore[return-value]
 
 
 def unpack_reply(data: bytes) -> tuple[int, Reply]:
-    """Decode bytes that must hold a reply. Raises ProtocolError otherwise."""
-    request_id, message = _decode(data)
-    if type(message) not in _REPLY_CLASSES:
-        raise _wrong_kind(message, REPLY_TYPES, "reply")
+    """Decode bytes that must hold a reply (a request type is ``unknown_type``).
+
+    Raises:
+        ProtocolError: for anything else, with ``request_id`` set when it could be read.
+    """
+    request_id, message = _decode(data, _REPLY_DECODERS, "reply")
     return request_id, message  # type: ignore[return-value]

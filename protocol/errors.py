@@ -6,13 +6,15 @@ fitting). Where a standard-library counterpart exists the class inherits from it
 may catch ``TimeoutError`` or ``ValueError`` as usual.
 
 The hierarchy lives in ``protocol`` because ``protocol`` is the bottom layer: every other package
-may import it, and it imports nothing of ours.
+may import it, and it imports nothing of ours but the leaf module :mod:`protocol.clip`.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+from protocol.clip import MAX_ERROR_CHARS, clip_text
 
 
 def did_you_mean(name: str, known: Iterable[str], limit: int = 3) -> str:
@@ -41,14 +43,22 @@ class ConfigError(NeuroLoopError, ValueError):
 class ProtocolError(NeuroLoopError):
     """Bytes or a message on the wire do not follow the protocol.
 
+    The message is clipped to :data:`~protocol.clip.MAX_ERROR_CHARS` characters (saying how
+    much was cut), because it is often built from what a peer sent.
+
     Args:
         message: What was expected and what arrived.
         code: The protocol error code (see ``docs/protocol.md``), if one applies.
+
+    Attributes:
+        request_id: The id of the request that failed to decode, when the body was a map
+            with a valid ``id`` (set by the codec; ``None`` otherwise).
     """
 
     def __init__(self, message: str, code: str = "bad_message") -> None:
-        super().__init__(message)
+        super().__init__(clip_text(message, MAX_ERROR_CHARS))
         self.code = code
+        self.request_id: int | None = None
 
 
 class TransportTimeoutError(NeuroLoopError, TimeoutError):

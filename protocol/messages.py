@@ -38,11 +38,11 @@ SESSION_STATES: tuple[str, ...] = ("idle", "hello", "configured", "running", "st
 
 #: Every error code a backend may send, with its meaning (see docs/protocol.md §6).
 ERROR_CODES: dict[str, str] = {
-    "bad_message": "Not msgpack, not a map, a missing/unknown field or a wrong type.",
+    "bad_message": "Not msgpack, over a decode limit, not a map, a bad key or field.",
     "non_finite": "A number is NaN or Inf.",
     "out_of_range": "A number lies outside the static range of its field.",
-    "unsupported_version": "The message's protocol version is not spoken here.",
-    "unknown_type": "The message type is not a request this backend knows.",
+    "unsupported_version": "v is not the integer 1 (the protocol version spoken here).",
+    "unknown_type": "The type names no message, or a reply was sent as a request.",
     "busy": "Another client controls the backend.",
     "no_session": "The session id is unknown or the session has ended (timed out, bye).",
     "bad_state": "The request is not allowed in the session's current state.",

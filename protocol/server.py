@@ -2,8 +2,12 @@
 
 One thread owns the socket: it polls with a short timeout, answers every request through
 :meth:`Backend.handle`, and between requests checks the session timeout so a silent client's
-stimulation stops within ``session_timeout_s + poll_interval_s``. Sockets use small high-water
-marks and ``LINGER 0``; replies to a peer that has gone are dropped and logged.
+stimulation stops within ``session_timeout_s + poll_interval_s`` (up to ``session_timeout_s``
+more while other connections keep the server busy: their time is reported to
+:meth:`Backend.served` and does not count as the session's silence). Incoming frames larger
+than :data:`MAX_FRAME_BYTES` make libzmq drop the connection before they are buffered.
+Sockets use small high-water marks and ``LINGER 0``; replies to a peer that has gone are
+dropped and logged.
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ from protocol.security import (
     is_loopback,
     start_authenticator,
 )
+from protocol.wire_limits import MAX_MESSAGE_BYTES
 
 #: Send/receive high-water mark of control sockets (messages).
 CONTROL_HWM = 4
 #: Longest wait to hand a reply to a slow peer before it is dropped (ms).
 REPLY_SEND_TIMEOUT_MS = 200
+#: Largest incoming frame (bytes): a larger one closes the sender's connection (ZMQ_MAXMSGSIZE).
+#: Above the 64 MiB body limit, so a body just over it still gets its ``bad_message`` reply.
+MAX_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES
+#: While dropping a multipart message, the session timeout is checked every this many frames.
+_DRAIN_CHECK_FRAMES = 1024
 
 
 class BackendServer:
@@ -95,6 +105,7 @@ class BackendServer:
         sock.setsockopt(zmq.RCVHWM, CONTROL_HWM)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDTIMEO, REPLY_SEND_TIMEOUT_MS)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         if self._keys is not None:
             apply_server_keys(sock, self._keys)
         try:
@@ -128,6 +139,8 @@ class BackendServer:
         except zmq.Again:
             peer = None
         if peer is not None:
+            backend = self.backend
+            started_s = backend.now_s()
             # A ROUTER always puts the routing id in front of at least one frame, and a
             # multipart message arrives whole: the body is already here (NOBLOCK never
             # waits). Reading it as a zmq.Frame tells whether more frames follow without a
@@ -146,6 +159,13 @@ class BackendServer:
                         sock.recv()
                         count += 1
                         more = bool(sock.get(zmq.RCVMORE))
+                        if count % _DRAIN_CHECK_FRAMES == 0:
+                            # A message may hold millions of frames (libzmq bounds the size
+                            # of each, not their number): the session timeout is still
+                            # checked while they are drained.
+                            backend.served(peer, started_s)
+                            started_s = backend.now_s()
+                            backend.check_timeout()
                 else:
                     body = frame.bytes
             if body is None:
@@ -153,7 +173,7 @@ class BackendServer:
                     "frame_dropped", reason=f"Expected 2 frames (peer, body), actual {count}"
                 )
             else:
-                reply = self.backend.handle(peer, body)
+                reply = backend.handle(peer, body)
                 try:
                     # Blocking, but never longer than SNDTIMEO: with tiny HWMs the pipe's
                     # flow-control credit can lag a message behind, so NOBLOCK would drop
@@ -163,6 +183,9 @@ class BackendServer:
                 except zmq.ZMQError as err:  # peer gone (EHOSTUNREACH) or stalled past SNDTIMEO
                     self._log.warning("reply_dropped", reason=str(err))
                 answered = True
+            # Time spent on another connection's message is not the controlling session's
+            # silence (up to a cap; see Backend.served).
+            backend.served(peer, started_s)
         if not answered:
             # handle() checked the session timeout just before answering; between requests
             # the check runs here, at least every poll interval.

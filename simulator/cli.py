@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -28,6 +29,25 @@ semantics:
 """
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where there is a default to show.
+
+    Required options, flags and options whose help already names their default get none.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.required
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or "default" in text
+        ):
+            return text
+        return super()._get_help_string(action)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuroloop-sim",
@@ -42,7 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run one protocol and write summary.json and a figure",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     run.add_argument("--protocol", required=True, help="protocol name (see 'protocols')")
     run.add_argument("--n-scale", type=float, default=1.0,
@@ -50,11 +70,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=None,
                      help="run length in seconds (default: the protocol's own)")  # fmt: skip
     run.add_argument("--seed", type=int, default=0, help="seed of connectivity and noise")
-    run.add_argument("--semantics", choices=("paper", "clean"), default="paper")
-    run.add_argument("--out", type=Path, required=True, help="output directory")
+    run.add_argument("--semantics", choices=("paper", "clean"), default="paper",
+                     help="paper: the authors' code, quirks included; clean: quirks fixed "
+                     "(every difference: neuroloop-sim --help, docs/simulator.md)")  # fmt: skip
+    run.add_argument("--out", type=Path, required=True,
+                     help="output directory for summary.json and figure.png (created)")
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--log-format", choices=("console", "json"), default="console")
+    run.add_argument("--log-format", choices=("console", "json"), default="console",
+                     help="log lines on stderr for people or as JSON")  # fmt: skip
     serve = sub.add_parser("serve", help="serve the simulator over the NeuroLoop protocol",
                            add_help=False)  # fmt: skip
     serve.add_argument("rest", nargs=argparse.REMAINDER)
@@ -93,10 +117,17 @@ def _run(args: argparse.Namespace) -> int:
 
     log = structlog.get_logger()
     protocol = get_protocol(args.protocol)
-    if args.duration is not None and args.duration <= 0:
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
               file=sys.stderr)  # fmt: skip
         return 2
+    if not (math.isfinite(args.n_scale) and args.n_scale > 0):
+        print(f"neuroloop-sim: error: Expected --n-scale > 0, actual {args.n_scale}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    # Every argument is checked (the network is built from them) before the progress bar
+    # starts and before the output directory is created, so an error stands alone.
+    protocol.network_config(args.semantics, args.n_scale)
     args.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=0, unit="win", disable=args.no_progress, desc=protocol.name)
 

@@ -22,6 +22,10 @@ FloatArray = npt.NDArray[np.float64]
 PRE_EPOCH_MS = (100.0, 1980.0)
 #: Length of the stimulation-free tail averaged for ``r_tail``.
 TAIL_MS = 5000.0
+#: R(t) is reported only where this share of the E cells is between two of its spikes (see
+#: :func:`simulator.synchrony.order_parameter`): the run's last ~30 ms, where R would climb
+#: from the tail's 0.03 to 0.6 as an artefact, and its first ~30 ms are left undefined.
+R_EDGE_QUANTILE = 0.99
 
 
 @dataclass
@@ -124,7 +128,8 @@ def run_protocol(
             progress(w + 1, n_windows)
     spike_times = np.concatenate(times)
     spike_neurons = np.concatenate(neurons)
-    r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms)
+    r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms,
+                                edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
     result = RunResult(
         protocol=protocol.name, semantics=semantics, seed=seed, n_e=cfg.n_e, n_i=cfg.n_i,
         duration_ms=duration_ms, window_t_ms=t_end, window_weight_mv=weight,

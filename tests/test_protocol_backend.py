@@ -239,6 +239,47 @@ def test_a_long_step_does_not_count_as_client_silence() -> None:
     assert h.backend.state == "idle"
 
 
+def test_time_spent_serving_another_peer_is_not_silence_up_to_the_timeout() -> None:
+    h = Harness()  # session timeout 1 s
+    h.run()
+    h.step()
+    started = h.backend.now_s()
+    h.clock.now_s += 1.5  # the server was busy with another connection for 1.5 s
+    h.backend.served(OTHER, started)
+    h.backend.check_timeout()
+    assert h.backend.state == "running"  # 1.5 s elapsed, 1 s of it not counted
+    assert isinstance(h.send(Heartbeat(h.session)), Status)  # the session's own traffic
+    started = h.backend.now_s()
+    h.clock.now_s += 5.0  # another connection keeps the server busy; the controller is gone
+    h.backend.served(OTHER, started)
+    h.backend.check_timeout()
+    assert h.backend.state == "idle"  # at most the timeout is discounted: the lease still ends
+    assert not h.backend.stimulating
+    assert "1.000 s spent serving other connections not counted" in h.backend.stop_calls[-1]
+
+
+def test_time_serving_the_controller_itself_is_not_discounted() -> None:
+    h = Harness()
+    h.run()
+    started = h.backend.now_s()
+    h.clock.now_s += 1.5
+    h.backend.served(PEER, started)  # the controlling connection's own message
+    h.backend.check_timeout()
+    assert h.backend.state == "idle"
+
+
+def test_a_malformed_request_from_the_controller_is_still_a_sign_of_life() -> None:
+    h = Harness()
+    h.open()
+    assert isinstance(h.send(Configure(h.session, 20.0, _narrow_envelope())), Configured)
+    h.clock.now_s += 0.9
+    _, reply = unpack_reply(h.backend.handle(PEER, b"\xc1not msgpack"))
+    assert _error(reply, "bad_message")
+    h.clock.now_s += 0.9
+    h.backend.check_timeout()
+    assert h.backend.state == "configured"
+
+
 @pytest.mark.parametrize(
     ("stimulus", "code", "text"),
     [

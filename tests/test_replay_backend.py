@@ -12,7 +12,7 @@ import structlog
 
 from controller import cli as controller_cli
 from controller import replay_cli
-from controller.replay.backend import ReplayBackend
+from controller.replay.backend import RECORDED_CHARGE_FIELDS, ReplayBackend
 from controller.replay.edit import rewrite_recording
 from controller.replay.rebuild import recorded_envelope
 from controller.replay.session import load_session
@@ -44,6 +44,11 @@ def _structlog_defaults():
     structlog.reset_defaults()
 
 
+def recorded_fields(fields: dict[str, float]) -> dict[str, float]:
+    """A recorded observation's fields as a replay serves them (charge fields renamed)."""
+    return {RECORDED_CHARGE_FIELDS.get(k, k): v for k, v in fields.items()}
+
+
 def open_session(backend: ReplayBackend, period_ms: float | None = None) -> str:
     welcome = backend.handle_request(PEER, Hello("test"))
     assert isinstance(welcome, Welcome)
@@ -73,7 +78,7 @@ def test_steps_return_the_recorded_observations_in_order_then_refuse():
         assert isinstance(obs, Observation)
         assert obs.seq == t.observation["seq"]
         assert obs.t_model_ms == t.observation["t_model_ms"]
-        assert obs.fields == t.observation["fields"]
+        assert obs.fields == recorded_fields(t.observation["fields"])
         assert obs.applied == stimulus
     beyond = backend.handle_request(PEER, Step(sid, None, session.period_ms))
     assert isinstance(beyond, ErrorReply)
@@ -186,7 +191,7 @@ def test_controller_runs_against_the_served_recording_over_zeromq(tmp_path):
     assert again.meta["config"]["backend"] == "replay"
     observed = [t for t in again.ticks if t.observation is not None]
     for old, new in zip(golden.ticks, observed, strict=False):
-        assert new.observation["fields"] == old.observation["fields"]
+        assert new.observation["fields"] == recorded_fields(old.observation["fields"])
         assert new.observation["t_model_ms"] == old.observation["t_model_ms"]
     # Whatever the machine's load did to this real-time run, its recording verifies.
     report = verify_session(again)
@@ -231,6 +236,41 @@ def test_controller_backend_replay_session_reproduces_the_golden_commands(tmp_pa
     assert [t.command["reasons"] for t in again.ticks] == [
         t.command["reasons"] for t in golden.ticks
     ]
+    assert verify_session(again).passed
+
+
+@pytest.mark.skipif(
+    not _controller_takes_a_session(),
+    reason="neuroloop-controller --backend replay SESSION is not wired yet",
+)
+def test_a_replay_run_reports_the_charge_it_commanded_not_the_recorded_one(tmp_path, capsys):
+    """Issue 19.6: a 50 mV constant policy replayed on the 100 mV FTSTS session must not report
+    the recorded session's charge as its own; a replay stimulates nothing, so its summary gives
+    the charge its own setpoints commanded, labelled so."""
+    record = tmp_path / "constant50.nlrec"
+    code = controller_cli.main(
+        [
+            "--backend", "replay", str(FTSTS), "--pace", "fast", "--policy", "constant",
+            "--amplitude", "50", "--duration", "1.2", "--record", str(record),
+            "--log-level", "warning",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    golden, again = load_session(FTSTS), load_session(record)
+    commanded = 0.0
+    for t in again.ticks:
+        sp = t.observation["applied"]
+        assert "charge_mv_ms" not in t.observation["fields"]
+        assert "recorded_charge_mv_ms" in t.observation["fields"]
+        if sp is not None and sp["amplitude"] > 0.0:
+            per_phase = sp["amplitude"] * sp["pulse_width_us"] / 1000.0
+            commanded += 2.0 * per_phase * sp["frequency_hz"] * t.observation["duration_ms"] / 1e3
+    assert commanded > 0.0
+    assert again.summary()["charge_delivered"] == pytest.approx(commanded, rel=1e-9)
+    assert golden.summary()["charge_delivered"] != pytest.approx(commanded, rel=1e-3)
+    table = capsys.readouterr().out
+    assert "charge commanded" in table
+    assert "charge delivered" not in table
     assert verify_session(again).passed
 
 

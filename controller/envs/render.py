@@ -89,6 +89,8 @@ def render_frame(trace: EpisodeTrace, n_e: int, figure: Any = None) -> tuple[Any
     t_s = np.asarray(trace.t_ms) / 1000.0
     axes[0].plot(t_s, trace.synchrony, color="tab:blue", lw=1)
     axes[0].set_ylabel("R (window)")
+    axes[0].set_title("Causal Kuramoto R, mean E→I weight and amplitude per control window",
+                      fontsize=9)  # fmt: skip
     axes[0].set_ylim(0.0, 1.0)
     axes[1].plot(t_s, trace.weight_mv, color="tab:red", lw=1)
     axes[1].set_ylabel("J_I·W (mV)")
@@ -102,7 +104,9 @@ def render_frame(trace: EpisodeTrace, n_e: int, figure: Any = None) -> tuple[Any
         inh = recent & (neurons >= n_e)
         axes[3].scatter(times[exc] / 1000.0, neurons[exc], s=0.2, c="k", marker=".")
         axes[3].scatter(times[inh] / 1000.0, neurons[inh], s=0.2, c="tab:orange", marker=".")
-    axes[3].set_ylabel("neuron")
+    axes[3].set_ylabel("cell", fontsize=8)
+    axes[3].set_title(f"Spikes of the latest {RASTER_MS:g} ms: E cells black, I cells orange",
+                      fontsize=9)  # fmt: skip
     axes[3].set_xlabel("time (s)")
     figure.tight_layout()
     figure.canvas.draw()

@@ -12,7 +12,13 @@ What it advertises:
 * stimulation parameters in the recorded envelope's domain with the domain's absolute caps
   (``amplitude_mv`` for the model domain, ``amplitude_ma`` for the physical one, plus
   ``frequency_hz`` and ``pulse_width_us``), so a new envelope inside the caps is accepted;
-* the recorded observation fields;
+* the recorded observation fields, except that the fields measuring the charge the *recorded*
+  session delivered (``charge_mv_ms``, ``delivered_charge_uc``) are served as
+  ``recorded_charge_mv_ms`` and ``recorded_delivered_charge_uc`` (:data:`RECORDED_CHARGE_FIELDS`):
+  a replay stimulates nothing, so a controller must not account the recorded session's charge
+  as its own. Without those fields the control loop accounts the charge its own applied
+  setpoints command (``2 · amplitude · width · f · window``), which is what the summary of a
+  replay run reports, as "charge commanded";
 * one step duration only, the recorded control period ``T``.
 
 Pace: ``fast`` answers at once; ``recorded`` holds each answer until the recorded round trip of
@@ -40,6 +46,12 @@ from protocol.schema import Capabilities, ParamSpec
 
 ReplayPace = Literal["recorded", "fast"]
 PACES: tuple[str, ...] = ("recorded", "fast")
+#: Recorded observation fields that measure the recorded session's delivered charge, and the
+#: names a replay serves them under.
+RECORDED_CHARGE_FIELDS: dict[str, str] = {
+    "charge_mv_ms": "recorded_charge_mv_ms",
+    "delivered_charge_uc": "recorded_delivered_charge_uc",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,9 @@ def replay_steps(session: Session) -> list[ReplayStep]:
         obs = t.observation
         if obs is None:
             break
-        fields = {str(k): float(v) for k, v in obs["fields"].items()}
+        fields = {
+            RECORDED_CHARGE_FIELDS.get(str(k), str(k)): float(v) for k, v in obs["fields"].items()
+        }
         if names is None:
             names = tuple(fields)
         elif tuple(fields) != names:
@@ -170,12 +184,15 @@ class ReplayBackend(Backend):
                 used_s=session_timeout_s,
                 reason=f"the slowest recorded round trip is {slowest:.3f} s",
             )
+        recorded = session.summary() or {}
         self._log.info(
             "replay_loaded",
             session=str(session.path),
             steps=len(self.steps),
             period_ms=session.period_ms,
             pace=pace,
+            recorded_policy=str(session.meta.get("policy", {}).get("name", "unknown")),
+            recorded_charge=_charge_text(recorded),
         )
 
     @property
@@ -217,3 +234,11 @@ class ReplayBackend(Backend):
 
     def _on_stop(self, reason: str) -> None:
         """Nothing to switch off: a recording delivers no stimulation."""
+
+
+def _charge_text(summary: Mapping[str, object]) -> str:
+    """The recorded session's charge as its summary states it (``"not recorded"`` otherwise)."""
+    charge = summary.get("charge_delivered")
+    if not isinstance(charge, int | float):
+        return "not recorded"
+    return f"{charge:.6g} {summary.get('charge_unit', '')}".strip()

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
 from controller.replay.session import Session
 
@@ -67,9 +68,11 @@ def _stimulation(session: Session, times: list[float], out: Path) -> Path:
             for t in session.ticks
         ]
         ax.step(times, values, where="post", color="tab:blue", label="commanded")
-        for bound in (lo, hi):
+        for k, bound in enumerate((lo, hi)):
             if bound in env:
-                ax.axhline(float(env[bound]), color="grey", lw=0.8, ls="--")
+                first = k == 0 or lo not in env
+                ax.axhline(float(env[bound]), color="grey", lw=0.8, ls="--",
+                           label="envelope limits" if first else None)  # fmt: skip
         if key == "amplitude" and clamped:
             ax.plot(
                 [w for w, _ in clamped],
@@ -79,14 +82,17 @@ def _stimulation(session: Session, times: list[float], out: Path) -> Path:
                 color="tab:orange",
                 label="clamped/held",
             )
-            ax.legend(loc="upper right", fontsize=8)
-        for when, reason in _fault_times(session, times):
-            ax.axvline(when, color="black", lw=1.0)
-            if key == "amplitude":
-                ax.annotate(reason, (when, ax.get_ylim()[1]), fontsize=7, va="top")
+        for k, (when, reason) in enumerate(_fault_times(session, times)):
+            ax.axvline(when, color="black", lw=1.0, label=f"fault: {reason}" if k == 0 else None)
         ax.set_ylabel(label)
+        ax.legend(loc="upper left", fontsize=7, bbox_to_anchor=(1.0, 1.0))
     axes[-1].set_xlabel("control time (s)")
-    axes[0].set_title(f"Stimulation commanded: {session.path.name}")
+    policy = str(session.meta.get("policy", {}).get("name", "?"))
+    axes[0].set_title(
+        f"Stimulation commanded per tick, after the envelope: {session.path.name} "
+        f"(policy {policy})",
+        fontsize=10,
+    )
     fig.tight_layout()
     path = out / "stimulation.png"
     fig.savefig(path, dpi=110)
@@ -111,7 +117,10 @@ def _observations(session: Session, out: Path) -> Path:
         )
         ax.set_ylabel(name, fontsize=8)
     axes[-1, 0].set_xlabel("model time (s)")
-    axes[0, 0].set_title(f"Observations: {session.path.name}")
+    axes[0, 0].set_title(
+        f"Recorded observations, one per tick (unit in the field name): {session.path.name}",
+        fontsize=10,
+    )
     fig.tight_layout()
     path = out / "observations.png"
     fig.savefig(path, dpi=110)
@@ -141,7 +150,18 @@ def _envelope(session: Session, times: list[float], out: Path) -> Path:
         )
     ax.set_xlim(0.0, max(times[-1], 1e-3) if times else 1.0)
     ax.set_xlabel("control time (s)")
-    ax.set_title("Envelope events (orange clamp, red reject, purple hold, green recovery)")
+    ax.set_ylabel("reason")
+    ax.set_title(f"Envelope events by reason: {session.path.name}", fontsize=10)
+    handles = [
+        Line2D([], [], marker="o", ls="", color=colour, label=kind)
+        for kind, colour in _KIND_COLOURS.items()
+        if kind != "fault"
+    ]
+    held_marker = Line2D([], [], marker="|", ls="", ms=8, color="tab:purple")
+    held_marker.set_label("held command")
+    handles.append(held_marker)
+    handles.append(Line2D([], [], color="black", label="fault"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = out / "envelope.png"
     fig.savefig(path, dpi=110)
@@ -152,20 +172,24 @@ def _envelope(session: Session, times: list[float], out: Path) -> Path:
 def _timing(session: Session, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 3.5))
     timed = [t for t in session.ticks if t.timing is not None]
-    for key, colour in (("latency_ms", "tab:blue"), ("step_ms", "tab:orange")):
+    for key, colour, label in (
+        ("latency_ms", "tab:blue", "tick latency: step sent to next command ready (latency_ms)"),
+        ("step_ms", "tab:orange", "backend step round trip (step_ms)"),
+    ):
         ax.plot(
             [t.tick for t in timed],
             [float((t.timing or {}).get(key, 0.0)) for t in timed],
             lw=0.8,
             color=colour,
-            label=key,
+            label=label,
         )
-    ax.axhline(session.period_ms, color="red", ls="--", lw=0.8, label="T")
+    ax.axhline(session.period_ms, color="red", ls="--", lw=0.8,
+               label=f"control period T = {session.period_ms:g} ms")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("tick")
-    ax.set_ylabel("ms")
-    ax.legend(fontsize=8)
-    ax.set_title(f"Timing (pace {session.pace})")
+    ax.set_ylabel("duration (ms, log scale)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Per-tick timing, pace {session.pace}: {session.path.name}", fontsize=10)
     fig.tight_layout()
     path = out / "timing.png"
     fig.savefig(path, dpi=110)
