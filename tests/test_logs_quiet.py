@@ -23,9 +23,8 @@ from protocol.codec import pack, unpack_reply
 from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
 from protocol.logs import configure_logging
-from protocol.loopback import LOOPBACK_CAPABILITIES, LoopbackBackend
+from protocol.loopback import LOOPBACK_WIRE_ENVELOPE, LoopbackBackend
 from protocol.messages import Configure, Hello, Reset, Step, Stop, Welcome
-from protocol.schema import Envelope, ParamSpec
 
 T = 0.02
 
@@ -49,6 +48,7 @@ def test_a_ramp_is_one_line_when_it_starts_and_one_when_it_ends():
     target = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
     with capture_logs() as logs:
         gov.arm(0.0)
+        gov.idle(0.0)  # the first tick is off, as in the loop
         for k in range(1, 15):
             gov.command(target, k * T)
         gov.flush_log()
@@ -120,11 +120,10 @@ def _loopback_session() -> tuple[LoopbackBackend, str, list]:
     welcome = send(Hello("test"))
     assert isinstance(welcome, Welcome)
     sid = welcome.session_id
-    specs = list(LOOPBACK_CAPABILITIES.stim_params)
-    specs[0] = ParamSpec(specs[0].name, specs[0].unit, "amplitude", 0.0, 5.0)
-    send(Configure(sid, 20.0, Envelope.build(specs, {}), {}))
+    send(Configure(sid, 20.0, LOOPBACK_WIRE_ENVELOPE, {}))
     send(Reset(sid, 1))
-    on = {"amplitude_au": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+    send(Step(sid, None, 100.0))  # off first: the envelope's soft start
+    on = {"amplitude_mv": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
     send(Step(sid, on, 20.0))
     return backend, sid, [send]
 
@@ -211,10 +210,7 @@ def test_an_unreachable_backend_is_one_line_naming_the_address(capsys):
 def test_a_misspelt_backend_option_is_refused_with_the_closest_option():
     backend = LoopbackBackend()
     _rid, welcome = unpack_reply(backend.handle(b"peer", pack(1, Hello("test"))))
-    specs = list(LOOPBACK_CAPABILITIES.stim_params)
-    configure = Configure(
-        welcome.session_id, 20.0, Envelope.build(specs, {}), {"spikes_per_stp": 1}
-    )
+    configure = Configure(welcome.session_id, 20.0, LOOPBACK_WIRE_ENVELOPE, {"spikes_per_stp": 1})
     _rid, reply = unpack_reply(backend.handle(b"peer", pack(2, configure)))
     assert reply.code == "bad_config"
     assert "actual unknown ['spikes_per_stp']. Did you mean spikes_per_step?" in reply.message
