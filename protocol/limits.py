@@ -116,8 +116,10 @@ def check_stimulus(
         # Common case in one comparison chain (bounds are finite, so NaN and Inf fail it).
         if spec.min <= value <= spec.max and limit.min <= value <= limit.max:
             continue
-        if spec.role == "amplitude" and spec.min <= value == 0.0:
-            continue  # amplitude 0 is off: always allowed, whatever the envelope's minimum
+        if spec.role == "amplitude" and spec.contains(value) and 0.0 <= value <= limit.max:
+            # The envelope's amplitude minimum is a target floor of the governor, which ramps
+            # through lower values; 0 is off. Neither is a delivery limit (docs/protocol.md §5.1).
+            continue
         if not spec.contains(value):
             raise RefusalError(
                 "limit_exceeded",

@@ -178,7 +178,8 @@ class SimulatorBackend(Backend):
     ) -> StepResult:
         net = self._require_network()
         setting: Stimulus | None = None
-        if stimulus is not None:
+        # Amplitude 0 is off whatever the shape (the envelope checks no duty while off).
+        if stimulus is not None and stimulus["amplitude_mv"] != 0.0:
             try:
                 setting = Stimulus(
                     amplitude_mv=stimulus["amplitude_mv"],
