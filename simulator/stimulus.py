@@ -68,7 +68,9 @@ class Stimulus:
         if self.polarity not in ("desync", "sync"):
             raise ConfigError(f"Expected polarity 'desync' or 'sync', actual {self.polarity!r}")
         period_ms = 1000.0 / self.frequency_hz
-        if 2.0 * self.pulse_width_us / 1000.0 > period_ms:
+        # Relative slack 1e-9, the envelope's own: a width the governor's duty rule computed as
+        # exactly half the period must not be refused for a rounding error.
+        if 2.0 * self.pulse_width_us / 1000.0 > period_ms * (1.0 + 1e-9):
             raise ConfigError(
                 f"Expected two phases of {self.pulse_width_us} µs to fit in one period of "
                 f"{period_ms:.3f} ms ({self.frequency_hz} Hz); lower the pulse width or frequency"
