@@ -22,15 +22,14 @@ import zmq
 
 from protocol.client import BackendClient
 from protocol.codec import pack, unpack_reply
-from protocol.loopback import LOOPBACK_CAPABILITIES, LoopbackBackend
+from protocol.loopback import LOOPBACK_WIRE_ENVELOPE, LoopbackBackend
 from protocol.messages import ErrorReply, GetStatus, Reply, Request, Status
 from protocol.process import spawn_local_backend
-from protocol.schema import Envelope
 from protocol.server import BackendServer
 
 LOOPBACK = [sys.executable, "-m", "protocol.loopback"]
-ON = {"amplitude_au": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
-ENVELOPE = Envelope.build(LOOPBACK_CAPABILITIES.stim_params)
+ON = {"amplitude_mv": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
+ENVELOPE = LOOPBACK_WIRE_ENVELOPE
 SESSION = "0123456789abcdef0123456789abcdef"
 
 
@@ -74,6 +73,7 @@ def _running_client(address: str, timeout_s: float) -> BackendClient:
     client.hello()
     client.configure(ENVELOPE)
     client.reset()
+    client.step(None, 100.0)  # off first: the envelope's soft start
     assert client.step(ON).applied == ON
     return client
 
