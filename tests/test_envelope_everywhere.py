@@ -669,3 +669,146 @@ def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_simula
     drive(client, Rules(env), SIM_CAPABILITIES, data, data.draw(st.integers(4, 20)),
           SIM_DURATIONS, valid_must_pass=True)  # fmt: skip
     backend.close()
+
+
+# ------------------------------------------ the simulator backend: each rule, and the issue
+
+#: The shipped simulator envelope with the fastest ramp-up and soft start the floors allow.
+FAST = validate(replace(SIM, amplitude_up_per_s=4000.0, soft_start_s=0.1))
+FTSTS_SHAPE = (1000.0 / 12.0, 1000.0)  # Hz, µs per phase (the paper's train)
+
+
+def _sim_session(env: Envelope) -> tuple[SimulatorBackend, WireClient]:
+    backend, client = _sim_backend()
+    client.hello()
+    configured = client.configure(env, SIM_CAPABILITIES, 20.0, {"n_scale": 0.02, "seed": 1})
+    assert isinstance(configured, Configured), configured
+    client.reset()
+    return backend, client
+
+
+def _sim_step(client: WireClient, amp: float | None, shape: tuple[float, float] = FTSTS_SHAPE,
+              duration_ms: float = 20.0) -> Reply:  # fmt: skip
+    stim = None if amp is None else _wire_stimulus(SIM_CAPABILITIES, (amp, *shape), 1.0)
+    return client.send(Step(client.session, stim, duration_ms, False))
+
+
+def _assert_refused(client: WireClient, reply: Reply, *needles: str) -> None:
+    assert isinstance(reply, ErrorReply), reply
+    assert (reply.code, reply.stopped) == ("limit_exceeded", True), reply
+    for needle in needles:
+        assert needle in reply.message, reply.message
+    status = client.status()
+    assert (status.state, status.stimulating) == ("stopped", False), status
+
+
+# (envelope, accepted steps after 100 ms off, the breaking step, text the refusal names)
+RULE_CASES = {
+    "charge": (replace(FAST, charge_per_phase_max=120.0), [100.0], (130.0, *FTSTS_SHAPE), "charge"),
+    "duty": (
+        replace(FAST, pulse_width_max_us=5000.0, pulse_width_step_us=1000.0),
+        [(20.0, 150.0, 2740.0)],
+        (20.0, 180.0, 2740.0),
+        "duty",
+    ),
+    "slew_up": (FAST, [100.0], (200.0, *FTSTS_SHAPE), "amplitude rise"),
+    "slew_down": (replace(FAST, amplitude_down_per_s=1000.0), [100.0], (50.0, *FTSTS_SHAPE),
+                  "amplitude fall"),  # fmt: skip
+    "frequency_step": (FAST, [100.0], (100.0, FTSTS_SHAPE[0] + 60.0, 1000.0), "frequency_hz change"),
+    "pulse_width_step": (FAST, [100.0], (100.0, FTSTS_SHAPE[0], 700.0), "pulse_width_us change"),
+    "soft_start": (replace(FAST, soft_start_s=1.0), [], (100.0, *FTSTS_SHAPE), "soft_start"),
+    "bounds": (FAST, [100.0], (250.0, *FTSTS_SHAPE), "configured envelope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RULE_CASES))
+def test_simulator_refuses_a_step_that_breaks_each_rule(case: str) -> None:
+    env, before, breaking, needle = RULE_CASES[case]
+    _, client = _sim_session(validate(env))
+    assert isinstance(_sim_step(client, None, duration_ms=100.0), Observation)
+    for values in before:
+        amp, *shape = values if isinstance(values, tuple) else (values, *FTSTS_SHAPE)
+        reply = _sim_step(client, amp, tuple(shape))  # type: ignore[arg-type]
+        assert isinstance(reply, Observation), reply
+    amp, *shape = breaking
+    _assert_refused(client, _sim_step(client, amp, tuple(shape)), needle)  # type: ignore[arg-type]
+
+
+def test_issue_repro_10_mv_ms_charge_limit_refuses_200_mv_for_1000_us() -> None:
+    """Issue 18 item 3: a 10 mV·ms charge limit, then 200 mV × 1000 µs: refused, stopped."""
+    _, client = _sim_session(validate(replace(FAST, charge_per_phase_max=10.0)))
+    assert isinstance(_sim_step(client, None, duration_ms=100.0), Observation)
+    _assert_refused(client, _sim_step(client, 200.0), "charge")
+
+
+def test_issue_repro_0_to_200_mv_jumps_are_refused() -> None:
+    """Issue 18 item 3: 0 ↔ 200 mV jumps. Off is always allowed; the jump back up is not."""
+    _, client = _sim_session(FAST)
+    assert isinstance(_sim_step(client, 0.0), Observation)
+    _assert_refused(client, _sim_step(client, 200.0), "amplitude rise", "soft_start")
+    client.reset()
+    assert isinstance(_sim_step(client, None, duration_ms=100.0), Observation)
+    for amp in (100.0, 180.0, 200.0):  # up at the envelope's ramp (80 mV per 20 ms)
+        assert isinstance(_sim_step(client, amp), Observation)
+    assert isinstance(_sim_step(client, 0.0), Observation)  # a stop: straight to 0
+    _assert_refused(client, _sim_step(client, 200.0), "amplitude rise")
+
+
+def _lockstep(env: Envelope, requests: list[Setpoint]) -> list[Reply]:
+    """The governor's output, tick by tick, sent to the simulator backend (what the loop does)."""
+    gov = SafetyGovernor(env, 0.02)
+    gov.arm(0.0)
+    _, client = _sim_session(env)
+    replies = []
+    for k, request in enumerate(requests):
+        sp = gov.command(request, 0.02 * (k + 1)).setpoint
+        assert gov.latched is None
+        replies.append(_sim_step(client, sp.amplitude, (sp.frequency_hz, sp.pulse_width_us)))
+        if isinstance(replies[-1], ErrorReply):
+            break
+    return replies
+
+
+def test_governor_and_simulator_agree_on_the_shipped_envelope() -> None:
+    replies = _lockstep(SIM, [Setpoint(150.0, *FTSTS_SHAPE)] * 15 + [Setpoint(0.0, *FTSTS_SHAPE)])
+    assert all(isinstance(r, Observation) for r in replies), replies[-1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="amplitude_min is a target floor, not a delivery limit (monitor.py, governor "
+    "ramps through lower values), but protocol.limits.check_stimulus refuses an amplitude in "
+    "(0, amplitude_min) with limit_exceeded: the governor's first ramp step of 2 mV (100 mV/s "
+    "× 20 ms, amplitude_min 20 mV) stops the run",
+)
+def test_governor_ramp_below_amplitude_min_is_accepted_by_the_simulator() -> None:
+    env = validate(replace(SIM, amplitude_min=20.0, amplitude_up_per_s=100.0))
+    replies = _lockstep(env, [Setpoint(50.0, 130.0, 100.0)] * 10)
+    assert all(isinstance(r, Observation) for r in replies), replies[-1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with interphase_gap_us = recharge_margin_us = 0 (allowed in the model domain) the "
+    "governor's duty clamp gives pulse_width_us = 1e6/f/2 exactly; simulator.stimulus.Stimulus "
+    "tests 2·pw/1000 > 1000/f strictly and refuses it (1 ulp over, e.g. f = 111.6875 Hz: "
+    "8.953553441522105 > 8.953553441522104) with limit_exceeded, while the envelope allows 1e-9",
+)
+def test_governor_duty_clamp_at_zero_margin_is_accepted_by_the_simulator() -> None:
+    env = validate(
+        replace(SIM, recharge_margin_us=0.0, interphase_gap_us=0.0, pulse_width_max_us=5000.0)
+    )
+    replies = _lockstep(env, [Setpoint(20.0, 111.6875, 5000.0)] * 6)
+    assert all(isinstance(r, Observation) for r in replies), replies[-1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="amplitude 0 is off, always allowed (duty applies while on), but the simulator "
+    "refuses an off step whose shape would not fit the period (Stimulus checks the duty of "
+    "amplitude 0) with limit_exceeded and stops the session",
+)
+def test_simulator_accepts_amplitude_0_whatever_the_shape() -> None:
+    env = validate(replace(FAST, pulse_width_max_us=5000.0))
+    _, client = _sim_session(env)
+    assert isinstance(_sim_step(client, 0.0, (180.0, 4000.0)), Observation)
