@@ -16,12 +16,13 @@ checked through ``load_envelope``, the controller CLI and ``neuroloop-replay ver
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -46,7 +47,9 @@ from controller.replay.verify import verify_session
 from drivers.bridge import SerialBackend
 from drivers.device_caps import FirmwareConfig
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import running_emulator
+from drivers.testing import ToyNetwork, running_emulator
+from drivers.tissue import Tissue
+from protocol.backend import Backend
 from protocol.client import BackendClient
 from protocol.codec import pack, unpack_reply
 from protocol.envelope.config import (
@@ -62,6 +65,7 @@ from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.wire import envelope_to_wire
 from protocol.errors import ConfigError
 from protocol.messages import (
+    Bye,
     Configure,
     Configured,
     ErrorReply,
@@ -197,7 +201,9 @@ def envelopes(
 
     Every field is drawn inside its absolute cap and its floor, and the consistency rules of
     ``validate`` are respected by construction (min ≤ max, the shortest pulse fits at
-    ``frequency_max_hz``, watchdog ≥ lease, charge ≤ its domain ceiling).
+    ``frequency_max_hz``, watchdog ≥ lease, charge ≤ its domain ceiling). With ``area_cm2``
+    (a real device's contact) the charge also stays within ``density × area`` and ≥ 1 nC, as
+    the device requires (see the xfail test on the bridge's configure).
     """
     caps = MODEL_CAPS if domain == "model" else PHYSICAL_CAPS
     floors = {rule.field: rule for rule in rules_for(domain)}
@@ -226,7 +232,13 @@ def envelopes(
         q_ceiling = round(min(shannon_q_max_uc(area), 30.0 * area), 9)
     # Often binding: up to 1.2 × the largest charge the ranges allow, never above the ceiling.
     q_scale = min(q_ceiling, 1.2 * amp_max * pw_max / 1000.0)
+    if area_cm2 is not None:
+        density = round(density, 1)  # the device holds 0.1 nC/mm² steps (= 0.01 µC/cm²... ×10)
+        q_ceiling = min(q_ceiling, density * area)
+        q_scale = min(q_scale, q_ceiling)
     charge = draw(st.one_of(st.just(q_ceiling), st.floats(0.01, 1.0).map(lambda u: u * q_scale)))
+    if area_cm2 is not None:
+        charge = max(charge, 0.001)
     values: dict[str, Any] = {}
     for name in (
         "amplitude_up_per_s",
@@ -263,12 +275,29 @@ def envelopes(
         watchdog_periods=watchdog,
         **values,
     )
+    if area_cm2 is not None:
+        env = _device_resolution(env)
     try:
         validate(env, "random")
-        check_timing(domain, lease, watchdog, period_ms, "random")
+        check_timing(domain, env.lease_periods, env.watchdog_periods, period_ms, "random")
     except ConfigError:  # a rounding edge of the construction; rare
         assume(False)
     return env
+
+
+def _device_resolution(env: Envelope) -> Envelope:
+    """``env`` on the device's integer grid (µA, 0.1 Hz, µs, nC, µA/s, ms), so that the bridge's
+    conversion is exact (a value between grid points is a representability refusal)."""
+    grid = {
+        "amplitude_min": 1e-3, "amplitude_max": 1e-3, "frequency_min_hz": 0.1,
+        "frequency_max_hz": 0.1, "pulse_width_min_us": 1.0, "pulse_width_max_us": 1.0,
+        "interphase_gap_us": 1.0, "recharge_margin_us": 1.0, "amplitude_up_per_s": 1e-3,
+        "amplitude_down_per_s": 1e-3, "frequency_step_hz": 0.1, "pulse_width_step_us": 1.0,
+        "soft_start_s": 1e-3,
+    }  # fmt: skip
+    values = {name: round(getattr(env, name) / step) * step for name, step in grid.items()}
+    values["charge_per_phase_max"] = math.floor(env.charge_per_phase_max * 1000.0 + 1e-9) / 1000.0
+    return replace(env, **values)
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
@@ -521,26 +550,27 @@ def _stimulus(rules: Rules, kind: str, u: list[float], cap_amp: float) -> tuple[
 def _draw_step(
     data: st.DataObject, rules: Rules, cap_amp: float, durations: st.SearchStrategy[float]
 ) -> Draw:
-    kind = data.draw(st.sampled_from(KINDS), label="kind")
+    # Right after a reset a client mostly starts off (the soft start needs time off first).
+    fresh = rules.held_s == 0.0 and data.draw(st.integers(0, 3), label="start off") > 0
+    kind = "off" if fresh else data.draw(st.sampled_from(KINDS), label="kind")
     u = [data.draw(_fraction(), label="u") for _ in range(4)]
     return Draw(kind, _stimulus(rules, kind, u, cap_amp), data.draw(durations, label="duration_ms"))
 
 
 @dataclass
 class WireClient:
-    """A client that bypasses the controller: it packs requests itself and reads the replies.
+    """A client that bypasses the controller: it builds every request itself.
 
-    ``send`` is the transport: ``backend.handle`` in process, or a ZeroMQ client.
+    Args:
+        transport: Sends one request and returns its reply: packed bytes through
+            ``backend.handle`` (:func:`in_process`) or a real ZeroMQ socket.
     """
 
-    send_bytes: Any
+    transport: Callable[[Request], Reply]
     session: str = ""
-    request_id: int = 0
 
     def send(self, request: Request) -> Reply:
-        self.request_id += 1
-        _, reply = unpack_reply(self.send_bytes(pack(self.request_id, request)))
-        return reply
+        return self.transport(request)
 
     def hello(self) -> Welcome:
         welcome = self.send(Hello("bypassing-client"))
@@ -595,6 +625,7 @@ def drive(
     n_steps: int,
     durations: st.SearchStrategy[float],
     valid_must_pass: bool,
+    recover: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """Send ``n_steps`` random steps and check each reply against :class:`Rules`.
 
@@ -603,7 +634,8 @@ def drive(
     * with ``valid_must_pass``: a step inside every rule (exactly; and not in
       ``(0, amplitude_min)``) is accepted.
 
-    After a refusal the client resets (output off, soft start from 0) and goes on.
+    After a refusal the client resets (output off, soft start from 0; or ``recover``) and
+    goes on.
     """
     cap_amp = next(s.max for s in caps.stim_params if s.role == "amplitude")
     per_unit = 1000.0 if any(s.unit in ("uA", "µA") for s in caps.stim_params) else 1.0
@@ -632,15 +664,21 @@ def drive(
             assert (status.state, status.stimulating) == ("stopped", False), status
         elif valid_must_pass and valid and not _known_refusal(rules.env, values):
             pytest.fail(f"refused a step inside every rule: {step} → {reply}")
-        client.reset()
+        (recover or client.reset)()
         rules.restart()
     event(f"accepted on {min(counts['accepted_on'], 3)}+, refused {min(counts['refused'], 3)}+")
     return counts
 
 
+def in_process(backend: Backend) -> Callable[[Request], Reply]:
+    """Real wire bytes (``protocol.codec.pack``) into ``backend.handle``, the reply unpacked."""
+    ids = itertools.count(1)
+    return lambda request: unpack_reply(backend.handle(b"bypass", pack(next(ids), request)))[1]
+
+
 def _sim_backend() -> tuple[SimulatorBackend, WireClient]:
     backend = SimulatorBackend(session_timeout_s=600.0)
-    return backend, WireClient(lambda data: backend.handle(b"bypass", data))
+    return backend, WireClient(in_process(backend))
 
 
 #: Step durations (ms) a bypassing client uses: the paper's 20 ms chunks and longer off times.
@@ -812,3 +850,86 @@ def test_simulator_accepts_amplitude_0_whatever_the_shape() -> None:
     env = validate(replace(FAST, pulse_width_max_us=5000.0))
     _, client = _sim_session(env)
     assert isinstance(_sim_step(client, 0.0, (180.0, 4000.0)), Observation)
+
+
+def test_bypassing_client_over_zeromq_against_the_simulator_server_process() -> None:
+    """The wire path: ``python -m simulator.server`` in its own process, a raw ZeroMQ client."""
+    env = validate(replace(FAST, charge_per_phase_max=10.0))
+    cmd = [sys.executable, "-m", "simulator.server", "--log-level", "warning"]
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with spawn_local_backend(cmd, "ipc", ready_timeout_s=120.0, env=environ) as proc:
+        with BackendClient(proc.address, timeout_s=30.0) as raw:
+            client = WireClient(raw.request)
+            welcome = client.hello()
+            configured = client.configure(env, welcome.capabilities, 20.0, {"n_scale": 0.02})
+            assert isinstance(configured, Configured), configured
+            client.reset()
+            assert isinstance(_sim_step(client, None, duration_ms=100.0), Observation)
+            assert isinstance(_sim_step(client, 10.0), Observation)  # 10 mV × 1 ms: the limit
+            _assert_refused(client, _sim_step(client, 200.0), "charge")  # 200 mV × 1000 µs
+            client.reset()
+            assert isinstance(_sim_step(client, 0.0), Observation)
+            _assert_refused(client, _sim_step(client, 200.0), "amplitude rise")  # 0 → 200 mV
+        assert proc.stop() == 0
+
+
+# ---------------------------------------------------- bypassing client vs the serial bridge
+
+
+@contextmanager
+def served_bridge() -> Iterator[BackendClient]:
+    """The device emulator on a real pty, the serial bridge behind a real ZeroMQ socket."""
+    with running_emulator(tissue=Tissue(ToyNetwork())) as emu:
+        driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1, link_timeout_s=0.5)
+        driver.handshake()
+        backend = SerialBackend(driver, session_timeout_s=5.0)
+        server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
+        endpoint = server.start()
+        stop = threading.Event()
+        thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
+        thread.start()
+        client = BackendClient(endpoint, timeout_s=15.0)
+        try:
+            yield client
+        finally:
+            client.close()
+            stop.set()
+            thread.join(5.0)
+            server.close()
+
+
+BRIDGE_DURATIONS = st.one_of(
+    st.just(50.0), st.integers(10, 100).map(float), st.integers(200, 400).map(float)
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(data=st.data())
+def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_serial_bridge(
+    data: st.DataObject,
+) -> None:
+    period_ms = data.draw(st.sampled_from([100.0, 200.0]), label="period_ms")
+    env = data.draw(envelopes("physical", period_ms, EMULATOR_AREA_CM2), label="envelope")
+    with served_bridge() as raw:
+        client = WireClient(raw.request)
+        caps = client.hello().capabilities
+
+        def configure_and_reset() -> None:
+            configured = client.configure(env, caps, period_ms, {})
+            assert isinstance(configured, Configured), configured
+            client.reset()
+
+        def recover() -> None:
+            reply = client.send(Reset(client.session, None))
+            if not (isinstance(reply, Status) and reply.state == "running"):
+                configure_and_reset()  # a device fault (e.g. its own refusal) needs a re-arm
+
+        configure_and_reset()
+        drive(client, Rules(env), caps, data, data.draw(st.integers(4, 10)), BRIDGE_DURATIONS,
+              valid_must_pass=False, recover=recover)  # fmt: skip
+        client.send(Bye(client.session))
