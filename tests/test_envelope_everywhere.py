@@ -41,7 +41,7 @@ from controller.cli import main as controller_main
 from controller.envelope.action import ActionMap
 from controller.envelope.governor import SafetyGovernor
 from controller.loop import ControlLoop, LoopSettings
-from controller.policies.builtin import FtstsPolicy, OffPolicy
+from controller.policies.builtin import FtstsPolicy
 from controller.replay.edit import rewrite_recording
 from controller.replay.session import load_session
 from controller.replay.verify import verify_session
@@ -139,7 +139,9 @@ class Rules:
             out.append("bounds amplitude")
         if not (_le(e.frequency_min_hz, freq, slack) and _le(freq, e.frequency_max_hz, slack)):
             out.append("bounds frequency")
-        if not (_le(e.pulse_width_min_us, width, slack) and _le(width, e.pulse_width_max_us, slack)):
+        if not (
+            _le(e.pulse_width_min_us, width, slack) and _le(width, e.pulse_width_max_us, slack)
+        ):
             out.append("bounds pulse width")
         if out:
             return out
@@ -208,8 +210,11 @@ def envelopes(
     """
     caps = MODEL_CAPS if domain == "model" else PHYSICAL_CAPS
     floors = {rule.field: rule for rule in rules_for(domain)}
-    amp_max = draw(st.one_of(st.just(caps.amplitude_max), st.floats(0.01, 1.0).map(
-        lambda u: u * caps.amplitude_max)))  # fmt: skip
+    amp_max = draw(
+        st.one_of(
+            st.just(caps.amplitude_max), st.floats(0.01, 1.0).map(lambda u: u * caps.amplitude_max)
+        )
+    )
     amp_min = draw(st.one_of(st.just(0.0), st.floats(0.0, 1.0).map(lambda u: u * amp_max)))
     f_max = draw(st.floats(caps.frequency_min_hz, caps.frequency_max_hz))
     f_min = caps.frequency_min_hz + draw(_fraction()) * (f_max - caps.frequency_min_hz)
@@ -254,8 +259,12 @@ def envelopes(
     lease_lo = max(1.0, timing.lease_ms[0] / period_ms)
     lease_hi = min(20.0, timing.lease_ms[1] / period_ms)
     lease = draw(st.floats(lease_lo, lease_hi))
-    watchdog = draw(st.floats(max(lease, timing.watchdog_ms[0] / period_ms),
-                              min(20.0, timing.watchdog_ms[1] / period_ms)))  # fmt: skip
+    watchdog = draw(
+        st.floats(
+            max(lease, timing.watchdog_ms[0] / period_ms),
+            min(20.0, timing.watchdog_ms[1] / period_ms),
+        )
+    )
     env = Envelope(
         name=f"random-{domain}",
         domain="model" if domain == "model" else "physical",
@@ -290,12 +299,20 @@ def _device_resolution(env: Envelope) -> Envelope:
     """``env`` on the device's integer grid (µA, 0.1 Hz, µs, nC, µA/s, ms), so that the bridge's
     conversion is exact (a value between grid points is a representability refusal)."""
     grid = {
-        "amplitude_min": 1e-3, "amplitude_max": 1e-3, "frequency_min_hz": 0.1,
-        "frequency_max_hz": 0.1, "pulse_width_min_us": 1.0, "pulse_width_max_us": 1.0,
-        "interphase_gap_us": 1.0, "recharge_margin_us": 1.0, "amplitude_up_per_s": 1e-3,
-        "amplitude_down_per_s": 1e-3, "frequency_step_hz": 0.1, "pulse_width_step_us": 1.0,
+        "amplitude_min": 1e-3,
+        "amplitude_max": 1e-3,
+        "frequency_min_hz": 0.1,
+        "frequency_max_hz": 0.1,
+        "pulse_width_min_us": 1.0,
+        "pulse_width_max_us": 1.0,
+        "interphase_gap_us": 1.0,
+        "recharge_margin_us": 1.0,
+        "amplitude_up_per_s": 1e-3,
+        "amplitude_down_per_s": 1e-3,
+        "frequency_step_hz": 0.1,
+        "pulse_width_step_us": 1.0,
         "soft_start_s": 1e-3,
-    }  # fmt: skip
+    }
     values = {name: round(getattr(env, name) / step) * step for name, step in grid.items()}
     values["charge_per_phase_max"] = math.floor(env.charge_per_phase_max * 1000.0 + 1e-9) / 1000.0
     return replace(env, **values)
@@ -358,7 +375,7 @@ def _requests(env: Envelope, normalised: bool) -> st.SearchStrategy[list[Any]]:
 
 
 @settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -446,8 +463,20 @@ def test_governor_rejects_a_huge_integer_request_with_a_reason(normalised: bool)
 # ------------------------------------------------------ bypassing clients: stimulus sequences
 
 #: Step kinds a bypassing client sends (valid ramps weighted up so that the output gets on).
-KINDS = ("off", "off", "zero", *["valid"] * 8, "jump", "drop", "charge", "duty", "fstep",
-         "pwstep", "wild", "below_min")  # fmt: skip
+KINDS = (
+    "off",
+    "off",
+    "zero",
+    *["valid"] * 8,
+    "jump",
+    "drop",
+    "charge",
+    "duty",
+    "fstep",
+    "pwstep",
+    "wild",
+    "below_min",
+)
 
 
 @dataclass(frozen=True)
@@ -476,7 +505,10 @@ def _valid_on(rules: Rules, u: list[float]) -> tuple[float, float, float] | None
         else:
             f_lo, f_hi = e.frequency_min_hz, e.frequency_max_hz
             if prev_on:
-                f_lo, f_hi = max(f_lo, p_freq - e.frequency_step_hz), min(f_hi, p_freq + e.frequency_step_hz)
+                f_lo, f_hi = (
+                    max(f_lo, p_freq - e.frequency_step_hz),
+                    min(f_hi, p_freq + e.frequency_step_hz),
+                )
             freq = f_lo + u[0] * (f_hi - f_lo)
             w_lo, w_hi = e.pulse_width_min_us, min(e.pulse_width_max_us, _duty_width(e, freq))
             if prev_on:
@@ -504,13 +536,16 @@ def _valid_on(rules: Rules, u: list[float]) -> tuple[float, float, float] | None
     return None
 
 
-def _stimulus(rules: Rules, kind: str, u: list[float], cap_amp: float) -> tuple[float, float, float] | None:
+def _stimulus(
+    rules: Rules, kind: str, u: list[float], cap_amp: float
+) -> tuple[float, float, float] | None:
     """The values of a step of ``kind`` (most kinds break a rule; ``Rules`` is the judge)."""
     e = rules.env
     p_amp, p_freq, p_width = rules.prev
     f_mid = e.frequency_min_hz + u[0] * (e.frequency_max_hz - e.frequency_min_hz)
     w_mid = e.pulse_width_min_us + u[1] * (
-        min(e.pulse_width_max_us, max(e.pulse_width_min_us, _duty_width(e, f_mid))) - e.pulse_width_min_us
+        min(e.pulse_width_max_us, max(e.pulse_width_min_us, _duty_width(e, f_mid)))
+        - e.pulse_width_min_us
     )
     if kind == "off":
         return None
@@ -579,12 +614,15 @@ class WireClient:
         self.session = welcome.session_id
         return welcome
 
-    def configure(self, env: Envelope, caps: Any, period_ms: float, options: dict[str, Any]) -> Reply:
+    def configure(
+        self, env: Envelope, caps: Any, period_ms: float, options: dict[str, Any]
+    ) -> Reply:
         return self.send(Configure(self.session, period_ms, envelope_to_wire(env, caps), options))
 
     def reset(self) -> None:
         status = self.send(Reset(self.session, None))
-        assert isinstance(status, Status) and status.state == "running", status
+        assert isinstance(status, Status), status
+        assert status.state == "running", status
 
     def status(self) -> Status:
         status = self.send(GetStatus(self.session))
@@ -592,12 +630,18 @@ class WireClient:
         return status
 
 
-def _wire_stimulus(caps: Any, values: tuple[float, float, float] | None, per_unit: float) -> dict[str, float] | None:
+def _wire_stimulus(
+    caps: Any, values: tuple[float, float, float] | None, per_unit: float
+) -> dict[str, float] | None:
     if values is None:
         return None
     amp, freq, width = values
     names = {s.role: s.name for s in caps.stim_params}
-    stim = {names["amplitude"]: amp * per_unit, names["frequency"]: freq, names["pulse_width"]: width}
+    stim = {
+        names["amplitude"]: amp * per_unit,
+        names["frequency"]: freq,
+        names["pulse_width"]: width,
+    }
     for spec in caps.stim_params:
         if spec.role == "other":
             stim[spec.name] = 0.0
@@ -684,7 +728,9 @@ def _sim_backend() -> tuple[SimulatorBackend, WireClient]:
 
 #: Step durations (ms) a bypassing client uses: the paper's 20 ms chunks and longer off times.
 SIM_DURATIONS = st.one_of(
-    st.just(20.0), st.integers(1, 3).map(lambda k: 20.0 * k), st.integers(5, 75).map(lambda k: 20.0 * k)
+    st.just(20.0),
+    st.integers(1, 3).map(lambda k: 20.0 * k),
+    st.integers(5, 75).map(lambda k: 20.0 * k),
 )
 
 
@@ -705,8 +751,15 @@ def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_simula
     configured = client.configure(env, SIM_CAPABILITIES, 20.0, options)
     assert isinstance(configured, Configured), configured
     client.reset()
-    drive(client, Rules(env), SIM_CAPABILITIES, data, data.draw(st.integers(4, 20)),
-          SIM_DURATIONS, valid_must_pass=True)  # fmt: skip
+    drive(
+        client,
+        Rules(env),
+        SIM_CAPABILITIES,
+        data,
+        data.draw(st.integers(4, 20)),
+        SIM_DURATIONS,
+        valid_must_pass=True,
+    )
     backend.close()
 
 
@@ -726,8 +779,12 @@ def _sim_session(env: Envelope) -> tuple[SimulatorBackend, WireClient]:
     return backend, client
 
 
-def _sim_step(client: WireClient, amp: float | None, shape: tuple[float, float] = FTSTS_SHAPE,
-              duration_ms: float = 20.0) -> Reply:  # fmt: skip
+def _sim_step(
+    client: WireClient,
+    amp: float | None,
+    shape: tuple[float, float] = FTSTS_SHAPE,
+    duration_ms: float = 20.0,
+) -> Reply:
     stim = None if amp is None else _wire_stimulus(SIM_CAPABILITIES, (amp, *shape), 1.0)
     return client.send(Step(client.session, stim, duration_ms, False))
 
@@ -751,9 +808,18 @@ RULE_CASES = {
         "duty",
     ),
     "slew_up": (FAST, [100.0], (200.0, *FTSTS_SHAPE), "amplitude rise"),
-    "slew_down": (replace(FAST, amplitude_down_per_s=1000.0), [100.0], (50.0, *FTSTS_SHAPE),
-                  "amplitude fall"),  # fmt: skip
-    "frequency_step": (FAST, [100.0], (100.0, FTSTS_SHAPE[0] + 60.0, 1000.0), "frequency_hz change"),
+    "slew_down": (
+        replace(FAST, amplitude_down_per_s=1000.0),
+        [100.0],
+        (50.0, *FTSTS_SHAPE),
+        "amplitude fall",
+    ),
+    "frequency_step": (
+        FAST,
+        [100.0],
+        (100.0, FTSTS_SHAPE[0] + 60.0, 1000.0),
+        "frequency_hz change",
+    ),
     "pulse_width_step": (FAST, [100.0], (100.0, FTSTS_SHAPE[0], 700.0), "pulse_width_us change"),
     "soft_start": (replace(FAST, soft_start_s=1.0), [], (100.0, *FTSTS_SHAPE), "soft_start"),
     "bounds": (FAST, [100.0], (250.0, *FTSTS_SHAPE), "configured envelope"),
@@ -905,7 +971,7 @@ BRIDGE_DURATIONS = st.one_of(
 
 
 @settings(
-    max_examples=12,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -931,8 +997,16 @@ def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_serial
                 configure_and_reset()  # a device fault (e.g. its own refusal) needs a re-arm
 
         configure_and_reset()
-        drive(client, Rules(env), caps, data, data.draw(st.integers(4, 10)), BRIDGE_DURATIONS,
-              valid_must_pass=False, recover=recover)  # fmt: skip
+        drive(
+            client,
+            Rules(env),
+            caps,
+            data,
+            data.draw(st.integers(4, 10)),
+            BRIDGE_DURATIONS,
+            valid_must_pass=False,
+            recover=recover,
+        )
         client.send(Bye(client.session))
 
 
@@ -963,9 +1037,12 @@ def _env_file(tmp_path: Path, name: str, base: Envelope, **changes: Any) -> Path
 def _run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "neuroloop-controller"), *args, "--no-record", "--log-format", "json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -979,23 +1056,49 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str
 
 # (name, base envelope, changes, text of the error: key, interval, floor source)
 FLOOR_CASES = [
-    ("ramp", SIM, {"amplitude_up_per_s": 1e6}, "amplitude_up_per_s in [0.001, 4000] mV/s",
-     "0 → 400 mV cap in ≥ 0.1 s"),
+    (
+        "ramp",
+        SIM,
+        {"amplitude_up_per_s": 1e6},
+        "amplitude_up_per_s in [0.001, 4000] mV/s",
+        "0 → 400 mV cap in ≥ 0.1 s",
+    ),
     ("soft_start", SIM, {"soft_start_s": 0.0}, "soft_start_s in [0.1, 60] s", "floor"),
-    ("frequency_step", SIM, {"frequency_step_hz": 175.0}, "frequency_step_hz in [0.1, 100] Hz",
-     "floor"),
-    ("streak", SIM, {"invalid_streak_to_fault": 100}, "invalid_streak_to_fault in [1, 5]",
-     "hil-safety-protocol §2.3 F"),
-    ("device_ramp", DEV, {"amplitude_up_per_s": 1e6}, "amplitude_up_per_s in [0.01, 2] mA/s",
-     "hil-safety-protocol §2.3 C"),
+    (
+        "frequency_step",
+        SIM,
+        {"frequency_step_hz": 175.0},
+        "frequency_step_hz in [0.1, 100] Hz",
+        "floor",
+    ),
+    (
+        "streak",
+        SIM,
+        {"invalid_streak_to_fault": 100},
+        "invalid_streak_to_fault in [1, 5]",
+        "hil-safety-protocol §2.3 F",
+    ),
+    (
+        "device_ramp",
+        DEV,
+        {"amplitude_up_per_s": 1e6},
+        "amplitude_up_per_s in [0.01, 2] mA/s",
+        "hil-safety-protocol §2.3 C",
+    ),
     ("device_soft_start", DEV, {"soft_start_s": 0.0}, "soft_start_s in [1, 60] s", "floor"),
-    ("device_streak", DEV, {"invalid_streak_to_fault": 100}, "invalid_streak_to_fault in [1, 5]",
-     "§2.3 F"),
-]  # fmt: skip
+    (
+        "device_streak",
+        DEV,
+        {"invalid_streak_to_fault": 100},
+        "invalid_streak_to_fault in [1, 5]",
+        "§2.3 F",
+    ),
+]
 
 
-@pytest.mark.parametrize(("name", "base", "changes", "interval", "source"), FLOOR_CASES,
-                         ids=[c[0] for c in FLOOR_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "base", "changes", "interval", "source"), FLOOR_CASES, ids=[c[0] for c in FLOOR_CASES]
+)
 def test_envelope_file_beyond_a_floor_is_a_config_error_naming_key_interval_and_source(
     tmp_path: Path, name: str, base: Envelope, changes: dict[str, Any], interval: str, source: str
 ) -> None:
@@ -1012,8 +1115,9 @@ def test_controller_cli_refuses_an_envelope_beyond_a_floor_with_one_line(
 ) -> None:
     _, base, changes, interval, _source = next(c for c in FLOOR_CASES if c[0] == name)
     path = _env_file(tmp_path, name, base, **changes)
-    _assert_one_line_error(_run_cli(["--envelope", str(path), "--policy", "off"]), str(path),
-                           interval)  # fmt: skip
+    _assert_one_line_error(
+        _run_cli(["--envelope", str(path), "--policy", "off"]), str(path), interval
+    )
 
 
 @pytest.mark.xfail(
@@ -1035,11 +1139,12 @@ def test_lease_beyond_its_absolute_time_floor_is_refused_by_the_governor_and_bac
         SafetyGovernor(DEV, 0.4)
     with pytest.raises(ConfigError, match=r"in \[1, 2000\] ms"):
         SafetyGovernor(replace(SIM, lease_periods=20.0, watchdog_periods=20.0), 0.2)
-    backend, client = _sim_backend()
+    _, client = _sim_backend()
     client.hello()
     long_lease = validate(replace(SIM, lease_periods=20.0, watchdog_periods=20.0))
     reply = client.configure(long_lease, SIM_CAPABILITIES, 200.0, {"n_scale": 0.02})
-    assert isinstance(reply, ErrorReply) and reply.code == "envelope_rejected", reply
+    assert isinstance(reply, ErrorReply), reply
+    assert reply.code == "envelope_rejected", reply
     assert "lease_periods × control period in [1, 2000] ms" in reply.message
 
 
@@ -1053,8 +1158,9 @@ def test_controller_cli_refuses_a_lease_too_long_in_absolute_time_with_one_line(
     tmp_path: Path,
 ) -> None:
     path = _env_file(tmp_path, "long_lease", SIM, lease_periods=20.0, watchdog_periods=20.0)
-    proc = _run_cli(["--envelope", str(path), "--policy", "off", "--period-ms", "200",
-                     "--duration", "0.4"])  # fmt: skip
+    proc = _run_cli(
+        ["--envelope", str(path), "--policy", "off", "--period-ms", "200", "--duration", "0.4"]
+    )
     _assert_one_line_error(proc, "lease_periods × control period in [1, 2000] ms")
 
 
@@ -1063,10 +1169,11 @@ def test_a_huge_integer_in_an_envelope_file_is_a_config_error_naming_the_key(
 ) -> None:
     path = tmp_path / "huge.toml"
     path.write_text(SIM.to_toml().replace("amplitude_max = 200.0", f"amplitude_max = {10**400}"))
-    with pytest.raises(ConfigError, match="limits.amplitude_max"):
+    with pytest.raises(ConfigError, match=r"limits\.amplitude_max"):
         load_envelope(path)
-    _assert_one_line_error(_run_cli(["--envelope", str(path), "--policy", "off"]),
-                           "limits.amplitude_max")  # fmt: skip
+    _assert_one_line_error(
+        _run_cli(["--envelope", str(path), "--policy", "off"]), "limits.amplitude_max"
+    )
 
 
 # --------------------------------------------------------------------- off is off (item 1)
@@ -1080,10 +1187,24 @@ def _off_run(tmp_path: Path) -> Path:
     env_path = tmp_path / "min20.toml"
     env_path.write_text(MIN20.to_toml())
     cfg = tmp_path / "run.toml"
-    cfg.write_text("[controller]\nin_process = true\npace = 'fast'\n[simulator]\nn_e = 40\nn_i = 10\n")
+    cfg.write_text(
+        "[controller]\nin_process = true\npace = 'fast'\n[simulator]\nn_e = 40\nn_i = 10\n"
+    )
     rec = tmp_path / "off.nlrec"
-    args = ["--config", str(cfg), "--envelope", str(env_path), "--policy", "off", "--duration",
-            "0.4", "--record", str(rec), "--log-level", "warning"]  # fmt: skip
+    args = [
+        "--config",
+        str(cfg),
+        "--envelope",
+        str(env_path),
+        "--policy",
+        "off",
+        "--duration",
+        "0.4",
+        "--record",
+        str(rec),
+        "--log-level",
+        "warning",
+    ]
     assert controller_main(args) == 0
     return rec
 
@@ -1129,12 +1250,14 @@ def test_ftsts_latch_switches_stimulation_off_with_amplitude_min() -> None:
     backend = InProcessSimBackend(NetworkConfig(n_e=160, n_i=40), seed=3)
     policy = FtstsPolicy(onset_ms=200.0, latch_below_mv=250.0)
     gov = SafetyGovernor(MIN20, 0.02)
-    loop = ControlLoop(backend, policy, gov, LoopSettings(period_ms=20.0, duration_s=2.0, pace="fast"))
+    loop = ControlLoop(
+        backend, policy, gov, LoopSettings(period_ms=20.0, duration_s=2.0, pace="fast")
+    )
     result = loop.run()
     assert result.end_reason == "completed"
     assert policy.latched_at_ms is not None
     latch_tick = int(policy.latched_at_ms / 20.0)
-    assert any(a is not None for a in backend.applied[:latch_tick + 1])  # it did stimulate
+    assert any(a is not None for a in backend.applied[: latch_tick + 1])  # it did stimulate
     # The request after the latch is off: the command is 0 from the next tick on, for good.
-    assert all(a is None for a in backend.applied[latch_tick + 1:]), backend.applied
+    assert all(a is None for a in backend.applied[latch_tick + 1 :]), backend.applied
     assert gov.last.amplitude == 0.0
