@@ -47,8 +47,9 @@ from controller.replay.session import load_session
 from controller.replay.verify import verify_session
 from drivers.bridge import SerialBackend
 from drivers.device_caps import FirmwareConfig
+from drivers.emulator import DeviceEmulator
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import ToyNetwork, running_emulator
+from drivers.testing import ToyNetwork, running_emulator, wait_until
 from drivers.tissue import Tissue
 from protocol.backend import Backend
 from protocol.client import BackendClient
@@ -944,7 +945,7 @@ def test_bypassing_client_over_zeromq_against_the_simulator_server_process() -> 
 
 
 @contextmanager
-def served_bridge() -> Iterator[BackendClient]:
+def served_bridge() -> Iterator[tuple[BackendClient, DeviceEmulator]]:
     """The device emulator on a real pty, the serial bridge behind a real ZeroMQ socket."""
     with running_emulator(tissue=Tissue(ToyNetwork())) as emu:
         driver = SerialStimulator(emu.port.url, ack_timeout_s=0.1, link_timeout_s=0.5)
@@ -957,7 +958,7 @@ def served_bridge() -> Iterator[BackendClient]:
         thread.start()
         client = BackendClient(endpoint, timeout_s=15.0)
         try:
-            yield client
+            yield client, emu
         finally:
             client.close()
             stop.set()
@@ -982,7 +983,7 @@ def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_serial
 ) -> None:
     period_ms = data.draw(st.sampled_from([100.0, 200.0]), label="period_ms")
     env = data.draw(envelopes("physical", period_ms, EMULATOR_AREA_CM2), label="envelope")
-    with served_bridge() as raw:
+    with served_bridge() as (raw, _):
         client = WireClient(raw.request)
         caps = client.hello().capabilities
 
@@ -1010,6 +1011,46 @@ def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_serial
         client.send(Bye(client.session))
 
 
+#: Issue 18 item 2: limits the device once replaced by its defaults or never received.
+STRICT_DEV = validate(
+    replace(
+        DEV,
+        amplitude_up_per_s=2.0,
+        soft_start_s=1.0,
+        frequency_step_hz=5.0,
+        pulse_width_step_us=2.0,
+        recharge_margin_us=5200.0,
+    )
+)
+BRIDGE_RULE_CASES = {
+    # 130 → 150 Hz with a 5 Hz step; 90 → 100 µs with a 2 µs step; 120 µs at 185 Hz with a
+    # 5200 µs margin (2·120 + 5200 > 5405 µs): what the device delivered before (item 2).
+    "frequency_step": ((0.5, 130.0, 90.0), (0.5, 150.0, 90.0), "frequency_hz change"),
+    "pulse_width_step": ((0.5, 130.0, 90.0), (0.5, 130.0, 100.0), "pulse_width_us change"),
+    "duty": ((0.5, 181.0, 101.0), (0.5, 185.0, 103.0), "duty"),  # 2·103 + 5200 > 5405 µs
+    "slew_up": ((0.5, 130.0, 90.0), (1.5, 130.0, 90.0), "amplitude rise"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BRIDGE_RULE_CASES))
+def test_serial_bridge_refuses_a_step_that_breaks_each_rule_and_the_output_goes_off(
+    case: str,
+) -> None:
+    before, breaking, needle = BRIDGE_RULE_CASES[case]
+    with served_bridge() as (raw, emu):
+        client = WireClient(raw.request)
+        caps = client.hello().capabilities
+        assert isinstance(client.configure(STRICT_DEV, caps, 100.0, {}), Configured)
+        client.reset()
+        assert isinstance(client.send(Step(client.session, None, 300.0, False)), Observation)
+        stim = _wire_stimulus(caps, before, 1.0)
+        reply = client.send(Step(client.session, stim, 100.0, False))
+        assert isinstance(reply, Observation), reply
+        reply = client.send(Step(client.session, _wire_stimulus(caps, breaking, 1.0), 100.0, False))
+        _assert_refused(client, reply, needle)
+        wait_until(lambda: emu.snapshot().target_amp_ua == 0, 5.0, "output commanded off")
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="protocol validate() accepts charge_per_phase_max above charge_density_max × area "
@@ -1018,7 +1059,7 @@ def test_bypassing_client_cannot_get_a_step_outside_the_envelope_from_the_serial
 )
 def test_bridge_accepts_a_valid_envelope_whose_charge_limit_exceeds_density_times_area() -> None:
     env = validate(replace(DEV, charge_density_max_uc_cm2=1.0))  # 1.8 µC > 1 µC/cm² × 0.06
-    with served_bridge() as raw:
+    with served_bridge() as (raw, _):
         client = WireClient(raw.request)
         caps = client.hello().capabilities
         configured = client.configure(env, caps, 100.0, {})
