@@ -32,6 +32,11 @@ from typing import Any
 import numpy as np
 import pytest
 import structlog
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -59,12 +64,13 @@ from protocol.envelope.config import (
     PHYSICAL_CAPS,
     Envelope,
     load_envelope,
+    parse_envelope,
     shannon_q_max_uc,
     validate,
 )
 from protocol.envelope.floors import check_timing, rules_for, timing_for
 from protocol.envelope.setpoint import Setpoint
-from protocol.envelope.wire import envelope_to_wire
+from protocol.envelope.wire import envelope_from_wire, envelope_to_wire
 from protocol.errors import ConfigError
 from protocol.messages import (
     Bye,
@@ -240,7 +246,7 @@ def envelopes(
     # Often binding: up to 1.2 × the largest charge the ranges allow, never above the ceiling.
     q_scale = min(q_ceiling, 1.2 * amp_max * pw_max / 1000.0)
     if area_cm2 is not None:
-        density = round(density, 1)  # the device holds 0.1 nC/mm² steps (= 0.01 µC/cm²... ×10)
+        density = round(density, 1)  # the device holds whole nC/mm² (0.1 µC/cm² steps)
         q_ceiling = min(q_ceiling, density * area)
         q_scale = min(q_scale, q_ceiling)
     charge = draw(st.one_of(st.just(q_ceiling), st.floats(0.01, 1.0).map(lambda u: u * q_scale)))
@@ -322,12 +328,14 @@ def _device_resolution(env: Envelope) -> Envelope:
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(data=st.data(), domain=st.sampled_from(["model", "physical"]))
 def test_random_envelopes_are_valid_and_varied(data: st.DataObject, domain: str) -> None:
-    """The strategy itself: valid by construction, round-trips through its TOML file."""
+    """The strategy itself, and every random envelope through its file and the wire unchanged."""
     env = data.draw(envelopes(domain, 20.0 if domain == "model" else 100.0))
     assert validate(env) == env
     assert env.amplitude_min <= env.amplitude_max
     needed = 2 * env.pulse_width_min_us + env.interphase_gap_us + env.recharge_margin_us
     assert needed <= 1e6 / env.frequency_max_hz
+    assert parse_envelope(tomllib.loads(env.to_toml()), "random") == env
+    assert envelope_from_wire(env.to_wire()) == replace(env, name="wire")
 
 
 # --------------------------------------------------------------------- governor property
@@ -1187,6 +1195,18 @@ def test_lease_beyond_its_absolute_time_floor_is_refused_by_the_governor_and_bac
     assert isinstance(reply, ErrorReply), reply
     assert reply.code == "envelope_rejected", reply
     assert "lease_periods × control period in [1, 2000] ms" in reply.message
+    long_watchdog = validate(replace(DEV, watchdog_periods=10.0))  # 10 × 100 ms = 1 s
+    with pytest.raises(ConfigError, match=r"watchdog_periods × control period in \[50, 500\] ms"):
+        SafetyGovernor(long_watchdog, 0.1)
+    with served_bridge() as (raw, emu):
+        client = WireClient(raw.request)
+        caps = client.hello().capabilities
+        for env, period_ms in ((DEV, 400.0), (long_watchdog, 100.0)):
+            reply = client.configure(env, caps, period_ms, {})
+            assert isinstance(reply, ErrorReply), reply
+            assert reply.code == "envelope_rejected", reply
+            assert "control period in [50, 500] ms" in reply.message
+        assert emu.firmware.envelope is None  # the device was never armed with it
 
 
 @pytest.mark.xfail(
