@@ -1212,8 +1212,8 @@ def test_lease_beyond_its_absolute_time_floor_is_refused_by_the_governor_and_bac
 @pytest.mark.xfail(
     strict=True,
     reason="controller/cli.py run() builds SafetyGovernor outside its ConfigError handling: "
-    "an envelope whose lease × period is beyond the absolute-time floor (device.toml with "
-    "--period-ms 400) ends in a traceback with exit 1 instead of exit 2 and one line",
+    "an envelope whose lease × period is beyond the absolute-time floor (lease_periods 20 at "
+    "--period-ms 200 = 4 s) ends in a traceback with exit 1 instead of exit 2 and one line",
 )
 def test_controller_cli_refuses_a_lease_too_long_in_absolute_time_with_one_line(
     tmp_path: Path,
