@@ -348,7 +348,11 @@ def _report(cfg: RunConfig, event: str, headline: str, err: Exception) -> None:
 def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -> int:
     """Open the backend, run the loop, stop, record and summarise."""
     log = structlog.get_logger("controller.cli")
-    governor = SafetyGovernor(env, cfg.period_ms / 1000.0, policy.action_map)
+    try:
+        governor = SafetyGovernor(env, cfg.period_ms / 1000.0, policy.action_map)
+    except ConfigError as err:  # e.g. a lease too long in absolute time for --period-ms
+        _report(cfg, "config_error", "error", err)
+        return EXIT_CONFIG
     estop = EStop()
     estop.install()
     recorder: TickRecorder = NullRecorder()

@@ -157,7 +157,9 @@ def envelope_problems(env: Envelope) -> list[str]:
     if env.area_mm2_x100 >= 1:
         q_ceiling = min(
             shannon_q_max_nc(env.area_mm2_x100),
-            env.d_max_nc_per_mm2 * env.area_mm2_x100 // 100,
+            # The density limit is a rule of its own (setpoint_problem); the ceiling of the
+            # charge limit is the absolute 30 µC/cm², as in protocol.envelope.config.validate.
+            ABS_D_MAX_NC_PER_MM2 * env.area_mm2_x100 // 100,
         )
         _range("q_max_nc", env.q_max_nc, 1, q_ceiling, problems)
     _range("ramp_up_ua_per_s", env.ramp_up_ua_per_s, *ABS_RAMP_UP_RANGE_UA_PER_S, problems)

@@ -20,7 +20,7 @@ from protocol.envelope.softstart import soft_start_ceiling
 SIM = load_envelope("simulator")
 DEV = load_envelope("device")
 # Variants where the charge and duty rules bind (with the defaults they never do).
-SIM_TIGHT = validate(replace(SIM, charge_per_phase_max=60.0, pulse_width_step_us=1000.0))
+SIM_TIGHT = validate(replace(SIM, charge_per_phase_max=60.0, pulse_width_step_us=475.0))
 DEV_WIDE = validate(
     replace(
         DEV,

@@ -106,6 +106,9 @@ def check_action(raw: Any, action_map: ActionMap) -> tuple[list[float] | None, l
     """
     try:
         arr = np.asarray(raw, dtype=np.float64)
+    except OverflowError:
+        detail = "Expected a numeric action vector, actual an integer too large for a float"
+        return None, [_invalid("action", detail)]
     except (TypeError, ValueError) as err:
         return None, [
             _invalid("action", f"Expected a numeric action vector, actual {raw!r} ({err})")

@@ -293,7 +293,10 @@ def parse_envelope(data: dict[str, Any], source: str = "<envelope>") -> Envelope
                     raise ConfigError(f"{source}: expected an integer for {key}, actual {raw!r}")
                 values[key] = raw
             else:
-                values[key] = _number(f"{section}.{key}", raw)
+                try:
+                    values[key] = _number(f"{section}.{key}", raw)
+                except ConfigError as err:
+                    raise ConfigError(f"{source}: {err}") from None
     return validate(Envelope(**values), source)
 
 
@@ -369,6 +372,18 @@ def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
         _within(f"{source}: charge_per_phase_max", env.charge_per_phase_max, 0.0, q_cap, "mV·ms")
     for rule in rules_for(env.domain):
         check_rule(env.domain, rule.field, float(getattr(env, rule.field)), source)
+    # A step as wide as the range would allow any jump in one period: at most half of it.
+    for step_key, lo_key, hi_key, step_unit in (
+        ("frequency_step_hz", "frequency_min_hz", "frequency_max_hz", "Hz"),
+        ("pulse_width_step_us", "pulse_width_min_us", "pulse_width_max_us", "µs"),
+    ):
+        span = float(getattr(env, hi_key)) - float(getattr(env, lo_key))
+        step = float(getattr(env, step_key))
+        if span > 0.0 and step > span / 2.0:
+            raise ConfigError(
+                f"{source}: expected {step_key} <= half the range {lo_key}..{hi_key} "
+                f"({span / 2.0:g} {step_unit}), actual {step:g}"
+            )
     _within(f"{source}: lease_periods", env.lease_periods, 1.0, 20.0)
     _within(f"{source}: watchdog_periods", env.watchdog_periods, 1.0, 20.0)
     if env.watchdog_periods < env.lease_periods:
