@@ -4,16 +4,18 @@
   ``memcpy`` would. The vectorised logarithm takes its argument apart with them.
 * :func:`sqrt_f32` is ``llvm.sqrt.f32``, the correctly rounded IEEE square root. ``np.sqrt`` on a
   float32 calls libm's ``sqrtf``, and that call keeps a loop from being vectorised.
-* :func:`fma_f32` is ``llvm.fma.f32``: ``a·b + c`` with one rounding, on every machine and under
-  any fast-math flags (where the CPU has no FMA unit it becomes a call to libm's exact ``fmaf``).
-  Polynomials written with it round the same way whoever compiles them.
+* :func:`fma_f32` and :func:`fma_f64` are ``llvm.fma``: ``a·b + c`` with one rounding, on every
+  machine and under any fast-math flags (where the CPU has no FMA unit it becomes a call to
+  libm's exact ``fmaf`` / ``fma``). Code written with them rounds the same way whichever CPU it
+  is compiled for; the kernel uses them instead of letting LLVM contract ``a·b + c`` (which it
+  does only for CPUs with FMA, see ``docs/simulator.md#reproducibility-across-cpus``).
 * :func:`cttz` is ``llvm.cttz.i64``, the count of trailing zero bits (one ``tzcnt``): the
   kernel finds the spiking cells among eight ``bool`` bytes read as one word with it.
 * :func:`at` is ``c[i]`` for a 1-D array and ``c`` itself for a scalar, decided when Numba
   types the call: the kernel's neuron pass is one function for per-neuron constant arrays and
   for per-population scalars. The array read skips Numba's negative-index check.
 
-All six are pure; all but ``cttz`` vectorise.
+All seven are pure; all but ``cttz`` vectorise.
 """
 
 from __future__ import annotations
@@ -72,6 +74,19 @@ def _fma_f32(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
 
 
 @intrinsic
+def _fma_f64(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        f64 = ir.DoubleType()
+        fnty = ir.FunctionType(f64, [f64, f64, f64])
+        fn = builder.module.declare_intrinsic("llvm.fma", [f64], fnty)
+        return builder.call(fn, list(args))
+
+    return sig, codegen
+
+
+@intrinsic
 def _cttz(typingctx: Any, x: Any) -> Any:
     sig = types.uint64(types.uint64)
 
@@ -114,6 +129,8 @@ bits_f32: Any = _bits_f32
 sqrt_f32: Any = _sqrt_f32
 #: ``fma_f32(a, b, c)``: ``a·b + c`` in float32 with a single rounding.
 fma_f32: Any = _fma_f32
+#: ``fma_f64(a, b, c)``: ``a·b + c`` in float64 with a single rounding.
+fma_f64: Any = _fma_f64
 #: ``cttz(x)``: the number of trailing zero bits of the uint64 ``x`` (64 for zero).
 cttz: Any = _cttz
 #: ``at(c, i)``: ``c[i]`` for a 1-D array (no negative-index check), ``c`` for a scalar.

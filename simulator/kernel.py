@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import njit
 
-from simulator.intrinsics import at, cttz
+from simulator.intrinsics import at, cttz, fma_f32, fma_f64
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
@@ -70,7 +70,7 @@ def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
     return x
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def]
     """``X(t+dt) = X(t) − w`` for every E cell with a hit (however many), and clear the counts.
 
@@ -83,7 +83,7 @@ def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def
         hits[i] = 0
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _flush_potentiation(  # type: ignore[no-untyped-def]
     n_e, ptr, tgt, w, snap, g, a, tr_e, eta_ltp, w_hi
 ):  # fmt: skip
@@ -102,14 +102,14 @@ def _flush_potentiation(  # type: ignore[no-untyped-def]
         a_j = eta_ltp * a[j]
         for s in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
             pend = g[np.uint64(tgt[s])] - snap[s]
-            w[s] = np.float32(min(w[s] + a_j * pend, w_hi))
+            w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
             snap[s] = 0.0
         a[j] = tr_e[j]
     for k in range(g.shape[0]):
         g[k] = 0.0
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _lazy_e_row(  # type: ignore[no-untyped-def]
     beg, end, n_e_u, overwrite, tgt, w, snap, g, x_then, x_now, spiked, tr_i,
     a_j, ltp_now, d_now, eta_ltd, w_lo, w_hi,
@@ -126,31 +126,27 @@ def _lazy_e_row(  # type: ignore[no-untyped-def]
         ku = np.uint64(tgt[su])
         gu = n_e_u + ku
         g_k = g[ku]
-        w0 = np.float32(min(w[su] + a_j * (g_k - snap[su]), w_hi))
+        w0 = np.float32(min(fma_f64(a_j, g_k - snap[su], np.float64(w[su])), w_hi))
         if overwrite:
             x_now[gu] = x_then[gu] + w0
         else:
             x_now[gu] += w0
         post = spiked[gu]
-        w_ltd = np.float32(max(w0 + eta_ltd * tr_i[ku], w_lo))
+        w_ltd = np.float32(max(fma_f64(eta_ltd, tr_i[ku], np.float64(w0)), w_lo))
         w1 = w0 if overwrite and post else w_ltd
         w_ltp = np.float32(min(w1 + ltp_now, w_hi))
         w[su] = w_ltp if post else w1
         snap[su] = g_k + d_now if post else g_k
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _count_hits(tgt, lo, hi, hits):  # type: ignore[no-untyped-def]
     """``hits[t] += 1`` for each target ``t`` of the synapses ``lo:hi`` (one I spike's)."""
     for qu in range(np.uint64(lo), np.uint64(hi)):
         hits[np.uint64(tgt[qu])] += 1
 
 
-#: Fast-math without reassociation: the pass evaluates in the order written.
-PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=PASS_FASTMATH)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _neuron_pass(  # type: ignore[no-untyped-def]
     lo, hi, h, row, v, ref, x_then, s_cross, x_now, hist_cross, xi, spiked,
     syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, coef_e, coef_i,
@@ -168,14 +164,18 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
     differently rounded sum); ``tests/test_sim_reference.py`` checks them against each other.
     """
     for i in range(np.uint64(lo), np.uint64(hi)):
-        z = at(scale, i) * hist_cross[h, i]
-        hist_cross[h, i] = s_cross[i]
+        s_delayed = hist_cross[h, i]
+        so = s_cross[i]
+        hist_cross[h, i] = so
         xo = x_then[i]
-        s_cross[i] += syn_d * (xo - s_cross[i])
+        s_cross[i] = fma_f32(syn_d, xo - so, so)
         x_now[i] = xo * x_decay
         vo = v[i]
-        t = z - vo + at(base, i) + at(coef_e, i) * ue + at(coef_i, i) * ui
-        vn = t * at(dt_over_tau, i) + vo + at(v_new, i) + at(noise_gain, i) * xi[row, i]
+        t = fma_f32(at(scale, i), s_delayed, -vo) + at(base, i)
+        t = fma_f32(at(coef_e, i), ue, t)
+        t = fma_f32(at(coef_i, i), ui, t)
+        vn = fma_f32(t, at(dt_over_tau, i), vo) + at(v_new, i)
+        vn = fma_f32(at(noise_gain, i), xi[row, i], vn)
         r = ref[i]
         sp = (vo < v_th) & (vn >= v_th)
         hold = sp | (r > 0)
@@ -184,7 +184,136 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
         spiked[i] = sp
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def sum_in_lanes(x, lo, hi):  # type: ignore[no-untyped-def]
+    """``Σ x[lo:hi]`` in float64, in a fixed order of sixteen, then four lanes (any CPU).
+
+    The order is the one LLVM had vectorised the plain loop into for AVX2 (four float64 lanes,
+    unrolled four times: lane ``l`` of the 16 sums every 16th element), kept so that the
+    published observations do not change: the 16 lane sums are combined as
+    ``((a₄₊ₗ + aₗ) + a₈₊ₗ) + a₁₂₊ₗ`` into four, the four as ``(b₀ + b₂) + (b₁ + b₃)``; a
+    remainder of four or more elements is summed the same way in four lanes, the first starting
+    from the sum so far; the last ``n mod 4`` elements are added one by one. Fewer than four
+    elements are summed one by one. Written out, so that the result no longer depends on the
+    vector width LLVM picks for the CPU (``docs/simulator.md#reproducibility-across-cpus``).
+    """
+    n = hi - lo
+    s = 0.0
+    i = lo
+    if n < 4:
+        for j in range(lo, hi):
+            s += x[j]
+        return s
+    if n >= 16:
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        a8 = a9 = a10 = a11 = a12 = a13 = a14 = a15 = 0.0
+        stop = lo + (n - n % 16)
+        while i < stop:
+            a0 += x[i]
+            a1 += x[i + 1]
+            a2 += x[i + 2]
+            a3 += x[i + 3]
+            a4 += x[i + 4]
+            a5 += x[i + 5]
+            a6 += x[i + 6]
+            a7 += x[i + 7]
+            a8 += x[i + 8]
+            a9 += x[i + 9]
+            a10 += x[i + 10]
+            a11 += x[i + 11]
+            a12 += x[i + 12]
+            a13 += x[i + 13]
+            a14 += x[i + 14]
+            a15 += x[i + 15]
+            i += 16
+        b0 = ((a4 + a0) + a8) + a12
+        b1 = ((a5 + a1) + a9) + a13
+        b2 = ((a6 + a2) + a10) + a14
+        b3 = ((a7 + a3) + a11) + a15
+        s = 0.0 + ((b0 + b2) + (b1 + b3))
+    if hi - i >= 4:
+        e0 = s
+        e1 = e2 = e3 = 0.0
+        stop = lo + (n - n % 4)
+        while i < stop:
+            e0 += x[i]
+            e1 += x[i + 1]
+            e2 += x[i + 2]
+            e3 += x[i + 3]
+            i += 4
+        s = 0.0 + ((e0 + e2) + (e1 + e3))
+    while i < hi:
+        s += x[i]
+        i += 1
+    return s
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[no-untyped-def]
+    """Sum the phasors of the E cells that have spiked twice and rotate them by one sample.
+
+    Returns ``(Σ re, Σ im, count)``. From 52 cells on, in the order LLVM had vectorised the
+    plain loop into for AVX2: four lanes (lane ``l`` sums cells ``l, l + 4, …`` up to the last
+    whole group of four), combined as ``(l₀ + l₂) + (l₁ + l₃)``, then the remaining cells one by
+    one. Each rotation is ``z·r`` with the real part ``fma(r_re, z_re, −r_im·z_im)`` and the
+    imaginary part ``fma(r_im, z_re, r_re·z_im)``.
+    """
+    sr = 0.0
+    si = 0.0
+    valid = 0
+    i = 0
+    if n_e >= 52:
+        r0 = r1 = r2 = r3 = 0.0
+        q0 = q1 = q2 = q3 = 0.0
+        stop = n_e - n_e % 4
+        while i < stop:
+            for lane in range(4):
+                j = i + lane
+                if prev_spike[j] >= 0:
+                    zr = z_re[j]
+                    zi = z_im[j]
+                    if lane == 0:
+                        r0 += zr
+                        q0 += zi
+                    elif lane == 1:
+                        r1 += zr
+                        q1 += zi
+                    elif lane == 2:
+                        r2 += zr
+                        q2 += zi
+                    else:
+                        r3 += zr
+                        q3 += zi
+                    valid += 1
+                    rr = r_re[j]
+                    ri = r_im[j]
+                    z_re[j] = fma_f64(rr, zr, -(ri * zi))
+                    z_im[j] = fma_f64(ri, zr, rr * zi)
+            i += 4
+        sr = 0.0 + ((r0 + r2) + (r1 + r3))
+        si = 0.0 + ((q0 + q2) + (q1 + q3))
+    while i < n_e:
+        if prev_spike[i] >= 0:
+            zr = z_re[i]
+            zi = z_im[i]
+            sr += zr
+            si += zi
+            valid += 1
+            rr = r_re[i]
+            ri = r_im[i]
+            z_re[i] = fma_f64(rr, zr, -(ri * zi))
+            z_im[i] = fma_f64(ri, zr, rr * zi)
+        i += 1
+    return sr, si, valid
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _stdp_symmetric(w, lag, c_p, k_p, c_d, k_d):  # type: ignore[no-untyped-def]
+    """``w + c_p·e^(−lag·k_p) − c_d·e^(−lag·k_d)`` as two FMAs, left to right."""
+    return fma_f64(-c_d, math.exp(-lag * k_d), fma_f64(c_p, math.exp(-lag * k_p), w))
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
     n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym, uniform,
     # neuron state
@@ -266,7 +395,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             for i in range(n):
                 v_new[i] = dt_over_tau[i] * scale_rec[i] * hist_rec[h, i]
                 hist_rec[h, i] = s_rec[i]
-                s_rec[i] += syn_d * (x_rec[i] - s_rec[i])
+                s_rec[i] = fma_f32(syn_d, x_rec[i] - s_rec[i], s_rec[i])
                 xprev_rec[i] = x_rec[i]
                 x_rec[i] *= x_decay
         # main pass (branch-free, vectorisable): delayed synaptic input, synaptic kinetics,
@@ -292,17 +421,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 base, coef_e, coef_i, noise_gain, v_new, ue, ui,
             )  # fmt: skip
         # window statistics (vectorisable)
-        acc_e = 0.0
         for i in range(n_e):
             vv = np.float64(v[i])
-            acc_e += vv
             sum_v_e[i] += vv
-            sumsq_v_e[i] += vv * vv
-        acc_i = 0.0
-        for i in range(n_e, n):
-            acc_i += v[i]
-        pop_mean_e[k] = acc_e * inv_e
-        pop_mean_i[k] = acc_i * inv_i
+            sumsq_v_e[i] = fma_f64(vv, vv, sumsq_v_e[i])
+        pop_mean_e[k] = sum_in_lanes(v, 0, n_e) * inv_e
+        pop_mean_i[k] = sum_in_lanes(v, n_e, n) * inv_i
         # collect this step's spikes in ascending index order (the released loop order),
         # skipping 32 silent neurons at a time (four words of spike flags, padded to that)
         # and finding each spiking cell of a word by its lowest set byte (one tzcnt) instead of
@@ -369,7 +493,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                         x_now[gu] += w0
                     if plast_on and last_spike[gu] >= 0:  # symmetric rule
                         lag = t_end - last_spike[gu]
-                        w = w0 + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                        w = _stdp_symmetric(np.float64(w0), lag, c_p, k_p, c_d, k_d)
                         ei_w[su] = min(max(w, w_lo_ei), w_hi_ei)
             if has_rec:
                 for s in range(ee_ptr[j], ee_ptr[j + 1]):
@@ -384,7 +508,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     pre = ie_pre[s]
                     if overwrite and spiked[n_e + pre]:
                         continue
-                    w = ie_w[s] + eta_ltd * tr_i[pre]
+                    w = fma_f64(eta_ltd, tr_i[pre], ie_w[s])
                     ie_w[s] = w if w > w_lo_ie else w_lo_ie
 
         # ---- I spikes: jumps onto E (and I), LTP of incoming E→I, LTP of outgoing I→E (Fig 11)
@@ -407,7 +531,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     else:
                         x_now[kk] -= ie_w[s]
                     if plast_on:
-                        w = ie_w[s] + eta_ltp * tr_e[kk]
+                        w = fma_f64(eta_ltp, tr_e[kk], ie_w[s])
                         ie_w[s] = w if w < w_hi_ie else w_hi_ie
             if has_rec:
                 for s in range(ii_ptr[j], ii_ptr[j + 1]):
@@ -425,7 +549,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     pre = ei_pre[s]
                     if last_spike[pre] >= 0:
                         lag = t_end - last_spike[pre]
-                        w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                        w = _stdp_symmetric(np.float64(ei_w[s]), lag, c_p, k_p, c_d, k_d)
                         ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
 
         # the static I→E jumps, one pass over the E cells instead of one sweep per I spike:
@@ -457,10 +581,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     isi = t_end - last
                     # phasor at the next sample time and its per-sample rotation
                     ahead = (kop_every - t_end % kop_every) % kop_every
-                    ang = TWO_PI * ahead / isi
+                    # one division, by the interval, for both angles (as compiled before)
+                    per_step = 1.0 / isi
+                    ang = (TWO_PI * ahead) * per_step
                     kop_z_re[gu] = math.cos(ang)
                     kop_z_im[gu] = math.sin(ang)
-                    rot = TWO_PI * kop_every / isi
+                    rot = (TWO_PI * kop_every) * per_step
                     kop_r_re[gu] = math.cos(rot)
                     kop_r_im[gu] = math.sin(rot)
                 prev_spike[gu] = last
@@ -470,22 +596,11 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
 
         # ---- causal Kuramoto sample
         if t_end % kop_every == 0:
-            sr = 0.0
-            si = 0.0
-            valid = 0
-            for i in range(n_e):
-                if prev_spike[i] >= 0:
-                    zr = kop_z_re[i]
-                    zi = kop_z_im[i]
-                    sr += zr
-                    si += zi
-                    valid += 1
-                    rr = kop_r_re[i]
-                    ri = kop_r_im[i]
-                    kop_z_re[i] = zr * rr - zi * ri
-                    kop_z_im[i] = zr * ri + zi * rr
+            sr, si, valid = _kuramoto_sample(
+                n_e, prev_spike, kop_z_re, kop_z_im, kop_r_re, kop_r_im
+            )
             if valid > 0:
-                kop_acc[0] += math.sqrt(sr * sr + si * si) / valid
+                kop_acc[0] += math.sqrt(fma_f64(si, si, sr * sr)) / valid
                 kop_acc[1] += 1.0
 
         # ---- pending potentiation applied at the end of the call and of every segment
