@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import njit
 
-from simulator.intrinsics import at, cttz, fma_f32, fma_f64
+from simulator.intrinsics import at, cttz, fma_f32, fma_f64, sum16_f32
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
@@ -205,32 +205,8 @@ def sum_in_lanes(x, lo, hi):  # type: ignore[no-untyped-def]
             s += x[j]
         return s
     if n >= 16:
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        a8 = a9 = a10 = a11 = a12 = a13 = a14 = a15 = 0.0
-        stop = lo + (n - n % 16)
-        while i < stop:
-            a0 += x[i]
-            a1 += x[i + 1]
-            a2 += x[i + 2]
-            a3 += x[i + 3]
-            a4 += x[i + 4]
-            a5 += x[i + 5]
-            a6 += x[i + 6]
-            a7 += x[i + 7]
-            a8 += x[i + 8]
-            a9 += x[i + 9]
-            a10 += x[i + 10]
-            a11 += x[i + 11]
-            a12 += x[i + 12]
-            a13 += x[i + 13]
-            a14 += x[i + 14]
-            a15 += x[i + 15]
-            i += 16
-        b0 = ((a4 + a0) + a8) + a12
-        b1 = ((a5 + a1) + a9) + a13
-        b2 = ((a6 + a2) + a10) + a14
-        b3 = ((a7 + a3) + a11) + a15
-        s = 0.0 + ((b0 + b2) + (b1 + b3))
+        s = 0.0 + sum16_f32(x, np.int64(lo), np.int64(n // 16))
+        i = lo + (n - n % 16)
     if hi - i >= 4:
         e0 = s
         e1 = e2 = e3 = 0.0
