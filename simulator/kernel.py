@@ -36,6 +36,10 @@ Spikes are written as (labelled step at the end of the spiking step, neuron inde
 caller-owned buffers; nothing dense over time is stored. A causal Kuramoto order parameter is
 sampled every ``kop_every`` steps from per-neuron phasors (phase extrapolated from the last
 inter-spike interval), see :mod:`simulator.synchrony`.
+
+Nothing here is compiled with fast-math: every multiply–add that rounds once is an explicit
+``fma_f32`` / ``fma_f64`` and every sum over cells runs in a written-out order, so a seed gives
+the same bits on every x86-64 CPU (``docs/simulator.md#reproducibility-across-cpus``).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import math
 import numpy as np
 from numba import njit
 
-from simulator.intrinsics import at, cttz, fma_f32, fma_f64, sum16_f32
+from simulator.intrinsics import at, cttz, fma_f32, fma_f64, masked_sum4_f64, sum16_f32
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
@@ -157,11 +161,12 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
     Each per-neuron constant (``scale`` … ``v_new``) is either an array over all cells or one
     scalar for the whole range: with every constant uniform within each population, the kernel
     calls this once per population with scalars and streams seven arrays less per step. The
-    update is written in the order LLVM had compiled it to under full fast-math
-    (``t = fma(scale, S, −V) + base``, ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then
-    ``fma(t, dt/τ, V) + v_new`` and ``fma(gain, ξ, ·)``) and compiled without reassociation,
-    so that both forms give the same bits (LLVM cannot fold loop-invariant scalars into a
-    differently rounded sum); ``tests/test_sim_reference.py`` checks them against each other.
+    update is written out with explicit FMAs in the order LLVM had compiled it to under
+    fast-math for AVX2 (``S ← fma(syn_d, X − S, S)``; ``t = fma(scale, S_delayed, −V) + base``,
+    ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then ``fma(t, dt/τ, V) + v_new`` and
+    ``fma(gain, ξ, ·)``) and compiled without fast-math, so that both forms, and every CPU, give
+    the same bits (``docs/simulator.md#reproducibility-across-cpus``);
+    ``tests/test_sim_reference.py`` checks the two forms against each other.
     """
     for i in range(np.uint64(lo), np.uint64(hi)):
         s_delayed = hist_cross[h, i]
@@ -236,50 +241,26 @@ def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[n
     """
     sr = 0.0
     si = 0.0
-    valid = 0
     i = 0
     if n_e >= 52:
-        r0 = r1 = r2 = r3 = 0.0
-        q0 = q1 = q2 = q3 = 0.0
-        stop = n_e - n_e % 4
-        while i < stop:
-            for lane in range(4):
-                j = i + lane
-                if prev_spike[j] >= 0:
-                    zr = z_re[j]
-                    zi = z_im[j]
-                    if lane == 0:
-                        r0 += zr
-                        q0 += zi
-                    elif lane == 1:
-                        r1 += zr
-                        q1 += zi
-                    elif lane == 2:
-                        r2 += zr
-                        q2 += zi
-                    else:
-                        r3 += zr
-                        q3 += zi
-                    valid += 1
-                    rr = r_re[j]
-                    ri = r_im[j]
-                    z_re[j] = fma_f64(rr, zr, -(ri * zi))
-                    z_im[j] = fma_f64(ri, zr, rr * zi)
-            i += 4
-        sr = 0.0 + ((r0 + r2) + (r1 + r3))
-        si = 0.0 + ((q0 + q2) + (q1 + q3))
+        i = n_e - n_e % 4
+        sr = 0.0 + masked_sum4_f64(z_re, prev_spike, np.int64(i // 4))
+        si = 0.0 + masked_sum4_f64(z_im, prev_spike, np.int64(i // 4))
     while i < n_e:
         if prev_spike[i] >= 0:
-            zr = z_re[i]
-            zi = z_im[i]
-            sr += zr
-            si += zi
-            valid += 1
-            rr = r_re[i]
-            ri = r_im[i]
-            z_re[i] = fma_f64(rr, zr, -(ri * zi))
-            z_im[i] = fma_f64(ri, zr, rr * zi)
+            sr += z_re[i]
+            si += z_im[i]
         i += 1
+    valid = 0
+    for j in range(n_e):
+        if prev_spike[j] >= 0:
+            valid += 1
+            zr = z_re[j]
+            zi = z_im[j]
+            rr = r_re[j]
+            ri = r_im[j]
+            z_re[j] = fma_f64(rr, zr, -(ri * zi))
+            z_im[j] = fma_f64(ri, zr, rr * zi)
     return sr, si, valid
 
 
