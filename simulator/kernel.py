@@ -236,8 +236,8 @@ def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[n
     Returns ``(Σ re, Σ im, count)``. From 52 cells on, in the order LLVM had vectorised the
     plain loop into for AVX2: four lanes (lane ``l`` sums cells ``l, l + 4, …`` up to the last
     whole group of four), combined as ``(l₀ + l₂) + (l₁ + l₃)``, then the remaining cells one by
-    one. Each rotation is ``z·r`` with the real part ``fma(r_re, z_re, −r_im·z_im)`` and the
-    imaginary part ``fma(r_im, z_re, r_re·z_im)``.
+    one; the phasors are summed before they rotate. Each rotation is ``z·r`` with the real
+    part ``fma(r_re, z_re, −r_im·z_im)`` and the imaginary part ``fma(r_im, z_re, r_re·z_im)``.
     """
     sr = 0.0
     si = 0.0
@@ -266,7 +266,11 @@ def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[n
 
 @njit(cache=True, nogil=True, fastmath=False)
 def _stdp_symmetric(w, lag, c_p, k_p, c_d, k_d):  # type: ignore[no-untyped-def]
-    """``w + c_p·e^(−lag·k_p) − c_d·e^(−lag·k_d)`` as two FMAs, left to right."""
+    """``w + c_p·e^(−lag·k_p) − c_d·e^(−lag·k_d)`` as two FMAs, left to right.
+
+    ``exp`` is the C library's, whose last bit can depend on the CPU (glibc has FMA and SSE2
+    versions): ``docs/simulator.md#reproducibility-across-cpus`` lists this limit.
+    """
     return fma_f64(-c_d, math.exp(-lag * k_d), fma_f64(c_p, math.exp(-lag * k_p), w))
 
 
