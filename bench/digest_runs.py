@@ -11,6 +11,11 @@ its tree first on the import path). Run it before and after a change, or in two 
     python bench/digest_runs.py | diff before.json -
 
 Fig 5's network is run at 0.3 of its size (N = 3000) to keep the script short.
+
+The digests do not depend on the CPU (docs/simulator.md, "Reproducibility across CPUs"): runs on
+two machines, or compiled for another CPU, compare the same way:
+
+    NUMBA_CPU_NAME=generic python bench/digest_runs.py | diff before.json -   # SSE2, no FMA
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ Spikes are written as (labelled step at the end of the spiking step, neuron inde
 caller-owned buffers; nothing dense over time is stored. A causal Kuramoto order parameter is
 sampled every ``kop_every`` steps from per-neuron phasors (phase extrapolated from the last
 inter-spike interval), see :mod:`simulator.synchrony`.
+
+Nothing here is compiled with fast-math: every multiply–add that rounds once is an explicit
+``fma_f32`` / ``fma_f64`` and every sum over cells runs in a written-out order, so a seed gives
+the same bits on every x86-64 CPU (``docs/simulator.md#reproducibility-across-cpus``).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import math
 import numpy as np
 from numba import njit
 
-from simulator.intrinsics import at, cttz
+from simulator.intrinsics import at, cttz, fma_f32, fma_f64, masked_sum4_f64, sum16_f32
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
@@ -70,7 +74,7 @@ def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
     return x
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def]
     """``X(t+dt) = X(t) − w`` for every E cell with a hit (however many), and clear the counts.
 
@@ -83,7 +87,7 @@ def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def
         hits[i] = 0
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _flush_potentiation(  # type: ignore[no-untyped-def]
     n_e, ptr, tgt, w, snap, g, a, tr_e, eta_ltp, w_hi
 ):  # fmt: skip
@@ -102,14 +106,14 @@ def _flush_potentiation(  # type: ignore[no-untyped-def]
         a_j = eta_ltp * a[j]
         for s in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
             pend = g[np.uint64(tgt[s])] - snap[s]
-            w[s] = np.float32(min(w[s] + a_j * pend, w_hi))
+            w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
             snap[s] = 0.0
         a[j] = tr_e[j]
     for k in range(g.shape[0]):
         g[k] = 0.0
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _lazy_e_row(  # type: ignore[no-untyped-def]
     beg, end, n_e_u, overwrite, tgt, w, snap, g, x_then, x_now, spiked, tr_i,
     a_j, ltp_now, d_now, eta_ltd, w_lo, w_hi,
@@ -126,31 +130,27 @@ def _lazy_e_row(  # type: ignore[no-untyped-def]
         ku = np.uint64(tgt[su])
         gu = n_e_u + ku
         g_k = g[ku]
-        w0 = np.float32(min(w[su] + a_j * (g_k - snap[su]), w_hi))
+        w0 = np.float32(min(fma_f64(a_j, g_k - snap[su], np.float64(w[su])), w_hi))
         if overwrite:
             x_now[gu] = x_then[gu] + w0
         else:
             x_now[gu] += w0
         post = spiked[gu]
-        w_ltd = np.float32(max(w0 + eta_ltd * tr_i[ku], w_lo))
+        w_ltd = np.float32(max(fma_f64(eta_ltd, tr_i[ku], np.float64(w0)), w_lo))
         w1 = w0 if overwrite and post else w_ltd
         w_ltp = np.float32(min(w1 + ltp_now, w_hi))
         w[su] = w_ltp if post else w1
         snap[su] = g_k + d_now if post else g_k
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _count_hits(tgt, lo, hi, hits):  # type: ignore[no-untyped-def]
     """``hits[t] += 1`` for each target ``t`` of the synapses ``lo:hi`` (one I spike's)."""
     for qu in range(np.uint64(lo), np.uint64(hi)):
         hits[np.uint64(tgt[qu])] += 1
 
 
-#: Fast-math without reassociation: the pass evaluates in the order written.
-PASS_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=PASS_FASTMATH)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _neuron_pass(  # type: ignore[no-untyped-def]
     lo, hi, h, row, v, ref, x_then, s_cross, x_now, hist_cross, xi, spiked,
     syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, coef_e, coef_i,
@@ -161,21 +161,26 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
     Each per-neuron constant (``scale`` … ``v_new``) is either an array over all cells or one
     scalar for the whole range: with every constant uniform within each population, the kernel
     calls this once per population with scalars and streams seven arrays less per step. The
-    update is written in the order LLVM had compiled it to under full fast-math
-    (``t = fma(scale, S, −V) + base``, ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then
-    ``fma(t, dt/τ, V) + v_new`` and ``fma(gain, ξ, ·)``) and compiled without reassociation,
-    so that both forms give the same bits (LLVM cannot fold loop-invariant scalars into a
-    differently rounded sum); ``tests/test_sim_reference.py`` checks them against each other.
+    update is written out with explicit FMAs in the order LLVM had compiled it to under
+    fast-math for AVX2 (``S ← fma(syn_d, X − S, S)``; ``t = fma(scale, S_delayed, −V) + base``,
+    ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then ``fma(t, dt/τ, V) + v_new`` and
+    ``fma(gain, ξ, ·)``) and compiled without fast-math, so that both forms, and every CPU, give
+    the same bits (``docs/simulator.md#reproducibility-across-cpus``);
+    ``tests/test_sim_reference.py`` checks the two forms against each other.
     """
     for i in range(np.uint64(lo), np.uint64(hi)):
-        z = at(scale, i) * hist_cross[h, i]
-        hist_cross[h, i] = s_cross[i]
+        s_delayed = hist_cross[h, i]
+        so = s_cross[i]
+        hist_cross[h, i] = so
         xo = x_then[i]
-        s_cross[i] += syn_d * (xo - s_cross[i])
+        s_cross[i] = fma_f32(syn_d, xo - so, so)
         x_now[i] = xo * x_decay
         vo = v[i]
-        t = z - vo + at(base, i) + at(coef_e, i) * ue + at(coef_i, i) * ui
-        vn = t * at(dt_over_tau, i) + vo + at(v_new, i) + at(noise_gain, i) * xi[row, i]
+        t = fma_f32(at(scale, i), s_delayed, -vo) + at(base, i)
+        t = fma_f32(at(coef_e, i), ue, t)
+        t = fma_f32(at(coef_i, i), ui, t)
+        vn = fma_f32(t, at(dt_over_tau, i), vo) + at(v_new, i)
+        vn = fma_f32(at(noise_gain, i), xi[row, i], vn)
         r = ref[i]
         sp = (vo < v_th) & (vn >= v_th)
         hold = sp | (r > 0)
@@ -184,7 +189,92 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
         spiked[i] = sp
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def sum_in_lanes(x, lo, hi):  # type: ignore[no-untyped-def]
+    """``Σ x[lo:hi]`` in float64, in a fixed order of sixteen, then four lanes (any CPU).
+
+    The order is the one LLVM had vectorised the plain loop into for AVX2 (four float64 lanes,
+    unrolled four times: lane ``l`` of the 16 sums every 16th element), kept so that the
+    published observations do not change: the 16 lane sums are combined as
+    ``((a₄₊ₗ + aₗ) + a₈₊ₗ) + a₁₂₊ₗ`` into four, the four as ``(b₀ + b₂) + (b₁ + b₃)``; a
+    remainder of four or more elements is summed the same way in four lanes, the first starting
+    from the sum so far; the last ``n mod 4`` elements are added one by one. Fewer than four
+    elements are summed one by one. Written out, so that the result no longer depends on the
+    vector width LLVM picks for the CPU (``docs/simulator.md#reproducibility-across-cpus``).
+    """
+    n = hi - lo
+    s = 0.0
+    i = lo
+    if n < 4:
+        for j in range(lo, hi):
+            s += x[j]
+        return s
+    if n >= 16:
+        s = 0.0 + sum16_f32(x, np.int64(lo), np.int64(n // 16))
+        i = lo + (n - n % 16)
+    if hi - i >= 4:
+        e0 = s
+        e1 = e2 = e3 = 0.0
+        stop = lo + (n - n % 4)
+        while i < stop:
+            e0 += x[i]
+            e1 += x[i + 1]
+            e2 += x[i + 2]
+            e3 += x[i + 3]
+            i += 4
+        s = 0.0 + ((e0 + e2) + (e1 + e3))
+    while i < hi:
+        s += x[i]
+        i += 1
+    return s
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[no-untyped-def]
+    """Sum the phasors of the E cells that have spiked twice and rotate them by one sample.
+
+    Returns ``(Σ re, Σ im, count)``. From 52 cells on, in the order LLVM had vectorised the
+    plain loop into for AVX2: four lanes (lane ``l`` sums cells ``l, l + 4, …`` up to the last
+    whole group of four), combined as ``(l₀ + l₂) + (l₁ + l₃)``, then the remaining cells one by
+    one; the phasors are summed before they rotate. Each rotation is ``z·r`` with the real
+    part ``fma(r_re, z_re, −r_im·z_im)`` and the imaginary part ``fma(r_im, z_re, r_re·z_im)``.
+    """
+    sr = 0.0
+    si = 0.0
+    i = 0
+    if n_e >= 52:
+        i = n_e - n_e % 4
+        sr = 0.0 + masked_sum4_f64(z_re, prev_spike, np.int64(i // 4))
+        si = 0.0 + masked_sum4_f64(z_im, prev_spike, np.int64(i // 4))
+    while i < n_e:
+        if prev_spike[i] >= 0:
+            sr += z_re[i]
+            si += z_im[i]
+        i += 1
+    valid = 0
+    for j in range(n_e):
+        if prev_spike[j] >= 0:
+            valid += 1
+            zr = z_re[j]
+            zi = z_im[j]
+            rr = r_re[j]
+            ri = r_im[j]
+            z_re[j] = fma_f64(rr, zr, -(ri * zi))
+            z_im[j] = fma_f64(ri, zr, rr * zi)
+    return sr, si, valid
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _stdp_symmetric(w, lag, c_p, k_p, c_d, k_d):  # type: ignore[no-untyped-def]
+    """``w + c_p·e^(−lag·k_p) − c_d·e^(−lag·k_d)`` as two FMAs, left to right.
+
+    ``exp`` is the C library's, whose last bit can depend on the CPU (glibc has FMA and SSE2
+    versions): ``docs/simulator.md#reproducibility-across-cpus`` lists this limit.
+    """
+    return fma_f64(-c_d, math.exp(-lag * k_d), fma_f64(c_p, math.exp(-lag * k_p), w))
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
     n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym, uniform,
     # neuron state
@@ -266,7 +356,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             for i in range(n):
                 v_new[i] = dt_over_tau[i] * scale_rec[i] * hist_rec[h, i]
                 hist_rec[h, i] = s_rec[i]
-                s_rec[i] += syn_d * (x_rec[i] - s_rec[i])
+                s_rec[i] = fma_f32(syn_d, x_rec[i] - s_rec[i], s_rec[i])
                 xprev_rec[i] = x_rec[i]
                 x_rec[i] *= x_decay
         # main pass (branch-free, vectorisable): delayed synaptic input, synaptic kinetics,
@@ -292,17 +382,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                 base, coef_e, coef_i, noise_gain, v_new, ue, ui,
             )  # fmt: skip
         # window statistics (vectorisable)
-        acc_e = 0.0
         for i in range(n_e):
             vv = np.float64(v[i])
-            acc_e += vv
             sum_v_e[i] += vv
-            sumsq_v_e[i] += vv * vv
-        acc_i = 0.0
-        for i in range(n_e, n):
-            acc_i += v[i]
-        pop_mean_e[k] = acc_e * inv_e
-        pop_mean_i[k] = acc_i * inv_i
+            sumsq_v_e[i] = fma_f64(vv, vv, sumsq_v_e[i])
+        pop_mean_e[k] = sum_in_lanes(v, 0, n_e) * inv_e
+        pop_mean_i[k] = sum_in_lanes(v, n_e, n) * inv_i
         # collect this step's spikes in ascending index order (the released loop order),
         # skipping 32 silent neurons at a time (four words of spike flags, padded to that)
         # and finding each spiking cell of a word by its lowest set byte (one tzcnt) instead of
@@ -369,7 +454,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                         x_now[gu] += w0
                     if plast_on and last_spike[gu] >= 0:  # symmetric rule
                         lag = t_end - last_spike[gu]
-                        w = w0 + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                        w = _stdp_symmetric(np.float64(w0), lag, c_p, k_p, c_d, k_d)
                         ei_w[su] = min(max(w, w_lo_ei), w_hi_ei)
             if has_rec:
                 for s in range(ee_ptr[j], ee_ptr[j + 1]):
@@ -384,7 +469,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     pre = ie_pre[s]
                     if overwrite and spiked[n_e + pre]:
                         continue
-                    w = ie_w[s] + eta_ltd * tr_i[pre]
+                    w = fma_f64(eta_ltd, tr_i[pre], ie_w[s])
                     ie_w[s] = w if w > w_lo_ie else w_lo_ie
 
         # ---- I spikes: jumps onto E (and I), LTP of incoming E→I, LTP of outgoing I→E (Fig 11)
@@ -407,7 +492,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     else:
                         x_now[kk] -= ie_w[s]
                     if plast_on:
-                        w = ie_w[s] + eta_ltp * tr_e[kk]
+                        w = fma_f64(eta_ltp, tr_e[kk], ie_w[s])
                         ie_w[s] = w if w < w_hi_ie else w_hi_ie
             if has_rec:
                 for s in range(ii_ptr[j], ii_ptr[j + 1]):
@@ -425,7 +510,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     pre = ei_pre[s]
                     if last_spike[pre] >= 0:
                         lag = t_end - last_spike[pre]
-                        w = ei_w[s] + c_p * math.exp(-lag * k_p) - c_d * math.exp(-lag * k_d)
+                        w = _stdp_symmetric(np.float64(ei_w[s]), lag, c_p, k_p, c_d, k_d)
                         ei_w[s] = min(max(w, w_lo_ei), w_hi_ei)
 
         # the static I→E jumps, one pass over the E cells instead of one sweep per I spike:
@@ -457,10 +542,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
                     isi = t_end - last
                     # phasor at the next sample time and its per-sample rotation
                     ahead = (kop_every - t_end % kop_every) % kop_every
-                    ang = TWO_PI * ahead / isi
+                    # one division, by the interval, for both angles (as compiled before)
+                    per_step = 1.0 / isi
+                    ang = (TWO_PI * ahead) * per_step
                     kop_z_re[gu] = math.cos(ang)
                     kop_z_im[gu] = math.sin(ang)
-                    rot = TWO_PI * kop_every / isi
+                    rot = (TWO_PI * kop_every) * per_step
                     kop_r_re[gu] = math.cos(rot)
                     kop_r_im[gu] = math.sin(rot)
                 prev_spike[gu] = last
@@ -470,22 +557,11 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
 
         # ---- causal Kuramoto sample
         if t_end % kop_every == 0:
-            sr = 0.0
-            si = 0.0
-            valid = 0
-            for i in range(n_e):
-                if prev_spike[i] >= 0:
-                    zr = kop_z_re[i]
-                    zi = kop_z_im[i]
-                    sr += zr
-                    si += zi
-                    valid += 1
-                    rr = kop_r_re[i]
-                    ri = kop_r_im[i]
-                    kop_z_re[i] = zr * rr - zi * ri
-                    kop_z_im[i] = zr * ri + zi * rr
+            sr, si, valid = _kuramoto_sample(
+                n_e, prev_spike, kop_z_re, kop_z_im, kop_r_re, kop_r_im
+            )
             if valid > 0:
-                kop_acc[0] += math.sqrt(sr * sr + si * si) / valid
+                kop_acc[0] += math.sqrt(fma_f64(si, si, sr * sr)) / valid
                 kop_acc[1] += 1.0
 
         # ---- pending potentiation applied at the end of the call and of every segment
