@@ -21,10 +21,16 @@ def _in_git_checkout() -> bool:
     return out.returncode == 0
 
 
-def _worktrees() -> str:
-    return subprocess.run(
-        ["git", "worktree", "list"], capture_output=True, text=True, cwd=ROOT, timeout=30
+def _worktrees() -> set[str]:
+    """The paths of the checkout's worktrees (not their commits, which other work may move)."""
+    out = subprocess.run(
+        ["git", "worktree", "list", "--porcelain"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
     ).stdout
+    return {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")}
 
 
 @pytest.mark.skipif(not _in_git_checkout(), reason="needs a git checkout to compare against")
