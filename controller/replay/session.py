@@ -213,18 +213,20 @@ def group_ticks(path: Path, records: list[Record]) -> tuple[list[Tick], list[Rec
     return ticks, before
 
 
+def _last_good(recording: Recording) -> str:
+    """Where the intact records end, for messages about a damaged recording."""
+    last = recording.records[-1] if recording.records else None
+    if last is None:
+        return "no intact record"
+    tick = f", tick {last.payload['tick']}" if "tick" in last.payload else ""
+    return f"the last good record is {last.index} ({last.kind}{tick})"
+
+
 def _damage_text(file: Path, recording: Recording, limit: int = 20) -> str:
     tail = recording.tail
     shown = "; ".join(str(r) for r in tail.regions[:limit])
     more = len(tail.regions) - limit
-    last = recording.records[-1] if recording.records else None
-    where = (
-        "no intact record"
-        if last is None
-        else f"the last good record is {last.index} ({last.kind}"
-        + (f", tick {last.payload['tick']}" if "tick" in last.payload else "")
-        + ")"
-    )
+    where = _last_good(recording)
     return (
         f"{len(tail.regions)} damaged region(s) in {file} ({tail.records} intact records "
         f"recovered; {where}): {shown}" + (f"; ... {more} more" if more > 0 else "")
@@ -261,14 +263,7 @@ def load_session(path: Path | str, *, accept_damaged_tail: bool = False) -> Sess
             offset=tail.offset,
         )
     if tail.torn_tail and not accept_damaged_tail:
-        last = recording.records[-1] if recording.records else None
-        where = (
-            "no intact record"
-            if last is None
-            else f"the last good record is {last.index} ({last.kind}"
-            + (f", tick {last.payload['tick']}" if "tick" in last.payload else "")
-            + ")"
-        )
+        where = _last_good(recording)
         raise CorruptRecordingError(
             f"Expected a complete recording at {file}, actual {tail}; {where}. Pass "
             "--accept-damaged-tail to verify the intact part",
