@@ -93,6 +93,16 @@ class RunConfig:
         Raises:
             ConfigError: Naming the first bad value.
         """
+        self.check_values()
+        self._check_combinations()
+        return self
+
+    def check_values(self) -> None:
+        """Check each value on its own (choices, ranges), whatever the others are.
+
+        Raises:
+            ConfigError: Naming the first bad value.
+        """
         _choice("backend", self.backend, ("sim", "serial", "replay"))
         _choice("pace", self.pace, ("realtime", "fast"))
         _choice("log_format", self.log_format, ("console", "json"))
@@ -105,6 +115,8 @@ class RunConfig:
         _range("latch_below_mv", self.latch_below_mv, -1e6, 1e6)
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"Expected seed in [0, 2**63), actual {self.seed}")
+
+    def _check_combinations(self) -> None:
         if self.pace == "fast" and self.backend == "serial":
             raise ConfigError(
                 "Expected --pace realtime for --backend serial (fast is for the simulator and "
@@ -133,7 +145,6 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ConfigError(f"Expected a finite {name}, actual {value}")
-        return self
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -196,7 +207,12 @@ def load_run_config(path: Path) -> dict[str, Any]:
         for key, value in table.items():
             _known_key(path, section, str(key), keys)
             where = f"{path}: [{section}] {key}"
-            out[rename.get(str(key), str(key))] = _typed(where, value, keys[key])
+            name = rename.get(str(key), str(key))
+            out[name] = _typed(where, value, keys[key])
+            try:  # each value on its own, so that the message names the file and section
+                replace(RunConfig(), **{name: out[name]}).check_values()
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
     simulator = data.get("simulator", {})
     if not isinstance(simulator, dict):
         raise ConfigError(f"{path}: expected [simulator] to be a table, actual {simulator!r}")

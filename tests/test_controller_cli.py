@@ -115,6 +115,11 @@ def test_bad_config_file_is_named(tmp_path, capsys):
     code, _, err = run_main(["--config", str(cfg)], capsys)
     assert code == 2
     assert "actual unknown ['controler']. Did you mean controller?" in err
+    cfg = write(tmp_path, "[controller]\nperiod_ms = -5\n")
+    code, _, err = run_main(["--config", str(cfg)], capsys)
+    assert code == 2
+    assert f"{cfg}: [controller] period_ms: Expected period_ms in [1.0, 10000.0]" in err
+    assert err.count("period_ms: Expected") == 1  # printed once
 
 
 def test_in_process_run_records_every_tick_and_writes_the_summary(tmp_path, capsys):
