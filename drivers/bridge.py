@@ -2,9 +2,9 @@
 
 :class:`SerialBackend` translates protocol sessions into device-protocol commands:
 
-* ``configure`` → (HELLO if needed) → ARM with a device envelope derived from the controller's
-  envelope (limits in mA/Hz/µs plus its ``extra`` values, converted to integer device units,
-  rounded towards the safe side);
+* ``configure`` → (HELLO if needed) → ARM with the device envelope converted field by field
+  from the validated envelope of the ``configure`` (:func:`device_envelope`: integer device
+  units, rounded towards the safe side, nothing defaulted);
 * ``reset`` → checks the device is armed and healthy (after a device reset, fault or link loss
   only a new ``configure`` re-arms: nothing restarts by itself);
 * ``step`` → SET_STIM with a lease of ``lease_periods`` control periods, held for

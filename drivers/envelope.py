@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from protocol.envelope.config import DENSITY_CEILING_UC_CM2, PHYSICAL_CAPS
 from protocol.envelope.config import SHANNON_K as ENVELOPE_SHANNON_K
-from protocol.envelope.floors import PHYSICAL_RULES, PHYSICAL_TIMING
+from protocol.envelope.floors import PHYSICAL_TIMING, rule_for
 from protocol.errors import ProtocolError, SafetyLimitError
 
 #: Absolute caps and rule floors in device units, derived from the one envelope definition
@@ -34,7 +34,7 @@ ABS_SAFE_STOP_MAX_MS = 250
 
 
 def _rule_range(field: str, scale: float) -> tuple[int, int]:
-    rule = next(r for r in PHYSICAL_RULES if r.field == field)
+    rule = rule_for("physical", field)
     return math.ceil(rule.lo * scale - 1e-9), math.floor(rule.hi * scale + 1e-9)
 
 

@@ -524,7 +524,10 @@ class Backend(abc.ABC):
         stimulus = request.stimulus
         if stimulus is not None:
             check_stimulus(caps, self._limits, stimulus)
-        setpoint = self._check_envelope_rules(stimulus)
+        monitor = self._monitor
+        if monitor is None:  # configure always sets it; a subclass that bypasses it is unsafe
+            raise RefusalError("bad_state", "Expected a configured envelope before step", stop=True)
+        setpoint = self._check_envelope_rules(monitor, stimulus)
         try:
             result = self._on_step(stimulus, request.duration_ms, request.want_spikes)
         except SafetyError as err:
@@ -534,8 +537,7 @@ class Backend(abc.ABC):
         except Exception as err:
             raise RefusalError("backend_fault", f"step failed: {err!r}", stop=True) from err
         fields = check_fields(caps, result.fields)
-        if self._monitor is not None:
-            self._monitor.accept(setpoint, request.duration_ms / 1000.0)
+        monitor.accept(setpoint, request.duration_ms / 1000.0)
         self._seq += 1
         self._t_model_ms = float(result.t_model_ms)
         self._stimulating = stimulus is not None and is_on(caps, stimulus)
@@ -548,7 +550,9 @@ class Backend(abc.ABC):
             result.spikes if request.want_spikes else None,
         )
 
-    def _check_envelope_rules(self, stimulus: Mapping[str, float] | None) -> Setpoint:
+    def _check_envelope_rules(
+        self, monitor: EnvelopeMonitor, stimulus: Mapping[str, float] | None
+    ) -> Setpoint:
         """Refuse a stimulus that breaks any rule of the configured envelope (``limit_exceeded``).
 
         Ranges were checked by :func:`check_stimulus`; this runs the whole envelope (charge,
@@ -556,9 +560,6 @@ class Backend(abc.ABC):
         :class:`~protocol.envelope.monitor.EnvelopeMonitor`, the same check the controller
         runs on its own output.
         """
-        monitor = self._monitor
-        if monitor is None:  # configure always sets it; a subclass that bypasses it is unsafe
-            raise RefusalError("bad_state", "Expected a configured envelope before step", stop=True)
         if stimulus is None:
             previous = monitor.previous
             return Setpoint(0.0, previous.frequency_hz, previous.pulse_width_us)

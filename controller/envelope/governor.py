@@ -93,11 +93,10 @@ class SafetyGovernor:
         self.latched: str | None = None
         self._off = Setpoint(0.0, envelope.frequency_min_hz, envelope.pulse_width_min_us)
         self.last = self._off
-        self._soft_start_from_s: float | None = None
-        # Control time from the start of the most recent off setpoint (soft start), counted in
-        # periods so that it is the backend's model time too (protocol.envelope.monitor).
-        self._since_off_s = 0.0
+        self._armed = False
         # The backends' own check, run on every setpoint before it leaves (defence in depth).
+        # It also keeps the soft start's clock: the time since the most recent off setpoint
+        # began, counted in periods, which is a lockstep backend's model time too.
         self.monitor = EnvelopeMonitor(envelope)
         self._log = structlog.get_logger("controller.envelope")
         self._events = FindingLog(self._log)
@@ -105,7 +104,7 @@ class SafetyGovernor:
     @property
     def armed(self) -> bool:
         """Whether :meth:`arm` ran and no fault is latched."""
-        return self._soft_start_from_s is not None and self.latched is None
+        return self._armed and self.latched is None
 
     def arm(self, now_s: float) -> None:
         """Start (or restart) output from zero under a soft start at ``now_s``.
@@ -120,8 +119,7 @@ class SafetyGovernor:
             )
         self.last = replace(self.last, amplitude=0.0)
         self.lease.clear()
-        self._soft_start_from_s = now_s
-        self._since_off_s = 0.0
+        self._armed = True
         self.monitor.restart()
         self._log.info("envelope_armed", t_s=now_s, envelope_hash=self.envelope_hash)
 
@@ -129,7 +127,7 @@ class SafetyGovernor:
         """Turn a policy request (a :class:`Setpoint` or a normalised action) into a decision."""
         if self.latched is not None:
             return Decision(self._stopped(), (), held=True)
-        if self._soft_start_from_s is None:
+        if not self._armed:
             raise SafetyFaultError("Expected arm() before the first command, actual none")
         findings: list[Finding] = []
         target: Setpoint | None
@@ -160,7 +158,7 @@ class SafetyGovernor:
         findings += self._check_lease(now_s)
         out, found = apply_slew(target, self.last, self.envelope, self.period_s)
         findings += found
-        out, found = apply_soft_start(out, self._since_off_s, self.envelope)
+        out, found = apply_soft_start(out, self.monitor.since_off_s, self.envelope)
         findings += found
         return self._emit(out, findings, now_s, held=False)
 
@@ -222,8 +220,7 @@ class SafetyGovernor:
             "with a soft start"
         )
         self.last = self._stopped()
-        self._soft_start_from_s = now_s
-        self._since_off_s = 0.0
+        self.monitor.restart()  # the output is off: the soft start begins again
         return [Finding("lease_expired", "recovery", "amplitude", math.nan, 0.0, detail)]
 
     def _reject(self, findings: list[Finding], now_s: float) -> Decision:
@@ -251,7 +248,6 @@ class SafetyGovernor:
             )
             return self.fault("governor_breach", detail)
         self.monitor.accept(out, self.period_s)
-        self._since_off_s = (self._since_off_s if out.is_on else 0.0) + self.period_s
         self.last = out
         self.lease.renew(now_s)
         return Decision(out, tuple(findings), held=held)

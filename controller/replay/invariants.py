@@ -25,11 +25,8 @@ from typing import Any
 
 from controller.replay.session import Session
 from protocol.envelope.config import Envelope
-from protocol.envelope.monitor import EnvelopeMonitor
+from protocol.envelope.monitor import ABS_SLACK, REL_SLACK, EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
-
-_REL = 1e-9
-_ABS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -49,10 +46,6 @@ class Violation:
     def __str__(self) -> str:
         where = "run" if self.tick is None else f"tick {self.tick}"
         return f"{where}, {self.invariant}: {self.detail}"
-
-
-def _le(value: float, limit: float) -> bool:
-    return value <= limit + _ABS + _REL * abs(limit)
 
 
 def _setpoint(cmd: dict[str, Any]) -> Setpoint | None:
@@ -127,7 +120,7 @@ def check_invariants(session: Session, env: Envelope) -> list[Violation]:
         if cmd.get("held") and latched is None and not reasons:
             out.append(Violation(k, "reasons", "Expected a reason for a held command, actual none"))
         differs = asked is not None and any(
-            not math.isclose(a, b, rel_tol=_REL, abs_tol=_ABS)
+            not math.isclose(a, b, rel_tol=REL_SLACK, abs_tol=ABS_SLACK)
             for a, b in zip(_values(asked), _values(sp), strict=True)
         )
         if differs and not cmd.get("held") and not reasons:

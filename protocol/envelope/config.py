@@ -332,8 +332,8 @@ def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
     _within(
         f"{source}: pulse_width_min_us", env.pulse_width_min_us, p_lo, env.pulse_width_max_us, "µs"
     )
-    for field in ("interphase_gap_us", "recharge_margin_us"):
-        check_rule(env.domain, field, float(getattr(env, field)), source)
+    for rule in rules_for(env.domain):
+        check_rule(env.domain, rule.field, float(getattr(env, rule.field)), source)
     shortest_period_us = 1e6 / env.frequency_max_hz
     needed_us = 2.0 * env.pulse_width_min_us + env.interphase_gap_us + env.recharge_margin_us
     if needed_us > shortest_period_us:
@@ -370,8 +370,6 @@ def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
             )
         q_cap = caps.amplitude_max * caps.pulse_width_max_us / 1000.0
         _within(f"{source}: charge_per_phase_max", env.charge_per_phase_max, 0.0, q_cap, "mV·ms")
-    for rule in rules_for(env.domain):
-        check_rule(env.domain, rule.field, float(getattr(env, rule.field)), source)
     # A step as wide as the range would allow any jump in one period: at most half of it.
     for step_key, lo_key, hi_key, step_unit in (
         ("frequency_step_hz", "frequency_min_hz", "frequency_max_hz", "Hz"),

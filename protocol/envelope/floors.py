@@ -100,22 +100,31 @@ def timing_for(domain: str) -> TimingBounds:
     return PHYSICAL_TIMING if domain == "physical" else MODEL_TIMING
 
 
+def rule_for(domain: str, field: str) -> RuleBounds:
+    """The bounds of ``field`` in ``domain``.
+
+    Raises:
+        KeyError: ``field`` has no floor.
+    """
+    for rule in rules_for(domain):
+        if rule.field == field:
+            return rule
+    raise KeyError(f"Expected a rule field of the {domain} domain, actual {field!r}")
+
+
 def check_rule(domain: str, field: str, value: float, source: str) -> None:
     """Refuse ``value`` of ``field`` outside its floor in ``domain``.
 
     Raises:
         ConfigError: Naming the field, the allowed interval, its source and the value.
     """
-    for rule in rules_for(domain):
-        if rule.field != field:
-            continue
-        if not (math.isfinite(value) and rule.lo <= value <= rule.hi):
-            unit = f" {rule.unit}" if rule.unit else ""
-            raise ConfigError(
-                f"{source}: expected {field} in [{rule.lo:g}, {rule.hi:g}]{unit} "
-                f"({domain} domain floor: {rule.source}), actual {value:g}"
-            )
-        return
+    rule = rule_for(domain, field)
+    if not (math.isfinite(value) and rule.lo <= value <= rule.hi):
+        unit = f" {rule.unit}" if rule.unit else ""
+        raise ConfigError(
+            f"{source}: expected {field} in [{rule.lo:g}, {rule.hi:g}]{unit} "
+            f"({domain} domain floor: {rule.source}), actual {value:g}"
+        )
 
 
 def check_timing(

@@ -33,12 +33,13 @@ from protocol.envelope.duty import max_pulse_width_us
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.softstart import soft_start_ceiling
 
-_REL = 1e-9
-_ABS = 1e-12
+#: Relative and absolute slack of every comparison (the governor's own tolerance).
+REL_SLACK = 1e-9
+ABS_SLACK = 1e-12
 
 
 def _le(value: float, limit: float) -> bool:
-    return value <= limit + _ABS + _REL * abs(limit)
+    return value <= limit + ABS_SLACK + REL_SLACK * abs(limit)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,11 @@ class EnvelopeMonitor:
         self.previous = self._off
         self._held_s = 0.0
         self._since_off_s = 0.0
+
+    @property
+    def since_off_s(self) -> float:
+        """Time from the start of the most recent off setpoint to the next one (soft start)."""
+        return self._since_off_s
 
     def breaches(self, sp: Setpoint) -> list[Breach]:
         """Every rule ``sp`` breaks as the next setpoint (state unchanged)."""
