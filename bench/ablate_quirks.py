@@ -16,8 +16,8 @@ import json
 import statistics
 
 from simulator.config import PAPER_QUIRKS
-from simulator.protocols import get_protocol
-from simulator.run import run_protocol
+from simulator.experiments import get_experiment
+from simulator.run import run_experiment
 
 KEYS = ("r_pre", "r_stim", "r_tail", "latch_time_s", "weight_mv", "rate_e_pre_hz", "rate_i_pre_hz")
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
-    base = get_protocol("ftsts-desync")
+    base = get_experiment("ftsts-desync")
     variants: dict[str, tuple[str, tuple[str, ...] | None]] = {
         "paper (all quirks)": ("paper", None)
     }
@@ -36,7 +36,7 @@ def main() -> None:
     report = {}
     for label, (semantics, quirks) in variants.items():
         proto = dataclasses.replace(base, network={**base.network, "paper_quirks": quirks})
-        rows = [run_protocol(proto, semantics=semantics, seed=s).summary  # type: ignore[arg-type]
+        rows = [run_experiment(proto, semantics=semantics, seed=s).summary  # type: ignore[arg-type]
                 for s in range(1, args.seeds + 1)]  # fmt: skip
         report[label] = {
             key: statistics.fmean(r[key] for r in rows if r[key] is not None) for key in KEYS

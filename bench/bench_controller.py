@@ -36,9 +36,9 @@ from controller.envelope.governor import SafetyGovernor
 from controller.loop import ControlLoop, LoopSettings
 from controller.policies.builtin import FtstsPolicy
 from controller.policies.bundle import BundlePolicy, load_bundle
+from core.logs import configure_logging
 from protocol.codec import pack, unpack_reply
 from protocol.envelope.config import load_envelope
-from protocol.logs import configure_logging
 from protocol.messages import Observation, Step
 from protocol.process import spawn_local_backend
 

@@ -20,7 +20,7 @@ import numpy as np
 
 import controller.envs  # noqa: F401 - registers the env id
 from controller.envs import SimConfig
-from protocol.logs import configure_logging
+from core.logs import configure_logging
 
 
 def _config(steps: int) -> SimConfig:

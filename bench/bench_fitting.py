@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.logs import configure_logging
 from fitting.measurements import example_measurements_path, load_measurements
 from fitting.model import parse_model
 from fitting.objective import rescore
 from fitting.pool import WorkerPool
 from fitting.run import FitConfig, fit
 from fitting.synthetic import targets_from_evaluation
-from protocol.logs import configure_logging
 
 
 def held_out_targets(pool, measurements, space, count, seed):

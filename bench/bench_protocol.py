@@ -25,9 +25,9 @@ import numpy as np
 import zmq
 from tqdm import tqdm
 
+from core.logs import configure_logging
 from protocol.client import BackendClient
 from protocol.codec import pack, to_wire, unpack
-from protocol.logs import configure_logging
 from protocol.loopback import LOOPBACK_WIRE_ENVELOPE
 from protocol.messages import Observation, Step
 from protocol.process import spawn_local_backend

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from drivers.envelope import Envelope
+from core.logs import configure_logging
+from drivers.envelope import DeviceEnvelope
 from drivers.framing import Frame, FrameDecoder, encode_frame
 from drivers.messages import MsgType, SetStim
 from drivers.serial_stimulator import SerialStimulator
-from protocol.logs import configure_logging
 
 BIN = Path(sys.executable).parent
 
@@ -88,7 +88,7 @@ def bench_pty(round_trips: int, warmup: int) -> dict[str, object]:
         if not ready:
             raise TimeoutError("the emulator printed no URL within 30 s")
         url = emu.stdout.readline().decode().strip()
-        env = Envelope(lease_max_ms=500, watchdog_ms=500)
+        env = DeviceEnvelope(lease_max_ms=500, watchdog_ms=500)
         samples: list[int] = []
         with SerialStimulator(url, ack_timeout_s=0.1) as drv:
             drv.handshake()

@@ -26,12 +26,12 @@ from typing import Any
 CASE = r"""
 import json, resource, sys, time
 import numpy as np
-from simulator.protocols import get_protocol
-from simulator.run import run_protocol
+from simulator.experiments import get_experiment
+from simulator.run import run_experiment
 name, scale, dur = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 t0 = time.perf_counter()
 c0 = time.process_time()
-res = run_protocol(get_protocol(name), n_scale=scale, duration_s=dur, seed=1)
+res = run_experiment(get_experiment(name), n_scale=scale, duration_s=dur, seed=1)
 cpu = time.process_time() - c0
 total = time.perf_counter() - t0
 print(json.dumps({
@@ -53,9 +53,9 @@ import json, time
 import numpy as np
 from simulator.network import Network
 from simulator.noise import standard_normal_f32
-from simulator.protocols import get_protocol
+from simulator.experiments import get_experiment
 from simulator.reference import ReferenceState, reference_step
-cfg = get_protocol("ftsts-desync").network_config("paper", 1.0)
+cfg = get_experiment("ftsts-desync").network_config("paper", 1.0)
 net = Network(cfg)
 net.reset(seed=1)
 for _ in range(50):  # 1 s: the synchronous regime

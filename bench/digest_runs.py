@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import simulator  # noqa: E402
+from simulator.experiments import EXPERIMENTS  # noqa: E402
 from simulator.network import Network  # noqa: E402
-from simulator.protocols import PROTOCOLS  # noqa: E402
 from simulator.stimulus import Stimulus  # noqa: E402
 
 OBSERVATIONS = (
@@ -46,7 +46,7 @@ OBSERVATIONS = (
 
 def digest(name: str, semantics: str, windows: int, seed: int) -> str:
     """SHA-256 (first 16 hex digits) of one protocol's run."""
-    protocol = PROTOCOLS[name]
+    protocol = EXPERIMENTS[name]
     scale = 0.3 if name == "ftsts-desync-10k" else 1.0
     net = Network(protocol.network_config(semantics, scale))  # type: ignore[arg-type]
     net.reset(seed=seed)
@@ -79,7 +79,7 @@ def main() -> None:
         parser.error(f"expected --seed ≥ 0, actual {args.seed}")
     report = {
         f"{name}/{semantics}": digest(name, semantics, args.windows, args.seed)
-        for name in PROTOCOLS
+        for name in EXPERIMENTS
         for semantics in ("paper", "clean")
     }
     head = subprocess.run(

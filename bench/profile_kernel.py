@@ -45,10 +45,10 @@ from numba.extending import intrinsic
 
 import simulator.kernel
 import simulator.network as network_module
-from protocol.errors import NeuroLoopError
+from core.errors import NeuroLoopError
+from simulator.experiments import get_experiment
 from simulator.network import Network
-from simulator.protocols import get_protocol
-from simulator.run import run_protocol
+from simulator.run import run_experiment
 
 
 @intrinsic
@@ -141,10 +141,10 @@ def _whole_run(protocol: Any, semantics: str, n_scale: float, duration_s: float)
 
     network_module.run_steps = timed  # type: ignore[attr-defined]
     run: dict[str, Any] = {"semantics": semantics, "n_scale": n_scale, "seed": 1}
-    run_protocol(protocol, duration_s=0.2, **run)  # compiles
+    run_experiment(protocol, duration_s=0.2, **run)  # compiles
     ticks[:] = 0
     spent.update(steps=0, kernel_s=0.0)
-    res = run_protocol(protocol, duration_s=duration_s, **run)
+    res = run_experiment(protocol, duration_s=duration_s, **run)
     n = res.n_e + res.n_i
     per = ticks / (spent["steps"] * n)
     names = [name for name, _ in SECTIONS]
@@ -207,7 +207,7 @@ def main() -> None:
         if value < least:
             parser.error(f"expected {name} ≥ {least}, actual {value}")
     try:
-        protocol = get_protocol(args.protocol)
+        protocol = get_experiment(args.protocol)
         cfg = protocol.network_config(args.semantics, args.n_scale)
     except NeuroLoopError as exc:
         parser.error(str(exc))

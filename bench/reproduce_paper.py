@@ -16,8 +16,8 @@ import statistics
 
 import numpy as np
 
-from simulator.protocols import get_protocol
-from simulator.run import run_protocol
+from simulator.experiments import get_experiment
+from simulator.run import run_experiment
 
 KEYS = ("r_pre", "r_stim", "r_tail", "latch_time_s", "weight_mv", "weight_mv_at_10s",
         "rate_e_pre_hz", "rate_i_pre_hz", "charge_delivered", "wall_s")  # fmt: skip
@@ -40,7 +40,7 @@ def main() -> None:
     seeds = list(range(1, args.seeds + 1))
     report: dict = {}
     for semantics in ("paper", "clean"):
-        rows = [run_protocol(get_protocol("ftsts-desync"), semantics=semantics, seed=s).summary
+        rows = [run_experiment(get_experiment("ftsts-desync"), semantics=semantics, seed=s).summary
                 for s in seeds]  # fmt: skip
         ok = [
             0.65 <= r["r_pre"] <= 0.80 and r["r_stim"] < 0.2
@@ -52,7 +52,7 @@ def main() -> None:
                                       "criteria_met": ok}  # fmt: skip
         ctrl = []
         for s in seeds:
-            res = run_protocol(get_protocol("none"), semantics=semantics, seed=s)
+            res = run_experiment(get_experiment("none"), semantics=semantics, seed=s)
             valid = res.r[(res.r_t_ms >= 100.0) & np.isfinite(res.r)]
             seconds = [
                 np.nanmean(
@@ -71,10 +71,11 @@ def main() -> None:
             "criteria_met": [r["r_min_1s_mean"] > 0.65 and r["weight_mv_at_10s"] >= 280.0
                              for r in ctrl],
         }  # fmt: skip
-        report[f"fig4_{semantics}"] = run_protocol(get_protocol("ftsts-sync"), semantics=semantics,
-                                                   seed=1).summary  # fmt: skip
+        report[f"fig4_{semantics}"] = run_experiment(
+            get_experiment("ftsts-sync"), semantics=semantics, seed=1
+        ).summary
     if not args.skip_10k:
-        report["fig5_paper"] = run_protocol(get_protocol("ftsts-desync-10k"), seed=1).summary
+        report["fig5_paper"] = run_experiment(get_experiment("ftsts-desync-10k"), seed=1).summary
     print(json.dumps(report, indent=2))
 
 

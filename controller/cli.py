@@ -30,14 +30,14 @@ from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
 from controller.recorder import NullRecorder, SessionRecorder, TickRecorder
 from controller.summary import Summary, advice_for, count_kinds, format_table
-from protocol.envelope.config import Envelope, default_envelope_for, load_envelope
-from protocol.errors import (
+from core.errors import (
     BackendUnavailableError,
     ConfigError,
     NeuroLoopError,
     RecordingError,
 )
-from protocol.logs import configure_logging
+from core.logs import configure_logging
+from protocol.envelope.config import SafetyEnvelope, default_envelope_for, load_envelope
 
 EXIT_OK, EXIT_CONFIG, EXIT_BACKEND, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4, 5
 
@@ -204,7 +204,7 @@ def _policy_meta(policy: Policy) -> dict[str, Any]:
     return meta
 
 
-def _recorder(cfg: RunConfig, env: Envelope, policy: Policy) -> TickRecorder:
+def _recorder(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> TickRecorder:
     if cfg.no_record:
         return NullRecorder()
     if cfg.record is not None:
@@ -228,7 +228,7 @@ def _recorder(cfg: RunConfig, env: Envelope, policy: Policy) -> TickRecorder:
 
 def make_summary(
     cfg: RunConfig,
-    env: Envelope,
+    env: SafetyEnvelope,
     gov: SafetyGovernor,
     policy: Policy,
     result: RunResult,
@@ -345,7 +345,7 @@ def _report(cfg: RunConfig, event: str, headline: str, err: Exception) -> None:
         print(f"neuroloop-controller: {headline}: {err}", file=sys.stderr)
 
 
-def run(cfg: RunConfig, env: Envelope, policy: Policy, settings: LoopSettings) -> int:
+def run(cfg: RunConfig, env: SafetyEnvelope, policy: Policy, settings: LoopSettings) -> int:
     """Open the backend, run the loop, stop, record and summarise."""
     log = structlog.get_logger("controller.cli")
     try:

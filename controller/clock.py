@@ -10,7 +10,7 @@ import os
 import time
 from typing import Protocol
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 
 class Clock(Protocol):

@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-from protocol.errors import ConfigError, did_you_mean
+from core.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig
 
 _CONTROLLER_KEYS = {

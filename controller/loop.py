@@ -42,7 +42,7 @@ from controller.estop import EStop
 from controller.policies.base import Policy
 from controller.recorder import NullRecorder, TickRecorder
 from controller.summary import SummaryBuilder
-from protocol.errors import (
+from core.errors import (
     BackendUnavailableError,
     ConfigError,
     NeuroLoopError,

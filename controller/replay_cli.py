@@ -23,8 +23,8 @@ from controller.replay.backend import PACES, ReplayBackend
 from controller.replay.compare import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 from controller.replay.session import Session, load_session
 from controller.replay.verify import verify_session
-from protocol.errors import CorruptRecordingError, NeuroLoopError
-from protocol.logs import configure_logging
+from core.errors import CorruptRecordingError, NeuroLoopError
+from core.logs import configure_logging
 from protocol.recording import read_recording
 from protocol.recording._format import PREAMBLE_LEN
 from protocol.serve_cli import EPILOG as SERVE_EPILOG

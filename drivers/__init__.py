@@ -16,15 +16,15 @@ The normative protocol description is ``docs/device-protocol.md``.
 """
 
 from drivers.base import StimulatorABC
-from drivers.envelope import Envelope, check_envelope, setpoint_problem
+from drivers.envelope import DeviceEnvelope, check_envelope, setpoint_problem
 from drivers.framing import BadFrame, Frame, FrameDecoder, decode_block, encode_frame
 from drivers.messages import DeviceState, FaultBits, MsgType, NackCode, StopReason
 from drivers.serial_stimulator import SerialStimulator
 
 __all__ = [
     "BadFrame",
+    "DeviceEnvelope",
     "DeviceState",
-    "Envelope",
     "FaultBits",
     "Frame",
     "FrameDecoder",

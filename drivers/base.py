@@ -18,8 +18,9 @@ from typing import Any
 
 import structlog
 
+from core.errors import DeviceError, SafetyFaultError, SafetyLimitError
 from drivers.device_caps import caps_problems, zero_limit_problems
-from drivers.envelope import Envelope, check_envelope, setpoint_problem
+from drivers.envelope import DeviceEnvelope, check_envelope, setpoint_problem
 from drivers.messages import (
     Armed,
     Caps,
@@ -31,7 +32,6 @@ from drivers.messages import (
     Status,
     StopReason,
 )
-from protocol.errors import DeviceError, SafetyFaultError, SafetyLimitError
 
 log = structlog.get_logger()
 
@@ -61,7 +61,7 @@ class StimulatorABC(ABC):
     def __init__(self) -> None:
         self._closed = False
         self._caps: Caps | None = None
-        self._envelope: Envelope | None = None
+        self._envelope: DeviceEnvelope | None = None
         self._commanded: SetStim | None = None
 
     # -------------------------------------------------------------------------- properties
@@ -71,7 +71,7 @@ class StimulatorABC(ABC):
         return self._caps
 
     @property
-    def envelope(self) -> Envelope | None:
+    def envelope(self) -> DeviceEnvelope | None:
         """The armed envelope, or ``None`` when not armed."""
         return self._envelope
 
@@ -89,7 +89,7 @@ class StimulatorABC(ABC):
         if self._closed:
             raise DeviceError("Expected an open stimulator, actual closed")
 
-    def _require_armed(self) -> Envelope:
+    def _require_armed(self) -> DeviceEnvelope:
         self._require_open()
         if self._envelope is None:
             raise DeviceError(
@@ -120,7 +120,7 @@ class StimulatorABC(ABC):
         log.info("driver_handshake", boot_id=caps.boot_id, fw=f"{caps.fw_major}.{caps.fw_minor}")
         return caps
 
-    def arm(self, envelope: Envelope) -> Armed:
+    def arm(self, envelope: DeviceEnvelope) -> Armed:
         """Arm the device with ``envelope``; the device must echo its hash.
 
         Raises:
@@ -303,7 +303,7 @@ class StimulatorABC(ABC):
     def _handshake_internal(self) -> Caps: ...
 
     @abstractmethod
-    def _arm_internal(self, envelope: Envelope) -> Armed: ...
+    def _arm_internal(self, envelope: DeviceEnvelope) -> Armed: ...
 
     @abstractmethod
     def _set_stimulation_internal(self, cmd: SetStim) -> None: ...

@@ -26,13 +26,13 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from core.errors import ConfigError, DeviceError
 from drivers.base import StimulatorABC
-from drivers.envelope import Envelope, envelope_problems
+from drivers.envelope import DeviceEnvelope, envelope_problems
 from drivers.messages import DeviceState, StopReason, fault_names
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
-from protocol.envelope.config import Envelope as RuleEnvelope
-from protocol.errors import ConfigError, DeviceError
+from protocol.envelope.config import SafetyEnvelope
 from protocol.schema import Capabilities, ParamSpec
 
 log = structlog.get_logger()
@@ -69,8 +69,8 @@ def _ceil(x: float) -> int:
 
 
 def device_envelope(
-    env: RuleEnvelope, control_period_ms: float, safe_stop_ms: int = 250
-) -> Envelope:
+    env: SafetyEnvelope, control_period_ms: float, safe_stop_ms: int = 250
+) -> DeviceEnvelope:
     """Convert the controller's envelope into the device's integer envelope, field by field.
 
     Every rule value of the one envelope definition (``protocol.envelope``) has its device
@@ -92,7 +92,7 @@ def device_envelope(
             f"Expected a physical-domain envelope (amplitude in mA) for a device, actual "
             f"domain {env.domain!r}"
         )
-    device = Envelope(
+    device = DeviceEnvelope(
         amp_min_ua=_ceil(env.amplitude_min * 1000.0),
         amp_max_ua=_floor(env.amplitude_max * 1000.0),
         pw_min_us=_ceil(env.pulse_width_min_us),
@@ -165,7 +165,7 @@ class SerialBackend(Backend):
         self._safe_stop_ms = safe_stop_ms
         self._settle_timeout_s = settle_timeout_s
         self._sleep = sleep
-        self._device_envelope: Envelope | None = None
+        self._device_envelope: DeviceEnvelope | None = None
         self._control_period_ms = 100.0
         self._t_ms = 0.0
         self._t_reset_s = clock()
@@ -236,7 +236,7 @@ class SerialBackend(Backend):
                 self.driver.heartbeat(self.driver.envelope.lease_max_ms)
             self._sleep(0.02)
 
-    def _require_armed(self) -> Envelope:
+    def _require_armed(self) -> DeviceEnvelope:
         env = self.driver.envelope
         reset = getattr(self.driver, "device_reset", None)
         if reset is not None:
@@ -264,7 +264,7 @@ class SerialBackend(Backend):
         self._t_reset_s = self._clock()
         return self._t_ms
 
-    def _lease_ms(self, env: Envelope, duration_ms: float) -> int:
+    def _lease_ms(self, env: DeviceEnvelope, duration_ms: float) -> int:
         lease = max(duration_ms, self._control_period_ms) * 2.5
         caps = self.driver.caps
         lo = caps.lease_min_ms if caps else 50

@@ -15,12 +15,12 @@ from dataclasses import asdict
 
 import structlog
 
+from core.errors import NeuroLoopError
+from core.logs import configure_logging
 from drivers.bridge import STEP_MODES, SerialBackend
 from drivers.messages import DeviceState
 from drivers.serial_stimulator import SerialStimulator
 from drivers.shutdown import PreemptingSleep, SignalWakeup
-from protocol.errors import NeuroLoopError
-from protocol.logs import configure_logging
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 
 log = structlog.get_logger()

@@ -7,7 +7,7 @@ at the next 0x00. See ``docs/device-protocol.md`` §2.
 
 from __future__ import annotations
 
-from protocol.errors import ProtocolError
+from core.errors import ProtocolError
 
 
 def cobs_encode(data: bytes) -> bytes:

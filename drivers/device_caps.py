@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.messages import Caps
 
 #: Impedance window checked before ARM (Ω), bench default of ``hil-safety-protocol.md`` §2.3 G.
 IMPEDANCE_RANGE_OHM = (250, 5000)
 
-#: Envelope fields that must be at least 1: all but ``amp_min_ua`` (0 = no minimum, since
+#: DeviceEnvelope fields that must be at least 1: all but ``amp_min_ua`` (0 = no minimum, since
 #: amplitude 0 is off). Named one by one, so a field added later is decided, not swept in.
 NONZERO_FIELDS = (
     "amp_max_ua",
@@ -38,7 +38,7 @@ NONZERO_FIELDS = (
 )
 
 
-def zero_limit_problems(env: Envelope) -> list[str]:
+def zero_limit_problems(env: DeviceEnvelope) -> list[str]:
     """Every limit of ``env`` that is 0 although it must be at least 1 (empty if none).
 
     A 0 never stands for a default or for "no limit": an envelope with one is a configuration
@@ -101,7 +101,7 @@ def caps_of(config: FirmwareConfig, boot_id: int) -> Caps:
     )
 
 
-def caps_problems(env: Envelope, caps: Caps) -> list[str]:
+def caps_problems(env: DeviceEnvelope, caps: Caps) -> list[str]:
     """Every way ``env`` exceeds what the device ``caps`` advertise (empty if none)."""
     problems: list[str] = []
     for name, value, lo, hi in (

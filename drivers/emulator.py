@@ -21,13 +21,13 @@ from typing import Any
 
 import structlog
 
+from core.errors import DeviceIOError, NeuroLoopError
 from drivers.faults import FaultInjector
 from drivers.firmware import DeviceFirmware
 from drivers.framing import FrameDecoder, encode_frame
 from drivers.messages import DeviceState, FaultBits
 from drivers.ports import EmulatorPort
 from drivers.tissue import Tissue
-from protocol.errors import DeviceIOError, NeuroLoopError
 
 log = structlog.get_logger()
 

@@ -18,14 +18,14 @@ from types import FrameType
 
 import structlog
 
+from core.errors import ConfigError, NeuroLoopError
+from core.logs import configure_logging
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.faults import FaultConfig, FaultInjector
 from drivers.firmware import DeviceFirmware
 from drivers.ports import EmulatorPort, PtyPort, TcpPort
 from drivers.tissue import Tissue, TissueTransfer, make_network
-from protocol.errors import ConfigError, NeuroLoopError
-from protocol.logs import configure_logging
 
 log = structlog.get_logger()
 

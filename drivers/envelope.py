@@ -13,10 +13,10 @@ import zlib
 from dataclasses import astuple, dataclass, fields
 from typing import ClassVar
 
+from core.errors import ProtocolError, SafetyLimitError
 from protocol.envelope.config import DENSITY_CEILING_UC_CM2, PHYSICAL_CAPS
 from protocol.envelope.config import SHANNON_K as ENVELOPE_SHANNON_K
 from protocol.envelope.floors import PHYSICAL_TIMING, rule_for
-from protocol.errors import ProtocolError, SafetyLimitError
 
 #: Absolute caps and rule floors in device units, derived from the one envelope definition
 #: (``protocol.envelope``: ``PHYSICAL_CAPS`` and the physical-domain floors).
@@ -67,7 +67,7 @@ def shannon_q_max_nc(area_mm2_x100: int, k: float = SHANNON_K) -> int:
 
 
 @dataclass(frozen=True)
-class Envelope:
+class DeviceEnvelope:
     """Session limits sent with ARM. All fields are u16.
 
     Args:
@@ -143,7 +143,7 @@ def _range(name: str, value: int, lo: int, hi: int, problems: list[str]) -> None
         problems.append(f"Expected {name} in [{lo}, {hi}], actual {value}")
 
 
-def envelope_problems(env: Envelope) -> list[str]:
+def envelope_problems(env: DeviceEnvelope) -> list[str]:
     """Every way ``env`` breaks the absolute caps or its own consistency (empty if none)."""
     problems: list[str] = []
     _range("amp_max_ua", env.amp_max_ua, 0, ABS_AMP_MAX_UA, problems)
@@ -183,7 +183,7 @@ def envelope_problems(env: Envelope) -> list[str]:
     return problems
 
 
-def check_envelope(env: Envelope) -> None:
+def check_envelope(env: DeviceEnvelope) -> None:
     """Raise if ``env`` breaks the absolute caps.
 
     Raises:
@@ -191,7 +191,7 @@ def check_envelope(env: Envelope) -> None:
     """
     problems = envelope_problems(env)
     if problems:
-        raise SafetyLimitError("Envelope rejected: " + "; ".join(problems))
+        raise SafetyLimitError("DeviceEnvelope rejected: " + "; ".join(problems))
 
 
 def charge_nc(amp_ua: int, pw_us: int) -> int:
@@ -200,7 +200,7 @@ def charge_nc(amp_ua: int, pw_us: int) -> int:
 
 
 def setpoint_problem(
-    env: Envelope,
+    env: DeviceEnvelope,
     amp_ua: int,
     pw_us: int,
     freq_dhz: int,

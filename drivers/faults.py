@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import structlog
 
+from core.errors import ConfigError
 from drivers.messages import MsgType
-from protocol.errors import ConfigError
 
 log = structlog.get_logger()
 

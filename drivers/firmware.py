@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import structlog
 
+from core.errors import ProtocolError
 from drivers.device_caps import (
     IMPEDANCE_RANGE_OHM,
     FirmwareConfig,
@@ -21,7 +22,7 @@ from drivers.device_caps import (
     caps_problems,
     zero_limit_problems,
 )
-from drivers.envelope import Envelope, charge_nc, envelope_problems, setpoint_problem
+from drivers.envelope import DeviceEnvelope, charge_nc, envelope_problems, setpoint_problem
 from drivers.framing import Frame, FrameFlags
 from drivers.messages import (
     Ack,
@@ -45,7 +46,6 @@ from drivers.messages import (
     fault_names,
 )
 from drivers.sensing import encode_sense
-from protocol.errors import ProtocolError
 
 log = structlog.get_logger()
 
@@ -81,7 +81,7 @@ class DeviceFirmware:
         self.boot_count += 1
         self.state = DeviceState.DISARMED
         self.fault_bits = FaultBits.NONE
-        self.envelope: Envelope | None = None
+        self.envelope: DeviceEnvelope | None = None
         self.session_open = False
         self.last_host_seq = 0
         self.last_applied_seq = 0

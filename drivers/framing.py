@@ -14,8 +14,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntFlag
 
+from core.errors import ProtocolError
 from drivers.cobs import cobs_decode, cobs_encode
-from protocol.errors import ProtocolError
 
 #: Protocol version carried in byte 0 of every header.
 PROTOCOL_VERSION = 1

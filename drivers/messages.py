@@ -4,7 +4,7 @@ Every payload is a fixed little-endian struct of unsigned or signed integers
 (``docs/device-protocol.md`` §4–§5): amplitudes in µA, pulse widths in µs, frequencies in 0.1 Hz
 (dHz), charge in nC, durations in ms. There are no floats on the wire, so no NaN or Inf can ever
 travel. Each message class packs with :meth:`WireMessage.pack` and is recovered from a frame by
-:func:`decode_message`, which raises :class:`~protocol.errors.ProtocolError` on a wrong length or
+:func:`decode_message`, which raises :class:`~core.errors.ProtocolError` on a wrong length or
 an unknown type.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import astuple, dataclass, fields
 from enum import IntEnum, IntFlag
 from typing import Any, ClassVar, TypeVar
 
-from drivers.envelope import Envelope
+from core.errors import ProtocolError
+from drivers.envelope import DeviceEnvelope
 from drivers.framing import Frame
-from protocol.errors import ProtocolError
 
 
 class MsgType(IntEnum):
@@ -175,8 +175,8 @@ class Arm(WireMessage):
     """Arm with an envelope and the CRC-32 of its packed bytes."""
 
     TYPE: ClassVar[MsgType] = MsgType.ARM
-    FMT: ClassVar[struct.Struct] = struct.Struct("<" + Envelope.FMT.format.lstrip("<") + "I")
-    envelope: Envelope
+    FMT: ClassVar[struct.Struct] = struct.Struct("<" + DeviceEnvelope.FMT.format.lstrip("<") + "I")
+    envelope: DeviceEnvelope
     envelope_hash: int
 
     def pack(self) -> bytes:
@@ -192,7 +192,7 @@ class Arm(WireMessage):
                 code="bad_len",
             )
         values = cls.FMT.unpack(payload)
-        return cls(Envelope(*values[:-1]), values[-1])
+        return cls(DeviceEnvelope(*values[:-1]), values[-1])
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 
 import structlog
 
-from protocol.errors import ConfigError, DeviceIOError
+from core.errors import ConfigError, DeviceIOError
 
 log = structlog.get_logger()
 

@@ -29,8 +29,15 @@ from typing import Any
 import serial
 import structlog
 
+from core.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceIOError,
+    DeviceTimeoutError,
+    ProtocolError,
+)
 from drivers.base import StimulatorABC, nack_error
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.framing import Frame, FrameDecoder, FrameFlags, encode_frame
 from drivers.messages import (
     Ack,
@@ -51,13 +58,6 @@ from drivers.messages import (
     WireMessage,
     decode_message,
     fault_names,
-)
-from protocol.errors import (
-    ConfigError,
-    DeviceError,
-    DeviceIOError,
-    DeviceTimeoutError,
-    ProtocolError,
 )
 
 log = structlog.get_logger()
@@ -462,7 +462,7 @@ class SerialStimulator(StimulatorABC):
         self._await_status_after(reply_frame, "CAPS")
         return reply
 
-    def _arm_internal(self, envelope: Envelope) -> Armed:
+    def _arm_internal(self, envelope: DeviceEnvelope) -> Armed:
         reply_frame, reply = self._transact_frame(Arm(envelope, envelope.hash()))
         if not isinstance(reply, Armed):
             raise DeviceError(f"Expected ARMED in reply to ARM, actual {type(reply).__name__}")

@@ -19,9 +19,9 @@ from types import TracebackType
 
 import structlog
 
+from core.errors import DeviceError
 from drivers.base import StimulatorABC
 from drivers.messages import StopReason
-from protocol.errors import DeviceError
 
 log = structlog.get_logger()
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import DeviceTimeoutError
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.faults import FaultConfig, FaultInjector
 from drivers.firmware import DeviceFirmware
 from drivers.ports import EmulatorPort, PtyPort, TcpPort
 from drivers.tissue import Tissue
-from protocol.errors import DeviceTimeoutError
 from simulator.stimulus import Stimulus
 
 

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import structlog
 
+from core.errors import ConfigError
 from drivers.envelope import ABS_AMP_MAX_UA
-from protocol.errors import ConfigError
 from simulator.stimulus import AMPLITUDE_RANGE_MV, Polarity, Stimulus
 
 log = structlog.get_logger()

@@ -15,8 +15,9 @@ from typing import Any
 
 import structlog
 
+from core.errors import DeviceError
 from drivers.base import StimulatorABC, nack_error
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
 from drivers.framing import Frame, FrameDecoder, FrameFlags, encode_frame
 from drivers.messages import (
@@ -36,7 +37,6 @@ from drivers.messages import (
     WireMessage,
     decode_message,
 )
-from protocol.errors import DeviceError
 
 log = structlog.get_logger()
 
@@ -130,7 +130,7 @@ class VirtualStimulator(StimulatorABC):
             raise DeviceError(f"Expected CAPS in reply to HELLO, actual {type(reply).__name__}")
         return reply
 
-    def _arm_internal(self, envelope: Envelope) -> Armed:
+    def _arm_internal(self, envelope: DeviceEnvelope) -> Armed:
         reply = self._exchange(Arm(envelope, envelope.hash()))
         if not isinstance(reply, Armed):
             raise DeviceError(f"Expected ARMED in reply to ARM, actual {type(reply).__name__}")

@@ -25,10 +25,10 @@ import numpy as np
 import structlog
 from tqdm import tqdm
 
+from core.errors import ConfigError, FittingError
 from fitting.objective import Evaluation
 from fitting.parameters import FloatArray, ParameterSpace
 from fitting.report import best_max_abs_z
-from protocol.errors import ConfigError, FittingError
 
 log = structlog.get_logger()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
 

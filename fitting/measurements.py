@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError, FittingError
 from fitting.features import resolve_feature
 from fitting.parameters import ParameterSpec, parse_parameter_name
-from protocol.errors import ConfigError, FittingError
 
 _LOCATION = re.compile(r"^([A-Za-z_][\w\[\]]*)\((0(\.\d+)?|1(\.0+)?)\)$")
 

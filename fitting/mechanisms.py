@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from protocol.errors import FittingError
+from core.errors import FittingError
 
 log = structlog.get_logger()
 

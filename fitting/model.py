@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import FittingError
 from fitting.mechanisms import compile_mechanisms, load_compiled
 from fitting.parameters import ParameterSpec
-from protocol.errors import FittingError
 
 REFERENCE_BUILDER = "fitting.reference:build_reference_cell"
 _INDEX = re.compile(r"\[\d+\]$")

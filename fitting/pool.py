@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 
+from core.errors import FittingError
 from fitting.features import STATUS_SIMULATION_ERROR, STATUS_TIMEOUT
 from fitting.measurements import MeasurementSet
 from fitting.model import ModelSpec
 from fitting.objective import Evaluation, failed_evaluation
-from protocol.errors import FittingError
 
 log = structlog.get_logger()
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from core.errors import ConfigError
 from fitting.engine import Engine
 from fitting.measurements import MeasurementSet
 from fitting.model import REFERENCE_BUILDER, ModelSpec
@@ -30,7 +31,6 @@ from fitting.report import (
     rank_solutions,
     write_results,
 )
-from protocol.errors import ConfigError
 
 log = structlog.get_logger()
 METHODS = ("rl", "cmaes", "random")

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.errors import FittingError
 from fitting.measurements import Protocol
 from fitting.model import BuiltModel
-from protocol.errors import FittingError
 
 FloatArray = npt.NDArray[np.float64]
 CVODE_ATOL = 1e-3
@@ -34,7 +34,7 @@ def _segment(model: BuiltModel, site: str) -> Any:
     return sections[0](float(match.group(2)))
 
 
-def run_protocol(model: BuiltModel, protocol: Protocol) -> tuple[FloatArray, FloatArray]:
+def run_experiment(model: BuiltModel, protocol: Protocol) -> tuple[FloatArray, FloatArray]:
     """Simulate ``protocol`` and return ``(time_ms, voltage_mv)`` at the recording site."""
     from neuron import h
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError
 from fitting.features import STATUS_OK, extract_features, target_std
 from fitting.measurements import Protocol, Target, _number, _text
-from protocol.errors import ConfigError
 
 
 def load_trace(

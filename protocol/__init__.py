@@ -2,8 +2,8 @@
 
 The normative description is ``docs/protocol.md``. Modules, bottom up:
 
-* :mod:`protocol.clip`: bounded text for error messages and log fields built from input.
-* :mod:`protocol.errors`, :mod:`protocol.logs`: the exception hierarchy and logging setup.
+* :mod:`core.clip`: bounded text for error messages and log fields built from input.
+* :mod:`core.errors`, :mod:`core.logs`: the exception hierarchy and logging setup.
 * :mod:`protocol.schema`, :mod:`protocol.messages`: typed, self-validating message classes.
 * :mod:`protocol.wire_limits`: what decoding one body may cost (size, entries, depth, objects).
 * :mod:`protocol.codec`: pure ``pack``/``unpack`` between messages and msgpack bytes.
@@ -16,5 +16,6 @@ The normative description is ``docs/protocol.md``. Modules, bottom up:
 * :mod:`protocol.recording`: append-only, CRC-framed session recordings and their reader.
 * :mod:`protocol.loopback`: a trivial backend for tests and benchmarks.
 
-This file imports nothing, so ``import protocol.errors`` stays cheap for every package.
+It builds on :mod:`core` (errors, logging, bounded text) and imports nothing else of ours.
+This file imports nothing, so ``import protocol.schema`` pulls in only what it needs.
 """

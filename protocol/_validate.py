@@ -1,7 +1,7 @@
 """Field checks shared by every message class (on construction and therefore on decode).
 
 Each check names the field, says what was expected and what arrived, and raises
-:class:`~protocol.errors.ProtocolError` with the protocol error code that fits:
+:class:`~core.errors.ProtocolError` with the protocol error code that fits:
 ``non_finite`` for NaN/Inf, ``out_of_range`` for a number outside its static range and
 ``bad_message`` for a wrong type, length or shape.
 """
@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from protocol.errors import ProtocolError
+from core.errors import ProtocolError
 
 #: Longest name (parameter, field, option, client) accepted on the wire.
 MAX_NAME_LEN = 64

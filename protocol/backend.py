@@ -21,15 +21,15 @@ from typing import ClassVar
 
 import structlog
 
+from core.clip import MAX_LOG_CHARS, clip_text
+from core.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
 from protocol._validate import ConfigValue
-from protocol.clip import MAX_LOG_CHARS, clip_text
 from protocol.codec import pack, unpack_request
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.floors import check_timing
 from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.wire import amplitude_scale, envelope_from_wire
-from protocol.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
 from protocol.limits import RefusalError, check_envelope, check_fields, check_stimulus, is_on
 from protocol.messages import (
     BackendKind,
@@ -112,7 +112,7 @@ class Backend(abc.ABC):
         self._limits: dict[str, ParamSpec] = {}
         self._envelope_hash = ""
         self._monitor: EnvelopeMonitor | None = None
-        self._envelope: Envelope | None = None
+        self._envelope: SafetyEnvelope | None = None
         self._roles: dict[str, str] = {}
         self._amplitude_per_unit = 1.0
         self._seq = 0
@@ -161,7 +161,7 @@ class Backend(abc.ABC):
         return self._state
 
     @property
-    def envelope(self) -> Envelope | None:
+    def envelope(self) -> SafetyEnvelope | None:
         """The envelope of the current ``configure`` (validated, in envelope units)."""
         return self._envelope
 

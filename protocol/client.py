@@ -3,7 +3,7 @@
 Every call sends one request with a fresh request id and waits at most its timeout for the
 reply with that id; replies to earlier, timed-out requests are dropped. Nothing blocks
 forever: sending waits for a connected backend only until the deadline, and receiving polls
-with the time left. Error replies become exceptions of :mod:`protocol.errors`:
+with the time left. Error replies become exceptions of :mod:`core.errors`:
 
 ============================================  =========================================
 error code                                    exception
@@ -29,9 +29,7 @@ from typing import TypeVar
 import structlog
 import zmq
 
-from protocol._validate import ConfigValue
-from protocol.codec import pack, unpack_reply
-from protocol.errors import (
+from core.errors import (
     BackendBusyError,
     BackendUnavailableError,
     ConfigError,
@@ -41,6 +39,8 @@ from protocol.errors import (
     SafetyLimitError,
     TransportTimeoutError,
 )
+from protocol._validate import ConfigValue
+from protocol.codec import pack, unpack_reply
 from protocol.messages import (
     Bye,
     Configure,
@@ -59,7 +59,7 @@ from protocol.messages import (
     Welcome,
 )
 from protocol.recording.writer import RecordingWriter
-from protocol.schema import Envelope
+from protocol.schema import WireEnvelope
 from protocol.security import ClientKeys
 from protocol.server import CONTROL_HWM
 
@@ -156,7 +156,7 @@ class BackendClient:
 
     def configure(
         self,
-        envelope: Envelope,
+        envelope: WireEnvelope,
         *,
         control_period_ms: float | None = None,
         options: Mapping[str, ConfigValue] | None = None,

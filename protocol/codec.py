@@ -3,7 +3,7 @@
 A wire message is one msgpack map: ``{"v": 1, "type": <tag>, "id": <request id>, ...fields}``.
 Every field of the message class is present (``nil`` for "none"); unknown fields, a missing
 field, a wrong type, NaN/Inf or an out-of-range value make :func:`unpack` raise
-:class:`~protocol.errors.ProtocolError` with the matching error code. Packing uses
+:class:`~core.errors.ProtocolError` with the matching error code. Packing uses
 ``use_bin_type=True`` and ``strict_types=True``. Unpacking runs within the decode limits of
 :mod:`protocol.wire_limits` and then checks the message in the order of docs/protocol.md §2.4
 (version, type, key types, key set, id, fields); a failed decode carries the request id on the
@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from core.clip import clip_repr
+from core.errors import ProtocolError
 from protocol._validate import MAX_UINT64, check_int
-from protocol.clip import clip_repr
-from protocol.errors import ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
     REPLY_TYPES,
@@ -32,7 +32,7 @@ from protocol.messages import (
     Reply,
     Request,
 )
-from protocol.schema import Capabilities, Envelope, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ParamSpec, SpikeWindow, WireEnvelope
 from protocol.wire_limits import MAX_MESSAGE_BYTES, unpack_limited
 
 __all__ = [
@@ -198,10 +198,10 @@ def _capabilities(value: Any) -> Capabilities:
     return Capabilities(**raw)
 
 
-def _envelope(value: Any) -> Envelope:
-    raw = dict(_expect_map("envelope", value, _field_names(Envelope)))
+def _envelope(value: Any) -> WireEnvelope:
+    raw = dict(_expect_map("envelope", value, _field_names(WireEnvelope)))
     raw["limits"] = _param_specs("envelope.limits", raw["limits"])
-    return Envelope(**raw)
+    return WireEnvelope(**raw)
 
 
 def _spikes(value: Any) -> SpikeWindow | None:

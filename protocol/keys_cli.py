@@ -11,8 +11,8 @@ from pathlib import Path
 
 import structlog
 
-from protocol.errors import ConfigError
-from protocol.logs import configure_logging
+from core.errors import ConfigError
+from core.logs import configure_logging
 from protocol.security import (
     CLIENTS_DIR_NAME,
     REVOKED_DIR_NAME,

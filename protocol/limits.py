@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from protocol.schema import Capabilities, Envelope, ParamSpec
+from protocol.schema import Capabilities, ParamSpec, WireEnvelope
 
 
 class RefusalError(Exception):
@@ -66,7 +66,7 @@ def _index(caps: Capabilities) -> _CapsIndex:
     return entry
 
 
-def check_envelope(caps: Capabilities, envelope: Envelope) -> tuple[ParamSpec, ...]:
+def check_envelope(caps: Capabilities, envelope: WireEnvelope) -> tuple[ParamSpec, ...]:
     """Return the effective limits of ``envelope``, or refuse it (``envelope_rejected``)."""
     if not envelope.hash_matches():
         raise RefusalError(

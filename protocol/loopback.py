@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from core.errors import ConfigError
+from core.logs import configure_logging
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
-from protocol.envelope.config import Envelope, validate
+from protocol.envelope.config import SafetyEnvelope, validate
 from protocol.envelope.wire import envelope_to_wire
-from protocol.errors import ConfigError
-from protocol.logs import configure_logging
 from protocol.schema import Capabilities, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 
@@ -50,7 +50,7 @@ LOOPBACK_CAPABILITIES = Capabilities(
 #: envelope it has a soft start: after ``reset`` the first step is off, and an off step of
 #: 100 ms lets the next step reach ``amplitude_max`` (5 mV).
 LOOPBACK_ENVELOPE = validate(
-    Envelope(
+    SafetyEnvelope(
         name="loopback",
         domain="model",
         amplitude_unit="mV",

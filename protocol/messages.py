@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from core.errors import ProtocolError
 from protocol._validate import (
     MAX_NAME_LEN,
     ConfigValue,
@@ -24,8 +25,7 @@ from protocol._validate import (
     check_options,
     check_text,
 )
-from protocol.errors import ProtocolError
-from protocol.schema import HASH_HEX_LEN, Capabilities, Envelope, ParamSpec, SpikeWindow
+from protocol.schema import HASH_HEX_LEN, Capabilities, ParamSpec, SpikeWindow, WireEnvelope
 
 #: The protocol version this package speaks (the ``v`` field of every message).
 PROTOCOL_VERSION = 1
@@ -97,7 +97,7 @@ class Configure:
     TYPE: ClassVar[str] = "configure"
     session_id: str
     control_period_ms: float
-    envelope: Envelope
+    envelope: WireEnvelope
     options: dict[str, ConfigValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,7 +107,7 @@ class Configure:
             "control_period_ms",
             check_float("configure.control_period_ms", self.control_period_ms, 1e-6, 3.6e6),
         )
-        if not isinstance(self.envelope, Envelope):
+        if not isinstance(self.envelope, WireEnvelope):
             raise ProtocolError(f"Expected configure.envelope, actual {self.envelope!r}")
         object.__setattr__(self, "options", check_options("configure.options", self.options))
 

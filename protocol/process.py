@@ -26,7 +26,7 @@ from typing import IO, Literal
 
 import structlog
 
-from protocol.errors import BackendUnavailableError, ConfigError
+from core.errors import BackendUnavailableError, ConfigError
 from protocol.lifeline import IPC_DIR_ENV, OWNER_FILE, PARENT_PID_ENV, pid_alive, remove_ipc_dir
 from protocol.serve_cli import READY_PREFIX
 

@@ -16,6 +16,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
+from core.errors import ProtocolError
 from protocol._validate import (
     MAX_ITEMS,
     check_bool,
@@ -27,7 +28,6 @@ from protocol._validate import (
     check_names,
     check_text,
 )
-from protocol.errors import ProtocolError
 
 ParamRole = Literal["amplitude", "frequency", "pulse_width", "other"]
 PARAM_ROLES: tuple[str, ...] = ("amplitude", "frequency", "pulse_width", "other")
@@ -175,7 +175,7 @@ def envelope_hash(limits: Sequence[ParamSpec], extra: Mapping[str, float]) -> st
 
 
 @dataclass(frozen=True)
-class Envelope:
+class WireEnvelope:
     """The stimulation limits a controller runs under, sent in ``configure``.
 
     The backend refuses an envelope whose ``hash`` does not match :func:`envelope_hash` of its
@@ -200,7 +200,7 @@ class Envelope:
     @classmethod
     def build(
         cls, limits: Sequence[ParamSpec], extra: Mapping[str, float] | None = None
-    ) -> Envelope:
+    ) -> WireEnvelope:
         """Make an envelope with its hash computed from ``limits`` and ``extra``."""
         extra_map = check_float_map("envelope.extra", dict(extra or {}))
         specs = _check_specs("envelope.limits", tuple(limits))

@@ -35,7 +35,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 SERVER_KEY_NAME = "server"
 CLIENTS_DIR_NAME = "clients"

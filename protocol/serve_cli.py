@@ -18,8 +18,8 @@ from types import FrameType
 
 import structlog
 
+from core.errors import ConfigError
 from protocol.backend import Backend
-from protocol.errors import ConfigError
 from protocol.lifeline import ParentWatch, remove_ipc_endpoint
 from protocol.server import BackendServer
 

@@ -19,8 +19,8 @@ import structlog
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from core.errors import ConfigError
 from protocol.backend import Backend
-from protocol.errors import ConfigError
 from protocol.security import (
     AllowList,
     ServerKeys,

@@ -22,8 +22,8 @@ from typing import Any, Final
 
 import msgpack
 
-from protocol.clip import clip_repr
-from protocol.errors import ProtocolError
+from core.clip import clip_repr
+from core.errors import ProtocolError
 
 #: Largest message body (bytes).
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024

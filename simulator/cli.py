@@ -1,4 +1,4 @@
-"""``neuroloop-sim``: run the paper's open-loop protocols, list them, or serve the simulator."""
+"""``neuroloop-sim``: run the paper's open-loop experiments, list them, or serve the simulator."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ import math
 import sys
 from pathlib import Path
 
-from protocol.errors import NeuroLoopError
-from protocol.logs import configure_logging
+from core.errors import NeuroLoopError
+from core.logs import configure_logging
 
 _EPILOG = """\
 examples:
-  neuroloop-sim protocols
-  neuroloop-sim run --protocol ftsts-desync --out runs/fig3          # the paper's Fig 3, 25 s
-  neuroloop-sim run --protocol none --duration 10 --out runs/control
-  neuroloop-sim run --protocol ftsts-desync --semantics clean --seed 3 --out runs/fig3-clean
-  neuroloop-sim run --protocol ftsts-desync --n-scale 0.25 --out runs/small   # N = 500, seconds
+  neuroloop-sim experiments
+  neuroloop-sim run --experiment ftsts-desync --out runs/fig3        # the paper's Fig 3, 25 s
+  neuroloop-sim run --experiment none --duration 10 --out runs/control
+  neuroloop-sim run --experiment ftsts-desync --semantics clean --seed 3 --out runs/fig3-clean
+  neuroloop-sim run --experiment ftsts-desync --n-scale 0.25 --out runs/small   # N = 500
+
+An experiment is one of the paper's open-loop stimulation runs (its network, stimulus and
+duration). The older spellings 'protocols' and '--protocol' still work.
   neuroloop-sim serve --bind tcp://127.0.0.1:5555                   # backend for the controller
 
 semantics:
@@ -53,22 +56,24 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="neuroloop-sim",
         description="Simulate the Schmalz & Kumar (2019) FTSTS network: an E-I leaky "
         "integrate-and-fire network with spike-timing-dependent plasticity, under open-loop "
-        "stimulation protocols from the paper.",
+        "stimulation experiments from the paper.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("protocols", help="list the named protocols, one line each")
+    sub.add_parser("experiments", aliases=["protocols"],
+                   help="list the paper's named experiments, one line each")  # fmt: skip
     run = sub.add_parser(
         "run",
-        help="run one protocol and write summary.json and a figure",
+        help="run one experiment and write summary.json and a figure",
         formatter_class=_DefaultsFormatter,
     )
-    run.add_argument("--protocol", required=True, help="protocol name (see 'protocols')")
+    run.add_argument("--experiment", "--protocol", dest="experiment", required=True,
+                     help="experiment name (see 'experiments')")  # fmt: skip
     run.add_argument("--n-scale", type=float, default=1.0,
-                     help="multiplies the protocol's own population sizes")  # fmt: skip
+                     help="multiplies the experiment's own population sizes")  # fmt: skip
     run.add_argument("--duration", type=float, default=None,
-                     help="run length in seconds (default: the protocol's own)")  # fmt: skip
+                     help="run length in seconds (default: the experiment's own)")  # fmt: skip
     run.add_argument("--seed", type=int, default=0, help="seed of connectivity and noise")
     run.add_argument("--semantics", choices=("paper", "clean"), default="paper",
                      help="paper: the authors' code, quirks included; clean: quirks fixed "
@@ -93,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_main(args_list[1:])
     args = _build_parser().parse_args(args_list)
-    if args.command == "protocols":
-        from simulator.protocols import PROTOCOLS
+    if args.command in ("experiments", "protocols"):
+        from simulator.experiments import EXPERIMENTS
 
-        width = max(len(name) for name in PROTOCOLS)
-        for name, proto in PROTOCOLS.items():
-            print(f"{name:<{width}}  Fig {proto.figure:<11} {proto.summary}")
+        width = max(len(name) for name in EXPERIMENTS)
+        for name, exp in EXPERIMENTS.items():
+            print(f"{name:<{width}}  Fig {exp.figure:<11} {exp.summary}")
         return 0
     configure_logging(args.log_format)
     try:
@@ -112,11 +117,11 @@ def _run(args: argparse.Namespace) -> int:
     import structlog
     from tqdm import tqdm
 
-    from simulator.protocols import get_protocol
-    from simulator.run import run_protocol
+    from simulator.experiments import get_experiment
+    from simulator.run import run_experiment
 
     log = structlog.get_logger()
-    protocol = get_protocol(args.protocol)
+    experiment = get_experiment(args.experiment)
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
               file=sys.stderr)  # fmt: skip
@@ -127,17 +132,17 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     # Every argument is checked (the network is built from them) before the progress bar
     # starts and before the output directory is created, so an error stands alone.
-    protocol.network_config(args.semantics, args.n_scale)
+    experiment.network_config(args.semantics, args.n_scale)
     args.out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=0, unit="win", disable=args.no_progress, desc=protocol.name)
+    bar = tqdm(total=0, unit="win", disable=args.no_progress, desc=experiment.name)
 
     def progress(done: int, total: int) -> None:
         if bar.total != total:
             bar.total = total
         bar.update(done - bar.n)
 
-    result = run_protocol(
-        protocol,
+    result = run_experiment(
+        experiment,
         semantics=args.semantics,
         n_scale=args.n_scale,
         duration_s=args.duration,

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from protocol.errors import ConfigError, did_you_mean
+from core.errors import ConfigError, did_you_mean
 
 Semantics = Literal["paper", "clean"]
 StdpRule = Literal["additive", "symmetric"]

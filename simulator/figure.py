@@ -2,7 +2,7 @@
 
 What each panel shows (also written on the figure):
 
-* Kuramoto R of the E cells on a 1 ms grid, unsmoothed (:func:`simulator.run.run_protocol`
+* Kuramoto R of the E cells on a 1 ms grid, unsmoothed (:func:`simulator.run.run_experiment`
   leaves it undefined near the run's start and end, where the cells that still have a phase
   are a selection by phase: see :func:`simulator.synchrony.order_parameter`);
 * the mean effective E→I weight J_I·W at the end of each 20 ms window, with the protocol's
@@ -44,9 +44,9 @@ _STIM_COLOUR = "gold"
 
 def plot_run(result: RunResult, path: Path) -> Path:
     """Write a four-row figure of ``result`` to ``path`` (PNG) and return the path."""
-    from simulator.protocols import PROTOCOLS
+    from simulator.experiments import EXPERIMENTS
 
-    protocol = PROTOCOLS.get(result.protocol)
+    protocol = EXPERIMENTS.get(result.protocol)
     latch_mv = protocol.latch_mv if protocol is not None else None
     fig = plt.figure(figsize=(11, 11), constrained_layout=True)
     grid = fig.add_gridspec(4, 2, height_ratios=[1.0, 1.0, 1.0, 1.3])

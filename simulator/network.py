@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from protocol.errors import ConfigError, NeuroLoopError
+from core.errors import ConfigError, NeuroLoopError
 from simulator import reductions
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.connectivity import (

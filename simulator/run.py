@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from simulator.config import CHUNK_MS, Semantics
+from simulator.experiments import Experiment
 from simulator.network import Network
-from simulator.protocols import OpenLoopProtocol
 from simulator.synchrony import epoch_mean, order_parameter
 
 FloatArray = npt.NDArray[np.float64]
@@ -56,8 +56,8 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def run_protocol(
-    protocol: OpenLoopProtocol,
+def run_experiment(
+    protocol: Experiment,
     *,
     semantics: Semantics = "paper",
     n_scale: float = 1.0,
@@ -142,7 +142,7 @@ def run_protocol(
     return result
 
 
-def summarise(result: RunResult, protocol: OpenLoopProtocol) -> dict[str, Any]:
+def summarise(result: RunResult, protocol: Experiment) -> dict[str, Any]:
     """The paper-style summary of a run (the fields of ``summary.json``)."""
     t, r = result.r_t_ms, result.r
     stim_windows = np.nonzero(result.window_stim)[0]

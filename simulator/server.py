@@ -31,15 +31,15 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from core.errors import ConfigError, SafetyLimitError
+from core.logs import configure_logging
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
-from protocol.errors import ConfigError, SafetyLimitError
-from protocol.logs import configure_logging
 from protocol.schema import Capabilities, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 from simulator.config import CHUNK_MS, NetworkConfig
+from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
 from simulator.network import OBSERVATION_FIELDS, Network
-from simulator.protocols import DEFAULT_NETWORK, PROTOCOLS
 from simulator.stimulus import (
     AMPLITUDE_RANGE_MV,
     EI_OFFSET_RANGE_MS,
@@ -134,7 +134,7 @@ class SimulatorBackend(Backend):
     # ------------------------------------------------------------------------- hooks
 
     def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
-        network = _str_option(options, "network", tuple(PROTOCOLS), DEFAULT_NETWORK)
+        network = _str_option(options, "network", tuple(EXPERIMENTS), DEFAULT_NETWORK)
         n_scale = _num_option(options, "n_scale", *N_SCALE_RANGE, 1.0)
         semantics = _str_option(options, "semantics", ("paper", "clean"), "paper")
         polarity = _str_option(options, "polarity", ("desync", "sync"), "desync")
@@ -149,7 +149,7 @@ class SimulatorBackend(Backend):
                 f"Expected control_period_ms to be a multiple of {CHUNK_MS:g} ms in paper "
                 f"semantics, actual {control_period_ms!r}"
             )
-        config = PROTOCOLS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
+        config = EXPERIMENTS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
         # Off unless asked for: the released code's stimulus noise has a fixed SD whenever any
         # stimulation is on, so a closed-loop policy could desynchronise with near-zero charge.
         noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)

@@ -36,7 +36,7 @@ from numba import njit, types
 from numba.core import errors
 from numba.extending import intrinsic
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 #: Generators advanced together (two AVX2 vectors of four 64-bit lanes).
 LANES = 8

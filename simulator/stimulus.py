@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 Polarity = Literal["desync", "sync"]
 

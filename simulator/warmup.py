@@ -136,7 +136,7 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
     Args:
         network_factory: Builds a network from a config (the server's factory).
     """
-    from simulator.protocols import DEFAULT_NETWORK, PROTOCOLS
+    from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
 
     log = structlog.get_logger("simulator.warmup")
     log.info(
@@ -146,7 +146,7 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
     )
     t0 = time.perf_counter()
     configs = (
-        PROTOCOLS[DEFAULT_NETWORK].network_config("paper", N_SCALE_MIN),
+        EXPERIMENTS[DEFAULT_NETWORK].network_config("paper", N_SCALE_MIN),
         NetworkConfig(n_e=8, n_i=2, semantics="clean"),
     )
     with watching("warm-up") as watch:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simulator.protocols import PROTOCOLS
+from simulator.experiments import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "bench" / "digest_runs.py")
@@ -28,7 +28,7 @@ def _digests(*args: str) -> dict[str, str]:
 
 def test_digest_covers_every_protocol_and_is_reproducible_and_seed_sensitive() -> None:
     first = _digests()
-    assert set(first) == {f"{n}/{s}" for n in PROTOCOLS for s in ("paper", "clean")}
+    assert set(first) == {f"{n}/{s}" for n in EXPERIMENTS for s in ("paper", "clean")}
     assert _digests() == first
     other_seed = _digests("--seed", "4")
     assert all(other_seed[key] != first[key] for key in first)

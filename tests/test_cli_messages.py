@@ -15,14 +15,14 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from drivers.device_caps import FirmwareConfig
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
 from drivers.framing import Frame
 from drivers.messages import Arm, Hello, Stop, StopReason
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "fitting" / "examples" / "paper_minus5na.yaml"
-FAST = Envelope(
+FAST = DeviceEnvelope(
     ramp_up_ua_per_s=2000, ramp_down_ua_per_s=4000, soft_start_ms=500, lease_max_ms=500,
     watchdog_ms=300, safe_stop_ms=200,
 )  # fmt: skip
@@ -55,7 +55,7 @@ def test_sim_run_help_shows_no_none_defaults() -> None:
     assert "(default: None)" not in out
     assert "(default: False)" not in out
     assert "(default: 0)" in out  # --seed: real defaults are still shown
-    assert out.count("default: the protocol's own") == 1
+    assert out.count("default: the experiment's own") == 1
 
 
 def test_sim_run_bad_n_scale_is_one_error_line_without_a_progress_bar(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from controller.policies.bundle import FieldSpec, export_sb3, load_bundle
 from controller.policies.factory import build_policy
+from core.errors import ConfigError
 from protocol.envelope.config import load_envelope
-from protocol.errors import ConfigError
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)

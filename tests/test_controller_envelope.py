@@ -14,10 +14,11 @@ from controller.envelope.action import ActionMap, check_action
 from controller.envelope.governor import SafetyGovernor
 from controller.envelope.lease import Lease
 from controller.envelope.observation import Streak, check_observation
+from core.errors import ConfigError, SafetyFaultError
 from protocol.envelope.bounds import apply_bounds
 from protocol.envelope.charge import apply_charge, within_charge
 from protocol.envelope.config import (
-    Envelope,
+    SafetyEnvelope,
     load_envelope,
     parse_envelope,
     shannon_q_max_uc,
@@ -27,7 +28,6 @@ from protocol.envelope.duty import apply_duty, fits_duty
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.slew import apply_slew
 from protocol.envelope.softstart import apply_soft_start, soft_start_ceiling
-from protocol.errors import ConfigError, SafetyFaultError
 from protocol.schema import envelope_hash
 
 SIM = load_envelope("simulator")
@@ -43,7 +43,7 @@ def _structlog_defaults():
     structlog.reset_defaults()
 
 
-def toml_dict(env: Envelope) -> dict:
+def toml_dict(env: SafetyEnvelope) -> dict:
     d = env.as_dict()
     return {
         "envelope": {k: d[k] for k in ("name", "domain", "amplitude_unit")},

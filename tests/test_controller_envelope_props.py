@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from controller.envelope.action import ActionMap
 from controller.envelope.governor import SafetyGovernor
-from protocol.envelope.config import Envelope, load_envelope, validate
+from protocol.envelope.config import SafetyEnvelope, load_envelope, validate
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.softstart import soft_start_ceiling
 
@@ -68,7 +68,7 @@ def _structlog_defaults():
     structlog.reset_defaults()
 
 
-def make_map(env: Envelope) -> ActionMap:
+def make_map(env: SafetyEnvelope) -> ActionMap:
     return ActionMap(
         ("amplitude", "frequency_hz", "pulse_width_us"),
         (env.amplitude_min, env.frequency_min_hz, env.pulse_width_min_us),
@@ -77,7 +77,7 @@ def make_map(env: Envelope) -> ActionMap:
 
 
 def check_sequence(
-    env: Envelope, requests: list[object], gap_list: list[float], amap: ActionMap | None
+    env: SafetyEnvelope, requests: list[object], gap_list: list[float], amap: ActionMap | None
 ) -> None:
     gov = SafetyGovernor(env, T, amap)
     gov.arm(0.0)

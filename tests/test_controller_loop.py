@@ -14,9 +14,9 @@ from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings
 from controller.policies.builtin import ConstantPolicy, FtstsPolicy, OffPolicy
+from core.errors import ConfigError, ProtocolError
 from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import ConfigError, ProtocolError
 from simulator.config import NetworkConfig
 
 SIM = load_envelope("simulator")

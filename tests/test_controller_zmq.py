@@ -13,10 +13,10 @@ from controller.backends.zmq import ZmqBackend
 from controller.envelope.governor import SafetyGovernor
 from controller.loop import ControlLoop, LoopSettings
 from controller.policies.builtin import ConstantPolicy
+from core.errors import ConfigError, SafetyLimitError
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import ConfigError, SafetyLimitError
 from protocol.process import spawn_local_backend
 from protocol.schema import Capabilities, ParamSpec
 from protocol.server import BackendServer

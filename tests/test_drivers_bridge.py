@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError, SafetyFaultError, SafetyLimitError
 from drivers.bridge import OBSERVATION_FIELDS, SerialBackend, device_envelope
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.messages import DeviceState, FaultBits
 from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import ToyNetwork, running_emulator, wait_until
@@ -28,10 +29,9 @@ from drivers.tissue import Tissue
 from protocol.client import BackendClient
 from protocol.envelope.config import load_envelope, validate
 from protocol.envelope.wire import envelope_from_wire
-from protocol.errors import ConfigError, SafetyFaultError, SafetyLimitError
 from protocol.messages import Observation
 from protocol.process import spawn_local_backend
-from protocol.schema import Envelope as WireEnvelope
+from protocol.schema import WireEnvelope
 from protocol.server import BackendServer
 
 BIN = Path(sys.executable).parent
@@ -59,7 +59,7 @@ def ramp_to(client: BackendClient, stim: dict[str, float], period_ms: float = 10
 
 def test_device_envelope_conversion_rounds_to_the_safe_side() -> None:
     env = device_envelope(envelope_from_wire(WIRE_ENV), control_period_ms=100.0, safe_stop_ms=200)
-    assert env == Envelope(
+    assert env == DeviceEnvelope(
         amp_min_ua=0,
         amp_max_ua=3500,
         pw_min_us=60,
@@ -432,7 +432,7 @@ def test_emulator_process_vanishing_is_link_loss_at_the_driver(how: str) -> None
         assert path.startswith("/dev/")
         with SerialStimulator(path, ack_timeout_s=0.1) as drv:
             drv.handshake()
-            drv.arm(Envelope(lease_max_ms=500, soft_start_ms=1))
+            drv.arm(DeviceEnvelope(lease_max_ms=500, soft_start_ms=1))
             drv.set_stimulation(1000, 90, 130, lease_ms=300)
             if how == "SIGKILL":
                 emu.kill()

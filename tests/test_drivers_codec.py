@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import ProtocolError, SafetyLimitError
 from drivers.cobs import cobs_decode, cobs_encode
-from drivers.envelope import Envelope, check_envelope, setpoint_problem, shannon_q_max_nc
+from drivers.envelope import DeviceEnvelope, check_envelope, setpoint_problem, shannon_q_max_nc
 from drivers.framing import (
     MAX_ENCODED_FRAME_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -31,7 +32,6 @@ from drivers.messages import (
     Status,
     decode_message,
 )
-from protocol.errors import ProtocolError, SafetyLimitError
 
 frames_strategy = st.builds(
     Frame,
@@ -184,7 +184,7 @@ def test_truncated_and_length_mismatch_frames_are_bad_len() -> None:
 
 
 def test_payload_structs_round_trip_and_reject_wrong_length() -> None:
-    env = Envelope()
+    env = DeviceEnvelope()
     arm = Arm(env, env.hash())
     assert Arm.unpack(arm.pack()) == arm
     status = Status(
@@ -228,16 +228,16 @@ def test_payload_structs_round_trip_and_reject_wrong_length() -> None:
 
 
 def test_default_envelope_matches_spec_and_hash_is_stable() -> None:
-    env = Envelope()
+    env = DeviceEnvelope()
     check_envelope(env)
     assert shannon_q_max_nc(600) == 1836  # k = 1.75, 0.06 cm²
-    assert env.hash() == Envelope().hash()
-    assert env.hash() != Envelope(amp_max_ua=3400).hash()
+    assert env.hash() == DeviceEnvelope().hash()
+    assert env.hash() != DeviceEnvelope(amp_max_ua=3400).hash()
 
 
 def test_envelope_beyond_absolute_caps_is_rejected_with_every_reason() -> None:
     with pytest.raises(SafetyLimitError) as info:
-        check_envelope(Envelope(amp_max_ua=12_000, pw_max_us=500, q_max_nc=2500))
+        check_envelope(DeviceEnvelope(amp_max_ua=12_000, pw_max_us=500, q_max_nc=2500))
     msg = str(info.value)
     assert "Expected amp_max_ua in [0, 10000], actual 12000" in msg
     assert "Expected pw_max_us in [60, 450], actual 500" in msg
@@ -258,7 +258,7 @@ def test_setpoint_problems(
     amp: int, pw: int, freq: int, current: tuple[int, int] | None, kind: str, text: str
 ) -> None:
     found = setpoint_problem(
-        Envelope(),
+        DeviceEnvelope(),
         amp,
         pw,
         freq,
@@ -271,7 +271,7 @@ def test_setpoint_problems(
 
 
 def test_charge_limit_checks_the_ramp_start_too() -> None:
-    env = Envelope(amp_max_ua=10_000, pw_max_us=200, q_max_nc=1000)
+    env = DeviceEnvelope(amp_max_ua=10_000, pw_max_us=200, q_max_nc=1000)
     assert setpoint_problem(env, 4000, 200, 1000) is None  # 800 nC
     # Amplitude is ramping down from 6 mA: the new 200 µs width at 6 mA would be 1200 nC.
     found = setpoint_problem(env, 4000, 200, 1000, actual_amp_ua=6000)

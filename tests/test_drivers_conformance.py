@@ -8,16 +8,16 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from core.errors import DeviceError, DeviceTimeoutError, SafetyLimitError
 from drivers.base import StimulatorABC
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
 from drivers.messages import DeviceState, FaultBits, NackCode, SetStim
 from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import running_emulator, wait_until
 from drivers.virtual import VirtualStimulator
-from protocol.errors import DeviceError, DeviceTimeoutError, SafetyLimitError
 
-ENV = Envelope(
+ENV = DeviceEnvelope(
     ramp_up_ua_per_s=2000,
     ramp_down_ua_per_s=5000,
     soft_start_ms=100,
@@ -99,7 +99,7 @@ def test_handshake_arm_ramp_stop(rig: Rig) -> None:
 def test_host_checks_refuse_without_sending(rig: Rig) -> None:
     rig.drv.handshake()
     with pytest.raises(SafetyLimitError, match=re.escape("Expected amp_max_ua in [0, 10000]")):
-        rig.drv.arm(Envelope(amp_max_ua=20_000))
+        rig.drv.arm(DeviceEnvelope(amp_max_ua=20_000))
     rig.drv.arm(ENV)
     with pytest.raises(SafetyLimitError, match=re.escape("Expected freq_dhz in [600, 1850]")):
         rig.drv.set_stimulation(1000, 90, 200.0, lease_ms=300)
@@ -145,7 +145,7 @@ def test_virtual_lease_expiry_is_exact_on_a_fake_clock() -> None:
     clock = FakeClock()
     with VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock) as drv:
         drv.handshake()
-        drv.arm(Envelope(lease_max_ms=500, watchdog_ms=500, soft_start_ms=1,
+        drv.arm(DeviceEnvelope(lease_max_ms=500, watchdog_ms=500, soft_start_ms=1,
                          ramp_up_ua_per_s=2000, safe_stop_ms=100))  # fmt: skip
         drv.set_stimulation(1000, 90, 130, lease_ms=200)
         clock.t += 0.199

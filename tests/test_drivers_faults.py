@@ -15,9 +15,10 @@ import pytest
 import serial
 from structlog.testing import capture_logs
 
+from core.errors import DeviceError, DeviceIOError, DeviceTimeoutError
 from drivers.cobs import cobs_encode
 from drivers.emulator import DeviceEmulator
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.faults import FaultConfig
 from drivers.firmware import DeviceFirmware
 from drivers.framing import Frame, FrameDecoder, crc16_ccitt, decode_block, encode_frame
@@ -38,12 +39,11 @@ from drivers.messages import (
 from drivers.ports import PtyPort
 from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import running_emulator, wait_until
-from protocol.errors import DeviceError, DeviceIOError, DeviceTimeoutError
 
 #: Generous reply timeout where a test is about behaviour, not timing (loaded shared machine).
 ACK_S = 0.1
 
-ENV = Envelope(
+ENV = DeviceEnvelope(
     ramp_up_ua_per_s=2000,
     ramp_down_ua_per_s=5000,
     soft_start_ms=100,
@@ -93,7 +93,7 @@ class RawHost:
                     return msg
         raise DeviceTimeoutError(f"Expected a reply to seq {seq} within {timeout_s} s, actual none")
 
-    def arm(self, env: Envelope = ENV) -> None:
+    def arm(self, env: DeviceEnvelope = ENV) -> None:
         assert isinstance(self.reply(self.send(Hello())), Caps)
         assert not isinstance(self.reply(self.send(Arm(env, env.hash()))), Nack)
 
@@ -431,7 +431,7 @@ def test_device_reset_is_detected_and_never_resumed(emu: DeviceEmulator) -> None
 def test_device_refuses_out_of_range_with_host_checks_bypassed(
     emu: DeviceEmulator, cmd: SetStim, code: NackCode
 ) -> None:
-    env = Envelope(q_max_nc=250, lease_max_ms=500, watchdog_ms=500)
+    env = DeviceEnvelope(q_max_nc=250, lease_max_ms=500, watchdog_ms=500)
     with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         drv.arm(env)
@@ -445,7 +445,7 @@ def test_device_refuses_out_of_range_with_host_checks_bypassed(
 def test_device_refuses_an_envelope_beyond_absolute_caps(emu: DeviceEmulator) -> None:
     with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
-        wide = Envelope(amp_max_ua=10_000, pw_max_us=450, q_max_nc=9000)
+        wide = DeviceEnvelope(amp_max_ua=10_000, pw_max_us=450, q_max_nc=9000)
         with pytest.raises(DeviceError, match="NACK OUT_OF_RANGE") as info:
             drv._arm_internal(wide)
         assert info.value.error_code == NackCode.OUT_OF_RANGE
@@ -455,11 +455,11 @@ def test_device_refuses_an_envelope_beyond_absolute_caps(emu: DeviceEmulator) ->
 # -------------------------------------------------------------------- host crash (kill -9)
 _DRIVER_SCRIPT = """
 import sys, time
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.serial_stimulator import SerialStimulator
-from protocol.logs import configure_logging
+from core.logs import configure_logging
 configure_logging("json", "warning")  # logs to stderr; stdout carries the handshake line
-env = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=5000, soft_start_ms=100,
+env = DeviceEnvelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=5000, soft_start_ms=100,
                lease_max_ms=500, watchdog_ms=300, safe_stop_ms=200)
 drv = SerialStimulator(sys.argv[1], ack_timeout_s=0.1)
 drv.handshake()

@@ -8,7 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from drivers.device_caps import FirmwareConfig
-from drivers.envelope import Envelope
+from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
 from drivers.framing import Frame, encode_frame
 from drivers.messages import (
@@ -32,7 +32,7 @@ from drivers.messages import (
     decode_message,
 )
 
-FAST = Envelope(
+FAST = DeviceEnvelope(
     ramp_up_ua_per_s=2000,
     ramp_down_ua_per_s=4000,
     soft_start_ms=500,
@@ -66,7 +66,7 @@ class Host:
             self.now += DT
             self.out += [(f, decode_message(f)) for f in self.fw.tick(self.now, DT)]
 
-    def armed(self, env: Envelope = FAST) -> Host:
+    def armed(self, env: DeviceEnvelope = FAST) -> Host:
         assert isinstance(self.send(Hello()), Caps)
         assert isinstance(self.send(Arm(env, env.hash())), Armed)
         return self
@@ -104,7 +104,7 @@ def test_arm_checks_hash_and_envelope(host: Host) -> None:
     bad_hash = host.send(Arm(FAST, FAST.hash() ^ 1))
     assert isinstance(bad_hash, Nack)
     assert bad_hash.code == NackCode.ENVELOPE_MISMATCH
-    too_wide = Envelope(amp_max_ua=11_000)
+    too_wide = DeviceEnvelope(amp_max_ua=11_000)
     with capture_logs() as logs:
         reply = host.send(Arm(too_wide, too_wide.hash()))
     assert isinstance(reply, Nack)
@@ -142,7 +142,9 @@ def test_soft_start_then_ramp_rate_limits(host: Host) -> None:
 
 
 def test_soft_start_is_at_least_soft_start_ms() -> None:
-    slow = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=2000, lease_max_ms=500, watchdog_ms=500)
+    slow = DeviceEnvelope(
+        ramp_up_ua_per_s=2000, soft_start_ms=2000, lease_max_ms=500, watchdog_ms=500
+    )
     host = Host(DeviceFirmware(now_s=0.0)).armed(slow)
     host.send(SetStim(0, 1000, 90, 1300, 0, 500))
     for _ in range(19):
@@ -211,7 +213,7 @@ def test_lease_expiry_safe_stops_within_ramp_and_latches(host: Host) -> None:
 
 
 def test_watchdog_fires_on_silence_even_with_a_long_lease() -> None:
-    env = Envelope(
+    env = DeviceEnvelope(
         lease_max_ms=500, watchdog_ms=300, safe_stop_ms=250, soft_start_ms=1, ramp_up_ua_per_s=2000
     )
     host = Host(DeviceFirmware(now_s=0.0)).armed(env)
@@ -312,7 +314,9 @@ def test_link_down_safe_stops_an_armed_device_and_ends_the_session(host: Host) -
     host.fw.amp_ua_f = 2000.0
     frames = host.fw.link_down(host.now)
     assert decode_message(frames[0]) == Fault(
-        FaultBits.LINK_DOWN, FaultBits.LINK_DOWN, DeviceState.SAFE_STOP  # the state after it
+        FaultBits.LINK_DOWN,
+        FaultBits.LINK_DOWN,
+        DeviceState.SAFE_STOP,  # the state after it
     )
     assert host.fw.state == DeviceState.SAFE_STOP
     host.run(0.21)  # safe_stop_ms = 200
@@ -321,7 +325,7 @@ def test_link_down_safe_stops_an_armed_device_and_ends_the_session(host: Host) -
 
 
 def test_silence_during_a_host_stop_hastens_the_ramp_without_a_fault(host: Host) -> None:
-    slow_down = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=500, soft_start_ms=1,
+    slow_down = DeviceEnvelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=500, soft_start_ms=1,
                          lease_max_ms=500, watchdog_ms=300, safe_stop_ms=200)  # fmt: skip
     host.armed(slow_down)
     host.send(SetStim(0, 2000, 90, 1300, 0, 500))
@@ -439,7 +443,7 @@ def test_fault_frames_carry_the_state_after_the_fault(host: Host) -> None:
 
 
 def test_hello_while_stimulating_stops_within_safe_stop_ms_without_a_fault() -> None:
-    slow_down = Envelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=100, soft_start_ms=1,
+    slow_down = DeviceEnvelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=100, soft_start_ms=1,
                          lease_max_ms=500, watchdog_ms=300, safe_stop_ms=200)  # fmt: skip
     host = Host(DeviceFirmware(now_s=0.0)).armed(slow_down)
     host.send(SetStim(0, 2000, 90, 1300, 0, 500))

@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from drivers.device_caps import FirmwareConfig
-from drivers.envelope import Envelope
-from drivers.messages import DeviceState, FaultBits, StopReason
-from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import ToyNetwork, running_emulator, wait_until
-from drivers.tissue import Tissue, TissueTransfer, make_network
-from protocol.errors import (
+from core.errors import (
     ConfigError,
     DeviceError,
     DeviceIOError,
@@ -24,11 +18,17 @@ from protocol.errors import (
     SafetyFaultError,
     SafetyLimitError,
 )
+from drivers.device_caps import FirmwareConfig
+from drivers.envelope import DeviceEnvelope
+from drivers.messages import DeviceState, FaultBits, StopReason
+from drivers.serial_stimulator import SerialStimulator
+from drivers.testing import ToyNetwork, running_emulator, wait_until
+from drivers.tissue import Tissue, TissueTransfer, make_network
 
 #: Generous reply timeout: these tests are about behaviour, not timing, on a loaded machine.
 ACK_S = 0.1
 
-ENV = Envelope(
+ENV = DeviceEnvelope(
     ramp_up_ua_per_s=2000,
     ramp_down_ua_per_s=5000,
     soft_start_ms=100,

@@ -10,14 +10,14 @@ from types import FrameType
 
 import pytest
 
-from drivers.envelope import Envelope
+from core.errors import DeviceError
+from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
 from drivers.messages import DeviceState, Stop, StopReason
 from drivers.shutdown import PreemptingSleep, SignalWakeup
 from drivers.virtual import VirtualStimulator
-from protocol.errors import DeviceError
 
-ENV = Envelope(ramp_up_ua_per_s=2000, soft_start_ms=100, lease_max_ms=500, watchdog_ms=500)
+ENV = DeviceEnvelope(ramp_up_ua_per_s=2000, soft_start_ms=100, lease_max_ms=500, watchdog_ms=500)
 
 
 class FakeClock:

@@ -50,6 +50,7 @@ from controller.policies.builtin import FtstsPolicy
 from controller.replay.edit import rewrite_recording
 from controller.replay.session import load_session
 from controller.replay.verify import verify_session
+from core.errors import ConfigError
 from drivers.bridge import SerialBackend
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
@@ -62,7 +63,7 @@ from protocol.codec import pack, unpack_reply
 from protocol.envelope.config import (
     MODEL_CAPS,
     PHYSICAL_CAPS,
-    Envelope,
+    SafetyEnvelope,
     load_envelope,
     parse_envelope,
     shannon_q_max_uc,
@@ -71,7 +72,6 @@ from protocol.envelope.config import (
 from protocol.envelope.floors import check_timing, rules_for, timing_for
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.wire import envelope_from_wire, envelope_to_wire
-from protocol.errors import ConfigError
 from protocol.messages import (
     Bye,
     Configure,
@@ -128,7 +128,7 @@ class Rules:
     most recent off setpoint (a reset or a stop counts as the start of an off setpoint).
     """
 
-    def __init__(self, env: Envelope) -> None:
+    def __init__(self, env: SafetyEnvelope) -> None:
         self.env = env
         self.restart()
 
@@ -206,7 +206,7 @@ def _fraction() -> st.SearchStrategy[float]:
 @st.composite
 def envelopes(
     draw: st.DrawFn, domain: str, period_ms: float, area_cm2: float | None = None
-) -> Envelope:
+) -> SafetyEnvelope:
     """A random envelope that ``validate`` and ``check_timing`` (at ``period_ms``) accept.
 
     Every field is drawn inside its absolute cap and its floor, and the consistency rules of
@@ -276,7 +276,7 @@ def envelopes(
             min(20.0, timing.watchdog_ms[1] / period_ms),
         )
     )
-    env = Envelope(
+    env = SafetyEnvelope(
         name=f"random-{domain}",
         domain="model" if domain == "model" else "physical",
         amplitude_unit="mV" if domain == "model" else "mA",
@@ -306,7 +306,7 @@ def envelopes(
     return env
 
 
-def _device_resolution(env: Envelope) -> Envelope:
+def _device_resolution(env: SafetyEnvelope) -> SafetyEnvelope:
     """``env`` on the device's integer grid (µA, 0.1 Hz, µs, nC, µA/s, ms), so that the bridge's
     conversion is exact (a value between grid points is a representability refusal)."""
     grid = {
@@ -361,7 +361,7 @@ def _near(lo: float, hi: float) -> st.SearchStrategy[float]:
     )
 
 
-def _requests(env: Envelope, normalised: bool) -> st.SearchStrategy[list[Any]]:
+def _requests(env: SafetyEnvelope, normalised: bool) -> st.SearchStrategy[list[Any]]:
     if normalised:
         one = st.one_of(
             st.lists(st.floats(-1.5, 1.5), min_size=3, max_size=3),
@@ -495,7 +495,7 @@ class Draw:
     duration_ms: float
 
 
-def _duty_width(env: Envelope, freq: float) -> float:
+def _duty_width(env: SafetyEnvelope, freq: float) -> float:
     return (1e6 / freq - env.interphase_gap_us - env.recharge_margin_us) / 2.0
 
 
@@ -622,7 +622,7 @@ class WireClient:
         return welcome
 
     def configure(
-        self, env: Envelope, caps: Any, period_ms: float, options: dict[str, Any]
+        self, env: SafetyEnvelope, caps: Any, period_ms: float, options: dict[str, Any]
     ) -> Reply:
         return self.send(Configure(self.session, period_ms, envelope_to_wire(env, caps), options))
 
@@ -655,7 +655,7 @@ def _wire_stimulus(
     return stim
 
 
-def _known_refusal(env: Envelope, values: tuple[float, float, float] | None) -> bool:
+def _known_refusal(env: SafetyEnvelope, values: tuple[float, float, float] | None) -> bool:
     """Valid steps a backend refuses today (each has its own xfail test below).
 
     An amplitude in ``(0, amplitude_min)`` (``check_stimulus`` treats ``amplitude_min`` as a
@@ -777,7 +777,7 @@ FAST = validate(replace(SIM, amplitude_up_per_s=4000.0, soft_start_s=0.1))
 FTSTS_SHAPE = (1000.0 / 12.0, 1000.0)  # Hz, µs per phase (the paper's train)
 
 
-def _sim_session(env: Envelope) -> tuple[SimulatorBackend, WireClient]:
+def _sim_session(env: SafetyEnvelope) -> tuple[SimulatorBackend, WireClient]:
     backend, client = _sim_backend()
     client.hello()
     configured = client.configure(env, SIM_CAPABILITIES, 20.0, {"n_scale": 0.02, "seed": 1})
@@ -866,7 +866,7 @@ def test_issue_repro_0_to_200_mv_jumps_are_refused() -> None:
     _assert_refused(client, _sim_step(client, 200.0), "amplitude rise")
 
 
-def _lockstep(env: Envelope, requests: list[Setpoint]) -> list[Reply]:
+def _lockstep(env: SafetyEnvelope, requests: list[Setpoint]) -> list[Reply]:
     """The governor's output, tick by tick, sent to the simulator backend (what the loop does)."""
     gov = SafetyGovernor(env, 0.02)
     gov.arm(0.0)
@@ -1049,7 +1049,7 @@ def test_bridge_accepts_a_valid_envelope_whose_charge_limit_exceeds_density_time
 # ------------------------------------------------------------------- config floors (item 4)
 
 
-def _env_file(tmp_path: Path, name: str, base: Envelope, **changes: Any) -> Path:
+def _env_file(tmp_path: Path, name: str, base: SafetyEnvelope, **changes: Any) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(replace(base, **changes).to_toml())
     return path
@@ -1121,7 +1121,12 @@ FLOOR_CASES = [
     ("name", "base", "changes", "interval", "source"), FLOOR_CASES, ids=[c[0] for c in FLOOR_CASES]
 )
 def test_envelope_file_beyond_a_floor_is_a_config_error_naming_key_interval_and_source(
-    tmp_path: Path, name: str, base: Envelope, changes: dict[str, Any], interval: str, source: str
+    tmp_path: Path,
+    name: str,
+    base: SafetyEnvelope,
+    changes: dict[str, Any],
+    interval: str,
+    source: str,
 ) -> None:
     path = _env_file(tmp_path, name, base, **changes)
     with pytest.raises(ConfigError) as err:
@@ -1142,7 +1147,9 @@ def test_controller_cli_refuses_an_envelope_beyond_a_floor_with_one_line(
 
 
 @pytest.mark.parametrize("base", [SIM, DEV], ids=["simulator", "device"])
-def test_a_pulse_width_step_as_wide_as_the_range_is_refused(tmp_path: Path, base: Envelope) -> None:
+def test_a_pulse_width_step_as_wide_as_the_range_is_refused(
+    tmp_path: Path, base: SafetyEnvelope
+) -> None:
     full = base.pulse_width_max_us - base.pulse_width_min_us
     with pytest.raises(ConfigError, match="pulse_width_step_us"):
         load_envelope(_env_file(tmp_path, "pw_step", base, pulse_width_step_us=full))

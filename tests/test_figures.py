@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from controller.training.evaluate import RunRecord as RunRecord_
+from simulator.experiments import get_experiment
 from simulator.figure import RASTER_E_CELLS, RASTER_I_CELLS, plot_run, raster_rows, smooth_rate
-from simulator.protocols import get_protocol
-from simulator.run import RunResult, run_protocol
+from simulator.run import RunResult, run_experiment
 from simulator.synchrony import bracketed_span, order_parameter
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,7 +24,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def small_ftsts() -> RunResult:
     """FTSTS at N = 200 for 3 s: stimulation from 1.98 s to the end."""
-    return run_protocol(get_protocol("ftsts-desync"), n_scale=0.1, duration_s=3.0, seed=2)
+    return run_experiment(get_experiment("ftsts-desync"), n_scale=0.1, duration_s=3.0, seed=2)
 
 
 def _regular_uniform_phases(n: int, period_ms: float, stop_ms: float) -> tuple[np.ndarray, ...]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from core.errors import ConfigError, FittingError
 from fitting.engine import ARCHIVE_NAME, Engine
 from fitting.measurements import load_measurements
 from fitting.model import parse_model
@@ -24,7 +25,6 @@ from fitting.parameters import ParameterSpace, ParameterSpec
 from fitting.pool import WorkerPool
 from fitting.reference import TRUE_PARAMETERS
 from fitting.synthetic import targets_from_evaluation
-from protocol.errors import ConfigError, FittingError
 
 DATA = Path(__file__).parent / "data" / "fitting"
 EXAMPLE = Path(__file__).parents[1] / "fitting" / "examples" / "paper_minus5na.yaml"

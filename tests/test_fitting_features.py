@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from fitting.features import (
     STATUS_FEATURE_FAILED,
     STATUS_INVALID_TRACE,
@@ -17,7 +18,6 @@ from fitting.features import (
 )
 from fitting.measurements import Target
 from fitting.objective import FAILURE_PENALTY, failed_evaluation, rescore, score_features
-from protocol.errors import ConfigError
 
 T_MS = np.arange(0.0, 500.0 + 0.0125, 0.025)
 

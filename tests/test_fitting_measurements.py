@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from fitting.measurements import (
     PAPER_PROTOCOL,
     example_measurements_path,
     load_measurements,
 )
 from fitting.parameters import ParameterSpace, ParameterSpec, parse_parameter_name
-from protocol.errors import ConfigError
 
 GOOD = {
     "protocols": [

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import FittingError
 from fitting.measurements import MeasurementSet, Protocol, Target, load_measurements
 from fitting.mechanisms import compile_mechanisms, mod_hash
 from fitting.model import ModelSpec, parse_model
 from fitting.pool import WorkerPool
 from fitting.reference import TRUE_PARAMETERS
 from fitting.run import discover_in_worker
-from protocol.errors import FittingError
 
 DATA = Path(__file__).parent / "data" / "fitting"
 HYPER = Protocol("hyperpolarising", -5.0)

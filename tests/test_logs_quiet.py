@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from controller.cli import main
 from controller.envelope.governor import SafetyGovernor
+from core.logs import configure_logging
 from drivers.device_caps import FirmwareConfig
-from drivers.envelope import Envelope as DeviceEnvelope
+from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
 from drivers.framing import Frame
 from drivers.messages import Arm, SetStim, WireMessage
@@ -22,7 +23,6 @@ from drivers.messages import Hello as DeviceHello
 from protocol.codec import pack, unpack_reply
 from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.logs import configure_logging
 from protocol.loopback import LOOPBACK_WIRE_ENVELOPE, LoopbackBackend
 from protocol.messages import Configure, Hello, Reset, Step, Stop, Welcome
 

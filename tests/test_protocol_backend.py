@@ -31,7 +31,7 @@ from protocol.messages import (
     Stop,
     Welcome,
 )
-from protocol.schema import Envelope, ParamSpec
+from protocol.schema import ParamSpec, WireEnvelope
 
 PEER = b"controller"
 OTHER = b"intruder"
@@ -46,7 +46,7 @@ class FakeClock:
         return self.now_s
 
 
-def _narrow_envelope(amp_max: float = 5.0) -> Envelope:
+def _narrow_envelope(amp_max: float = 5.0) -> WireEnvelope:
     envelope = replace(LOOPBACK_ENVELOPE, amplitude_max=amp_max)
     return envelope_to_wire(envelope, LOOPBACK_CAPABILITIES)
 
@@ -73,7 +73,7 @@ class Harness:
         self.session = welcome.session_id
         return welcome
 
-    def run(self, envelope: Envelope | None = None) -> None:
+    def run(self, envelope: WireEnvelope | None = None) -> None:
         self.open()
         configured = self.send(
             Configure(self.session, 20.0, envelope or _narrow_envelope(), dict(self.options))
@@ -352,16 +352,16 @@ def test_duration_outside_capabilities_is_refused() -> None:
     ("envelope", "text"),
     [
         (
-            Envelope(_narrow_envelope().limits, {}, "0" * 64),
+            WireEnvelope(_narrow_envelope().limits, {}, "0" * 64),
             "Expected envelope.hash to be the SHA-256",
         ),
         (
-            Envelope.build(LOOPBACK_CAPABILITIES.stim_params[:2]),
+            WireEnvelope.build(LOOPBACK_CAPABILITIES.stim_params[:2]),
             "Expected envelope limits for exactly",
         ),
         (_narrow_envelope(amp_max=20.0), "inside [0, 10] mV, actual [0, 20]"),
         (
-            Envelope.build(
+            WireEnvelope.build(
                 (
                     ParamSpec("amplitude_mv", "mA", "amplitude", 0.0, 1.0),
                     *LOOPBACK_CAPABILITIES.stim_params[1:],
@@ -371,7 +371,7 @@ def test_duration_outside_capabilities_is_refused() -> None:
         ),
     ],
 )
-def test_bad_envelopes_are_refused(envelope: Envelope, text: str) -> None:
+def test_bad_envelopes_are_refused(envelope: WireEnvelope, text: str) -> None:
     h = Harness()
     h.open()
     reply = _error(h.send(Configure(h.session, 20.0, envelope, {})), "envelope_rejected")

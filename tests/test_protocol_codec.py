@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.errors import ProtocolError
 from protocol.codec import pack, peek_request_id, to_wire, unpack, unpack_reply, unpack_request
-from protocol.errors import ProtocolError
 from protocol.messages import (
     ERROR_CODES,
     PROTOCOL_VERSION,
@@ -33,7 +33,7 @@ from protocol.messages import (
     Stop,
     Welcome,
 )
-from protocol.schema import Capabilities, Envelope, ParamSpec, SpikeWindow, envelope_hash
+from protocol.schema import Capabilities, ParamSpec, SpikeWindow, WireEnvelope, envelope_hash
 
 # ------------------------------------------------------------------------- strategies
 
@@ -82,7 +82,7 @@ def capabilities(draw: st.DrawFn) -> Capabilities:
     )
 
 
-envelopes = st.builds(Envelope.build, spec_lists, float_maps)
+envelopes = st.builds(WireEnvelope.build, spec_lists, float_maps)
 
 
 @st.composite
@@ -265,7 +265,7 @@ def test_envelope_hash_is_canonical() -> None:
     b = ParamSpec("frequency_hz", "Hz", "frequency", 10.0, 100.0)
     assert envelope_hash([a, b], {"q": 1}) == envelope_hash([b, a], {"q": 1.0})
     assert envelope_hash([a, b], {}) != envelope_hash([a], {})
-    env = Envelope.build([a, b], {"q_max_uc": 1.8})
+    env = WireEnvelope.build([a, b], {"q_max_uc": 1.8})
     assert env.hash_matches()
     assert len(env.hash) == 64
 

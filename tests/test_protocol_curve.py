@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import structlog
 
+from core.errors import BackendUnavailableError, ConfigError
 from protocol.client import BackendClient
-from protocol.errors import BackendUnavailableError, ConfigError
 from protocol.keys_cli import main as keys_main
 from protocol.loopback import LoopbackBackend
 from protocol.process import spawn_backend

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import structlog
 
+from core.errors import BackendUnavailableError, ConfigError, TransportTimeoutError
 from protocol.client import BackendClient
-from protocol.errors import BackendUnavailableError, ConfigError, TransportTimeoutError
 from protocol.keys_cli import main as keys_main
 from protocol.loopback import LoopbackBackend
 from protocol.process import spawn_backend

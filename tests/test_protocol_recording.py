@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import CorruptRecordingError, RecordingError
 from protocol.client import BackendClient
-from protocol.errors import CorruptRecordingError, RecordingError
 from protocol.loopback import LOOPBACK_WIRE_ENVELOPE
 from protocol.messages import Observation
 from protocol.process import spawn_local_backend

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import structlog
 
+from core.errors import SafetyLimitError
 from protocol.client import BackendClient
 from protocol.codec import pack, to_wire, unpack_reply
 from protocol.envelope.config import load_envelope, validate
 from protocol.envelope.wire import envelope_to_wire
-from protocol.errors import SafetyLimitError
 from protocol.messages import (
     Configure,
     Configured,
@@ -31,9 +31,9 @@ from protocol.messages import (
     Welcome,
 )
 from protocol.process import spawn_local_backend
-from protocol.schema import Envelope
+from protocol.schema import WireEnvelope
+from simulator.experiments import default_network_config
 from simulator.network import OBSERVATION_FIELDS, Network
-from simulator.protocols import default_network_config
 from simulator.server import SIM_CAPABILITIES, SimulatorBackend, serve_main
 from simulator.stimulus import Stimulus
 
@@ -54,7 +54,7 @@ def _restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-def sim_envelope(amplitude_max: float = 200.0) -> Envelope:
+def sim_envelope(amplitude_max: float = 200.0) -> WireEnvelope:
     """The shipped simulator envelope with the fastest ramps the floors allow."""
     env = replace(
         load_envelope("simulator"),
@@ -75,7 +75,7 @@ class Sim:
         self._id += 1
         return unpack_reply(self.backend.handle(PEER, pack(self._id, request)))[1]
 
-    def start(self, envelope: Envelope | None = None, **options: object) -> None:
+    def start(self, envelope: WireEnvelope | None = None, **options: object) -> None:
         welcome = self.send(Hello("pytest"))
         assert isinstance(welcome, Welcome)
         self.session = welcome.session_id

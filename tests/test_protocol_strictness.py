@@ -13,8 +13,8 @@ import msgpack
 import pytest
 import zmq
 
+from core.errors import ProtocolError
 from protocol.codec import pack, to_wire, unpack, unpack_reply, unpack_request
-from protocol.errors import ProtocolError
 from protocol.loopback import LoopbackBackend
 from protocol.messages import ErrorReply, Heartbeat, Status, Step
 from protocol.process import BackendProcess, spawn_local_backend

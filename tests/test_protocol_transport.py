@@ -15,15 +15,15 @@ import msgpack
 import pytest
 import zmq
 
-from protocol.client import BackendClient
-from protocol.codec import pack, to_wire, unpack_reply
-from protocol.errors import (
+from core.errors import (
     BackendBusyError,
     BackendUnavailableError,
     ProtocolError,
     SafetyLimitError,
     TransportTimeoutError,
 )
+from protocol.client import BackendClient
+from protocol.codec import pack, to_wire, unpack_reply
 from protocol.loopback import LOOPBACK_WIRE_ENVELOPE
 from protocol.messages import (
     Configure,

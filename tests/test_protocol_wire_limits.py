@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.clip import MAX_ERROR_CHARS, clip_repr, clip_text
+from core.clip import MAX_ERROR_CHARS, clip_repr, clip_text
+from core.errors import ProtocolError
 from protocol.codec import pack, to_wire, unpack, unpack_request
-from protocol.errors import ProtocolError
 from protocol.messages import Configure, Heartbeat, Observation, Step, Welcome
-from protocol.schema import Capabilities, Envelope, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ParamSpec, SpikeWindow, WireEnvelope
 from protocol.wire_limits import (
     MAX_ARRAY_ITEMS,
     MAX_BIN_BYTES,
@@ -134,7 +134,7 @@ def test_largest_valid_requests_and_replies_decode() -> None:
     options: dict[str, str | int | float | bool] = {
         f"o{i:02d}_" + "z" * 60: "é" * 256 for i in range(64)
     }
-    configure = Configure(SESSION, 20.0, Envelope.build(specs, extra), options)
+    configure = Configure(SESSION, 20.0, WireEnvelope.build(specs, extra), options)
     data = pack(1, configure)
     assert len(data) > SCAN_ABOVE_BYTES
     assert check_structure(data) < MAX_OBJECTS
@@ -303,7 +303,7 @@ def test_unknown_keys_are_listed_up_to_eight_each_shortened() -> None:
 
 
 def test_unknown_keys_of_mixed_types_in_a_nested_map_are_named() -> None:
-    envelope = Envelope.build([ParamSpec("a_mv", "mV", "amplitude", 0.0, 1.0)])
+    envelope = WireEnvelope.build([ParamSpec("a_mv", "mV", "amplitude", 0.0, 1.0)])
     body = to_wire(2, Configure(SESSION, 20.0, envelope))
     body["envelope"]["limits"][0][7] = 1  # type: ignore[index]
     body["envelope"]["limits"][0]["x"] = 1  # type: ignore[index]

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import CorruptRecordingError
+from core.errors import CorruptRecordingError
 from protocol.messages import Observation
 from protocol.recording import FORMAT_VERSION, Record, RecordingWriter, read_recording
 from protocol.recording._format import FRAME_HEAD_V2, SYNC, encode_frame

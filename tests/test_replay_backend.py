@@ -17,7 +17,7 @@ from controller.replay.edit import rewrite_recording
 from controller.replay.rebuild import recorded_envelope
 from controller.replay.session import load_session
 from controller.replay.verify import verify_session
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 from protocol.messages import (
     Configure,
     Configured,

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 import controller.envs  # noqa: F401 - registers the id
 from controller.envs import ENV_ID, DBSEnv, FTSTSEnv, SimConfig
 from controller.envs.spaces import FEATURES, scale_observation, unscale_observation
-from protocol.errors import ConfigError, SafetyFaultError
+from core.errors import ConfigError, SafetyFaultError
 
 SMALL = {"n_scale": 0.05}  # 80 E / 20 I
 

@@ -10,7 +10,7 @@ import pytest
 
 from controller.envs import FTSTSEnv, SimConfig
 from controller.envs.remote import RemoteModel
-from protocol.errors import BackendUnavailableError, ConfigError
+from core.errors import BackendUnavailableError, ConfigError
 from protocol.process import BackendProcess, spawn_local_backend
 
 SCALE = 0.05

@@ -10,7 +10,7 @@ import pytest
 from controller.envs import FTSTSEnv, RewardConfig, SimConfig
 from controller.envs import reward as rw
 from controller.envs.dbs import tail_synchrony
-from protocol.errors import ConfigError, SafetyFaultError
+from core.errors import ConfigError, SafetyFaultError
 
 SMALL = {"n_scale": 0.05}
 

@@ -19,7 +19,7 @@ REQUIRED = {
 
 def test_run_writes_summary_and_figure(tmp_path: Path) -> None:
     out = tmp_path / "fig3"
-    code = main(["run", "--protocol", "ftsts-desync", "--n-scale", "0.1", "--duration", "3",
+    code = main(["run", "--experiment", "ftsts-desync", "--n-scale", "0.1", "--duration", "3",
                  "--seed", "2", "--out", str(out), "--no-progress"])  # fmt: skip
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -52,4 +52,4 @@ def test_console_script_help_teaches() -> None:
     out = subprocess.run([sys.executable, "-m", "simulator.cli", "--help"], capture_output=True,
                          text=True, timeout=60, check=True).stdout  # fmt: skip
     assert "semantics:" in out
-    assert "neuroloop-sim run --protocol ftsts-desync" in out
+    assert "neuroloop-sim run --experiment ftsts-desync" in out

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import simulator.connectivity as connectivity
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 from simulator.config import NetworkConfig
 from simulator.connectivity import neuron_index_dtype, storable_bounds
+from simulator.experiments import EXPERIMENTS, get_experiment
 from simulator.network import OBSERVATION_FIELDS, Network, SimulationError
-from simulator.protocols import PROTOCOLS, get_protocol
-from simulator.run import run_protocol
+from simulator.run import run_experiment
 from simulator.stimulus import Stimulus
 
 SMALL = NetworkConfig(n_e=160, n_i=40)
@@ -124,14 +124,14 @@ def test_too_many_i_cells_for_the_kernels_hit_counter_is_a_clear_error() -> None
 
 def test_unknown_protocol_suggests_the_closest_name() -> None:
     with pytest.raises(ConfigError, match=re.escape("Did you mean ftsts-desync")):
-        get_protocol("ftsts-desynk")
+        get_experiment("ftsts-desynk")
 
 
-@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_protocol_variant_runs(name: str) -> None:
-    protocol = get_protocol(name)
+    protocol = get_experiment(name)
     scale = 40 / (protocol.network.get("n_e", 1600) + protocol.network.get("n_i", 400))
-    result = run_protocol(protocol, n_scale=scale, duration_s=0.2, seed=3)
+    result = run_experiment(protocol, n_scale=scale, duration_s=0.2, seed=3)
     assert np.isfinite(result.window_weight_mv).all()
     assert result.summary["spikes"] > 0
 
@@ -158,7 +158,7 @@ def test_reduced_size_reproduction_of_fig3() -> None:
     stimulation still desynchronises, depresses E→I weights to the latch, and the network
     stays asynchronous afterwards.
     """
-    result = run_protocol(get_protocol("ftsts-desync"), n_scale=0.25, seed=2)
+    result = run_experiment(get_experiment("ftsts-desync"), n_scale=0.25, seed=2)
     s = result.summary
     assert s["r_pre"] > 0.4
     assert s["r_stim"] < 0.2
@@ -169,7 +169,7 @@ def test_reduced_size_reproduction_of_fig3() -> None:
 
 
 def test_reduced_size_control_potentiates() -> None:
-    result = run_protocol(get_protocol("none"), n_scale=0.25, seed=2, duration_s=10.0)
+    result = run_experiment(get_experiment("none"), n_scale=0.25, seed=2, duration_s=10.0)
     s = result.summary
     assert s["r_pre"] > 0.4
     assert s["weight_mv_at_10s"] >= 265.0  # potentiates (N = 2000 reaches >= 280)
@@ -203,7 +203,7 @@ def test_int16_and_int32_neuron_indices_give_the_same_run(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The index type is storage only: spikes, weights and state agree bit for bit."""
-    protocol = get_protocol(name)
+    protocol = get_experiment(name)
     cfg = protocol.network_config("paper", 0.25)
     narrow = Network(cfg)
     narrow.reset(seed=4)
@@ -249,7 +249,7 @@ def test_plastic_weights_are_float32_and_stay_within_their_bounds() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_full_size_reproduction_of_fig3(seed: int) -> None:
-    s = run_protocol(get_protocol("ftsts-desync"), seed=seed).summary
+    s = run_experiment(get_experiment("ftsts-desync"), seed=seed).summary
     assert 0.65 <= s["r_pre"] <= 0.80
     assert s["r_stim"] < 0.2
     assert 16.0 <= s["latch_time_s"] <= 19.0
@@ -259,7 +259,7 @@ def test_full_size_reproduction_of_fig3(seed: int) -> None:
 
 @pytest.mark.slow
 def test_full_size_control() -> None:
-    result = run_protocol(get_protocol("none"), seed=1)
+    result = run_experiment(get_experiment("none"), seed=1)
     s = result.summary
     assert np.nanmin(result.r[result.r_t_ms >= 100.0][:-200]) > 0.6
     assert s["r_tail"] > 0.65

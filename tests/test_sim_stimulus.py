@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 from simulator.stimulus import PulseTrain, Stimulus
 
 

@@ -11,7 +11,7 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 from simulator.noise import (
     _minus_two_ln,
     fill_standard_normal,

@@ -2,7 +2,7 @@
 
 Each name maps to ``(module, function)``; the function takes a :class:`BackendRequest` and
 returns an :class:`OpenedBackend`. A backend whose module is not installed (or not written yet)
-fails with :class:`~protocol.errors.BackendUnavailableError` naming what is missing, never with
+fails with :class:`~core.errors.BackendUnavailableError` naming what is missing, never with
 a traceback. Any backend that speaks the protocol can be used with ``connect``.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.backends.base import Backend, BackendInfo, BackendObservation
-from protocol.errors import BackendUnavailableError, ConfigError
+from core.errors import BackendUnavailableError, ConfigError
 
 #: Backend name → (module, factory function), imported on first use.
 BACKENDS: dict[str, tuple[str, str]] = {

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
 
 
@@ -24,7 +24,7 @@ class BackendInfo:
         kind: ``sim``, ``serial``, ``replay`` or ``loopback``.
         name: Implementation name, for logs.
         observation_fields: Names of the observation floats, in order.
-        domain: Envelope domain the backend's stimulation units belong to.
+        domain: SafetyEnvelope domain the backend's stimulation units belong to.
         control_period_ms: The backend's natural control period.
         supports_fast_pace: Whether the backend may be stepped faster than real time.
         lockstep: Whether the backend's tissue waits for the controller: model time advances
@@ -71,7 +71,7 @@ class Backend(Protocol):
         """Open a session and return the backend's description."""
         ...
 
-    def configure(self, envelope: Envelope, period_ms: float) -> str:
+    def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
         """Send the envelope and control period; return the hash the backend accepted."""
         ...
 

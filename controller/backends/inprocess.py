@@ -12,9 +12,9 @@ import math
 import structlog
 
 from controller.backends.base import BackendInfo, BackendObservation
-from protocol.envelope.config import Envelope
+from core.errors import BackendUnavailableError, ProtocolError, SafetyLimitError
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import BackendUnavailableError, ProtocolError, SafetyLimitError
 from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS, Network
 from simulator.stimulus import Stimulus
@@ -36,7 +36,7 @@ class InProcessSimBackend:
         self.network = Network(config)
         self.default_seed = seed
         self.polarity = polarity
-        self._envelope: Envelope | None = None
+        self._envelope: SafetyEnvelope | None = None
         self._open = False
         self._seq = 0
         self._stopped = False
@@ -57,7 +57,7 @@ class InProcessSimBackend:
             "sim", "InProcessSimBackend", OBSERVATION_FIELDS, "model", 20.0, True, lockstep=True
         )
 
-    def configure(self, envelope: Envelope, period_ms: float) -> str:
+    def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
         """Accept a model-domain envelope."""
         self._require_open()
         if envelope.domain != "model":
@@ -119,7 +119,7 @@ class InProcessSimBackend:
             raise BackendUnavailableError("Expected an open session (hello first), actual none")
 
     @staticmethod
-    def _check(sp: Setpoint, env: Envelope) -> None:
+    def _check(sp: Setpoint, env: SafetyEnvelope) -> None:
         for name, value, lo, hi in (
             ("amplitude_mv", sp.amplitude, 0.0, env.amplitude_max),
             ("frequency_hz", sp.frequency_hz, env.frequency_min_hz, env.frequency_max_hz),

@@ -15,7 +15,7 @@ import structlog
 
 from controller.backends import BackendRequest, OpenedBackend
 from controller.backends.zmq import ZmqBackend
-from protocol.errors import BackendUnavailableError, ConfigError
+from core.errors import BackendUnavailableError, ConfigError
 
 #: Module run as the local simulator server.
 SIM_SERVER_MODULE = "simulator.server"
@@ -44,7 +44,7 @@ def open_sim(request: BackendRequest) -> OpenedBackend:
         return _connect(request, request.connect)
     if request.in_process:
         from controller.backends.inprocess import InProcessSimBackend
-        from simulator.protocols import default_network_config
+        from simulator.experiments import default_network_config
 
         # The same network a local server simulates by default (the paper's Fig 3 network),
         # with the [simulator] table's changes on top.

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 
 from controller.backends.base import BackendInfo, BackendObservation
 from controller.clock import ManualClock
-from protocol.envelope.config import Envelope
+from core.errors import BackendUnavailableError, SafetyLimitError, TransportTimeoutError
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import BackendUnavailableError, SafetyLimitError, TransportTimeoutError
 
 ObservationScript = Callable[[int, Setpoint], Mapping[str, float]]
 LatencyScript = Callable[[int], float]
@@ -61,7 +61,7 @@ class ScriptedBackend:
         self.observe = observe
         self.unreachable_from = unreachable_from
         self.fields = fields
-        self.envelope: Envelope | None = None
+        self.envelope: SafetyEnvelope | None = None
         self.sent: list[Setpoint] = []
         self.stop_reasons: list[str] = []
         self.closed = False
@@ -75,7 +75,7 @@ class ScriptedBackend:
             kind, "ScriptedBackend", self.fields, "model", 20.0, True, lockstep=self.lockstep
         )
 
-    def configure(self, envelope: Envelope, period_ms: float) -> str:
+    def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
         """Remember the envelope to check setpoints against."""
         self.envelope = envelope
         return envelope.sha256()

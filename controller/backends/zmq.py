@@ -16,11 +16,11 @@ from typing import Any
 import structlog
 
 from controller.backends.base import BackendInfo, BackendObservation
+from core.errors import ConfigError, NeuroLoopError, ProtocolError, SafetyError
 from protocol.client import BackendClient
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.wire import AMPLITUDE_UNITS, envelope_to_wire
-from protocol.errors import ConfigError, NeuroLoopError, ProtocolError, SafetyError
 from protocol.schema import ParamSpec
 
 #: Amplitude units → (envelope domain, factor from envelope unit to backend unit).
@@ -103,7 +103,7 @@ class ZmqBackend:
             welcome.backend_kind in LOCKSTEP_KINDS,
         )
 
-    def configure(self, envelope: Envelope, period_ms: float) -> str:
+    def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
         """Send the envelope in the backend's names and units; check the echoed hash."""
         welcome = self.client.welcome
         if welcome is not None and period_ms > welcome.session_timeout_ms / 2.0:

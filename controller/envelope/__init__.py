@@ -8,14 +8,14 @@ backend without passing :class:`SafetyGovernor`.
 
 from controller.envelope.action import ActionMap
 from controller.envelope.governor import Decision, SafetyGovernor
-from protocol.envelope.config import Envelope, load_envelope, parse_envelope
+from protocol.envelope.config import SafetyEnvelope, load_envelope, parse_envelope
 from protocol.envelope.setpoint import Finding, Setpoint
 
 __all__ = [
     "ActionMap",
     "Decision",
-    "Envelope",
     "Finding",
+    "SafetyEnvelope",
     "SafetyGovernor",
     "Setpoint",
     "load_envelope",

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError
 from protocol.envelope.setpoint import Finding, Setpoint
-from protocol.errors import ConfigError
 
 #: Quantities a policy may control, in setpoint order.
 ACTION_NAMES = ("amplitude", "frequency_hz", "pulse_width_us")

@@ -30,16 +30,16 @@ from controller.envelope.action import ActionMap, check_action
 from controller.envelope.eventlog import FindingLog
 from controller.envelope.lease import Lease
 from controller.envelope.observation import Streak, check_observation
+from core.errors import SafetyFaultError
 from protocol.envelope.bounds import apply_bounds
 from protocol.envelope.charge import apply_charge
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.duty import apply_duty
 from protocol.envelope.floors import check_timing
 from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Finding, Setpoint
 from protocol.envelope.slew import apply_slew
 from protocol.envelope.softstart import apply_soft_start
-from protocol.errors import SafetyFaultError
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SafetyGovernor:
     """
 
     def __init__(
-        self, envelope: Envelope, period_s: float, action_map: ActionMap | None = None
+        self, envelope: SafetyEnvelope, period_s: float, action_map: ActionMap | None = None
     ) -> None:
         if not (math.isfinite(period_s) and period_s > 0.0):
             raise ValueError(f"Expected period_s > 0, actual {period_s}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Lease:
     last_sent_s: float | None = None
 
     @classmethod
-    def for_envelope(cls, env: Envelope, period_s: float) -> Lease:
+    def for_envelope(cls, env: SafetyEnvelope, period_s: float) -> Lease:
         """Lease of ``env.lease_periods`` control periods."""
         return cls(env.lease_periods * period_s)
 

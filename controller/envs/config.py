@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from controller.envs.reward import RewardConfig
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 #: The simulator's paper-semantics chunk: every window must be a whole number of these.
 CHUNK_MS = 20.0

@@ -31,9 +31,9 @@ from controller.envs.config import SimConfig
 from controller.envs.models import LocalNetworkModel, ModelWindow, NeuralModel
 from controller.envs.render import EpisodeTrace, render_frame
 from controller.envs.spaces import ACTION_MAP, FEATURES, scale_observation
-from protocol.envelope.config import Envelope, load_envelope
+from core.errors import ConfigError, SafetyFaultError
+from protocol.envelope.config import SafetyEnvelope, load_envelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import ConfigError, SafetyFaultError
 from simulator.stimulus import Stimulus
 from simulator.synchrony import epoch_mean, order_parameter
 
@@ -102,7 +102,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         if not isinstance(self.sim_config, SimConfig):
             raise ConfigError(f"Expected sim_config as a SimConfig, actual {sim_config!r}")
         self.render_mode = render_mode
-        self.envelope: Envelope = load_envelope(self.sim_config.envelope)
+        self.envelope: SafetyEnvelope = load_envelope(self.sim_config.envelope)
         if self.envelope.domain != "model":
             raise ConfigError(
                 f"Expected a model-domain envelope (amplitude in mV of drive), actual "

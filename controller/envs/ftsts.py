@@ -37,7 +37,7 @@ class FTSTSEnv(DBSEnv):
         params: dict[str, Any] = {"polarity": "desync"}
         params.update(model_params or {})
         if params["polarity"] != "desync":
-            from protocol.errors import ConfigError
+            from core.errors import ConfigError
 
             raise ConfigError(
                 f"Expected polarity 'desync' for FTSTSEnv (use DBSEnv otherwise), actual "

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from protocol.envelope.config import Envelope
-from protocol.errors import ConfigError
+from core.errors import ConfigError
+from protocol.envelope.config import SafetyEnvelope
 from simulator.config import NetworkConfig, Semantics
 from simulator.network import Network
 from simulator.stimulus import Polarity, Stimulus
@@ -48,7 +48,7 @@ class NeuralModel(Protocol):
     #: Short description for logs and bundle metadata.
     description: dict[str, Any]
 
-    def bind(self, envelope: Envelope, control_period_ms: float) -> None:
+    def bind(self, envelope: SafetyEnvelope, control_period_ms: float) -> None:
         """Receive the safety envelope and control period before the first reset."""
         ...
 
@@ -120,7 +120,7 @@ class LocalNetworkModel:
         """The underlying network (for tests and diagnostics)."""
         return self._net
 
-    def bind(self, envelope: Envelope, control_period_ms: float) -> None:
+    def bind(self, envelope: SafetyEnvelope, control_period_ms: float) -> None:
         """Nothing to configure in-process (the environment applies the envelope)."""
 
     def reset(self, seed: int) -> None:

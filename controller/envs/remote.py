@@ -5,8 +5,8 @@ through the controller's :class:`~controller.backends.zmq.ZmqBackend` handshake 
 same hash as the controller sends), and maps each window's stimulus onto the backend's
 parameter names by role. Spikes are requested only when the environment needs them (tail and
 rendering). Every call has a deadline; a backend that does not answer raises
-:class:`~protocol.errors.TransportTimeoutError` or
-:class:`~protocol.errors.BackendUnavailableError` and the environment stops.
+:class:`~core.errors.TransportTimeoutError` or
+:class:`~core.errors.BackendUnavailableError` and the environment stops.
 
 Training pauses between rollouts (the policy update); start the server with a session timeout
 longer than that, e.g. ``neuroloop-sim serve --session-timeout-s 600``.
@@ -20,9 +20,9 @@ import numpy as np
 
 from controller.backends.zmq import ZmqBackend
 from controller.envs.models import ModelWindow
+from core.errors import ConfigError, ProtocolError
 from protocol.client import BackendClient
-from protocol.envelope.config import Envelope
-from protocol.errors import ConfigError, ProtocolError
+from protocol.envelope.config import SafetyEnvelope
 from simulator.stimulus import Stimulus
 
 
@@ -67,7 +67,7 @@ class RemoteModel:
         self._pinned: dict[str, float] = {}
         self._bound = False
 
-    def bind(self, envelope: Envelope, control_period_ms: float) -> None:
+    def bind(self, envelope: SafetyEnvelope, control_period_ms: float) -> None:
         """Open the session and configure the backend with the envelope and period."""
         if envelope.domain != "model":
             raise ConfigError(

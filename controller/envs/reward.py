@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 #: Charge rate of the paper's open-loop FTSTS train: 2 phases × 100 mV × 1 ms × 1000/12 Hz.
 FTSTS_CHARGE_RATE_MV_MS_PER_S = 2.0 * 100.0 * 1.0 * 1000.0 / 12.0

@@ -23,7 +23,7 @@ import structlog
 
 from controller.envelope.action import ActionMap
 from controller.policies.bundle import FieldSpec
-from protocol.errors import SafetyFaultError
+from core.errors import SafetyFaultError
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from controller.envelope.action import ACTION_NAMES, ActionMap
 from controller.policies.mlp import ACTIVATIONS, Layer, MlpActor, ObsNormalizer
+from core.errors import ConfigError
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import ConfigError
 
 FORMAT = "neuroloop.policy_bundle"
 FORMAT_VERSION = 1
@@ -334,7 +334,7 @@ def export_sb3(
         path: Output directory (created; existing bundle files are replaced).
         observation_fields: Observation quantities in the order the policy was trained on.
         action_fields: Action quantities in action order.
-        envelope_hash: ``Envelope.sha256()`` of the envelope used in training.
+        envelope_hash: ``SafetyEnvelope.sha256()`` of the envelope used in training.
         fixed: Values of the setpoint quantities the policy does not control.
         metadata: Extra top-level ``bundle.json`` entries (JSON-serialisable), e.g.
             ``{"training": {"control_period_ms": 500.0, "onset_ms": 2000.0, ...}}``: the

@@ -7,15 +7,15 @@ from pathlib import Path
 from controller.policies.base import Policy
 from controller.policies.builtin import FTSTS_SETPOINT, ConstantPolicy, FtstsPolicy, OffPolicy
 from controller.policies.bundle import BundlePolicy, load_bundle, training_setting
+from core.errors import ConfigError
 from protocol.envelope.bounds import limits_of
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
-from protocol.errors import ConfigError
 
 BUILTIN = ("off", "constant", "ftsts")
 
 
-def _check_in_envelope(sp: Setpoint, env: Envelope) -> None:
+def _check_in_envelope(sp: Setpoint, env: SafetyEnvelope) -> None:
     values = sp.as_dict()
     for name, (lo, hi, unit) in limits_of(env).items():
         if name == "amplitude" and values[name] == 0.0:
@@ -30,7 +30,7 @@ def _check_in_envelope(sp: Setpoint, env: Envelope) -> None:
 
 def build_policy(
     name: str,
-    envelope: Envelope,
+    envelope: SafetyEnvelope,
     *,
     amplitude: float | None = None,
     frequency_hz: float | None = None,

@@ -38,10 +38,10 @@ from typing import Literal
 import structlog
 
 from controller.replay.session import Session
+from core.errors import ConfigError, RecordingError
 from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import MODEL_CAPS, PHYSICAL_CAPS
-from protocol.errors import ConfigError, RecordingError
 from protocol.schema import Capabilities, ParamSpec
 
 ReplayPace = Literal["recorded", "fast"]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import CorruptRecordingError
+from core.errors import CorruptRecordingError
 from protocol.recording import Record, RecordingWriter, read_recording
 
 #: Maps one record to the payload to write (``None`` drops the record).

@@ -43,9 +43,9 @@ import numpy as np
 
 from controller import cli as controller_cli
 from controller.policies.bundle import META_FILE, WEIGHTS_FILE, load_bundle
+from core.errors import ConfigError, RecordingError
+from core.logs import configure_logging
 from protocol.envelope.config import load_envelope
-from protocol.errors import ConfigError, RecordingError
-from protocol.logs import configure_logging
 from protocol.process import BackendProcess, spawn_local_backend
 from protocol.recording import FORMAT_VERSION, read_recording
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.replay.session import Session
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.monitor import ABS_SLACK, REL_SLACK, EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
 
@@ -72,7 +72,7 @@ def _action_setpoint(action: dict[str, Any] | None) -> Setpoint | None:
     return _setpoint(action)
 
 
-def check_invariants(session: Session, env: Envelope) -> list[Violation]:
+def check_invariants(session: Session, env: SafetyEnvelope) -> list[Violation]:
     """Check every invariant on every recorded tick of ``session`` under ``env``."""
     out: list[Violation] = []
     period_s = session.period_ms / 1000.0

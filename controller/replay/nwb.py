@@ -28,7 +28,7 @@ import numpy as np
 
 from controller.replay.figures import control_times_s
 from controller.replay.session import Session
-from protocol.errors import ConfigError, RecordingError
+from core.errors import ConfigError, RecordingError
 
 
 def _start_time(session: Session) -> dt.datetime:

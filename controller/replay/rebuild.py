@@ -20,8 +20,8 @@ from controller.policies.base import Policy
 from controller.policies.bundle import META_FILE, BundlePolicy, load_bundle, training_setting
 from controller.policies.factory import build_policy
 from controller.replay.session import Session
-from protocol.envelope.config import Envelope, load_envelope, validate
-from protocol.errors import ConfigError, RecordingError
+from core.errors import ConfigError, RecordingError
+from protocol.envelope.config import SafetyEnvelope, load_envelope, validate
 
 
 @dataclass(frozen=True)
@@ -49,27 +49,27 @@ class HeaderCheck:
 class Rebuilt:
     """The envelope and policy to replay, with the header checks made on the way."""
 
-    envelope: Envelope
+    envelope: SafetyEnvelope
     policy: Policy
     checks: tuple[HeaderCheck, ...]
     policy_source: str
 
 
-def recorded_envelope(session: Session) -> Envelope:
+def recorded_envelope(session: Session) -> SafetyEnvelope:
     """The envelope stored in the header, validated.
 
     Raises:
         RecordingError: The stored envelope is not a valid envelope.
     """
     raw = session.meta["envelope"]
-    names = {f.name for f in fields(Envelope)}
+    names = {f.name for f in fields(SafetyEnvelope)}
     if set(raw) != names:
         raise RecordingError(
             f"Expected header envelope fields {sorted(names)} in {session.path}, actual "
             f"missing {sorted(names - set(raw))}, extra {sorted(set(raw) - names)}"
         )
     try:
-        return validate(Envelope(**raw), f"header envelope of {session.path}")
+        return validate(SafetyEnvelope(**raw), f"header envelope of {session.path}")
     except (ConfigError, TypeError) as err:
         raise RecordingError(f"Expected a valid envelope in the header: {err}") from err
 
@@ -92,7 +92,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _builtin(session: Session, name: str, envelope: Envelope) -> Policy:
+def _builtin(session: Session, name: str, envelope: SafetyEnvelope) -> Policy:
     cfg = session.config
     return build_policy(
         name,
@@ -106,7 +106,7 @@ def _builtin(session: Session, name: str, envelope: Envelope) -> Policy:
 
 
 def _bundle(
-    session: Session, root: Path, envelope: Envelope, binding: bool
+    session: Session, root: Path, envelope: SafetyEnvelope, binding: bool
 ) -> tuple[Policy, list[HeaderCheck]]:
     meta: dict[str, Any] = session.meta["policy"]
     checks: list[HeaderCheck] = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import CorruptRecordingError, RecordingError
+from core.errors import CorruptRecordingError, RecordingError
 from protocol.recording import (
     Record,
     Recording,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from core.errors import ConfigError, FittingError
 from fitting.engine import BudgetExhaustedError, Engine
 from fitting.measurements import Target
 from fitting.objective import Evaluation, rescore
@@ -37,7 +38,6 @@ from fitting.optimizers.hindsight import pretrain_actor
 from fitting.optimizers.rl_env import FitEnv, Task, observe
 from fitting.parameters import FloatArray, ParameterSpace
 from fitting.synthetic import targets_from_evaluation
-from protocol.errors import ConfigError, FittingError
 
 log = structlog.get_logger()
 

@@ -6,15 +6,15 @@ setpoint (``monitor``), the serial bridge converts it into the device's envelope
 verification checks recordings with the same monitor. See ``docs/controller.md``.
 """
 
-from protocol.envelope.config import Envelope, load_envelope, parse_envelope, validate
+from protocol.envelope.config import SafetyEnvelope, load_envelope, parse_envelope, validate
 from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Finding, Setpoint
 from protocol.envelope.wire import envelope_from_wire, envelope_to_wire
 
 __all__ = [
-    "Envelope",
     "EnvelopeMonitor",
     "Finding",
+    "SafetyEnvelope",
     "Setpoint",
     "envelope_from_wire",
     "envelope_to_wire",

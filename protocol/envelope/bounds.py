@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Finding, Setpoint
 
 
-def limits_of(env: Envelope) -> dict[str, tuple[float, float, str]]:
+def limits_of(env: SafetyEnvelope) -> dict[str, tuple[float, float, str]]:
     """``{field: (low, high, unit)}`` of the session limits."""
     return {
         "amplitude": (env.amplitude_min, env.amplitude_max, env.amplitude_unit),
@@ -26,7 +26,7 @@ def limits_of(env: Envelope) -> dict[str, tuple[float, float, str]]:
     }
 
 
-def apply_bounds(request: Setpoint, env: Envelope) -> tuple[Setpoint | None, list[Finding]]:
+def apply_bounds(request: Setpoint, env: SafetyEnvelope) -> tuple[Setpoint | None, list[Finding]]:
     """Clamp or reject each field of ``request``.
 
     Returns:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Finding, Setpoint
 
 
-def max_amplitude_for(pulse_width_us: float, env: Envelope) -> tuple[float, str]:
+def max_amplitude_for(pulse_width_us: float, env: SafetyEnvelope) -> tuple[float, str]:
     """Largest amplitude at ``pulse_width_us`` under the charge limits, and the binding rule."""
     width_ms = pulse_width_us / 1000.0
     best = env.charge_per_phase_max / width_ms
@@ -25,7 +25,7 @@ def max_amplitude_for(pulse_width_us: float, env: Envelope) -> tuple[float, str]
     return best, reason
 
 
-def apply_charge(sp: Setpoint, env: Envelope) -> tuple[Setpoint, list[Finding]]:
+def apply_charge(sp: Setpoint, env: SafetyEnvelope) -> tuple[Setpoint, list[Finding]]:
     """Lower the amplitude of ``sp`` until charge (and density) per phase are within limits."""
     limit, reason = max_amplitude_for(sp.pulse_width_us, env)
     if sp.amplitude <= limit:
@@ -46,7 +46,7 @@ def apply_charge(sp: Setpoint, env: Envelope) -> tuple[Setpoint, list[Finding]]:
     return replace(sp, amplitude=limit), [finding]
 
 
-def within_charge(sp: Setpoint, env: Envelope) -> bool:
+def within_charge(sp: Setpoint, env: SafetyEnvelope) -> bool:
     """Whether ``sp`` satisfies the charge limits (relative tolerance 1e-9)."""
     limit, _ = max_amplitude_for(sp.pulse_width_us, env)
     return sp.amplitude <= limit * (1.0 + 1e-9)

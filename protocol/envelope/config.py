@@ -26,10 +26,9 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
+from core.errors import ConfigError
 from protocol.envelope.floors import check_rule, rules_for
-from protocol.errors import ConfigError
-from protocol.schema import Envelope as WireEnvelope
-from protocol.schema import ParamSpec, envelope_hash
+from protocol.schema import ParamSpec, WireEnvelope, envelope_hash
 
 Domain = Literal["model", "physical"]
 
@@ -70,7 +69,7 @@ def shannon_q_max_uc(area_cm2: float, k: float = SHANNON_K) -> float:
 
 
 @dataclass(frozen=True)
-class Envelope:
+class SafetyEnvelope:
     """A validated safety envelope. Build it with :func:`parse_envelope` or :func:`load_envelope`.
 
     Args:
@@ -207,7 +206,7 @@ _OPTIONAL = {"electrode_area_cm2": 0.0, "charge_density_max_uc_cm2": 0.0}
 
 
 def envelope_toml(values: Mapping[str, Any]) -> str:
-    """Write envelope field values (as from ``Envelope.as_dict``) in the envelope file layout.
+    """Write envelope field values (as from ``SafetyEnvelope.as_dict``) in the envelope file layout.
 
     Args:
         values: Every envelope field by name (edited copies are fine: nothing is validated
@@ -246,8 +245,8 @@ def _within(where: str, value: float, lo: float, hi: float, unit: str = "") -> N
         raise ConfigError(f"Expected {where} in [{lo}, {hi}]{suffix}, actual {value}")
 
 
-def parse_envelope(data: dict[str, Any], source: str = "<envelope>") -> Envelope:
-    """Validate a parsed TOML document and build an :class:`Envelope`.
+def parse_envelope(data: dict[str, Any], source: str = "<envelope>") -> SafetyEnvelope:
+    """Validate a parsed TOML document and build an :class:`SafetyEnvelope`.
 
     Args:
         data: The TOML document as a dict (sections ``envelope``, ``limits``, ``charge``,
@@ -297,10 +296,10 @@ def parse_envelope(data: dict[str, Any], source: str = "<envelope>") -> Envelope
                     values[key] = _number(f"{section}.{key}", raw)
                 except ConfigError as err:
                     raise ConfigError(f"{source}: {err}") from None
-    return validate(Envelope(**values), source)
+    return validate(SafetyEnvelope(**values), source)
 
 
-def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
+def validate(env: SafetyEnvelope, source: str = "<envelope>") -> SafetyEnvelope:
     """Check an envelope against its domain's absolute caps and internal consistency.
 
     Args:
@@ -392,7 +391,7 @@ def validate(env: Envelope, source: str = "<envelope>") -> Envelope:
     return env
 
 
-def load_envelope(path: str | Path) -> Envelope:
+def load_envelope(path: str | Path) -> SafetyEnvelope:
     """Read and validate an envelope TOML file.
 
     Args:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Finding, Setpoint
 
 
-def max_pulse_width_us(frequency_hz: float, env: Envelope) -> float:
+def max_pulse_width_us(frequency_hz: float, env: SafetyEnvelope) -> float:
     """Longest phase that fits at ``frequency_hz``."""
     return (1e6 / frequency_hz - env.interphase_gap_us - env.recharge_margin_us) / 2.0
 
 
-def apply_duty(sp: Setpoint, env: Envelope) -> tuple[Setpoint, list[Finding]]:
+def apply_duty(sp: Setpoint, env: SafetyEnvelope) -> tuple[Setpoint, list[Finding]]:
     """Shorten the pulse width so that the pulse fits its period (frequency already in range)."""
     limit = min(env.pulse_width_max_us, max_pulse_width_us(sp.frequency_hz, env))
     if sp.pulse_width_us <= limit:
@@ -31,6 +31,6 @@ def apply_duty(sp: Setpoint, env: Envelope) -> tuple[Setpoint, list[Finding]]:
     return replace(sp, pulse_width_us=limit), [finding]
 
 
-def fits_duty(sp: Setpoint, env: Envelope) -> bool:
+def fits_duty(sp: Setpoint, env: SafetyEnvelope) -> bool:
     """Whether ``sp`` satisfies the duty rule (with a 1e-9 µs tolerance)."""
     return sp.pulse_width_us <= max_pulse_width_us(sp.frequency_hz, env) + 1e-9

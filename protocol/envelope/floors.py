@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)

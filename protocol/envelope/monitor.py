@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 from protocol.envelope.charge import max_amplitude_for
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.duty import max_pulse_width_us
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.softstart import soft_start_ceiling
@@ -58,7 +58,7 @@ class Breach:
         return f"{self.rule}: {self.detail}"
 
 
-def static_breaches(sp: Setpoint, env: Envelope) -> list[Breach]:
+def static_breaches(sp: Setpoint, env: SafetyEnvelope) -> list[Breach]:
     """Rules one setpoint must meet on its own: finite, bounds, duty and charge."""
     values = (sp.amplitude, sp.frequency_hz, sp.pulse_width_us)
     if not all(math.isfinite(v) for v in values):
@@ -107,7 +107,7 @@ def static_breaches(sp: Setpoint, env: Envelope) -> list[Breach]:
 
 
 def change_breaches(
-    sp: Setpoint, previous: Setpoint, held_s: float, since_off_s: float, env: Envelope
+    sp: Setpoint, previous: Setpoint, held_s: float, since_off_s: float, env: SafetyEnvelope
 ) -> list[Breach]:
     """Rules on the change from ``previous``: slew, frequency/width steps and soft start.
 
@@ -178,7 +178,7 @@ class EnvelopeMonitor:
         envelope: The validated envelope (in envelope units).
     """
 
-    def __init__(self, envelope: Envelope) -> None:
+    def __init__(self, envelope: SafetyEnvelope) -> None:
         self.envelope = envelope
         self._off = Setpoint(0.0, envelope.frequency_min_hz, envelope.pulse_width_min_us)
         self.restart()

@@ -12,7 +12,7 @@ previous width allows.
 from __future__ import annotations
 
 from protocol.envelope.charge import max_amplitude_for, within_charge
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.duty import fits_duty
 from protocol.envelope.setpoint import Finding, Setpoint
 
@@ -26,7 +26,7 @@ def _step_toward(current: float, target: float, max_step: float) -> float:
 
 
 def apply_slew(
-    target: Setpoint, previous: Setpoint, env: Envelope, period_s: float
+    target: Setpoint, previous: Setpoint, env: SafetyEnvelope, period_s: float
 ) -> tuple[Setpoint, list[Finding]]:
     """Move from ``previous`` toward ``target`` by at most one period's worth of change.
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from protocol.envelope.config import Envelope
+from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Finding, Setpoint
 
 
-def soft_start_ceiling(elapsed_s: float, env: Envelope) -> float:
+def soft_start_ceiling(elapsed_s: float, env: SafetyEnvelope) -> float:
     """Amplitude ceiling ``elapsed_s`` after the soft start began."""
     if env.soft_start_s <= 0.0 or elapsed_s >= env.soft_start_s:
         return env.amplitude_max
@@ -20,7 +20,7 @@ def soft_start_ceiling(elapsed_s: float, env: Envelope) -> float:
 
 
 def apply_soft_start(
-    sp: Setpoint, elapsed_s: float, env: Envelope
+    sp: Setpoint, elapsed_s: float, env: SafetyEnvelope
 ) -> tuple[Setpoint, list[Finding]]:
     """Lower the amplitude of ``sp`` to the soft-start ceiling."""
     ceiling = soft_start_ceiling(elapsed_s, env)

@@ -1,8 +1,9 @@
 """The envelope as it travels in ``configure``: to the wire and back, with nothing guessed.
 
-The controller sends :meth:`Envelope.to_wire <protocol.envelope.config.Envelope.to_wire>`:
-three parameter ranges and every other rule value as a named ``extra`` number, all covered by
-the hash. A backend rebuilds the same :class:`~protocol.envelope.config.Envelope` with
+The controller sends
+:meth:`SafetyEnvelope.to_wire <protocol.envelope.config.SafetyEnvelope.to_wire>`: three
+parameter ranges and every other rule value as a named ``extra`` number, all covered by the hash.
+A backend rebuilds the same :class:`~protocol.envelope.config.SafetyEnvelope` with
 :func:`envelope_from_wire` and validates it against the same caps and floors. A missing or
 unknown key, a wrong unit or a value outside a floor is a configuration error: no backend ever
 substitutes a default, so the limits it enforces are exactly the hashed ones.
@@ -13,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 
-from protocol.envelope.config import SECTIONS, Envelope, validate
-from protocol.errors import ConfigError
-from protocol.schema import Capabilities, ParamSpec
-from protocol.schema import Envelope as WireEnvelope
+from core.errors import ConfigError
+from protocol.envelope.config import SECTIONS, SafetyEnvelope, validate
+from protocol.schema import Capabilities, ParamSpec, WireEnvelope
 
 #: Amplitude unit on the wire → (envelope domain, wire units per envelope unit).
 AMPLITUDE_UNITS: dict[str, tuple[str, float]] = {
@@ -29,7 +29,7 @@ AMPLITUDE_UNITS: dict[str, tuple[str, float]] = {
 #: The ``extra`` keys every wire envelope carries (every rule value but the three ranges).
 EXTRA_KEYS: tuple[str, ...] = tuple(
     f.name
-    for f in fields(Envelope)
+    for f in fields(SafetyEnvelope)
     if f.name not in ("name", "domain", "amplitude_unit", *SECTIONS["limits"])
 )
 
@@ -66,7 +66,7 @@ def amplitude_scale(specs: Sequence[ParamSpec], source: str = "capabilities") ->
     return AMPLITUDE_UNITS[amp.unit]
 
 
-def envelope_to_wire(env: Envelope, caps: Capabilities) -> WireEnvelope:
+def envelope_to_wire(env: SafetyEnvelope, caps: Capabilities) -> WireEnvelope:
     """The ``configure`` envelope for a backend: its names and units, every rule value hashed.
 
     Parameters of role ``other`` (which no envelope rule covers) are pinned at 0.
@@ -96,7 +96,7 @@ def envelope_to_wire(env: Envelope, caps: Capabilities) -> WireEnvelope:
     return WireEnvelope.build(limits, env.extra_values())
 
 
-def envelope_from_wire(wire: WireEnvelope, source: str = "configure.envelope") -> Envelope:
+def envelope_from_wire(wire: WireEnvelope, source: str = "configure.envelope") -> SafetyEnvelope:
     """Rebuild and validate the envelope a controller sent.
 
     Args:
@@ -116,8 +116,7 @@ def envelope_from_wire(wire: WireEnvelope, source: str = "configure.envelope") -
     for role, unit in (("frequency", "Hz"), ("pulse_width", "us")):
         if roles[role].unit != unit:
             raise ConfigError(
-                f"{source}: expected {roles[role].name} in {unit}, actual unit "
-                f"{roles[role].unit!r}"
+                f"{source}: expected {roles[role].name} in {unit}, actual unit {roles[role].unit!r}"
             )
     amp, freq, width = roles["amplitude"], roles["frequency"], roles["pulse_width"]
     values: dict[str, object] = {
@@ -147,4 +146,4 @@ def envelope_from_wire(wire: WireEnvelope, source: str = "configure.envelope") -
             f"{source}: expected an integer invalid_streak_to_fault, actual {streak:g}"
         )
     values["invalid_streak_to_fault"] = int(streak)
-    return validate(Envelope(**values), source)  # type: ignore[arg-type]
+    return validate(SafetyEnvelope(**values), source)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ next intact frame after damage, and :attr:`RecordingReader.tail` then reports ho
 ``"clean end at byte N after K records"``, ``"torn tail at byte N after K records: ..."`` or
 ``"damaged: R region(s), K intact records recovered: corrupt bytes A-B: ...; ..."``. With
 ``strict=True`` iteration ends at the first damage by raising
-:class:`~protocol.errors.CorruptRecordingError` carrying ``good_frames`` and ``offset``.
+:class:`~core.errors.CorruptRecordingError` carrying ``good_frames`` and ``offset``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from protocol.errors import CorruptRecordingError, RecordingError
+from core.errors import CorruptRecordingError, RecordingError
 from protocol.recording._format import (
     FORMAT_NAME,
     FORMAT_VERSION,

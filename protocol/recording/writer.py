@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 import msgpack
 import structlog
 
+from core.errors import RecordingError
 from protocol.codec import to_wire
-from protocol.errors import RecordingError
 from protocol.messages import Message, Observation
 from protocol.recording._format import (
     FORMAT_NAME,

@@ -4,12 +4,12 @@ A peer controls what arrives on the wire; nothing it sends may turn into an erro
 log line of unbounded size. :func:`clip_text` keeps the beginning of a text and says how much was
 cut, so a reader still sees what kind of input arrived and how big it was.
 
-This module imports nothing of ours (``protocol.errors`` uses it).
+This module imports nothing of ours (``core.errors`` uses it).
 """
 
 from __future__ import annotations
 
-#: Longest error message a :class:`~protocol.errors.ProtocolError` carries (characters).
+#: Longest error message a :class:`~core.errors.ProtocolError` carries (characters).
 MAX_ERROR_CHARS = 1000
 #: Longest text value written into one log field by the protocol server (characters).
 MAX_LOG_CHARS = 1000

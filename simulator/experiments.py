@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from protocol.errors import ConfigError, did_you_mean
+from core.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig, Semantics
 from simulator.stimulus import Stimulus
 
@@ -22,7 +22,7 @@ PAPER_STIM_NOISE_MV = 10.0
 
 
 @dataclass(frozen=True)
-class OpenLoopProtocol:
+class Experiment:
     """One open-loop experiment.
 
     Args:
@@ -71,56 +71,56 @@ class OpenLoopProtocol:
 
 FTSTS = Stimulus(amplitude_mv=100.0)
 
-PROTOCOLS: dict[str, OpenLoopProtocol] = {
+EXPERIMENTS: dict[str, Experiment] = {
     p.name: p
     for p in (
-        OpenLoopProtocol(
+        Experiment(
             "none", "3 (control)", "Fig 3 network without stimulation: synchrony persists, E→I "
             "weights potentiate toward the 290 mV bound.", stimulus=None, latch_mv=None,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "ftsts-desync", "3", "Desynchronise the N = 2000 network: 100 mV FTSTS pulses from "
             "1.98 s until mean J_I·W < 75 mV; the asynchronous state outlasts stimulation.",
             stimulus=FTSTS,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "ftsts-sync", "4", "Synchronise a desynchronised network (J_I = 75 mV): swapped "
             "waveforms at 200 mV until mean J_I·W > 125 mV.",
             network={"j_i_mv": 75.0}, stimulus=Stimulus(200.0, polarity="sync"),
             latch_mv=125.0, latch_direction="above",
         ),
-        OpenLoopProtocol(
+        Experiment(
             "ftsts-desync-10k", "5", "Fig 3 protocol at N = 10 000 (C = 3000), 30 s, latch at "
             "25 mV, no stimulus noise.", network={"n_e": 8000, "n_i": 2000}, stimulus=FTSTS,
             latch_mv=25.0, duration_s=30.0, paper_stim_noise=False,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "fig6-stim-noise", "6", "Robustness to stimulus uncertainty: additive noise of SD "
             "10 mV (10 % of the amplitude) on E cells while stimulating.",
             network={"stim_noise_e_mv": PAPER_STIM_NOISE_MV}, stimulus=FTSTS,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "fig7-hetero-tau", "7", "Robustness to heterogeneous cells: τ_m ~ U(8, 12) ms.",
             network={"tau_m_spread_ms": 2.0}, stimulus=FTSTS,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "fig8-recurrent", "8", "Robustness to recurrent E→E and I→I coupling (J = 50 mV, "
             "C = N, p = 0.1, static), 10 s.", network={"j_ee_mv": 50.0, "j_ii_mv": 50.0},
             stimulus=FTSTS, duration_s=10.0, paper_stim_noise=False,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "fig9-crosstalk", "9", "Robustness to E/I cross-talk: 25 % of each population also "
             "receives the other population's waveform, 10 s.",
             network={"crosstalk_fraction": 0.25}, stimulus=FTSTS, duration_s=10.0,
             paper_stim_noise=False,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "fig11-plastic-ie", "11", "E→I and anti-Hebbian I→E plasticity (J_E = J_I = 260 mV); "
             "stops when both mean weights < 75 mV, 5 s.",
             network={"plastic_ie": True, "j_e_mv": 260.0}, stimulus=FTSTS, latch_on_ie=True,
             duration_s=5.0, paper_stim_noise=False,
         ),
-        OpenLoopProtocol(
+        Experiment(
             "fig12-symmetric-stdp", "12A", "Symmetric nearest-spike STDP with the I waveform "
             "delayed 11 ms (200 mV, 24 ms period), 10 s.",
             network={"stdp_rule": "symmetric"},
@@ -141,16 +141,16 @@ def default_network_config(semantics: Semantics = "paper", n_scale: float = 1.0)
     The released code's stimulus noise has a fixed SD whenever any stimulation is on, whatever
     its amplitude; a closed-loop policy could desynchronise with near-zero charge through it.
     """
-    cfg = PROTOCOLS[DEFAULT_NETWORK].network_config(semantics, n_scale)
+    cfg = EXPERIMENTS[DEFAULT_NETWORK].network_config(semantics, n_scale)
     return cfg.replace(stim_noise_e_mv=0.0)
 
 
-def get_protocol(name: str) -> OpenLoopProtocol:
+def get_experiment(name: str) -> Experiment:
     """Look up a protocol by name, suggesting the closest names on a miss."""
     try:
-        return PROTOCOLS[name]
+        return EXPERIMENTS[name]
     except KeyError:
         raise ConfigError(
-            f"Expected a protocol name from {sorted(PROTOCOLS)}, actual {name!r}."
-            + did_you_mean(name, PROTOCOLS)
+            f"Expected a protocol name from {sorted(EXPERIMENTS)}, actual {name!r}."
+            + did_you_mean(name, EXPERIMENTS)
         ) from None

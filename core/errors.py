@@ -5,8 +5,8 @@ the phase in which they happen (configuration, wire, transport, safety, device, 
 fitting). Where a standard-library counterpart exists the class inherits from it too, so callers
 may catch ``TimeoutError`` or ``ValueError`` as usual.
 
-The hierarchy lives in ``protocol`` because ``protocol`` is the bottom layer: every other package
-may import it, and it imports nothing of ours but the leaf module :mod:`protocol.clip`.
+The hierarchy lives in :mod:`core`, the foundation below every other package (the wire protocol
+included), so every package may import it; it imports nothing of ours but the leaf :mod:`core.clip`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from protocol.clip import MAX_ERROR_CHARS, clip_text
+from core.clip import MAX_ERROR_CHARS, clip_text
 
 
 def did_you_mean(name: str, known: Iterable[str], limit: int = 3) -> str:
@@ -43,7 +43,7 @@ class ConfigError(NeuroLoopError, ValueError):
 class ProtocolError(NeuroLoopError):
     """Bytes or a message on the wire do not follow the protocol.
 
-    The message is clipped to :data:`~protocol.clip.MAX_ERROR_CHARS` characters (saying how
+    The message is clipped to :data:`~core.clip.MAX_ERROR_CHARS` characters (saying how
     much was cut), because it is often built from what a peer sent.
 
     Args:
