@@ -18,7 +18,7 @@ from fitting.features import STATUS_SIMULATION_ERROR, FeatureResult, extract_fea
 from fitting.measurements import MeasurementSet
 from fitting.model import BuiltModel, ModelSpec, build_model
 from fitting.objective import Evaluation, failed_evaluation, score_features
-from fitting.simulation import run_experiment
+from fitting.simulation import run_protocol
 
 log = structlog.get_logger()
 FloatArray = npt.NDArray[np.float64]
@@ -50,7 +50,7 @@ class Evaluator:
         self.model.set_parameters(params)
         used = {t.protocol for t in self.measurements.targets}
         return {
-            p.name: run_experiment(self.model, p)
+            p.name: run_protocol(self.model, p)
             for p in self.measurements.protocols
             if p.name in used
         }

@@ -34,7 +34,7 @@ def _segment(model: BuiltModel, site: str) -> Any:
     return sections[0](float(match.group(2)))
 
 
-def run_experiment(model: BuiltModel, protocol: Protocol) -> tuple[FloatArray, FloatArray]:
+def run_protocol(model: BuiltModel, protocol: Protocol) -> tuple[FloatArray, FloatArray]:
     """Simulate ``protocol`` and return ``(time_ms, voltage_mv)`` at the recording site."""
     from neuron import h
 

@@ -1,4 +1,4 @@
-"""Named open-loop protocols: a network, a pulse train, an onset and a latch, per paper figure.
+"""Named open-loop experiments: a network, a pulse train, an onset and a latch, per paper figure.
 
 Each protocol bundles the settings of one experiment of Schmalz & Kumar (2019) §5 (as released by
 the authors): the network variant, the stimulation, when it starts, when the latch switches it

@@ -1,4 +1,4 @@
-"""Run an open-loop protocol window by window and summarise it the way the paper reports it."""
+"""Run an open-loop experiment window by window and summarise it the way the paper reports it."""
 
 from __future__ import annotations
 
