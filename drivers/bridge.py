@@ -30,10 +30,9 @@ from core.errors import ConfigError, DeviceError
 from drivers.base import StimulatorABC
 from drivers.envelope import DeviceEnvelope, envelope_problems
 from drivers.messages import DeviceState, StopReason, fault_names
-from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import SafetyEnvelope
-from protocol.schema import Capabilities, ParamSpec
+from protocol.schema import Capabilities, ConfigValue, ParamSpec
 
 log = structlog.get_logger()
 

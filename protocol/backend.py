@@ -23,7 +23,6 @@ import structlog
 
 from core.clip import MAX_LOG_CHARS, clip_text
 from core.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
-from protocol._validate import ConfigValue
 from protocol.codec import pack, unpack_request
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.floors import check_timing
@@ -50,7 +49,7 @@ from protocol.messages import (
     Stop,
     Welcome,
 )
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 
 
 @dataclass(frozen=True)

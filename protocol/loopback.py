@@ -24,11 +24,10 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.logs import configure_logging
-from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import SafetyEnvelope, validate
 from protocol.envelope.wire import envelope_to_wire
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 
 LOOPBACK_CAPABILITIES = Capabilities(

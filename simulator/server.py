@@ -33,9 +33,8 @@ import structlog
 
 from core.errors import ConfigError, SafetyLimitError
 from core.logs import configure_logging
-from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS

@@ -39,10 +39,9 @@ import structlog
 
 from controller.replay.session import Session
 from core.errors import ConfigError, RecordingError
-from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import MODEL_CAPS, PHYSICAL_CAPS
-from protocol.schema import Capabilities, ParamSpec
+from protocol.schema import Capabilities, ConfigValue, ParamSpec
 
 ReplayPace = Literal["recorded", "fast"]
 PACES: tuple[str, ...] = ("recorded", "fast")
