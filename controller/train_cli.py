@@ -199,7 +199,9 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         from protocol.envelope.setpoint import Setpoint
 
         try:
-            a.init_action = ACTION_MAP.to_action(Setpoint(*values))
+            a.init_action = ACTION_MAP.to_action(
+                Setpoint(amplitude=values[0], frequency_hz=values[1], pulse_width_us=values[2])
+            )
         except ConfigError as err:
             p.error(f"Expected --init-setpoint inside the action box: {err}")
 

@@ -278,11 +278,19 @@ class SerialBackend(Backend):
         amp_ma = 0.0 if stimulus is None else stimulus["amplitude_ma"]
         if amp_ma > 0.0 and stimulus is not None:
             self.driver.set_stimulation(
-                amp_ma * 1000.0, stimulus["pulse_width_us"], stimulus["frequency_hz"], lease_ms
+                amplitude_ua=amp_ma * 1000.0,
+                pulse_width_us=stimulus["pulse_width_us"],
+                frequency_hz=stimulus["frequency_hz"],
+                lease_ms=lease_ms,
             )
         elif self.driver.commanded is not None and self.driver.commanded.amp_ua > 0:
             prev = self.driver.commanded
-            self.driver.set_stimulation(0.0, prev.pw_us, prev.freq_dhz / 10.0, lease_ms)
+            self.driver.set_stimulation(
+                amplitude_ua=0.0,
+                pulse_width_us=prev.pw_us,
+                frequency_hz=prev.freq_dhz / 10.0,
+                lease_ms=lease_ms,
+            )
         else:
             self.driver.heartbeat(lease_ms)
         deadline = start + (duration_ms / 1000.0 if self._step_mode == "window" else 0.0)

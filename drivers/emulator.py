@@ -301,7 +301,7 @@ class DeviceEmulator:
         fw = self.firmware
         window_s = self.tissue.window_ms / 1000.0
         try:
-            obs = self.tissue.step(fw.amp_ua, fw.pw_us, fw.freq_dhz)
+            obs = self.tissue.step(amp_ua=fw.amp_ua, pw_us=fw.pw_us, freq_dhz=fw.freq_dhz)
         except NeuroLoopError as err:
             log.error("emulator_tissue_error", error=str(err))
             fw.sense = None

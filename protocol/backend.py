@@ -561,12 +561,16 @@ class Backend(abc.ABC):
         """
         if stimulus is None:
             previous = monitor.previous
-            return Setpoint(0.0, previous.frequency_hz, previous.pulse_width_us)
+            return Setpoint(
+                amplitude=0.0,
+                frequency_hz=previous.frequency_hz,
+                pulse_width_us=previous.pulse_width_us,
+            )
         roles = self._roles
         setpoint = Setpoint(
-            stimulus[roles["amplitude"]] / self._amplitude_per_unit,
-            stimulus[roles["frequency"]],
-            stimulus[roles["pulse_width"]],
+            amplitude=stimulus[roles["amplitude"]] / self._amplitude_per_unit,
+            frequency_hz=stimulus[roles["frequency"]],
+            pulse_width_us=stimulus[roles["pulse_width"]],
         )
         breaches = monitor.breaches(setpoint)
         if breaches:

@@ -32,7 +32,7 @@ from protocol.server import BackendServer
 
 SIM = load_envelope("simulator")
 T = 0.02
-ON = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+ON = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from simulator.config import NetworkConfig
 
 SIM = load_envelope("simulator")
 T = 0.02
-ON = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+ON = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,9 @@ def test_policy_nan_outputs_are_held_then_latched():
 
         def act(self, fields, t_model_ms):
             self.k += 1
-            return Setpoint(math.nan if self.k > 5 else 50.0, 83.0, 1000.0)
+            return Setpoint(
+                amplitude=math.nan if self.k > 5 else 50.0, frequency_hz=83.0, pulse_width_us=1000.0
+            )
 
     backend = ScriptedBackend(clock)
     loop, gov = make_loop(backend, policy=Flaky(), clock=clock, ticks=30)

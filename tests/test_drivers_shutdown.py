@@ -48,7 +48,7 @@ def _stimulating() -> VirtualStimulator:
     drv = VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock)
     drv.handshake()
     drv.arm(ENV)
-    drv.set_stimulation(1000, 90, 130, lease_ms=500)
+    drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=500)
     clock.t += 0.2
     return drv
 

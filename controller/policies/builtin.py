@@ -16,7 +16,7 @@ from controller.envelope.action import ActionMap
 from protocol.envelope.setpoint import Setpoint
 
 #: The paper's desynchronising pulse train in model units.
-FTSTS_SETPOINT = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+FTSTS_SETPOINT = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 
 
 class OffPolicy:
@@ -27,7 +27,9 @@ class OffPolicy:
     action_map: ActionMap | None = None
 
     def __init__(self, shape: Setpoint = FTSTS_SETPOINT) -> None:
-        self._off = Setpoint(0.0, shape.frequency_hz, shape.pulse_width_us)
+        self._off = Setpoint(
+            amplitude=0.0, frequency_hz=shape.frequency_hz, pulse_width_us=shape.pulse_width_us
+        )
 
     def reset(self) -> None:
         """Stateless."""
@@ -83,7 +85,11 @@ class FtstsPolicy:
 
     def act(self, fields: Mapping[str, float], t_model_ms: float) -> Setpoint:
         """Off before onset and after the latch, the FTSTS train in between."""
-        off = Setpoint(0.0, self.setpoint.frequency_hz, self.setpoint.pulse_width_us)
+        off = Setpoint(
+            amplitude=0.0,
+            frequency_hz=self.setpoint.frequency_hz,
+            pulse_width_us=self.setpoint.pulse_width_us,
+        )
         if self.latched_at_ms is not None:
             return off
         if t_model_ms + 1e-9 < self.onset_ms:

@@ -50,10 +50,10 @@ DESYNC_R = 0.2
 DESYNC_WINDOW_MS = 1000.0
 DESYNC_STEP_MS = 20.0
 #: Open-loop FTSTS of the paper (Fig 3) and its latch.
-FTSTS_SETPOINT = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+FTSTS_SETPOINT = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 FTSTS_LATCH_MV = 75.0
 #: The grid-searched latched train (``latched``) and its latch.
-LATCHED_SETPOINT = Setpoint(110.0, 180.0, 500.0)
+LATCHED_SETPOINT = Setpoint(amplitude=110.0, frequency_hz=180.0, pulse_width_us=500.0)
 LATCHED_LATCH_MV = 90.0
 #: ... checked every 500 ms, the control period it was found at (the governor's 50 Hz per period
 #: frequency slew then takes 2 s to reach 180 Hz, as in the search).
@@ -211,7 +211,8 @@ def run_one(
                     latched = True
                     stim_off_ms = float(info["t_ms"])
                 on = scripted is not None and not latched
-                sp = scripted[0] if scripted is not None and on else Setpoint(0.0, 5.0, 50.0)
+                off = Setpoint(amplitude=0.0, frequency_hz=5.0, pulse_width_us=50.0)
+                sp = scripted[0] if scripted is not None and on else off
                 _, _, terminal, _, info = env.step_setpoint(sp)
             fields = info["fields"]
         return _record(method, seed, env, cfg, info, stim_off_ms)
