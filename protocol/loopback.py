@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from core.errors import ConfigError
-from core.logs import configure_logging
+from core.logs import configure_from_args
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import SafetyEnvelope, validate
 from protocol.envelope.wire import envelope_to_wire
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     try:
         backend = LoopbackBackend(session_timeout_s=args.session_timeout_s)
     except ConfigError as err:
