@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from simulator.config import CHUNK_MS, Semantics
 from simulator.experiments import Experiment
+from simulator.latch import Latch
 from simulator.network import Network
 from simulator.synchrony import epoch_mean, order_parameter
 
@@ -100,17 +101,13 @@ def run_experiment(
     stim_on = np.zeros(n_windows, dtype=np.bool_)
     times: list[FloatArray] = []
     neurons: list[npt.NDArray[np.int32]] = []
-    latched = False
-    latch_time_s: float | None = None
+    latch = Latch(protocol.latch_rule, protocol.onset_ms)
     charge = 0.0
     wall = 0.0
     weight_now, weight_ie_now = net.weight_mv, cfg.j_e_mv * cfg.w_ei
     for w in range(n_windows):
         t0 = w * CHUNK_MS
-        active = protocol.stimulus is not None and t0 >= protocol.onset_ms - 1e-9 and not latched
-        if active and protocol.latched(weight_now, weight_ie_now):
-            latched, active = True, False
-            latch_time_s = t0 / 1000.0
+        active = protocol.stimulus is not None and latch.stimulating(t0, weight_now, weight_ie_now)
         stats = net.advance(protocol.stimulus if active else None, CHUNK_MS)
         wall += stats.wall_s
         weight_now, weight_ie_now = stats.weight_mv, stats.weight_ie_mv
@@ -126,6 +123,7 @@ def run_experiment(
         neurons.append(stats.spike_neurons)
         if progress is not None:
             progress(w + 1, n_windows)
+    latch_time_s = None if latch.latched_at_ms is None else latch.latched_at_ms / 1000.0
     spike_times = np.concatenate(times)
     spike_neurons = np.concatenate(neurons)
     r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms,
