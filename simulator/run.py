@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from simulator.experiments import Experiment
 from simulator.latch import Latch
 from simulator.network import Network
 from simulator.synchrony import epoch_mean, order_parameter
+from simulator.warmup import tiny, warm_up_network
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -86,11 +86,7 @@ def run_experiment(
     n_windows = max(1, round(duration_ms / CHUNK_MS))
     duration_ms = n_windows * CHUNK_MS
     net = Network(cfg)
-    jit0 = time.perf_counter()
-    warm = Network(cfg.replace(n_e=8, n_i=2))
-    warm.reset(0)
-    warm.advance(protocol.stimulus, CHUNK_MS)
-    jit_s = time.perf_counter() - jit0
+    jit_s = warm_up_network(tiny(cfg), protocol.stimulus)
     net.reset(seed)
     t_end = np.zeros(n_windows)
     weight = np.zeros(n_windows)
