@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from core.clock import TimeSource
 from core.errors import ConfigError, DeviceError
 from drivers.base import StimulatorABC
 from drivers.envelope import DeviceEnvelope, envelope_problems
@@ -133,7 +134,7 @@ class SerialBackend(Backend):
         session_timeout_s: Protocol session timeout (stimulation stops when it runs out).
         safe_stop_ms: Safe-stop ramp written into the device envelope (≤ 250 ms).
         settle_timeout_s: Longest wait for the output to ramp to zero before re-arming.
-        clock: Monotonic clock (injectable for tests).
+        clock: Monotonic clock in s (:mod:`core.clock`; a FakeClock in tests).
         sleep: Sleep function (injectable for tests).
         step_mode: ``window`` — a step applies the setpoint, keeps the lease alive for the
             step's duration in wall-clock time and returns the STATUS sensed at its end
@@ -152,7 +153,7 @@ class SerialBackend(Backend):
         session_timeout_s: float = 2.0,
         safe_stop_ms: int = 250,
         settle_timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: TimeSource = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         step_mode: str = "window",
     ) -> None:

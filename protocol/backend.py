@@ -15,13 +15,14 @@ import abc
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import structlog
 
 from core.clip import MAX_LOG_CHARS, clip_text
+from core.clock import TimeSource
 from core.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
 from protocol.codec import pack, unpack_request
 from protocol.envelope.config import SafetyEnvelope
@@ -85,14 +86,15 @@ class Backend(abc.ABC):
 
     Args:
         session_timeout_s: A session silent for this long ends and stimulation stops.
-        clock: Monotonic clock in seconds (injectable for tests).
+        clock: Monotonic clock in seconds (the convention of :mod:`core.clock`; a
+            :class:`core.clock.FakeClock` in tests).
     """
 
     #: The ``backend_kind`` sent in ``welcome``.
     kind: ClassVar[BackendKind]
 
     def __init__(
-        self, *, session_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self, *, session_timeout_s: float = 2.0, clock: TimeSource = time.monotonic
     ) -> None:
         if not (math.isfinite(session_timeout_s) and 0.01 <= session_timeout_s <= 3600.0):
             raise ConfigError(

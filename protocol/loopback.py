@@ -18,10 +18,11 @@ import argparse
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
+from core.clock import TimeSource
 from core.errors import ConfigError
 from core.logs import configure_from_args
 from protocol.backend import Backend, StepResult
@@ -94,7 +95,7 @@ class LoopbackBackend(Backend):
     kind = "loopback"
 
     def __init__(
-        self, *, session_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self, *, session_timeout_s: float = 2.0, clock: TimeSource = time.monotonic
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
         self.stop_calls: list[str] = []

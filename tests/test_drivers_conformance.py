@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from core.clock import FakeClock
 from core.errors import DeviceError, DeviceTimeoutError, SafetyLimitError
 from drivers.base import StimulatorABC
 from drivers.envelope import DeviceEnvelope
@@ -27,14 +28,6 @@ ENV = DeviceEnvelope(
 )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @dataclass
 class Rig:
     drv: StimulatorABC
@@ -45,14 +38,14 @@ class Rig:
 @pytest.fixture(params=["virtual", "serial"])
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     if request.param == "virtual":
-        clock = FakeClock()
+        clock = FakeClock(100.0)
         virt = VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock)
 
         def advance_until(pred: Callable[[], bool], what: str) -> None:
             for _ in range(500):  # 5 s of device time in 10 ms steps, renewing the lease
                 if pred():
                     return
-                clock.t += 0.01
+                clock.advance(0.01)
                 if virt.commanded is not None:
                     virt.heartbeat(300)
             raise DeviceTimeoutError(f"Expected {what} within 5 s of device time")
@@ -146,20 +139,20 @@ def test_close_is_idempotent(rig: Rig) -> None:
 
 
 def test_virtual_lease_expiry_is_exact_on_a_fake_clock() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     with VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock) as drv:
         drv.handshake()
         drv.arm(DeviceEnvelope(lease_max_ms=500, watchdog_ms=500, soft_start_ms=1,
                          ramp_up_ua_per_s=2000, safe_stop_ms=100))  # fmt: skip
         drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=200)
-        clock.t += 0.199
+        clock.advance(0.199)
         drv.poll()
         assert drv.firmware.state == DeviceState.STIMULATING
-        clock.t += 0.002
+        clock.advance(0.002)
         drv.poll()
         assert drv.firmware.fault_bits == FaultBits.LEASE
         assert [f.new_bits for f in drv.faults] == [FaultBits.LEASE]
-        clock.t += 0.101
+        clock.advance(0.101)
         drv.poll()
         assert drv.firmware.state == DeviceState.DISARMED
         assert drv.firmware.amp_ua == 0

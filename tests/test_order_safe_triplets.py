@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.clock import FakeClock
 from drivers.envelope import DeviceEnvelope
 from drivers.tissue import TissueTransfer
 from drivers.virtual import VirtualStimulator
@@ -40,8 +41,7 @@ def test_tissue_transfer_refuses_a_positional_triplet() -> None:
 
 
 def test_set_stimulation_refuses_a_positional_triplet() -> None:
-    t = [0.0]
-    drv = VirtualStimulator(clock=lambda: t[0])
+    drv = VirtualStimulator(clock=FakeClock())
     drv.handshake()
     drv.arm(DeviceEnvelope())
     with pytest.raises(TypeError):
