@@ -57,7 +57,7 @@ def bench_serve(steps: int) -> dict[str, float]:
         backend = ZmqBackend(proc.address)
         backend.hello("bench")
         backend.configure(envelope, session.period_ms)
-        setpoint = Setpoint(50.0, 1000.0 / 12.0, 1000.0)
+        setpoint = Setpoint(amplitude=50.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
         for i in range(steps):
             if i % n == 0:
                 backend.reset(0)

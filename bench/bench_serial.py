@@ -131,11 +131,11 @@ def bench_tissue(windows: int) -> dict[str, object]:
     out: dict[str, object] = {}
     for label, (n_e, n_i) in {"n200": (160, 40), "n2000_paper": (1600, 400)}.items():
         tissue = Tissue(make_network(n_e, n_i), window_ms=20.0, seed=1)
-        tissue.step(2500, 100, 833)  # compiles
+        tissue.step(amp_ua=2500, pw_us=100, freq_dhz=833)  # compiles
         samples: list[int] = []
         for _ in range(windows):
             t0 = time.perf_counter_ns()
-            tissue.step(2500, 100, 833)
+            tissue.step(amp_ua=2500, pw_us=100, freq_dhz=833)
             samples.append(time.perf_counter_ns() - t0)
         arr = np.asarray(samples, dtype=np.float64) / 1e6
         out[label] = {

@@ -42,7 +42,10 @@ def run(job: tuple[float, float, float, float, int, float]) -> dict[str, Any]:
     from protocol.envelope.setpoint import Setpoint
 
     amp, freq, width, latch, seed, period = job
-    on = np.array(ACTION_MAP.to_action(Setpoint(amp, freq, width)), dtype=np.float32)
+    on = np.array(
+        ACTION_MAP.to_action(Setpoint(amplitude=amp, frequency_hz=freq, pulse_width_us=width)),
+        dtype=np.float32,
+    )
     off = -np.ones(3, dtype=np.float32)  # 10 mV, 5 Hz, 50 µs: 0.03 % of the FTSTS charge rate
     env = gym.make("neuroloop/FTSTS-v0", sim_config=SimConfig(control_period_ms=period))
     obs, info = env.reset(seed=seed)

@@ -36,7 +36,7 @@ from core.errors import (
     NeuroLoopError,
     RecordingError,
 )
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args, configure_logging
 from protocol.envelope.config import SafetyEnvelope, default_envelope_for, load_envelope
 
 EXIT_OK, EXIT_CONFIG, EXIT_BACKEND, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4, 5
@@ -138,14 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--no-record", action="store_true", default=None, help="do not record the session"
     )
-    p.add_argument(
-        "--log-format",
-        choices=["console", "json"],
-        help="structlog output on stderr (default console)",
-    )
-    p.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
-    )
+    add_log_options(p, defaults=False)  # a --config file may set them too
     p.add_argument(
         "--pace",
         choices=["realtime", "fast"],
@@ -297,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         file_values = load_run_config(args.config) if args.config is not None else {}
         cfg = merge(file_values, vars(args))
     except ConfigError as err:
-        configure_logging("console", "info")
+        configure_logging()
         print(f"neuroloop-controller: error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging("json" if cfg.log_format == "json" else "console", cfg.log_level)
+    configure_from_args(cfg)
     log = structlog.get_logger("controller.cli")
     try:
         if args.rt_priority is not None:

@@ -1,7 +1,11 @@
-"""Clocks for the control loop: the real monotonic clock and a manual one for tests.
+"""Clocks for the control loop: the real monotonic clock and the fake one for tests.
 
 The loop only ever asks a clock for ``now()`` (seconds, monotonic) and to ``sleep_until`` an
-absolute instant, so a test can drive every deadline and watchdog path without waiting.
+absolute instant, so a test can drive every deadline and watchdog path without waiting. Both
+follow the project's one clock convention (:mod:`core.clock`): ``now()`` reads
+``time.monotonic``, and calling the clock returns the same, so a loop clock can be handed to
+anything that takes a :data:`core.clock.TimeSource`. The fake is :class:`core.clock.FakeClock`
+(``ManualClock`` here is the same class).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import os
 import time
 from typing import Protocol
 
+from core.clock import FakeClock
 from core.errors import ConfigError
 
 
@@ -26,7 +31,7 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """``time.perf_counter`` with a sleep that spins the last ``spin_s`` for accuracy.
+    """``time.monotonic`` with a sleep that spins the last ``spin_s`` for accuracy.
 
     Args:
         spin_s: How long before the deadline to stop sleeping and poll instead (s).
@@ -37,40 +42,23 @@ class MonotonicClock:
 
     def now(self) -> float:
         """Current monotonic time in s."""
-        return time.perf_counter()
+        return time.monotonic()
+
+    def __call__(self) -> float:
+        """Current monotonic time in s (a :data:`core.clock.TimeSource`)."""
+        return time.monotonic()
 
     def sleep_until(self, t_s: float) -> None:
         """Sleep until ``t_s``."""
-        remaining = t_s - time.perf_counter()
+        remaining = t_s - time.monotonic()
         if remaining > self.spin_s:
             time.sleep(remaining - self.spin_s)
-        while time.perf_counter() < t_s:
+        while time.monotonic() < t_s:
             pass
 
 
-class ManualClock:
-    """A clock that only moves when told to (tests and scripted backends).
-
-    Args:
-        start_s: Initial time.
-    """
-
-    def __init__(self, start_s: float = 0.0) -> None:
-        self.t_s = start_s
-
-    def now(self) -> float:
-        """Current time in s."""
-        return self.t_s
-
-    def advance(self, dt_s: float) -> None:
-        """Move time forward by ``dt_s`` (must be >= 0)."""
-        if dt_s < 0.0:
-            raise ValueError(f"Expected dt_s >= 0, actual {dt_s}")
-        self.t_s += dt_s
-
-    def sleep_until(self, t_s: float) -> None:
-        """Jump to ``t_s`` if it lies ahead."""
-        self.t_s = max(self.t_s, t_s)
+#: The loop's fake clock: :class:`core.clock.FakeClock` (kept under this name for callers).
+ManualClock = FakeClock
 
 
 def request_realtime_priority(priority: int) -> None:

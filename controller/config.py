@@ -28,6 +28,7 @@ else:  # Python 3.10
     import tomli as tomllib
 
 from core.errors import ConfigError, did_you_mean
+from core.logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS
 from simulator.config import NetworkConfig
 
 _CONTROLLER_KEYS = {
@@ -80,8 +81,8 @@ class RunConfig:
     record: str | None = None
     record_dir: str = "runs"
     no_record: bool = False
-    log_format: str = "console"
-    log_level: str = "info"
+    log_format: str = DEFAULT_LOG_FORMAT
+    log_level: str = DEFAULT_LOG_LEVEL
     timeout_s: float = 5.0
     stall_limit_s: float = 5.0
     simulator: dict[str, Any] = field(default_factory=dict)
@@ -105,8 +106,8 @@ class RunConfig:
         """
         _choice("backend", self.backend, ("sim", "serial", "replay"))
         _choice("pace", self.pace, ("realtime", "fast"))
-        _choice("log_format", self.log_format, ("console", "json"))
-        _choice("log_level", self.log_level, ("debug", "info", "warning", "error"))
+        _choice("log_format", self.log_format, LOG_FORMATS)
+        _choice("log_level", self.log_level, LOG_LEVELS)
         _range("period_ms", self.period_ms, 1.0, 10_000.0)
         _range("duration_s", self.duration_s, 1e-3, 7 * 24 * 3600.0)
         _range("timeout_s", self.timeout_s, 0.01, 600.0)

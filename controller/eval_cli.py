@@ -19,7 +19,7 @@ import structlog
 from tqdm import tqdm
 
 from core.errors import NeuroLoopError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 
 #: First held-out network seed: training draws its seeds below 2**31.
 HELD_OUT_SEED_BASE = 2**31
@@ -89,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Training run directory for the training-curve figure (repeat for "
         "resumed runs, in order; default: the bundle's parent).",
     )
-    p.add_argument("--log-format", choices=("console", "json"), default="console")
-    p.add_argument("--log-level", default="warning")
+    add_log_options(p)
     return p
 
 
@@ -162,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"Expected --workers in [1, 64], actual {args.workers}")
     if not 0.005 <= args.n_scale <= 4.0:
         parser.error(f"Expected --n-scale in [0.005, 4], actual {args.n_scale}")
-    try:
-        configure_logging(args.log_format, args.log_level)
-    except ValueError as err:
-        parser.error(str(err))
+    configure_from_args(args)
     structlog.get_logger().info("evaluation_started", policy=str(args.policy), seeds=args.seeds)
     try:
         result = evaluate(args)

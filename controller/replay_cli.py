@@ -24,7 +24,7 @@ from controller.replay.compare import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 from controller.replay.session import Session, load_session
 from controller.replay.verify import verify_session
 from core.errors import CorruptRecordingError, NeuroLoopError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 from protocol.recording import read_recording
 from protocol.recording._format import PREAMBLE_LEN
 from protocol.serve_cli import EPILOG as SERVE_EPILOG
@@ -53,7 +53,7 @@ see docs/replay.md for what is checked and how.
 """
 
 
-def _add_common(p: argparse.ArgumentParser, level: str) -> None:
+def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("session", type=Path, metavar="SESSION", help="recording file (.nlrec)")
     p.add_argument(
         "--accept-damaged-tail",
@@ -61,16 +61,7 @@ def _add_common(p: argparse.ArgumentParser, level: str) -> None:
         help="use the intact records before a torn tail (a recorder that stopped mid-record) "
         "instead of refusing the file; damage anywhere else is always refused",
     )
-    p.add_argument(
-        "--log-format", choices=("console", "json"), default="console", help="stderr log format"
-    )
-    p.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default=level,
-        help=f"lowest log level shown (default {level}; the replayed envelope logs every "
-        "clamp it reproduces at info)",
-    )
+    add_log_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every tick; report latency, jitter and deadline misses. Exit 0 pass, 1 fail, 2 "
         "unreadable input.",
     )
-    _add_common(v, "error")
+    _add_common(v)
     v.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     v.add_argument(
         "--rtol",
@@ -157,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write stimulation.png, observations.png, envelope.png and "
         "timing.png of the session into DIR.",
     )
-    _add_common(r, "warning")
+    _add_common(r)
     r.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     e = sub.add_parser(
         "export",
@@ -166,14 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         "as TimeSeries, envelope events as a table, header metadata in the file "
         "description and notes.",
     )
-    _add_common(e, "warning")
+    _add_common(e)
     e.add_argument("--nwb", type=Path, required=True, metavar="OUT.nwb", help="new NWB file")
     i = sub.add_parser(
         "info",
         help="header, record counts and how the file ends (every damaged region with its "
         "byte offsets)",
     )
-    _add_common(i, "warning")
+    _add_common(i)
     i.add_argument("--json", action="store_true", help="print as JSON")
     return parser
 
@@ -300,7 +291,7 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuroloop-replay``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     log = structlog.get_logger("controller.replay")
     handlers = {
         "verify": _verify,

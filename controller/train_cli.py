@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from core.errors import ConfigError, NeuroLoopError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 
 EPILOG = """\
 examples:
@@ -156,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prior from scripted runs (docs/rl.md); exploration and learning are unchanged.",
     )
     o = p.add_argument_group("logging")
-    o.add_argument("--log-format", choices=("console", "json"), default="console")
-    o.add_argument(
-        "--log-level",
-        default="warning",
-        help="debug|info|warning|error (info logs every envelope clamp).",
-    )
+    add_log_options(o)
     return p
 
 
@@ -199,7 +194,9 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         from protocol.envelope.setpoint import Setpoint
 
         try:
-            a.init_action = ACTION_MAP.to_action(Setpoint(*values))
+            a.init_action = ACTION_MAP.to_action(
+                Setpoint(amplitude=values[0], frequency_hz=values[1], pulse_width_us=values[2])
+            )
         except ConfigError as err:
             p.error(f"Expected --init-setpoint inside the action box: {err}")
 
@@ -332,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    try:
-        configure_logging(args.log_format, args.log_level)
-    except ValueError as err:
-        parser.error(str(err))
+    configure_from_args(args)
     try:
         summary = train(args)
     except NeuroLoopError as err:

@@ -4,19 +4,33 @@ Modules only call ``structlog.get_logger()``; the entry point decides the output
 console format is for people: every float in a line, and every long decimal inside a message
 (``0.060000000000000005``), is shown with six significant digits (``0.06``). The JSON format is
 for machines and keeps every number exact.
+
+Every command line takes the same two options, defined once here: :func:`add_log_options`
+adds ``--log-format`` and ``--log-level`` to a parser and :func:`configure_from_args`
+configures logging from what it parsed (README, Commands, documents both).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import re
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import structlog
 
 LogFormat = Literal["console", "json"]
+
+#: The accepted ``--log-format`` values.
+LOG_FORMATS: tuple[str, ...] = ("console", "json")
+#: The accepted ``--log-level`` values, lowest first.
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+#: Every command's ``--log-format`` default.
+DEFAULT_LOG_FORMAT: LogFormat = "console"
+#: Every command's ``--log-level`` default.
+DEFAULT_LOG_LEVEL = "info"
 
 _configured = False
 
@@ -64,7 +78,9 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
 
-def configure_logging(log_format: LogFormat = "console", level: str = "info") -> None:
+def configure_logging(
+    log_format: LogFormat = DEFAULT_LOG_FORMAT, level: str = DEFAULT_LOG_LEVEL
+) -> None:
     """Configure structlog for this process.
 
     Calling it again reconfigures (the CLI tests run several ``main()`` in one process).
@@ -106,3 +122,43 @@ def configure_logging(log_format: LogFormat = "console", level: str = "info") ->
 def is_configured() -> bool:
     """Return whether :func:`configure_logging` ran in this process."""
     return _configured
+
+
+def add_log_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, defaults: bool = True
+) -> None:
+    """Add ``--log-format`` and ``--log-level`` to a command line (or one of its groups).
+
+    Args:
+        parser: The parser or argument group that takes the two options.
+        defaults: ``True`` sets the defaults (:data:`DEFAULT_LOG_FORMAT`,
+            :data:`DEFAULT_LOG_LEVEL`); ``False`` leaves both ``None`` for a command that merges
+            them with a configuration file, whose own defaults are the same two values.
+    """
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=DEFAULT_LOG_FORMAT if defaults else None,
+        help=f"log lines on stderr: console for people, json (one object a line) for machines "
+        f"(default {DEFAULT_LOG_FORMAT})",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=DEFAULT_LOG_LEVEL if defaults else None,
+        help=f"lowest level logged (default {DEFAULT_LOG_LEVEL})",
+    )
+
+
+def configure_from_args(args: object) -> None:
+    """Configure logging from the options :func:`add_log_options` added.
+
+    An option that is absent or ``None`` takes the shared default.
+
+    Args:
+        args: The parsed command line (``argparse.Namespace``), or any object with
+            ``log_format`` and ``log_level`` attributes (the controller's merged run config).
+    """
+    log_format = getattr(args, "log_format", None) or DEFAULT_LOG_FORMAT
+    level = getattr(args, "log_level", None) or DEFAULT_LOG_LEVEL
+    configure_logging(cast(LogFormat, log_format), level)

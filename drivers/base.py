@@ -150,6 +150,7 @@ class StimulatorABC(ABC):
 
     def set_stimulation(
         self,
+        *,
         amplitude_ua: float,
         pulse_width_us: float,
         frequency_hz: float,
@@ -159,7 +160,9 @@ class StimulatorABC(ABC):
         """Command a setpoint held for ``lease_ms`` unless renewed.
 
         Values are rounded to the wire's integer units (µA, µs, 0.1 Hz) and checked against
-        the armed envelope; nothing is clamped.
+        the armed envelope; nothing is clamped. Every argument is keyword-only: the device
+        orders the triplet (amplitude, pulse width, frequency), a ``Setpoint`` (amplitude,
+        frequency, pulse width), so neither is ever passed by position.
 
         Args:
             amplitude_ua: Amplitude in µA (0 turns the output off with a ramp).

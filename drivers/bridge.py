@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from core.clock import TimeSource
 from core.errors import ConfigError, DeviceError
 from drivers.base import StimulatorABC
 from drivers.envelope import DeviceEnvelope, envelope_problems
 from drivers.messages import DeviceState, StopReason, fault_names
-from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import SafetyEnvelope
-from protocol.schema import Capabilities, ParamSpec
+from protocol.schema import Capabilities, ConfigValue, ParamSpec
 
 log = structlog.get_logger()
 
@@ -134,7 +134,7 @@ class SerialBackend(Backend):
         session_timeout_s: Protocol session timeout (stimulation stops when it runs out).
         safe_stop_ms: Safe-stop ramp written into the device envelope (≤ 250 ms).
         settle_timeout_s: Longest wait for the output to ramp to zero before re-arming.
-        clock: Monotonic clock (injectable for tests).
+        clock: Monotonic clock in s (:mod:`core.clock`; a FakeClock in tests).
         sleep: Sleep function (injectable for tests).
         step_mode: ``window`` — a step applies the setpoint, keeps the lease alive for the
             step's duration in wall-clock time and returns the STATUS sensed at its end
@@ -153,7 +153,7 @@ class SerialBackend(Backend):
         session_timeout_s: float = 2.0,
         safe_stop_ms: int = 250,
         settle_timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: TimeSource = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         step_mode: str = "window",
     ) -> None:
@@ -279,11 +279,19 @@ class SerialBackend(Backend):
         amp_ma = 0.0 if stimulus is None else stimulus["amplitude_ma"]
         if amp_ma > 0.0 and stimulus is not None:
             self.driver.set_stimulation(
-                amp_ma * 1000.0, stimulus["pulse_width_us"], stimulus["frequency_hz"], lease_ms
+                amplitude_ua=amp_ma * 1000.0,
+                pulse_width_us=stimulus["pulse_width_us"],
+                frequency_hz=stimulus["frequency_hz"],
+                lease_ms=lease_ms,
             )
         elif self.driver.commanded is not None and self.driver.commanded.amp_ua > 0:
             prev = self.driver.commanded
-            self.driver.set_stimulation(0.0, prev.pw_us, prev.freq_dhz / 10.0, lease_ms)
+            self.driver.set_stimulation(
+                amplitude_ua=0.0,
+                pulse_width_us=prev.pw_us,
+                frequency_hz=prev.freq_dhz / 10.0,
+                lease_ms=lease_ms,
+            )
         else:
             self.driver.heartbeat(lease_ms)
         deadline = start + (duration_ms / 1000.0 if self._step_mode == "window" else 0.0)

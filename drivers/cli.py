@@ -16,7 +16,7 @@ from dataclasses import asdict
 import structlog
 
 from core.errors import NeuroLoopError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 from drivers.bridge import STEP_MODES, SerialBackend
 from drivers.messages import DeviceState
 from drivers.serial_stimulator import SerialStimulator
@@ -120,10 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_port_arguments(probe)
-    probe.add_argument("--log-format", choices=("console", "json"), default="console")
-    probe.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
-    )
+    add_log_options(probe)
     return parser
 
 
@@ -157,7 +154,7 @@ def _probe(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     try:
         if args.command == "probe":
             return _probe(args)

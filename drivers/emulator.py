@@ -28,6 +28,8 @@ from drivers.framing import FrameDecoder, encode_frame
 from drivers.messages import DeviceState, FaultBits
 from drivers.ports import EmulatorPort
 from drivers.tissue import Tissue
+from simulator.config import NetworkConfig
+from simulator.warmup import tiny, warm_up_network, watching
 
 log = structlog.get_logger()
 
@@ -113,11 +115,18 @@ class DeviceEmulator:
         return self
 
     def warm_up(self) -> None:
-        """Simulate the tissue's first window now, before serving.
+        """Compile the tissue's kernels and simulate its first window now, before serving.
 
-        The first window compiles the network kernel; doing it here keeps the loop from stalling.
+        The kernels compile through the simulator's one warm-up
+        (:func:`simulator.warmup.warm_up_network`, on a tiny copy of the tissue's network,
+        each compilation logged), so the loop never stalls on a compilation; the first window
+        then runs at once, so the first STATUS already carries a sensed observation.
         """
         if self.tissue is not None and self.tissue.windows == 0:
+            config = getattr(self.tissue.network, "config", None)
+            if isinstance(config, NetworkConfig):
+                with watching("warm-up"):
+                    warm_up_network(tiny(config))
             with self._lock:
                 self._step_tissue(time.monotonic())
                 self._next_tissue_s = time.monotonic()
@@ -301,7 +310,7 @@ class DeviceEmulator:
         fw = self.firmware
         window_s = self.tissue.window_ms / 1000.0
         try:
-            obs = self.tissue.step(fw.amp_ua, fw.pw_us, fw.freq_dhz)
+            obs = self.tissue.step(amp_ua=fw.amp_ua, pw_us=fw.pw_us, freq_dhz=fw.freq_dhz)
         except NeuroLoopError as err:
             log.error("emulator_tissue_error", error=str(err))
             fw.sense = None

@@ -19,7 +19,7 @@ from types import FrameType
 import structlog
 
 from core.errors import ConfigError, NeuroLoopError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.faults import FaultConfig, FaultInjector
@@ -104,8 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--unplug-after-s", type=float, help="unplug the device after S seconds")
     run = p.add_argument_group("run")
     run.add_argument("--run-seconds", type=float, help="exit after S seconds (default: forever)")
-    run.add_argument("--log-format", choices=("console", "json"), default="console")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    add_log_options(run)
     return p
 
 
@@ -116,7 +115,7 @@ def _make_port(tcp: int | None) -> EmulatorPort:
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     try:
         faults = FaultInjector(
             FaultConfig(

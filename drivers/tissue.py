@@ -70,7 +70,7 @@ class TissueTransfer:
         if self.polarity not in ("desync", "sync"):
             raise ConfigError(f"Expected polarity 'desync' or 'sync', actual {self.polarity!r}")
 
-    def stimulus(self, amp_ua: int, pw_us: int, freq_dhz: int) -> Stimulus | None:
+    def stimulus(self, *, amp_ua: int, pw_us: int, freq_dhz: int) -> Stimulus | None:
         """The model stimulus for a device output (``None`` when the output is off)."""
         if amp_ua <= 0:
             return None
@@ -119,10 +119,10 @@ class Tissue:
         self.windows = 0
         self.last_observation: dict[str, float] | None = None
 
-    def step(self, amp_ua: int, pw_us: int, freq_dhz: int) -> dict[str, float]:
+    def step(self, *, amp_ua: int, pw_us: int, freq_dhz: int) -> dict[str, float]:
         """Advance one window with the given device output and return its observation."""
         stats = self.network.advance(
-            self.transfer.stimulus(amp_ua, pw_us, freq_dhz), self.window_ms
+            self.transfer.stimulus(amp_ua=amp_ua, pw_us=pw_us, freq_dhz=freq_dhz), self.window_ms
         )
         self.t_ms = float(stats.t_end_ms)
         self.windows += 1

@@ -10,11 +10,11 @@ to test. Every command that reached the device is kept in :attr:`VirtualStimulat
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from core.clock import TimeSource
 from core.errors import DeviceError
 from drivers.base import StimulatorABC, nack_error
 from drivers.envelope import DeviceEnvelope
@@ -49,13 +49,14 @@ class VirtualStimulator(StimulatorABC):
 
     Args:
         firmware: The device; a default one booted at ``clock()`` if omitted.
-        clock: Monotonic clock in seconds (``time.monotonic`` or a test's fake).
+        clock: Monotonic clock in seconds (``time.monotonic``, or a
+            :class:`core.clock.FakeClock` in tests; see :mod:`core.clock`).
     """
 
     def __init__(
         self,
         firmware: DeviceFirmware | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: TimeSource = time.monotonic,
     ) -> None:
         super().__init__()
         self._clock = clock

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from core.errors import ConfigError, FittingError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 from fitting.measurements import (
     PAPER_PROTOCOL,
     MeasurementSet,
@@ -210,10 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--no-plot", action="store_true", help="skip best_traces.png")
-    parser.add_argument("--log-format", choices=("console", "json"), default="console")
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
-    )
+    add_log_options(parser)
     return parser
 
 
@@ -235,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``neuroloop-fit``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     try:
         if args.list_params:
             return _list_params(args)

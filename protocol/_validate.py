@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from protocol.schema import ConfigValue
 
 #: Longest name (parameter, field, option, client) accepted on the wire.
 MAX_NAME_LEN = 64
@@ -26,8 +29,6 @@ MAX_UINT64 = 2**64 - 1
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]*$")
-
-ConfigValue = str | int | float | bool
 
 
 def _short(value: Any) -> str:

@@ -15,15 +15,15 @@ import abc
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import structlog
 
 from core.clip import MAX_LOG_CHARS, clip_text
+from core.clock import TimeSource
 from core.errors import ConfigError, ProtocolError, SafetyError, did_you_mean
-from protocol._validate import ConfigValue
 from protocol.codec import pack, unpack_request
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.floors import check_timing
@@ -50,7 +50,7 @@ from protocol.messages import (
     Stop,
     Welcome,
 )
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,15 @@ class Backend(abc.ABC):
 
     Args:
         session_timeout_s: A session silent for this long ends and stimulation stops.
-        clock: Monotonic clock in seconds (injectable for tests).
+        clock: Monotonic clock in seconds (the convention of :mod:`core.clock`; a
+            :class:`core.clock.FakeClock` in tests).
     """
 
     #: The ``backend_kind`` sent in ``welcome``.
     kind: ClassVar[BackendKind]
 
     def __init__(
-        self, *, session_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self, *, session_timeout_s: float = 2.0, clock: TimeSource = time.monotonic
     ) -> None:
         if not (math.isfinite(session_timeout_s) and 0.01 <= session_timeout_s <= 3600.0):
             raise ConfigError(
@@ -562,12 +563,16 @@ class Backend(abc.ABC):
         """
         if stimulus is None:
             previous = monitor.previous
-            return Setpoint(0.0, previous.frequency_hz, previous.pulse_width_us)
+            return Setpoint(
+                amplitude=0.0,
+                frequency_hz=previous.frequency_hz,
+                pulse_width_us=previous.pulse_width_us,
+            )
         roles = self._roles
         setpoint = Setpoint(
-            stimulus[roles["amplitude"]] / self._amplitude_per_unit,
-            stimulus[roles["frequency"]],
-            stimulus[roles["pulse_width"]],
+            amplitude=stimulus[roles["amplitude"]] / self._amplitude_per_unit,
+            frequency_hz=stimulus[roles["frequency"]],
+            pulse_width_us=stimulus[roles["pulse_width"]],
         )
         breaches = monitor.breaches(setpoint)
         if breaches:

@@ -39,7 +39,6 @@ from core.errors import (
     SafetyLimitError,
     TransportTimeoutError,
 )
-from protocol._validate import ConfigValue
 from protocol.codec import pack, unpack_reply
 from protocol.messages import (
     Bye,
@@ -59,7 +58,7 @@ from protocol.messages import (
     Welcome,
 )
 from protocol.recording.writer import RecordingWriter
-from protocol.schema import WireEnvelope
+from protocol.schema import ConfigValue, WireEnvelope
 from protocol.security import ClientKeys
 from protocol.server import CONTROL_HWM
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from core.errors import ConfigError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 from protocol.security import (
     CLIENTS_DIR_NAME,
     REVOKED_DIR_NAME,
@@ -101,12 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--log-format",
-        choices=("console", "json"),
-        default="console",
-        help="Log format on stderr (default console).",
-    )
+    add_log_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p_server = sub.add_parser(
         "init-server",
@@ -148,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-dir", type=Path, required=True, help="The server key directory."
     )
     args = parser.parse_args(argv)
-    configure_logging(args.log_format)
+    configure_from_args(args)
     try:
         if args.command == "init-server":
             _init_server(args.dir)

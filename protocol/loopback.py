@@ -18,17 +18,17 @@ import argparse
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
+from core.clock import TimeSource
 from core.errors import ConfigError
-from core.logs import configure_logging
-from protocol._validate import ConfigValue
+from core.logs import configure_from_args
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import SafetyEnvelope, validate
 from protocol.envelope.wire import envelope_to_wire
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 
 LOOPBACK_CAPABILITIES = Capabilities(
@@ -95,7 +95,7 @@ class LoopbackBackend(Backend):
     kind = "loopback"
 
     def __init__(
-        self, *, session_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self, *, session_timeout_s: float = 2.0, clock: TimeSource = time.monotonic
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
         self.stop_calls: list[str] = []
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     try:
         backend = LoopbackBackend(session_timeout_s=args.session_timeout_s)
     except ConfigError as err:

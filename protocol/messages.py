@@ -14,7 +14,6 @@ from typing import ClassVar, Literal
 from core.errors import ProtocolError
 from protocol._validate import (
     MAX_NAME_LEN,
-    ConfigValue,
     check_bool,
     check_choice,
     check_float,
@@ -25,7 +24,14 @@ from protocol._validate import (
     check_options,
     check_text,
 )
-from protocol.schema import HASH_HEX_LEN, Capabilities, ParamSpec, SpikeWindow, WireEnvelope
+from protocol.schema import (
+    HASH_HEX_LEN,
+    Capabilities,
+    ConfigValue,
+    ParamSpec,
+    SpikeWindow,
+    WireEnvelope,
+)
 
 #: The protocol version this package speaks (the ``v`` field of every message).
 PROTOCOL_VERSION = 1
@@ -423,6 +429,7 @@ __all__ = [
     "SESSION_STATES",
     "BackendKind",
     "Bye",
+    "ConfigValue",
     "Configure",
     "Configured",
     "ErrorReply",

@@ -29,6 +29,11 @@ from protocol._validate import (
     check_text,
 )
 
+#: One value of a backend's ``configure`` options (``docs/protocol.md`` §4, ``configure``):
+#: text (at most 256 characters), a signed 64-bit integer, a finite float or a boolean. The
+#: type of ``Configure.options`` values and of every ``Backend._on_configure`` override.
+ConfigValue = str | int | float | bool
+
 ParamRole = Literal["amplitude", "frequency", "pulse_width", "other"]
 PARAM_ROLES: tuple[str, ...] = ("amplitude", "frequency", "pulse_width", "other")
 

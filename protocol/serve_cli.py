@@ -19,6 +19,7 @@ from types import FrameType
 import structlog
 
 from core.errors import ConfigError
+from core.logs import add_log_options
 from protocol.backend import Backend
 from protocol.lifeline import ParentWatch, remove_ipc_endpoint
 from protocol.server import BackendServer
@@ -66,18 +67,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, default_timeout_s: floa
         help="End a session and stop stimulation after S seconds without a request from its "
         f"client (default {default_timeout_s:g}; clients heartbeat every S/3).",
     )
-    parser.add_argument(
-        "--log-format",
-        choices=("console", "json"),
-        default="console",
-        help="Log format on stderr: console for people, json for machines (default console).",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default="info",
-        help="Lowest log level shown (default info).",
-    )
+    add_log_options(parser)
 
 
 def run_backend(backend: Backend, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from core.errors import NeuroLoopError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 
 _EPILOG = """\
 examples:
@@ -82,8 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="output directory for summary.json and figure.png (created)")
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--log-format", choices=("console", "json"), default="console",
-                     help="log lines on stderr for people or as JSON")  # fmt: skip
+    add_log_options(run)
     serve = sub.add_parser("serve", help="serve the simulator over the NeuroLoop protocol",
                            add_help=False)  # fmt: skip
     serve.add_argument("rest", nargs=argparse.REMAINDER)
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, exp in EXPERIMENTS.items():
             print(f"{name:<{width}}  Fig {exp.figure:<11} {exp.summary}")
         return 0
-    configure_logging(args.log_format)
+    configure_from_args(args)
     try:
         return _run(args)
     except NeuroLoopError as err:

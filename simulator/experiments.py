@@ -8,13 +8,12 @@ off for good, and how long the run lasts. ``neuroloop-sim protocols`` lists them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from core.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig, Semantics
+from simulator.latch import LatchDirection, LatchRule
 from simulator.stimulus import Stimulus
-
-LatchDirection = Literal["below", "above"]
 
 #: The released code's stimulus noise (SD in drive units) on E cells during stimulation, present
 #: in the Figs 3/4/6/7 code path. Clean semantics keep it only where it is the experiment (Fig 6).
@@ -59,14 +58,12 @@ class Experiment:
         cfg = NetworkConfig(**changes).replace(semantics=semantics)
         return cfg.scaled(n_scale) if n_scale != 1.0 else cfg
 
-    def latched(self, weight_mv: float, weight_ie_mv: float) -> bool:
-        """Whether the latch trips for these mean effective weights."""
+    @property
+    def latch_rule(self) -> LatchRule | None:
+        """When stimulation stops for good (``None``: it runs to the end)."""
         if self.latch_mv is None:
-            return False
-        if self.latch_direction == "below":
-            hit = weight_mv < self.latch_mv
-            return hit and weight_ie_mv < self.latch_mv if self.latch_on_ie else hit
-        return weight_mv > self.latch_mv
+            return None
+        return LatchRule(self.latch_mv, self.latch_direction, self.latch_on_ie)
 
 
 FTSTS = Stimulus(amplitude_mv=100.0)

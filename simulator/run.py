@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +12,10 @@ import numpy.typing as npt
 
 from simulator.config import CHUNK_MS, Semantics
 from simulator.experiments import Experiment
+from simulator.latch import Latch
 from simulator.network import Network
 from simulator.synchrony import epoch_mean, order_parameter
+from simulator.warmup import tiny, warm_up_network
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -85,11 +86,7 @@ def run_experiment(
     n_windows = max(1, round(duration_ms / CHUNK_MS))
     duration_ms = n_windows * CHUNK_MS
     net = Network(cfg)
-    jit0 = time.perf_counter()
-    warm = Network(cfg.replace(n_e=8, n_i=2))
-    warm.reset(0)
-    warm.advance(protocol.stimulus, CHUNK_MS)
-    jit_s = time.perf_counter() - jit0
+    jit_s = warm_up_network(tiny(cfg), protocol.stimulus)
     net.reset(seed)
     t_end = np.zeros(n_windows)
     weight = np.zeros(n_windows)
@@ -100,17 +97,13 @@ def run_experiment(
     stim_on = np.zeros(n_windows, dtype=np.bool_)
     times: list[FloatArray] = []
     neurons: list[npt.NDArray[np.int32]] = []
-    latched = False
-    latch_time_s: float | None = None
+    latch = Latch(protocol.latch_rule, protocol.onset_ms)
     charge = 0.0
     wall = 0.0
     weight_now, weight_ie_now = net.weight_mv, cfg.j_e_mv * cfg.w_ei
     for w in range(n_windows):
         t0 = w * CHUNK_MS
-        active = protocol.stimulus is not None and t0 >= protocol.onset_ms - 1e-9 and not latched
-        if active and protocol.latched(weight_now, weight_ie_now):
-            latched, active = True, False
-            latch_time_s = t0 / 1000.0
+        active = protocol.stimulus is not None and latch.stimulating(t0, weight_now, weight_ie_now)
         stats = net.advance(protocol.stimulus if active else None, CHUNK_MS)
         wall += stats.wall_s
         weight_now, weight_ie_now = stats.weight_mv, stats.weight_ie_mv
@@ -126,6 +119,7 @@ def run_experiment(
         neurons.append(stats.spike_neurons)
         if progress is not None:
             progress(w + 1, n_windows)
+    latch_time_s = None if latch.latched_at_ms is None else latch.latched_at_ms / 1000.0
     spike_times = np.concatenate(times)
     spike_neurons = np.concatenate(neurons)
     r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms,

@@ -32,10 +32,9 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from core.errors import ConfigError, SafetyLimitError
-from core.logs import configure_logging
-from protocol._validate import ConfigValue
+from core.logs import configure_from_args
 from protocol.backend import Backend, StepResult
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
@@ -242,7 +241,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     """Run ``neuroloop-sim serve``; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     try:
         backend = SimulatorBackend(session_timeout_s=args.session_timeout_s)
     except ConfigError as err:

@@ -17,7 +17,7 @@ model's drive units (mV inside ``τ_m·dV/dt``); charge is reported in mV·ms (a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -52,9 +52,14 @@ class Stimulus:
         pulse_width_us: Width of each phase in µs (the pulse is two phases long).
         polarity: ``desync`` (I leads E: E→I depression) or ``sync`` (E leads I: potentiation).
         ei_offset_ms: Extra delay of the I waveform relative to the E waveform in ms (Fig 12).
+
+    Everything after the amplitude is keyword-only (``Stimulus(100.0, frequency_hz=…,
+    pulse_width_us=…)``): the device layer orders the triplet differently, so frequency and
+    pulse width are never passed by position.
     """
 
     amplitude_mv: float
+    _: KW_ONLY
     frequency_hz: float = 1000.0 / 12.0
     pulse_width_us: float = 1000.0
     polarity: Polarity = "desync"

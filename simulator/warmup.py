@@ -7,6 +7,10 @@ simulator's kernels take tens of seconds to compile, so the server compiles them
 :class:`CompileWatch` stays installed afterwards and logs a warning naming any kernel that
 still compiles during a session (a kernel variant the warm-up missed), so such a regression
 is visible instead of a silently late step.
+
+:func:`warm_up_network` is the one warm-up every entry point uses: the server and the
+in-process backend (through :func:`warm_up`), ``neuroloop-sim run`` for its experiment's
+network, and the device emulator for its tissue.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -125,13 +129,44 @@ def watching(phase: str = "warm-up") -> Iterator[CompileWatch]:
         watch.uninstall()
 
 
+def tiny(config: NetworkConfig) -> NetworkConfig:
+    """``config`` with 8 E and 2 I cells: the same kernels, compiled in milliseconds of run."""
+    return config.replace(n_e=8, n_i=2)
+
+
+def warm_up_network(
+    config: NetworkConfig,
+    stimulus: Stimulus | None = None,
+    network_factory: Callable[[NetworkConfig], Network] = Network,
+) -> float:
+    """Compile the kernels a network of ``config`` runs; return the seconds it took.
+
+    Runs what a session does, on a network of ``config`` (pass :func:`tiny` of the real one):
+    reset, one window off, two on (at a fifth of the amplitude, then at all of it, as the
+    envelope ramps), one off again, with every window's observation computed. Quiet: wrap it
+    in :func:`watching` to log each compilation.
+
+    Args:
+        config: The network to compile for (its semantics and variant pick the kernels).
+        stimulus: The pulse train's shape (default ``Stimulus(100.0)``, the paper's FTSTS).
+        network_factory: Builds a network from a config.
+    """
+    shape = stimulus if stimulus is not None else Stimulus(100.0)
+    t0 = time.perf_counter()
+    net = network_factory(config)
+    net.reset(seed=0)
+    for amplitude_mv in (0.0, shape.amplitude_mv / 5.0, shape.amplitude_mv, 0.0):
+        on = replace(shape, amplitude_mv=amplitude_mv) if amplitude_mv > 0.0 else None
+        net.advance(on, CHUNK_MS).observation()
+    return time.perf_counter() - t0
+
+
 def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> float:
     """Compile every kernel a served session uses; log progress; return the seconds it took.
 
-    Runs, on tiny networks (so it costs milliseconds once the kernels are cached), what a
-    session does: the default network in paper semantics with its stimulus noise and a
-    plain network in clean semantics, each reset, stepped off, switched on (ramped, as the
-    envelope does), switched off again, with every window's observation computed.
+    Runs :func:`warm_up_network` on tiny networks (so it costs milliseconds once the kernels
+    are cached): the default network in paper semantics with its stimulus noise and a plain
+    network in clean semantics.
 
     Args:
         network_factory: Builds a network from a config (the server's factory).
@@ -151,11 +186,7 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
     )
     with watching("warm-up") as watch:
         for config in configs:
-            net = network_factory(config)
-            net.reset(seed=0)
-            for amplitude_mv in (0.0, 20.0, 100.0, 0.0):
-                stimulus = Stimulus(amplitude_mv) if amplitude_mv > 0.0 else None
-                net.advance(stimulus, CHUNK_MS).observation()
+            warm_up_network(config, network_factory=network_factory)
     elapsed = time.perf_counter() - t0
     log.info("simulator_warmed_up", seconds=round(elapsed, 2), kernels_compiled=len(watch.compiled))
     return elapsed

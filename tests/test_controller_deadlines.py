@@ -14,7 +14,6 @@ import structlog
 from controller.backends.scripted import ScriptedBackend
 from controller.backends.zmq import ZmqBackend
 from controller.cli import _recorder, make_summary
-from controller.clock import ManualClock
 from controller.config import RunConfig
 from controller.envelope.governor import SafetyGovernor
 from controller.loop import ControlLoop, LoopSettings, RunResult
@@ -24,6 +23,7 @@ from controller.replay.session import load_session
 from controller.replay.timing import timing_report
 from controller.replay.verify import verify_session
 from controller.summary import advice_for, format_table
+from core.clock import FakeClock
 from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
 from protocol.loopback import LoopbackBackend
@@ -32,7 +32,7 @@ from protocol.server import BackendServer
 
 SIM = load_envelope("simulator")
 T = 0.02
-ON = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+ON = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +46,7 @@ def logs():
 def run(
     latency, lockstep: bool, ticks: int = 30
 ) -> tuple[RunResult, ScriptedBackend, SafetyGovernor]:
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=latency, lockstep=lockstep)
     gov = SafetyGovernor(SIM, T)
     settings = LoopSettings(period_ms=20.0, duration_s=ticks * T, pace="realtime")
@@ -83,7 +83,7 @@ def test_lockstep_commands_do_not_depend_on_host_load():
 
 
 def test_lockstep_stall_longer_than_the_limit_stops_with_an_alarm(logs):
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=lambda k: 60.0 if k == 5 else 0.002, lockstep=True)
     gov = SafetyGovernor(SIM, T)
     settings = LoopSettings(period_ms=20.0, duration_s=20 * T, lockstep_stall_s=5.0)
@@ -207,7 +207,7 @@ def record_scripted_run(tmp_path, latency, lockstep: bool):
     policy = build_policy("constant", SIM, amplitude=100.0, frequency_hz=1000.0 / 12.0,
                           pulse_width_us=1000.0)  # fmt: skip
     recorder = _recorder(cfg, SIM, policy)
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=latency, lockstep=lockstep)
     gov = SafetyGovernor(SIM, T)
     settings = LoopSettings(period_ms=20.0, duration_s=30 * T)

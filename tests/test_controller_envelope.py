@@ -175,18 +175,24 @@ def test_hash_is_stable_and_matches_the_protocol_hash():
 
 
 def test_bounds_clamps_slightly_out_and_rejects_far_out_and_nan():
-    sp, found = apply_bounds(Setpoint(250.0, 83.0, 1000.0), SIM)
-    assert sp == Setpoint(200.0, 83.0, 1000.0)
+    sp, found = apply_bounds(
+        Setpoint(amplitude=250.0, frequency_hz=83.0, pulse_width_us=1000.0), SIM
+    )
+    assert sp == Setpoint(amplitude=200.0, frequency_hz=83.0, pulse_width_us=1000.0)
     assert [f.reason for f in found] == ["amplitude_above_max"]
     assert found[0].detail == "Expected amplitude in [0.0, 200.0] mV, actual 250.0"
-    sp, found = apply_bounds(Setpoint(100.0, 2.0, 10.0), SIM)
-    assert sp == Setpoint(100.0, 5.0, 50.0)
+    sp, found = apply_bounds(Setpoint(amplitude=100.0, frequency_hz=2.0, pulse_width_us=10.0), SIM)
+    assert sp == Setpoint(amplitude=100.0, frequency_hz=5.0, pulse_width_us=50.0)
     assert {f.reason for f in found} == {"frequency_hz_below_min", "pulse_width_us_below_min"}
-    sp, found = apply_bounds(Setpoint(401.0, 83.0, 1000.0), SIM)
+    sp, found = apply_bounds(
+        Setpoint(amplitude=401.0, frequency_hz=83.0, pulse_width_us=1000.0), SIM
+    )
     assert sp is None
     assert found[0].reason == "amplitude_far_out_of_range"
     for bad in (math.nan, math.inf, -math.inf):
-        sp, found = apply_bounds(Setpoint(bad, 83.0, 1000.0), SIM)
+        sp, found = apply_bounds(
+            Setpoint(amplitude=bad, frequency_hz=83.0, pulse_width_us=1000.0), SIM
+        )
         assert sp is None
         assert found[0].reason == "non_finite_request"
         assert found[0].kind == "reject"
@@ -194,23 +200,27 @@ def test_bounds_clamps_slightly_out_and_rejects_far_out_and_nan():
 
 def test_duty_shortens_the_pulse_to_fit_the_period():
     env = replace(SIM, pulse_width_max_us=4000.0)
-    sp, found = apply_duty(Setpoint(10.0, 180.0, 3000.0), env)
+    sp, found = apply_duty(Setpoint(amplitude=10.0, frequency_hz=180.0, pulse_width_us=3000.0), env)
     # 1e6/180 = 5555.6 µs; minus 100 µs margin, halved.
     assert sp.pulse_width_us == pytest.approx((1e6 / 180.0 - 100.0) / 2.0)
     assert found[0].reason == "duty_cycle"
     assert fits_duty(sp, env)
-    sp2, found2 = apply_duty(Setpoint(100.0, 83.0, 1000.0), SIM)
+    sp2, found2 = apply_duty(
+        Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), SIM
+    )
     assert sp2.pulse_width_us == 1000.0
     assert not found2
 
 
 def test_charge_lowers_amplitude_per_phase_and_per_density():
     env = replace(SIM, charge_per_phase_max=50.0)
-    sp, found = apply_charge(Setpoint(100.0, 83.0, 1000.0), env)
+    sp, found = apply_charge(
+        Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), env
+    )
     assert sp.amplitude == pytest.approx(50.0)
     assert found[0].reason == "charge_per_phase"
     dev = replace(DEV, pulse_width_max_us=450.0, charge_density_max_uc_cm2=20.0)
-    sp, found = apply_charge(Setpoint(3.5, 130.0, 450.0), dev)
+    sp, found = apply_charge(Setpoint(amplitude=3.5, frequency_hz=130.0, pulse_width_us=450.0), dev)
     # density 20 µC/cm² × 0.06 cm² = 1.2 µC → 1.2 / 0.45 ms = 2.667 mA
     assert sp.amplitude == pytest.approx(1.2 / 0.45)
     assert found[0].reason == "charge_density"
@@ -218,11 +228,18 @@ def test_charge_lowers_amplitude_per_phase_and_per_density():
 
 
 def test_slew_limits_amplitude_up_and_down_per_period():
-    prev = Setpoint(0.0, 83.0, 1000.0)
-    sp, found = apply_slew(Setpoint(100.0, 83.0, 1000.0), prev, SIM, T)
+    prev = Setpoint(amplitude=0.0, frequency_hz=83.0, pulse_width_us=1000.0)
+    sp, found = apply_slew(
+        Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), prev, SIM, T
+    )
     assert sp.amplitude == pytest.approx(20.0)
     assert found[0].reason == "ramp_up"
-    sp, found = apply_slew(Setpoint(0.0, 83.0, 1000.0), Setpoint(150.0, 83.0, 1000.0), SIM, T)
+    sp, found = apply_slew(
+        Setpoint(amplitude=0.0, frequency_hz=83.0, pulse_width_us=1000.0),
+        Setpoint(amplitude=150.0, frequency_hz=83.0, pulse_width_us=1000.0),
+        SIM,
+        T,
+    )
     assert sp.amplitude == pytest.approx(50.0)
     assert found[0].reason == "ramp_down"
 
@@ -233,19 +250,27 @@ def test_paper_step_of_100_mv_is_reached_within_0_2_s():
     t = 2.0  # after soft start
     amps = []
     for k in range(20):
-        amps.append(gov.command(Setpoint(100.0, 1000 / 12, 1000.0), t + k * T).setpoint.amplitude)
+        amps.append(
+            gov.command(
+                Setpoint(amplitude=100.0, frequency_hz=1000 / 12, pulse_width_us=1000.0), t + k * T
+            ).setpoint.amplitude
+        )
     first_full = next(i for i, a in enumerate(amps) if a == pytest.approx(100.0))
     assert (first_full + 1) * T <= 0.2
 
 
 def test_frequency_and_width_step_only_while_stimulating():
-    prev_on = Setpoint(100.0, 80.0, 500.0)
-    sp, found = apply_slew(Setpoint(100.0, 180.0, 100.0), prev_on, SIM, T)
+    prev_on = Setpoint(amplitude=100.0, frequency_hz=80.0, pulse_width_us=500.0)
+    sp, found = apply_slew(
+        Setpoint(amplitude=100.0, frequency_hz=180.0, pulse_width_us=100.0), prev_on, SIM, T
+    )
     assert sp.frequency_hz == 130.0
     assert sp.pulse_width_us == 250.0
     assert {f.reason for f in found} == {"frequency_step", "pulse_width_step"}
     prev_off = replace(prev_on, amplitude=0.0)
-    sp, found = apply_slew(Setpoint(20.0, 180.0, 100.0), prev_off, SIM, T)
+    sp, found = apply_slew(
+        Setpoint(amplitude=20.0, frequency_hz=180.0, pulse_width_us=100.0), prev_off, SIM, T
+    )
     assert (sp.frequency_hz, sp.pulse_width_us) == (180.0, 100.0)
     assert not found
 
@@ -254,9 +279,9 @@ def test_slew_never_crosses_charge_mid_ramp():
     env = replace(
         SIM, charge_per_phase_max=100.0, pulse_width_step_us=1000.0, amplitude_down_per_s=100.0
     )
-    prev = Setpoint(180.0, 83.0, 500.0)  # 90 mV·ms
+    prev = Setpoint(amplitude=180.0, frequency_hz=83.0, pulse_width_us=500.0)  # 90 mV·ms
     target = Setpoint(
-        100.0, 83.0, 1000.0
+        amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0
     )  # 100 mV·ms; ramping down slowly while widening would cross
     sp, found = apply_slew(target, prev, env, T)
     assert within_charge(sp, env)
@@ -268,7 +293,9 @@ def test_soft_start_ceiling_grows_linearly():
     assert soft_start_ceiling(0.0, DEV) == 0.0
     assert soft_start_ceiling(1.0, DEV) == pytest.approx(1.75)
     assert soft_start_ceiling(2.5, DEV) == 3.5
-    sp, found = apply_soft_start(Setpoint(3.0, 130.0, 90.0), 1.0, DEV)
+    sp, found = apply_soft_start(
+        Setpoint(amplitude=3.0, frequency_hz=130.0, pulse_width_us=90.0), 1.0, DEV
+    )
     assert sp.amplitude == pytest.approx(1.75)
     assert found[0].reason == "soft_start"
 
@@ -304,7 +331,7 @@ def test_action_map_inverts_its_setpoints_and_names_out_of_range_values():
     for action in ([-1.0, 1.0], [0.25, -0.5]):
         assert amap.to_action(amap.to_setpoint(action)) == pytest.approx(action)
     with pytest.raises(ConfigError, match=r"amplitude in \[10.0, 200.0\], actual 250.0"):
-        amap.to_action(Setpoint(250.0, 100.0, 500.0))
+        amap.to_action(Setpoint(amplitude=250.0, frequency_hz=100.0, pulse_width_us=500.0))
 
 
 def test_action_map_validates_itself():
@@ -337,11 +364,11 @@ def test_observation_check_and_streak():
 def test_governor_needs_arm_and_logs_every_clamp_with_a_reason():
     gov = SafetyGovernor(SIM, T)
     with pytest.raises(SafetyFaultError, match="arm"):
-        gov.command(Setpoint(10.0, 83.0, 1000.0), 0.0)
+        gov.command(Setpoint(amplitude=10.0, frequency_hz=83.0, pulse_width_us=1000.0), 0.0)
     gov.arm(0.0)
     assert gov.idle(0.0).setpoint.amplitude == 0.0  # the loop's first tick: output off
     with structlog.testing.capture_logs() as logs:
-        d = gov.command(Setpoint(300.0, 83.0, 1000.0), T)
+        d = gov.command(Setpoint(amplitude=300.0, frequency_hz=83.0, pulse_width_us=1000.0), T)
     assert d.setpoint.amplitude == pytest.approx(20.0)
     events = [(e["event"], e["reason"]) for e in logs if e["event"].startswith("envelope_")]
     assert ("envelope_clamp", "amplitude_above_max") in events
@@ -353,18 +380,27 @@ def test_three_nan_actions_in_a_row_latch_a_safe_stop():
     gov = SafetyGovernor(SIM, T)
     gov.arm(0.0)
     for k in range(10):
-        gov.command(Setpoint(100.0, 83.0, 1000.0), 1.0 + k * T)
-    held = gov.command(Setpoint(math.nan, 83.0, 1000.0), 1.2)
+        gov.command(
+            Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), 1.0 + k * T
+        )
+    held = gov.command(Setpoint(amplitude=math.nan, frequency_hz=83.0, pulse_width_us=1000.0), 1.2)
     assert held.held
     assert held.setpoint.amplitude == pytest.approx(100.0)
-    gov.command(Setpoint(math.inf, 83.0, 1000.0), 1.22)
+    gov.command(Setpoint(amplitude=math.inf, frequency_hz=83.0, pulse_width_us=1000.0), 1.22)
     with structlog.testing.capture_logs() as logs:
-        d = gov.command(Setpoint(math.nan, 83.0, 1000.0), 1.24)
+        d = gov.command(
+            Setpoint(amplitude=math.nan, frequency_hz=83.0, pulse_width_us=1000.0), 1.24
+        )
     assert d.fault == "invalid_streak"
     assert d.setpoint.amplitude == 0.0
     assert any(e["event"] == "envelope_fault" for e in logs)
     assert gov.latched == "invalid_streak"
-    assert gov.command(Setpoint(100.0, 83.0, 1000.0), 1.36).setpoint.amplitude == 0.0
+    assert (
+        gov.command(
+            Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), 1.36
+        ).setpoint.amplitude
+        == 0.0
+    )
     with pytest.raises(SafetyFaultError, match="latched"):
         gov.arm(2.0)
 
@@ -374,7 +410,10 @@ def test_a_valid_request_resets_the_streak():
     gov.arm(0.0)
     for k in range(6):
         bad = k % 2 == 0
-        d = gov.command(Setpoint(math.nan if bad else 10.0, 83.0, 1000.0), 1.0 + k * T)
+        d = gov.command(
+            Setpoint(amplitude=math.nan if bad else 10.0, frequency_hz=83.0, pulse_width_us=1000.0),
+            1.0 + k * T,
+        )
         assert d.fault is None
 
 
@@ -382,9 +421,13 @@ def test_lease_expiry_restarts_from_zero_with_soft_start():
     gov = SafetyGovernor(SIM, T)
     gov.arm(0.0)
     for k in range(30):
-        d = gov.command(Setpoint(100.0, 83.0, 1000.0), 1.0 + k * T)
+        d = gov.command(
+            Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), 1.0 + k * T
+        )
     assert d.setpoint.amplitude == pytest.approx(100.0)
-    d = gov.command(Setpoint(100.0, 83.0, 1000.0), 5.0)  # 3.4 s gap ≫ 50 ms lease
+    d = gov.command(
+        Setpoint(amplitude=100.0, frequency_hz=83.0, pulse_width_us=1000.0), 5.0
+    )  # 3.4 s gap ≫ 50 ms lease
     assert "lease_expired" in {f.reason for f in d.findings}
     assert d.setpoint.amplitude == 0.0  # soft start begins again at 5.0 s
 
@@ -393,7 +436,7 @@ def test_hold_resends_the_last_setpoint():
     gov = SafetyGovernor(SIM, T)
     gov.arm(0.0)
     for k in range(15):
-        gov.command(Setpoint(60.0, 83.0, 1000.0), 1.0 + k * T)
+        gov.command(Setpoint(amplitude=60.0, frequency_hz=83.0, pulse_width_us=1000.0), 1.0 + k * T)
     d = gov.hold(1.3, "late_observation", "late")
     assert "lease_expired" not in {f.reason for f in d.findings}
     assert d.held
@@ -423,7 +466,7 @@ def test_huge_integer_amplitude_is_a_reject_with_a_reason_not_an_overflow():
     gov.arm(0.0)
     gov.idle(0.0)
     with structlog.testing.capture_logs() as logs:
-        d = gov.command(Setpoint(10**400, 83.0, 1000.0), T)  # type: ignore[arg-type]
+        d = gov.command(Setpoint(amplitude=10**400, frequency_hz=83.0, pulse_width_us=1000.0), T)  # type: ignore[arg-type]
     assert d.held
     assert d.setpoint.amplitude == 0.0
     assert [f.reason for f in d.findings] == ["non_finite_request"]
@@ -445,10 +488,10 @@ def test_off_request_stays_off_whatever_the_minimum():
     gov.arm(0.0)
     gov.idle(0.0)
     for k in range(1, 50):
-        d = gov.command(Setpoint(0.0, 83.0, 1000.0), k * T)
+        d = gov.command(Setpoint(amplitude=0.0, frequency_hz=83.0, pulse_width_us=1000.0), k * T)
         assert d.setpoint.amplitude == 0.0
-    below = gov.command(Setpoint(-3.0, 83.0, 1000.0), 50 * T)
+    below = gov.command(Setpoint(amplitude=-3.0, frequency_hz=83.0, pulse_width_us=1000.0), 50 * T)
     assert below.setpoint.amplitude == 0.0
     assert [f.reason for f in below.findings] == ["amplitude_below_zero"]
-    low = gov.command(Setpoint(5.0, 83.0, 1000.0), 51 * T)
+    low = gov.command(Setpoint(amplitude=5.0, frequency_hz=83.0, pulse_width_us=1000.0), 51 * T)
     assert "amplitude_below_min" in {f.reason for f in low.findings}

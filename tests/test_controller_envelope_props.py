@@ -46,7 +46,7 @@ wild = st.one_of(
     st.floats(min_value=-1e3, max_value=1e3),
     st.sampled_from([0.0, -0.0, 1e308, -1e308, math.nan, math.inf, -math.inf, 5e-324]),
 )
-setpoint_requests = st.builds(Setpoint, wild, wild, wild)
+setpoint_requests = st.builds(Setpoint, amplitude=wild, frequency_hz=wild, pulse_width_us=wild)
 normalised = st.one_of(
     st.lists(st.floats(min_value=-1.5, max_value=1.5), min_size=3, max_size=3),
     st.lists(wild, min_size=0, max_size=5),
@@ -54,7 +54,12 @@ normalised = st.one_of(
 )
 oscillating = st.integers(min_value=1, max_value=10).map(
     lambda n: [
-        Setpoint(200.0 * (k % 2), 5.0 + 175.0 * (k % 2), 50.0 + 950.0 * (k % 2)) for k in range(n)
+        Setpoint(
+            amplitude=200.0 * (k % 2),
+            frequency_hz=5.0 + 175.0 * (k % 2),
+            pulse_width_us=50.0 + 950.0 * (k % 2),
+        )
+        for k in range(n)
     ]
 )
 gaps = st.sampled_from([T, T, T, T, 1.5 * T, 3.0 * T, 10.0 * T])
@@ -90,7 +95,9 @@ def check_sequence(
         sp = d.setpoint
         reasons = {f.reason for f in d.findings}
         if "lease_expired" in reasons:
-            prev = Setpoint(0.0, prev.frequency_hz, prev.pulse_width_us)
+            prev = Setpoint(
+                amplitude=0.0, frequency_hz=prev.frequency_hz, pulse_width_us=prev.pulse_width_us
+            )
             since_off = 0
         assert all(math.isfinite(v) for v in (sp.amplitude, sp.frequency_hz, sp.pulse_width_us))
         assert 0.0 <= sp.amplitude <= env.amplitude_max + EPS
@@ -160,5 +167,12 @@ def test_normalised_actions_never_leave_the_envelope(env, requests, gap_list):
 def test_bang_bang_oscillation_is_slew_limited(env, blocks):
     requests = [sp for block in blocks for sp in block]
     scale = env.amplitude_max / 200.0
-    scaled = [Setpoint(sp.amplitude * scale, sp.frequency_hz, sp.pulse_width_us) for sp in requests]
+    scaled = [
+        Setpoint(
+            amplitude=sp.amplitude * scale,
+            frequency_hz=sp.frequency_hz,
+            pulse_width_us=sp.pulse_width_us,
+        )
+        for sp in requests
+    ]
     check_sequence(env, scaled, [T], None)

@@ -9,11 +9,11 @@ import structlog
 
 from controller.backends.inprocess import InProcessSimBackend
 from controller.backends.scripted import ScriptedBackend
-from controller.clock import ManualClock
 from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings
 from controller.policies.builtin import ConstantPolicy, FtstsPolicy, OffPolicy
+from core.clock import FakeClock
 from core.errors import ConfigError, ProtocolError
 from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
@@ -21,7 +21,7 @@ from simulator.config import NetworkConfig
 
 SIM = load_envelope("simulator")
 T = 0.02
-ON = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+ON = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,7 @@ def make_loop(backend, policy=None, ticks=20, pace="realtime", clock=None, estop
 
 
 def test_on_time_observations_run_the_policy_every_tick():
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=lambda k: 0.005)
     loop, _gov = make_loop(backend, clock=clock, ticks=30)
     result = loop.run()
@@ -63,7 +63,7 @@ def test_on_time_observations_run_the_policy_every_tick():
 
 
 def test_late_observation_holds_the_last_command():
-    clock = ManualClock()
+    clock = FakeClock()
     late = {12}
     backend = ScriptedBackend(clock, latency_s=lambda k: 0.03 if k in late else 0.002)
     loop, gov = make_loop(backend, clock=clock, ticks=20)
@@ -77,7 +77,7 @@ def test_late_observation_holds_the_last_command():
 
 
 def test_observation_later_than_two_periods_stops():
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=lambda k: 0.045 if k == 8 else 0.002)
     loop, gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
@@ -89,7 +89,7 @@ def test_observation_later_than_two_periods_stops():
 
 
 def test_watchdog_timeout_stops_and_raises_the_alarm(logs):
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=lambda k: 10.0 if k == 5 else 0.002)
     loop, _gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
@@ -100,7 +100,7 @@ def test_watchdog_timeout_stops_and_raises_the_alarm(logs):
 
 
 def test_unreachable_backend_stops_without_restart():
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, unreachable_from=7)
     loop, gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
@@ -114,7 +114,7 @@ def test_unreachable_backend_stops_without_restart():
 
 
 def test_three_nan_observations_in_a_row_stop():
-    clock = ManualClock()
+    clock = FakeClock()
 
     def observe(k, sp):
         return {"synchrony": math.nan if k >= 10 else 0.5, "weight_mv": 200.0, "charge_mv_ms": 0.0}
@@ -131,7 +131,7 @@ def test_three_nan_observations_in_a_row_stop():
 
 
 def test_policy_nan_outputs_are_held_then_latched():
-    clock = ManualClock()
+    clock = FakeClock()
 
     class Flaky:
         name = "flaky"
@@ -143,7 +143,9 @@ def test_policy_nan_outputs_are_held_then_latched():
 
         def act(self, fields, t_model_ms):
             self.k += 1
-            return Setpoint(math.nan if self.k > 5 else 50.0, 83.0, 1000.0)
+            return Setpoint(
+                amplitude=math.nan if self.k > 5 else 50.0, frequency_hz=83.0, pulse_width_us=1000.0
+            )
 
     backend = ScriptedBackend(clock)
     loop, gov = make_loop(backend, policy=Flaky(), clock=clock, ticks=30)
@@ -154,7 +156,7 @@ def test_policy_nan_outputs_are_held_then_latched():
 
 
 def test_estop_flag_stops_before_the_next_tick():
-    clock = ManualClock()
+    clock = FakeClock()
     estop = EStop()
     backend = ScriptedBackend(
         clock, latency_s=lambda k: estop.request("estop_sigterm") or 0.001 if k == 4 else 0.001
@@ -168,7 +170,7 @@ def test_estop_flag_stops_before_the_next_tick():
 
 
 def test_fast_pace_does_not_sleep_or_check_deadlines():
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=lambda k: 0.05)  # 2.5 periods, every step
     loop, _gov = make_loop(backend, clock=clock, ticks=10, pace="fast")
     result = loop.run()
@@ -178,7 +180,7 @@ def test_fast_pace_does_not_sleep_or_check_deadlines():
 
 
 def test_handshake_refuses_a_policy_needing_missing_fields():
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, fields=("synchrony",))
     loop, _ = make_loop(backend, policy=FtstsPolicy(), clock=clock)
     with pytest.raises(ConfigError, match=r"include \['weight_mv'\]"):
@@ -186,7 +188,7 @@ def test_handshake_refuses_a_policy_needing_missing_fields():
 
 
 def test_handshake_refuses_an_envelope_of_the_wrong_domain():
-    clock = ManualClock()
+    clock = FakeClock()
     gov = SafetyGovernor(load_envelope("device"), T)
     loop = ControlLoop(ScriptedBackend(clock), OffPolicy(), gov, LoopSettings(), clock=clock)
     with pytest.raises(ConfigError, match="Expected a 'model' envelope"):
@@ -213,7 +215,7 @@ def test_ftsts_against_the_in_process_simulator_latches_and_stops_stimulating():
 
 
 def test_a_policy_that_raises_is_treated_as_invalid_output():
-    clock = ManualClock()
+    clock = FakeClock()
 
     class Broken:
         name = "broken"
@@ -235,7 +237,7 @@ def test_a_policy_that_raises_is_treated_as_invalid_output():
 
 
 def test_a_backend_refusal_mid_run_stops_without_retry():
-    clock = ManualClock()
+    clock = FakeClock()
 
     class Refusing(ScriptedBackend):
         def step(self, setpoint, duration_ms, timeout_s):
@@ -256,7 +258,7 @@ def test_a_stop_after_the_recording_closed_is_logged_not_raised(tmp_path, logs):
     answered): it must still stop the backend and must not raise."""
     from controller.recorder import SessionRecorder
 
-    clock = ManualClock()
+    clock = FakeClock()
     backend = ScriptedBackend(clock, latency_s=lambda k: 0.005)
     loop, _gov = make_loop(backend, clock=clock, ticks=3)
     recorder = SessionRecorder(tmp_path / "s.nlrec", {"tool": "test"})

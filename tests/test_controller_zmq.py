@@ -58,13 +58,21 @@ def test_handshake_maps_roles_units_and_pins_extra_parameters(server):
         assert "weight_mv" in info.observation_fields
         assert backend.configure(SIM, 20.0) == SIM.sha256()
         backend.reset(4)
-        backend.step(Setpoint(0.0, 1000 / 12, 1000.0), 100.0, 5.0)  # the soft start: off first
-        obs = backend.step(Setpoint(100.0, 1000 / 12, 1000.0), 20.0, 5.0)
+        backend.step(
+            Setpoint(amplitude=0.0, frequency_hz=1000 / 12, pulse_width_us=1000.0), 100.0, 5.0
+        )  # the soft start: off first
+        obs = backend.step(
+            Setpoint(amplitude=100.0, frequency_hz=1000 / 12, pulse_width_us=1000.0), 20.0, 5.0
+        )
         assert obs.seq == 2
         assert obs.t_model_ms == pytest.approx(120.0)
-        assert obs.applied == Setpoint(100.0, 1000 / 12, 1000.0)
+        assert obs.applied == Setpoint(
+            amplitude=100.0, frequency_hz=1000 / 12, pulse_width_us=1000.0
+        )
         assert obs.fields["charge_mv_ms"] > 0
-        off = backend.step(Setpoint(0.0, 1000 / 12, 1000.0), 20.0, 5.0)
+        off = backend.step(
+            Setpoint(amplitude=0.0, frequency_hz=1000 / 12, pulse_width_us=1000.0), 20.0, 5.0
+        )
         assert off.applied is None
     finally:
         backend.close()
@@ -78,7 +86,9 @@ def test_backend_refuses_a_setpoint_outside_the_configured_envelope(server):
         backend.configure(SIM, 20.0)
         backend.reset(1)
         with pytest.raises(SafetyLimitError, match=r"limit_exceeded|outside"):
-            backend.step(Setpoint(300.0, 83.0, 1000.0), 20.0, 5.0)
+            backend.step(
+                Setpoint(amplitude=300.0, frequency_hz=83.0, pulse_width_us=1000.0), 20.0, 5.0
+            )
     finally:
         backend.close()
 
@@ -94,7 +104,10 @@ def test_server_killed_mid_run_stops_the_loop_with_an_alarm(server, logs):
 
     gov = SafetyGovernor(SIM, T)
     loop = ControlLoop(
-        backend, KillAt(Setpoint(60.0, 83.0, 1000.0)), gov, LoopSettings(duration_s=2.0)
+        backend,
+        KillAt(Setpoint(amplitude=60.0, frequency_hz=83.0, pulse_width_us=1000.0)),
+        gov,
+        LoopSettings(duration_s=2.0),
     )
     try:
         result = loop.run()
@@ -169,7 +182,7 @@ def test_device_units_are_converted_and_fast_pace_is_refused(microamp_server):
     device, endpoint = microamp_server
     env = load_envelope("device")
     backend = ZmqBackend(endpoint, timeout_s=5.0)
-    policy = ConstantPolicy(Setpoint(1.0, 130.0, 90.0))
+    policy = ConstantPolicy(Setpoint(amplitude=1.0, frequency_hz=130.0, pulse_width_us=90.0))
     try:
         gov = SafetyGovernor(env, T)
         fast = ControlLoop(backend, policy, gov, LoopSettings(duration_s=0.1, pace="fast"))

@@ -126,12 +126,18 @@ def test_device_gets_every_limit_the_controller_set() -> None:
         assert emu.firmware.envelope == env  # the device holds exactly these limits
         # 120 µs at 185 Hz: 2·120 + 5200 µs > 5405 µs, a duty breach of this envelope.
         with pytest.raises(SafetyLimitError, match="margin_us 5200"):
-            drv.set_stimulation(500, 120, 185.0, lease_ms=200)
-        drv.set_stimulation(500, 90, 130.0, lease_ms=200)
+            drv.set_stimulation(
+                amplitude_ua=500, pulse_width_us=120, frequency_hz=185.0, lease_ms=200
+            )
+        drv.set_stimulation(amplitude_ua=500, pulse_width_us=90, frequency_hz=130.0, lease_ms=200)
         with pytest.raises(SafetyLimitError, match="frequency step"):
-            drv.set_stimulation(500, 90, 150.0, lease_ms=200)  # 130 → 150 Hz
+            drv.set_stimulation(
+                amplitude_ua=500, pulse_width_us=90, frequency_hz=150.0, lease_ms=200
+            )  # 130 → 150 Hz
         with pytest.raises(SafetyLimitError, match="pulse-width step"):
-            drv.set_stimulation(500, 100, 130.0, lease_ms=200)  # 90 → 100 µs
+            drv.set_stimulation(
+                amplitude_ua=500, pulse_width_us=100, frequency_hz=130.0, lease_ms=200
+            )  # 90 → 100 µs
 
 
 @contextmanager
@@ -433,7 +439,9 @@ def test_emulator_process_vanishing_is_link_loss_at_the_driver(how: str) -> None
         with SerialStimulator(path, ack_timeout_s=0.1) as drv:
             drv.handshake()
             drv.arm(DeviceEnvelope(lease_max_ms=500, soft_start_ms=1))
-            drv.set_stimulation(1000, 90, 130, lease_ms=300)
+            drv.set_stimulation(
+                amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=300
+            )
             if how == "SIGKILL":
                 emu.kill()
             else:

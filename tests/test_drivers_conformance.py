@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from core.clock import FakeClock
 from core.errors import DeviceError, DeviceTimeoutError, SafetyLimitError
 from drivers.base import StimulatorABC
 from drivers.envelope import DeviceEnvelope
@@ -27,14 +28,6 @@ ENV = DeviceEnvelope(
 )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @dataclass
 class Rig:
     drv: StimulatorABC
@@ -45,14 +38,14 @@ class Rig:
 @pytest.fixture(params=["virtual", "serial"])
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     if request.param == "virtual":
-        clock = FakeClock()
+        clock = FakeClock(100.0)
         virt = VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock)
 
         def advance_until(pred: Callable[[], bool], what: str) -> None:
             for _ in range(500):  # 5 s of device time in 10 ms steps, renewing the lease
                 if pred():
                     return
-                clock.t += 0.01
+                clock.advance(0.01)
                 if virt.commanded is not None:
                     virt.heartbeat(300)
             raise DeviceTimeoutError(f"Expected {what} within 5 s of device time")
@@ -87,7 +80,9 @@ def test_handshake_arm_ramp_stop(rig: Rig) -> None:
     assert caps.fw_major == 1
     assert rig.drv.arm(ENV).envelope_hash == ENV.hash()
     assert rig.device_state() == DeviceState.ARMED_IDLE
-    cmd = rig.drv.set_stimulation(1500.4, 90.2, 130.04, lease_ms=300)
+    cmd = rig.drv.set_stimulation(
+        amplitude_ua=1500.4, pulse_width_us=90.2, frequency_hz=130.04, lease_ms=300
+    )
     assert cmd == SetStim(0, 1500, 90, 1300, 0, 300)  # integer units, rounded
     rig.wait(lambda: _amp(rig) == 1500, "the ramp to reach 1500 µA")
     assert rig.device_state() == DeviceState.STIMULATING
@@ -102,7 +97,9 @@ def test_host_checks_refuse_without_sending(rig: Rig) -> None:
         rig.drv.arm(DeviceEnvelope(amp_max_ua=20_000))
     rig.drv.arm(ENV)
     with pytest.raises(SafetyLimitError, match=re.escape("Expected freq_dhz in [600, 1850]")):
-        rig.drv.set_stimulation(1000, 90, 200.0, lease_ms=300)
+        rig.drv.set_stimulation(
+            amplitude_ua=1000, pulse_width_us=90, frequency_hz=200.0, lease_ms=300
+        )
     assert rig.device_state() == DeviceState.ARMED_IDLE
 
 
@@ -117,7 +114,7 @@ def test_device_refusal_carries_its_code(rig: Rig) -> None:
 def test_estop_then_rearm(rig: Rig) -> None:
     rig.drv.handshake()
     rig.drv.arm(ENV)
-    rig.drv.set_stimulation(1000, 90, 130, lease_ms=300)
+    rig.drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=300)
     rig.wait(lambda: _amp(rig) > 0, "output on")
     rig.drv.estop()
     assert rig.device_state() == DeviceState.DISARMED
@@ -142,20 +139,20 @@ def test_close_is_idempotent(rig: Rig) -> None:
 
 
 def test_virtual_lease_expiry_is_exact_on_a_fake_clock() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     with VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock) as drv:
         drv.handshake()
         drv.arm(DeviceEnvelope(lease_max_ms=500, watchdog_ms=500, soft_start_ms=1,
                          ramp_up_ua_per_s=2000, safe_stop_ms=100))  # fmt: skip
-        drv.set_stimulation(1000, 90, 130, lease_ms=200)
-        clock.t += 0.199
+        drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=200)
+        clock.advance(0.199)
         drv.poll()
         assert drv.firmware.state == DeviceState.STIMULATING
-        clock.t += 0.002
+        clock.advance(0.002)
         drv.poll()
         assert drv.firmware.fault_bits == FaultBits.LEASE
         assert [f.new_bits for f in drv.faults] == [FaultBits.LEASE]
-        clock.t += 0.101
+        clock.advance(0.101)
         drv.poll()
         assert drv.firmware.state == DeviceState.DISARMED
         assert drv.firmware.amp_ua == 0
@@ -185,7 +182,7 @@ def test_status_after_a_new_handshake_is_from_after_the_hello(rig: Rig) -> None:
     """HELLO while stimulating voids the setpoint; the host sees that at once, not a stale ON."""
     rig.drv.handshake()
     rig.drv.arm(ENV)
-    rig.drv.set_stimulation(1000, 90, 130, lease_ms=300)
+    rig.drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=300)
     rig.wait(lambda: _amp(rig) == 1000, "the ramp to reach 1000 µA")
     rig.drv.handshake()  # a new session while current flows
     status = rig.drv.status()

@@ -110,7 +110,7 @@ def emu() -> Iterator[DeviceEmulator]:
 def _stimulating(drv: SerialStimulator, emu: DeviceEmulator, amp_ua: int = 2000) -> None:
     drv.handshake()
     drv.arm(ENV)
-    drv.set_stimulation(amp_ua, 90, 130, lease_ms=300)
+    drv.set_stimulation(amplitude_ua=amp_ua, pulse_width_us=90, frequency_hz=130, lease_ms=300)
 
     def up() -> bool:
         drv.heartbeat(300)
@@ -137,7 +137,9 @@ def test_unplug_mid_stimulation_is_link_loss_and_never_restarts(emu: DeviceEmula
         assert emu.snapshot().amp_ua == 0  # no power on the output after the unplug
         assert emu.snapshot().fault_bits & FaultBits.LINK_DOWN
         with pytest.raises(DeviceIOError, match="is down"):
-            drv.set_stimulation(2000, 90, 130, lease_ms=300)
+            drv.set_stimulation(
+                amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=300
+            )
         with pytest.raises(DeviceIOError):
             drv.handshake()  # the port itself is gone: no silent reconnect
     finally:
@@ -157,7 +159,9 @@ def test_bit_flips_and_garbage_bursts_never_apply_a_wrong_setpoint() -> None:
         with capture_logs() as logs:
             for i in range(150):
                 amp = 500 + 10 * (i % 50)
-                cmd = drv.set_stimulation(amp, 90, 130, lease_ms=300)
+                cmd = drv.set_stimulation(
+                    amplitude_ua=amp, pulse_width_us=90, frequency_hz=130, lease_ms=300
+                )
                 sent.add((cmd.amp_ua, cmd.pw_us, cmd.freq_dhz))
         applied = _setpoints(logs)
         assert len(applied) == 150  # every command applied exactly once
@@ -242,7 +246,9 @@ def test_duplicated_and_reordered_replies_are_harmless() -> None:
         drv.arm(ENV)
         with capture_logs() as logs:
             for i in range(60):
-                drv.set_stimulation(1000 + i, 90, 130, lease_ms=300)
+                drv.set_stimulation(
+                    amplitude_ua=1000 + i, pulse_width_us=90, frequency_hz=130, lease_ms=300
+                )
         assert len(_setpoints(logs)) == 60  # one application per command
         assert emu.faults.counts["duplicated"] > 0
         assert emu.faults.counts["reordered"] > 0
@@ -333,7 +339,9 @@ def test_driver_resyncs_after_a_stale_nack(emu: DeviceEmulator) -> None:
         drv.arm(ENV)
         drv._tx_seq += 5  # as if frames had been lost and reordered on the way
         with capture_logs() as logs:
-            drv.set_stimulation(1200, 90, 130, lease_ms=300)
+            drv.set_stimulation(
+                amplitude_ua=1200, pulse_width_us=90, frequency_hz=130, lease_ms=300
+            )
         assert "driver_resync" in [e["event"] for e in logs]
         assert emu.snapshot().target_amp_ua == 1200
 
@@ -366,7 +374,9 @@ def test_jitter_both_ways_never_double_applies() -> None:
         drv.arm(ENV)
         with capture_logs() as logs:
             for i in range(20):
-                drv.set_stimulation(1000 + 10 * i, 90, 130, lease_ms=300)
+                drv.set_stimulation(
+                    amplitude_ua=1000 + 10 * i, pulse_width_us=90, frequency_hz=130, lease_ms=300
+                )
         assert len(_setpoints(logs)) == 20  # retransmissions were re-ACKed, not re-applied
         assert drv.counters["retransmits"] > 0
         assert drv.link_ok
@@ -385,7 +395,9 @@ def test_slow_acks_cause_one_retransmit_and_no_double_apply() -> None:
         before = drv.counters["retransmits"]
         with capture_logs() as logs:
             for i in range(10):
-                drv.set_stimulation(1000 + 100 * i, 90, 130, lease_ms=300)
+                drv.set_stimulation(
+                    amplitude_ua=1000 + 100 * i, pulse_width_us=90, frequency_hz=130, lease_ms=300
+                )
         retransmits = drv.counters["retransmits"] - before
         assert retransmits >= 10  # every command was retransmitted at least once
         assert len(_setpoints(logs)) == 10  # but applied exactly once
@@ -404,7 +416,9 @@ def test_device_reset_is_detected_and_never_resumed(emu: DeviceEmulator) -> None
             wait_until(lambda: drv.device_reset is not None, 2.0, "reset detected")
             assert drv.stimulation_stopped
             with pytest.raises(DeviceError, match="Expected an armed device"):
-                drv.set_stimulation(2000, 90, 130, lease_ms=300)
+                drv.set_stimulation(
+                    amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=300
+                )
             time.sleep(0.2)
         snap = emu.snapshot()
         assert snap.boot_id != old_boot
@@ -415,7 +429,7 @@ def test_device_reset_is_detected_and_never_resumed(emu: DeviceEmulator) -> None
         # Only an explicit handshake + arm brings it back.
         assert drv.handshake().boot_id == snap.boot_id
         drv.arm(ENV)
-        drv.set_stimulation(500, 90, 130, lease_ms=300)
+        drv.set_stimulation(amplitude_ua=500, pulse_width_us=90, frequency_hz=130, lease_ms=300)
 
 
 # ----------------------------------------------------------------- out-of-range commands
@@ -435,7 +449,7 @@ def test_device_refuses_out_of_range_with_host_checks_bypassed(
     with SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         drv.arm(env)
-        drv.set_stimulation(1000, 90, 130, lease_ms=300)
+        drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=300)
         with pytest.raises(DeviceError, match=f"NACK {code.name}") as info:
             drv._set_stimulation_internal(cmd)  # the protected hook: no host-side checks
         assert info.value.error_code == code
@@ -464,7 +478,7 @@ env = DeviceEnvelope(ramp_up_ua_per_s=2000, ramp_down_ua_per_s=5000, soft_start_
 drv = SerialStimulator(sys.argv[1], ack_timeout_s=0.1)
 drv.handshake()
 drv.arm(env)
-drv.set_stimulation(2000, 90, 130, lease_ms=250)
+drv.set_stimulation(amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=250)
 announced = False
 while True:
     drv.heartbeat(250)
@@ -521,7 +535,9 @@ def test_hardware_monitor_trip_safe_stops_latches_and_is_reported(
         assert emu.snapshot().amp_ua == 0
         wait_until(lambda: drv.stimulation_stopped, 2.0, "host reports stimulation stopped")
         with pytest.raises(DeviceError, match="NACK NOT_ARMED"):
-            drv.set_stimulation(2000, 90, 130, lease_ms=300)
+            drv.set_stimulation(
+                amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=300
+            )
 
 
 # ----------------------------------------------------------------------- silent device

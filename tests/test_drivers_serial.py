@@ -53,7 +53,9 @@ def test_handshake_arm_stimulate_over_pty_with_real_network() -> None:
         before = drv.status()
         assert before is not None
         assert before.features()["charge_mv_ms"] == 0.0
-        drv.set_stimulation(2500.0, 100.0, 83.3, lease_ms=300)
+        drv.set_stimulation(
+            amplitude_ua=2500.0, pulse_width_us=100.0, frequency_hz=83.3, lease_ms=300
+        )
 
         def delivering() -> bool:
             drv.heartbeat(300)
@@ -103,7 +105,9 @@ def test_socket_url_and_toy_tissue_respond_to_stimulation() -> None:
             drv.arm(ENV)
             wait_until(lambda: bool(_features(drv)), 2.0, "sensed features")
             assert _features(drv)["synchrony"] > 0.6
-            drv.set_stimulation(1000, 90, 130, lease_ms=200)
+            drv.set_stimulation(
+                amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=200
+            )
 
             def desynchronised() -> bool:
                 drv.heartbeat(200)
@@ -118,31 +122,43 @@ def test_host_side_rejects_outside_envelope_before_sending() -> None:
     with running_emulator() as emu, SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         with pytest.raises(DeviceError, match="Expected an armed device"):
-            drv.set_stimulation(1000, 90, 130, lease_ms=200)
+            drv.set_stimulation(
+                amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=200
+            )
         drv.arm(ENV)
         sent = drv.counters["frames_tx"]
         with capture_logs() as logs:
             with pytest.raises(
                 SafetyLimitError, match=re.escape("Expected amp_ua in [1, 3500], actual 4000")
             ):
-                drv.set_stimulation(4000, 90, 130, lease_ms=200)
+                drv.set_stimulation(
+                    amplitude_ua=4000, pulse_width_us=90, frequency_hz=130, lease_ms=200
+                )
             with pytest.raises(
                 SafetyLimitError, match=re.escape("Expected lease_ms in [50, 500], actual 900")
             ):
-                drv.set_stimulation(1000, 90, 130, lease_ms=900)
+                drv.set_stimulation(
+                    amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=900
+                )
             with pytest.raises(
                 SafetyLimitError, match=re.escape("Expected pw_us in [0, 65535], actual -5")
             ):
-                drv.set_stimulation(0, -5, 130, lease_ms=200)
+                drv.set_stimulation(
+                    amplitude_ua=0, pulse_width_us=-5, frequency_hz=130, lease_ms=200
+                )
             with pytest.raises(
                 SafetyLimitError, match=re.escape("Expected amp_ua in [0, 65535], actual -3")
             ):
-                drv.set_stimulation(-3, 90, 130, lease_ms=200)
+                drv.set_stimulation(
+                    amplitude_ua=-3, pulse_width_us=90, frequency_hz=130, lease_ms=200
+                )
         assert drv.counters["frames_tx"] == sent  # nothing reached the wire
         assert [e["event"] for e in logs] == ["driver_setpoint_rejected"] * 4
-        drv.set_stimulation(1000, 90, 130, lease_ms=200)
+        drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=200)
         with pytest.raises(SafetyLimitError, match="pulse-width step in \\[0, 10\\] µs, actual 30"):
-            drv.set_stimulation(1000, 120, 130, lease_ms=200)
+            drv.set_stimulation(
+                amplitude_ua=1000, pulse_width_us=120, frequency_hz=130, lease_ms=200
+            )
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -150,10 +166,10 @@ def test_non_finite_setpoint_is_a_fault_and_stops(bad: float) -> None:
     with running_emulator() as emu, SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         drv.arm(ENV)
-        drv.set_stimulation(1000, 90, 130, lease_ms=300)
+        drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=300)
         wait_until(lambda: emu.snapshot().amp_ua > 0, 2.0, "output on")
         with capture_logs() as logs, pytest.raises(SafetyFaultError, match="Expected a finite"):
-            drv.set_stimulation(bad, 90, 130, lease_ms=300)
+            drv.set_stimulation(amplitude_ua=bad, pulse_width_us=90, frequency_hz=130, lease_ms=300)
         assert logs[0]["event"] == "driver_fault_non_finite"
         assert emu.snapshot().target_amp_ua == 0  # the STOP went out; output ramps down
         assert drv.commanded is None
@@ -206,7 +222,7 @@ def test_estop_is_immediate_and_needs_rearm() -> None:
     with running_emulator() as emu, SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         drv.arm(ENV)
-        drv.set_stimulation(2000, 90, 130, lease_ms=300)
+        drv.set_stimulation(amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=300)
         wait_until(lambda: emu.snapshot().amp_ua > 100, 2.0, "output ramping up")
         drv.estop()
         snap = emu.snapshot()
@@ -214,7 +230,9 @@ def test_estop_is_immediate_and_needs_rearm() -> None:
         assert snap.state == DeviceState.DISARMED
         assert snap.fault_bits & FaultBits.ESTOP
         with pytest.raises(DeviceError, match="Expected an armed device"):
-            drv.set_stimulation(2000, 90, 130, lease_ms=300)
+            drv.set_stimulation(
+                amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=300
+            )
         drv.arm(ENV)  # explicit re-ARM clears the latch
         assert emu.snapshot().fault_bits == FaultBits.NONE
 
@@ -223,7 +241,7 @@ def test_hardware_estop_is_reported_to_the_host() -> None:
     with running_emulator() as emu, SerialStimulator(emu.port.url, ack_timeout_s=ACK_S) as drv:
         drv.handshake()
         drv.arm(ENV)
-        drv.set_stimulation(2000, 90, 130, lease_ms=300)
+        drv.set_stimulation(amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=300)
         wait_until(lambda: emu.snapshot().amp_ua > 100, 2.0, "output on")
         emu.request_hardware_estop()
         wait_until(lambda: bool(drv.faults), 2.0, "a FAULT frame")
@@ -237,7 +255,7 @@ def test_tcp_disconnect_is_a_link_down_safe_stop() -> None:
         drv = SerialStimulator(emu.port.url, ack_timeout_s=ACK_S)
         drv.handshake()
         drv.arm(ENV)
-        drv.set_stimulation(2000, 90, 130, lease_ms=500)
+        drv.set_stimulation(amplitude_ua=2000, pulse_width_us=90, frequency_hz=130, lease_ms=500)
         wait_until(lambda: emu.snapshot().amp_ua > 100, 2.0, "output on")
         drv._close_internal()  # the cable goes, no STOP is sent
         drv._closed = True

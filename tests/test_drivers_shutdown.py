@@ -10,6 +10,7 @@ from types import FrameType
 
 import pytest
 
+from core.clock import FakeClock
 from core.errors import DeviceError
 from drivers.envelope import DeviceEnvelope
 from drivers.firmware import DeviceFirmware
@@ -18,14 +19,6 @@ from drivers.shutdown import PreemptingSleep, SignalWakeup
 from drivers.virtual import VirtualStimulator
 
 ENV = DeviceEnvelope(ramp_up_ua_per_s=2000, soft_start_ms=100, lease_max_ms=500, watchdog_ms=500)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 10.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -44,12 +37,12 @@ def handled() -> Iterator[list[int]]:
 
 
 def _stimulating() -> VirtualStimulator:
-    clock = FakeClock()
+    clock = FakeClock(10.0)
     drv = VirtualStimulator(DeviceFirmware(now_s=clock()), clock=clock)
     drv.handshake()
     drv.arm(ENV)
-    drv.set_stimulation(1000, 90, 130, lease_ms=500)
-    clock.t += 0.2
+    drv.set_stimulation(amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=500)
+    clock.advance(0.2)
     return drv
 
 

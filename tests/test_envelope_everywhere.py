@@ -372,16 +372,24 @@ def _requests(env: SafetyEnvelope, normalised: bool) -> st.SearchStrategy[list[A
         return st.lists(one, min_size=1, max_size=60)
     plausible = st.builds(
         Setpoint,
-        _near(0.0, env.amplitude_max),
-        _near(env.frequency_min_hz, env.frequency_max_hz),
-        _near(env.pulse_width_min_us, env.pulse_width_max_us),
+        amplitude=_near(0.0, env.amplitude_max),
+        frequency_hz=_near(env.frequency_min_hz, env.frequency_max_hz),
+        pulse_width_us=_near(env.pulse_width_min_us, env.pulse_width_max_us),
     )
-    high = Setpoint(env.amplitude_max, env.frequency_max_hz, env.pulse_width_max_us)
-    low = Setpoint(0.0, env.frequency_min_hz, env.pulse_width_min_us)
+    high = Setpoint(
+        amplitude=env.amplitude_max,
+        frequency_hz=env.frequency_max_hz,
+        pulse_width_us=env.pulse_width_max_us,
+    )
+    low = Setpoint(
+        amplitude=0.0, frequency_hz=env.frequency_min_hz, pulse_width_us=env.pulse_width_min_us
+    )
     bang_bang = st.integers(1, 12).map(lambda n: [high if k % 2 else low for k in range(n)])
     one_list = st.one_of(
         plausible.map(lambda sp: [sp]),
-        st.builds(Setpoint, WILD, WILD, WILD).map(lambda sp: [sp]),
+        st.builds(Setpoint, amplitude=WILD, frequency_hz=WILD, pulse_width_us=WILD).map(
+            lambda sp: [sp]
+        ),
         bang_bang,
     )
     return st.lists(one_list, min_size=1, max_size=20).map(lambda xs: [r for x in xs for r in x])
@@ -460,7 +468,11 @@ def test_governor_rejects_a_huge_integer_request_with_a_reason(normalised: bool)
     )
     gov = SafetyGovernor(SIM, 0.02, amap if normalised else None)
     gov.arm(0.0)
-    request: Any = [10**400, 0.0, 0.0] if normalised else Setpoint(10**400, 100.0, 100.0)  # type: ignore[arg-type]
+    request: Any = (
+        [10**400, 0.0, 0.0]
+        if normalised
+        else Setpoint(amplitude=10**400, frequency_hz=100.0, pulse_width_us=100.0)
+    )  # type: ignore[arg-type]
     decision = gov.command(request, 0.02)
     assert decision.held
     assert decision.setpoint.amplitude == 0.0
@@ -882,13 +894,18 @@ def _lockstep(env: SafetyEnvelope, requests: list[Setpoint]) -> list[Reply]:
 
 
 def test_governor_and_simulator_agree_on_the_shipped_envelope() -> None:
-    replies = _lockstep(SIM, [Setpoint(150.0, *FTSTS_SHAPE)] * 15 + [Setpoint(0.0, *FTSTS_SHAPE)])
+    freq_hz, width_us = FTSTS_SHAPE
+    on = Setpoint(amplitude=150.0, frequency_hz=freq_hz, pulse_width_us=width_us)
+    off = Setpoint(amplitude=0.0, frequency_hz=freq_hz, pulse_width_us=width_us)
+    replies = _lockstep(SIM, [on] * 15 + [off])
     assert all(isinstance(r, Observation) for r in replies), replies[-1]
 
 
 def test_governor_ramp_below_amplitude_min_is_accepted_by_the_simulator() -> None:
     env = validate(replace(SIM, amplitude_min=20.0, amplitude_up_per_s=100.0))
-    replies = _lockstep(env, [Setpoint(50.0, 130.0, 100.0)] * 10)
+    replies = _lockstep(
+        env, [Setpoint(amplitude=50.0, frequency_hz=130.0, pulse_width_us=100.0)] * 10
+    )
     assert all(isinstance(r, Observation) for r in replies), replies[-1]
 
 
@@ -896,7 +913,9 @@ def test_governor_duty_clamp_at_zero_margin_is_accepted_by_the_simulator() -> No
     env = validate(
         replace(SIM, recharge_margin_us=0.0, interphase_gap_us=0.0, pulse_width_max_us=5000.0)
     )
-    replies = _lockstep(env, [Setpoint(20.0, 111.6875, 5000.0)] * 6)
+    replies = _lockstep(
+        env, [Setpoint(amplitude=20.0, frequency_hz=111.6875, pulse_width_us=5000.0)] * 6
+    )
     assert all(isinstance(r, Observation) for r in replies), replies[-1]
 
 

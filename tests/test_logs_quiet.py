@@ -45,7 +45,7 @@ def info_and_up(logs: list[dict]) -> list[dict]:
 
 def test_a_ramp_is_one_line_when_it_starts_and_one_when_it_ends():
     gov = SafetyGovernor(load_envelope("simulator"), T)
-    target = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+    target = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
     with capture_logs() as logs:
         gov.arm(0.0)
         gov.idle(0.0)  # the first tick is off, as in the loop
@@ -67,7 +67,9 @@ def test_a_clamp_episode_still_open_at_a_fault_is_closed_before_the_fault():
     with capture_logs() as logs:
         gov.arm(0.0)
         for k in range(1, 4):
-            gov.command(Setpoint(100.0, 1000.0 / 12.0, 1000.0), k * T)
+            gov.command(
+                Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0), k * T
+            )
         gov.fault("deadline_2t", "Expected the observation within 2·T")
     events = [e["event"] for e in info_and_up(logs)]
     assert events.index("envelope_clamp_end") < events.index("envelope_fault")
@@ -78,7 +80,7 @@ def test_device_ramp_numbers_are_rounded_for_people():
     with capture_logs() as logs:
         gov.arm(0.0)
         for k in range(1, 40):
-            gov.command(Setpoint(1.0, 130.0, 90.0), k * T)
+            gov.command(Setpoint(amplitude=1.0, frequency_hz=130.0, pulse_width_us=90.0), k * T)
         gov.flush_log()
     numbers = [
         e[key]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from core.clock import FakeClock
 from protocol.codec import pack, to_wire, unpack_reply
 from protocol.envelope.wire import envelope_to_wire
 from protocol.loopback import LOOPBACK_CAPABILITIES, LOOPBACK_ENVELOPE, LoopbackBackend
@@ -38,14 +39,6 @@ OTHER = b"intruder"
 ON = {"amplitude_mv": 2.0, "frequency_hz": 130.0, "pulse_width_us": 60.0}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 100.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 def _narrow_envelope(amp_max: float = 5.0) -> WireEnvelope:
     envelope = replace(LOOPBACK_ENVELOPE, amplitude_max=amp_max)
     return envelope_to_wire(envelope, LOOPBACK_CAPABILITIES)
@@ -55,7 +48,7 @@ class Harness:
     """Drive a backend through handle() with real wire bytes."""
 
     def __init__(self, **options: int) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(100.0)
         self.backend = LoopbackBackend(session_timeout_s=1.0, clock=self.clock)
         self.options = options
         self.session = ""
@@ -195,12 +188,12 @@ def test_silent_client_times_out_and_stimulation_stops() -> None:
     h.run()
     h.step()
     assert h.backend.stimulating
-    h.clock.now_s += 0.9
+    h.clock.advance(0.9)
     assert isinstance(h.send(Heartbeat(h.session)), Status)
-    h.clock.now_s += 0.9  # heartbeat renewed the session
+    h.clock.advance(0.9)  # heartbeat renewed the session
     h.backend.check_timeout()
     assert h.backend.state == "running"
-    h.clock.now_s += 1.01
+    h.clock.advance(1.01)
     with capture_logs() as logs:
         h.backend.check_timeout()
     assert h.backend.state == "idle"
@@ -223,7 +216,7 @@ class SlowLoopback(LoopbackBackend):
         self.step_wall_s = step_wall_s
 
     def _on_step(self, stimulus, duration_ms, want_spikes):  # type: ignore[no-untyped-def]
-        self.fake_clock.now_s += self.step_wall_s
+        self.fake_clock.advance(self.step_wall_s)
         return super()._on_step(stimulus, duration_ms, want_spikes)
 
 
@@ -234,7 +227,7 @@ def test_a_long_step_does_not_count_as_client_silence() -> None:
     assert isinstance(h.step(), Observation)
     h.backend.check_timeout()
     assert h.backend.state == "running"
-    h.clock.now_s += 1.01  # silence after the reply still counts
+    h.clock.advance(1.01)  # silence after the reply still counts
     h.backend.check_timeout()
     assert h.backend.state == "idle"
 
@@ -244,13 +237,13 @@ def test_time_spent_serving_another_peer_is_not_silence_up_to_the_timeout() -> N
     h.run()
     h.step()
     started = h.backend.now_s()
-    h.clock.now_s += 1.5  # the server was busy with another connection for 1.5 s
+    h.clock.advance(1.5)  # the server was busy with another connection for 1.5 s
     h.backend.served(OTHER, started)
     h.backend.check_timeout()
     assert h.backend.state == "running"  # 1.5 s elapsed, 1 s of it not counted
     assert isinstance(h.send(Heartbeat(h.session)), Status)  # the session's own traffic
     started = h.backend.now_s()
-    h.clock.now_s += 5.0  # another connection keeps the server busy; the controller is gone
+    h.clock.advance(5.0)  # another connection keeps the server busy; the controller is gone
     h.backend.served(OTHER, started)
     h.backend.check_timeout()
     assert h.backend.state == "idle"  # at most the timeout is discounted: the lease still ends
@@ -262,7 +255,7 @@ def test_time_serving_the_controller_itself_is_not_discounted() -> None:
     h = Harness()
     h.run()
     started = h.backend.now_s()
-    h.clock.now_s += 1.5
+    h.clock.advance(1.5)
     h.backend.served(PEER, started)  # the controlling connection's own message
     h.backend.check_timeout()
     assert h.backend.state == "idle"
@@ -272,10 +265,10 @@ def test_a_malformed_request_from_the_controller_is_still_a_sign_of_life() -> No
     h = Harness()
     h.open()
     assert isinstance(h.send(Configure(h.session, 20.0, _narrow_envelope())), Configured)
-    h.clock.now_s += 0.9
+    h.clock.advance(0.9)
     _, reply = unpack_reply(h.backend.handle(PEER, b"\xc1not msgpack"))
     assert _error(reply, "bad_message")
-    h.clock.now_s += 0.9
+    h.clock.advance(0.9)
     h.backend.check_timeout()
     assert h.backend.state == "configured"
 

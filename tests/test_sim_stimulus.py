@@ -47,7 +47,9 @@ def test_every_pulse_is_charge_balanced_and_charge_is_exact(
     amplitude: float, freq: float, width_us: float
 ) -> None:
     windows = 25  # 0.5 s
-    u_e, u_i, charge, pulses = _drive(Stimulus(amplitude, freq, width_us), windows)
+    u_e, u_i, charge, pulses = _drive(
+        Stimulus(amplitude, frequency_hz=freq, pulse_width_us=width_us), windows
+    )
     dt = 0.1
     # net charge of each waveform is zero up to the pulse possibly cut by the end of the run
     period_ms = 1000.0 / freq
@@ -100,7 +102,9 @@ def test_turning_off_lets_the_running_pulse_finish() -> None:
 
 
 def test_ei_offset_delays_the_i_waveform() -> None:
-    u_e, u_i, _, _ = _drive(Stimulus(200.0, 1000 / 24, 1000.0, ei_offset_ms=11.0), 1)
+    u_e, u_i, _, _ = _drive(
+        Stimulus(200.0, frequency_hz=1000 / 24, pulse_width_us=1000.0, ei_offset_ms=11.0), 1
+    )
     assert u_e[0] == pytest.approx(-200.0)
     assert u_i[0] == 0.0
     assert u_i[110] == pytest.approx(200.0)

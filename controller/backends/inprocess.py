@@ -85,8 +85,8 @@ class InProcessSimBackend:
             self._check(setpoint, self._envelope)
             stim = Stimulus(
                 setpoint.amplitude,
-                setpoint.frequency_hz,
-                setpoint.pulse_width_us,
+                frequency_hz=setpoint.frequency_hz,
+                pulse_width_us=setpoint.pulse_width_us,
                 polarity="sync" if self.polarity == "sync" else "desync",
             )
         stats = self.network.advance(stim, duration_ms)

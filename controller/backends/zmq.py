@@ -143,9 +143,11 @@ class ZmqBackend:
         applied = None
         if obs.applied is not None:
             applied = Setpoint(
-                obs.applied.get(self._roles["amplitude"].name, 0.0) / self._factor,
-                obs.applied.get(self._roles["frequency"].name, setpoint.frequency_hz),
-                obs.applied.get(self._roles["pulse_width"].name, setpoint.pulse_width_us),
+                amplitude=obs.applied.get(self._roles["amplitude"].name, 0.0) / self._factor,
+                frequency_hz=obs.applied.get(self._roles["frequency"].name, setpoint.frequency_hz),
+                pulse_width_us=obs.applied.get(
+                    self._roles["pulse_width"].name, setpoint.pulse_width_us
+                ),
             )
         return BackendObservation(obs.seq, obs.t_model_ms, obs.duration_ms, obs.fields, applied)
 

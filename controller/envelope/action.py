@@ -77,7 +77,11 @@ class ActionMap:
         values = dict(self.fixed)
         for name, lo, hi, a in zip(self.names, self.low, self.high, action, strict=True):
             values[name] = lo + (float(a) + 1.0) * 0.5 * (hi - lo)
-        return Setpoint(values["amplitude"], values["frequency_hz"], values["pulse_width_us"])
+        return Setpoint(
+            amplitude=values["amplitude"],
+            frequency_hz=values["frequency_hz"],
+            pulse_width_us=values["pulse_width_us"],
+        )
 
     def to_action(self, setpoint: Setpoint) -> list[float]:
         """The action that :meth:`to_setpoint` maps onto ``setpoint`` (controlled fields only).

@@ -45,7 +45,11 @@ def setpoint_to_stimulus(setpoint: Setpoint) -> Stimulus | None:
     """The simulator stimulus for a governor setpoint (``None`` when off)."""
     if not setpoint.is_on:
         return None
-    return Stimulus(setpoint.amplitude, setpoint.frequency_hz, setpoint.pulse_width_us)
+    return Stimulus(
+        setpoint.amplitude,
+        frequency_hz=setpoint.frequency_hz,
+        pulse_width_us=setpoint.pulse_width_us,
+    )
 
 
 def tail_synchrony(

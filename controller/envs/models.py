@@ -134,10 +134,10 @@ class LocalNetworkModel:
         if stimulus is not None and stimulus.polarity != self.polarity:
             stimulus = Stimulus(
                 stimulus.amplitude_mv,
-                stimulus.frequency_hz,
-                stimulus.pulse_width_us,
-                self.polarity,
-                stimulus.ei_offset_ms,
+                frequency_hz=stimulus.frequency_hz,
+                pulse_width_us=stimulus.pulse_width_us,
+                polarity=self.polarity,
+                ei_offset_ms=stimulus.ei_offset_ms,
             )
         stats = self._net.advance(stimulus, duration_ms)
         if want_spikes:

@@ -103,9 +103,9 @@ class BundlePolicy:
         # Before the onset nothing is delivered: amplitude 0 at the action box's lowest rate
         # and width (inside the envelope the bundle was trained against).
         self._off = Setpoint(
-            0.0,
-            float(lowest.get("frequency_hz", 5.0)),
-            float(lowest.get("pulse_width_us", 50.0)),
+            amplitude=0.0,
+            frequency_hz=float(lowest.get("frequency_hz", 5.0)),
+            pulse_width_us=float(lowest.get("pulse_width_us", 50.0)),
         )
 
     def reset(self) -> None:

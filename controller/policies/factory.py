@@ -72,9 +72,11 @@ def build_policy(
                 f"{frequency_hz}, {pulse_width_us}"
             )
         sp = Setpoint(
-            amplitude,
-            FTSTS_SETPOINT.frequency_hz if frequency_hz is None else frequency_hz,
-            FTSTS_SETPOINT.pulse_width_us if pulse_width_us is None else pulse_width_us,
+            amplitude=amplitude,
+            frequency_hz=FTSTS_SETPOINT.frequency_hz if frequency_hz is None else frequency_hz,
+            pulse_width_us=FTSTS_SETPOINT.pulse_width_us
+            if pulse_width_us is None
+            else pulse_width_us,
         )
         _check_in_envelope(sp, envelope)
         return ConstantPolicy(sp)
@@ -85,9 +87,11 @@ def build_policy(
                 f"{envelope.domain!r}"
             )
         sp = Setpoint(
-            FTSTS_SETPOINT.amplitude if amplitude is None else amplitude,
-            FTSTS_SETPOINT.frequency_hz if frequency_hz is None else frequency_hz,
-            FTSTS_SETPOINT.pulse_width_us if pulse_width_us is None else pulse_width_us,
+            amplitude=FTSTS_SETPOINT.amplitude if amplitude is None else amplitude,
+            frequency_hz=FTSTS_SETPOINT.frequency_hz if frequency_hz is None else frequency_hz,
+            pulse_width_us=FTSTS_SETPOINT.pulse_width_us
+            if pulse_width_us is None
+            else pulse_width_us,
         )
         _check_in_envelope(sp, envelope)
         return FtstsPolicy(onset_ms=onset_ms, setpoint=sp, latch_below_mv=latch_below_mv)

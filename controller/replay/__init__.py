@@ -10,8 +10,7 @@
 * :mod:`controller.replay.backend` serves a recording as a protocol backend;
 * :mod:`controller.replay.figures` and :mod:`controller.replay.nwb` turn a session into PNG
   figures and an NWB file;
-* :mod:`controller.replay.edit` copies a recording with changes (what-if studies, tests);
-* :mod:`controller.replay.goldens` regenerates the golden recordings of ``tests/data/replay``.
+* :mod:`controller.replay.edit` copies a recording with changes (what-if studies, tests).
 
 ``docs/replay.md`` is the user guide.
 """

@@ -38,11 +38,11 @@ from typing import Literal
 import structlog
 
 from controller.replay.session import Session
+from core.clock import TimeSource
 from core.errors import ConfigError, RecordingError
-from protocol._validate import ConfigValue
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import MODEL_CAPS, PHYSICAL_CAPS
-from protocol.schema import Capabilities, ParamSpec
+from protocol.schema import Capabilities, ConfigValue, ParamSpec
 
 ReplayPace = Literal["recorded", "fast"]
 PACES: tuple[str, ...] = ("recorded", "fast")
@@ -146,7 +146,7 @@ class ReplayBackend(Backend):
         session: The session to serve.
         pace: ``fast`` or ``recorded`` (see the module docstring).
         session_timeout_s: A session with no request for this long ends.
-        clock: Monotonic clock in s (injectable for tests).
+        clock: Monotonic clock in s (:mod:`core.clock`; a FakeClock in tests).
         sleep: Sleep function used by the recorded pace (injectable for tests).
     """
 
@@ -158,7 +158,7 @@ class ReplayBackend(Backend):
         *,
         pace: ReplayPace = "fast",
         session_timeout_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: TimeSource = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if pace not in PACES:

@@ -54,9 +54,9 @@ def _setpoint(cmd: dict[str, Any]) -> Setpoint | None:
         return None
     try:
         return Setpoint(
-            float(sp["amplitude"]),
-            float(sp["frequency_hz"]),
-            float(sp["pulse_width_us"]),
+            amplitude=float(sp["amplitude"]),
+            frequency_hz=float(sp["frequency_hz"]),
+            pulse_width_us=float(sp["pulse_width_us"]),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -39,6 +39,7 @@ from controller.envs.config import SimConfig
 from controller.envs.ftsts import FTSTSEnv
 from controller.policies.bundle import PolicyBundle, load_bundle
 from protocol.envelope.setpoint import Setpoint
+from simulator.latch import Latch, LatchRule
 from simulator.synchrony import epoch_mean, order_parameter
 
 FloatArray = npt.NDArray[np.float64]
@@ -50,10 +51,10 @@ DESYNC_R = 0.2
 DESYNC_WINDOW_MS = 1000.0
 DESYNC_STEP_MS = 20.0
 #: Open-loop FTSTS of the paper (Fig 3) and its latch.
-FTSTS_SETPOINT = Setpoint(100.0, 1000.0 / 12.0, 1000.0)
+FTSTS_SETPOINT = Setpoint(amplitude=100.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)
 FTSTS_LATCH_MV = 75.0
 #: The grid-searched latched train (``latched``) and its latch.
-LATCHED_SETPOINT = Setpoint(110.0, 180.0, 500.0)
+LATCHED_SETPOINT = Setpoint(amplitude=110.0, frequency_hz=180.0, pulse_width_us=500.0)
 LATCHED_LATCH_MV = 90.0
 #: ... checked every 500 ms, the control period it was found at (the governor's 50 Hz per period
 #: frequency slew then takes 2 s to reach 180 Hz, as in the search).
@@ -196,8 +197,10 @@ def run_one(
     try:
         _, info = env.reset(seed=seed)
         fields = info["fields"]
-        latched = False
-        stim_off_ms: float | None = None
+        scripted = SCRIPTED.get(method)  # None: "policy" and "off"
+        # The paper's latch (the episode starts at the onset, so the latch is armed from t = 0).
+        latch = Latch(LatchRule(scripted[1])) if scripted is not None else None
+        off = Setpoint(amplitude=0.0, frequency_hz=5.0, pulse_width_us=50.0)
         terminal = False
         while not terminal:
             if method == "policy":
@@ -206,14 +209,13 @@ def run_one(
                     _policy_action(bundle, fields).astype(np.float32)
                 )
             else:
-                scripted = SCRIPTED.get(method)  # None: "off"
-                if scripted is not None and not latched and fields["weight_mv"] < scripted[1]:
-                    latched = True
-                    stim_off_ms = float(info["t_ms"])
-                on = scripted is not None and not latched
-                sp = scripted[0] if scripted is not None and on else Setpoint(0.0, 5.0, 50.0)
+                on = latch is not None and latch.stimulating(
+                    float(info["t_ms"]), fields["weight_mv"]
+                )
+                sp = scripted[0] if scripted is not None and on else off
                 _, _, terminal, _, info = env.step_setpoint(sp)
             fields = info["fields"]
+        stim_off_ms = latch.latched_at_ms if latch is not None else None
         return _record(method, seed, env, cfg, info, stim_off_ms)
     finally:
         env.close()

@@ -68,4 +68,8 @@ def apply_bounds(request: Setpoint, env: SafetyEnvelope) -> tuple[Setpoint | Non
             detail = f"Expected {name} in [{lo}, {hi}] {unit}, actual {value}"
             findings.append(Finding(f"{name}_{side}", "clamp", name, value, clamped, detail))
             values[name] = clamped
-    return Setpoint(values["amplitude"], values["frequency_hz"], values["pulse_width_us"]), findings
+    return Setpoint(
+        amplitude=values["amplitude"],
+        frequency_hz=values["frequency_hz"],
+        pulse_width_us=values["pulse_width_us"],
+    ), findings

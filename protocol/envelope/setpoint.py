@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setpoint:
     """One stimulation setting.
+
+    Keyword-only (``Setpoint(amplitude=…, frequency_hz=…, pulse_width_us=…)``): the device
+    layer orders the same three values differently, so no triplet is passed by position.
 
     Args:
         amplitude: Amplitude per phase in the envelope's unit (mV of drive or mA); 0 means off.

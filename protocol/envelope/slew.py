@@ -80,7 +80,7 @@ def apply_slew(
                 "pulse_width_step", "clamp", "pulse_width_us", target.pulse_width_us, width, detail
             )
         )
-    out = Setpoint(amp, freq, width)
+    out = Setpoint(amplitude=amp, frequency_hz=freq, pulse_width_us=width)
     if fits_duty(out, env) and within_charge(out, env):
         return out, findings
     # An intermediate point breaks a static rule: keep the previous shape, move only amplitude.
@@ -96,4 +96,8 @@ def apply_slew(
             "ramp_intermediate", "clamp", "pulse_width_us", width, previous.pulse_width_us, detail
         )
     )
-    return Setpoint(held_amp, previous.frequency_hz, previous.pulse_width_us), findings
+    return Setpoint(
+        amplitude=held_amp,
+        frequency_hz=previous.frequency_hz,
+        pulse_width_us=previous.pulse_width_us,
+    ), findings

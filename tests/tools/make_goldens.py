@@ -20,8 +20,9 @@ of control time, tens of KB):
 ``--v1-fixture`` also freezes a copy of one golden as ``v1_sim_constant.nlrec``, the fixture
 that pins reading format version 1 forever; it is never overwritten.
 
-Run ``python -m controller.replay.goldens`` (``--out DIR`` to write elsewhere), then
-``neuroloop-replay verify`` each file.
+Run ``python tests/tools/make_goldens.py`` from a checkout (``--out DIR`` to write elsewhere),
+then ``neuroloop-replay verify`` each file. It is a test-fixture generator, so it lives with the
+tests and is not installed with the package.
 """
 
 from __future__ import annotations
@@ -41,16 +42,20 @@ from pathlib import Path
 
 import numpy as np
 
-from controller import cli as controller_cli
-from controller.policies.bundle import META_FILE, WEIGHTS_FILE, load_bundle
-from core.errors import ConfigError, RecordingError
-from core.logs import configure_logging
-from protocol.envelope.config import load_envelope
-from protocol.process import BackendProcess, spawn_local_backend
-from protocol.recording import FORMAT_VERSION, read_recording
+# this checkout's packages, not an installed copy from another tree
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
-#: Default output directory (relative to the repository root).
-DEFAULT_OUT = Path("tests/data/replay")
+from controller import cli as controller_cli  # noqa: E402
+from controller.policies.bundle import META_FILE, WEIGHTS_FILE, load_bundle  # noqa: E402
+from core.errors import ConfigError, RecordingError  # noqa: E402
+from core.logs import configure_logging  # noqa: E402
+from protocol.envelope.config import load_envelope  # noqa: E402
+from protocol.process import BackendProcess, spawn_local_backend  # noqa: E402
+from protocol.recording import FORMAT_VERSION, read_recording  # noqa: E402
+
+#: Default output directory (the tests' goldens in this checkout).
+DEFAULT_OUT = ROOT / "tests" / "data" / "replay"
 #: Seed of the bundle's weights.
 BUNDLE_SEED = 20261123
 BUNDLE_DIR = "bundle_mlp"
@@ -325,9 +330,9 @@ def make_goldens(out: Path, *, v1_fixture: bool = False, device: bool = True) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m controller.replay.goldens [--out DIR] [--v1-fixture]``."""
+    """Entry point: ``python tests/tools/make_goldens.py [--out DIR] [--v1-fixture]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m controller.replay.goldens",
+        prog="python tests/tools/make_goldens.py",
         description="Regenerate the golden session recordings replayed by the tests.",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
