@@ -1,0 +1,282 @@
+"""Refusals: malformed bodies, wrong headers and fields, bad envelopes, refused steps (§2, §5, §6).
+
+Malformed bodies are built byte by byte where the point is a malformation no msgpack encoder
+would produce (a repeated key, invalid UTF-8, trailing bytes, a huge map header).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from protocol.conformance.context import Context
+from protocol.conformance.states import expect_status
+from protocol.conformance.wire import Peer, pack_map
+from protocol.envelope.floors import timing_for
+
+AREA = "refusals"
+#: A body one byte over the 64 MiB limit of §2.1.
+OVERSIZE_BYTES = 67_108_864 + 1
+
+
+def _str(text: str) -> bytes:
+    return msgpack.packb(text, use_bin_type=True)
+
+
+def _undecodable(ctx: Context, p: Peer, big: bool) -> None:
+    """Bodies that fail checks 2-4 of §2.5: ``bad_message`` with id 0."""
+    status = {"v": 1, "type": "get_status", "id": 7, "session_id": None}
+    repeated = b"\x85" + b"".join(_str(k) + msgpack.packb(v) for k, v in status.items())
+    repeated += _str("v") + msgpack.packb(1)
+    bad_utf8 = (b"\x84" + _str("v") + b"\x01" + _str("type") + b"\xa3\xff\xfe\xfd"
+                + _str("id") + b"\x07" + _str("session_id") + b"\xc0")
+    huge_map = b"\xdf" + struct.pack(">I", 5_000_000) + b"\xc0" * 5000
+    deep: Any = None
+    for _ in range(20):
+        deep = [deep]
+    cases: list[tuple[str, bytes, int | None]] = [
+        ("a byte that is no msgpack (0xc1)", b"\xc1", 0),
+        ("a truncated map", pack_map(status)[:-3], 0),
+        ("trailing bytes after the map", pack_map(status) + b"\x00", 0),
+        ("an array instead of a map", msgpack.packb([1, "get_status", 7]), 0),
+        ("a number instead of a map", msgpack.packb(7), 0),
+        ("a repeated key", repeated, 0),
+        ("invalid UTF-8 in a str", bad_utf8, 0),
+        ("a map header of 5 000 000 entries", huge_map, 0),
+        ("nesting deeper than 8", pack_map({**status, "session_id": deep}), None),
+        ("an ext value", pack_map(status)[:-1] + b"\xd4\x01\x00", None),
+        ("an empty body", b"", 0),
+    ]
+    if big:
+        cases.append(("a body over 64 MiB", b"\xc4" + b"\x00" * (OVERSIZE_BYTES - 1), 0))
+    for label, body, want_id in cases:
+        timeout = ctx.timeout_s + (5.0 if len(body) > 1_000_000 else 0.0)
+        ctx.expect_error(AREA, label, "§2.1, §2.4, §2.5 #2-4", p.send_raw(body, 7, timeout),
+                         "bad_message", request_id=want_id)
+
+
+def _bad_headers(ctx: Context, p: Peer) -> None:
+    """Checks 5-11 of §2.5 with their codes and reply ids."""
+    def body(rid: int, **fields: Any) -> dict[str, Any]:
+        return {"v": 1, "type": "get_status", "id": rid, "session_id": None, **fields}
+
+    rid = 4242
+    cases: list[tuple[str, dict[Any, Any], str | tuple[str, ...], int]] = [
+        ("no type", {k: v for k, v in body(rid).items() if k != "type"}, "bad_message", rid),
+        ("type as bin", body(rid, type=b"get_status"), "bad_message", rid),
+        ("type as a number", body(rid, type=3), "bad_message", rid),
+        ("an unknown type", body(rid, type="frobnicate"), "unknown_type", rid),
+        ("a reply type sent as a request", body(rid, type="status"), "unknown_type", rid),
+        ("an integer key", {**body(rid), 5: 1}, "bad_message", rid),
+        ("a missing field", {k: v for k, v in body(rid).items() if k != "session_id"},
+         "bad_message", rid),
+        ("an unknown field", body(rid, colour="red"), "bad_message", rid),
+        ("a negative id", body(-1), "out_of_range", 0),
+        ("a float id", body(1.0), "bad_message", 0),
+        ("a boolean id", body(True), "bad_message", 0),
+        ("a string id", body("1"), "bad_message", 0),
+        ("a session id of 31 digits", body(rid, session_id="0" * 31),
+         ("bad_message", "out_of_range"), rid),
+        ("a boolean for a float (step duration)",
+         {"v": 1, "type": "step", "id": rid, "session_id": "0" * 32, "stimulus": None,
+          "duration_ms": True, "want_spikes": False}, "bad_message", rid),
+        ("a float for an integer (reset seed 3.0)",
+         {"v": 1, "type": "reset", "id": rid, "session_id": "0" * 32, "seed": 3.0},
+         "bad_message", rid),
+        ("0 and 1 for a boolean (want_spikes)",
+         {"v": 1, "type": "step", "id": rid, "session_id": "0" * 32, "stimulus": None,
+          "duration_ms": 20.0, "want_spikes": 0}, "bad_message", rid),
+        ("NaN step duration",
+         {"v": 1, "type": "step", "id": rid, "session_id": "0" * 32, "stimulus": None,
+          "duration_ms": float("nan"), "want_spikes": False}, "non_finite", rid),
+        ("+Inf step duration",
+         {"v": 1, "type": "step", "id": rid, "session_id": "0" * 32, "stimulus": None,
+          "duration_ms": float("inf"), "want_spikes": False}, "non_finite", rid),
+        ("a step duration of 0 ms",
+         {"v": 1, "type": "step", "id": rid, "session_id": "0" * 32, "stimulus": None,
+          "duration_ms": 0.0, "want_spikes": False}, "out_of_range", rid),
+        ("a negative reset seed",
+         {"v": 1, "type": "reset", "id": rid, "session_id": "0" * 32, "seed": -1},
+         "out_of_range", rid),
+        ("a stop reason of 201 characters",
+         {"v": 1, "type": "stop", "id": rid, "session_id": "0" * 32, "reason": "x" * 201},
+         ("bad_message", "out_of_range"), rid),
+        ("a client name of 65 characters",
+         {"v": 1, "type": "hello", "id": rid, "client_name": "x" * 65},
+         ("bad_message", "out_of_range"), rid),
+    ]
+    for label, fields, code, want_id in cases:
+        ctx.expect_error(AREA, label, "§2.2, §2.5 #5-11", p.send_raw(pack_map(fields), want_id),
+                         code, request_id=want_id)
+
+
+def _multipart(ctx: Context, p: Peer) -> None:
+    rid = p.fresh_id()
+    p.send_frames([pack_map({"v": 1, "type": "get_status", "id": rid, "session_id": None}),
+                   b"second frame"])
+    extra = p.receive(timeout_s=min(0.3, ctx.timeout_s), accept=(rid, 0))
+    ctx.record(AREA, "a message of two frames is dropped", "§1, §2.5 #1", extra.raw is None,
+               "no reply", extra.describe())
+    ctx.expect_reply(AREA, "the next request is answered", "§1", ctx.status(p), "status")
+
+
+def _configure_refusals(ctx: Context) -> None:
+    env = ctx.env
+    assert env is not None
+    caps = ctx.welcome["capabilities"]
+    amp, freq, _ = env.names
+    with ctx.session_peer() as p:
+        sid = ctx.hello(p)
+        if sid is None:
+            ctx.record(AREA, "hello", "§5", False, "welcome", "no session")
+            return
+
+        def limits_with(name: str, **changes: Any) -> list[dict[str, Any]]:
+            return [{**s, **changes} if s["name"] == name else s for s in env.limits]
+
+        adv_amp = env.advertised[amp]
+        extra_missing = {k: v for k, v in env.extra.items() if k != "soft_start_s"}
+        cases: list[tuple[str, dict[str, Any]]] = [
+            ("a hash that does not match", env.wire(hash="0" * 64)),
+            ("an extra key missing (soft_start_s)", env.wire(extra=extra_missing)),
+            ("an unknown extra key", env.wire(extra={**env.extra, "q_max_uc": 1.0})),
+            ("a soft start of 0 s (under the floor)", env.wire(extra={**env.extra,
+                                                                       "soft_start_s": 0.0})),
+            ("an amplitude limit wider than advertised",
+             env.wire(limits=limits_with(amp, max=float(adv_amp["max"]) * 2.0 + 1.0))),
+            ("the amplitude in another unit",
+             env.wire(limits=limits_with(amp, unit="mA" if adv_amp["unit"] != "mA" else "mV"))),
+            ("the frequency with another role",
+             env.wire(limits=limits_with(freq, role="other"))),
+            ("a parameter missing", env.wire(limits=[s for s in env.limits if s["name"] != freq])),
+        ]
+        for label, envelope in cases:
+            ctx.expect_error(AREA, f"configure: {label}", "§3.3, §6 envelope_rejected",
+                             ctx.configure(p, sid, envelope=envelope), "envelope_rejected")
+        periods = 20.0
+        too_long_ms = periods * env.period_ms
+        if too_long_ms > timing_for(env.domain).lease_ms[1]:
+            long_lease = env.wire(extra={**env.extra, "lease_periods": periods,
+                                         "watchdog_periods": periods})
+            ctx.expect_error(AREA, "configure: a lease too long in absolute time",
+                             "§3.3, §6 envelope_rejected",
+                             ctx.configure(p, sid, envelope=long_lease), "envelope_rejected")
+        else:
+            ctx.skip(AREA, "configure: a lease too long in absolute time", "§3.3",
+                     "envelope_rejected", f"20 periods of {env.period_ms:g} ms are within the "
+                     f"{env.domain} domain's lease bound")
+        ctx.expect_error(AREA, "configure: an unknown option", "§6 bad_config",
+                         ctx.configure(p, sid, options={"no_such_option_x": 1}), "bad_config")
+        hi = float(caps["max_duration_ms"])
+        period = hi * 2.0 if hi * 2.0 <= 3.6e6 else float(caps["min_duration_ms"]) / 2.0
+        ctx.expect_error(AREA, "configure: a control period outside the durations",
+                         "§6 bad_config", ctx.configure(p, sid, control_period_ms=period),
+                         "bad_config")
+        ctx.expect_error(AREA, "configure: control period 0 ms", "§4.1, §2.5 #11",
+                         ctx.configure(p, sid, control_period_ms=0.0), "out_of_range")
+        expect_status(ctx, "a refused configure leaves the state", "§6 bad_config",
+                      ctx.status(p, sid), state="hello")
+
+
+def _stopping_refusals(ctx: Context) -> None:
+    """While running and stimulating, each refusal stops stimulation (§5, §5.1)."""
+    env = ctx.env
+    assert env is not None
+    caps = ctx.welcome["capabilities"]
+    amp = env.names[0]
+    on = env.stimulus(env.amp_on)
+    hi = float(caps["max_duration_ms"])
+    long_ms = hi * 2.0 if hi * 2.0 <= 3.6e6 else float(caps["min_duration_ms"]) / 2.0
+    missing = {k: v for k, v in on.items() if k != amp}
+    adv_max = float(env.advertised[amp]["max"])
+    cases: list[tuple[str, str, Any, str, float | None]] = [
+        ("a step duration outside the durations", "§5.1 #2", on, "out_of_range", long_ms),
+        ("a stimulus without the amplitude", "§5.1 #4", missing, "invalid_stimulus", None),
+        ("a stimulus with an extra key", "§5.1 #4", {**on, "colour_hz": 1.0},
+         "invalid_stimulus", None),
+        ("an amplitude over the advertised range", "§5.1 #5", {**on, amp: adv_max * 1.5 + 1.0},
+         "limit_exceeded", None),
+        ("a NaN amplitude", "§2.1, §5", {**on, amp: float("nan")}, "non_finite", None),
+        ("an -Inf amplitude", "§2.1, §5", {**on, amp: float("-inf")}, "non_finite", None),
+    ]
+    with ctx.session_peer() as p:
+        for label, section, stimulus, code, duration in cases:
+            if not _stimulating(ctx, p, label):
+                continue
+            sid = p.session_id
+            assert sid is not None
+            ctx.expect_error(AREA, f"running: {label}", section,
+                             ctx.step(p, sid, stimulus, duration), code, stopped=True)
+            expect_status(ctx, f"running: {label}: stimulation stopped", "§5",
+                          ctx.status(p, sid), state="stopped", stimulating=False)
+        label = "an undecodable request of the controller"
+        if _stimulating(ctx, p, label):
+            sid = p.session_id
+            assert sid is not None
+            ctx.expect_error(AREA, f"running: {label}", "§5", p.send_raw(b"\xc1", 0),
+                             "bad_message", stopped=True)
+            expect_status(ctx, f"running: {label}: stimulation stopped", "§5",
+                          ctx.status(p, sid), state="stopped", stimulating=False)
+        label = "want_spikes"
+        if _stimulating(ctx, p, label):
+            sid = p.session_id
+            assert sid is not None
+            reply = p.request("step", timeout_s=ctx.timeout_s + env.period_ms / 1000.0,
+                              session_id=sid, stimulus=on, duration_ms=env.period_ms,
+                              want_spikes=True)
+            if caps["supports_spikes"]:
+                spikes = reply.get("spikes")
+                ok = (reply.type == "observation" and isinstance(spikes, dict)
+                      and isinstance(spikes.get("times_ms"), bytes)
+                      and isinstance(spikes.get("neurons"), bytes)
+                      and len(spikes["times_ms"]) // 8 == len(spikes["neurons"]) // 4)
+                ctx.record(AREA, "want_spikes where supported", "§3.4, §4.2", ok,
+                           "an observation with a SpikeWindow", reply.describe())
+            else:
+                ctx.expect_error(AREA, "want_spikes where not supported", "§5.1 #3", reply,
+                                 "bad_message", stopped=True)
+        label = "requests from others"
+        if _stimulating(ctx, p, label):
+            sid = p.session_id
+            assert sid is not None
+            ctx.expect_error(AREA, "running: a step with another session id", "§5 no_session",
+                             ctx.step(p, "f" * 32, on), "no_session", stopped=False)
+            other = ctx.peer()
+            ctx.expect_error(AREA, "running: the session's step from another connection",
+                             "§5 busy", ctx.step(other, sid, on), "busy", stopped=False)
+            ctx.expect_error(AREA, "running: an undecodable request of another connection",
+                             "§5", other.send_raw(b"\xc1", 0), "bad_message", stopped=False)
+            other.close()
+            expect_status(ctx, "running: others' requests do not stop stimulation", "§5",
+                          ctx.status(p, sid), state="running", stimulating=True)
+
+
+def _stimulating(ctx: Context, p: Peer, label: str) -> bool:
+    """Bring ``p``'s session to running with a routine stimulus on; record a failure if not."""
+    env = ctx.env
+    assert env is not None
+    sid = p.session_id or ctx.hello(p)
+    steps = []
+    if sid is not None:
+        p.request("stop", session_id=sid, reason="next check")
+        if ctx.configure(p, sid).type == "configured":
+            p.request("reset", session_id=sid, seed=None)
+            steps = [ctx.step(p, sid, None), ctx.step(p, sid, env.stimulus(env.amp_on))]
+    if len(steps) == 2 and all(s.type == "observation" for s in steps):
+        return True
+    got = steps[-1].describe() if steps else "no session or configure refused"
+    ctx.record(AREA, f"set-up for {label}", "§5", False,
+               "hello, configure, reset, an off step and an on step accepted", got)
+    return False
+
+
+def run(ctx: Context, *, big: bool = True) -> None:
+    """Run every refusal check (``big`` adds the 64 MiB body)."""
+    with ctx.session_peer() as p:
+        _undecodable(ctx, p, big)
+        _bad_headers(ctx, p)
+        _multipart(ctx, p)
+    _configure_refusals(ctx)
+    _stopping_refusals(ctx)
