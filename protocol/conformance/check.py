@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from core.errors import ConfigError
 from protocol.conformance import handshake, refusals, rules, states, stops, timeouts
 from protocol.conformance.context import Context
@@ -20,6 +22,7 @@ def check_backend(
     areas: tuple[str, ...] = AREAS,
     big_body: bool = True,
     max_wait_s: float = 30.0,
+    options: Mapping[str, str | int | float | bool] | None = None,
 ) -> Report:
     """Check the backend at ``address`` against docs/protocol.md; never raises for a finding.
 
@@ -35,6 +38,8 @@ def check_backend(
         big_body: Whether to send the 64 MiB + 1 byte body of §2.1.
         max_wait_s: Longest wait the loss-of-contact checks may spend; they are skipped when
             the backend's session timeout needs more.
+        options: Backend options sent with every ``configure`` (the names the backend
+            advertises in ``config_options``, e.g. a small network for a simulator).
 
     Returns:
         The report: :attr:`Report.ok` is true when nothing failed.
@@ -45,7 +50,7 @@ def check_backend(
     unknown = sorted(set(areas) - set(AREAS))
     if unknown:
         raise ConfigError(f"Expected areas among {list(AREAS)}, actual unknown {unknown}")
-    ctx = Context(address, timeout_s, curve, max_wait_s, Report(address))
+    ctx = Context(address, timeout_s, curve, max_wait_s, Report(address), dict(options or {}))
     try:
         if handshake.run(ctx):
             runners = {

@@ -16,6 +16,8 @@ EPILOG = """\
 examples:
   # a backend you started yourself, e.g. neuroloop-sim serve --bind tcp://127.0.0.1:5555
   neuroloop-check-backend tcp://127.0.0.1:5555
+  # a small network, so the check takes seconds
+  neuroloop-check-backend tcp://127.0.0.1:5555 --option n_scale=0.05
   # only some areas, every result listed, machine-readable output
   neuroloop-check-backend ipc:///tmp/mybackend.sock --areas states,refusals --verbose
   neuroloop-check-backend tcp://127.0.0.1:5555 --json > conformance.json
@@ -76,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--curve", nargs=2, type=Path, metavar=("CLIENT_SECRET", "SERVER_PUBLIC"),
         help="CURVE keys: this client's NAME.key_secret and the backend's server.key",
     )
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="NAME=VALUE",
+        help="a backend option sent with every configure (repeatable), e.g. n_scale=0.05; "
+        "VALUE is read as an integer, a float, true/false, or else a string",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--verbose", action="store_true", help="list passed checks too (text report)"
@@ -91,6 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_option(text: str) -> tuple[str, str | int | float | bool]:
+    """``NAME=VALUE`` as a configure option (int, float, true/false, else str).
+
+    Raises:
+        ConfigError: There is no ``=`` or no name.
+    """
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"Expected --option NAME=VALUE, actual {text!r}")
+    value: str | int | float | bool = raw
+    if raw in ("true", "false"):
+        value = raw == "true"
+    else:
+        for kind in (int, float):
+            try:
+                value = kind(raw)
+                break
+            except ValueError:
+                continue
+    return name.strip(), value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check; exit 0 when it passes, 1 when a check fails, 2 on bad arguments."""
     parser = build_parser()
@@ -102,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.max_wait_s <= 3600.0:
         parser.error(f"Expected --max-wait-s in [0, 3600], actual {args.max_wait_s}")
     try:
+        options = dict(parse_option(text) for text in args.option)
         curve = ClientKeys.load(*args.curve) if args.curve else None
         report = check_backend(
             args.address,
@@ -110,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             areas=areas,
             big_body=not args.no_big_body,
             max_wait_s=args.max_wait_s,
+            options=options,
         )
     except ConfigError as err:
         parser.error(str(err))

@@ -23,6 +23,7 @@ class Context:
         curve: CURVE client keys, if the backend needs them.
         max_wait_s: Longest the timeout checks may wait for a session to time out.
         report: Where results go.
+        options: The ``configure`` options of every session.
     """
 
     address: str
@@ -30,6 +31,7 @@ class Context:
     curve: ClientKeys | None
     max_wait_s: float
     report: Report
+    options: dict[str, Any] = field(default_factory=dict)
     welcome: dict[str, Any] = field(default_factory=dict)
     env: TestEnvelope | None = None
     _peers: list[Peer] = field(default_factory=list)
@@ -117,7 +119,7 @@ class Context:
             "session_id": sid,
             "control_period_ms": self.env.period_ms,
             "envelope": self.env.wire(),
-            "options": {},
+            "options": dict(self.options),
         }
         fields.update(changes)
         return p.request("configure", **fields)

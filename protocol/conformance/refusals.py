@@ -176,7 +176,7 @@ def _configure_refusals(ctx: Context) -> None:
                          "bad_config")
         ctx.expect_error(AREA, "configure: control period 0 ms", "§4.1, §2.5 #11",
                          ctx.configure(p, sid, control_period_ms=0.0), "out_of_range")
-        expect_status(ctx, "a refused configure leaves the state", "§6 bad_config",
+        expect_status(ctx, AREA, "a refused configure leaves the state", "§6 bad_config",
                       ctx.status(p, sid), state="hello")
 
 
@@ -209,7 +209,7 @@ def _stopping_refusals(ctx: Context) -> None:
             assert sid is not None
             ctx.expect_error(AREA, f"running: {label}", section,
                              ctx.step(p, sid, stimulus, duration), code, stopped=True)
-            expect_status(ctx, f"running: {label}: stimulation stopped", "§5",
+            expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
                           ctx.status(p, sid), state="stopped", stimulating=False)
         label = "an undecodable request of the controller"
         if _stimulating(ctx, p, label):
@@ -217,7 +217,7 @@ def _stopping_refusals(ctx: Context) -> None:
             assert sid is not None
             ctx.expect_error(AREA, f"running: {label}", "§5", p.send_raw(b"\xc1", 0),
                              "bad_message", stopped=True)
-            expect_status(ctx, f"running: {label}: stimulation stopped", "§5",
+            expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
                           ctx.status(p, sid), state="stopped", stimulating=False)
         label = "want_spikes"
         if _stimulating(ctx, p, label):
@@ -249,7 +249,7 @@ def _stopping_refusals(ctx: Context) -> None:
             ctx.expect_error(AREA, "running: an undecodable request of another connection",
                              "§5", other.send_raw(b"\xc1", 0), "bad_message", stopped=False)
             other.close()
-            expect_status(ctx, "running: others' requests do not stop stimulation", "§5",
+            expect_status(ctx, AREA, "running: others' requests do not stop stimulation", "§5",
                           ctx.status(p, sid), state="running", stimulating=True)
 
 

@@ -149,5 +149,5 @@ def run(ctx: Context) -> None:
             reply = ctx.step(p, sid, sc.breach)
             ctx.expect_error(AREA, f"{sc.name}: {sc.breach}", sc.section, reply,
                              "limit_exceeded", stopped=True)
-            expect_status(ctx, f"{sc.name}: stimulation off", "§5, §5.1",
+            expect_status(ctx, AREA, f"{sc.name}: stimulation off", "§5, §5.1",
                           ctx.status(p, sid), state="stopped", stimulating=False)

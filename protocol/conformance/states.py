@@ -39,12 +39,14 @@ def check_observation(
     return not problems
 
 
-def expect_status(ctx: Context, name: str, section: str, reply: Reply, **want: Any) -> bool:
+def expect_status(
+    ctx: Context, area: str, name: str, section: str, reply: Reply, **want: Any
+) -> bool:
     """Record whether ``reply`` is a ``status`` whose fields have the ``want`` values."""
     got = {k: reply.get(k) for k in want}
     ok = reply.type == "status" and got == want
     shown = reply.describe() if reply.type != "status" else f"status {got}"
-    return ctx.record(AREA, name, section, ok, f"status {want}", shown)
+    return ctx.record(area, name, section, ok, f"status {want}", shown)
 
 
 def _stop_reason(ctx: Context, p: Peer, sid: str, name: str, section: str) -> None:
@@ -64,22 +66,22 @@ def run(ctx: Context) -> None:
         if sid is None:
             ctx.record(AREA, "hello", "§5", False, "welcome", "no session")
             return
-        expect_status(ctx, "after hello", "§5", ctx.status(p, sid), state="hello", seq=0)
+        expect_status(ctx, AREA, "after hello", "§5", ctx.status(p, sid), state="hello", seq=0)
         ctx.expect_error(AREA, "step in state hello", "§5 not running: step", ctx.step(p, sid, None),
                          "bad_state", stopped=False)
         ctx.expect_error(AREA, "reset in state hello", "§4.1 reset",
                          p.request("reset", session_id=sid, seed=None), "bad_state")
         ctx.expect_reply(AREA, "configure in state hello", "§5", ctx.configure(p, sid),
                          "configured")
-        expect_status(ctx, "after configure", "§5", ctx.status(p, sid), state="configured",
+        expect_status(ctx, AREA, "after configure", "§5", ctx.status(p, sid), state="configured",
                       seq=0, stimulating=False)
         ctx.expect_error(AREA, "step in state configured", "§5 not running: step",
                          ctx.step(p, sid, None), "bad_state", stopped=False)
         ctx.expect_reply(AREA, "configure again in state configured", "§5",
                          ctx.configure(p, sid), "configured")
-        expect_status(ctx, "stop in state configured changes nothing", "§5 stop",
+        expect_status(ctx, AREA, "stop in state configured changes nothing", "§5 stop",
                       p.request("stop", session_id=sid, reason="check"), state="configured")
-        expect_status(ctx, "reset in state configured", "§5 reset",
+        expect_status(ctx, AREA, "reset in state configured", "§5 reset",
                       p.request("reset", session_id=sid, seed=None), state="running", seq=0,
                       stimulating=False)
         ctx.expect_error(AREA, "configure in state running", "§5 running: configure",
@@ -87,29 +89,29 @@ def run(ctx: Context) -> None:
         check_observation(ctx, ctx.step(p, sid, None), 1, None, "off step")
         on = env.stimulus(env.amp_on)
         check_observation(ctx, ctx.step(p, sid, on), 2, on, "on step after an off step")
-        expect_status(ctx, "stimulating while on", "§4.2 status", ctx.status(p, sid),
+        expect_status(ctx, AREA, "stimulating while on", "§4.2 status", ctx.status(p, sid),
                       state="running", seq=2, stimulating=True)
-        expect_status(ctx, "stop while running", "§5 stop",
+        expect_status(ctx, AREA, "stop while running", "§5 stop",
                       p.request("stop", session_id=sid, reason="conformance stop"),
                       state="stopped", stimulating=False)
         _stop_reason(ctx, p, sid, "stop records its reason", "§5 safe stop")
         ctx.expect_error(AREA, "step in state stopped", "§5 not running: step",
                          ctx.step(p, sid, None), "bad_state", stopped=False)
-        expect_status(ctx, "stop again is idempotent", "§5 stop",
+        expect_status(ctx, AREA, "stop again is idempotent", "§5 stop",
                       p.request("stop", session_id=sid, reason="again"), state="stopped")
-        expect_status(ctx, "reset in state stopped", "§5 reset",
+        expect_status(ctx, AREA, "reset in state stopped", "§5 reset",
                       p.request("reset", session_id=sid, seed=None), state="running", seq=0)
-        expect_status(ctx, "reset in state running", "§5 reset",
+        expect_status(ctx, AREA, "reset in state running", "§5 reset",
                       p.request("reset", session_id=sid, seed=None), state="running", seq=0)
         p.request("stop", session_id=sid, reason="check")
         ctx.expect_reply(AREA, "configure in state stopped", "§5", ctx.configure(p, sid),
                          "configured")
-        expect_status(ctx, "reset after reconfigure", "§5 reset",
+        expect_status(ctx, AREA, "reset after reconfigure", "§5 reset",
                       p.request("reset", session_id=sid, seed=None), state="running", seq=0)
         check_observation(ctx, ctx.step(p, sid, None), 1, None, "first step after reset")
         ctx.expect_reply(AREA, "bye", "§5 bye", p.request("bye", session_id=sid), "status")
         p.session_id = None
-        expect_status(ctx, "after bye the backend is idle", "§5 bye", ctx.status(p),
+        expect_status(ctx, AREA, "after bye the backend is idle", "§5 bye", ctx.status(p),
                       state="idle", session_id=None, stimulating=False)
         ctx.expect_error(AREA, "a request of the ended session", "§5, §6 no_session",
                          p.request("heartbeat", session_id=sid), "no_session")

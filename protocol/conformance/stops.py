@@ -30,7 +30,7 @@ def run(ctx: Context) -> None:
     with ctx.session_peer() as p:
         sid = _on(ctx, p, "stop")
         if sid is not None:
-            expect_status(ctx, "stop while stimulating", "§5 stop",
+            expect_status(ctx, AREA, "stop while stimulating", "§5 stop",
                           p.request("stop", session_id=sid, reason="conformance e-stop"),
                           state="stopped", stimulating=False)
             reason = ctx.status(p, sid).get("stop_reason")
@@ -40,10 +40,10 @@ def run(ctx: Context) -> None:
         sid = _on(ctx, p, "a same-peer hello")
         if sid is not None:
             new = ctx.hello(p)
-            expect_status(ctx, "hello again while stimulating", "§5", ctx.status(p, new),
+            expect_status(ctx, AREA, "hello again while stimulating", "§5", ctx.status(p, new),
                           state="hello", stimulating=False)
         sid = _on(ctx, p, "bye")
         if sid is not None:
-            expect_status(ctx, "bye while stimulating", "§5 bye",
+            expect_status(ctx, AREA, "bye while stimulating", "§5 bye",
                           p.request("bye", session_id=sid), state="idle", stimulating=False)
             p.session_id = None

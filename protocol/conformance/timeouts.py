@@ -41,7 +41,7 @@ def run(ctx: Context) -> None:
         while time.monotonic() < end and alive:
             time.sleep(beat_s / 2.0)
             alive = p.request("heartbeat", session_id=sid).type == "status"
-        expect_status(ctx, "heartbeats keep the session", "§7.2", ctx.status(p, sid),
+        expect_status(ctx, AREA, "heartbeats keep the session", "§7.2", ctx.status(p, sid),
                       state="running", session_id=sid)
 
         time.sleep(timeout_s)  # silence from the controller
@@ -51,7 +51,7 @@ def run(ctx: Context) -> None:
         while status.get("state") != "idle" and time.monotonic() < deadline:
             time.sleep(0.05)
             status = ctx.status(monitor)
-        expect_status(ctx, "silence ends the session with a safe stop", "§5, §7.3", status,
+        expect_status(ctx, AREA, "silence ends the session with a safe stop", "§5, §7.3", status,
                       state="idle", session_id=None, stimulating=False)
         reason = status.get("stop_reason")
         ctx.record(AREA, "the time-out is the stop reason", "§5 safe stop",
