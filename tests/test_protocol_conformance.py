@@ -20,8 +20,8 @@ from controller.replay.backend import ReplayBackend
 from controller.replay.session import load_session
 from drivers.bridge import SerialBackend
 from drivers.firmware import DeviceFirmware
-from drivers.serial_stimulator import SerialStimulator
 from drivers.sensing import SENSE_FIELDS
+from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import ToyNetwork, running_emulator
 from drivers.tissue import Tissue
 from drivers.virtual import VirtualStimulator
@@ -166,7 +166,8 @@ def test_a_backend_that_skips_the_envelope_rules_fails() -> None:
     assert any("faster than amplitude_up_per_s" in n for n in names), names
     assert any("(duty)" in n for n in names), names
     text = report.to_text()
-    assert "FAIL" in text and "§5.1 #6a" in text and "expected: error limit_exceeded" in text
+    assert "§5.1 #6a" in text
+    assert "expected: error limit_exceeded" in text
 
 
 def test_a_backend_that_never_times_out_fails() -> None:
@@ -212,7 +213,8 @@ def test_cli_exit_code_is_1_when_a_check_fails(capsys: pytest.CaptureFixture[str
         code = check_main([endpoint, "--areas", "envelope"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "DOES NOT CONFORM" in out and "FAIL" in out
+    assert "DOES NOT CONFORM" in out
+    assert "FAIL" in out
 
 
 def test_cli_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,23 @@ from protocol.conformance.report import CheckResult, Outcome, Report
 from protocol.conformance.wire import Peer, Reply
 from protocol.security import ClientKeys
 
+_ERROR_KEYS = frozenset({"v", "type", "id", "code", "message", "stopped"})
+
+
+def _error_shape(reply: Reply) -> str:
+    """What is wrong with an ``error`` reply's fields (§4.2, §2.3); "" when nothing."""
+    if reply.body is None or reply.type != "error":
+        return ""
+    if set(reply.body) != _ERROR_KEYS:
+        return f"keys {sorted(map(str, reply.body))} instead of {sorted(_ERROR_KEYS)}"
+    message = reply.body["message"]
+    if not isinstance(message, str) or len(message) > 2000:
+        length = len(message) if isinstance(message, str) else type(message).__name__
+        return f"message of {length} characters, not text of at most 2000"
+    if not isinstance(reply.body["stopped"], bool):
+        return f"stopped is {reply.body['stopped']!r}, not a bool"
+    return ""
+
 
 @dataclass
 class Context:
@@ -69,6 +86,9 @@ class Context:
         if request_id is not None:
             want += f" and id {request_id}"
         ok = reply.type == "error" and reply.code in codes and not reply.problem
+        shape = _error_shape(reply)
+        if ok and shape:
+            ok = False
         if ok and stopped is not None:
             ok = reply.get("stopped") is stopped
         if ok and request_id is not None:
@@ -76,6 +96,8 @@ class Context:
         got = reply.describe()
         if reply.body is not None and request_id is not None:
             got += f", id {reply.id}"
+        if shape:
+            got += f" ({shape})"
         return self.record(area, name, section, ok, want, got)
 
     def expect_reply(

@@ -109,8 +109,10 @@ class TestEnvelope:
         return envelope_hash(self.limits, self.extra)
 
     def wire(self, **changes: Any) -> dict[str, Any]:
-        """The ``configure.envelope`` map; ``changes`` replace keys (the hash is recomputed
-        unless ``hash`` is among them)."""
+        """The ``configure.envelope`` map; ``changes`` replace keys.
+
+        The hash is recomputed unless ``hash`` is among the changes.
+        """
         env: dict[str, Any] = {"limits": self.limits, "extra": self.extra}
         env.update({k: v for k, v in changes.items() if k != "hash"})
         env["hash"] = changes.get("hash", envelope_hash(env["limits"], env["extra"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from protocol.conformance.context import Context
 from protocol.conformance.envelope import SetupError, derive_envelope, envelope_hash
@@ -16,7 +16,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 KINDS = ("sim", "serial", "replay", "loopback")
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -149,6 +149,13 @@ def run(ctx: Context) -> bool:
         ok = status.type == "status" and status.get("state") == "hello"
         ctx.record(AREA, "get_status from any connection", "§4.1, §5", ok,
                    "status with state hello", f"{status.describe()}, state {status.get('state')!r}")
+        status = ctx.status(other, first)
+        ok = status.type == "status" and status.get("session_id") == sid
+        ctx.record(AREA, "get_status with an ended session's id", "§5", ok,
+                   "status of the active session", f"{status.describe()}, session "
+                   f"{status.get('session_id')!r}")
+        ctx.expect_error(AREA, "get_status with the active id from another connection",
+                         "§5, §6 busy", ctx.status(other, sid), "busy")
         other.close()
 
         configured = ctx.configure(p, sid)

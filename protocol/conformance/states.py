@@ -67,8 +67,8 @@ def run(ctx: Context) -> None:
             ctx.record(AREA, "hello", "§5", False, "welcome", "no session")
             return
         expect_status(ctx, AREA, "after hello", "§5", ctx.status(p, sid), state="hello", seq=0)
-        ctx.expect_error(AREA, "step in state hello", "§5 not running: step", ctx.step(p, sid, None),
-                         "bad_state", stopped=False)
+        ctx.expect_error(AREA, "step in state hello", "§5 not running: step",
+                         ctx.step(p, sid, None), "bad_state", stopped=False)
         ctx.expect_error(AREA, "reset in state hello", "§4.1 reset",
                          p.request("reset", session_id=sid, seed=None), "bad_state")
         ctx.expect_reply(AREA, "configure in state hello", "§5", ctx.configure(p, sid),

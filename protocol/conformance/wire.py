@@ -24,7 +24,8 @@ Wire = dict[str, Any]
 
 def pack_map(message: Wire) -> bytes:
     """Encode ``message`` as the protocol does (§2.1): bin for bytes, float64 for floats."""
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 @dataclass
