@@ -12,21 +12,52 @@ from protocol.conformance.report import CheckResult, Outcome, Report
 from protocol.conformance.wire import Peer, Reply
 from protocol.security import ClientKeys
 
-_ERROR_KEYS = frozenset({"v", "type", "id", "code", "message", "stopped"})
+_HEADER = ("v", "type", "id")
+#: The fields of each reply type (§4.2), besides the header.
+REPLY_FIELDS: dict[str, frozenset[str]] = {
+    "welcome": frozenset({"session_id", "backend_kind", "backend_name", "capabilities",
+                          "limits_hash", "session_timeout_ms", "heartbeat_interval_ms"}),
+    "configured": frozenset({"session_id", "envelope_hash", "limits", "control_period_ms"}),
+    "observation": frozenset({"seq", "t_model_ms", "duration_ms", "fields", "applied",
+                              "spikes"}),
+    "status": frozenset({"state", "session_id", "seq", "t_model_ms", "stimulating",
+                         "stop_reason"}),
+    "error": frozenset({"code", "message", "stopped"}),
+}
+_STATES = ("idle", "hello", "configured", "running", "stopped")
 
 
-def _error_shape(reply: Reply) -> str:
-    """What is wrong with an ``error`` reply's fields (§4.2, §2.3); "" when nothing."""
-    if reply.body is None or reply.type != "error":
+def reply_shape(reply: Reply) -> str:
+    """What is wrong with a reply's fields (§4.2, §2.3); "" when nothing."""
+    body = reply.body
+    if body is None or reply.type not in REPLY_FIELDS:
         return ""
-    if set(reply.body) != _ERROR_KEYS:
-        return f"keys {sorted(map(str, reply.body))} instead of {sorted(_ERROR_KEYS)}"
-    message = reply.body["message"]
-    if not isinstance(message, str) or len(message) > 2000:
-        length = len(message) if isinstance(message, str) else type(message).__name__
-        return f"message of {length} characters, not text of at most 2000"
-    if not isinstance(reply.body["stopped"], bool):
-        return f"stopped is {reply.body['stopped']!r}, not a bool"
+    want = REPLY_FIELDS[reply.type] | set(_HEADER)
+    if set(body) != want:
+        missing = sorted(want - set(body))
+        unknown = sorted(map(str, set(body) - want))
+        return f"{reply.type} fields: missing {missing}, unknown {unknown}"
+    if reply.type == "error":
+        message = body["message"]
+        if not isinstance(message, str) or len(message) > 2000:
+            length = len(message) if isinstance(message, str) else type(message).__name__
+            return f"message of {length} characters, not text of at most 2000"
+        if not isinstance(body["stopped"], bool):
+            return f"stopped is {body['stopped']!r}, not a bool"
+    if reply.type == "status":
+        problems = []
+        if body["state"] not in _STATES:
+            problems.append(f"state {body['state']!r}")
+        if not isinstance(body["seq"], int) or isinstance(body["seq"], bool) or body["seq"] < 0:
+            problems.append(f"seq {body['seq']!r}")
+        if not isinstance(body["stimulating"], bool):
+            problems.append(f"stimulating {body['stimulating']!r}")
+        reason = body["stop_reason"]
+        if not isinstance(reason, str) or len(reason) > 200:
+            problems.append("stop_reason is not a str of at most 200 characters")
+        if (body["state"] == "idle") != (body["session_id"] is None):
+            problems.append(f"session_id {body['session_id']!r} in state {body['state']!r}")
+        return "status: " + ", ".join(problems) if problems else ""
     return ""
 
 
@@ -86,7 +117,7 @@ class Context:
         if request_id is not None:
             want += f" and id {request_id}"
         ok = reply.type == "error" and reply.code in codes and not reply.problem
-        shape = _error_shape(reply)
+        shape = reply_shape(reply)
         if ok and shape:
             ok = False
         if ok and stopped is not None:
@@ -104,8 +135,10 @@ class Context:
         self, area: str, name: str, section: str, reply: Reply, type_: str, detail: str = ""
     ) -> bool:
         """Record whether ``reply`` is a well-formed ``type_`` reply."""
-        ok = reply.type == type_ and not reply.problem
-        got = reply.describe() + (f" ({reply.problem})" if reply.problem else "")
+        shape = reply_shape(reply)
+        ok = reply.type == type_ and not reply.problem and not shape
+        problem = "; ".join(p for p in (reply.problem, shape) if p)
+        got = reply.describe() + (f" ({problem})" if problem else "")
         return self.record(area, name, section, ok, f"a {type_} reply{detail}", got)
 
     # --------------------------------------------------------------------- sessions

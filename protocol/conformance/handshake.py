@@ -125,6 +125,13 @@ def run(ctx: Context) -> bool:
                              p.send_raw(pack_map(body), rid), "unsupported_version",
                              request_id=rid)
 
+        vector = bytes.fromhex(  # 68 bytes, session 0123456789abcdef0123456789abcdef
+            "84a17601a474797065a9686561727462656174a2696407aa73657373696f6e5f6964d920"
+            "3031323334353637383961626364656630313233343536373839616263646566"
+        )
+        ctx.expect_error(AREA, "the heartbeat test vector of §12 (an unknown session)",
+                         "§12, §6 no_session", p.send_raw(vector, 7), "no_session",
+                         request_id=7)
         first = p.session_id
         assert first is not None
         sid = ctx.hello(p)

@@ -221,6 +221,20 @@ def _stopping_refusals(ctx: Context) -> None:
                              "bad_message", stopped=True)
             expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
                           ctx.status(p, sid), state="stopped", stimulating=False)
+        label = "a repeated key inside the stimulus map"
+        if _stimulating(ctx, p, label):
+            sid = p.session_id
+            assert sid is not None
+            head = {"v": 1, "type": "step", "id": 9, "session_id": sid,
+                    "duration_ms": env.period_ms, "want_spikes": False}
+            stim = b"".join(_str(k) + msgpack.packb(v) for k, v in on.items())
+            stim = bytes([0x80 | (len(on) + 1)]) + stim + _str(amp) + msgpack.packb(on[amp])
+            body = pack_map(head)
+            body = bytes([body[0] + 1]) + body[1:] + _str("stimulus") + stim
+            ctx.expect_error(AREA, f"running: {label}", "§2.1, §2.5 #3, §5",
+                             p.send_raw(body, 9), "bad_message", stopped=True, request_id=0)
+            expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
+                          ctx.status(p, sid), state="stopped", stimulating=False)
         label = "want_spikes"
         if _stimulating(ctx, p, label):
             sid = p.session_id

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
-from protocol.conformance.context import Context
-from protocol.conformance.wire import Peer, Reply
+import msgpack
+
+from protocol.conformance.context import Context, reply_shape
+from protocol.conformance.wire import Peer, Reply, pack_map
 
 AREA = "state machine"
 
@@ -44,9 +47,11 @@ def expect_status(
 ) -> bool:
     """Record whether ``reply`` is a ``status`` whose fields have the ``want`` values."""
     got = {k: reply.get(k) for k in want}
-    ok = reply.type == "status" and got == want
+    shape = reply_shape(reply)
+    ok = reply.type == "status" and got == want and not shape
     shown = reply.describe() if reply.type != "status" else f"status {got}"
-    return ctx.record(area, name, section, ok, f"status {want}", shown)
+    return ctx.record(area, name, section, ok, f"status {want}",
+                      shown + (f" ({shape})" if shape else ""))
 
 
 def _stop_reason(ctx: Context, p: Peer, sid: str, name: str, section: str) -> None:
@@ -55,6 +60,42 @@ def _stop_reason(ctx: Context, p: Peer, sid: str, name: str, section: str) -> No
     ok = isinstance(reason, str) and bool(reason) and len(reason) <= 200
     ctx.record(AREA, name, section, ok, "a non-empty stop_reason of at most 200 characters",
                repr(reason))
+
+
+def _encodings(ctx: Context, p: Peer, sid: str) -> None:
+    """Encodings a decoder MUST accept (§2.1, §12): key order, float32 and integer floats."""
+    env = ctx.env
+    assert env is not None
+    period = env.period_ms
+    timeout = ctx.timeout_s + period / 1000.0
+    seq = 1
+
+    def step_body(rid: int, duration: float | int) -> dict[str, Any]:
+        return {"v": 1, "type": "step", "id": rid, "session_id": sid, "stimulus": None,
+                "duration_ms": duration, "want_spikes": False}
+
+    rid = p.fresh_id()
+    body = dict(reversed(list(step_body(rid, period).items())))
+    seq += 1
+    check_observation(ctx, p.send_raw(pack_map(body), rid, timeout), seq, None,
+                      "a request with its keys in another order")
+    if float(struct.unpack("<f", struct.pack("<f", period))[0]) == period:
+        rid = p.fresh_id()
+        packed = msgpack.packb(step_body(rid, period), use_bin_type=True, use_single_float=True)
+        seq += 1
+        check_observation(ctx, p.send_raw(packed, rid, timeout), seq, None,
+                          "a float32 step duration")
+    else:
+        ctx.skip(AREA, "a float32 step duration", "§2.1", "an observation",
+                 f"control_period_ms {period!r} is not exact in float32")
+    if float(period).is_integer():
+        rid = p.fresh_id()
+        seq += 1
+        check_observation(ctx, p.send_raw(pack_map(step_body(rid, int(period))), rid, timeout),
+                          seq, None, "an integer step duration")
+    else:
+        ctx.skip(AREA, "an integer step duration", "§2.1", "an observation",
+                 f"control_period_ms {period!r} is not an integer")
 
 
 def run(ctx: Context) -> None:
@@ -109,6 +150,7 @@ def run(ctx: Context) -> None:
         expect_status(ctx, AREA, "reset after reconfigure", "§5 reset",
                       p.request("reset", session_id=sid, seed=None), state="running", seq=0)
         check_observation(ctx, ctx.step(p, sid, None), 1, None, "first step after reset")
+        _encodings(ctx, p, sid)
         ctx.expect_reply(AREA, "bye", "§5 bye", p.request("bye", session_id=sid), "status")
         p.session_id = None
         expect_status(ctx, AREA, "after bye the backend is idle", "§5 bye", ctx.status(p),
