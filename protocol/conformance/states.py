@@ -36,6 +36,9 @@ def check_observation(
     t = reply.get("t_model_ms")
     if not (isinstance(t, float | int) and math.isfinite(t)):
         problems.append(f"t_model_ms {t!r}")
+    want_ms = ctx.env.period_ms if ctx.env is not None else None
+    if reply.get("duration_ms") != want_ms:
+        problems.append(f"duration_ms {reply.get('duration_ms')!r} instead of {want_ms!r}")
     ctx.record(AREA, f"{name}: observation contents", "§4.2 observation", not problems,
                f"seq {seq}, the advertised fields, all finite, applied = the stimulus",
                "; ".join(problems) or "as expected")
@@ -98,6 +101,32 @@ def _encodings(ctx: Context, p: Peer, sid: str) -> None:
                  f"control_period_ms {period!r} is not an integer")
 
 
+#: Backend kinds whose time advances only inside ``step`` (§4.2 welcome).
+LOCKSTEP = ("sim", "replay", "loopback")
+
+
+def _model_time(
+    ctx: Context, p: Peer, sid: str, t_reset: Any, first: Reply, second: Reply
+) -> None:
+    """Lockstep time (§4.2 welcome, §5 reset): 0 after a ``sim`` reset, moving only in steps."""
+    kind = ctx.welcome.get("backend_kind")
+    if kind not in LOCKSTEP:
+        ctx.skip(AREA, "time advances only inside step", "§4.2 welcome", "lockstep time",
+                 f"backend_kind {kind!r} runs in real time")
+        return
+    if kind == "sim":
+        ctx.record(AREA, "reset sets sim time to 0", "§5 reset", t_reset == 0.0, "t_model_ms 0",
+                   repr(t_reset))
+    t1, t2 = first.get("t_model_ms"), second.get("t_model_ms")
+    now = ctx.status(p, sid).get("t_model_ms")
+    numbers = all(isinstance(t, int | float) for t in (t_reset, t1, t2))
+    ok = numbers and t_reset <= t1 <= t2 and now == t2
+    ctx.record(AREA, "time advances only inside step", "§4.2 welcome", ok,
+               "t_model_ms non-decreasing over reset and two steps, and status between steps "
+               "at the last step's time",
+               f"reset {t_reset!r}, steps {t1!r}, {t2!r}, status after {now!r}")
+
+
 def run(ctx: Context) -> None:
     """Walk every transition of the §5 table on a fresh session."""
     env = ctx.env
@@ -127,9 +156,13 @@ def run(ctx: Context) -> None:
                       stimulating=False)
         ctx.expect_error(AREA, "configure in state running", "§5 running: configure",
                          ctx.configure(p, sid), "bad_state")
-        check_observation(ctx, ctx.step(p, sid, None), 1, None, "off step")
+        t_reset = ctx.status(p, sid).get("t_model_ms")
+        first = ctx.step(p, sid, None)
+        check_observation(ctx, first, 1, None, "off step")
         on = env.stimulus(env.amp_on)
-        check_observation(ctx, ctx.step(p, sid, on), 2, on, "on step after an off step")
+        second = ctx.step(p, sid, on)
+        check_observation(ctx, second, 2, on, "on step after an off step")
+        _model_time(ctx, p, sid, t_reset, first, second)
         expect_status(ctx, AREA, "stimulating while on", "§4.2 status", ctx.status(p, sid),
                       state="running", seq=2, stimulating=True)
         expect_status(ctx, AREA, "stop while running", "§5 stop",
