@@ -20,15 +20,18 @@ from controller.replay.backend import ReplayBackend
 from controller.replay.session import load_session
 from drivers.bridge import SerialBackend
 from drivers.firmware import DeviceFirmware
+from drivers.messages import FaultBits
 from drivers.sensing import SENSE_FIELDS
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import ToyNetwork, running_emulator
+from drivers.testing import ToyNetwork, running_emulator, wait_until
 from drivers.tissue import Tissue
 from drivers.virtual import VirtualStimulator
 from protocol.backend import Backend
 from protocol.conformance import AREAS, Report, check_backend
 from protocol.conformance.cli import main as check_main
-from protocol.conformance.envelope import envelope_hash
+from protocol.conformance.context import Context
+from protocol.conformance.envelope import derive_envelope, envelope_hash
+from protocol.conformance.wire import Peer
 from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
 from protocol.loopback import LoopbackBackend
@@ -127,6 +130,78 @@ def test_serial_bridge_with_the_emulated_device_over_a_pty_conforms() -> None:
         finally:
             driver.close()
     assert_conforms(report)
+
+
+# ------------------------------------------------- a non-conformance the check found, fixed
+
+
+def _stimulating_session(ctx: Context) -> tuple[Peer, str]:
+    """A session on ``ctx``'s backend with the check's routine stimulus on."""
+    p = ctx.peer()
+    welcome = p.request("hello", client_name="test")
+    ctx.welcome = welcome.body or {}
+    ctx.env = derive_envelope(ctx.welcome["capabilities"])
+    sid = welcome.get("session_id")
+    assert ctx.configure(p, sid).type == "configured"
+    assert p.request("reset", session_id=sid, seed=None).type == "status"
+    assert ctx.step(p, sid, None).type == "observation"
+    assert ctx.step(p, sid, ctx.env.stimulus(ctx.env.amp_on)).type == "observation"
+    return p, sid
+
+
+def test_bridge_status_reports_the_lease_that_lapsed_without_steps() -> None:
+    """Heartbeats keep a session but not the device's lease: status must say the output stopped.
+
+    Before the fix the bridge answered ``stimulating: true`` (state running) while the device
+    had faulted LEASE and switched its output off.
+    """
+    firmware = DeviceFirmware()
+    firmware.sense = dict.fromkeys((key for key, *_ in SENSE_FIELDS), 0.5)
+    driver = VirtualStimulator(firmware)
+    driver.handshake()
+    with served(SerialBackend(driver, session_timeout_s=2.0)) as endpoint:
+        ctx = Context(endpoint, 2.0, None, 30.0, Report(endpoint))
+        try:
+            p, sid = _stimulating_session(ctx)
+            assert ctx.status(p, sid).get("stimulating") is True
+            wait_until(  # heartbeats keep the session alive, never the device's lease
+                lambda: p.request("heartbeat", session_id=sid).get("stimulating") is False,
+                3.0, "status to report the lapsed lease", poll_s=0.05,
+            )
+            assert firmware.fault_bits & FaultBits.LEASE
+            status = ctx.status(p, sid)
+            assert status.get("state") == "stopped"
+            assert status.get("stimulating") is False
+            assert "LEASE" in status.get("stop_reason")
+            assert ctx.step(p, sid, None).code == "bad_state"
+        finally:
+            ctx.close()
+
+
+class LosesStimulation(LoopbackBackend):
+    """A backend whose output stops on its own between steps."""
+
+    lost: str | None = None
+
+    def _stimulation_lost(self) -> str | None:
+        return self.lost
+
+
+def test_stimulation_lost_between_steps_is_a_safe_stop_in_status() -> None:
+    backend = LosesStimulation(session_timeout_s=2.0)
+    with served(backend) as endpoint:
+        ctx = Context(endpoint, 2.0, None, 30.0, Report(endpoint))
+        try:
+            p, sid = _stimulating_session(ctx)
+            status = ctx.status(p, sid)
+            assert (status.get("state"), status.get("stimulating")) == ("running", True)
+            backend.lost = "output fault"
+            status = p.request("heartbeat", session_id=sid)
+            assert (status.get("state"), status.get("stimulating")) == ("stopped", False)
+            assert status.get("stop_reason") == "output fault"
+            assert backend.stop_calls[-1] == "output fault"
+        finally:
+            ctx.close()
 
 
 # ----------------------------------------------------------------- the check can fail

@@ -12,8 +12,30 @@ import time
 
 from protocol.conformance.context import Context
 from protocol.conformance.states import expect_status
+from protocol.conformance.wire import Peer
 
 AREA = "loss of contact"
+
+
+def _stimulating(ctx: Context, p: Peer) -> str | None:
+    """A running session on ``p`` with a routine stimulus on (a failure is recorded if not)."""
+    env = ctx.env
+    assert env is not None
+    sid = p.session_id
+    if sid is not None:
+        p.request("stop", session_id=sid, reason="next check")
+        ok = ctx.configure(p, sid).type == "configured"
+        ok = ok and p.request("reset", session_id=sid, seed=None).type == "status"
+    else:
+        sid = ctx.running(p)
+        ok = sid is not None
+    steps = [] if not ok or sid is None else [
+        ctx.step(p, sid, None), ctx.step(p, sid, env.stimulus(env.amp_on))]
+    if sid is None or not steps or not all(s.type == "observation" for s in steps):
+        ctx.record(AREA, "set-up", "§5", False, "a running session with stimulation on",
+                   steps[-1].describe() if steps else "no session")
+        return None
+    return sid
 
 
 def run(ctx: Context) -> None:
@@ -28,21 +50,33 @@ def run(ctx: Context) -> None:
         ctx.skip(AREA, "heartbeats keep the session", "§7.2", "session kept", why)
         ctx.skip(AREA, "silence ends the session with a safe stop", "§7.3", "idle", why)
         return
+    lease_s = env.extra["lease_periods"] * env.period_ms / 1000.0
+    real_time = ctx.welcome.get("backend_kind") not in ("sim", "replay", "loopback")
     with ctx.session_peer() as p:
-        sid = ctx.running(p)
-        steps = [] if sid is None else [ctx.step(p, sid, None),
-                                        ctx.step(p, sid, env.stimulus(env.amp_on))]
-        if sid is None or not all(s.type == "observation" for s in steps):
-            ctx.record(AREA, "set-up", "§5", False, "a running session with stimulation on",
-                       steps[-1].describe() if steps else "no session")
+        sid = _stimulating(ctx, p)
+        if sid is None:
             return
-        end = time.monotonic() + 1.5 * timeout_s
+        # Heartbeats only, for longer than the session timeout and than the lease.
+        end = time.monotonic() + max(1.5 * timeout_s, 2.0 * lease_s + 0.5)
         alive = True
         while time.monotonic() < end and alive:
             time.sleep(beat_s / 2.0)
             alive = p.request("heartbeat", session_id=sid).type == "status"
-        expect_status(ctx, AREA, "heartbeats keep the session", "§7.2", ctx.status(p, sid),
-                      state="running", session_id=sid)
+        status = ctx.status(p, sid)
+        expect_status(ctx, AREA, "heartbeats keep the session", "§7.2", status,
+                      session_id=sid)
+        if real_time:
+            # A real-time device's lease is renewed by steps (§7.3, docs/device-protocol.md):
+            # without them the output stops, and the backend must say so.
+            expect_status(ctx, AREA, "heartbeats without steps: the lease lapses and the "
+                          "status says stimulation stopped", "§4.2 status, §7.3", status,
+                          state="stopped", stimulating=False)
+            sid = _stimulating(ctx, p)
+            if sid is None:
+                return
+        else:
+            expect_status(ctx, AREA, "heartbeats without steps: a lockstep stimulus stays in "
+                          "force", "§4.2 welcome", status, state="running", stimulating=True)
 
         time.sleep(timeout_s)  # silence from the controller
         monitor = ctx.peer()
