@@ -29,6 +29,7 @@ from drivers.virtual import VirtualStimulator
 from protocol.backend import Backend
 from protocol.conformance import AREAS, Report, check_backend
 from protocol.conformance.cli import main as check_main
+from protocol.conformance.cli import parse_option
 from protocol.conformance.context import Context
 from protocol.conformance.envelope import derive_envelope, envelope_hash
 from protocol.conformance.wire import Peer
@@ -309,6 +310,8 @@ def test_cli_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
         (["not-an-address"], "Expected a ZeroMQ address"),
         (["tcp://127.0.0.1:5555", "--option", "n_scale"], "Expected --option NAME=VALUE"),
         (["tcp://127.0.0.1:5555", "--timeout-s", "0"], "Expected --timeout-s in (0, 3600]"),
+        (["tcp://127.0.0.1:5555", "--curve", "nope.key_secret", "nope.key"],
+         "Expected readable CURVE key files"),
     ],
 )
 def test_cli_bad_arguments_exit_2_naming_what_was_expected(
@@ -318,6 +321,14 @@ def test_cli_bad_arguments_exit_2_naming_what_was_expected(
         check_main(argv)
     assert exit_info.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_options_are_read_as_int_float_bool_or_text() -> None:
+    assert parse_option("n_scale=0.05") == ("n_scale", 0.05)
+    assert parse_option("seed=3") == ("seed", 3)
+    assert parse_option("verbose=true") == ("verbose", True)
+    assert parse_option("semantics=clean") == ("semantics", "clean")
+    assert parse_option("network=") == ("network", "")
 
 
 def test_every_area_is_known() -> None:
