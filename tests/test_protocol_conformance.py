@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -333,3 +333,14 @@ def test_options_are_read_as_int_float_bool_or_text() -> None:
 
 def test_every_area_is_known() -> None:
     assert AREAS == ("states", "refusals", "envelope", "stops", "timeouts")
+
+
+def test_the_check_imports_nothing_above_the_protocol_layer(
+    fresh_python: Callable[..., str],
+) -> None:
+    out = fresh_python(
+        "import sys, protocol.conformance, protocol.conformance.cli\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'simulator', 'drivers', 'controller', 'fitting'}))"
+    )
+    assert out == "[]"
