@@ -190,6 +190,36 @@ class Context:
             return None
         return sid
 
+    def stimulating(self, p: Peer, area: str, label: str) -> str | None:
+        """Bring ``p``'s session to running with the routine stimulus on, from any state.
+
+        A new session is opened if ``p`` holds none.
+
+        Returns:
+            The session id, or ``None`` after recording why the set-up failed.
+        """
+        env = self.env
+        assert env is not None
+        sid = p.session_id or self.hello(p)
+        steps: list[Reply] = []
+        if sid is not None:
+            p.request("stop", session_id=sid, reason="next check")
+            if (self.configure(p, sid).type == "configured"
+                    and p.request("reset", session_id=sid, seed=None).type == "status"):
+                steps = [self.step(p, sid, None), self.step(p, sid, env.stimulus(env.amp_on))]
+        if sid is not None and len(steps) == 2 and all(s.type == "observation" for s in steps):
+            status = self.status(p, sid)
+            if status.get("stimulating") is True:
+                return sid
+            got = (f"after an on step, {status.describe()} with stimulating "
+                   f"{status.get('stimulating')!r}")
+        else:
+            got = steps[-1].describe() if steps else "no session, or configure/reset refused"
+        self.record(area, f"set-up for {label}", "§5", False,
+                    "hello, configure, reset, an off step and an on step accepted, and "
+                    "stimulating true", got)
+        return None
+
     def step(
         self, p: Peer, sid: str, stimulus: dict[str, float] | None, duration_ms: float | None = None
     ) -> Reply:

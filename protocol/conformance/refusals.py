@@ -211,26 +211,23 @@ def _stopping_refusals(ctx: Context) -> None:
     ]
     with ctx.session_peer() as p:
         for label, section, stimulus, code, duration in cases:
-            if not _stimulating(ctx, p, label):
+            sid = ctx.stimulating(p, AREA, label)
+            if sid is None:
                 continue
-            sid = p.session_id
-            assert sid is not None
             ctx.expect_error(AREA, f"running: {label}", section,
                              ctx.step(p, sid, stimulus, duration), code, stopped=True)
             expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
                           ctx.status(p, sid), state="stopped", stimulating=False)
         label = "an undecodable request of the controller"
-        if _stimulating(ctx, p, label):
-            sid = p.session_id
-            assert sid is not None
+        sid = ctx.stimulating(p, AREA, label)
+        if sid is not None:
             ctx.expect_error(AREA, f"running: {label}", "§5", p.send_raw(b"\xc1", 0),
                              "bad_message", stopped=True)
             expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
                           ctx.status(p, sid), state="stopped", stimulating=False)
         label = "a repeated key inside the stimulus map"
-        if _stimulating(ctx, p, label):
-            sid = p.session_id
-            assert sid is not None
+        sid = ctx.stimulating(p, AREA, label)
+        if sid is not None:
             head = {"v": 1, "type": "step", "id": 9, "session_id": sid,
                     "duration_ms": env.period_ms, "want_spikes": False}
             stim = b"".join(_str(k) + msgpack.packb(v) for k, v in on.items())
@@ -242,9 +239,8 @@ def _stopping_refusals(ctx: Context) -> None:
             expect_status(ctx, AREA, f"running: {label}: stimulation stopped", "§5",
                           ctx.status(p, sid), state="stopped", stimulating=False)
         label = "want_spikes"
-        if _stimulating(ctx, p, label):
-            sid = p.session_id
-            assert sid is not None
+        sid = ctx.stimulating(p, AREA, label)
+        if sid is not None:
             reply = p.request("step", timeout_s=ctx.timeout_s + env.period_ms / 1000.0,
                               session_id=sid, stimulus=on, duration_ms=env.period_ms,
                               want_spikes=True)
@@ -260,9 +256,8 @@ def _stopping_refusals(ctx: Context) -> None:
                 ctx.expect_error(AREA, "want_spikes where not supported", "§5.1 #3", reply,
                                  "bad_message", stopped=True)
         label = "requests from others"
-        if _stimulating(ctx, p, label):
-            sid = p.session_id
-            assert sid is not None
+        sid = ctx.stimulating(p, AREA, label)
+        if sid is not None:
             ctx.expect_error(AREA, "running: a step with another session id", "§5 no_session",
                              ctx.step(p, "f" * 32, on), "no_session", stopped=False)
             other = ctx.peer()
@@ -273,25 +268,6 @@ def _stopping_refusals(ctx: Context) -> None:
             other.close()
             expect_status(ctx, AREA, "running: others' requests do not stop stimulation", "§5",
                           ctx.status(p, sid), state="running", stimulating=True)
-
-
-def _stimulating(ctx: Context, p: Peer, label: str) -> bool:
-    """Bring ``p``'s session to running with a routine stimulus on; record a failure if not."""
-    env = ctx.env
-    assert env is not None
-    sid = p.session_id or ctx.hello(p)
-    steps = []
-    if sid is not None:
-        p.request("stop", session_id=sid, reason="next check")
-        if ctx.configure(p, sid).type == "configured":
-            p.request("reset", session_id=sid, seed=None)
-            steps = [ctx.step(p, sid, None), ctx.step(p, sid, env.stimulus(env.amp_on))]
-    if len(steps) == 2 and all(s.type == "observation" for s in steps):
-        return True
-    got = steps[-1].describe() if steps else "no session or configure refused"
-    ctx.record(AREA, f"set-up for {label}", "§5", False,
-               "hello, configure, reset, an off step and an on step accepted", got)
-    return False
 
 
 def run(ctx: Context, *, big: bool = True) -> None:

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 from protocol.conformance.context import Context
 from protocol.conformance.states import expect_status
-from protocol.conformance.wire import Peer
 
 AREA = "stops"
-
-
-def _on(ctx: Context, p: Peer, label: str) -> str | None:
-    env = ctx.env
-    assert env is not None
-    sid = ctx.running(p)
-    steps = [] if sid is None else [ctx.step(p, sid, None),
-                                    ctx.step(p, sid, env.stimulus(env.amp_on))]
-    status = ctx.status(p, sid)
-    if sid is not None and all(s.type == "observation" for s in steps) and status.get(
-        "stimulating"
-    ) is True:
-        return sid
-    ctx.record(AREA, f"set-up for {label}", "§5", False,
-               "a running session with stimulating true", status.describe())
-    return None
 
 
 def run(ctx: Context) -> None:
     """``stop``, ``bye`` and a same-peer ``hello`` each stop stimulation."""
     with ctx.session_peer() as p:
-        sid = _on(ctx, p, "stop")
+        sid = ctx.stimulating(p, AREA, "stop")
         if sid is not None:
             expect_status(ctx, AREA, "stop while stimulating", "§5 stop",
                           p.request("stop", session_id=sid, reason="conformance e-stop"),
@@ -37,12 +20,12 @@ def run(ctx: Context) -> None:
             ctx.record(AREA, "stop records the client's reason", "§5 safe stop",
                        isinstance(reason, str) and "conformance e-stop" in reason,
                        "a stop_reason containing 'conformance e-stop'", repr(reason))
-        sid = _on(ctx, p, "a same-peer hello")
+        sid = ctx.stimulating(p, AREA, "a same-peer hello")
         if sid is not None:
             new = ctx.hello(p)
             expect_status(ctx, AREA, "hello again while stimulating", "§5", ctx.status(p, new),
                           state="hello", stimulating=False)
-        sid = _on(ctx, p, "bye")
+        sid = ctx.stimulating(p, AREA, "bye")
         if sid is not None:
             expect_status(ctx, AREA, "bye while stimulating", "§5 bye",
                           p.request("bye", session_id=sid), state="idle", stimulating=False)

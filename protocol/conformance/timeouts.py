@@ -12,30 +12,8 @@ import time
 
 from protocol.conformance.context import Context
 from protocol.conformance.states import expect_status
-from protocol.conformance.wire import Peer
 
 AREA = "loss of contact"
-
-
-def _stimulating(ctx: Context, p: Peer) -> str | None:
-    """A running session on ``p`` with a routine stimulus on (a failure is recorded if not)."""
-    env = ctx.env
-    assert env is not None
-    sid = p.session_id
-    if sid is not None:
-        p.request("stop", session_id=sid, reason="next check")
-        ok = ctx.configure(p, sid).type == "configured"
-        ok = ok and p.request("reset", session_id=sid, seed=None).type == "status"
-    else:
-        sid = ctx.running(p)
-        ok = sid is not None
-    steps = [] if not ok or sid is None else [
-        ctx.step(p, sid, None), ctx.step(p, sid, env.stimulus(env.amp_on))]
-    if sid is None or not steps or not all(s.type == "observation" for s in steps):
-        ctx.record(AREA, "set-up", "§5", False, "a running session with stimulation on",
-                   steps[-1].describe() if steps else "no session")
-        return None
-    return sid
 
 
 def run(ctx: Context) -> None:
@@ -53,7 +31,7 @@ def run(ctx: Context) -> None:
     lease_s = env.extra["lease_periods"] * env.period_ms / 1000.0
     real_time = ctx.welcome.get("backend_kind") not in ("sim", "replay", "loopback")
     with ctx.session_peer() as p:
-        sid = _stimulating(ctx, p)
+        sid = ctx.stimulating(p, AREA, "the loss-of-contact checks")
         if sid is None:
             return
         # Heartbeats only, for longer than the session timeout and than the lease.
@@ -71,7 +49,7 @@ def run(ctx: Context) -> None:
             expect_status(ctx, AREA, "heartbeats without steps: the lease lapses and the "
                           "status says stimulation stopped", "§4.2 status, §7.3", status,
                           state="stopped", stimulating=False)
-            sid = _stimulating(ctx, p)
+            sid = ctx.stimulating(p, AREA, "the loss-of-contact checks")
             if sid is None:
                 return
         else:
