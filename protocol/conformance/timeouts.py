@@ -56,6 +56,7 @@ def run(ctx: Context) -> None:
             expect_status(ctx, AREA, "heartbeats without steps: a lockstep stimulus stays in "
                           "force", "§4.2 welcome", status, state="running", stimulating=True)
 
+        before = ctx.status(p, sid).get("stop_reason")
         time.sleep(timeout_s)  # silence from the controller
         monitor = ctx.peer()
         deadline = time.monotonic() + timeout_s + 1.0
@@ -67,8 +68,8 @@ def run(ctx: Context) -> None:
                       state="idle", session_id=None, stimulating=False)
         reason = status.get("stop_reason")
         ctx.record(AREA, "the time-out is the stop reason", "§5 safe stop",
-                   isinstance(reason, str) and bool(reason), "a non-empty stop_reason",
-                   repr(reason))
+                   isinstance(reason, str) and bool(reason) and reason != before,
+                   f"a new stop_reason (it was {before!r} before the silence)", repr(reason))
         ctx.expect_error(AREA, "the timed-out session is gone", "§6 no_session",
                          p.request("heartbeat", session_id=sid), "no_session")
         p.session_id = None
