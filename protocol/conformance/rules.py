@@ -114,6 +114,11 @@ def scenarios(env: TestEnvelope) -> list[Scenario]:
     return out
 
 
+def _show(stimulus: dict[str, float]) -> str:
+    """``amplitude_mv=0.25, frequency_hz=100.6, …`` (6 significant digits)."""
+    return ", ".join(f"{name}={value:.6g}" for name, value in stimulus.items())
+
+
 def run(ctx: Context) -> None:
     """Run every scenario on one session, with a ``reset`` before each."""
     env = ctx.env
@@ -147,7 +152,7 @@ def run(ctx: Context) -> None:
                            "every step accepted")
                 continue
             reply = ctx.step(p, sid, sc.breach)
-            ctx.expect_error(AREA, f"{sc.name}: {sc.breach}", sc.section, reply,
+            ctx.expect_error(AREA, f"{sc.name}: {_show(sc.breach)}", sc.section, reply,
                              "limit_exceeded", stopped=True)
             expect_status(ctx, AREA, f"{sc.name}: stimulation off", "§5, §5.1",
                           ctx.status(p, sid), state="stopped", stimulating=False)
