@@ -322,6 +322,18 @@ class SerialBackend(Backend):
             self._t_ms = (self._clock() - self._t_reset_s) * 1000.0
         return StepResult(fields, self._t_ms)
 
+    def _stimulation_lost(self) -> str | None:
+        """The device's output stopped between steps (lease lapsed, fault, reset, lost link).
+
+        Only ``step`` renews the device's lease, so a controller that sends heartbeats alone
+        lets it lapse; ``status`` then reports the stop instead of a stale ``stimulating``.
+        """
+        try:
+            self._require_armed()
+        except Exception as err:  # unreadable counts as stopped: never report stale output
+            return f"device stopped stimulating: {err}"
+        return None
+
     def _on_stop(self, reason: str) -> None:
         drv = self.driver
         if drv.closed or drv.envelope is None or not self._healthy_session():

@@ -154,6 +154,17 @@ class Backend(abc.ABC):
     def _on_close(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release resources; called once by :meth:`close` after a final safe stop."""
 
+    def _stimulation_lost(self) -> str | None:
+        """Why stimulation stopped on its own since the last step, or ``None`` if it did not.
+
+        Called while a stimulus is in force, before each ``status`` reply. A real-time backend
+        whose output can stop between steps (a device's lease lapsed, a latched fault, a lost
+        link) returns the reason; the base class then records the safe stop and moves
+        ``running`` to ``stopped``, so ``status`` never reports stimulation that is not there
+        (docs/protocol.md §4.2 ``status``, §7.3).
+        """
+        return None
+
     # --------------------------------------------------------------------- public API
 
     @property
@@ -343,6 +354,12 @@ class Backend(abc.ABC):
         self._envelope_hash = ""
 
     def _status(self) -> Status:
+        if self._stimulating:
+            lost = self._stimulation_lost()
+            if lost is not None:
+                self._safe_stop(lost)
+                if self._state == "running":
+                    self._state = "stopped"
         return Status(
             self._state,
             self._session_id,
