@@ -30,6 +30,7 @@ def _mains() -> dict[str, tuple[Callable[[list[str]], int], list[str]]]:
     from drivers.cli import main as driver_main
     from drivers.emulator_cli import main as emulator_main
     from fitting.cli import main as fit_main
+    from protocol.conformance.cli import main as check_main
     from protocol.keys_cli import main as keys_main
     from protocol.loopback import main as loopback_main
     from simulator.cli import main as sim_main
@@ -48,6 +49,7 @@ def _mains() -> dict[str, tuple[Callable[[list[str]], int], list[str]]]:
         "neuroloop-device-emulator": (emulator_main, []),
         "neuroloop-keys": (keys_main, []),
         "neuroloop-fit": (fit_main, []),
+        "neuroloop-check-backend": (check_main, []),
         "python -m protocol.loopback": (loopback_main, []),
     }
 

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.logs import configure_logging
+from core.logs import add_log_options, configure_from_args
 from protocol.conformance.check import AREAS, check_backend
 from protocol.security import ClientKeys
 
@@ -87,14 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose", action="store_true", help="list passed checks too (text report)"
     )
-    parser.add_argument(
-        "--log-format", choices=("console", "json"), default="console",
-        help="log format on stderr (default console)",
-    )
-    parser.add_argument(
-        "--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-        help="log level on stderr (default warning)",
-    )
+    add_log_options(parser)
     return parser
 
 
@@ -124,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the check; exit 0 when it passes, 1 when a check fails, 2 on bad arguments."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_from_args(args)
     areas = tuple(a.strip() for a in args.areas.split(",") if a.strip())
     if not 0.0 < args.timeout_s <= 3600.0:
         parser.error(f"Expected --timeout-s in (0, 3600], actual {args.timeout_s}")
