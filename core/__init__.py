@@ -1,0 +1,1 @@
+"""Bottom layer shared by every package: it imports nothing of ours above it."""
