@@ -32,7 +32,7 @@ def parse_ray_address(text: str) -> str:
     )
 
 
-def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+def add_executor_arguments(parser: argparse._ActionsContainer) -> None:
     """Add ``--ray`` to a command's parser (``--workers`` is each command's own)."""
     parser.add_argument(
         "--ray", type=parse_ray_address, default=None, metavar="ADDRESS", help=RAY_HELP
