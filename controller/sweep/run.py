@@ -108,12 +108,12 @@ def run_sweep(
     wall_s = time.monotonic() - t0
     names = list(study.parameters)
     rows = tidy_rows(store.ok_records(), names)
-    files = [str(p) for p in write_table(rows, out_dir)] if rows else []
+    files = [p.name for p in write_table(rows, out_dir)] if rows else []
     if plot and rows:
         x = study.plot.get("x", names[0])
         y = study.plot.get("y", next((n for n in names if n != x), None))
         metrics = list(study.plot.get("metrics", DEFAULT_METRICS[study.kind]))
-        files += [str(p) for p in heat_maps(rows, x, y, metrics, out_dir, study.name)]
+        files += [p.name for p in heat_maps(rows, x, y, metrics, out_dir, study.name)]
     failures = [
         {
             "params": r["params"],
