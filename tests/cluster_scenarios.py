@@ -186,6 +186,21 @@ def scenario_eval(cluster: Any, work: Path) -> dict[str, Any]:
             "failures": {k: runs[k]["failures"] for k in runs}}  # fmt: skip
 
 
+def scenario_fit(cluster: Any, work: Path) -> dict[str, Any]:
+    from fitting.cli import main as fit_main
+
+    common = ["--model", "reference", "--measurements", "example", "--method", "random",
+              "--budget", "6", "--k", "0.001", "--seed", "5", "--no-plot", "--no-progress",
+              "--log-level", "error"]  # fmt: skip
+    codes = {
+        "ray": fit_main([*common, "--out", str(work / "fit-ray"), "--ray", cluster.address]),
+        "local": fit_main([*common, "--out", str(work / "fit-local"), "--workers", "2"]),
+    }
+    docs = {k: json.loads((work / f"fit-{k}" / "solutions.json").read_text()) for k in codes}
+    return {"exit": codes, "simulations": {k: d["run"]["simulations"] for k, d in docs.items()},
+            "best": {k: d["best_candidates"] for k, d in docs.items()}}  # fmt: skip
+
+
 def scenario_train(cluster: Any, work: Path) -> dict[str, Any]:
     from controller.train_cli import main as train_main
 
@@ -224,6 +239,7 @@ def main() -> int:
         ("sweep_node_killed", lambda: scenario_sweep_node_killed(cluster, nodes, work, study)),
         ("driver_killed", lambda: scenario_driver_killed(cluster, work, study)),
         ("eval", lambda: scenario_eval(cluster, work)),
+        ("fit", lambda: scenario_fit(cluster, work)),
         ("train", lambda: scenario_train(cluster, work)),
     ]
     for name, step in steps:

@@ -4,8 +4,8 @@ The cluster runs inside a network namespace that this test makes with only ``lo`
 (``unshare -n``; needs root), so Ray can only use 127.0.0.1 and no traffic leaves the machine.
 One subprocess (tests/cluster_scenarios.py) starts the cluster once and plays every scenario:
 a node killed while a task runs on it, a node killed mid-sweep, the sweep's driver killed and
-the sweep resumed, an evaluation and a short PPO run with its environments as actors; each test
-below checks one scenario in its report.
+the sweep resumed, an evaluation, a fit, and a short PPO run with its environments as actors;
+each test below checks one scenario in its report.
 """
 
 from __future__ import annotations
@@ -108,6 +108,14 @@ def test_evaluation_on_the_cluster_equals_the_local_one(report: dict[str, Any]) 
     assert r["failures"] == {"ray": [], "local": []}
     assert len(r["methods"]["ray"]["policy"]) == 2
     assert r["methods"]["ray"] == r["methods"]["local"]
+
+
+def test_fit_on_the_cluster_equals_the_local_one(report: dict[str, Any]) -> None:
+    r = _scenario(report, "fit")
+    assert r["exit"] == {"ray": 3, "local": 3}  # k = 0.001: no solution, best candidates kept
+    assert r["simulations"] == {"ray": 6, "local": 6}
+    assert r["best"]["ray"]
+    assert r["best"]["ray"] == r["best"]["local"]
 
 
 def test_training_with_actor_environments_writes_a_bundle(report: dict[str, Any]) -> None:
