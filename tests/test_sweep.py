@@ -134,3 +134,28 @@ def test_commands_do_not_import_ray() -> None:
             "fitting.cli; sys.exit('ray' in sys.modules)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120, check=False)
     assert proc.returncode == 0
+
+
+def test_policy_study_records_the_episode_metrics(tmp_path: Path) -> None:
+    study = _write(tmp_path, """\
+[study]
+policy = "ftsts"
+n_scale = 0.05
+seeds = 1
+onset_ms = 400.0
+controlled_s = 1.0
+tail_s = 0.5
+
+[parameters]
+j_i_mv = [200.0, 260.0]
+""")  # fmt: skip
+    out = tmp_path / "out"
+    assert sweep_main([str(study), "--out", str(out), "--no-progress"]) == 0
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["j_i_mv"]) for r in rows] == [200.0, 260.0]
+    assert {"r_tail", "charge", "time_to_desync_s", "weight_end_mv", "mean_amplitude_mv"} <= set(
+        rows[0]
+    )
+    assert all(float(r["charge"]) > 0 for r in rows)
+    assert (out / "heatmap_r_tail.png").exists()
