@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ log = structlog.get_logger()
 LOCAL_ADDRESS = "local"
 #: Longest wait for any one result before the driver checks the cluster again (s).
 POLL_S = 5.0
+#: A job gives up when the cluster has had no CPU for this long (s): every node is gone.
+NO_CPU_GRACE_S = 120.0
 
 
 def import_ray() -> Any:
@@ -138,8 +141,19 @@ class RayExecutor(Executor):
 
         for task in tasks:
             submit(task)
+        no_cpu_since: float | None = None
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            if not ready:
+                if ray.cluster_resources().get("CPU", 0.0) > 0:
+                    no_cpu_since = None
+                elif no_cpu_since is None:
+                    no_cpu_since = time.monotonic()
+                elif time.monotonic() - no_cpu_since > NO_CPU_GRACE_S:
+                    raise ExecutorError(
+                        f"Expected CPUs in the Ray cluster at {self.address!r}, actual none for "
+                        f"{NO_CPU_GRACE_S:.0f} s with {len(pending)} tasks left (every node lost?)"
+                    )
             for ref in ready:
                 task = pending.pop(ref)
                 try:
