@@ -89,3 +89,9 @@ def test_default_engine_is_local_and_needs_no_ray() -> None:
     assert isinstance(ex, LocalExecutor)
     assert ex.describe() == {"engine": "local", "workers": 1}
     ex.close()
+
+
+def test_no_cluster_at_the_address_fails_fast_and_says_so() -> None:
+    pytest.importorskip("ray", reason="the cluster extra is not installed")
+    with pytest.raises(ExecutorError, match="Expected a Ray head node listening at '127.0.0.1:1'"):
+        make_executor("127.0.0.1:1")

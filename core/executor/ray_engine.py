@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -54,6 +55,8 @@ def connect(address: str, workers: int | None = None) -> Any:
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    if address not in ("auto", LOCAL_ADDRESS):
+        _check_reachable(address)
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if address == LOCAL_ADDRESS:
         kwargs.update(num_cpus=workers, include_dashboard=False)
@@ -73,6 +76,19 @@ def connect(address: str, workers: int | None = None) -> Any:
         ) from None
     log.info("ray_connected", address=address, resources=ray.cluster_resources())
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself waits minutes) when nothing listens at ``HOST:PORT``."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        raise ExecutorError(
+            f"Expected a Ray head node listening at {address!r} (start one with "
+            f"`ray start --head`), actual: {err}"
+        ) from None
 
 
 class RayExecutor(Executor):
