@@ -116,22 +116,34 @@ def scenario_executor_node_loss(cluster: Any, nodes: list[Any], work: Path) -> d
     }  # fmt: skip
 
 
+def run_sweep_here(study: Path, out: Path, executor: Any) -> dict[str, Any]:
+    """The sweep in this process (its Ray workers are already warm)."""
+    from controller.sweep.run import run_sweep
+    from controller.sweep.study import load_study
+
+    return run_sweep(load_study(study), out, executor, progress=False, plot=False)
+
+
 def scenario_sweep_node_killed(
     cluster: Any, nodes: list[Any], work: Path, study: Path
 ) -> dict[str, Any]:
+    from core.executor.ray_engine import RayExecutor
+
     out = work / "sweep-node-killed"
-    proc = subprocess.Popen(sweep_cmd(study, out, cluster.address), cwd=ROOT)
-    try:
-        wait_for(lambda: lines(out / "points.jsonl") >= 2, "two finished points")
-        killed_after = lines(out / "points.jsonl")
-        victim = nodes.pop(0)
-        cluster.remove_node(victim, allow_graceful=False)
-        nodes.append(cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1"))
-        code = proc.wait(timeout=WAIT_S * 2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return {"exit": code, "killed_after_points": killed_after, **_sweep_state(out)}
+    manifests: list[dict[str, Any]] = []
+    ex = RayExecutor(cluster.address)
+    thread = threading.Thread(
+        target=lambda: manifests.append(run_sweep_here(study, out, ex)), daemon=True
+    )
+    thread.start()
+    wait_for(lambda: lines(out / "points.jsonl") >= 2, "two finished points")
+    killed_after = lines(out / "points.jsonl")
+    victim = nodes.pop(0)
+    cluster.remove_node(victim, allow_graceful=False)
+    nodes.append(cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1"))
+    thread.join(WAIT_S * 2)
+    done = manifests[0]["done"] == manifests[0]["points"] if manifests else False
+    return {"exit": 0 if done else 1, "killed_after_points": killed_after, **_sweep_state(out)}
 
 
 def scenario_driver_killed(cluster: Any, work: Path, study: Path) -> dict[str, Any]:
@@ -148,9 +160,10 @@ def scenario_driver_killed(cluster: Any, work: Path, study: Path) -> dict[str, A
     # A write cut by the kill leaves a partial last line: simulate the worst case.
     with (out / "points.jsonl").open("a") as f:
         f.write('{"key": "cut-mid-wri')
-    code = subprocess.run(sweep_cmd(study, out, cluster.address), cwd=ROOT, timeout=WAIT_S * 2,
-                          check=False).returncode  # fmt: skip
-    manifest = json.loads((out / "sweep.json").read_text())
+    from core.executor.ray_engine import RayExecutor
+
+    manifest = run_sweep_here(study, out, RayExecutor(cluster.address))
+    code = 0 if manifest["done"] == manifest["points"] else 1
     return {"exit": code, "lines_before_resume": before,
             "resumed_with": manifest["resumed_with"], **_sweep_state(out)}  # fmt: skip
 
@@ -231,8 +244,11 @@ def main() -> int:
     nodes = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     report["address"] = cluster.address
-    local = subprocess.run(sweep_cmd(study, work / "sweep-local", None), cwd=ROOT,
-                           timeout=WAIT_S * 2, check=False).returncode  # fmt: skip
+    from core.executor import LocalExecutor
+
+    with LocalExecutor(2) as local_ex:
+        manifest = run_sweep_here(study, work / "sweep-local", local_ex)
+    local = 0 if manifest["done"] == manifest["points"] else 1
     report["local"] = {"exit": local, **_sweep_state(work / "sweep-local")}
     steps = [
         ("executor_node_loss", lambda: scenario_executor_node_loss(cluster, nodes, work)),
