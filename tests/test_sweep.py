@@ -159,3 +159,36 @@ j_i_mv = [200.0, 260.0]
     )
     assert all(float(r["charge"]) > 0 for r in rows)
     assert (out / "heatmap_r_tail.png").exists()
+
+
+def test_failed_points_are_reported_with_parameters_and_retried_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_bundle = tmp_path / "empty"
+    not_a_bundle.mkdir()
+    study = _write(tmp_path, f"""\
+[study]
+policy = "{not_a_bundle}"
+n_scale = 0.05
+[parameters]
+j_i_mv = [200.0, 260.0]
+""")  # fmt: skip
+    out = tmp_path / "out"
+    assert sweep_main([str(study), "--out", str(out), "--no-progress"]) == 1
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["failed"] == 2
+    assert manifest["done"] == 0
+    assert sorted(f["params"]["j_i_mv"] for f in manifest["failures"]) == [200.0, 260.0]
+    assert all(f["error"] and f["attempts"] == 1 for f in manifest["failures"])
+    assert "failed: {'j_i_mv': 200.0}" in capsys.readouterr().err
+    assert sweep_main([str(study), "--out", str(out), "--no-progress"]) == 1
+    assert json.loads((out / "sweep.json").read_text())["resumed_with"] == 0  # tried again
+
+
+def test_integer_network_constants_stay_integers() -> None:
+    study = parse_study({
+        "study": {"protocol": "ftsts-desync"},
+        "sample": {"method": "random", "points": 3},
+        "parameters": {"n_e": {"low": 100.0, "high": 200.0}},
+    })  # fmt: skip
+    assert all(isinstance(p["n_e"], int) for p in study.parameter_sets())

@@ -38,6 +38,8 @@ PROTOCOL_PARAMS = ("onset_ms", "latch_mv")
 NETWORK_PARAMS = tuple(
     f.name for f in fields(NetworkConfig) if f.name not in ("semantics", "paper_quirks")
 )
+#: Network constants that take whole numbers (sampled values are rounded).
+INTEGER_PARAMS = frozenset(f.name for f in fields(NetworkConfig) if f.type in (int, "int"))
 #: Policies a policy study can run: the scripted methods of ``neuroloop-eval`` or a bundle.
 SCRIPTED_POLICIES = ("ftsts", "latched", "off")
 
@@ -138,7 +140,7 @@ class Study:
                 u[:, j] = strata
         return [
             {
-                n: round(r.at(float(u[i, j])), 10)
+                n: _sampled(n, r.at(float(u[i, j])))
                 for j, (n, r) in enumerate(zip(names, ranges, strict=True))
             }
             for i in range(self.points)
@@ -147,6 +149,10 @@ class Study:
     def seeds_list(self) -> list[int]:
         """The network seeds of every point."""
         return [self.seed_base + k for k in range(self.seeds)]
+
+
+def _sampled(name: str, value: float) -> float:
+    return int(round(value)) if name in INTEGER_PARAMS else round(value, 10)
 
 
 def point_key(params: Mapping[str, Any], seed: int) -> str:
@@ -316,7 +322,8 @@ def _parameter(where: str, name: str, spec: Any, sampler: str) -> list[float] | 
                 f"{where}: [parameters] {name} expected a non-empty list of values "
                 f"for a grid, actual {spec!r}"
             )
-        return [_number(where, f"[parameters] {name}", v) for v in spec]
+        values = [_number(where, f"[parameters] {name}", v) for v in spec]
+        return [int(v) if name in INTEGER_PARAMS and v == int(v) else v for v in values]
     if (
         not isinstance(spec, dict)
         or set(spec) - {"low", "high", "log"}
