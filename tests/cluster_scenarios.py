@@ -223,9 +223,20 @@ def scenario_train(cluster: Any, work: Path) -> dict[str, Any]:
             "--batch-size", "16", "--n-epochs", "1", "--total-timesteps", "64",
             "--ray", cluster.address, "--out", str(out), "--log-level", "error"]  # fmt: skip
     code = train_main(args)
+    local_out = work / "train-local"
+    local_args = [*args[: args.index("--ray")], "--vec", "subproc", "--out", str(local_out),
+                  "--log-level", "error"]  # fmt: skip
+    local_code = train_main(local_args)
+    import numpy as np
+
+    weights = [np.load(d / "bundle" / "weights.npz") for d in (out, local_out)]
+    same = sorted(weights[0].files) == sorted(weights[1].files) and all(
+        np.array_equal(weights[0][k], weights[1][k]) for k in weights[0].files
+    )
     summary = json.loads((out / "train.json").read_text())
     bundle = json.loads((out / "bundle" / "bundle.json").read_text())
-    return {"exit": code, "vec": summary["vec"], "timesteps": summary["timesteps"],
+    return {"exit": code, "local_exit": local_code, "weights_equal_to_local": same,
+            "vec": summary["vec"], "timesteps": summary["timesteps"],
             "bundle_format": bundle["format"], "bundle_files": sorted(
                 p.name for p in (out / "bundle").iterdir())}  # fmt: skip
 

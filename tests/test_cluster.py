@@ -118,9 +118,11 @@ def test_fit_on_the_cluster_equals_the_local_one(report: dict[str, Any]) -> None
     assert r["best"]["ray"] == r["best"]["local"]
 
 
-def test_training_with_actor_environments_writes_a_bundle(report: dict[str, Any]) -> None:
+def test_training_with_actor_environments_writes_the_same_bundle(report: dict[str, Any]) -> None:
     r = _scenario(report, "train")
     assert r["exit"] == 0
+    assert r["local_exit"] == 0
+    assert r["weights_equal_to_local"]  # same seeds: the same policy as with subprocesses
     assert r["vec"] == "ray"
     assert r["timesteps"] >= 64
     assert r["bundle_format"] == "neuroloop.policy_bundle"
