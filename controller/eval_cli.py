@@ -18,8 +18,8 @@ import structlog
 from tqdm import tqdm
 
 from core.executor.factory import add_executor_arguments
-from protocol.errors import NeuroLoopError
-from protocol.logs import configure_logging
+from core.errors import NeuroLoopError
+from core.logs import configure_logging
 
 #: First held-out network seed: training draws its seeds below 2**31.
 HELD_OUT_SEED_BASE = 2**31

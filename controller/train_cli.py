@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 
 from core.executor.factory import add_executor_arguments
-from protocol.errors import ConfigError, NeuroLoopError
-from protocol.logs import configure_logging
+from core.errors import ConfigError, NeuroLoopError
+from core.logs import configure_logging
 
 EPILOG = """\
 examples:

@@ -14,7 +14,7 @@ import pytest
 from controller.sweep.cli import EXAMPLE
 from controller.sweep.cli import main as sweep_main
 from controller.sweep.study import load_study, parse_study
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

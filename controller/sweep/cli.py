@@ -9,8 +9,8 @@ from pathlib import Path
 import structlog
 
 from core.executor.factory import add_executor_arguments, make_executor
-from protocol.errors import NeuroLoopError
-from protocol.logs import configure_logging
+from core.errors import NeuroLoopError
+from core.logs import configure_logging
 
 #: The example study shipped with the package.
 EXAMPLE = Path(__file__).parent / "studies" / "ftsts_amplitude_frequency.toml"

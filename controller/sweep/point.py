@@ -1,6 +1,6 @@
 """Run one point of a study (in a worker process) and return its summary row.
 
-A protocol point runs :func:`simulator.run.run_protocol` and keeps the simulator's own run
+A protocol point runs :func:`simulator.run.run_experiment` and keeps the simulator's own run
 summary (:func:`simulator.run.summarise`: R before, during and after stimulation, latch time,
 charge, rates, final weight). A policy point runs one episode the way ``neuroloop-eval`` does
 (:func:`controller.training.evaluate.run_one`) and keeps that episode's metrics.
@@ -14,21 +14,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.sweep.study import NETWORK_PARAMS, PROTOCOL_PARAMS, STIMULUS_PARAMS
-from simulator.protocols import OpenLoopProtocol, get_protocol
+from simulator.experiments import Experiment, get_experiment
 
 #: Summary fields that measure this machine, not the model (excluded when comparing runs).
 TIMING_FIELDS = ("wall_s", "jit_s", "model_s_per_wall_s", "point_wall_s")
 
 
-def protocol_for(name: str, values: Mapping[str, Any]) -> OpenLoopProtocol:
+def protocol_for(name: str, values: Mapping[str, Any]) -> Experiment:
     """The named protocol with a point's stimulus, protocol and network values applied."""
-    base = get_protocol(name)
+    base = get_experiment(name)
     stim = {k: v for k, v in values.items() if k in STIMULUS_PARAMS}
     changes: dict[str, Any] = {k: v for k, v in values.items() if k in PROTOCOL_PARAMS}
     net = {k: v for k, v in values.items() if k in NETWORK_PARAMS}
     if stim:
         if base.stimulus is None:
-            from protocol.errors import ConfigError
+            from core.errors import ConfigError
 
             raise ConfigError(
                 f"Expected a stimulated protocol for {sorted(stim)}, actual {name!r} (no stimulus)"
@@ -49,10 +49,10 @@ def run_point(spec: Mapping[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     values = dict(spec["values"])
     if spec["kind"] == "protocol":
-        from simulator.run import run_protocol
+        from simulator.run import run_experiment
 
         proto = protocol_for(spec["target"], values)
-        result = run_protocol(
+        result = run_experiment(
             proto,
             semantics=spec["semantics"],
             n_scale=spec["n_scale"],

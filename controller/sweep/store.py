@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 log = structlog.get_logger()
 

@@ -1,6 +1,6 @@
 """A parameter study of the simulator described in one TOML file, and its points.
 
-A study names what runs at each point (a paper protocol of :mod:`simulator.protocols`, or a
+A study names what runs at each point (a paper protocol of :mod:`simulator.experiments`, or a
 stimulation policy run like ``neuroloop-eval`` runs it), the parameters it varies, how their
 values are chosen (``grid``, ``random`` or ``lhs``, a Latin hypercube), and how many network
 seeds each point gets. The format is documented in docs/sweep.md.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol.errors import ConfigError, did_you_mean
+from core.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig
 from simulator.stimulus import Stimulus
 
@@ -204,9 +204,9 @@ def parse_study(data: Mapping[str, Any], source: str = "", where: str = "study")
     kind = "protocol" if "protocol" in st else "policy"
     target = str(st[kind])
     if kind == "protocol":
-        from simulator.protocols import get_protocol
+        from simulator.experiments import get_experiment
 
-        get_protocol(target)
+        get_experiment(target)
         allowed = set(STIMULUS_PARAMS + PROTOCOL_PARAMS + NETWORK_PARAMS)
     else:
         if target not in SCRIPTED_POLICIES and not Path(target).is_dir():

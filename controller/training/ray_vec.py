@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from core.executor.ray_engine import connect
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 #: Longest wait for every actor's answer to one request (s): a step, a reset, a query.
 CALL_TIMEOUT_S = 600.0

@@ -29,7 +29,7 @@ def _make_env(
 
         if logging is not None:
             # A worker process starts with structlog's defaults; log like the parent does.
-            from protocol.logs import configure_logging
+            from core.logs import configure_logging
 
             configure_logging(logging[0], logging[1])  # type: ignore[arg-type]
 
@@ -62,7 +62,7 @@ def make_training_env(
         subprocess: Use :class:`SubprocVecEnv` (one process per env).
         gamma: Discount of the reward normaliser (the agent's γ).
         vecnormalize_path: Load the normalisation statistics from here (resume).
-        logging: ``(format, level)`` for :func:`protocol.logs.configure_logging` in worker
+        logging: ``(format, level)`` for :func:`core.logs.configure_logging` in worker
             processes (``None``: leave logging alone).
         ray: Run the environments as actors of the Ray cluster at this address
             (:class:`controller.training.ray_vec.RayVecEnv`) instead.

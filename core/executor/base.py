@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import NeuroLoopError
+from core.errors import NeuroLoopError
 
 #: Tries of a task whose worker (or node) is lost before it is reported as failed.
 DEFAULT_MAX_ATTEMPTS = 3
