@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import structlog
 from tqdm import tqdm
 
 from core.errors import NeuroLoopError
+from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
 
 #: First held-out network seed: training draws its seeds below 2**31.
@@ -28,6 +28,10 @@ EPILOG = """\
 example:
   neuroloop-eval --policy runs/rl/n2000/bundle --seeds 5 --out docs/results/rl \\
       --train-dir runs/rl/n500 --train-dir runs/rl/n2000 --workers 2
+  neuroloop-eval --policy runs/rl/n2000/bundle --seeds 100 --out runs/eval100 --ray auto
+
+With --ray the episodes run on a Ray cluster (docs/cluster.md); the numbers are the same.
+An episode that fails is listed in eval.json's "failures" (exit status 1); the rest finish.
 
 Seeds are 2**31 + 0 .. 2**31 + K-1 (training only draws network seeds below 2**31, so they are
 never seen in training).
@@ -81,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train, docs/rl.md) and off.",
     )
     p.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2).")
+    add_executor_arguments(p)
     p.add_argument(
         "--train-dir",
         type=Path,
@@ -109,14 +114,29 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     seeds = [HELD_OUT_SEED_BASE + k for k in range(a.seeds)]
     model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
     net = network_config(a.n_scale, a.semantics)
-    jobs = [(m, s) for s in seeds for m in methods]
-    records = []
-    with ProcessPoolExecutor(max_workers=a.workers) as pool:
-        futures = [
-            pool.submit(run_one, m, s, sim_config, model_params, str(a.policy)) for m, s in jobs
-        ]
-        for fut in tqdm(futures, desc="episodes", unit="run"):
-            records.append(fut.result())
+    from core.executor.base import Task
+    from core.executor.factory import make_executor
+
+    tasks = [
+        Task(f"{m}/{s}", run_one, (m, s, sim_config, model_params, str(a.policy)),
+             {"method": m, "seed": s})
+        for s in seeds
+        for m in methods
+    ]  # fmt: skip
+    done: dict[str, Any] = {}
+    failures = []
+    with make_executor(getattr(a, "ray", None), a.workers) as executor:
+        for outcome in tqdm(executor.run(tasks), total=len(tasks), desc="episodes", unit="run"):
+            if outcome.ok:
+                done[outcome.key] = outcome.value
+            else:
+                failures.append({**outcome.params, "error": outcome.error,
+                                 "attempts": outcome.attempts})  # fmt: skip
+                structlog.get_logger().error("episode_failed", **outcome.params,
+                                             error=outcome.error)  # fmt: skip
+    records = [done[t.key] for t in tasks if t.key in done]
+    if not records:
+        raise NeuroLoopError(f"Expected at least one finished episode, actual none: {failures}")
     a.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "policy": str(a.policy),
@@ -139,6 +159,7 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
         },
         "methods": {m: [r.metrics() for r in records if r.method == m] for m in methods},
         "summary": summarise(records),
+        "failures": failures,
     }
     (a.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     figures = comparison_figures(records, sim_config.onset_ms / 1000.0, sim_config.controlled_s,
@@ -174,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfull results: {args.out / 'eval.json'}")
     for figure in result["figures"]:
         print(f"figure: {figure}")
-    return 0
+    for failure in result["failures"]:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if result["failures"] else 0
 
 
 if __name__ == "__main__":

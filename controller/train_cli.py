@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from core.errors import ConfigError, NeuroLoopError
+from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
 
 EPILOG = """\
@@ -30,6 +31,11 @@ examples:
   # the real run: N = 2000, 100 ms control period, two worker processes, 30 min budget
   neuroloop-train --n-scale 1.0 --control-period-ms 100 --n-envs 2 \\
       --total-timesteps 400000 --budget-min 30 --out runs/rl/n2000
+
+  # rollouts on a Ray cluster: each of the 16 environments is an actor on some node
+  # (docs/cluster.md); the bundle is the same kind
+  neuroloop-train --n-scale 1.0 --control-period-ms 100 --n-envs 16 --ray auto \\
+      --total-timesteps 400000 --out runs/rl/n2000-cluster
 
   # continue from a checkpoint (also to fine-tune on a larger network)
   neuroloop-train --resume runs/rl/n500/checkpoints/model_100000_steps.zip --n-scale 1.0 ...
@@ -84,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: subprocesses when --n-envs > 1.",
     )
+    add_executor_arguments(g)
     g.add_argument("--seed", type=int, default=0, help="Seed of agent and network draws.")
     g.add_argument(
         "--resume",
@@ -255,7 +262,8 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
     subprocess = a.vec == "subproc" or (a.vec == "auto" and a.n_envs > 1)
     monitor = out / f"monitor_{int(time.time())}.csv"
     venv = make_training_env(a.n_envs, a.seed, sim_config, model_params, monitor, subprocess,
-                             a.gamma, vec_path, (a.log_format, a.log_level))  # fmt: skip
+                             a.gamma, vec_path, (a.log_format, a.log_level),
+                             a.ray)  # fmt: skip
     policy_kwargs: dict[str, Any] = {"net_arch": a.net_arch_list}
     algo = PPO if a.algo == "ppo" else SAC
     try:
@@ -302,7 +310,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             "train_wall_s": round(wall_s, 1),
             "budget_reached": budget.expired,
             "n_envs": a.n_envs,
-            "vec": "subproc" if subprocess else "dummy",
+            "vec": "ray" if a.ray else "subproc" if subprocess else "dummy",
             "seed": a.seed,
             "resumed_from": None if a.resume is None else str(a.resume),
             "network": model_params,

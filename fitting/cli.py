@@ -16,7 +16,10 @@ from pathlib import Path
 import structlog
 
 from core.errors import ConfigError, FittingError
+from core.executor.base import ExecutorError
+from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
+from fitting.cluster import ExecutorPool
 from fitting.measurements import (
     PAPER_PROTOCOL,
     MeasurementSet,
@@ -39,6 +42,10 @@ examples:
   # fit the bundled 5-compartment model to the paper's -5 nA measurement set (bundled example)
   neuroloop-fit --model reference --measurements fitting/examples/paper_minus5na.yaml \\
       --method cmaes --budget 600 --workers 2 --out fit-out
+
+  # the same on a Ray cluster (docs/cluster.md): every parameter set is a task on the cluster
+  neuroloop-fit --model reference --measurements fitting/examples/paper_minus5na.yaml \\
+      --method cmaes --budget 600 --ray auto --out fit-out
 
   # list the channel parameters a hoc model exposes (mod files beside the hoc file are compiled)
   neuroloop-fit --model cells/cell.hoc:MyCell --list-params
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=_positive_int, default=1, help="worker processes (default: 1)"
     )
+    add_executor_arguments(parser)
     parser.add_argument(
         "--k", type=_positive_float, default=2.0, help="a solution has every |z| <= K (default: 2)"
     )
@@ -228,6 +236,15 @@ def _list_params(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cluster_pool(ray: str | None, config: FitConfig) -> ExecutorPool | None:
+    """With ``--ray``, a pool whose evaluations run on the cluster (else ``None``: local)."""
+    if ray is None:
+        return None
+    from core.executor.factory import make_executor
+
+    return ExecutorPool(config.model.prepare(), config.measurements, make_executor(ray))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``neuroloop-fit``."""
     parser = build_parser()
@@ -265,8 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_solutions=args.max_solutions,
             plot=not args.no_plot,
         )
-        result = fit(config)
-    except (ConfigError, FittingError) as err:
+        pool = _cluster_pool(args.ray, config)
+        try:
+            result = fit(config, pool)
+        finally:
+            if pool is not None:
+                pool.close()
+    except (ConfigError, FittingError, ExecutorError) as err:
         log.error("fit_failed", reason=str(err))
         print(f"neuroloop-fit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

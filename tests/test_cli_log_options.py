@@ -26,6 +26,7 @@ def _mains() -> dict[str, tuple[Callable[[list[str]], int], list[str]]]:
     from controller.cli import main as controller_main
     from controller.eval_cli import main as eval_main
     from controller.replay_cli import main as replay_main
+    from controller.sweep.cli import main as sweep_main
     from controller.train_cli import main as train_main
     from drivers.cli import main as driver_main
     from drivers.emulator_cli import main as emulator_main
@@ -49,6 +50,7 @@ def _mains() -> dict[str, tuple[Callable[[list[str]], int], list[str]]]:
         "neuroloop-device-emulator": (emulator_main, []),
         "neuroloop-keys": (keys_main, []),
         "neuroloop-fit": (fit_main, []),
+        "neuroloop-sweep": (sweep_main, []),
         "neuroloop-check-backend": (check_main, []),
         "python -m protocol.loopback": (loopback_main, []),
     }

@@ -48,6 +48,7 @@ def make_training_env(
     gamma: float,
     vecnormalize_path: Path | None = None,
     logging: tuple[str, str] | None = None,
+    ray: str | None = None,
 ) -> VecNormalize:
     """Build ``n_envs`` environments (in subprocesses when ``subprocess``) with a monitor.
 
@@ -63,13 +64,22 @@ def make_training_env(
         vecnormalize_path: Load the normalisation statistics from here (resume).
         logging: ``(format, level)`` for :func:`core.logs.configure_logging` in worker
             processes (``None``: leave logging alone).
+        ray: Run the environments as actors of the Ray cluster at this address
+            (:class:`controller.training.ray_vec.RayVecEnv`) instead.
 
     Returns:
         The ``VecNormalize``-wrapped vectorised environment.
     """
-    fns = [_make_env(sim_config, model_params, logging if subprocess else None)
+    remote = subprocess or ray is not None
+    fns = [_make_env(sim_config, model_params, logging if remote else None)
            for _ in range(n_envs)]  # fmt: skip
-    venv: VecEnv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)  # type: ignore[arg-type]
+    venv: VecEnv
+    if ray is not None:
+        from controller.training.ray_vec import RayVecEnv
+
+        venv = RayVecEnv(fns, ray)
+    else:
+        venv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)  # type: ignore[arg-type]
     venv.seed(seed)
     venv = VecMonitor(
         venv, None if monitor_file is None else str(monitor_file), info_keywords=MONITOR_KEYS

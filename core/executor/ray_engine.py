@@ -1,0 +1,208 @@
+"""Tasks on a Ray cluster (``pip install 'neuroloop[cluster]'``; imported only when chosen)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import structlog
+
+from core.executor.base import (
+    DEFAULT_MAX_ATTEMPTS,
+    Executor,
+    ExecutorError,
+    Outcome,
+    Task,
+    call_task,
+    check_tasks,
+    describe_error,
+)
+
+log = structlog.get_logger()
+
+#: ``--ray local``: start a private single-machine Ray instance for this process.
+LOCAL_ADDRESS = "local"
+#: Longest wait for any one result before the driver checks the cluster again (s).
+POLL_S = 5.0
+#: A job gives up when the cluster has had no CPU for this long (s): every node is gone.
+NO_CPU_GRACE_S = 120.0
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a clear error naming the extra to install."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ExecutorError(
+            "Expected the Ray engine to be installed for --ray, actual: import ray failed "
+            f"({err}); install it with pip install -e '.[cluster]'"
+        ) from None
+    return ray
+
+
+def connect(address: str, workers: int | None = None) -> Any:
+    """Join the Ray cluster at ``address`` (once per process) and return ``ray``.
+
+    Args:
+        address: ``auto`` (the cluster this machine belongs to, or ``RAY_ADDRESS``),
+            ``HOST:PORT`` of a head node, ``ray://HOST:PORT`` (Ray client), or ``local``
+            (a private instance with ``workers`` CPUs, for trying things out).
+        workers: CPUs of a ``local`` instance (default: all).
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    if address not in ("auto", LOCAL_ADDRESS):
+        _check_reachable(address)
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address == LOCAL_ADDRESS:
+        kwargs.update(num_cpus=workers, include_dashboard=False)
+        target = None
+    else:
+        target = address
+    # Workers import our packages by module name: hand them this driver's search path.
+    path = os.environ.get("PYTHONPATH")
+    if path and address == LOCAL_ADDRESS:
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+    try:
+        ray.init(address=target, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise ExecutorError(
+            f"Expected a Ray cluster at {address!r} (start one with `ray start --head`), "
+            f"actual: {err}"
+        ) from None
+    log.info("ray_connected", address=address, resources=ray.cluster_resources())
+    return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself waits minutes) when nothing listens at ``HOST:PORT``."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        raise ExecutorError(
+            f"Expected a Ray head node listening at {address!r} (start one with "
+            f"`ray start --head`), actual: {err}"
+        ) from None
+
+
+class RayExecutor(Executor):
+    """Tasks as Ray remote functions, one CPU each.
+
+    Ray itself does not retry here (``max_retries=0``): the driver starts a task again when its
+    worker or node is lost, so attempts are counted the same way as on the local pool, and each
+    task's result is taken exactly once.
+
+    Args:
+        address: See :func:`connect`.
+        max_attempts: Starts of a task whose worker or node is lost before it is reported.
+        workers: CPUs of a ``local`` instance.
+    """
+
+    engine = "ray"
+
+    def __init__(
+        self,
+        address: str = "auto",
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        workers: int | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ExecutorError(f"Expected max_attempts >= 1, actual {max_attempts}")
+        self.address = address
+        self.max_attempts = max_attempts
+        self._ray = connect(address, workers)
+        self._remote = self._ray.remote(num_cpus=1, max_retries=0)(call_task)
+
+    @property
+    def workers(self) -> int:
+        """CPUs of the cluster now."""
+        return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
+    def describe(self) -> dict[str, Any]:
+        """Engine, address, CPUs and nodes alive."""
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        return {
+            "engine": self.engine,
+            "address": self.address,
+            "workers": self.workers,
+            "nodes": len(nodes),
+        }
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
+        """Run ``tasks`` (see :meth:`Executor.run`)."""
+        ray = self._ray
+        from ray import exceptions as rx
+
+        lost_errors = (
+            rx.WorkerCrashedError,
+            rx.NodeDiedError,
+            rx.ObjectLostError,
+            rx.OwnerDiedError,
+            rx.TaskUnschedulableError,
+            rx.LocalRayletDiedError,
+        )
+        check_tasks(tasks)
+        attempts = {t.key: 0 for t in tasks}
+        pending: dict[Any, Task] = {}
+
+        def submit(task: Task) -> None:
+            attempts[task.key] += 1
+            pending[self._remote.remote(task.fn, task.args)] = task
+
+        for task in tasks:
+            submit(task)
+        no_cpu_since: float | None = None
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            if not ready:
+                if ray.cluster_resources().get("CPU", 0.0) > 0:
+                    no_cpu_since = None
+                elif no_cpu_since is None:
+                    no_cpu_since = time.monotonic()
+                elif time.monotonic() - no_cpu_since > NO_CPU_GRACE_S:
+                    raise ExecutorError(
+                        f"Expected CPUs in the Ray cluster at {self.address!r}, actual none for "
+                        f"{NO_CPU_GRACE_S:.0f} s with {len(pending)} tasks left (every node lost?)"
+                    )
+            for ref in ready:
+                task = pending.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except rx.RayTaskError as err:
+                    if isinstance(err, lost_errors):
+                        yield from self._retry(task, attempts[task.key], err, submit)
+                        continue
+                    cause = err.cause if err.cause is not None else err
+                    yield Outcome(
+                        task.key, None, describe_error(cause), attempts[task.key], task.params
+                    )
+                    continue
+                except lost_errors as err:
+                    yield from self._retry(task, attempts[task.key], err, submit)
+                    continue
+                yield Outcome(task.key, value, None, attempts[task.key], task.params)
+
+    def _retry(
+        self, task: Task, attempt: int, err: BaseException, submit: Any
+    ) -> Iterator[Outcome]:
+        log.warning("ray_task_lost", task=task.key, attempt=attempt, reason=type(err).__name__)
+        if attempt < self.max_attempts:
+            submit(task)
+            return
+        yield Outcome(
+            task.key,
+            None,
+            f"lost on each of {attempt} attempts, last: {describe_error(err)}",
+            attempt,
+            task.params,
+            lost=True,
+        )
+
+    def close(self) -> None:
+        """Leave the cluster's tasks alone; the connection closes with the process."""

@@ -1,0 +1,29 @@
+"""Importable task functions for tests/test_executor.py (worker processes import them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def raise_value_error(x: float) -> float:
+    raise ValueError(f"refuses x = {x}")
+
+
+def die_once(marker: str, x: int) -> int:
+    """Kill its own worker process on the first call (a marker file remembers it)."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 10
+
+
+def always_die(x: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
