@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from controller.backends.zmq import ZmqBackend
+from controller.backends.zmq import ZmqConnection
 from controller.replay.rebuild import recorded_envelope
 from controller.replay.session import load_session
 from controller.replay.verify import verify_session
@@ -54,7 +54,7 @@ def bench_serve(steps: int) -> dict[str, float]:
         "ipc",
         extra_args=["--log-level", "error"],
     ) as proc:
-        backend = ZmqBackend(proc.address)
+        backend = ZmqConnection(proc.address)
         backend.hello("bench")
         backend.configure(envelope, session.period_ms)
         setpoint = Setpoint(50.0, 1000.0 / 12.0, 1000.0)

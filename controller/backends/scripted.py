@@ -1,4 +1,4 @@
-"""A scripted backend for tests: observations, latencies and failures chosen per step.
+"""A scripted connection for tests: observations, latencies and failures chosen per step.
 
 It moves a :class:`~controller.clock.ManualClock` by the scripted latency of each step, so a
 test can make observation k arrive late, very late, time out, or make the backend vanish, and
@@ -31,8 +31,8 @@ def _default_observation(seq: int, sp: Setpoint) -> Mapping[str, float]:
     }
 
 
-class ScriptedBackend:
-    """Backend whose behaviour per step is scripted.
+class ScriptedConnection:
+    """A connection whose backend's behaviour per step is scripted.
 
     Args:
         clock: The clock the loop under test uses; each step advances it by its latency.
@@ -72,7 +72,7 @@ class ScriptedBackend:
         """Describe the scripted backend."""
         kind = "loopback" if self.lockstep else "serial"
         return BackendInfo(
-            kind, "ScriptedBackend", self.fields, "model", 20.0, True, lockstep=self.lockstep
+            kind, "ScriptedConnection", self.fields, "model", 20.0, True, lockstep=self.lockstep
         )
 
     def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
@@ -85,7 +85,9 @@ class ScriptedBackend:
         self._seq = 0
         self._t_model_ms = 0.0
 
-    def step(self, setpoint: Setpoint, duration_ms: float, timeout_s: float) -> BackendObservation:
+    def step(
+        self, setpoint: Setpoint, duration_ms: float, timeout_s: float, want_spikes: bool = False
+    ) -> BackendObservation:
         """Record the setpoint, advance the clock by the scripted latency, return the fields."""
         if self.envelope is None:
             raise BackendUnavailableError("Expected configure before step, actual none")
