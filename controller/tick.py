@@ -66,9 +66,7 @@ def open_session(
     accepted = connection.configure(envelope, period_ms)
     expected = envelope.sha256()
     if accepted != expected:
-        raise SafetyError(
-            f"Expected the backend to accept envelope {expected}, actual {accepted}"
-        )
+        raise SafetyError(f"Expected the backend to accept envelope {expected}, actual {accepted}")
     return info
 
 

@@ -2,9 +2,9 @@
 
 Each name maps to ``(module, function)``; the function takes a :class:`BackendRequest` and
 returns an :class:`OpenedBackend` holding a
-:class:`~controller.backends.base.BackendConnection`. A backend whose module is not installed (or not written yet)
-fails with :class:`~core.errors.BackendUnavailableError` naming what is missing, never with
-a traceback. Any backend that speaks the protocol can be used with ``connect``.
+:class:`~controller.backends.base.BackendConnection`. A backend whose module is not installed
+(or not written yet) fails with :class:`~core.errors.BackendUnavailableError` naming what is
+missing, never with a traceback. Any backend that speaks the protocol can be used with ``connect``.
 """
 
 from __future__ import annotations

@@ -124,16 +124,16 @@ class LocalNetworkModel(InProcessConnection):
             "n_i": self.config.n_i,
             "network_overrides": dict(network or {}),
         }
-        self.simulator = SimulatorBackend(
+        self.sim_backend = SimulatorBackend(
             session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S, network_config=self.config
         )
-        super().__init__(self.simulator, options={"polarity": polarity}, keep_applied=False,
+        super().__init__(self.sim_backend, options={"polarity": polarity}, keep_applied=False,
                          client_name=ENV_CLIENT_NAME)  # fmt: skip
 
     @property
     def network(self) -> Network:
         """The underlying network (for tests and diagnostics; after the session opened)."""
-        net = self.simulator.network
+        net = self.sim_backend.network
         if net is None:
             raise ConfigError("Expected an opened model (bind or an environment), actual none")
         return net
