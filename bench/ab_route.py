@@ -15,6 +15,13 @@ per tree and case (kernel compilation) is not counted. Cases:
 
 The report gives every run, the medians and the ratios of the medians (other / this tree).
 
+On a busy host whole-run rates swing by several times from one minute to the next, so the
+report also isolates what the new route adds per step, in this tree and one process
+(``route_overhead``): blocks of ``Network.advance`` called directly alternate with blocks of
+the same windows through ``InProcessConnection.step`` (request objects, ranges, the envelope
+monitor, the observation check) on a 10-neuron network, whose own step costs little; the
+difference of the block medians is the route's cost per step.
+
     python bench/ab_route.py --other /tmp/route-base [--rounds 5] [--steps 500] [--ticks 500]
 """
 
@@ -95,6 +102,69 @@ def _run(tree: Path, case: str, n_scale: float, count: int) -> dict[str, Any]:
     return result
 
 
+OVERHEAD = r"""
+import json, time
+import numpy as np
+from core.logs import configure_logging
+configure_logging("console", "error")
+from controller.backends.inprocess import InProcessConnection
+from protocol.envelope.config import load_envelope
+from protocol.envelope.setpoint import Setpoint
+from simulator.config import NetworkConfig
+from simulator.network import Network
+from simulator.stimulus import Stimulus
+config = NetworkConfig(n_e=8, n_i=2)
+env = load_envelope("simulator")
+conn = InProcessConnection.simulator(config, seed=1, warm_up=False, keep_applied=False)
+conn.hello("bench"); conn.configure(env, 20.0); conn.reset(1)
+off, on = Setpoint(0.0, 80.0, 100.0), Setpoint(10.0, 80.0, 100.0)
+for _ in range(20):
+    conn.step(off, 20.0, 5.0)
+net = Network(config); net.reset(1)
+stim = Stimulus(10.0, 80.0, 100.0)
+direct, route = [], []
+
+
+def run_direct():
+    t0 = time.perf_counter()
+    for _ in range(100):
+        net.advance(stim, 20.0)
+    direct.append((time.perf_counter() - t0) / 100 * 1e6)
+
+
+def run_route():
+    t0 = time.perf_counter()
+    for _ in range(100):
+        conn.step(on, 20.0, 5.0)
+    route.append((time.perf_counter() - t0) / 100 * 1e6)
+
+
+for block in range(40):
+    first, second = (run_direct, run_route) if block % 2 == 0 else (run_route, run_direct)
+    first()
+    second()
+print(json.dumps({"direct_us": direct, "route_us": route}))
+"""
+
+
+def _overhead() -> dict[str, float]:
+    """Per-step cost of the in-process protocol route over a direct network call (this tree)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", OVERHEAD], capture_output=True, text=True,
+                         timeout=1800, cwd=ROOT, env=env)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"Expected a clean overhead run, actual:\n{out.stderr[-3000:]}")
+    blocks = json.loads(out.stdout.strip().splitlines()[-1])
+    direct = statistics.median(blocks["direct_us"])
+    route = statistics.median(blocks["route_us"])
+    return {
+        "direct_step_us_p50": direct,
+        "route_step_us_p50": route,
+        "route_cost_us_per_step": route - direct,
+        "blocks": len(blocks["route_us"]),
+    }
+
+
 def main() -> int:
     """Alternate the two trees and print the JSON report."""
     parser = argparse.ArgumentParser(
@@ -134,8 +204,10 @@ def main() -> int:
         }
         for case in medians
     }
+    overhead = _overhead()
     report = {
         "benchmark": "ab_route",
+        "route_overhead": overhead,
         "other_tree": str(trees["other"]),
         "n": round(2000 * args.n_scale),
         "rounds": args.rounds,
