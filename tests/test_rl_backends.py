@@ -1,14 +1,12 @@
 """The environment runs on every backend: a model is a backend connection.
 
-The simulator in process and over ZeroMQ (the same episode, bit for bit), the serial bridge to
-the device emulator (physical envelope, real pty, the emulated patient in real time) and a
-replay of a recorded session (the recorded observations, in order).
+The simulator in process, the serial bridge to the device emulator (physical envelope, real
+pty, the emulated patient in real time) and a replay of a recorded session (the recorded
+observations, in order); over ZeroMQ in tests/test_rl_remote.py.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +18,6 @@ import pytest
 
 from controller.backends.base import BackendConnection
 from controller.backends.inprocess import InProcessConnection
-from controller.backends.zmq import ZmqConnection
 from controller.envs import DBSEnv, SimConfig
 from controller.envs.dbs import action_map_for
 from controller.envs.models import LocalNetworkModel
@@ -31,12 +28,8 @@ from drivers.bridge import SerialBackend
 from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import running_emulator
 from drivers.tissue import Tissue, make_network
-from protocol.process import BackendProcess, spawn_local_backend
-from simulator.server import SimulatorBackend
 
 GOLDEN = Path(__file__).parent / "data" / "replay" / "sim_ftsts_fast.nlrec"
-#: The simulator's configure options of a small network (the same in process and served).
-SIM_OPTIONS: dict[str, Any] = {"n_scale": 0.05, "polarity": "desync", "stim_noise_e_mv": 0.0}
 
 
 def sim_config(**changes: Any) -> SimConfig:
@@ -64,26 +57,6 @@ def episode(env: DBSEnv, seed: int = 5) -> tuple[np.ndarray, list[float], dict[s
     return np.array(seen), rewards, info
 
 
-@pytest.fixture(scope="module")
-def sim_server() -> Iterator[BackendProcess]:
-    proc = spawn_local_backend(
-        [sys.executable, "-m", "simulator.server"],
-        "ipc",
-        ready_timeout_s=120.0,
-        extra_args=["--session-timeout-s", "60", "--log-level", "warning"],
-        stderr=subprocess.DEVNULL,
-    )
-    yield proc
-    proc.stop(timeout_s=5.0)
-
-
-def simulator_in_process() -> InProcessConnection:
-    """The simulator backend object, configured by options exactly as a server would be."""
-    return InProcessConnection(
-        SimulatorBackend(session_timeout_s=60.0), options=SIM_OPTIONS, warm_up=None
-    )
-
-
 def test_the_default_model_is_the_simulator_in_process_behind_the_protocol() -> None:
     env = DBSEnv(sim_config(), model_params={"n_scale": 0.05})
     try:
@@ -97,26 +70,6 @@ def test_the_default_model_is_the_simulator_in_process_behind_the_protocol() -> 
         assert 0.0 <= info["r_tail"] <= 1.0
     finally:
         env.close()
-
-
-def test_simulator_in_process_and_over_zeromq_give_the_same_episode(
-    sim_server: BackendProcess,
-) -> None:
-    local = DBSEnv(sim_config(), model_class=simulator_in_process)
-    remote = DBSEnv(sim_config(), model_class=ZmqConnection,
-                    model_params={"address": sim_server.address, "timeout_s": 30.0,
-                                  "options": SIM_OPTIONS})  # fmt: skip
-    try:
-        obs_l, rew_l, info_l = episode(local)
-        obs_r, rew_r, info_r = episode(remote)
-    finally:
-        local.close()
-        remote.close()
-    # One path: the same backend object's code in process or behind a socket.
-    np.testing.assert_array_equal(obs_l, obs_r)
-    assert rew_l == rew_r
-    assert info_l["r_tail"] == info_r["r_tail"]
-    assert info_l["total_charge_mv_ms"] == info_r["total_charge_mv_ms"] > 0.0
 
 
 def test_environment_over_a_replay_sees_the_recorded_observations() -> None:
