@@ -3,7 +3,7 @@
 Verification: every golden of tests/data/replay is loaded and verified ``--repeat`` times;
 the JSON gives ticks per second of load + re-run + invariants + timing. Backend: the bundle
 golden is served by ``neuroloop-replay serve`` (fast pace, ipc) and stepped ``--steps`` times
-by the controller's ZeroMQ adapter, cycling the session; the JSON gives the round trip
+by the controller's ZeroMQ connection, cycling the session; the JSON gives the round trip
 percentiles. Run: ``python bench/bench_replay.py [--repeat 20] [--steps 2000]``.
 """
 
