@@ -3,7 +3,7 @@
 Verification: every golden of tests/data/replay is loaded and verified ``--repeat`` times;
 the JSON gives ticks per second of load + re-run + invariants + timing. Backend: the bundle
 golden is served by ``neuroloop-replay serve`` (fast pace, ipc) and stepped ``--steps`` times
-by the controller's ZeroMQ adapter, cycling the session; the JSON gives the round trip
+by the controller's ZeroMQ connection, cycling the session; the JSON gives the round trip
 percentiles. Run: ``python bench/bench_replay.py [--repeat 20] [--steps 2000]``.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from controller.backends.zmq import ZmqBackend
+from controller.backends.zmq import ZmqConnection
 from controller.replay.rebuild import recorded_envelope
 from controller.replay.session import load_session
 from controller.replay.verify import verify_session
@@ -54,7 +54,7 @@ def bench_serve(steps: int) -> dict[str, float]:
         "ipc",
         extra_args=["--log-level", "error"],
     ) as proc:
-        backend = ZmqBackend(proc.address)
+        backend = ZmqConnection(proc.address)
         backend.hello("bench")
         backend.configure(envelope, session.period_ms)
         setpoint = Setpoint(amplitude=50.0, frequency_hz=1000.0 / 12.0, pulse_width_us=1000.0)

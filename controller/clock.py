@@ -4,8 +4,7 @@ The loop only ever asks a clock for ``now()`` (seconds, monotonic) and to ``slee
 absolute instant, so a test can drive every deadline and watchdog path without waiting. Both
 follow the project's one clock convention (:mod:`core.clock`): ``now()`` reads
 ``time.monotonic``, and calling the clock returns the same, so a loop clock can be handed to
-anything that takes a :data:`core.clock.TimeSource`. The fake is :class:`core.clock.FakeClock`
-(``ManualClock`` here is the same class).
+anything that takes a :data:`core.clock.TimeSource`. The fake is :class:`core.clock.FakeClock`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import os
 import time
 from typing import Protocol
 
-from core.clock import FakeClock
 from core.errors import ConfigError
 
 
@@ -56,9 +54,6 @@ class MonotonicClock:
         while time.monotonic() < t_s:
             pass
 
-
-#: The loop's fake clock: :class:`core.clock.FakeClock` (kept under this name for callers).
-ManualClock = FakeClock
 
 
 def request_realtime_priority(priority: int) -> None:

@@ -35,19 +35,19 @@ from typing import Any, Literal
 
 import structlog
 
-from controller.backends.base import Backend, BackendInfo, BackendObservation
+from controller.backends.base import BackendConnection, BackendInfo, BackendObservation
 from controller.clock import Clock, MonotonicClock
 from controller.envelope.governor import Decision, SafetyGovernor
 from controller.estop import EStop
 from controller.policies.base import Policy
 from controller.recorder import NullRecorder, TickRecorder
 from controller.summary import SummaryBuilder
+from controller.tick import ControlTick, open_session
 from core.errors import (
     BackendUnavailableError,
     ConfigError,
     NeuroLoopError,
     RecordingError,
-    SafetyError,
     TransportTimeoutError,
 )
 
@@ -124,7 +124,7 @@ class ControlLoop:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: BackendConnection,
         policy: Policy,
         governor: SafetyGovernor,
         settings: LoopSettings,
@@ -145,32 +145,21 @@ class ControlLoop:
         self.stopped = False
         self.fault_detail: str | None = None
         self._lockstep = False
+        self.tick = ControlTick(backend, governor, settings.period_ms)
         self._log = structlog.get_logger("controller.loop")
 
     def open(self) -> BackendInfo:
         """Handshake: hello, checks, configure with the envelope, reset."""
         s = self.settings
-        info = self.backend.hello(s.client_name)
-        env = self.governor.envelope
-        if info.domain != env.domain:
-            raise ConfigError(
-                f"Expected a {info.domain!r} envelope for backend {info.kind!r}, actual "
-                f"{env.name!r} in domain {env.domain!r}"
-            )
-        missing = [f for f in self.policy.required_fields if f not in info.observation_fields]
-        if missing:
-            raise ConfigError(
-                f"Expected backend observation fields to include {missing} for policy "
-                f"{self.policy.name!r}, actual {list(info.observation_fields)}"
-            )
-        if s.pace == "fast" and not info.supports_fast_pace:
-            raise ConfigError(f"Expected pace realtime for backend {info.kind!r}, actual fast")
-        accepted = self.backend.configure(env, s.period_ms)
-        if accepted != self.governor.envelope_hash:
-            raise SafetyError(
-                f"Expected the backend to accept envelope {self.governor.envelope_hash}, "
-                f"actual {accepted}"
-            )
+        info = open_session(
+            self.backend,
+            self.governor.envelope,
+            s.period_ms,
+            client_name=s.client_name,
+            required_fields=self.policy.required_fields,
+            user=f"policy {self.policy.name!r}",
+            fast=s.pace == "fast",
+        )
         self.backend.reset(s.seed)
         self.policy.reset()
         return info
@@ -228,8 +217,8 @@ class ControlLoop:
             timeout_s = s.fast_timeout_s
         t0 = clock.now()
         scheduled = t0
-        gov.arm(0.0)
-        decision = gov.idle(0.0)
+        tick = self.tick
+        decision = tick.start()
         prev_start: float | None = None
         t_model = 0.0
         for k in range(s.ticks):
@@ -248,7 +237,7 @@ class ControlLoop:
             t_ctl = start - t0 if deadlines else k * period_s
             self.recorder.command(k, t_ctl, decision)
             try:
-                obs = self.backend.step(decision.setpoint, s.period_ms, timeout_s)
+                obs = tick.apply(decision, timeout_s)
             except (TransportTimeoutError, BackendUnavailableError) as err:
                 detail = f"Expected an observation within {timeout_s * 1000:.6g} ms, actual: {err}"
                 self._log.critical("alarm_backend_unreachable", tick=k, error=str(err))
@@ -320,26 +309,11 @@ class ControlLoop:
         except Exception as err:  # a broken policy is an invalid action, not a crash
             self._log.error("policy_error", error=repr(err))
             raw = err
-        return gov.command(raw, t_next), raw
+        return self.tick.command(raw, t_next), raw
 
     def _account(self, obs: BackendObservation, decision: Decision) -> None:
         on = obs.applied is not None and obs.applied.is_on
-        # Charge in the envelope's own unit: a simulator reports its delivered model charge
-        # (mV·ms); a device reports the charge per phase it actually delivers (µC, lower than
-        # the setpoint while it ramps), from which the window's charge follows. Tissue
-        # features a device forwards (its model's charge_mv_ms) are never mixed in.
-        sp = obs.applied
-        charge: float | None = None
-        if self.governor.envelope.charge_unit == "mV·ms":
-            charge = obs.fields.get("charge_mv_ms")
-        elif sp is not None and "delivered_charge_uc" in obs.fields:
-            charge = 2.0 * obs.fields["delivered_charge_uc"] * sp.frequency_hz
-            charge *= obs.duration_ms / 1000.0
-        if charge is None:
-            charge = 0.0
-            if sp is not None and sp.is_on:
-                # Both phases of every pulse in the window: 2 · q_phase · f · window.
-                charge = 2.0 * sp.charge_per_phase() * sp.frequency_hz * obs.duration_ms / 1000.0
+        charge = self.tick.charge(obs)
         self.stats.add_window(dict(obs.fields), on, float(charge))
         self.stats.model_time_ms = obs.t_model_ms
 

@@ -18,7 +18,7 @@ import structlog
 
 from core.errors import ConfigError
 from drivers.envelope import ABS_AMP_MAX_UA
-from simulator.stimulus import AMPLITUDE_RANGE_MV, Polarity, Stimulus
+from simulator.stimulus import AMPLITUDE_RANGE_MV, Polarity, Stimulus, stimulus_for
 
 log = structlog.get_logger()
 
@@ -72,10 +72,8 @@ class TissueTransfer:
 
     def stimulus(self, *, amp_ua: int, pw_us: int, freq_dhz: int) -> Stimulus | None:
         """The model stimulus for a device output (``None`` when the output is off)."""
-        if amp_ua <= 0:
-            return None
-        return Stimulus(
-            amplitude_mv=amp_ua * self.gain_mv_per_ua,
+        return stimulus_for(
+            amplitude_mv=max(0, amp_ua) * self.gain_mv_per_ua,
             frequency_hz=freq_dhz / 10.0,
             pulse_width_us=float(pw_us),
             polarity=self.polarity,

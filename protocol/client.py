@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import structlog
 import zmq
@@ -83,55 +83,39 @@ def error_to_exception(reply: ErrorReply) -> NeuroLoopError:
     return ProtocolError(text, code=reply.code)
 
 
-class BackendClient:
-    """Talk to one backend.
+class SessionClient:
+    """The session calls of the protocol over any transport (:meth:`request`).
+
+    :class:`BackendClient` carries requests over ZeroMQ;
+    :class:`protocol.inprocess.InProcessClient` hands them to a backend object in this
+    process. Everything above the transport (the calls, error replies as exceptions, the
+    session's welcome) is this class, written once.
 
     Args:
-        address: Backend endpoint (``ipc://...`` or ``tcp://host:port``).
         timeout_s: Default deadline of every call (seconds).
-        curve: CURVE client keys, required when the backend uses CURVE.
-        recorder: If given, every request and reply is recorded (kind ``message``).
         client_name: Sent in ``hello``, shown in the backend's logs.
     """
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        timeout_s: float = 1.0,
-        curve: ClientKeys | None = None,
-        recorder: RecordingWriter | None = None,
-        client_name: str = "neuroloop-client",
-    ) -> None:
+    #: Where requests go, for messages.
+    address: str
+
+    def __init__(self, *, timeout_s: float = 1.0, client_name: str = "neuroloop-client") -> None:
         if not 0.0 < timeout_s <= 3600.0:
             raise ConfigError(f"Expected timeout_s in (0, 3600], actual {timeout_s!r}")
-        self.address = address
         self.timeout_s = timeout_s
         self.client_name = client_name
-        self.recorder = recorder
         self.welcome: Welcome | None = None
         self.configured: Configured | None = None
         self.last_error: ErrorReply | None = None
-        self._next_id = 1
-        self._rcvtimeo_ms = -1
         self._last_request_s = 0.0
-        self._log = structlog.get_logger().bind(component="client", address=address)
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._socket: zmq.Socket[bytes] | None = self._context.socket(zmq.DEALER)
-        sock = self._socket
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, CONTROL_HWM)
-        sock.setsockopt(zmq.RCVHWM, CONTROL_HWM)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        if curve is not None:
-            curve.apply(sock)
-        try:
-            sock.connect(address)
-        except zmq.ZMQError as err:
-            self.close()
-            raise ConfigError(
-                f"Expected a valid backend address, actual {address!r}: {err}"
-            ) from err
+
+    def request(self, message: Request, timeout_s: float | None = None) -> Reply:
+        """Send ``message`` and return its reply (an ``error`` reply is returned, not raised)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the transport (no goodbye is sent; call :meth:`bye` first)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ session calls
 
@@ -220,7 +204,73 @@ class BackendClient:
         self.configured = None
         return status
 
-    # ---------------------------------------------------------------------- transport
+    def _call(self, message: Request, expected: type[_R], timeout_s: float | None) -> _R:
+        reply = self.request(message, timeout_s)
+        if isinstance(reply, ErrorReply):
+            self.last_error = reply
+            raise error_to_exception(reply)
+        if not isinstance(reply, expected):
+            raise ProtocolError(
+                f"Expected a {expected.TYPE} reply to {message.TYPE}, actual {reply.TYPE}"
+            )
+        return reply
+
+    def _welcome(self) -> Welcome:
+        if self.welcome is None:
+            raise ProtocolError(
+                "Expected hello() before this call, actual no session", "no_session"
+            )
+        return self.welcome
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BackendClient(SessionClient):
+    """Talk to one backend.
+
+    Args:
+        address: Backend endpoint (``ipc://...`` or ``tcp://host:port``).
+        timeout_s: Default deadline of every call (seconds).
+        curve: CURVE client keys, required when the backend uses CURVE.
+        recorder: If given, every request and reply is recorded (kind ``message``).
+        client_name: Sent in ``hello``, shown in the backend's logs.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 1.0,
+        curve: ClientKeys | None = None,
+        recorder: RecordingWriter | None = None,
+        client_name: str = "neuroloop-client",
+    ) -> None:
+        super().__init__(timeout_s=timeout_s, client_name=client_name)
+        self.address = address
+        self.recorder = recorder
+        self._next_id = 1
+        self._rcvtimeo_ms = -1
+        self._log = structlog.get_logger().bind(component="client", address=address)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._socket: zmq.Socket[bytes] | None = self._context.socket(zmq.DEALER)
+        sock = self._socket
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, CONTROL_HWM)
+        sock.setsockopt(zmq.RCVHWM, CONTROL_HWM)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        if curve is not None:
+            curve.apply(sock)
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as err:
+            self.close()
+            raise ConfigError(
+                f"Expected a valid backend address, actual {address!r}: {err}"
+            ) from err
 
     def request(self, message: Request, timeout_s: float | None = None) -> Reply:
         """Send ``message`` and return its reply (an ``error`` reply is returned, not raised).
@@ -276,33 +326,9 @@ class BackendClient:
                 self.recorder.record_message("rx", reply_id, reply)
             return reply
 
-    def _call(self, message: Request, expected: type[_R], timeout_s: float | None) -> _R:
-        reply = self.request(message, timeout_s)
-        if isinstance(reply, ErrorReply):
-            self.last_error = reply
-            raise error_to_exception(reply)
-        if not isinstance(reply, expected):
-            raise ProtocolError(
-                f"Expected a {expected.TYPE} reply to {message.TYPE}, actual {reply.TYPE}"
-            )
-        return reply
-
-    def _welcome(self) -> Welcome:
-        if self.welcome is None:
-            raise ProtocolError(
-                "Expected hello() before this call, actual no session", "no_session"
-            )
-        return self.welcome
-
     def close(self) -> None:
         """Close the socket (no goodbye is sent; call :meth:`bye` first to end the session)."""
         if self._socket is not None:
             self._socket.close(0)
             self._socket = None
             self._context.term()
-
-    def __enter__(self) -> BackendClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -46,6 +46,7 @@ from simulator.stimulus import (
     PULSE_WIDTH_RANGE_US,
     Polarity,
     Stimulus,
+    stimulus_for,
 )
 from simulator.warmup import CompileWatch, warm_up
 
@@ -68,6 +69,10 @@ SIM_CAPABILITIES = Capabilities(
     supports_spikes=True,
     config_options=("network", "n_scale", "semantics", "stim_noise_e_mv", "seed", "polarity"),
 )
+
+
+#: The ``configure`` options that choose the simulated network.
+NETWORK_OPTIONS = ("network", "n_scale", "semantics", "stim_noise_e_mv")
 
 
 def _str_option(
@@ -98,6 +103,10 @@ class SimulatorBackend(Backend):
         clock: Monotonic clock in seconds (injectable for tests).
         network_factory: Builds the network from a config (the real :class:`Network` unless a
             test injects another implementation of the same surface).
+        network_config: A fixed network to simulate (any :class:`NetworkConfig`, e.g. a small
+            one for tests, or an environment's overrides); ``configure`` then refuses the
+            options that choose a network (``network``, ``n_scale``, ``semantics``,
+            ``stim_noise_e_mv``) and accepts ``seed`` and ``polarity``.
     """
 
     kind = "sim"
@@ -108,14 +117,21 @@ class SimulatorBackend(Backend):
         session_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         network_factory: Callable[[NetworkConfig], Network] = Network,
+        network_config: NetworkConfig | None = None,
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
         self._factory = network_factory
+        self._fixed_config = network_config
         self._network: Network | None = None
         self._config: NetworkConfig | None = None
         self._seed = 0
         self._polarity: Polarity = "desync"
         self._log = structlog.get_logger().bind(backend="SimulatorBackend", kind="sim")
+
+    @property
+    def network(self) -> Network | None:
+        """The simulated network (``None`` before ``configure``)."""
+        return self._network
 
     @property
     def network_config(self) -> NetworkConfig | None:
@@ -133,9 +149,19 @@ class SimulatorBackend(Backend):
     # ------------------------------------------------------------------------- hooks
 
     def _on_configure(self, options: Mapping[str, ConfigValue], control_period_ms: float) -> None:
+        fixed = self._fixed_config
+        if fixed is not None:
+            chosen = sorted(set(options) & set(NETWORK_OPTIONS))
+            if chosen:
+                raise ConfigError(
+                    f"Expected no network options for a backend built with a fixed network "
+                    f"(n_e {fixed.n_e}, n_i {fixed.n_i}), actual {chosen}"
+                )
         network = _str_option(options, "network", tuple(EXPERIMENTS), DEFAULT_NETWORK)
         n_scale = _num_option(options, "n_scale", *N_SCALE_RANGE, 1.0)
         semantics = _str_option(options, "semantics", ("paper", "clean"), "paper")
+        if fixed is not None:
+            semantics = fixed.semantics
         polarity = _str_option(options, "polarity", ("desync", "sync"), "desync")
         seed = options.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
@@ -148,18 +174,22 @@ class SimulatorBackend(Backend):
                 f"Expected control_period_ms to be a multiple of {CHUNK_MS:g} ms in paper "
                 f"semantics, actual {control_period_ms!r}"
             )
-        config = EXPERIMENTS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
-        # Off unless asked for: the released code's stimulus noise has a fixed SD whenever any
-        # stimulation is on, so a closed-loop policy could desynchronise with near-zero charge.
-        noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
-        config = config.replace(stim_noise_e_mv=noise)
+        if fixed is not None:
+            config = fixed
+        else:
+            config = EXPERIMENTS[network].network_config(semantics, n_scale)  # type: ignore[arg-type]
+            # Off unless asked for: the released code's stimulus noise has a fixed SD whenever
+            # any stimulation is on, so a closed-loop policy could desynchronise with
+            # near-zero charge.
+            noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
+            config = config.replace(stim_noise_e_mv=noise)
         self._network = self._factory(config)
         self._config = config
         self._seed = seed
         self._polarity = "sync" if polarity == "sync" else "desync"
         self._log.info(
             "simulator_configured",
-            network=network,
+            network="fixed" if fixed is not None else network,
             n_e=config.n_e,
             n_i=config.n_i,
             semantics=semantics,
@@ -177,10 +207,9 @@ class SimulatorBackend(Backend):
     ) -> StepResult:
         net = self._require_network()
         setting: Stimulus | None = None
-        # Amplitude 0 is off whatever the shape (the envelope checks no duty while off).
-        if stimulus is not None and stimulus["amplitude_mv"] != 0.0:
+        if stimulus is not None:
             try:
-                setting = Stimulus(
+                setting = stimulus_for(
                     amplitude_mv=stimulus["amplitude_mv"],
                     frequency_hz=stimulus["frequency_hz"],
                     pulse_width_us=stimulus["pulse_width_us"],

@@ -92,6 +92,36 @@ class Stimulus:
         return self.amplitude_mv * self.pulse_width_us / 1000.0
 
 
+def stimulus_for(
+    *,
+    amplitude_mv: float,
+    frequency_hz: float,
+    pulse_width_us: float,
+    polarity: Polarity = "desync",
+    ei_offset_ms: float = 0.0,
+) -> Stimulus | None:
+    """The network's stimulus for one commanded setting; ``None`` (off) at zero amplitude.
+
+    The one place a commanded amplitude, frequency and pulse width become a :class:`Stimulus`:
+    the simulator server, every in-process route to it and the device emulator's tissue call
+    it. Keyword-only, so the same-typed triplet cannot be passed in the wrong order. An
+    amplitude of 0 is off whatever the shape (the envelope checks no duty while off).
+
+    Raises:
+        ConfigError: A value outside the simulator's ranges, or two phases that do not fit in
+            one period.
+    """
+    if amplitude_mv <= 0.0 and math.isfinite(amplitude_mv):
+        return None
+    return Stimulus(
+        amplitude_mv=amplitude_mv,
+        frequency_hz=frequency_hz,
+        pulse_width_us=pulse_width_us,
+        polarity=polarity,
+        ei_offset_ms=ei_offset_ms,
+    )
+
+
 #: The paper's Fig 3 pulse train: 100 mV, 1 ms phases, 12 ms period (83.3 Hz), I leads E.
 FTSTS_DESYNC = Stimulus(amplitude_mv=100.0)
 #: The paper's Fig 4 pulse train: 200 mV, swapped polarity (E leads I).

@@ -11,8 +11,8 @@ import threading
 import pytest
 import structlog
 
-from controller.backends.scripted import ScriptedBackend
-from controller.backends.zmq import ZmqBackend
+from controller.backends.scripted import ScriptedConnection
+from controller.backends.zmq import ZmqConnection
 from controller.cli import _recorder, make_summary
 from controller.config import RunConfig
 from controller.envelope.governor import SafetyGovernor
@@ -45,9 +45,9 @@ def logs():
 
 def run(
     latency, lockstep: bool, ticks: int = 30
-) -> tuple[RunResult, ScriptedBackend, SafetyGovernor]:
+) -> tuple[RunResult, ScriptedConnection, SafetyGovernor]:
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=latency, lockstep=lockstep)
+    backend = ScriptedConnection(clock, latency_s=latency, lockstep=lockstep)
     gov = SafetyGovernor(SIM, T)
     settings = LoopSettings(period_ms=20.0, duration_s=ticks * T, pace="realtime")
     loop = ControlLoop(backend, ConstantPolicy(ON), gov, settings, clock=clock)
@@ -84,7 +84,9 @@ def test_lockstep_commands_do_not_depend_on_host_load():
 
 def test_lockstep_stall_longer_than_the_limit_stops_with_an_alarm(logs):
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=lambda k: 60.0 if k == 5 else 0.002, lockstep=True)
+    backend = ScriptedConnection(
+        clock, latency_s=lambda k: 60.0 if k == 5 else 0.002, lockstep=True
+    )
     gov = SafetyGovernor(SIM, T)
     settings = LoopSettings(period_ms=20.0, duration_s=20 * T, lockstep_stall_s=5.0)
     result = ControlLoop(backend, ConstantPolicy(ON), gov, settings, clock=clock).run()
@@ -182,7 +184,7 @@ def test_backend_kind_tells_the_controller_whether_the_tissue_waits(
     stop = threading.Event()
     thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
     thread.start()
-    client = ZmqBackend(endpoint, timeout_s=5.0)
+    client = ZmqConnection(endpoint, timeout_s=5.0)
     try:
         info = client.hello("test")
     finally:
@@ -208,7 +210,7 @@ def record_scripted_run(tmp_path, latency, lockstep: bool):
                           pulse_width_us=1000.0)  # fmt: skip
     recorder = _recorder(cfg, SIM, policy)
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=latency, lockstep=lockstep)
+    backend = ScriptedConnection(clock, latency_s=latency, lockstep=lockstep)
     gov = SafetyGovernor(SIM, T)
     settings = LoopSettings(period_ms=20.0, duration_s=30 * T)
     result = ControlLoop(backend, policy, gov, settings, clock=clock, recorder=recorder).run()

@@ -7,8 +7,8 @@ import math
 import pytest
 import structlog
 
-from controller.backends.inprocess import InProcessSimBackend
-from controller.backends.scripted import ScriptedBackend
+from controller.backends.inprocess import InProcessConnection
+from controller.backends.scripted import ScriptedConnection
 from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings
@@ -49,7 +49,7 @@ def make_loop(backend, policy=None, ticks=20, pace="realtime", clock=None, estop
 
 def test_on_time_observations_run_the_policy_every_tick():
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=lambda k: 0.005)
+    backend = ScriptedConnection(clock, latency_s=lambda k: 0.005)
     loop, _gov = make_loop(backend, clock=clock, ticks=30)
     result = loop.run()
     assert result.end_reason == "completed"
@@ -65,7 +65,7 @@ def test_on_time_observations_run_the_policy_every_tick():
 def test_late_observation_holds_the_last_command():
     clock = FakeClock()
     late = {12}
-    backend = ScriptedBackend(clock, latency_s=lambda k: 0.03 if k in late else 0.002)
+    backend = ScriptedConnection(clock, latency_s=lambda k: 0.03 if k in late else 0.002)
     loop, gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
     assert result.end_reason == "completed"
@@ -78,7 +78,7 @@ def test_late_observation_holds_the_last_command():
 
 def test_observation_later_than_two_periods_stops():
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=lambda k: 0.045 if k == 8 else 0.002)
+    backend = ScriptedConnection(clock, latency_s=lambda k: 0.045 if k == 8 else 0.002)
     loop, gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
     assert (result.end_reason, result.fault) == ("fault", "deadline_2t")
@@ -90,7 +90,7 @@ def test_observation_later_than_two_periods_stops():
 
 def test_watchdog_timeout_stops_and_raises_the_alarm(logs):
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=lambda k: 10.0 if k == 5 else 0.002)
+    backend = ScriptedConnection(clock, latency_s=lambda k: 10.0 if k == 5 else 0.002)
     loop, _gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
     assert result.fault == "backend_unreachable"
@@ -101,7 +101,7 @@ def test_watchdog_timeout_stops_and_raises_the_alarm(logs):
 
 def test_unreachable_backend_stops_without_restart():
     clock = FakeClock()
-    backend = ScriptedBackend(clock, unreachable_from=7)
+    backend = ScriptedConnection(clock, unreachable_from=7)
     loop, gov = make_loop(backend, clock=clock, ticks=20)
     result = loop.run()
     assert result.fault == "backend_unreachable"
@@ -119,7 +119,7 @@ def test_three_nan_observations_in_a_row_stop():
     def observe(k, sp):
         return {"synchrony": math.nan if k >= 10 else 0.5, "weight_mv": 200.0, "charge_mv_ms": 0.0}
 
-    backend = ScriptedBackend(clock, observe=observe)
+    backend = ScriptedConnection(clock, observe=observe)
     policy = FtstsPolicy(onset_ms=0.0)
     policy.required_fields = ("weight_mv", "synchrony")
     loop, gov = make_loop(backend, policy=policy, clock=clock, ticks=30)
@@ -147,7 +147,7 @@ def test_policy_nan_outputs_are_held_then_latched():
                 amplitude=math.nan if self.k > 5 else 50.0, frequency_hz=83.0, pulse_width_us=1000.0
             )
 
-    backend = ScriptedBackend(clock)
+    backend = ScriptedConnection(clock)
     loop, gov = make_loop(backend, policy=Flaky(), clock=clock, ticks=30)
     result = loop.run()
     assert result.fault == "invalid_streak"
@@ -158,7 +158,7 @@ def test_policy_nan_outputs_are_held_then_latched():
 def test_estop_flag_stops_before_the_next_tick():
     clock = FakeClock()
     estop = EStop()
-    backend = ScriptedBackend(
+    backend = ScriptedConnection(
         clock, latency_s=lambda k: estop.request("estop_sigterm") or 0.001 if k == 4 else 0.001
     )
     loop, gov = make_loop(backend, clock=clock, estop=estop, ticks=20)
@@ -171,7 +171,7 @@ def test_estop_flag_stops_before_the_next_tick():
 
 def test_fast_pace_does_not_sleep_or_check_deadlines():
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=lambda k: 0.05)  # 2.5 periods, every step
+    backend = ScriptedConnection(clock, latency_s=lambda k: 0.05)  # 2.5 periods, every step
     loop, _gov = make_loop(backend, clock=clock, ticks=10, pace="fast")
     result = loop.run()
     assert result.end_reason == "completed"
@@ -181,7 +181,7 @@ def test_fast_pace_does_not_sleep_or_check_deadlines():
 
 def test_handshake_refuses_a_policy_needing_missing_fields():
     clock = FakeClock()
-    backend = ScriptedBackend(clock, fields=("synchrony",))
+    backend = ScriptedConnection(clock, fields=("synchrony",))
     loop, _ = make_loop(backend, policy=FtstsPolicy(), clock=clock)
     with pytest.raises(ConfigError, match=r"include \['weight_mv'\]"):
         loop.run()
@@ -190,13 +190,13 @@ def test_handshake_refuses_a_policy_needing_missing_fields():
 def test_handshake_refuses_an_envelope_of_the_wrong_domain():
     clock = FakeClock()
     gov = SafetyGovernor(load_envelope("device"), T)
-    loop = ControlLoop(ScriptedBackend(clock), OffPolicy(), gov, LoopSettings(), clock=clock)
+    loop = ControlLoop(ScriptedConnection(clock), OffPolicy(), gov, LoopSettings(), clock=clock)
     with pytest.raises(ConfigError, match="Expected a 'model' envelope"):
         loop.run()
 
 
 def test_ftsts_against_the_in_process_simulator_latches_and_stops_stimulating():
-    backend = InProcessSimBackend(NetworkConfig(n_e=160, n_i=40), seed=3)
+    backend = InProcessConnection.simulator(NetworkConfig(n_e=160, n_i=40), seed=3)
     policy = FtstsPolicy(onset_ms=200.0, latch_below_mv=250.0)
     loop, _gov = make_loop(backend, policy=policy, ticks=100, pace="fast")
     result = loop.run()
@@ -228,7 +228,7 @@ def test_a_policy_that_raises_is_treated_as_invalid_output():
         def act(self, fields, t_model_ms):
             raise RuntimeError("policy bug")
 
-    backend = ScriptedBackend(clock)
+    backend = ScriptedConnection(clock)
     loop, gov = make_loop(backend, policy=Broken(), clock=clock, ticks=10)
     result = loop.run()
     assert result.fault == "invalid_streak"
@@ -239,7 +239,7 @@ def test_a_policy_that_raises_is_treated_as_invalid_output():
 def test_a_backend_refusal_mid_run_stops_without_retry():
     clock = FakeClock()
 
-    class Refusing(ScriptedBackend):
+    class Refusing(ScriptedConnection):
         def step(self, setpoint, duration_ms, timeout_s):
             if len(self.sent) == 5:
                 raise ProtocolError("[backend_fault] diverged", "backend_fault")
@@ -259,7 +259,7 @@ def test_a_stop_after_the_recording_closed_is_logged_not_raised(tmp_path, logs):
     from controller.recorder import SessionRecorder
 
     clock = FakeClock()
-    backend = ScriptedBackend(clock, latency_s=lambda k: 0.005)
+    backend = ScriptedConnection(clock, latency_s=lambda k: 0.005)
     loop, _gov = make_loop(backend, clock=clock, ticks=3)
     recorder = SessionRecorder(tmp_path / "s.nlrec", {"tool": "test"})
     recorder.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import structlog
 
-from controller.backends.zmq import ZmqBackend
+from controller.backends.zmq import ZmqConnection
 from controller.envelope.governor import SafetyGovernor
 from controller.loop import ControlLoop, LoopSettings
 from controller.policies.builtin import ConstantPolicy
@@ -51,7 +51,7 @@ def logs():
 
 
 def test_handshake_maps_roles_units_and_pins_extra_parameters(server):
-    backend = ZmqBackend(server.address, timeout_s=10.0, options={"n_scale": 0.05})
+    backend = ZmqConnection(server.address, timeout_s=10.0, options={"n_scale": 0.05})
     try:
         info = backend.hello("test")
         assert (info.kind, info.domain, info.supports_fast_pace) == ("sim", "model", True)
@@ -80,7 +80,7 @@ def test_handshake_maps_roles_units_and_pins_extra_parameters(server):
 
 
 def test_backend_refuses_a_setpoint_outside_the_configured_envelope(server):
-    backend = ZmqBackend(server.address, timeout_s=10.0, options={"n_scale": 0.05})
+    backend = ZmqConnection(server.address, timeout_s=10.0, options={"n_scale": 0.05})
     try:
         backend.hello("test")
         backend.configure(SIM, 20.0)
@@ -94,7 +94,7 @@ def test_backend_refuses_a_setpoint_outside_the_configured_envelope(server):
 
 
 def test_server_killed_mid_run_stops_the_loop_with_an_alarm(server, logs):
-    backend = ZmqBackend(server.address, timeout_s=10.0, options={"n_scale": 0.05})
+    backend = ZmqConnection(server.address, timeout_s=10.0, options={"n_scale": 0.05})
 
     class KillAt(ConstantPolicy):
         def act(self, fields, t_model_ms):
@@ -181,7 +181,7 @@ def microamp_server(tmp_path):
 def test_device_units_are_converted_and_fast_pace_is_refused(microamp_server):
     device, endpoint = microamp_server
     env = load_envelope("device")
-    backend = ZmqBackend(endpoint, timeout_s=5.0)
+    backend = ZmqConnection(endpoint, timeout_s=5.0)
     policy = ConstantPolicy(Setpoint(amplitude=1.0, frequency_hz=130.0, pulse_width_us=90.0))
     try:
         gov = SafetyGovernor(env, T)
@@ -190,7 +190,7 @@ def test_device_units_are_converted_and_fast_pace_is_refused(microamp_server):
             fast.run()
     finally:
         backend.close()
-    backend = ZmqBackend(endpoint, timeout_s=5.0)
+    backend = ZmqConnection(endpoint, timeout_s=5.0)
     try:
         gov = SafetyGovernor(env, T)
         loop = ControlLoop(backend, policy, gov, LoopSettings(duration_s=0.5))
@@ -213,7 +213,7 @@ def test_device_units_are_converted_and_fast_pace_is_refused(microamp_server):
 
 def test_period_longer_than_half_the_session_timeout_is_refused(microamp_server):
     _, endpoint = microamp_server
-    backend = ZmqBackend(endpoint, timeout_s=5.0)
+    backend = ZmqConnection(endpoint, timeout_s=5.0)
     try:
         backend.hello("test")
         with pytest.raises(ConfigError, match=r"Expected --period-ms <= 1000 \(half"):

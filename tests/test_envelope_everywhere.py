@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from controller import replay_cli
-from controller.backends.inprocess import InProcessSimBackend
+from controller.backends.inprocess import InProcessConnection
 from controller.cli import main as controller_main
 from controller.envelope.action import ActionMap
 from controller.envelope.governor import SafetyGovernor
@@ -1294,7 +1294,7 @@ def test_replay_verify_fails_the_off_invariant_when_a_request_for_0_commanded_a_
 
 
 def test_ftsts_latch_switches_stimulation_off_with_amplitude_min() -> None:
-    backend = InProcessSimBackend(NetworkConfig(n_e=160, n_i=40), seed=3)
+    backend = InProcessConnection.simulator(NetworkConfig(n_e=160, n_i=40), seed=3)
     policy = FtstsPolicy(onset_ms=200.0, latch_below_mv=250.0)
     gov = SafetyGovernor(MIN20, 0.02)
     loop = ControlLoop(

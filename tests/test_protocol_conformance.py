@@ -215,7 +215,7 @@ class NoEnvelopeBackend(LoopbackBackend):
     def _check_envelope_rules(
         self, monitor: EnvelopeMonitor, stimulus: Mapping[str, float] | None
     ) -> Setpoint:
-        return Setpoint(0.0, 0.0, 0.0)
+        return Setpoint(amplitude=0.0, frequency_hz=0.0, pulse_width_us=0.0)
 
 
 class NeverTimesOutBackend(LoopbackBackend):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
-from controller.envs import FTSTSEnv, SimConfig
+from controller.backends.inprocess import InProcessConnection
+from controller.backends.zmq import ZmqConnection
+from controller.envs import DBSEnv, FTSTSEnv, SimConfig
 from controller.envs.remote import RemoteModel
 from core.errors import BackendUnavailableError, ConfigError
 from protocol.process import BackendProcess, spawn_local_backend
+from simulator.server import SimulatorBackend
 
 SCALE = 0.05
 
@@ -83,3 +87,36 @@ def test_unreachable_backend_fails_within_the_deadline(tmp_path) -> None:
     with pytest.raises(BackendUnavailableError, match="Expected a backend connected"):
         FTSTSEnv(config(), model_class=RemoteModel,
                  model_params={"address": address, "n_scale": SCALE, "timeout_s": 0.3})  # fmt: skip
+
+
+#: The simulator's configure options of a small network (the same in process and served).
+SIM_OPTIONS: dict[str, Any] = {"n_scale": SCALE, "polarity": "desync", "stim_noise_e_mv": 0.0}
+SMALL_EPISODE = SimConfig(control_period_ms=20.0, onset_ms=100.0, controlled_s=0.2, tail_s=0.1)
+ACTIONS = np.random.default_rng(5).uniform(-1, 1, size=(10, 3)).astype(np.float32)
+
+
+def simulator_in_process() -> InProcessConnection:
+    """The simulator backend object, configured by options exactly as a server would be."""
+    return InProcessConnection(
+        SimulatorBackend(session_timeout_s=60.0), options=SIM_OPTIONS, warm_up=None
+    )
+
+
+def test_simulator_in_process_and_over_zeromq_give_the_same_episode(
+    server: BackendProcess,
+) -> None:
+    local = DBSEnv(SMALL_EPISODE, model_class=simulator_in_process)
+    remote = DBSEnv(SMALL_EPISODE, model_class=ZmqConnection,
+                    model_params={"address": server.address, "timeout_s": 30.0,
+                                  "options": SIM_OPTIONS})  # fmt: skip
+    try:
+        obs_l, rew_l, info_l = run(local, ACTIONS)
+        obs_r, rew_r, info_r = run(remote, ACTIONS)
+    finally:
+        local.close()
+        remote.close()
+    # One path: the same backend object's code in process or behind a socket.
+    np.testing.assert_array_equal(obs_l, obs_r)
+    assert rew_l == rew_r
+    assert info_l["r_tail"] == info_r["r_tail"]
+    assert info_l["total_charge_mv_ms"] == info_r["total_charge_mv_ms"] > 0.0

@@ -1,9 +1,10 @@
 """Backends by name, imported lazily: ``sim``, ``serial``, ``replay``.
 
 Each name maps to ``(module, function)``; the function takes a :class:`BackendRequest` and
-returns an :class:`OpenedBackend`. A backend whose module is not installed (or not written yet)
-fails with :class:`~core.errors.BackendUnavailableError` naming what is missing, never with
-a traceback. Any backend that speaks the protocol can be used with ``connect``.
+returns an :class:`OpenedBackend` holding a
+:class:`~controller.backends.base.BackendConnection`. A backend whose module is not installed
+(or not written yet) fails with :class:`~core.errors.BackendUnavailableError` naming what is
+missing, never with a traceback. Any backend that speaks the protocol can be used with ``connect``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.backends.base import Backend, BackendInfo, BackendObservation
+from controller.backends.base import BackendConnection, BackendInfo, BackendObservation
 from core.errors import BackendUnavailableError, ConfigError
 
 #: Backend name → (module, factory function), imported on first use.
@@ -57,9 +58,9 @@ class BackendRequest:
 
 @dataclass
 class OpenedBackend:
-    """A backend plus whatever must be cleaned up after it (a server process …)."""
+    """A connection to a backend plus whatever must be cleaned up after it (a server process …)."""
 
-    backend: Backend
+    backend: BackendConnection
     description: str
     cleanup: Callable[[], None] = lambda: None
 
@@ -94,7 +95,7 @@ def open_backend(request: BackendRequest) -> OpenedBackend:
 
 __all__ = [
     "BACKENDS",
-    "Backend",
+    "BackendConnection",
     "BackendInfo",
     "BackendObservation",
     "BackendRequest",

@@ -1,19 +1,27 @@
-"""What the controller needs from a backend: a small ``typing.Protocol`` and its data types.
+"""How the controller calls a backend: the :class:`BackendConnection` protocol and its data.
 
-A backend is opened (``hello``), given the envelope and control period (``configure``), reset,
-then stepped: every ``step`` applies a setpoint for one window and returns the window's
-observation. ``stop`` ends stimulation at once; ``close`` ends the session. The ZeroMQ adapter,
-the in-process simulator and the scripted test backend all implement it.
+A backend *serves* the protocol (:class:`protocol.backend.Backend`: the simulator, the serial
+bridge, a replay, the loopback); a connection *calls* one. A connection is opened (``hello``),
+given the envelope and control period (``configure``), reset, then stepped: every ``step``
+applies a setpoint for one window and returns the window's observation. ``stop`` ends
+stimulation at once; ``close`` ends the session. Implementations:
+:class:`~controller.backends.protocol.ProtocolConnection` (any protocol backend, over ZeroMQ as
+:class:`~controller.backends.zmq.ZmqConnection` or in this process as
+:class:`~controller.backends.inprocess.InProcessConnection`) and the scripted test connection
+:class:`~controller.backends.scripted.ScriptedConnection`. The control loop and the gymnasium
+environments use the same connections.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
+from protocol.schema import SpikeWindow
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,9 @@ class BackendInfo:
             only inside ``step`` (a simulator, a replay), so a late step delays nobody. ``False``
             (the safe default) for a device, whose tissue lives on in real time; see
             ``docs/controller.md`` (Deadlines).
+        supports_spikes: Whether ``step(..., want_spikes=True)`` returns the window's spikes.
+        max_step_ms: Longest window one ``step`` may cover (an environment splits its longer
+            unstimulated lead-in and tail into windows no longer than this).
     """
 
     kind: str
@@ -40,6 +51,8 @@ class BackendInfo:
     control_period_ms: float
     supports_fast_pace: bool
     lockstep: bool = False
+    supports_spikes: bool = False
+    max_step_ms: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ class BackendObservation:
         fields: Named observation floats (may hold NaN/Inf from a faulty source; the envelope
             decides what to do with them).
         applied: The setpoint the backend actually applied, ``None`` when off.
+        extra: Backend-specific extra values.
+        spikes: The window's spikes when they were asked for (``want_spikes``).
     """
 
     seq: int
@@ -61,11 +76,12 @@ class BackendObservation:
     fields: Mapping[str, float]
     applied: Setpoint | None = None
     extra: Mapping[str, float] = field(default_factory=dict)
+    spikes: SpikeWindow | None = None
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """The controller's view of a backend (simulator, stimulator, replay)."""
+class BackendConnection(Protocol):
+    """The controller's connection to a backend (simulator, stimulator, replay, loopback)."""
 
     def hello(self, client_name: str) -> BackendInfo:
         """Open a session and return the backend's description."""
@@ -79,8 +95,12 @@ class Backend(Protocol):
         """Start a run from the initial state, stimulation off."""
         ...
 
-    def step(self, setpoint: Setpoint, duration_ms: float, timeout_s: float) -> BackendObservation:
+    def step(
+        self, setpoint: Setpoint, duration_ms: float, timeout_s: float, want_spikes: bool = False
+    ) -> BackendObservation:
         """Apply ``setpoint`` for ``duration_ms`` and return the window's observation.
+
+        ``want_spikes`` asks for the window's spikes (backends with ``supports_spikes``).
 
         Raises:
             TransportTimeoutError: No observation arrived within ``timeout_s``.

@@ -1,129 +1,113 @@
-"""The simulator as an in-process backend: :class:`simulator.network.Network` called directly.
+"""A protocol backend object called in this process: the same session as over ZeroMQ, no socket.
 
-No process, no socket: each ``step`` runs one window of the network in this thread. Fast tests
-and the benchmark use it; it enforces the same handshake order and refuses a setpoint outside the
-configured envelope exactly as the server does, so a test against it is a real test.
+:class:`InProcessConnection` is a :class:`~controller.backends.protocol.ProtocolConnection`
+whose client (:class:`~protocol.inprocess.InProcessClient`) hands each request to the backend's
+:meth:`~protocol.backend.Backend.handle_request`. Every backend kind is reachable this way,
+exactly as over the wire: the simulator (:meth:`InProcessConnection.simulator`), the serial
+bridge (:class:`drivers.bridge.SerialBackend` over a virtual or emulated device), a replay
+(:class:`controller.replay.backend.ReplayBackend`) or the loopback. Fast tests, benchmarks, the
+``--in-process`` controller and the gymnasium environments use it; the backend still refuses a
+setpoint outside the configured envelope, so a test against it is a real test.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
 from controller.backends.base import BackendInfo, BackendObservation
-from core.errors import BackendUnavailableError, ProtocolError, SafetyLimitError
-from protocol.envelope.config import SafetyEnvelope
+from controller.backends.protocol import ProtocolConnection
+from protocol.backend import Backend
 from protocol.envelope.setpoint import Setpoint
+from protocol.inprocess import InProcessClient
 from simulator.config import NetworkConfig
-from simulator.network import OBSERVATION_FIELDS, Network
-from simulator.stimulus import Stimulus
-from simulator.warmup import warm_up
+from simulator.server import SimulatorBackend
+
+#: Session timeout of an in-process simulator: its client is this process, which may pause
+#: for long (a policy update between rollouts) without being lost.
+IN_PROCESS_SESSION_TIMEOUT_S = 3600.0
 
 
-class InProcessSimBackend:
-    """Runs the FTSTS network in this process.
+class InProcessConnection(ProtocolConnection):
+    """Call ``backend`` in this process through the protocol's session.
 
     Args:
-        config: Network parameters (small networks for tests: ``NetworkConfig(n_e=160, n_i=40)``).
-        seed: Seed used by :meth:`reset` when none is given.
-        polarity: ``desync`` (the paper's Fig 3 waveform) or ``sync``.
+        backend: Any protocol backend, not served elsewhere at the same time.
+        timeout_s: Deadline of the handshake calls (not enforced in process).
+        options: Backend ``configure`` options.
+        warm_up: Called once by :meth:`hello` before the session opens (the simulator compiles
+            its kernels there, announced, so the first step is not seconds late).
+        keep_applied: Keep every step's applied setpoint in :attr:`applied` (``None`` when
+            off), for tests; it grows by one entry per step.
+        client_name: Sent in ``hello``.
     """
 
     def __init__(
-        self, config: NetworkConfig | None = None, seed: int = 0, polarity: str = "desync"
+        self,
+        backend: Backend,
+        timeout_s: float = 5.0,
+        options: Mapping[str, Any] | None = None,
+        warm_up: Callable[[], float] | None = None,
+        keep_applied: bool = True,
+        client_name: str = "neuroloop-controller",
     ) -> None:
-        self.network = Network(config)
-        self.default_seed = seed
-        self.polarity = polarity
-        self._envelope: SafetyEnvelope | None = None
-        self._open = False
-        self._seq = 0
-        self._stopped = False
-        self.stop_reasons: list[str] = []
+        client = InProcessClient(backend, timeout_s=timeout_s, client_name=client_name)
+        super().__init__(client, timeout_s=timeout_s, options=options)
+        self.backend = backend
+        self._warm_up = warm_up
+        self._keep_applied = keep_applied
         self.applied: list[Setpoint | None] = []
-        self._log = structlog.get_logger("controller.backends.inprocess")
+
+    @classmethod
+    def simulator(
+        cls,
+        config: NetworkConfig | None = None,
+        seed: int = 0,
+        polarity: str = "desync",
+        warm_up: bool = True,
+        keep_applied: bool = True,
+        client_name: str = "neuroloop-controller",
+    ) -> InProcessConnection:
+        """The simulator (:class:`simulator.server.SimulatorBackend`) on ``config``, in process.
+
+        Args:
+            config: Network parameters (default: the paper's Fig 3 network; small networks for
+                tests: ``NetworkConfig(n_e=160, n_i=40)``).
+            seed: Seed of :meth:`reset` when none is given.
+            polarity: ``desync`` (the paper's Fig 3 waveform) or ``sync``.
+            warm_up: Compile the kernels in :meth:`hello`.
+            keep_applied: See the class.
+            client_name: Sent in ``hello``.
+        """
+        backend = SimulatorBackend(
+            session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S,
+            network_config=config if config is not None else NetworkConfig(),
+        )
+        return cls(
+            backend,
+            options={"seed": seed, "polarity": polarity},
+            warm_up=backend.warm_up if warm_up else None,
+            keep_applied=keep_applied,
+            client_name=client_name,
+        )
 
     def hello(self, client_name: str) -> BackendInfo:
-        """Open the (only) session."""
-        if self._open:
-            raise ProtocolError(
-                "Expected one hello per session, actual a second hello", "bad_state"
+        """Warm the backend up (once), then open the session."""
+        if self._warm_up is not None:
+            warm, self._warm_up = self._warm_up, None
+            warm_s = warm()
+            structlog.get_logger("controller.backends").info(
+                "backend_warmed_up", backend=type(self.backend).__name__, warm_up_s=round(warm_s, 3)
             )
-        self._open = True
-        warm_s = self._warm_up()
-        self._log.info("backend_hello", client=client_name, warm_up_s=round(warm_s, 3))
-        return BackendInfo(
-            "sim", "InProcessSimBackend", OBSERVATION_FIELDS, "model", 20.0, True, lockstep=True
-        )
+        return super().hello(client_name)
 
-    def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
-        """Accept a model-domain envelope."""
-        self._require_open()
-        if envelope.domain != "model":
-            raise ProtocolError(
-                f"Expected a 'model' envelope for the simulator, actual {envelope.domain!r}",
-                "envelope_rejected",
-            )
-        self._envelope = envelope
-        return envelope.sha256()
-
-    def reset(self, seed: int | None) -> None:
-        """Draw a new network; stimulation off."""
-        self._require_open()
-        self.network.reset(self.default_seed if seed is None else seed)
-        self._seq = 0
-        self._stopped = False
-
-    def step(self, setpoint: Setpoint, duration_ms: float, timeout_s: float) -> BackendObservation:
-        """Run one window with ``setpoint`` (checked against the envelope again)."""
-        self._require_open()
-        if self._envelope is None:
-            raise ProtocolError("Expected configure before step, actual none", "bad_state")
-        stim: Stimulus | None = None
-        if setpoint.is_on and not self._stopped:
-            self._check(setpoint, self._envelope)
-            stim = Stimulus(
-                setpoint.amplitude,
-                frequency_hz=setpoint.frequency_hz,
-                pulse_width_us=setpoint.pulse_width_us,
-                polarity="sync" if self.polarity == "sync" else "desync",
-            )
-        stats = self.network.advance(stim, duration_ms)
-        self._seq += 1
-        self.applied.append(setpoint if stim is not None else None)
-        return BackendObservation(
-            self._seq,
-            stats.t_end_ms,
-            duration_ms,
-            stats.observation(),
-            setpoint if stim is not None else None,
-        )
-
-    def stop(self, reason: str) -> None:
-        """Stimulation off until the next reset."""
-        self._stopped = True
-        self.stop_reasons.append(reason)
-
-    def close(self) -> None:
-        """End the session."""
-        self._open = False
-
-    @staticmethod
-    def _warm_up() -> float:
-        """Compile every kernel a session uses (announced, with progress) before the first tick."""
-        return warm_up()
-
-    def _require_open(self) -> None:
-        if not self._open:
-            raise BackendUnavailableError("Expected an open session (hello first), actual none")
-
-    @staticmethod
-    def _check(sp: Setpoint, env: SafetyEnvelope) -> None:
-        for name, value, lo, hi in (
-            ("amplitude_mv", sp.amplitude, 0.0, env.amplitude_max),
-            ("frequency_hz", sp.frequency_hz, env.frequency_min_hz, env.frequency_max_hz),
-            ("pulse_width_us", sp.pulse_width_us, env.pulse_width_min_us, env.pulse_width_max_us),
-        ):
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise SafetyLimitError(f"Expected {name} in [{lo}, {hi}], actual {value}")
+    def step(
+        self, setpoint: Setpoint, duration_ms: float, timeout_s: float, want_spikes: bool = False
+    ) -> BackendObservation:
+        """One window of the backend, called in this thread."""
+        obs = super().step(setpoint, duration_ms, timeout_s, want_spikes)
+        if self._keep_applied:
+            self.applied.append(obs.applied)
+        return obs

@@ -14,7 +14,7 @@ import sys
 import structlog
 
 from controller.backends import BackendRequest, OpenedBackend
-from controller.backends.zmq import ZmqBackend
+from controller.backends.zmq import ZmqConnection
 from core.errors import BackendUnavailableError, ConfigError
 
 #: Module run as the local simulator server.
@@ -32,45 +32,27 @@ def _log_args(request: BackendRequest) -> list[str]:
 
 
 def _connect(request: BackendRequest, address: str) -> OpenedBackend:
-    backend = ZmqBackend(address, timeout_s=request.timeout_s, options=request.options)
-    return OpenedBackend(backend, f"{request.name} at {address}")
+    connection = ZmqConnection(address, timeout_s=request.timeout_s, options=request.options)
+    return OpenedBackend(connection, f"{request.name} at {address}")
 
 
-def open_sim(request: BackendRequest) -> OpenedBackend:
-    """The simulator: connected, in-process, or a local server process."""
-    if request.connect is not None:
-        if request.in_process:
-            raise ConfigError("Expected either --connect or --in-process, actual both")
-        return _connect(request, request.connect)
-    if request.in_process:
-        from controller.backends.inprocess import InProcessSimBackend
-        from simulator.experiments import default_network_config
+def _serve_locally(
+    request: BackendRequest, argv: list[str], what: str, description: str | None = None
+) -> OpenedBackend:
+    """Start ``argv`` as a local server on a private ipc socket, connect, stop it at close.
 
-        # The same network a local server simulates by default (the paper's Fig 3 network),
-        # with the [simulator] table's changes on top.
-        config = default_network_config().replace(**dict(request.simulator))
-        return OpenedBackend(InProcessSimBackend(config, seed=request.seed), "sim in-process")
-    if importlib.util.find_spec(SIM_SERVER_MODULE) is None:
-        raise BackendUnavailableError(
-            f"Expected the simulator server module {SIM_SERVER_MODULE!r}, actual not installed; "
-            "use --in-process or --connect ADDR"
-        )
+    Args:
+        request: The backend request (its log format and level go to the server).
+        argv: The server command line (without the log arguments).
+        what: Short name for the log lines and the description (``sim``, ``replay``).
+        description: Description of the opened backend, ``{pid}`` filled in (default: the
+            server's pid and address).
+    """
     from protocol.process import spawn_local_backend
 
-    structlog.get_logger("controller.backends").info(
-        "sim_server_starting",
-        detail="starting the simulator server; it compiles its kernels first if they are not "
-        "cached yet, and the run starts once it is ready",
-    )
-    proc = spawn_local_backend(
-        [sys.executable, "-m", SIM_SERVER_MODULE],
-        "ipc",
-        SERVER_READY_TIMEOUT_S,
-        extra_args=_log_args(request),
-    )
-    structlog.get_logger("controller.backends").info(
-        "sim_server_started", pid=proc.pid, address=proc.address
-    )
+    log = structlog.get_logger("controller.backends")
+    proc = spawn_local_backend(argv, "ipc", SERVER_READY_TIMEOUT_S, extra_args=_log_args(request))
+    log.info(f"{what}_server_started", pid=proc.pid, address=proc.address)
     try:
         opened = _connect(request, proc.address)
     except BaseException:
@@ -81,8 +63,40 @@ def open_sim(request: BackendRequest) -> OpenedBackend:
         proc.stop()
 
     opened.cleanup = stop_server
-    opened.description = f"sim server pid {proc.pid} at {proc.address}"
+    opened.description = (
+        description.format(pid=proc.pid)
+        if description is not None
+        else f"{what} server pid {proc.pid} at {proc.address}"
+    )
     return opened
+
+
+def open_sim(request: BackendRequest) -> OpenedBackend:
+    """The simulator: connected, in-process, or a local server process."""
+    if request.connect is not None:
+        if request.in_process:
+            raise ConfigError("Expected either --connect or --in-process, actual both")
+        return _connect(request, request.connect)
+    if request.in_process:
+        from controller.backends.inprocess import InProcessConnection
+        from simulator.experiments import default_network_config
+
+        # The same network a local server simulates by default (the paper's Fig 3 network),
+        # with the [simulator] table's changes on top.
+        config = default_network_config().replace(**dict(request.simulator))
+        connection = InProcessConnection.simulator(config, seed=request.seed)
+        return OpenedBackend(connection, "sim in-process")
+    if importlib.util.find_spec(SIM_SERVER_MODULE) is None:
+        raise BackendUnavailableError(
+            f"Expected the simulator server module {SIM_SERVER_MODULE!r}, actual not installed; "
+            "use --in-process or --connect ADDR"
+        )
+    structlog.get_logger("controller.backends").info(
+        "sim_server_starting",
+        detail="starting the simulator server; it compiles its kernels first if they are not "
+        "cached yet, and the run starts once it is ready",
+    )
+    return _serve_locally(request, [sys.executable, "-m", SIM_SERVER_MODULE], "sim")
 
 
 def open_serial(request: BackendRequest) -> OpenedBackend:
@@ -109,27 +123,6 @@ def open_replay(request: BackendRequest) -> OpenedBackend:
             "Expected --backend replay SESSION or --connect ADDR of a running replay backend "
             "('neuroloop-replay serve SESSION'), actual neither"
         )
-    from protocol.process import spawn_local_backend
-
     pace = "fast" if request.pace == "fast" else "recorded"
-    proc = spawn_local_backend(
-        [sys.executable, "-m", REPLAY_SERVER_MODULE, "serve", request.session, "--pace", pace],
-        "ipc",
-        SERVER_READY_TIMEOUT_S,
-        extra_args=_log_args(request),
-    )
-    structlog.get_logger("controller.backends").info(
-        "replay_server_started", pid=proc.pid, address=proc.address, session=request.session
-    )
-    try:
-        opened = _connect(request, proc.address)
-    except BaseException:
-        proc.stop()
-        raise
-
-    def stop_server() -> None:
-        proc.stop()
-
-    opened.cleanup = stop_server
-    opened.description = f"replay of {request.session} (pid {proc.pid})"
-    return opened
+    argv = [sys.executable, "-m", REPLAY_SERVER_MODULE, "serve", request.session, "--pace", pace]
+    return _serve_locally(request, argv, "replay", f"replay of {request.session} (pid {{pid}})")

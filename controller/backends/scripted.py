@@ -1,6 +1,6 @@
-"""A scripted backend for tests: observations, latencies and failures chosen per step.
+"""A scripted connection for tests: observations, latencies and failures chosen per step.
 
-It moves a :class:`~controller.clock.ManualClock` by the scripted latency of each step, so a
+It moves a :class:`~core.clock.FakeClock` by the scripted latency of each step, so a
 test can make observation k arrive late, very late, time out, or make the backend vanish, and
 watch what the loop does, all without waiting in real time. It checks every setpoint against
 the configured envelope and keeps everything it was sent.
@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from controller.backends.base import BackendInfo, BackendObservation
-from controller.clock import ManualClock
+from core.clock import FakeClock
 from core.errors import BackendUnavailableError, SafetyLimitError, TransportTimeoutError
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
@@ -31,8 +31,8 @@ def _default_observation(seq: int, sp: Setpoint) -> Mapping[str, float]:
     }
 
 
-class ScriptedBackend:
-    """Backend whose behaviour per step is scripted.
+class ScriptedConnection:
+    """A connection whose backend's behaviour per step is scripted.
 
     Args:
         clock: The clock the loop under test uses; each step advances it by its latency.
@@ -48,7 +48,7 @@ class ScriptedBackend:
 
     def __init__(
         self,
-        clock: ManualClock,
+        clock: FakeClock,
         latency_s: LatencyScript = lambda seq: 0.001,
         observe: ObservationScript = _default_observation,
         unreachable_from: int | None = None,
@@ -72,7 +72,7 @@ class ScriptedBackend:
         """Describe the scripted backend."""
         kind = "loopback" if self.lockstep else "serial"
         return BackendInfo(
-            kind, "ScriptedBackend", self.fields, "model", 20.0, True, lockstep=self.lockstep
+            kind, "ScriptedConnection", self.fields, "model", 20.0, True, lockstep=self.lockstep
         )
 
     def configure(self, envelope: SafetyEnvelope, period_ms: float) -> str:
@@ -85,7 +85,9 @@ class ScriptedBackend:
         self._seq = 0
         self._t_model_ms = 0.0
 
-    def step(self, setpoint: Setpoint, duration_ms: float, timeout_s: float) -> BackendObservation:
+    def step(
+        self, setpoint: Setpoint, duration_ms: float, timeout_s: float, want_spikes: bool = False
+    ) -> BackendObservation:
         """Record the setpoint, advance the clock by the scripted latency, return the fields."""
         if self.envelope is None:
             raise BackendUnavailableError("Expected configure before step, actual none")

@@ -1,13 +1,20 @@
-"""``DBSEnv``: closed-loop stimulation of a spiking network as a gymnasium environment.
+"""``DBSEnv``: closed-loop stimulation of a neural model as a gymnasium environment.
 
 One episode (see :class:`~controller.envs.config.SimConfig`): ``reset`` simulates the
-unstimulated lead-in and returns the observation of its last window; each ``step`` passes the
-agent's normalised action through the controller's :class:`SafetyGovernor` (the same envelope,
-action map, ramps and soft start the real-time controller applies, so nothing outside the
-envelope reaches the model and training sees what deployment will deliver), advances the model
-by one control period and returns the scaled observation and the reward
-(:mod:`controller.envs.reward`). The last step also simulates the stimulation-free tail and ends
-the episode (``terminated``); ``truncated`` is never set.
+unstimulated lead-in and returns the observation of its last window; each ``step`` runs one
+control tick of the controller (:class:`controller.tick.ControlTick`): the agent's normalised
+action passes through the controller's :class:`SafetyGovernor` (the same envelope, action map,
+ramps and soft start the real-time controller applies, so nothing outside the envelope reaches
+the model and training sees what deployment will deliver), the setpoint goes to the model for
+one control period, and the window's scaled observation and reward
+(:mod:`controller.envs.reward`) come back. The last step also simulates the stimulation-free
+tail and ends the episode (``terminated``); ``truncated`` is never set.
+
+The model is a backend connection (:mod:`controller.envs.models`): the simulator in process
+(default), a simulator server, the serial bridge to a device, a replay. A backend that reports
+spikes gives the tail's synchrony from spikes (the offline Kuramoto R of E cells); one that
+does not (a device, a replay) runs the tail in control periods and averages their
+``synchrony`` observations.
 
 Every random draw is seeded: ``reset(seed=s)`` runs the network from seed ``s`` (or
 ``options["network_seed"]``); a reset without a seed draws the next network seed from the
@@ -17,7 +24,7 @@ environment's ``np_random``, so a seeded first reset fixes the whole sequence.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -25,30 +32,40 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from controller.backends.base import BackendConnection, BackendInfo, BackendObservation
+from controller.envelope.action import ActionMap
 from controller.envelope.governor import SafetyGovernor
 from controller.envs import reward as rw
 from controller.envs.config import SimConfig
-from controller.envs.models import LocalNetworkModel, ModelWindow, NeuralModel
+from controller.envs.models import ENV_CLIENT_NAME, LocalNetworkModel, ModelWindow
 from controller.envs.render import EpisodeTrace, render_frame
-from controller.envs.spaces import ACTION_MAP, FEATURES, scale_observation
-from core.errors import ConfigError, SafetyFaultError
+from controller.envs.spaces import ACTION_MAP, FEATURES, OBSERVATION_NAMES, scale_observation
+from controller.tick import ControlTick, open_session
+from core.errors import ConfigError, NeuroLoopError, SafetyFaultError
 from protocol.envelope.config import SafetyEnvelope, load_envelope
 from protocol.envelope.setpoint import Setpoint
-from simulator.stimulus import Stimulus
 from simulator.synchrony import epoch_mean, order_parameter
 
 ObsArray = npt.NDArray[np.float32]
 MAX_SEED = 2**63 - 1
+#: Deadline of one step beyond its window length (a simulator runs faster than real time; a
+#: device in real time).
+STEP_SLACK_S = 10.0
 
 
-def setpoint_to_stimulus(setpoint: Setpoint) -> Stimulus | None:
-    """The simulator stimulus for a governor setpoint (``None`` when off)."""
-    if not setpoint.is_on:
-        return None
-    return Stimulus(
-        setpoint.amplitude,
-        frequency_hz=setpoint.frequency_hz,
-        pulse_width_us=setpoint.pulse_width_us,
+def action_map_for(envelope: SafetyEnvelope) -> ActionMap:
+    """The agent's action map for ``envelope``.
+
+    Model domain: :data:`~controller.envs.spaces.ACTION_MAP` (10–200 mV, 5–180 Hz,
+    50–500 µs). Physical domain (a device): the envelope's own amplitude, frequency and
+    pulse-width ranges, so every action is a setting the device accepts.
+    """
+    if envelope.domain == "model":
+        return ACTION_MAP
+    return ActionMap(
+        ACTION_MAP.names,
+        (envelope.amplitude_min, envelope.frequency_min_hz, envelope.pulse_width_min_us),
+        (envelope.amplitude_max, envelope.frequency_max_hz, envelope.pulse_width_max_us),
     )
 
 
@@ -82,8 +99,9 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
 
     Args:
         sim_config: Episode timing, envelope and reward (default :class:`SimConfig`).
-        model_class: Builds the neural model from ``model_params`` (default: the in-process
-            FTSTS network; :class:`~controller.envs.remote.RemoteModel` for a backend).
+        model_class: Builds the model, a backend connection, from ``model_params`` (default:
+            the in-process FTSTS network; :class:`~controller.envs.remote.RemoteModel` for a
+            simulator server; any :class:`~controller.backends.base.BackendConnection`).
         model_params: Keyword arguments of ``model_class``.
         render_mode: ``None``, ``rgb_array`` or ``human``.
     """
@@ -93,7 +111,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
     def __init__(
         self,
         sim_config: SimConfig | None = None,
-        model_class: Callable[..., NeuralModel] = LocalNetworkModel,
+        model_class: Callable[..., BackendConnection] = LocalNetworkModel,
         model_params: dict[str, Any] | None = None,
         render_mode: str | None = None,
     ) -> None:
@@ -107,28 +125,47 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             raise ConfigError(f"Expected sim_config as a SimConfig, actual {sim_config!r}")
         self.render_mode = render_mode
         self.envelope: SafetyEnvelope = load_envelope(self.sim_config.envelope)
+        self.action_map = action_map_for(self.envelope)
+        self.model: BackendConnection = model_class(**(model_params or {}))
+        # The reward counts model charge (mV·ms): a physical backend must report its tissue's.
+        required = OBSERVATION_NAMES
         if self.envelope.domain != "model":
-            raise ConfigError(
-                f"Expected a model-domain envelope (amplitude in mV of drive), actual "
-                f"{self.envelope.domain!r} ({self.sim_config.envelope})"
-            )
-        self.model: NeuralModel = model_class(**(model_params or {}))
+            required = (*required, "charge_mv_ms")
         try:
-            self.model.bind(self.envelope, self.sim_config.control_period_ms)
+            self.backend_info: BackendInfo = open_session(
+                self.model,
+                self.envelope,
+                self.sim_config.control_period_ms,
+                client_name=ENV_CLIENT_NAME,
+                required_fields=required,
+                user="the environment",
+            )
         except BaseException:
             self.model.close()
             raise
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(ACTION_MAP.size,), dtype=np.float32)
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(FEATURES),), dtype=np.float32)
         self._log = structlog.get_logger().bind(env=type(self).__name__)
-        self.governor: SafetyGovernor | None = None
+        self.tick: ControlTick | None = None
         self.trace = EpisodeTrace()
         self.network_seed: int | None = None
         self._k = 0
         self._done = True
+        self._closed = False
         self._weight_mv = math.nan
         self._charge_mv_ms = 0.0
         self._figure: Any = None
+
+    @property
+    def governor(self) -> SafetyGovernor | None:
+        """The current episode's governor (``None`` before the first reset)."""
+        return self.tick.governor if self.tick is not None else None
+
+    @property
+    def n_e(self) -> int | None:
+        """Excitatory neurons of the model, when it says (spike-based tail and raster)."""
+        n_e = getattr(self.model, "n_e", None)
+        return int(n_e) if n_e is not None else None
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -158,21 +195,23 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         cfg = self.sim_config
         self.network_seed = int(net_seed)
         self.model.reset(self.network_seed)
-        self.governor = SafetyGovernor(self.envelope, cfg.period_s, ACTION_MAP)
-        self.governor.arm(0.0)
+        governor = SafetyGovernor(self.envelope, cfg.period_s, self.action_map)
+        self.tick = ControlTick(self.model, governor, cfg.control_period_ms)
         # The last lead-in period below is off: the governor's first (idle) setpoint, from
         # whose start the soft start runs, as in the controller's loop.
-        self.governor.idle(0.0)
+        idle = self.tick.start()
         self.trace = EpisodeTrace(keep_spikes=cfg.keep_spikes or self.render_mode is not None)
         self._k = 0
         self._charge_mv_ms = 0.0
         want = self.trace.keep_spikes
         if cfg.onset_ms > cfg.control_period_ms:
-            window = self.model.advance(None, cfg.onset_ms - cfg.control_period_ms, want)
-            self.trace.add_spikes(window)
+            for window in self._off_windows(idle.setpoint, cfg.onset_ms - cfg.control_period_ms,
+                                            want):  # fmt: skip
+                self.trace.add_spikes(window)
         # The last lead-in period is its own window, so the first observation describes one
         # control period like every later one (an onset of 0 still observes one period).
-        window = self.model.advance(None, cfg.control_period_ms, want)
+        window = self._window(self.tick.apply(idle, self._timeout_s(cfg.control_period_ms),
+                                              self._spikes(want)))  # fmt: skip
         self.trace.add_spikes(window)
         obs = scale_observation(window.fields)
         self._weight_mv = float(window.fields["weight_mv"])
@@ -214,20 +253,24 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
     def _advance(
         self, request: npt.NDArray[np.float64] | Setpoint
     ) -> tuple[ObsArray, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._done or self.governor is None:
+        tick = self.tick
+        if self._done or tick is None:
             raise ConfigError("Expected reset() before step() (the episode is over or unstarted)")
         cfg = self.sim_config
-        decision = self.governor.command(request, (self._k + 1) * cfg.period_s)
+        decision = tick.command(request, (self._k + 1) * cfg.period_s)
         if decision.fault is not None:
             self._done = True
             raise SafetyFaultError(f"Expected no envelope fault, actual {decision.fault}")
-        stimulus = setpoint_to_stimulus(decision.setpoint)
         terminal = self._k + 1 >= cfg.n_steps
-        window = self.model.advance(
-            stimulus, cfg.control_period_ms, self.trace.keep_spikes or terminal
-        )
+        want = self._spikes(self.trace.keep_spikes or terminal)
+        try:
+            observed = tick.apply(decision, self._timeout_s(cfg.control_period_ms), want)
+        except NeuroLoopError:
+            self._done = True
+            raise
+        window = self._window(observed)
         obs = scale_observation(window.fields)
-        charge = float(window.fields["charge_mv_ms"])
+        charge = self._charge(observed)
         weight_after = float(window.fields["weight_mv"])
         synchrony = float(window.fields["synchrony"])
         self._charge_mv_ms += charge
@@ -250,18 +293,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             "fields": dict(window.fields),
         }
         if terminal:
-            previous = _spikes_of(window)
-            tail = self.model.advance(None, cfg.tail_ms, True)
-            self.trace.add_spikes(tail)
-            self.trace.add_window(tail, None, float(tail.fields["charge_mv_ms"]))
-            times, neurons = _spikes_of(tail)
-            r_tail = tail_synchrony(
-                np.concatenate([previous[0], times]),
-                np.concatenate([previous[1], neurons]),
-                self.model.n_e,
-                window.t_end_ms,
-                tail.t_end_ms,
-            )
+            tail, r_tail = self._tail(window, decision.setpoint)
             tail_term = rw.tail_penalty(r_tail, rcfg)
             obs = scale_observation(tail.fields)
             info.update(
@@ -280,11 +312,92 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             self.render()
         return obs, terms.total, terminal, False, info
 
+    # ------------------------------------------------------------------ model windows
+    def _spikes(self, want: bool) -> bool:
+        """Ask for spikes only from a backend that reports them."""
+        return want and self.backend_info.supports_spikes
+
+    def _timeout_s(self, duration_ms: float) -> float:
+        """Deadline of one step: the model's handshake deadline plus twice the window."""
+        base = float(getattr(self.model, "timeout_s", STEP_SLACK_S))
+        return base + 2.0 * duration_ms / 1000.0
+
+    def _window(self, observed: BackendObservation) -> ModelWindow:
+        return ModelWindow.of(observed)
+
+    def _charge(self, observed: BackendObservation) -> float:
+        """Model charge of a window (mV·ms): the envelope's account, or a device's tissue's."""
+        if self.envelope.domain == "model" and self.tick is not None:
+            return self.tick.charge(observed)
+        return float(observed.fields["charge_mv_ms"])
+
+    def _off_windows(self, last: Setpoint, duration_ms: float, want: bool) -> Iterator[ModelWindow]:
+        """Unstimulated windows covering ``duration_ms``, each no longer than the backend allows.
+
+        One window where the backend allows it (the simulator: up to 10 s); otherwise whole
+        control periods per window (a replay serves exactly one period per step).
+        """
+        off = Setpoint(
+            amplitude=0.0, frequency_hz=last.frequency_hz, pulse_width_us=last.pulse_width_us
+        )
+        period = self.sim_config.control_period_ms
+        longest = self.backend_info.max_step_ms
+        if duration_ms <= longest:
+            pieces = [duration_ms]
+        else:
+            per = max(1, math.floor(longest / period + 1e-9)) * period
+            n_full, rest = divmod(round(duration_ms / period), round(per / period))
+            pieces = [per] * n_full + ([rest * period] if rest else [])
+        spikes = self._spikes(want)
+        for piece in pieces:
+            if spikes:
+                observed = self.model.step(off, piece, self._timeout_s(piece), True)
+            else:
+                observed = self.model.step(off, piece, self._timeout_s(piece))
+            yield self._window(observed)
+
+    def _tail(self, last: ModelWindow, setpoint: Setpoint) -> tuple[ModelWindow, float]:
+        """Run the stimulation-free tail; return its last window and its synchrony R."""
+        cfg = self.sim_config
+        if self.backend_info.supports_spikes and self.n_e is not None:
+            spikes = [_spikes_of(last)]
+            tail = last
+            for tail in self._off_windows(setpoint, cfg.tail_ms, True):
+                self.trace.add_spikes(tail)
+                self.trace.add_window(tail, None, float(tail.fields["charge_mv_ms"]))
+                spikes.append(_spikes_of(tail))
+            r_tail = tail_synchrony(
+                np.concatenate([times for times, _ in spikes]),
+                np.concatenate([neurons for _, neurons in spikes]),
+                self.n_e,
+                last.t_end_ms,
+                tail.t_end_ms,
+            )
+            return tail, r_tail
+        # No spikes: one control period per window, R = the mean of their synchrony.
+        off = Setpoint(
+            amplitude=0.0,
+            frequency_hz=setpoint.frequency_hz,
+            pulse_width_us=setpoint.pulse_width_us,
+        )
+        period = cfg.control_period_ms
+        values: list[float] = []
+        tail = last
+        for _ in range(max(1, round(cfg.tail_ms / period))):
+            observed = self.model.step(off, period, self._timeout_s(period))
+            tail = self._window(observed)
+            self.trace.add_window(tail, None, self._charge(observed))
+            values.append(float(tail.fields["synchrony"]))
+        r_tail = float(np.clip(np.mean(values), 0.0, 1.0))
+        if not math.isfinite(r_tail):
+            raise SafetyFaultError(f"Expected a finite tail synchrony, actual {r_tail}")
+        return tail, r_tail
+
     def render(self) -> npt.NDArray[np.uint8] | None:
         """``rgb_array``: an RGB frame (synchrony, weight, amplitude, raster); ``human``: show."""
         if self.render_mode is None:
             return None
-        frame, self._figure = render_frame(self.trace, self.model.n_e, self._figure)
+        frame, self._figure = render_frame(self.trace, self.n_e or 0, self._figure)
         if self.render_mode == "human":
             import matplotlib.pyplot as plt
 
@@ -293,8 +406,13 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         return np.asarray(frame, dtype=np.uint8)
 
     def close(self) -> None:
-        """Release the model and any figure (idempotent)."""
-        self.model.close()
+        """Stop stimulation, end the model's session and close any figure (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self.model.stop("environment closed")
+            finally:
+                self.model.close()
         if self._figure is not None:
             import matplotlib.pyplot as plt
 

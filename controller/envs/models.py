@@ -1,31 +1,45 @@
-"""Neural models an environment can drive: the in-process network or a remote backend.
+"""Neural models an environment can drive: each one is a controller backend connection.
 
-A model is anything with the :class:`NeuralModel` surface: ``bind`` (envelope and control
-period, before the first reset), ``reset(seed)``, ``advance(stimulus, duration_ms,
-want_spikes)`` returning a :class:`ModelWindow`, and ``close``. :class:`LocalNetworkModel` runs
-:class:`simulator.network.Network` in this process; :class:`controller.envs.remote.RemoteModel`
-drives any protocol backend (the simulator server now, the device bridge later).
+A model is a :class:`~controller.backends.base.BackendConnection` (``hello``, ``configure``,
+``reset``, ``step``, ``stop``, ``close``): the environment opens it, then runs each control
+period through the controller's own tick (:class:`controller.tick.ControlTick`).
+:class:`LocalNetworkModel` is the simulator (:class:`simulator.server.SimulatorBackend`) in this
+process; :class:`controller.envs.remote.RemoteModel` is any simulator server over ZeroMQ; and
+any other connection works as it is (``model_class=InProcessConnection`` with a serial bridge,
+a replay …; see docs/rl.md). A model may say how many excitatory neurons it has (``n_e``: the
+population the spike-based tail synchrony is computed on) and describe itself
+(``description``, for logs and bundle metadata).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from controller.backends.base import BackendConnection, BackendObservation
+from controller.backends.inprocess import IN_PROCESS_SESSION_TIMEOUT_S, InProcessConnection
+from controller.tick import open_session
 from core.errors import ConfigError
 from protocol.envelope.config import SafetyEnvelope
 from simulator.config import NetworkConfig, Semantics
 from simulator.network import Network
-from simulator.stimulus import Polarity, Stimulus
+from simulator.server import SimulatorBackend
+from simulator.stimulus import Polarity
+
+#: Name an environment sends in ``hello``.
+ENV_CLIENT_NAME = "neuroloop-env"
+
+#: What an environment needs from a neural model: a backend connection.
+NeuralModel = BackendConnection
 
 
 @dataclass(frozen=True)
 class ModelWindow:
-    """What one window of the model returned.
+    """What one window of the model returned, as the environment's trace keeps it.
 
     Args:
         fields: The backend observation (``simulator.network.OBSERVATION_FIELDS``).
@@ -39,32 +53,17 @@ class ModelWindow:
     spike_times_ms: npt.NDArray[np.float64] | None = None
     spike_neurons: npt.NDArray[np.int32] | None = None
 
-
-class NeuralModel(Protocol):
-    """What an environment needs from a neural model."""
-
-    #: Number of excitatory neurons (the population the order parameter is computed on).
-    n_e: int
-    #: Short description for logs and bundle metadata.
-    description: dict[str, Any]
-
-    def bind(self, envelope: SafetyEnvelope, control_period_ms: float) -> None:
-        """Receive the safety envelope and control period before the first reset."""
-        ...
-
-    def reset(self, seed: int) -> None:
-        """Start a new run whose every random draw derives from ``seed``."""
-        ...
-
-    def advance(
-        self, stimulus: Stimulus | None, duration_ms: float, want_spikes: bool
-    ) -> ModelWindow:
-        """Integrate ``duration_ms`` under ``stimulus`` (``None`` = off)."""
-        ...
-
-    def close(self) -> None:
-        """Release resources (idempotent)."""
-        ...
+    @classmethod
+    def of(cls, obs: BackendObservation) -> ModelWindow:
+        """The window of a backend observation (its spikes, if it carries them)."""
+        if obs.spikes is None:
+            return cls(obs.fields, obs.t_model_ms)
+        return cls(
+            obs.fields,
+            obs.t_model_ms,
+            np.asarray(obs.spikes.times(), dtype=np.float64),
+            np.asarray(obs.spikes.neuron_ids(), dtype=np.int32),
+        )
 
 
 def network_config(
@@ -82,8 +81,20 @@ def network_config(
     return cfg.scaled(n_scale) if n_scale != 1.0 else cfg
 
 
-class LocalNetworkModel:
-    """The FTSTS network in this process.
+def bind_model(
+    model: BackendConnection, envelope: SafetyEnvelope, control_period_ms: float
+) -> None:
+    """Open ``model``'s session with a model-domain envelope and the control period."""
+    if envelope.domain != "model":
+        raise ConfigError(
+            f"Expected a model-domain envelope for a model backend, actual {envelope.domain!r}"
+        )
+    open_session(model, envelope, control_period_ms, client_name=ENV_CLIENT_NAME,
+                 user="the environment")  # fmt: skip
+
+
+class LocalNetworkModel(InProcessConnection):
+    """The FTSTS network in this process: the simulator backend, called without a socket.
 
     Args:
         n_scale: Population scale (1.0 = 1600 E / 400 I, the paper's N = 2000).
@@ -113,38 +124,20 @@ class LocalNetworkModel:
             "n_i": self.config.n_i,
             "network_overrides": dict(network or {}),
         }
-        self._net = Network(self.config)
+        self.sim_backend = SimulatorBackend(
+            session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S, network_config=self.config
+        )
+        super().__init__(self.sim_backend, options={"polarity": polarity}, keep_applied=False,
+                         client_name=ENV_CLIENT_NAME)  # fmt: skip
 
     @property
     def network(self) -> Network:
-        """The underlying network (for tests and diagnostics)."""
-        return self._net
+        """The underlying network (for tests and diagnostics; after the session opened)."""
+        net = self.sim_backend.network
+        if net is None:
+            raise ConfigError("Expected an opened model (bind or an environment), actual none")
+        return net
 
     def bind(self, envelope: SafetyEnvelope, control_period_ms: float) -> None:
-        """Nothing to configure in-process (the environment applies the envelope)."""
-
-    def reset(self, seed: int) -> None:
-        """Draw connectivity, initial state and noise streams from ``seed``."""
-        self._net.reset(seed)
-
-    def advance(
-        self, stimulus: Stimulus | None, duration_ms: float, want_spikes: bool
-    ) -> ModelWindow:
-        """One window of the network."""
-        if stimulus is not None and stimulus.polarity != self.polarity:
-            stimulus = Stimulus(
-                stimulus.amplitude_mv,
-                frequency_hz=stimulus.frequency_hz,
-                pulse_width_us=stimulus.pulse_width_us,
-                polarity=self.polarity,
-                ei_offset_ms=stimulus.ei_offset_ms,
-            )
-        stats = self._net.advance(stimulus, duration_ms)
-        if want_spikes:
-            return ModelWindow(
-                stats.observation(), stats.t_end_ms, stats.spike_times_ms, stats.spike_neurons
-            )
-        return ModelWindow(stats.observation(), stats.t_end_ms)
-
-    def close(self) -> None:
-        """Nothing to release."""
+        """Open the session with the envelope and control period (:func:`bind_model`)."""
+        bind_model(self, envelope, control_period_ms)

@@ -38,6 +38,7 @@ import numpy.typing as npt
 from controller.envs.config import SimConfig
 from controller.envs.ftsts import FTSTSEnv
 from controller.policies.bundle import PolicyBundle, load_bundle
+from core.errors import ConfigError
 from protocol.envelope.setpoint import Setpoint
 from simulator.latch import Latch, LatchRule
 from simulator.synchrony import epoch_mean, order_parameter
@@ -227,7 +228,9 @@ def _record(
 ) -> RunRecord:  # fmt: skip
     trace = env.trace
     times, neurons = trace.spikes()
-    n_e = env.model.n_e
+    n_e = env.n_e
+    if n_e is None:
+        raise ConfigError("Expected a model that reports its E population (n_e), actual none")
     end_ms = cfg.episode_ms
     t, r, _ = order_parameter(times, neurons, n_e, end_ms, 1.0)
     t_run, r_run = running_mean(t, r, DESYNC_WINDOW_MS, DESYNC_STEP_MS)

@@ -1,0 +1,139 @@
+"""One control tick, shared by the real-time loop and the gymnasium environments.
+
+A tick takes a request (a policy's or agent's output, or a physical setpoint), passes it
+through the :class:`~controller.envelope.governor.SafetyGovernor` (envelope, action map, ramps,
+soft start), applies the resulting setpoint to the backend for one control period through a
+:class:`~controller.backends.base.BackendConnection`, and returns the window's observation.
+:class:`~controller.loop.ControlLoop` adds the clock, deadlines and recording around it;
+:class:`~controller.envs.dbs.DBSEnv` adds the reward around it. Both open the session with
+:func:`open_session` and account a window's charge with :func:`window_charge`, so a trained
+policy meets in deployment exactly the path it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from controller.backends.base import BackendConnection, BackendInfo, BackendObservation
+from controller.envelope.governor import Decision, SafetyGovernor
+from core.errors import ConfigError, SafetyError
+from protocol.envelope.config import SafetyEnvelope
+
+
+def open_session(
+    connection: BackendConnection,
+    envelope: SafetyEnvelope,
+    period_ms: float,
+    *,
+    client_name: str,
+    required_fields: Sequence[str] = (),
+    user: str = "policy",
+    fast: bool = False,
+) -> BackendInfo:
+    """Handshake: ``hello``, check the backend fits, ``configure`` with the envelope.
+
+    Args:
+        connection: The connection (not yet opened).
+        envelope: The envelope every command passes through.
+        period_ms: Control period.
+        client_name: Sent in ``hello``.
+        required_fields: Observation fields the caller reads.
+        user: Who reads them, for the error message (``policy 'ftsts'``, ``environment``).
+        fast: The caller steps faster than real time (the backend must allow it).
+
+    Returns:
+        What the backend said about itself.
+
+    Raises:
+        ConfigError: The envelope's domain, the observation fields or the pace do not fit.
+        SafetyError: The backend accepted another envelope than the one sent.
+    """
+    info = connection.hello(client_name)
+    if info.domain != envelope.domain:
+        raise ConfigError(
+            f"Expected a {info.domain!r} envelope for backend {info.kind!r}, actual "
+            f"{envelope.name!r} in domain {envelope.domain!r}"
+        )
+    missing = [f for f in required_fields if f not in info.observation_fields]
+    if missing:
+        raise ConfigError(
+            f"Expected backend observation fields to include {missing} for {user}, actual "
+            f"{list(info.observation_fields)}"
+        )
+    if fast and not info.supports_fast_pace:
+        raise ConfigError(f"Expected pace realtime for backend {info.kind!r}, actual fast")
+    accepted = connection.configure(envelope, period_ms)
+    expected = envelope.sha256()
+    if accepted != expected:
+        raise SafetyError(f"Expected the backend to accept envelope {expected}, actual {accepted}")
+    return info
+
+
+def window_charge(obs: BackendObservation, envelope: SafetyEnvelope) -> float:
+    """The charge one window delivered, in the envelope's charge unit.
+
+    A simulator reports its delivered model charge (``charge_mv_ms``, mV·ms); a device reports
+    the charge per phase it actually delivers (``delivered_charge_uc``, lower than the setpoint
+    while it ramps), from which the window's charge follows. Tissue features a device forwards
+    (its model's ``charge_mv_ms``) are never mixed into a physical envelope's charge. Without
+    either (a replay), the charge the applied setpoint commands: both phases of every pulse in
+    the window, ``2 · q_phase · f · window``.
+    """
+    sp = obs.applied
+    charge: float | None = None
+    if envelope.charge_unit == "mV·ms":
+        charge = obs.fields.get("charge_mv_ms")
+    elif sp is not None and "delivered_charge_uc" in obs.fields:
+        charge = 2.0 * obs.fields["delivered_charge_uc"] * sp.frequency_hz
+        charge *= obs.duration_ms / 1000.0
+    if charge is None:
+        charge = 0.0
+        if sp is not None and sp.is_on:
+            charge = 2.0 * sp.charge_per_phase() * sp.frequency_hz * obs.duration_ms / 1000.0
+    return float(charge)
+
+
+class ControlTick:
+    """Request → governor → backend → observation, one control period at a time.
+
+    Args:
+        connection: The opened connection (see :func:`open_session`).
+        governor: The governor every request passes through.
+        period_ms: Control period ``T``.
+    """
+
+    def __init__(
+        self, connection: BackendConnection, governor: SafetyGovernor, period_ms: float
+    ) -> None:
+        self.connection = connection
+        self.governor = governor
+        self.period_ms = period_ms
+
+    def start(self) -> Decision:
+        """Arm the governor at control time 0; its first (off) setpoint starts the soft start."""
+        self.governor.arm(0.0)
+        return self.governor.idle(0.0)
+
+    def command(self, request: Any, t_s: float) -> Decision:
+        """The governor's setpoint for ``request`` at control time ``t_s``."""
+        return self.governor.command(request, t_s)
+
+    def apply(
+        self, decision: Decision, timeout_s: float, want_spikes: bool = False
+    ) -> BackendObservation:
+        """Apply the decided setpoint for one control period; return the window's observation.
+
+        Raises:
+            TransportTimeoutError: No observation within ``timeout_s``.
+            BackendUnavailableError: The backend cannot be reached.
+            NeuroLoopError: The backend refused the step (it stopped stimulation).
+        """
+        if want_spikes:
+            return self.connection.step(decision.setpoint, self.period_ms, timeout_s, True)
+        # Without spikes the call stays the three-argument one every connection accepts.
+        return self.connection.step(decision.setpoint, self.period_ms, timeout_s)
+
+    def charge(self, obs: BackendObservation) -> float:
+        """The window's charge in the envelope's unit (:func:`window_charge`)."""
+        return window_charge(obs, self.governor.envelope)
