@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK
 
 

@@ -164,13 +164,19 @@ def build_app(
 ) -> ASGIApp:
     """The monitor app for ``views`` (one live session, or one or two recordings)."""
     log = structlog.get_logger("controller.monitor")
+    viewers = [0]
 
     async def index(request: Request) -> Response:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
     async def sessions(request: Request) -> Response:
         return JSONResponse(
-            {"sessions": [{"index": i, "live": v.live} for i, v in enumerate(views)]}
+            {
+                "sessions": [
+                    {"index": i, "live": v.live, "rows": v.fold.rows} for i, v in enumerate(views)
+                ],
+                "viewers": viewers[0],
+            }
         )
 
     async def estop(request: Request) -> Response:
@@ -195,8 +201,12 @@ def build_app(
             await ws.close(code=1008)
             return
         await ws.accept()
-        with suppress(WebSocketDisconnect, TimeoutError, RuntimeError, OSError):
-            await _stream(ws, views[index_])
+        viewers[0] += 1
+        try:
+            with suppress(WebSocketDisconnect, TimeoutError, RuntimeError, OSError):
+                await _stream(ws, views[index_])
+        finally:
+            viewers[0] -= 1
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:

@@ -177,7 +177,7 @@ class SessionFold:
         row["cmd_frequency_hz"] = _f(sp.get("frequency_hz"))
         row["cmd_pulse_width_us"] = pulse_width_us
         row["charge_per_phase"] = amplitude * pulse_width_us / 1000.0
-        if self._last_command_ns is not None:
+        if self._last_command_ns is not None and self.meta.get("pace") != "fast":
             period_ns = mono_ns - self._last_command_ns
             row["period_error_ms"] = period_ns / 1e6 - self.period_s * 1000.0
         self._last_command_ns = mono_ns
@@ -275,5 +275,6 @@ class SessionFold:
             "finished": self.finished,
             "end_reason": self.end_reason,
             "features": list(self.features),
+            "last": {name: col[-1] for name, col in self.columns.items()} if self.rows else {},
             "meta": dict(self.meta),
         }

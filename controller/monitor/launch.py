@@ -75,7 +75,7 @@ class Monitor:
         """Close the publisher, stop the monitor process, remove the socket directory."""
         self.telemetry.close()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(5.0)
             except subprocess.TimeoutExpired:
