@@ -38,6 +38,11 @@ class Monitor:
     """
 
     def __init__(self, bind: str, meta: Mapping[str, Any], estop: EStop) -> None:
+        if not self.environment_ok():
+            raise ConfigError(
+                "Expected the monitor's web stack (starlette, uvicorn) for --monitor, actual not "
+                "installed: pip install 'neuroloop[monitor]'"
+            )
         self.endpoints = Endpoints.private()
         self.telemetry = TelemetryPublisher(self.endpoints, meta, estop)
         command = [

@@ -1,4 +1,4 @@
-"""Telemetry out of the control loop: a ZeroMQ PUB socket that drops, never waits.
+"""Telemetry out of the control loop: a ZeroMQ publish socket that drops, never waits.
 
 Why a publish socket and not the recording file: the recording is written by the loop and is
 the truth a viewer must match, but a recording may be switched off (``--no-record``), is only
@@ -105,6 +105,16 @@ class _PublishWriter:
             self.sent += 1
         except zmq.ZMQError:  # zmq.Again at the high-water mark, or a closed socket: drop
             self.dropped += 1
+        if (self.sent + self.dropped) % 1024 == 0:
+            self.drain()
+
+    def drain(self) -> None:
+        """Discard the (un)subscribe notices an XPUB socket queues for its owner."""
+        try:
+            while True:
+                self.socket.recv(zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return
 
     def close(self) -> None:
         self.flush()
@@ -127,8 +137,12 @@ class TelemetryPublisher(SessionRecorder):
         self.endpoints = endpoints
         self.meta = dict(meta)
         self.context = zmq.Context()
-        pub = self.context.socket(zmq.PUB)
+        # XPUB with NODROP: at the high-water mark a NOBLOCK send fails at once (zmq.Again)
+        # instead of dropping silently, so drops are counted and shown on the page.
+        pub = self.context.socket(zmq.XPUB)
+        pub.setsockopt(zmq.XPUB_NODROP, 1)
         pub.setsockopt(zmq.SNDHWM, sndhwm)
+        pub.setsockopt(zmq.RCVHWM, 16)
         pub.setsockopt(zmq.LINGER, 0)
         pub.bind(endpoints.telemetry)
         self.writer = _PublishWriter(pub)  # type: ignore[assignment]
@@ -161,6 +175,7 @@ class TelemetryPublisher(SessionRecorder):
         while time.monotonic() < deadline:
             with contextlib.suppress(zmq.ZMQError):
                 self._pub.send(msgpack.packb({"probe": True}), zmq.NOBLOCK)
+            self._publisher.drain()
             if self.control.ready.wait(0.05):
                 return True
         return False
