@@ -59,12 +59,18 @@ function overlayPlugin(session, withState) {
             ctx.fillStyle = STATE_COLORS[STATE_NAMES[st[i]]] || "#999";
             ctx.fillRect(a, top + h - band, Math.max(1, b - a), band);
           }
+          if (xs.length && session.status) {  // the state now (an e-stop comes after the last tick)
+            const a = u.valToPos(xs[xs.length - 1], "x", true);
+            ctx.fillStyle = STATE_COLORS[session.status.state] || "#999";
+            ctx.fillRect(a, top + h - band, Math.max(3 * devicePixelRatio, u.bbox.left + u.bbox.width - a), band);
+          }
         }
         let lastPx = -1;
         ctx.lineWidth = Math.max(1, devicePixelRatio);
         for (const ev of session.events) {
-          if (ev.t_s < x0 || ev.t_s > x1) continue;
-          const px = Math.round(u.valToPos(ev.t_s, "x", true));
+          const period = ((session.status && session.status.meta.period_ms) || 20) / 1000;
+          if (ev.t_s < x0 || ev.t_s > x1 + 2 * period) continue;  // a stop lands after the last tick
+          const px = Math.round(u.valToPos(Math.min(ev.t_s, x1), "x", true));
           if (px === lastPx) continue;
           lastPx = px;
           ctx.strokeStyle = EVENT_COLORS[ev.kind] || "#555";
@@ -196,8 +202,9 @@ class Session {
       this.events = this.events.concat(m.events);
       if (this.events.length > 2000) this.events = this.events.slice(-1000);
       if (this.range[0] === null && this.range[1] === null && this.cols) {
+        const before = this.cols.t_s.length;
         for (const k of Object.keys(m.cols)) {
-          if (!(k in this.cols)) this.cols[k] = new Array(this.cols.t_s.length).fill(null);
+          if (!(k in this.cols)) this.cols[k] = new Array(before).fill(null);
           this.cols[k] = this.cols[k].concat(m.cols[k]);
         }
         if (this.cols.t_s.length > CAP) this.send({ type: "resync" });
@@ -294,6 +301,8 @@ class Session {
 
   makeCharts() {
     this.chartsEl.textContent = "";
+    const all = window.__monitor.plots;
+    for (const u of this.plots) { all.splice(all.indexOf(u), 1); u.destroy(); }
     this.plots = [];
     this.specs = this.chartSpecs();
     const width = Math.max(320, this.box.clientWidth - 24);
