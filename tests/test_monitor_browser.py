@@ -131,7 +131,10 @@ def records_header_hash(path: Path) -> str:
 
 
 def test_two_recordings_side_by_side_with_a_time_cursor(browser, tmp_path):
-    for name, policy in (("ftsts.nlrec", ["--policy", "ftsts"]), ("off.nlrec", ["--policy", "off"])):
+    for name, policy in (
+        ("ftsts.nlrec", ["--policy", "ftsts"]),
+        ("off.nlrec", ["--policy", "off"]),
+    ):
         proc = controller(
             tmp_path, name, *policy, "--duration", "3", "--onset-ms", "1000", "--pace", "fast"
         )
