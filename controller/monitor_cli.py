@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import contextlib
 import socket
 import sys
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--token-file", type=Path, metavar="PATH", help="token required on non-loopback binds"
     )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lower this process's CPU priority by N (the controller starts its monitor with 10 "
+        "so the loop wins the CPU)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     return p
 
@@ -109,6 +118,8 @@ def _socket(host: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuroloop-monitor``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.nice > 0:
+        os.nice(args.nice)
     configure_logging("console", args.log_level)
     log = structlog.get_logger("controller.monitor")
     try:

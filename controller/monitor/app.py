@@ -2,7 +2,7 @@
 
 Read-only except for ``POST /api/estop/{i}``, which can only request a stop of a live session.
 Each WebSocket gets a decimated snapshot of its session, then the new ticks as they arrive
-(coalesced, at most ~25 messages/s). A browser that falls behind by more than
+(coalesced, at most 10 messages/s). A browser that falls behind by more than
 :data:`MAX_DELTA_ROWS`, or whose own buffer is full (it asks with ``resync``), gets a fresh
 decimated snapshot instead: nothing is queued per viewer, and a send that does not complete
 within :data:`SEND_TIMEOUT_S` closes that viewer. None of this runs in the controller's
@@ -39,7 +39,7 @@ MAX_DELTA_ROWS = 2000
 #: Longest a send to one viewer may take before that viewer is dropped.
 SEND_TIMEOUT_S = 5.0
 #: Shortest interval between two messages to one viewer.
-PUSH_INTERVAL_S = 0.04
+PUSH_INTERVAL_S = 0.1
 #: Most recent events in a snapshot (counts cover all of them).
 SNAPSHOT_EVENTS = 500
 

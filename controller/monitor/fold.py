@@ -155,6 +155,10 @@ class SessionFold:
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
     def _on_backend(self, mono_ns: int, p: Mapping[str, Any]) -> None:
+        if self.rows or self.events:  # a new run on the same telemetry: start over
+            meta = self.meta
+            self.__init__()  # type: ignore[misc]
+            self.meta = meta
         self.meta["backend_kind"] = p.get("kind", "?")
         self.meta["backend_name"] = p.get("name", "?")
         self.meta["lockstep"] = bool(p.get("lockstep", False))

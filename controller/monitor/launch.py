@@ -24,6 +24,8 @@ from protocol.errors import ConfigError
 
 #: Default address of the page.
 DEFAULT_BIND = "127.0.0.1:8765"
+#: How much lower the monitor process's CPU priority is than the loop's.
+MONITOR_NICE = 10
 #: Longest wait for the monitor process to receive telemetry before the run starts.
 READY_TIMEOUT_S = 30.0
 
@@ -53,6 +55,8 @@ class Monitor:
             str(self.endpoints.directory),
             "--bind",
             bind,
+            "--nice",
+            str(MONITOR_NICE),
         ]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         self._log = structlog.get_logger("controller.monitor")

@@ -132,6 +132,9 @@ class Session {
     this.messages = 0;
     this.snapshots = 0;
     this.latencies = [];
+    this.pendingWall = [];
+    this.frameQueued = false;
+    this.shownEvents = -1;
     this.range = [null, null];
     this.closedByServer = false;
     this.feature = null;
@@ -211,12 +214,19 @@ class Session {
       }
     }
     this.rows = m.rows;
-    this.render();
-    const wall = m.wall_ms;
-    if (this.live && wall !== null && wall !== undefined && m.type === "delta") {
+    if (this.live && m.type === "delta" && m.wall_ms !== null && m.wall_ms !== undefined) {
+      this.pendingWall.push(m.wall_ms);
+    }
+    // Draw at most once per animation frame, however many messages arrived since the last.
+    if (!this.frameQueued) {
+      this.frameQueued = true;
       requestAnimationFrame(() => {
-        this.latencies.push(Date.now() - wall);
-        if (this.latencies.length > 5000) this.latencies.shift();
+        this.frameQueued = false;
+        this.render();
+        const now = Date.now();
+        for (const wall of this.pendingWall) this.latencies.push(now - wall);
+        this.pendingWall = [];
+        if (this.latencies.length > 5000) this.latencies.splice(0, this.latencies.length - 5000);
       });
     }
   }
@@ -404,6 +414,10 @@ class Session {
   }
 
   renderEvents() {
+    const last = this.events.length ? this.events[this.events.length - 1] : null;
+    const key = `${this.events.length}:${last ? last.tick + last.reason : ""}`;
+    if (key === this.shownEvents) return;  // rebuild the table only when events changed
+    this.shownEvents = key;
     const rows = this.events.slice(-200).reverse();
     const table = el("table");
     const head = el("tr");
