@@ -176,7 +176,7 @@ def main() -> int:
                     headless=True,
                     args=FLAGS,
                     viewport={"width": 1280, "height": 1100},
-                )  # fmt: skip
+                )
                 for i in range(2)
             ]
             pages = [v.pages[0] if v.pages else v.new_page() for v in viewers]
@@ -214,6 +214,10 @@ def main() -> int:
         dropped = monitor.telemetry.dropped
         monitor.close()
     a, b = np.asarray(costs["A"]), np.asarray(costs["B"])
+
+    def pct(x: Any) -> dict[str, float]:
+        return {"p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99))}
+
     lat = np.asarray(latencies)
     result = {
         "benchmark": "bench_monitor",
