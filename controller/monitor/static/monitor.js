@@ -252,7 +252,7 @@ class Session {
           { label: "R", stroke: "#2f6fd1", width: 1.5, scale: "y" },
           { label: this.feature || "–", stroke: "#8a96a8", width: 1, scale: "r" },
         ],
-        axes: [{ scale: "y", label: "R" }, { scale: "r", side: 1, grid: { show: false } }],
+        axes: [{ scale: "y" }, { scale: "r", side: 1, grid: { show: false } }],
         scales: { y: { range: [-0.14, 1] } },
         state: true,
       },
