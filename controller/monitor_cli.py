@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import contextlib
+import os
 import socket
 import sys
 from pathlib import Path
