@@ -2,7 +2,7 @@
 
 Exit codes: 0 the run completed, 2 bad configuration or arguments, 3 backend unavailable,
 4 a safety fault ended the run (stimulation stopped, fault latched), 5 operator e-stop
-(SIGINT/SIGTERM; stimulation stopped).
+(SIGINT/SIGTERM or the monitor's E-STOP button; stimulation stopped).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ and the run goes on; only a stall over --stall-limit-s (5 s) stops it. See docs/
 Deadlines.
 
 exit codes: 0 completed, 2 bad configuration, 3 backend unavailable, 4 safety fault,
-5 operator e-stop (SIGINT/SIGTERM).
+5 operator e-stop (SIGINT/SIGTERM, or the --monitor page's E-STOP button).
 """
 
 
@@ -446,6 +446,7 @@ def run(
     recorder.event("summary", summary.as_dict())
     recorder.close()
     if monitor is not None:
+        monitor.linger()
         monitor.close()
     print(format_table(summary))
     if record_path is not None:

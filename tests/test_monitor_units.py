@@ -203,3 +203,45 @@ def test_monitor_help_teaches(capsys):
     assert "--monitor" in out
     assert "ssh -N -L" in out
     assert "side by side" in out
+
+
+def test_a_recording_is_served_read_only_and_same_origin(tmp_path):
+    """A real server on a recording: the page, the data, no e-stop, no cross-site reads."""
+    import json
+    import subprocess
+    import sys
+
+    from monitor_support import ROOT, free_port, get, wait_http
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from controller.recorder import SessionRecorder
+
+    path = tmp_path / "s.nlrec"
+    rec = SessionRecorder(path, META)
+    _run_records(rec)
+    rec.close()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "controller.monitor_cli", str(path), "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/", server, timeout_s=60)
+        assert "uPlot.iife.min.js" in get(base + "/")[1]
+        assert get(base + "/static/uPlot.iife.min.js")[0] == 200
+        assert get(base + "/", {"Host": "evil.example:80"})[0] == 421
+        estop = get(base + "/api/estop/0", {"X-NeuroLoop-EStop": "1"}, "POST")
+        assert estop[0] == 409
+        assert get(base + "/api/estop/0", method="POST")[0] == 400
+        with connect(f"ws://127.0.0.1:{port}/ws/0", open_timeout=5) as ws:
+            snap = json.loads(ws.recv(timeout=5))
+        assert snap["type"] == "snapshot"
+        assert snap["cols"]["cmd_amplitude"] == [0, 0, 20, 20, 20, 20]
+        assert snap["status"]["end_reason"] == "completed"
+        with pytest.raises(InvalidStatus, match=r"HTTP 403"):
+            connect(f"ws://127.0.0.1:{port}/ws/0", origin="http://evil.example", open_timeout=5)
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from starlette.applications import Starlette
@@ -112,6 +113,15 @@ class AccessMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if not self.access.host_ok(headers.get("host")):
             await self._refuse(scope, receive, send, 421, "Expected a loopback Host header")
+            return
+        origin = headers.get("origin")
+        if (
+            scope["type"] == "websocket"
+            and origin
+            and urlsplit(origin).netloc != headers.get("host")
+        ):
+            # another site's page in the user's browser may not read the session
+            await self._refuse(scope, receive, send, 403, "Expected a same-origin WebSocket")
             return
         token = _token_of(scope, headers)
         if not self.access.token_ok(token):

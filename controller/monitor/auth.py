@@ -5,7 +5,8 @@ name a loopback host (a web page elsewhere cannot reach it through DNS rebinding
 other address every request must carry the token: ``?token=`` once (the page then keeps it
 in an HTTP-only, same-site cookie) or ``Authorization: Bearer``. Without it: 401, and a
 WebSocket is closed before it is accepted. The e-stop request also needs the
-``X-NeuroLoop-EStop`` header, which a cross-site form cannot send.
+``X-NeuroLoop-EStop`` header, which a cross-site form cannot send, and a WebSocket whose
+``Origin`` is another site is refused (no cross-site WebSocket reads).
 """
 
 from __future__ import annotations

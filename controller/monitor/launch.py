@@ -8,6 +8,7 @@ the run from its first tick; a monitor that fails to start stops the run before 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -79,6 +80,19 @@ class Monitor:
     def recorder(self, primary: TickRecorder) -> TickRecorder:
         """The loop's recorder: the session recording, then telemetry."""
         return TeeRecorder(primary, self.telemetry)
+
+    def linger(self) -> None:
+        """At a terminal: keep the page up after the run until Enter or Ctrl-C."""
+        if not sys.stdin.isatty() or self.process.poll() is not None:
+            return
+        print(
+            "neuroloop-controller: the run is over; the monitor still shows it. "
+            "Press Enter (or Ctrl-C) to stop the monitor.",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.stdin.readline()
 
     def close(self) -> None:
         """Close the publisher, stop the monitor process, remove the socket directory."""
