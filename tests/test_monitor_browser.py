@@ -176,3 +176,50 @@ def test_two_recordings_side_by_side_with_a_time_cursor(browser, tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_long_recording_is_decimated_in_the_browser(browser, tmp_path):
+    """20 000 ticks (6.7 min at 50 Hz): the page holds at most 2000 points per column, keeps
+    the single out-of-pattern tick visible, and a zoom brings back exact ticks."""
+    import subprocess
+    import sys
+
+    from monitor_support import ROOT, wait_http
+    from test_monitor_units import META, _decision, _obs
+
+    from controller.recorder import SessionRecorder
+
+    path = tmp_path / "long.nlrec"
+    rec = SessionRecorder(path, META)
+    rec.event("backend", {"kind": "sim", "name": "Fake", "lockstep": True})
+    for k in range(20_000):
+        amp = 150.0 if k == 12_345 else 20.0  # one outlier tick
+        rec.command(k, k * 0.02, _decision(amp))
+        rec.observation(k, _obs(k + 1, amp, 0.3))
+        rec.timing(k, step_ms=1.0, overhead_ms=0.1, latency_ms=1.1)
+    rec.event("stop", {"reason": "completed"})
+    rec.close()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "controller.monitor_cli", str(path), "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", server, timeout_s=120)
+        page = browser
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("(window.__monitor.sessions[0]||{}).plots?.length === 6")
+        n = page.evaluate("window.__monitor.sessions[0].cols.t_s.length")
+        assert n <= 2000
+        assert page.evaluate("window.__monitor.sessions[0].rows") == 20_000
+        assert page.evaluate("Math.max(...window.__monitor.sessions[0].cols.cmd_amplitude)") == 150
+        page.evaluate("window.__monitor.sessions[0].zoom(246.0, 248.0)")
+        page.wait_for_function("window.__monitor.sessions[0].cols.t_s.length <= 101")
+        ticks = page.evaluate("window.__monitor.sessions[0].cols.tick")
+        assert ticks == list(range(12_300, 12_401))
+        shot = tmp_path / "monitor-long-recording-zoomed.png"
+        page.screenshot(path=str(shot), full_page=True)
+        artefact(shot)
+    finally:
+        server.terminate()
+        server.wait(10)
