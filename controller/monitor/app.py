@@ -284,6 +284,8 @@ async def _stream(ws: WebSocket, view: SessionView) -> None:
             await asyncio.sleep(PUSH_INTERVAL_S)
     finally:
         reader.cancel()
+        with suppress(asyncio.CancelledError, WebSocketDisconnect, ValueError, RuntimeError):
+            await reader  # collect the reader's end (a disconnect, or bad JSON from the page)
 
 
 def _num(value: Any) -> float | None:
