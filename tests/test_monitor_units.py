@@ -245,3 +245,13 @@ def test_a_recording_is_served_read_only_and_same_origin(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_controller_help_names_the_monitor(capsys):
+    from controller.cli import main as controller_main
+
+    with pytest.raises(SystemExit):
+        controller_main(["--help"])
+    out = capsys.readouterr().out
+    assert "--monitor [HOST[:PORT]]" in out
+    assert "NEUROLOOP_MONITOR_TOKEN" in out
