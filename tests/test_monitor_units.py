@@ -135,7 +135,7 @@ def test_publisher_never_blocks_without_or_with_a_stalled_viewer(tmp_path):
         req.send(b"hello")
         assert msgpack.unpackb(req.recv())["meta"]["policy"]["name"] == "ftsts"
         req.send(b"set amplitude 400")
-        assert req.recv().startswith(b"error: expected hello, ready or estop")
+        assert req.recv().startswith(b"error: expected hello, ready, ended or estop")
         assert not estop.requested
         req.send(b"estop")
         assert req.recv() == b"ok"

@@ -251,8 +251,9 @@ async def _stream(ws: WebSocket, view: SessionView) -> None:
             if isinstance(message, dict) and not requests.full():
                 requests.put_nowait(message)
 
-    async def send(text: str) -> None:
+    async def send(text: str, version: int) -> None:
         await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT_S)
+        view.delivered[id(ws)] = version
 
     reader = asyncio.get_running_loop().create_task(read())
     try:
@@ -260,7 +261,7 @@ async def _stream(ws: WebSocket, view: SessionView) -> None:
         t1: float | None = None
         buckets = DEFAULT_BUCKETS
         version = view.version
-        await send(snapshot(view, t0, t1, buckets))
+        await send(snapshot(view, t0, t1, buckets), version)
         sent_rows, sent_events = view.fold.rows, len(view.fold.events)
         while not reader.done():
             if not requests.empty():
@@ -269,7 +270,7 @@ async def _stream(ws: WebSocket, view: SessionView) -> None:
                     t0, t1 = _num(req.get("t0")), _num(req.get("t1"))
                     buckets = int(min(max(_num(req.get("buckets")) or DEFAULT_BUCKETS, 50), 4000))
                 version = view.version
-                await send(snapshot(view, t0, t1, buckets))
+                await send(snapshot(view, t0, t1, buckets), version)
                 sent_rows, sent_events = view.fold.rows, len(view.fold.events)
                 continue
             if not await view.wait_changed(version, 0.5):
@@ -277,12 +278,15 @@ async def _stream(ws: WebSocket, view: SessionView) -> None:
             version = view.version
             rows, events = view.fold.rows, len(view.fold.events)
             if rows - sent_rows > MAX_DELTA_ROWS:
-                await send(snapshot(view, t0, t1, buckets))
+                await send(snapshot(view, t0, t1, buckets), version)
             elif rows != sent_rows or events != sent_events or view.fold.finished:
-                await send(delta(view, sent_rows, sent_events))
+                await send(delta(view, sent_rows, sent_events), version)
+            else:
+                view.delivered[id(ws)] = version
             sent_rows, sent_events = rows, events
             await asyncio.sleep(PUSH_INTERVAL_S)
     finally:
+        view.delivered.pop(id(ws), None)
         reader.cancel()
         with suppress(asyncio.CancelledError, WebSocketDisconnect, ValueError, RuntimeError):
             await reader  # collect the reader's end (a disconnect, or bad JSON from the page)

@@ -27,6 +27,8 @@ from protocol.errors import ConfigError
 DEFAULT_BIND = "127.0.0.1:8765"
 #: How much lower the monitor process's CPU priority is than the loop's.
 MONITOR_NICE = 10
+#: Longest wait, after the run, for the monitor to pass the end of the run to its viewers.
+END_TIMEOUT_S = 5.0
 #: Longest wait for the monitor process to receive telemetry before the run starts.
 READY_TIMEOUT_S = 30.0
 
@@ -95,7 +97,13 @@ class Monitor:
             sys.stdin.readline()
 
     def close(self) -> None:
-        """Close the publisher, stop the monitor process, remove the socket directory."""
+        """Close the publisher, stop the monitor process, remove the socket directory.
+
+        First waits (at most :data:`END_TIMEOUT_S`) until the monitor says its viewers were sent
+        the end of the run, so a page shows how the run ended.
+        """
+        if self.process.poll() is None:
+            self.telemetry.control.ended.wait(END_TIMEOUT_S)
         self.telemetry.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

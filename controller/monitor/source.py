@@ -41,6 +41,8 @@ class SessionView:
         self.fold = fold
         self.live = live
         self.version = 0
+        #: Viewer → the version it was last sent (kept by the WebSocket handlers).
+        self.delivered: dict[int, int] = {}
         self._changed = asyncio.Event()
 
     def touch(self) -> None:
@@ -94,6 +96,7 @@ class LiveSource(SessionView):
         self.timeout_s = timeout_s
         self.context = zmq.asyncio.Context()
         self.connected = False
+        self._ending = False
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("controller.monitor")
 
@@ -180,6 +183,21 @@ class LiveSource(SessionView):
         if fold.finished:
             fold.close()
         self.touch()
+        if fold.finished and not self._ending:
+            self._ending = True
+            asyncio.get_running_loop().create_task(self._announce_end(self.version))
+
+    async def _announce_end(self, version: int, timeout_s: float = 4.0) -> None:
+        """Tell the controller once every viewer was sent the end (or ``timeout_s`` passed)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if all(sent >= version for sent in self.delivered.values()):
+                break
+            await asyncio.sleep(0.05)
+        try:
+            await self.request(b"ended")
+        except BackendUnavailableError as err:
+            self._log.info("end_not_announced", error=str(err))
 
     async def _ready(self) -> None:
         try:

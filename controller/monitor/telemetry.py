@@ -14,7 +14,8 @@ view of a live run and of its recording are folded by the same code
 (:mod:`controller.monitor.fold`). :class:`TeeRecorder` hands every record to both.
 
 A second socket, the *control* socket (REP, served by a thread), answers the viewer process:
-``hello`` (the run's metadata), ``ready`` (the viewer receives telemetry) and ``estop``, which
+``hello`` (the run's metadata), ``ready`` (the viewer receives telemetry), ``ended`` (its
+viewers were sent the end of the run) and ``estop``, which
 only ever calls :meth:`controller.estop.EStop.request`: the loop then stops stimulation before
 its next tick through its normal e-stop path, and records the stop like any other.
 """
@@ -189,7 +190,7 @@ class TelemetryPublisher(SessionRecorder):
 
 
 class ControlServer:
-    """The control socket: ``hello``, ``ready`` and ``estop`` from the viewer process.
+    """The control socket: ``hello``, ``ready``, ``ended`` and ``estop`` from the viewer process.
 
     Served by a daemon thread blocked in ``poll`` (it releases the GIL), so the loop never
     waits for it. ``estop`` is the only request that changes anything, and all it can do is
@@ -204,6 +205,7 @@ class ControlServer:
         self.meta = meta
         self.estop = estop
         self.ready = threading.Event()
+        self.ended = threading.Event()
         self.estop_requests = 0
         self._stopping = threading.Event()
         self._bound = threading.Event()
@@ -241,12 +243,15 @@ class ControlServer:
         if request == b"ready":
             self.ready.set()
             return b"ok"
+        if request == b"ended":
+            self.ended.set()
+            return b"ok"
         if request == b"estop":
             self.estop_requests += 1
             self.estop.request(ESTOP_REASON)
             self._log.warning("estop_requested", source="monitor", reason=ESTOP_REASON)
             return b"ok"
-        return b"error: expected hello, ready or estop, actual " + request[:32]
+        return b"error: expected hello, ready, ended or estop, actual " + request[:32]
 
 
 class TeeRecorder:
