@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from controller.estop import EStop
-from controller.monitor.telemetry import Endpoints, TeeRecorder, TelemetryPublisher
+from controller.monitor.telemetry import Endpoints, TelemetryPublisher, tee
 from controller.recorder import TickRecorder
 from protocol.errors import ConfigError
 
@@ -81,7 +81,7 @@ class Monitor:
 
     def recorder(self, primary: TickRecorder) -> TickRecorder:
         """The loop's recorder: the session recording, then telemetry."""
-        return TeeRecorder(primary, self.telemetry)
+        return tee(primary, self.telemetry)
 
     def linger(self) -> None:
         """At a terminal: keep the page up after the run until Enter or Ctrl-C."""

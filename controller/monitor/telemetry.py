@@ -11,7 +11,9 @@ loop never blocks on a viewer.
 The publisher is a :class:`~controller.recorder.TickRecorder`: it builds exactly the payloads
 the session recording holds (it reuses :class:`~controller.recorder.SessionRecorder`), so the
 view of a live run and of its recording are folded by the same code
-(:mod:`controller.monitor.fold`). :class:`TeeRecorder` hands every record to both.
+(:mod:`controller.monitor.fold`). With a recording, :func:`tee` makes the recording's writer
+publish each record it writes (:class:`TeeWriter`: the payloads are built once); without one
+(``--no-record``), :class:`TeeRecorder` hands every record to the publisher.
 
 A second socket, the *control* socket (REP, served by a thread), answers the viewer process:
 ``hello`` (the run's metadata), ``ready`` (the viewer receives telemetry), ``ended`` (its
@@ -87,7 +89,8 @@ class _PublishWriter:
         self.dropped = 0
 
     def record(self, kind: str, payload: Mapping[str, Any]) -> None:
-        self.batch.append([kind, time.monotonic_ns(), dict(payload)])
+        # The payload is packed at the end of the tick; recorders never change it afterwards.
+        self.batch.append([kind, time.monotonic_ns(), payload])
         if kind not in TICK_KINDS:
             self.flush()
 
@@ -252,6 +255,39 @@ class ControlServer:
             self._log.warning("estop_requested", source="monitor", reason=ESTOP_REASON)
             return b"ok"
         return b"error: expected hello, ready, ended or estop, actual " + request[:32]
+
+
+class TeeWriter:
+    """A session recording's writer that also hands each record to the telemetry publisher.
+
+    The payloads are built once, by :class:`~controller.recorder.SessionRecorder`, for both.
+
+    Args:
+        file_writer: The recording's writer.
+        telemetry: The publisher.
+    """
+
+    def __init__(self, file_writer: Any, telemetry: TelemetryPublisher) -> None:
+        self.file_writer = file_writer
+        self.publisher: _PublishWriter = telemetry.writer  # type: ignore[assignment]
+
+    def record(self, kind: str, payload: Mapping[str, Any]) -> int:
+        """Write the record, then publish it."""
+        index = int(self.file_writer.record(kind, payload))
+        self.publisher.record(kind, payload)
+        return index
+
+    def close(self) -> None:
+        """Close the recording (the publisher is closed by its owner)."""
+        self.file_writer.close()
+
+
+def tee(primary: TickRecorder, telemetry: TelemetryPublisher) -> TickRecorder:
+    """The loop's recorder: the session recording, and the same records as telemetry."""
+    if type(primary) is SessionRecorder:
+        primary.writer = TeeWriter(primary.writer, telemetry)  # type: ignore[assignment]
+        return primary
+    return TeeRecorder(primary, telemetry)
 
 
 class TeeRecorder:
