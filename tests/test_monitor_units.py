@@ -112,7 +112,7 @@ def test_publisher_never_blocks_without_or_with_a_stalled_viewer(tmp_path):
     """No subscriber, then a subscriber that never reads: every tick returns, drops counted."""
     endpoints = Endpoints(tmp_path)
     estop = EStop()
-    pub = TelemetryPublisher(endpoints, META, estop, sndhwm=8)
+    pub = TelemetryPublisher(endpoints, META, estop, sndhwm=8, batch_s=0.0)
     ctx = zmq.Context()
     stalled = ctx.socket(zmq.SUB)
     stalled.setsockopt(zmq.RCVHWM, 8)
@@ -255,3 +255,35 @@ def test_controller_help_names_the_monitor(capsys):
     out = capsys.readouterr().out
     assert "--monitor [HOST[:PORT]]" in out
     assert "NEUROLOOP_MONITOR_TOKEN" in out
+
+
+def test_ticks_are_batched_and_run_events_go_at_once(tmp_path):
+    endpoints = Endpoints(tmp_path)
+    pub = TelemetryPublisher(endpoints, META, EStop(), batch_s=60.0)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVTIMEO, 5000)
+    sub.connect(endpoints.telemetry)
+    try:
+        while True:  # wait until the subscription is through (probes reach us)
+            pub.wait_for_viewer(0.05)
+            if sub.poll(50):
+                sub.recv()
+                break
+        while sub.poll(100):
+            sub.recv()  # drain the probes
+        for k in range(10):
+            _run_tick(pub, k)
+        assert not sub.poll(200)  # the ticks wait in the batch (60 s here)
+        pub.event("stop", {"reason": "completed"})
+        message = msgpack.unpackb(sub.recv())
+        kinds = [r[0] for r in message["records"]]
+        assert kinds.count("timing") == 10
+        assert kinds[-1] == "stop"
+        assert message["dropped"] == 0
+    finally:
+        sub.close()
+        pub.close()
+        ctx.term()

@@ -3,10 +3,11 @@
 Why a publish socket and not the recording file: the recording is written by the loop and is
 the truth a viewer must match, but a recording may be switched off (``--no-record``), is only
 readable record by record after it was flushed, and tailing a growing file means polling the
-disk. A PUB socket gives each tick to the viewer process as soon as it is decided, costs the
-loop one non-blocking ``send`` per tick, and, with a small send high-water mark, drops messages
-(counted) when the viewer process is slow or gone. Nothing queues without bound, and the
-loop never blocks on a viewer.
+disk. A publish socket gives the ticks to the viewer process as they are decided (batched for
+at most 50 ms, so the viewer is woken a few times a second, not at every tick), costs the loop
+a non-blocking ``send`` per batch, and, with a small send high-water mark and ``XPUB_NODROP``,
+drops messages (counted) when the viewer process is slow or gone. Nothing queues without
+bound, and the loop never blocks on a viewer.
 
 The publisher is a :class:`~controller.recorder.TickRecorder`: it builds exactly the payloads
 the session recording holds (it reuses :class:`~controller.recorder.SessionRecorder`), so the
@@ -47,6 +48,9 @@ from controller.recorder import SessionRecorder, TickRecorder
 ESTOP_REASON = "estop_monitor"
 #: Messages the PUB socket holds for a slow viewer process before it drops (counted).
 SNDHWM = 64
+#: Longest a tick waits in the publisher's batch (ns): ticks are sent together, at most this
+#: often, so the viewer process is woken once per batch rather than once per tick.
+BATCH_NS = 50_000_000
 #: Records that belong to one tick; any other kind is sent at once.
 TICK_KINDS = frozenset({"envelope_event", "command", "observation", "action"})
 
@@ -82,22 +86,30 @@ class Endpoints:
 class _PublishWriter:
     """Stands in for a recording writer: batches one tick's records and publishes them."""
 
-    def __init__(self, socket: zmq.Socket[bytes]) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], batch_ns: int) -> None:
         self.socket = socket
+        self.batch_ns = batch_ns
         self.batch: list[list[Any]] = []
+        self.batch_start_ns = time.monotonic_ns()
         self.sent = 0
         self.dropped = 0
 
     def record(self, kind: str, payload: Mapping[str, Any]) -> None:
-        # The payload is packed at the end of the tick; recorders never change it afterwards.
-        self.batch.append([kind, time.monotonic_ns(), payload])
-        if kind not in TICK_KINDS:
+        # The payload is packed when the batch is sent; recorders never change it afterwards.
+        now_ns = time.monotonic_ns()
+        self.batch.append([kind, now_ns, payload])
+        if kind in TICK_KINDS:
+            return
+        # A tick ends with its timing record: send when the batch is BATCH_NS old (one wake-up
+        # of the viewer per batch, not per tick); any run-level event goes at once.
+        if kind != "timing" or now_ns - self.batch_start_ns >= self.batch_ns:
             self.flush()
 
     def flush(self) -> None:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
+        self.batch_start_ns = time.monotonic_ns()
         message = {
             "seq": self.sent + self.dropped,
             "wall_ms": time.time() * 1000.0,
@@ -125,17 +137,23 @@ class _PublishWriter:
 
 
 class TelemetryPublisher(SessionRecorder):
-    """Publishes every record the session recording gets, one message per tick.
+    """Publishes every record the session recording gets, in batches of up to 50 ms of ticks.
 
     Args:
         endpoints: Where to bind.
         meta: The run's metadata (the recording header's), served to viewers on ``hello``.
         estop: The run's stop flag; the control socket's ``estop`` sets it.
         sndhwm: Send high-water mark (messages) before dropping.
+        batch_s: Longest a tick waits to be sent with the next ones (0: every tick alone).
     """
 
     def __init__(
-        self, endpoints: Endpoints, meta: Mapping[str, Any], estop: EStop, sndhwm: int = SNDHWM
+        self,
+        endpoints: Endpoints,
+        meta: Mapping[str, Any],
+        estop: EStop,
+        sndhwm: int = SNDHWM,
+        batch_s: float = BATCH_NS / 1e9,
     ) -> None:
         self.path = None  # type: ignore[assignment]  # publishes, writes no file
         self.endpoints = endpoints
@@ -149,16 +167,11 @@ class TelemetryPublisher(SessionRecorder):
         pub.setsockopt(zmq.RCVHWM, 16)
         pub.setsockopt(zmq.LINGER, 0)
         pub.bind(endpoints.telemetry)
-        self.writer = _PublishWriter(pub)  # type: ignore[assignment]
+        self.writer = _PublishWriter(pub, int(batch_s * 1e9))  # type: ignore[assignment]
         self._pub = pub
         self.control = ControlServer(self.context, endpoints.control, self.meta, estop)
         self.control.start()
         self._log = structlog.get_logger("controller.monitor")
-
-    def timing(self, tick: int, **durations_ms: float) -> None:
-        """Record the tick's durations and publish the tick (the last record of a tick)."""
-        super().timing(tick, **durations_ms)
-        self._publisher.flush()
 
     @property
     def _publisher(self) -> _PublishWriter:
