@@ -324,6 +324,10 @@ class Session {
       if (spec.limit) plugins.push(limitPlugin(...spec.limit));
       const axes = [{ size: 28 }];
       for (const a of spec.axes) axes.push({ size: 56, values: (u, vals) => vals.map(compact), ...a });
+      if (spec.axes.length === 1) {  // an empty right axis, so every chart's time axis lines up
+        axes.push({ scale: "y", side: 1, size: 56, values: (u, vals) => vals.map(() => ""),
+          grid: { show: false }, ticks: { show: false } });
+      }
       const opts = {
         width, height: CHART_H,
         cursor: { sync: { key: "neuroloop" }, drag: { x: true, y: false } },
