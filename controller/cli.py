@@ -31,14 +31,14 @@ from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
 from controller.recorder import NullRecorder, SessionRecorder, TickRecorder
 from controller.summary import Summary, advice_for, count_kinds, format_table
-from protocol.envelope.config import Envelope, default_envelope_for, load_envelope
-from protocol.errors import (
+from protocol.envelope.config import SafetyEnvelope, default_envelope_for, load_envelope
+from core.errors import (
     BackendUnavailableError,
     ConfigError,
     NeuroLoopError,
     RecordingError,
 )
-from protocol.logs import configure_logging
+from core.logs import configure_logging
 
 EXIT_OK, EXIT_CONFIG, EXIT_BACKEND, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4, 5
 
@@ -213,7 +213,7 @@ def _policy_meta(policy: Policy) -> dict[str, Any]:
     return meta
 
 
-def _meta(cfg: RunConfig, env: Envelope, policy: Policy) -> dict[str, Any]:
+def _meta(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> dict[str, Any]:
     config = {k: v for k, v in vars(cfg).items()}
     return {
         "tool": "neuroloop-controller",
@@ -226,7 +226,7 @@ def _meta(cfg: RunConfig, env: Envelope, policy: Policy) -> dict[str, Any]:
     }
 
 
-def _recorder(cfg: RunConfig, env: Envelope, policy: Policy) -> TickRecorder:
+def _recorder(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> TickRecorder:
     if cfg.no_record:
         return NullRecorder()
     if cfg.record is not None:
@@ -240,7 +240,7 @@ def _recorder(cfg: RunConfig, env: Envelope, policy: Policy) -> TickRecorder:
 
 def make_summary(
     cfg: RunConfig,
-    env: Envelope,
+    env: SafetyEnvelope,
     gov: SafetyGovernor,
     policy: Policy,
     result: RunResult,
@@ -359,7 +359,7 @@ def _report(cfg: RunConfig, event: str, headline: str, err: Exception) -> None:
 
 def run(
     cfg: RunConfig,
-    env: Envelope,
+    env: SafetyEnvelope,
     policy: Policy,
     settings: LoopSettings,
     monitor_bind: str | None = None,

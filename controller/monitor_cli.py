@@ -22,8 +22,8 @@ from controller.monitor.app import build_app
 from controller.monitor.auth import access_for, is_loopback, load_token, parse_bind, tunnel_hint
 from controller.monitor.source import LiveSource, SessionView, open_recording
 from controller.monitor.telemetry import Endpoints
-from protocol.errors import ConfigError, NeuroLoopError
-from protocol.logs import configure_logging
+from core.errors import ConfigError, NeuroLoopError
+from core.logs import configure_logging
 
 DEFAULT_PORT = 8765
 EXIT_OK, EXIT_CONFIG = 0, 2

@@ -18,7 +18,7 @@ from controller.monitor.decimate import decimate, to_json_list
 from controller.monitor.telemetry import ESTOP_REASON, Endpoints, TelemetryPublisher
 from controller.monitor_cli import main as monitor_main
 from protocol.envelope.setpoint import Finding, Setpoint
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 from protocol.recording import RecordingWriter
 
 META = {

@@ -33,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from controller.monitor.auth import COOKIE, ESTOP_HEADER, Access
 from controller.monitor.decimate import DEFAULT_BUCKETS, decimate, to_json_list, window
 from controller.monitor.source import LiveSource, SessionView
-from protocol.errors import NeuroLoopError
+from core.errors import NeuroLoopError
 
 #: Most new rows sent as a delta; more and the viewer gets a decimated snapshot.
 MAX_DELTA_ROWS = 2000

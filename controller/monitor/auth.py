@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 #: Environment variable holding the token (instead of ``--token-file``).
 TOKEN_ENV = "NEUROLOOP_MONITOR_TOKEN"

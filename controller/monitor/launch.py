@@ -21,7 +21,7 @@ import structlog
 from controller.estop import EStop
 from controller.monitor.telemetry import Endpoints, TelemetryPublisher, tee
 from controller.recorder import TickRecorder
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 #: Default address of the page.
 DEFAULT_BIND = "127.0.0.1:8765"

@@ -20,7 +20,7 @@ import zmq.asyncio
 
 from controller.monitor.fold import SessionFold
 from controller.monitor.telemetry import Endpoints
-from protocol.errors import BackendUnavailableError, RecordingError
+from core.errors import BackendUnavailableError, RecordingError
 from protocol.recording import read_recording
 
 #: Largest telemetry message the viewer accepts (one tick's records are a few kB).
