@@ -2,7 +2,7 @@
 
 Exit codes: 0 the run completed, 2 bad configuration or arguments, 3 backend unavailable,
 4 a safety fault ended the run (stimulation stopped, fault latched), 5 operator e-stop
-(SIGINT/SIGTERM; stimulation stopped).
+(SIGINT/SIGTERM or the monitor's E-STOP button; stimulation stopped).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from controller.config import RunConfig, load_run_config, merge
 from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings, RunResult
+from controller.monitor.launch import Monitor
 from controller.policies.base import Policy
 from controller.policies.bundle import BundlePolicy, training_setting
 from controller.policies.factory import build_policy
@@ -64,7 +65,7 @@ and the run goes on; only a stall over --stall-limit-s (5 s) stops it. See docs/
 Deadlines.
 
 exit codes: 0 completed, 2 bad configuration, 3 backend unavailable, 4 safety fault,
-5 operator e-stop (SIGINT/SIGTERM).
+5 operator e-stop (SIGINT/SIGTERM, or the --monitor page's E-STOP button).
 """
 
 
@@ -171,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="lockstep backends (simulator, replay): stop when one step takes longer than S "
         "seconds (default 5; late steps below it are counted, not faults)",
     )
+    p.add_argument(
+        "--monitor",
+        nargs="?",
+        const="127.0.0.1:8765",
+        metavar="HOST[:PORT]",
+        help="serve a live web view of the run (default 127.0.0.1:8765; any other address "
+        "needs $NEUROLOOP_MONITOR_TOKEN); see docs/monitor.md",
+    )
     p.add_argument("--seed", type=int, help="backend seed (default 0)")
     p.add_argument("--timeout-s", type=float, help="handshake deadline in s (default 5)")
     return p
@@ -197,6 +206,19 @@ def _policy_meta(policy: Policy) -> dict[str, Any]:
     return meta
 
 
+def _meta(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> dict[str, Any]:
+    config = {k: v for k, v in vars(cfg).items()}
+    return {
+        "tool": "neuroloop-controller",
+        "config": config,
+        "envelope": env.as_dict(),
+        "envelope_hash": env.sha256(),
+        "policy": _policy_meta(policy),
+        "seed": cfg.seed,
+        "versions": _versions(),
+    }
+
+
 def _recorder(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> TickRecorder:
     if cfg.no_record:
         return NullRecorder()
@@ -206,17 +228,7 @@ def _recorder(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> TickRecord
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = Path(cfg.record_dir) / f"controller-{stamp}.nlrec"
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in vars(cfg).items()}
-    meta = {
-        "tool": "neuroloop-controller",
-        "config": config,
-        "envelope": env.as_dict(),
-        "envelope_hash": env.sha256(),
-        "policy": _policy_meta(policy),
-        "seed": cfg.seed,
-        "versions": _versions(),
-    }
-    return SessionRecorder(path, meta)
+    return SessionRecorder(path, _meta(cfg, env, policy))
 
 
 def make_summary(
@@ -325,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         _report(cfg, "config_error", "error", err)
         return EXIT_CONFIG
-    return run(cfg, env, policy, settings)
+    return run(cfg, env, policy, settings, args.monitor)
 
 
 def _report(cfg: RunConfig, event: str, headline: str, err: Exception) -> None:
@@ -338,8 +350,14 @@ def _report(cfg: RunConfig, event: str, headline: str, err: Exception) -> None:
         print(f"neuroloop-controller: {headline}: {err}", file=sys.stderr)
 
 
-def run(cfg: RunConfig, env: SafetyEnvelope, policy: Policy, settings: LoopSettings) -> int:
-    """Open the backend, run the loop, stop, record and summarise."""
+def run(
+    cfg: RunConfig,
+    env: SafetyEnvelope,
+    policy: Policy,
+    settings: LoopSettings,
+    monitor_bind: str | None = None,
+) -> int:
+    """Open the backend, run the loop, stop, record and summarise (and serve a monitor)."""
     log = structlog.get_logger("controller.cli")
     try:
         governor = SafetyGovernor(env, cfg.period_ms / 1000.0, policy.action_map)
@@ -351,6 +369,7 @@ def run(cfg: RunConfig, env: SafetyEnvelope, policy: Policy, settings: LoopSetti
     recorder: TickRecorder = NullRecorder()
     opened = None
     bar: tqdm[Any] | None = None
+    monitor: Monitor | None = None
     code, error = EXIT_OK, ""
     try:
         request = BackendRequest(
@@ -367,6 +386,10 @@ def run(cfg: RunConfig, env: SafetyEnvelope, policy: Policy, settings: LoopSetti
             log_level=cfg.log_level,
         )
         recorder = _recorder(cfg, env, policy)
+        if monitor_bind is not None:
+            monitor = Monitor(monitor_bind, _meta(cfg, env, policy), estop)
+            recorder = monitor.recorder(recorder)
+            monitor.wait_ready()
         opened = open_backend(request)
         bar = tqdm(
             total=settings.ticks,
@@ -408,11 +431,16 @@ def run(cfg: RunConfig, env: SafetyEnvelope, policy: Policy, settings: LoopSetti
     if code != EXIT_OK:
         recorder.event("run_error", {"exit_code": code, "error": error})
         recorder.close()
+        if monitor is not None:
+            monitor.close()
         return code
     record_path = getattr(recorder, "path", None)
     summary = make_summary(cfg, env, governor, policy, result, record_path)
     recorder.event("summary", summary.as_dict())
     recorder.close()
+    if monitor is not None:
+        monitor.linger()
+        monitor.close()
     print(format_table(summary))
     if record_path is not None:
         json_path = Path(str(record_path) + ".summary.json")

@@ -247,6 +247,8 @@ def advice_for(fault: str | None, lockstep: bool) -> str | None:
         return _ADVICE["backend_unreachable_lockstep"]
     if fault in _ADVICE:
         return _ADVICE[fault]
+    if fault == "estop_monitor":
+        return "the monitor's E-STOP button ended the run; stimulation was stopped"
     if fault.startswith(("estop", "SIG")):
         return "an operator stop (SIGINT/SIGTERM) ended the run; stimulation was stopped"
     return (

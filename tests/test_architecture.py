@@ -51,5 +51,7 @@ def test_a_package_imports_only_the_layers_below_it(package: str) -> None:
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from controller.loop import ControlLoop\n    import core.errors\n")
+    module.write_text(
+        "def f():\n    from controller.loop import ControlLoop\n    import core.errors\n"
+    )
     assert _imports_of_ours(module) == [(2, "controller"), (3, "core")]
