@@ -18,6 +18,7 @@ Targets: the p99 difference <= 0.05 ms; latency p95 <= 250 ms.
     python bench/bench_monitor.py                       # 3 pairs of 1500 ticks at 10 ms
     python bench/bench_monitor.py --pairs 5 --ticks 3000
     python bench/bench_monitor.py --viewer-nice 19      # viewers at a lower CPU priority
+    python bench/bench_monitor.py --rt-priority 10      # the loop under SCHED_FIFO, both arms
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ from typing import Any
 import numpy as np
 import structlog
 
-from controller.backends.scripted import ScriptedBackend
-from controller.clock import ManualClock
+from controller.backends.scripted import ScriptedConnection
+from controller.clock import request_realtime_priority
 from controller.envelope.governor import SafetyGovernor
 from controller.estop import EStop
 from controller.loop import ControlLoop, LoopSettings
 from controller.monitor.launch import Monitor
 from controller.policies.factory import build_policy
 from controller.recorder import SessionRecorder, TickRecorder
+from core.clock import FakeClock
 from protocol.envelope.config import load_envelope
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,7 +112,7 @@ def run_block(ticks: int, period_ms: float, recorder: TickRecorder, estop: EStop
     env = load_envelope("simulator")
     policy = build_policy("ftsts", env, onset_ms=200.0)
     gov = SafetyGovernor(env, period_ms / 1000.0, policy.action_map)
-    backend = ScriptedBackend(ManualClock(), observe=observe, lockstep=True)
+    backend = ScriptedConnection(FakeClock(), observe=observe, lockstep=True)
     timed = TimedRecorder(recorder)
     settings = LoopSettings(period_ms, ticks * period_ms / 1000.0, "realtime", 0)
     loop = ControlLoop(backend, policy, gov, settings, recorder=timed, estop=estop)
@@ -131,6 +133,13 @@ def main() -> int:
         type=int,
         default=0,
         help="run the Chromium viewers this much nicer than the loop (default 0: same priority)",
+    )
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=None,
+        help="run the loop under SCHED_FIFO at this priority in both arms, as "
+        "neuroloop-controller --rt-priority does (children do not inherit it)",
     )
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args()
@@ -165,6 +174,8 @@ def main() -> int:
     blocks: list[dict[str, Any]] = []
     try:
         monitor.wait_ready()
+        if args.rt_priority is not None:
+            request_realtime_priority(args.rt_priority)
         with sync_playwright() as pw:
             viewers = [
                 pw.chromium.launch_persistent_context(
@@ -230,6 +241,7 @@ def main() -> int:
         "ticks_per_block": args.ticks,
         "viewers": 2,
         "viewer_nice": args.viewer_nice,
+        "rt_priority": args.rt_priority,
         "tick_overhead_ms": {
             "without_monitor": {
                 "p50": float(np.percentile(a, 50)),
