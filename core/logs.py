@@ -33,6 +33,8 @@ DEFAULT_LOG_FORMAT: LogFormat = "console"
 DEFAULT_LOG_LEVEL = "info"
 
 _configured = False
+#: ``(format, level)`` of the last :func:`configure_logging` in this process, for its workers.
+_settings: tuple[LogFormat, str] | None = None
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -90,7 +92,7 @@ def configure_logging(
             machines (one JSON object per line on stderr).
         level: Minimum level: ``debug``, ``info``, ``warning`` or ``error``.
     """
-    global _configured
+    global _configured, _settings
     numeric = _LEVELS.get(level.lower())
     if numeric is None:
         raise ValueError(f"Expected log level debug|info|warning|error, actual {level!r}")
@@ -117,6 +119,27 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _configured = True
+    _settings = (log_format, level)
+
+
+def current_settings() -> tuple[LogFormat, str] | None:
+    """``(format, level)`` this process logs with, or ``None`` before :func:`configure_logging`.
+
+    Worker processes (``core.executor``) take it, so a worker logs like its parent, on stderr.
+    """
+    return _settings
+
+
+def configure_worker(settings: tuple[LogFormat, str] | None) -> None:
+    """Log in a worker process like its parent (``settings`` from :func:`current_settings`).
+
+    A worker whose parent never configured logging gets the defaults; either way every line
+    goes to stderr, never to stdout, which keeps a command's own output clean.
+    """
+    if settings is None:
+        configure_logging()
+    elif _settings != settings:
+        configure_logging(*settings)
 
 
 def is_configured() -> bool:

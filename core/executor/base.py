@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import NeuroLoopError
+from core.logs import configure_worker
 
 #: Tries of a task whose worker (or node) is lost before it is reported as failed.
 DEFAULT_MAX_ATTEMPTS = 3
@@ -81,8 +82,18 @@ def check_tasks(tasks: Sequence[Task]) -> None:
         seen.add(task.key)
 
 
-def call_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """Run ``fn(*args)`` (the function every engine ships to its workers)."""
+def call_task(
+    fn: Callable[..., Any], args: tuple[Any, ...], logging: tuple[Any, str] | None = None
+) -> Any:
+    """Run ``fn(*args)`` (the function every engine ships to its workers).
+
+    Args:
+        fn: The task's function.
+        args: Its arguments.
+        logging: The parent's ``core.logs.current_settings()``: the worker logs the same way,
+            on stderr.
+    """
+    configure_worker(logging)
     return fn(*args)
 
 

@@ -19,6 +19,7 @@ from core.executor.base import (
     check_tasks,
     describe_error,
 )
+from core.logs import current_settings
 
 log = structlog.get_logger()
 
@@ -84,7 +85,7 @@ class LocalExecutor(Executor):
             while queue and len(running) < self._workers:
                 task = queue.pop()
                 attempts[task.key] += 1
-                running[pool.submit(call_task, task.fn, task.args)] = task
+                running[pool.submit(call_task, task.fn, task.args, current_settings())] = task
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
             for future in done:

@@ -20,6 +20,7 @@ from core.executor.base import (
     check_tasks,
     describe_error,
 )
+from core.logs import current_settings
 
 log = structlog.get_logger()
 
@@ -153,7 +154,7 @@ class RayExecutor(Executor):
 
         def submit(task: Task) -> None:
             attempts[task.key] += 1
-            pending[self._remote.remote(task.fn, task.args)] = task
+            pending[self._remote.remote(task.fn, task.args, current_settings())] = task
 
         for task in tasks:
             submit(task)
