@@ -50,6 +50,7 @@ import numpy as np
 from numba import njit
 
 from simulator.intrinsics import at, cttz, fma_f32, fma_f64, masked_sum4_f64, sum16_f32
+from simulator.kernel_args import PassLaw
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
@@ -152,15 +153,17 @@ def _count_hits(tgt, lo, hi, hits):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _neuron_pass(  # type: ignore[no-untyped-def]
-    lo, hi, h, row, v, ref, x_then, s_cross, x_now, hist_cross, xi, spiked,
-    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, coef_e, coef_i,
-    noise_gain, v_new, ue, ui,
+    lo, hi, h, row, st, x_then, x_now, xi, spiked, law, ue, ui
 ):  # fmt: skip
     """The neuron pass over cells ``lo:hi`` (see ``run_steps``).
 
-    Each per-neuron constant (``scale`` … ``v_new``) is either an array over all cells or one
-    scalar for the whole range: with every constant uniform within each population, the kernel
-    calls this once per population with scalars and streams seven arrays less per step. The
+    ``st`` is the :class:`~simulator.kernel_args.NeuronState` (V, refractory counters, S and
+    its delay line at row ``h``); ``x_then``/``x_now`` are X(t) and X(t+dt); ``xi[row]`` the
+    step's draws. Each per-neuron constant of ``law`` (a
+    :class:`~simulator.kernel_args.PassLaw`: ``scale`` … ``v_new``) is either an array over all
+    cells or one scalar for the whole range: with every constant uniform within each
+    population, the kernel calls this once per population with scalars and streams seven
+    arrays less per step. The
     update is written out with explicit FMAs in the order LLVM had compiled it to under
     fast-math for AVX2 (``S ← fma(syn_d, X − S, S)``; ``t = fma(scale, S_delayed, −V) + base``,
     ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then ``fma(t, dt/τ, V) + v_new`` and
@@ -168,6 +171,13 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
     the same bits (``docs/simulator.md#reproducibility-across-cpus``);
     ``tests/test_sim_reference.py`` checks the two forms against each other.
     """
+    v, ref, s_cross, hist_cross = st.v, st.ref, st.s_cross, st.hist_cross
+    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps = (
+        law.syn_d, law.x_decay, law.v_th, law.v_reset, law.v_rest, law.ref_steps
+    )  # fmt: skip
+    scale, dt_over_tau, base, coef_e, coef_i, noise_gain, v_new = (
+        law.scale, law.dt_over_tau, law.base, law.coef_e, law.coef_i, law.noise_gain, law.v_new
+    )  # fmt: skip
     for i in range(np.uint64(lo), np.uint64(hi)):
         s_delayed = hist_cross[h, i]
         so = s_cross[i]
@@ -276,26 +286,46 @@ def _stdp_symmetric(w, lag, c_p, k_p, c_d, k_d):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
-    n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym, uniform,
-    # neuron state
-    v, ref, x_cross, s_cross, x_rec, s_rec, xprev_cross, xprev_rec, hist_cross, hist_rec, head,
-    # per-neuron constants and drives
-    dt_over_tau, base, coef_e, coef_i, noise_gain, xi, u_e, u_i, scale_cross, scale_rec, v_new,
-    # noise: drawn here from the SFC64 state when gen_noise, else read from xi[k]
-    gen_noise, rng_state, rng_words,
-    v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
-    # projections: E→I, I→E, E→E, I→I
-    ei_ptr, ei_tgt, ei_w, ei_in_ptr, ei_in_syn, ei_pre, ltp_snap, ltp_g, ltp_a,
-    ie_ptr, ie_tgt, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
-    ee_ptr, ee_tgt, ii_ptr, ii_tgt,
-    # plasticity
-    tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
-    w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie, c_p, k_p, c_d, k_d,
-    last_spike, prev_spike, spiked, spiked_words, step_spk, ie_hits,
-    # outputs
-    spk_step, spk_idx, n_spk, pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e,
-    kop_every, kop_z_re, kop_z_im, kop_r_re, kop_r_im, kop_acc,
+    step, shape, st, consts, spk, pl, rule, syn, noise, kop, out,
 ):  # fmt: skip
+    # step: StepInputs, shape: Structure, st: NeuronState, consts: NeuronConstants, spk: SpikeState,
+    # pl: PlasticityState, rule: StdpRule, syn: Synapses, noise: NoiseState, kop: Kuramoto,
+    # out: Recorder (simulator/kernel_args.py). Their members are read into locals here, by
+    # name: the body below is the same code as when they were separate arguments.
+    n_steps, step0, plast_on, uniform = step.n_steps, step.step0, step.plast_on, step.uniform
+    u_e, u_i, noise_gain, xi = step.u_e, step.u_i, step.noise_gain, step.xi
+    gen_noise = step.gen_noise
+    n_e, overwrite, has_rec = shape.n_e, shape.overwrite, shape.has_rec
+    plastic_ie, rule_sym = shape.plastic_ie, shape.rule_sym
+    v, x_cross = st.v, st.x_cross
+    x_rec, s_rec, xprev_cross, xprev_rec = st.x_rec, st.s_rec, st.xprev_cross, st.xprev_rec
+    hist_cross, hist_rec, head, v_new = st.hist_cross, st.hist_rec, st.head, st.v_new
+    dt_over_tau, base = consts.dt_over_tau, consts.base
+    coef_e, coef_i = consts.coef_e, consts.coef_i
+    scale_cross, scale_rec = consts.scale_cross, consts.scale_rec
+    syn_d, x_decay = consts.syn_d, consts.x_decay
+    v_th, v_reset, v_rest, ref_steps = consts.v_th, consts.v_reset, consts.v_rest, consts.ref_steps
+    rng_state, rng_words = noise.rng_state, noise.rng_words
+    ei_ptr, ei_tgt, ei_w = syn.ei.ptr, syn.ei.target, syn.ei.weight
+    ei_in_ptr, ei_in_syn, ei_pre = syn.ei.in_ptr, syn.ei.in_syn, syn.ei.pre_of
+    ltp_snap, ltp_g, ltp_a = pl.ltp_snap, pl.ltp_g, pl.ltp_a
+    ie_ptr, ie_tgt, ie_w = syn.ie.ptr, syn.ie.target, syn.ie.weight
+    ie_in_ptr, ie_in_syn, ie_pre = syn.ie.in_ptr, syn.ie.in_syn, syn.ie.pre_of
+    ee_ptr, ee_tgt, ii_ptr, ii_tgt = syn.ee.ptr, syn.ee.target, syn.ii.ptr, syn.ii.target
+    tr_e, tr_i = pl.tr_e, pl.tr_i
+    tr_e_decay, tr_i_decay, a0 = rule.tr_e_decay, rule.tr_i_decay, rule.a0
+    eta_ltd, eta_ltp = rule.eta_ltd, rule.eta_ltp
+    w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie = rule.w_lo_ei, rule.w_hi_ei, rule.w_lo_ie, rule.w_hi_ie
+    c_p, k_p, c_d, k_d = rule.c_p, rule.k_p, rule.c_d, rule.k_d
+    last_spike, prev_spike, spiked = spk.last_spike, spk.prev_spike, spk.spiked
+    spiked_words, step_spk, ie_hits = spk.spiked_words, spk.step_spk, spk.ie_hits
+    spk_step, spk_idx, n_spk = out.spk_step, out.spk_idx, out.n_spk
+    pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e = (
+        out.pop_mean_e, out.pop_mean_i, out.sum_v_e, out.sumsq_v_e
+    )  # fmt: skip
+    kop_every, kop_z_re, kop_z_im = kop.every, kop.z_re, kop.z_im
+    kop_r_re, kop_r_im = kop.r_re, kop.r_im
+    kop_acc = out.kop_acc
     n = v.shape[0]
     n_i = n - n_e
     depth = hist_cross.shape[0]
@@ -369,18 +399,21 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             # a time (seven arrays less to stream per step)
             for pop in range(2):
                 lo = 0 if pop == 0 else n_e
+                law = PassLaw(
+                    scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo], coef_i[lo],
+                    noise_gain[lo], _F0, syn_d, x_decay, v_th, v_reset, v_rest,
+                    ref_steps,
+                )  # fmt: skip
                 _neuron_pass(
-                    lo, n_e if pop == 0 else n, h, row, v, ref, x_then, s_cross,
-                    x_now, hist_cross, xi, spiked, syn_d, x_decay, v_th, v_reset, v_rest,
-                    ref_steps, scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo],
-                    coef_i[lo], noise_gain[lo], _F0, ue, ui,
+                    lo, n_e if pop == 0 else n, h, row, st, x_then, x_now, xi, spiked, law,
+                    ue, ui,
                 )  # fmt: skip
         else:
-            _neuron_pass(
-                0, n, h, row, v, ref, x_then, s_cross, x_now, hist_cross, xi, spiked,
-                syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale_cross, dt_over_tau,
-                base, coef_e, coef_i, noise_gain, v_new, ue, ui,
+            law = PassLaw(
+                scale_cross, dt_over_tau, base, coef_e, coef_i, noise_gain, v_new, syn_d,
+                x_decay, v_th, v_reset, v_rest, ref_steps,
             )  # fmt: skip
+            _neuron_pass(0, n, h, row, st, x_then, x_now, xi, spiked, law, ue, ui)
         # window statistics (vectorisable)
         for i in range(n_e):
             vv = np.float64(v[i])
