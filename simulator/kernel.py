@@ -76,13 +76,13 @@ def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
-def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def]
-    """``X(t+dt) = X(t) − w`` for every E cell with a hit (however many), and clear the counts.
+def _overwrite_hits(x_then, x_now, hits, w, lo, hi):  # type: ignore[no-untyped-def]
+    """``X(t+dt) = X(t) − w`` for every E cell ``lo:hi`` with a hit (however many); clear counts.
 
     A function of its own: inline in ``run_steps``, where the two X arrays swap roles every
     step, LLVM no longer vectorised this loop (I-spike section 1.1 → 3.9 ticks per neuron-step).
     """
-    for i in range(np.uint64(n_e)):
+    for i in range(np.uint64(lo), np.uint64(hi)):
         hit = hits[i] > 0
         x_now[i] = x_then[i] - w if hit else x_now[i]
         hits[i] = 0
@@ -550,7 +550,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         # X(t+dt) = X(t) − w (overwrite: however many hits), or w subtracted once per hit
         if ie_hit:
             if overwrite:
-                _overwrite_hits(x_then, x_now, ie_hits, w_ie, n_e)
+                _overwrite_hits(x_then, x_now, ie_hits, w_ie, 0, n_e)
             else:
                 for i in range(n_e):
                     c = ie_hits[i]

@@ -41,6 +41,7 @@ from simulator.kernel_args import (
 )
 from simulator.noise import load_state, noise_generators, scratch_words, store_state
 from simulator.stimulus import PulseTrain, Stimulus
+from simulator.threaded import Threading, plan, run_threaded, threadable
 from simulator.window import window_numbers
 
 FloatArray = npt.NDArray[np.float64]
@@ -130,8 +131,9 @@ class Network:
         >>> stats = net.advance(Stimulus(100.0), 20.0)
     """
 
-    def __init__(self, config: NetworkConfig | None = None) -> None:
+    def __init__(self, config: NetworkConfig | None = None, threads: int = 1) -> None:
         self.config = config if config is not None else NetworkConfig()
+        self.threads = threads
         self._ready = False
         self._pulses = PulseTrain()
         self.seed: int | None = None
@@ -309,6 +311,22 @@ class Network:
             c_p=float(cfg.sym_c_p), k_p=cfg.dt_ms / cfg.sym_tau_p_ms, c_d=float(cfg.sym_c_d),
             k_d=cfg.dt_ms / cfg.sym_tau_d_ms,
         )  # fmt: skip
+
+    @property
+    def threads(self) -> int:
+        """Threads that integrate the network (a speed setting: every count, the same bits).
+
+        The variants with serial loops of their own (Figs 8, 11, 12) run on one thread
+        whatever this says (:func:`simulator.threaded.threadable`).
+        """
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"Expected threads to be an integer >= 1, actual {value!r}")
+        self._threads = int(value)
+        self._plan: Threading | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -548,7 +566,8 @@ class Network:
         kop_every: int,
         kop_acc: FloatArray,
     ) -> None:
-        run_steps(
+        cfg = self.config
+        args = (
             StepInputs(
                 n_steps=steps, step0=self.step, plast_on=plast_on,
                 uniform=self._scalar_pass(gain), u_e=u_e, u_i=u_i, noise_gain=gain,
@@ -576,6 +595,12 @@ class Network:
                 pop_mean_i=pop_i, sum_v_e=sum_v, sumsq_v_e=sumsq_v, kop_acc=kop_acc,
             ),
         )  # fmt: skip
+        if self._threads == 1 or not threadable(self._structure, xi is not None):
+            run_steps(*args)
+            return
+        if self._plan is None or self._plan.n_threads != self._threads:
+            self._plan = plan(cfg.n, cfg.n_e, self._threads)
+        run_threaded(self._plan, args)
 
 
 def _mean_weight_mv(j_mv: float, proj: Projection) -> float:
