@@ -29,7 +29,7 @@ _COUNT = 0
 _GENERATION = 8
 ABORT = 16
 #: Spins with ``pause`` before a waiting thread starts yielding its core.
-SPINS_BEFORE_YIELD = 2000
+SPINS_BEFORE_YIELD = 200
 
 
 def _element_pointer(context: Any, builder: Any, aryty: Any, ary: Any, index: Any) -> Any:

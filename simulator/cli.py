@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      "(every difference: neuroloop-sim --help, docs/simulator.md)")  # fmt: skip
     run.add_argument("--out", type=Path, required=True,
                      help="output directory for summary.json and figure.png (created)")
+    run.add_argument("--threads", type=int, default=os.cpu_count() or 1, metavar="N",
+                     help="threads that integrate the network (default: this machine's "
+                     f"{os.cpu_count() or 1} cores); any N gives the same results")  # fmt: skip
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--log-format", choices=("console", "json"), default="console",
@@ -126,6 +130,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.threads < 1:
+        print(f"neuroloop-sim: error: Expected --threads >= 1, actual {args.threads}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if not (math.isfinite(args.n_scale) and args.n_scale > 0):
         print(f"neuroloop-sim: error: Expected --n-scale > 0, actual {args.n_scale}",
               file=sys.stderr)  # fmt: skip
@@ -148,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         seed=args.seed,
         progress=progress,
+        threads=args.threads,
     )
     bar.close()
     summary_path = args.out / "summary.json"

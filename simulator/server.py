@@ -99,6 +99,8 @@ class SimulatorBackend(Backend):
         clock: Monotonic clock in seconds (injectable for tests).
         network_factory: Builds the network from a config (the real :class:`Network` unless a
             test injects another implementation of the same surface).
+        threads: Threads that integrate the network (``Network.threads``; the same results
+            on any count).
     """
 
     kind = "sim"
@@ -109,9 +111,13 @@ class SimulatorBackend(Backend):
         session_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         network_factory: Callable[[NetworkConfig], Network] = Network,
+        threads: int = 1,
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"Expected threads to be an integer >= 1, actual {threads!r}")
         self._factory = network_factory
+        self._threads = threads
         self._network: Network | None = None
         self._config: NetworkConfig | None = None
         self._seed = 0
@@ -129,7 +135,7 @@ class SimulatorBackend(Backend):
 
     def warm_up(self) -> float:
         """Compile every kernel a session uses (:func:`simulator.warmup.warm_up`); return s."""
-        return warm_up(self._factory)
+        return warm_up(self._factory, threads=self._threads)
 
     # ------------------------------------------------------------------------- hooks
 
@@ -155,6 +161,8 @@ class SimulatorBackend(Backend):
         noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
         config = config.replace(stim_noise_e_mv=noise)
         self._network = self._factory(config)
+        if self._threads != 1:
+            self._network.threads = self._threads
         self._config = config
         self._seed = seed
         self._polarity = "sync" if polarity == "sync" else "desync"
@@ -230,6 +238,12 @@ def build_parser(prog: str = "neuroloop-sim serve") -> argparse.ArgumentParser:
     )
     add_serve_arguments(parser)
     parser.add_argument(
+        "--threads", type=int, default=1, metavar="N",
+        help="threads that integrate the network (default 1: servers often run side by side, "
+        "one per environment worker; give a lone server the machine's cores). Any N gives "
+        "the same results.",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-warmup",
         action="store_true",
         help="Skip compiling the Numba kernels before the ready line (by default the server "
@@ -244,7 +258,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     try:
-        backend = SimulatorBackend(session_timeout_s=args.session_timeout_s)
+        backend = SimulatorBackend(session_timeout_s=args.session_timeout_s, threads=args.threads)
     except ConfigError as err:
         parser.error(str(err))
     if not args.no_warmup:

@@ -125,7 +125,9 @@ def watching(phase: str = "warm-up") -> Iterator[CompileWatch]:
         watch.uninstall()
 
 
-def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> float:
+def warm_up(
+    network_factory: Callable[[NetworkConfig], Network] = Network, threads: int = 1
+) -> float:
     """Compile every kernel a served session uses; log progress; return the seconds it took.
 
     Runs, on tiny networks (so it costs milliseconds once the kernels are cached), what a
@@ -135,6 +137,7 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
 
     Args:
         network_factory: Builds a network from a config (the server's factory).
+        threads: The server's kernel threads (above one, the threaded kernel is compiled too).
     """
     from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
 
@@ -152,6 +155,8 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
     with watching("warm-up") as watch:
         for config in configs:
             net = network_factory(config)
+            if threads != 1:
+                net.threads = threads
             net.reset(seed=0)
             for amplitude_mv in (0.0, 20.0, 100.0, 0.0):
                 stimulus = Stimulus(amplitude_mv) if amplitude_mv > 0.0 else None
