@@ -66,6 +66,8 @@ class NeuronConstants(NamedTuple):
     ref_steps: np.int32
     syn_d: np.float32  #: dt / τ_d
     x_decay: np.float32  #: 1 − dt / τ_r
+    #: ``(2, contacts + 1)``: the E (row 0) and I (row 1) cells of each contact of the lead
+    contact_cells: I64
 
 
 class Synapses(NamedTuple):
@@ -140,7 +142,7 @@ class StepInputs(NamedTuple):
     step0: int  #: the network's step count at the call's start
     plast_on: bool  #: STDP active
     uniform: bool  #: run the neuron pass with per-population scalar constants
-    u_e: F64  #: step-averaged drive of E cells, one per step
+    u_e: F64  #: step-averaged drive of E cells, ``(n_steps, contacts)``: per step and contact
     u_i: F64  #: of I cells
     noise_gain: F32  #: per-cell noise scale
     gen_noise: bool  #: draw the noise from ``NoiseState`` (else read ``xi[k]``)

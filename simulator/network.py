@@ -151,7 +151,8 @@ class Network:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"Expected seed to be an integer >= 0, actual {seed!r}")
         self.seed = int(seed)
-        conn_ss, tau_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
+        # the stimulus's stream is the fourth child: the first three are as before it existed
+        conn_ss, tau_ss, noise_ss, stim_ss = np.random.SeedSequence(int(seed)).spawn(4)
         conn = np.random.default_rng(conn_ss)
         self._noise_gens = noise_generators(noise_ss)
         self._rng_state = load_state(self._noise_gens)
@@ -275,7 +276,7 @@ class Network:
         self._spk_step = np.empty(0, dtype=np.int64)
         self._spk_idx = np.empty(0, dtype=np.int32)
         self._group_kernel_arguments()
-        self._pulses.reset()
+        self._pulses.reset(np.random.default_rng(stim_ss), cfg.contacts)
         self.step = 0
         self._ready = True
 
@@ -300,6 +301,7 @@ class Network:
             v_rest=f32(cfg.v_rest_mv), v_th=f32(cfg.v_th_mv), v_reset=f32(cfg.v_reset_mv),
             ref_steps=np.int32(cfg.refractory_steps), syn_d=f32(cfg.dt_ms / cfg.tau_d_ms),
             x_decay=f32(1.0 - cfg.dt_ms / cfg.tau_r_ms),
+            contact_cells=np.array(cfg.contact_bounds(), dtype=np.int64),
         )  # fmt: skip
         lo_ei, hi_ei = self._bounds_ei
         lo_ie, hi_ie = self._bounds_ie
@@ -524,6 +526,10 @@ class Network:
         self._require_ready()
         steps = u_e.shape[0]
         cap = steps * self.config.n + 1
+        # the same drive on every contact's cells
+        contacts = self.config.contacts
+        u_e = np.repeat(np.asarray(u_e, dtype=np.float64).reshape(steps, 1), contacts, axis=1)
+        u_i = np.repeat(np.asarray(u_i, dtype=np.float64).reshape(steps, 1), contacts, axis=1)
         spk_step = np.empty(cap, dtype=np.int64)
         spk_idx = np.empty(cap, dtype=np.int32)
         n_spk = np.zeros(1, dtype=np.int64)

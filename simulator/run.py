@@ -128,8 +128,10 @@ def run_experiment(
         neurons.append(stats.spike_neurons)
         if progress is not None:
             progress(w + 1, n_windows)
-    spike_times = np.concatenate(times)
-    spike_neurons = np.concatenate(neurons)
+    # each window's pieces are dropped as they are copied: at no time are all spikes held
+    # twice (12 bytes per spike, 33 MB in 25 s at N = 2000)
+    spike_times = _join(times, np.float64)
+    spike_neurons = _join(neurons, np.int32)
     r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms,
                                 edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
     result = RunResult(
@@ -142,6 +144,17 @@ def run_experiment(
     )  # fmt: skip
     result.summary = summarise(result, protocol)
     return result
+
+
+def _join(pieces: list[Any], dtype: type[np.generic]) -> Any:
+    """``np.concatenate(pieces)``, emptying ``pieces`` as it goes."""
+    out = np.empty(sum(p.shape[0] for p in pieces), dtype=dtype)
+    at = 0
+    for k, piece in enumerate(pieces):
+        out[at : at + piece.shape[0]] = piece
+        at += piece.shape[0]
+        pieces[k] = None
+    return out
 
 
 def summarise(result: RunResult, protocol: Experiment) -> dict[str, Any]:

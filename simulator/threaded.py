@@ -174,6 +174,8 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     dt_over_tau, base = consts.dt_over_tau, consts.base
     coef_e, coef_i = consts.coef_e, consts.coef_i
     scale_cross, syn_d, x_decay = consts.scale_cross, consts.syn_d, consts.x_decay
+    contact_cells = consts.contact_cells
+    contacts = contact_cells.shape[1] - 1
     rng_state, rng_words = noise.rng_state, noise.rng_words
     ei_ptr, ei_tgt, ei_w = syn.ei.ptr, syn.ei.target, syn.ei.weight
     ie_ptr, ie_tgt, ie_w = syn.ie.ptr, syn.ie.target, syn.ie.weight
@@ -252,18 +254,24 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     for k in range(n_steps):
         t_end = step0 + k + 1
         x_then, x_now = x_now, x_then
-        ue = np.float32(u_e[k])
-        ui = np.float32(u_i[k])
         # ---- 1. own cells: noise, neuron pass, window sums
         for r in range(n_pr):
             normal_pairs(words, xi[0], pairs[r, 0], pairs[r, 1])
         for r in range(n_cr):
             lo, hi = cells[r, 0], cells[r, 1]
-            if uniform:
-                law = law_e if lo < n_e else law_i
-                _neuron_pass(lo, hi, h, 0, st, x_then, x_now, xi, spiked, law, ue, ui)
-            else:
-                _neuron_pass(lo, hi, h, 0, st, x_then, x_now, xi, spiked, law_all, ue, ui)
+            pop = 0 if lo < n_e else 1
+            law = law_e if pop == 0 else law_i
+            for g in range(contacts):  # the range's part near each contact, with its drive
+                a = max(lo, contact_cells[pop, g])
+                b = min(hi, contact_cells[pop, g + 1])
+                if a >= b:
+                    continue
+                ue = np.float32(u_e[k, g])
+                ui = np.float32(u_i[k, g])
+                if uniform:
+                    _neuron_pass(a, b, h, 0, st, x_then, x_now, xi, spiked, law, ue, ui)
+                else:
+                    _neuron_pass(a, b, h, 0, st, x_then, x_now, xi, spiked, law_all, ue, ui)
             if lo < n_e:
                 for i in range(lo, hi):
                     vv = np.float64(v[i])
