@@ -628,7 +628,9 @@ def _by_neuron_then_time(times, neurons, n_e):  # type: ignore[no-untyped-def]
     for k in range(n_e):
         start[k + 1] += start[k]
     fill = start[:n_e].copy()
-    order = np.empty(start[n_e], dtype=np.int64)
+    if neurons.shape[0] >= 2**31:
+        raise ValueError("Expected fewer than 2**31 spikes, actual", neurons.shape[0])
+    order = np.empty(start[n_e], dtype=np.int32)  # half an int64 index's memory
     for q in range(neurons.shape[0]):
         nk = neurons[q]
         if 0 <= nk < n_e:

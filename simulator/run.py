@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from collections.abc import Callable
@@ -147,14 +148,37 @@ def run_experiment(
 
 
 def _join(pieces: list[Any], dtype: type[np.generic]) -> Any:
-    """``np.concatenate(pieces)``, emptying ``pieces`` as it goes."""
+    """``np.concatenate(pieces)``, emptying ``pieces`` as it goes.
+
+    The pieces are small (a window's spikes), so the C heap keeps their memory when they are
+    freed; every few hundred pieces that memory is handed back to the system
+    (:func:`_release_freed_heap`), so that the joined copy does not stack on top of it.
+    """
     out = np.empty(sum(p.shape[0] for p in pieces), dtype=dtype)
     at = 0
     for k, piece in enumerate(pieces):
         out[at : at + piece.shape[0]] = piece
         at += piece.shape[0]
         pieces[k] = None
+        if k % 256 == 255:
+            _release_freed_heap()
+    _release_freed_heap()
     return out
+
+
+def _release_freed_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; else nothing)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def summarise(result: RunResult, protocol: Experiment) -> dict[str, Any]:
