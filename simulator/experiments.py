@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from core.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig, Semantics
-from simulator.stimulus import Stimulus
+from simulator.stimulus import IWaveform, Stimulus
 
 LatchDirection = Literal["below", "above"]
 
@@ -89,36 +89,41 @@ def _coordinated_reset() -> tuple[Experiment, ...]:
     get the burst, in an order drawn afresh every cycle. "CR only" gives the I cells the E
     waveform itself (no I-before-E offset).
     """
-    fig10 = {"frequency_hz": 1000.0 / 9.0, "pulse_width_us": 1000.0}  # x = 7: 9 ms, 144 ms
-    fig14 = {"frequency_hz": 1000.0 / 2.5, "pulse_width_us": 500.0}  # x = 3: 2.5 ms, 40 ms
-    cr = "coordinated-reset"
+    def fig10(i_waveform: IWaveform) -> Stimulus:  # x = 7: a pulse every 9 ms, 144 ms cycles
+        return Stimulus(100.0, frequency_hz=1000.0 / 9.0, pulse_width_us=1000.0,
+                        pattern="coordinated-reset", i_waveform=i_waveform)  # fmt: skip
+
+    def fig14(i_waveform: IWaveform) -> Stimulus:  # x = 3: every 2.5 ms, 40 ms cycles
+        return Stimulus(200.0, frequency_hz=1000.0 / 2.5, pulse_width_us=500.0,
+                        pattern="coordinated-reset", i_waveform=i_waveform)  # fmt: skip
+
     return (
         Experiment(
             "fig10-cr-ftsts", "10", "FTSTS in a coordinated-reset pattern: 4 contacts, a "
             "burst of 4 pulses (9 ms apart, 100 mV) per 36 ms slot on one E and one I "
             "subgroup, random order each 144 ms cycle; E→E and I→I coupling, 5 s.",
-            network=_CR_NETWORK, stimulus=Stimulus(100.0, pattern=cr, **fig10),
+            network=_CR_NETWORK, stimulus=fig10("mirror"),
             duration_s=5.0, paper_stim_noise=False,
         ),
         Experiment(
             "fig10-cr-only", "10 (CR)", "Coordinated reset alone (Fig 10's control): the same "
             "bursts, I cells given the E waveform (no I-before-E offset), 5 s.",
             network=_CR_NETWORK,
-            stimulus=Stimulus(100.0, pattern=cr, i_waveform="same", **fig10),
+            stimulus=fig10("same"),
             duration_s=5.0, paper_stim_noise=False,
         ),
         Experiment(
             "fig14-cr-ftsts", "14", "FTSTS-CR with a symmetric STDP window (τ_LTD = τ_LTP = "
             "20 ms, J_I = 175 mV): 0.5 ms phases every 2.5 ms at 200 mV, 10 ms slots, 40 ms "
             "cycles, 5 s, latch below 75 mV.",
-            network=_FIG14_NETWORK, stimulus=Stimulus(200.0, pattern=cr, **fig14),
+            network=_FIG14_NETWORK, stimulus=fig14("mirror"),
             duration_s=5.0, paper_stim_noise=False,
         ),
         Experiment(
             "fig14-cr-only", "14 (CR)", "Coordinated reset alone with Fig 14's network and "
             "bursts (I cells given the E waveform), 5 s.",
             network=_FIG14_NETWORK,
-            stimulus=Stimulus(200.0, pattern=cr, i_waveform="same", **fig14),
+            stimulus=fig14("same"),
             duration_s=5.0, paper_stim_noise=False,
         ),
     )  # fmt: skip

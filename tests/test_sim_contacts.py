@@ -33,8 +33,10 @@ def test_one_contact_gives_the_drive_of_every_cell() -> None:
 
 def test_a_contact_reaches_its_subgroups_only() -> None:
     u_e, u_i, _, _ = _drive(Stimulus(100.0, contact=2), 4, 0)
-    assert np.any(u_e[:, 2] != 0) and np.any(u_i[:, 2] != 0)
-    assert not np.any(np.delete(u_e, 2, axis=1)) and not np.any(np.delete(u_i, 2, axis=1))
+    assert np.any(u_e[:, 2] != 0)
+    assert np.any(u_i[:, 2] != 0)
+    assert not np.any(np.delete(u_e, 2, axis=1))
+    assert not np.any(np.delete(u_i, 2, axis=1))
     train = PulseTrain()
     train.reset(np.random.default_rng(0), 2)
     with pytest.raises(ConfigError, match="contact < the lead's 2 contacts, actual 2"):
@@ -56,7 +58,8 @@ def test_coordinated_reset_visits_every_subgroup_once_per_cycle_in_a_seeded_orde
         assert len({tuple(c) for c in cycles}) > 1  # a new order every cycle
     assert e_group != i_group  # E and I orders drawn independently
     again = _drive(CR, 4, 7, windows=36)
-    assert np.array_equal(again[0], u_e) and np.array_equal(again[1], u_i)
+    assert np.array_equal(again[0], u_e)
+    assert np.array_equal(again[1], u_i)
     assert not np.array_equal(_drive(CR, 4, 8, windows=36)[0], u_e)
 
 
