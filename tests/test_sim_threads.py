@@ -89,3 +89,14 @@ def test_thread_count_is_checked() -> None:
     net = Network()
     with pytest.raises(ConfigError, match="actual True"):
         net.threads = True
+
+
+def test_cli_refuses_a_thread_count_below_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulator.cli import main
+
+    code = main(["run", "--experiment", "none", "--threads", "0", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "Expected --threads >= 1, actual 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
