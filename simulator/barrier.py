@@ -4,9 +4,10 @@ The threaded kernel (:func:`simulator.kernel.run_steps_threaded`) runs one netwo
 OS threads, each inside the same compiled loop, and meets at a barrier a few times per step.
 Numba has no atomic operations, so they are written here in LLVM IR: a sequentially consistent
 ``atomicrmw add`` to arrive, an acquire load to watch the generation word, a release store to
-open it. Waiting threads spin with ``pause`` for a while and then give their core away with
-``sched_yield`` (the machines here are shared: a thread spinning on a core that the other
-thread needs would stall both).
+open it. Waiting threads spin with ``pause`` for a while and then sleep on the generation word
+(a Linux futex) until the last thread to arrive wakes them: on a shared machine a thread that
+spins or merely yields keeps the core its partner needs, and a woken sleeper is scheduled
+promptly.
 
 The barrier's words are an ``int64`` array of :data:`BARRIER_WORDS` (the arrival count and the
 generation on separate cache lines), zeroed before the threads start.
@@ -23,11 +24,17 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 #: Length of a barrier's int64 array: count at 0, generation at 8 (another cache line), abort
-#: flag at 16 (set by a thread that failed: the others return instead of waiting for it).
+#: flag at 16 (set by a thread that failed: the others return instead of waiting for it), the
+#: number of threads asleep on the generation word at 17.
 BARRIER_WORDS = 24
 _COUNT = 0
 _GENERATION = 8
 ABORT = 16
+_SLEEPERS = 17
+#: Linux x86-64: the futex system call and its private wait/wake operations
+_SYS_FUTEX = 202
+_FUTEX_WAIT_PRIVATE = 128
+_FUTEX_WAKE_PRIVATE = 129
 #: Spins with ``pause`` before a waiting thread starts yielding its core.
 SPINS_BEFORE_YIELD = 200
 
@@ -99,16 +106,24 @@ def _pause(typingctx: Any) -> Any:
 
 
 @intrinsic
-def _sched_yield(typingctx: Any) -> Any:
-    sig = types.void()
+def _futex(typingctx: Any, arr: Any, index: Any, op: Any, value: Any) -> Any:
+    """``syscall(SYS_futex, &arr[index] (its low 32 bits), op, value, NULL)``."""
+    if not _int64_array(arr):
+        return None
+    sig = types.int64(arr, types.intp, types.int64, types.int64)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(ir.IntType(32), [])
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(i64, [i64], var_arg=True)
         fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "sched_yield"
+            builder.module, fnty, "syscall"
         )
-        builder.call(fn, [])
-        return context.get_dummy_value()
+        i32 = ir.IntType(32)
+        return builder.call(fn, [
+            ir.Constant(i64, _SYS_FUTEX), builder.ptrtoint(ptr, i64),
+            builder.trunc(args[2], i32), builder.trunc(args[3], i32), ir.Constant(i64, 0),
+        ])  # fmt: skip
 
     return sig, codegen
 
@@ -117,7 +132,7 @@ atomic_add: Any = _atomic_add
 atomic_load: Any = _atomic_load
 atomic_store: Any = _atomic_store
 pause: Any = _pause
-sched_yield: Any = _sched_yield
+futex: Any = _futex
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -133,19 +148,31 @@ def barrier_wait(words, n_threads, generation):  # type: ignore[no-untyped-def]
     if atomic_add(words, _COUNT, 1) == n_threads - 1:
         atomic_store(words, _COUNT, 0)
         atomic_store(words, _GENERATION, generation + 1)
+        if atomic_add(words, _SLEEPERS, 0) > 0:  # seq_cst: sees every sleeper announced
+            futex(words, _GENERATION, _FUTEX_WAKE_PRIVATE, 1 << 30)
         return generation + 1
-    spins = 0
+    for _ in range(SPINS_BEFORE_YIELD):
+        if atomic_load(words, _GENERATION) != generation:
+            return generation + 1
+        pause()
+    atomic_add(words, _SLEEPERS, 1)
     while atomic_load(words, _GENERATION) == generation:
         if atomic_load(words, ABORT) != 0:
+            atomic_add(words, _SLEEPERS, -1)
             return -1
-        if spins < SPINS_BEFORE_YIELD:
-            pause()
-            spins += 1
-        else:
-            sched_yield()
+        # sleeps only while the word's low 32 bits still hold this generation's
+        futex(words, _GENERATION, _FUTEX_WAIT_PRIVATE, generation & 0xFFFFFFFF)
+    atomic_add(words, _SLEEPERS, -1)
     return generation + 1
 
 
 def new_barrier() -> np.ndarray[Any, np.dtype[np.int64]]:
     """A zeroed barrier for one threaded call."""
     return np.zeros(BARRIER_WORDS, dtype=np.int64)
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def barrier_abort(words):  # type: ignore[no-untyped-def]
+    """Tell the threads at (or on their way to) the barrier to return: a thread failed."""
+    atomic_store(words, ABORT, 1)
+    futex(words, _GENERATION, _FUTEX_WAKE_PRIVATE, 1 << 30)

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from simulator.barrier import ABORT, barrier_wait, new_barrier
+from simulator.barrier import barrier_abort, barrier_wait, new_barrier
 from simulator.intrinsics import cttz, fma_f64
 from simulator.kernel import (
     LTP_SEGMENT_STEPS,
@@ -473,7 +473,7 @@ def _share(tid: int, par: Threading, args: tuple[Any, ...]) -> None:
     try:
         run_steps_threaded(tid, par, *args)
     except BaseException:
-        par.barrier[ABORT] = 1  # the other threads return instead of waiting at a barrier
+        barrier_abort(par.barrier)  # the other threads return instead of waiting for this one
         raise
 
 
