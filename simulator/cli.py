@@ -83,7 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="output directory for summary.json and figure.png (created)")
     run.add_argument("--threads", type=int, default=os.cpu_count() or 1, metavar="N",
                      help="threads that integrate the network (default: this machine's "
-                     f"{os.cpu_count() or 1} cores); any N gives the same results")  # fmt: skip
+                     f"{os.cpu_count() or 1} cores); any N gives the same results; on a "
+                     "machine busy with other work 1 is faster")  # fmt: skip
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--log-format", choices=("console", "json"), default="console",

@@ -5,7 +5,8 @@ type passed in each other's place would have compiled and run. It now takes the 
 below, each one idea, built by :class:`simulator.network.Network` and read by field name in
 the kernel. Numba compiles a named tuple of arrays and scalars into the same code as the
 separate arguments (its calling convention passes the members one by one), so the grouping
-costs nothing at run time (``docs/simulator.md#speed`` has the alternated benchmark).
+costs nothing at run time (``docs/dev/simulator-speed.md``, the sixth session, has the
+alternated benchmark).
 
 Every field's type is fixed by the network, so that one compiled kernel serves every run:
 arrays of the documented dtype, Python ``bool`` flags, ``float`` (float64) or ``np.float32``
