@@ -453,6 +453,8 @@ class Network:
                 self._ref[:] = 0
             t0 = self.step * cfg.dt_ms
             u_e, u_i, q, started = self._pulses.drive(stimulus, t0, steps, cfg.dt_ms)
+            # the kernel takes a drive per step and contact
+            u_e, u_i = u_e.reshape(steps, -1), u_i.reshape(steps, -1)
             on = stimulus is not None and stimulus.is_on
             charge += q
             pulses += started

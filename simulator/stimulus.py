@@ -91,6 +91,10 @@ class Stimulus:
             )
         rates = FREQUENCY_RANGE_HZ if self.pattern == "continuous" else BURST_FREQUENCY_RANGE_HZ
         _check_range("frequency_hz", self.frequency_hz, *rates)
+        _check_range("pulse_width_us", self.pulse_width_us, *PULSE_WIDTH_RANGE_US)
+        _check_range("ei_offset_ms", self.ei_offset_ms, *EI_OFFSET_RANGE_MS)
+        if self.polarity not in ("desync", "sync"):
+            raise ConfigError(f"Expected polarity 'desync' or 'sync', actual {self.polarity!r}")
         if self.i_waveform not in ("mirror", "same"):
             raise ConfigError(f"Expected i_waveform 'mirror' or 'same', actual {self.i_waveform!r}")
         contact = self.contact
@@ -213,8 +217,9 @@ class PulseTrain:
 
         Returns:
             ``(u_e, u_i, charge_mv_ms, n_pulses)``: the per-step mean drive (mV) for E and for I
-            cells, the absolute charge delivered in the window (both phases, one waveform), and
-            how many pulses started in the window.
+            cells (shape ``(n_steps,)`` with one contact, ``(n_steps, contacts)`` with more),
+            the absolute charge delivered in the window (both phases, one waveform), and how
+            many pulses started in the window.
         """
         t1_ms = t0_ms + n_steps * dt_ms
         on = stimulus is not None and stimulus.is_on
@@ -264,6 +269,8 @@ class PulseTrain:
                 still_running.append(pulse)
         u_e, u_i, charge = _waveforms(phases, t0_ms, dt_ms, n_steps, self.contacts)
         self.pending = still_running
+        if self.contacts == 1:  # one contact: one drive per step, as before contacts existed
+            return u_e[:, 0], u_i[:, 0], charge, started
         return u_e, u_i, charge, started
 
 

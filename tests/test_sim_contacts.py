@@ -25,7 +25,7 @@ def _drive(stimulus: Stimulus, contacts: int, seed: int, windows: int = 10):
 
 def test_one_contact_gives_the_drive_of_every_cell() -> None:
     u_e, u_i, charge, pulses = _drive(Stimulus(100.0), 1, 0)
-    assert u_e.shape == (2000, 1)
+    assert u_e.shape == (2000,)  # one contact: one drive per step
     assert pulses == 17  # one every 12 ms in 200 ms
     assert charge == pytest.approx(17 * 2 * 100.0 * 1.0)
     assert np.array_equal(u_i, -u_e)  # the I waveform mirrors the E waveform
@@ -66,8 +66,9 @@ def test_coordinated_reset_visits_every_subgroup_once_per_cycle_in_a_seeded_orde
 def test_cr_only_gives_the_i_cells_the_e_waveform() -> None:
     same = Stimulus(100.0, frequency_hz=1000.0 / 9.0, pattern="coordinated-reset",
                     i_waveform="same")  # fmt: skip
-    u_e, u_i, _, _ = _drive(same, 1, 0)
-    assert np.array_equal(u_e, u_i)
+    u_e, u_i, _, _ = _drive(same, 4, 0)
+    assert u_e.shape == (2000, 4)
+    assert np.array_equal(u_e.sum(axis=1), u_i.sum(axis=1))
 
 
 def test_bad_contact_settings_are_named() -> None:
