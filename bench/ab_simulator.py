@@ -98,14 +98,21 @@ def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[st
         for tree in trees.values():  # warm-up: compile into each tree's cache
             _run(tree, protocol, min(duration_s, 0.2))
         walls: dict[str, list[float]] = {name: [] for name in trees}
+        cpus: dict[str, list[float]] = {name: [] for name in trees}
+        loads: list[float] = []
         modules: dict[str, str] = {}
         for k in range(rounds):
             order = ["other", "this"] if k % 2 == 0 else ["this", "other"]
             for name in order:
                 run = _run(trees[name], protocol, duration_s)
                 walls[name].append(run["wall_s"])
+                # CPU seconds of the process less its compile: what a loaded machine's
+                # preemptions do not inflate (one thread: ≈ the wall time of a quiet machine)
+                cpus[name].append(run["process_cpu_s"] - run["jit_s"])
+                loads.append(run.get("load_avg_1min", float("nan")))
                 modules[name] = run.get("module", "")
         medians = {name: statistics.median(w) for name, w in walls.items()}
+        cpu_medians = {name: statistics.median(c) for name, c in cpus.items()}
         report[case] = {
             "protocol": protocol,
             "model_s": duration_s,
@@ -113,6 +120,10 @@ def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[st
             "median_wall_s": medians,
             "model_s_per_wall_s": {name: duration_s / m for name, m in medians.items()},
             "ratio_other_over_this": medians["other"] / medians["this"],
+            "cpu_s": cpus,
+            "median_cpu_s": cpu_medians,
+            "ratio_cpu_other_over_this": cpu_medians["other"] / cpu_medians["this"],
+            "load_avg_1min": loads,
             "simulator_imported_from": modules,
         }
     return report

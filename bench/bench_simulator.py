@@ -31,7 +31,8 @@ from simulator.run import run_experiment
 name, scale, dur = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 t0 = time.perf_counter()
 c0 = time.process_time()
-res = run_experiment(get_experiment(name), n_scale=scale, duration_s=dur, seed=1)
+extra = {"threads": int(sys.argv[4])} if len(sys.argv) > 4 else {}  # older trees: no threads
+res = run_experiment(get_experiment(name), n_scale=scale, duration_s=dur, seed=1, **extra)
 cpu = time.process_time() - c0
 total = time.perf_counter() - t0
 print(json.dumps({
@@ -43,6 +44,8 @@ print(json.dumps({
     "load_avg_1min": __import__("os").getloadavg()[0],
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     "spikes": int(res.spike_times_ms.shape[0]),
+    "threads": extra.get("threads", 1),
+    "weight_mv": float(res.window_weight_mv[-1]),
     "module": __import__("simulator").__file__,
 }))
 """

@@ -44,11 +44,11 @@ OBSERVATIONS = (
 )  # fmt: skip
 
 
-def digest(name: str, semantics: str, windows: int, seed: int) -> str:
+def digest(name: str, semantics: str, windows: int, seed: int, threads: int = 1) -> str:
     """SHA-256 (first 16 hex digits) of one protocol's run."""
     protocol = EXPERIMENTS[name]
     scale = 0.3 if name == "ftsts-desync-10k" else 1.0
-    net = Network(protocol.network_config(semantics, scale))  # type: ignore[arg-type]
+    net = Network(protocol.network_config(semantics, scale), threads=threads)  # type: ignore[arg-type]
     net.reset(seed=seed)
     stimulus = protocol.stimulus or Stimulus(100.0)
     h = hashlib.sha256()
@@ -72,13 +72,16 @@ def main() -> None:
     )
     parser.add_argument("--windows", type=int, default=30, help="20 ms windows per run (≥ 1)")
     parser.add_argument("--seed", type=int, default=3, help="network seed (≥ 0)")
+    parser.add_argument("--threads", type=int, default=1, help="kernel threads (≥ 1)")
     args = parser.parse_args()
     if args.windows < 1:
         parser.error(f"expected --windows ≥ 1, actual {args.windows}")
     if args.seed < 0:
         parser.error(f"expected --seed ≥ 0, actual {args.seed}")
+    if args.threads < 1:
+        parser.error(f"expected --threads ≥ 1, actual {args.threads}")
     report = {
-        f"{name}/{semantics}": digest(name, semantics, args.windows, args.seed)
+        f"{name}/{semantics}": digest(name, semantics, args.windows, args.seed, args.threads)
         for name in EXPERIMENTS
         for semantics in ("paper", "clean")
     }
@@ -86,7 +89,8 @@ def main() -> None:
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=60
     ).stdout.strip()
     print(json.dumps({
-        "windows": args.windows, "seed": args.seed, "commit": head or None,
+        "windows": args.windows, "seed": args.seed, "threads": args.threads,
+        "commit": head or None,
         "simulator": simulator.__file__, "digests": report,
     }, indent=2))  # fmt: skip
 

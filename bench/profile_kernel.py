@@ -91,7 +91,10 @@ def instrumented_kernel(source: str | None = None, name: str = "kernel_profiled"
     """
     src = source if source is not None else inspect.getsource(simulator.kernel)
     src = src.replace("cache=True", "cache=False")
-    src = src.replace("kop_acc,\n):  # fmt: skip", "kop_acc, ticks,\n):  # fmt: skip", 1)
+    # the trailing argument: ``kop_acc,`` ends the old 93-argument signature, ``out,`` the
+    # grouped one (simulator/kernel_args.py)
+    for last in ("kop_acc,", "kop, out,"):
+        src = src.replace(f"{last}\n):  # fmt: skip", f"{last} ticks,\n):  # fmt: skip", 1)
     # each section's marker and position; stamps in source order, each closing the one before
     found: list[tuple[int, int, str]] = []
     for index, (section, candidates) in enumerate(SECTIONS):
@@ -137,7 +140,7 @@ def _whole_run(protocol: Any, semantics: str, n_scale: float, duration_s: float)
         t0 = time.perf_counter()
         kernel(*a, ticks)
         spent["kernel_s"] += time.perf_counter() - t0
-        spent["steps"] += int(a[0])
+        spent["steps"] += int(a[0].n_steps)  # StepInputs
 
     network_module.run_steps = timed  # type: ignore[attr-defined]
     run: dict[str, Any] = {"semantics": semantics, "n_scale": n_scale, "seed": 1}

@@ -80,6 +80,10 @@ def _build_parser() -> argparse.ArgumentParser:
                      "(every difference: neuroloop-sim --help, docs/simulator.md)")  # fmt: skip
     run.add_argument("--out", type=Path, required=True,
                      help="output directory for summary.json and figure.png (created)")
+    run.add_argument("--threads", type=int, default=1, metavar="N",
+                     help="threads that integrate the network (default 1); any N gives the "
+                     "same results; give more only on cores the run has to itself (on a busy "
+                     "machine more threads are slower, docs/simulator.md#threads)")  # fmt: skip
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_log_options(run)
@@ -125,6 +129,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.threads < 1:
+        print(f"neuroloop-sim: error: Expected --threads >= 1, actual {args.threads}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if not (math.isfinite(args.n_scale) and args.n_scale > 0):
         print(f"neuroloop-sim: error: Expected --n-scale > 0, actual {args.n_scale}",
               file=sys.stderr)  # fmt: skip
@@ -147,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         seed=args.seed,
         progress=progress,
+        threads=args.threads,
     )
     bar.close()
     summary_path = args.out / "summary.json"

@@ -86,6 +86,10 @@ class NetworkConfig:
         paper_quirks: With ``paper`` semantics, the subset of :data:`PAPER_QUIRKS` to reproduce
             (``None`` = all of them); for ablations. Ignored by ``clean`` semantics.
         kop_sample_ms: Sampling interval of the windowed Kuramoto order parameter.
+        contacts: Contacts of the stimulating lead: each population is split into this many
+            subgroups of consecutive cells (as equal as they divide), one per contact; a
+            stimulus may target one contact (:class:`simulator.stimulus.Stimulus`). Figs 10
+            and 14 use 4; 1 (every cell near the one contact) is the other figures' lead.
     """
 
     n_e: int = 1600
@@ -133,6 +137,7 @@ class NetworkConfig:
     semantics: Semantics = "paper"
     paper_quirks: tuple[str, ...] | None = None
     kop_sample_ms: float = 1.0
+    contacts: int = 1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -141,6 +146,7 @@ class NetworkConfig:
                 raise ConfigError(f"Expected a finite {f.name}, actual {value!r}")
         _positive_int("n_e", self.n_e)
         _positive_int("n_i", self.n_i)
+        _positive_int("contacts", self.contacts)
         for name in ("p_connect", "p_recurrent", "crosstalk_fraction"):
             _in_range(name, getattr(self, name), 0.0, 1.0)
         for name in (
@@ -225,6 +231,14 @@ class NetworkConfig:
     def refractory_steps(self) -> int:
         """Refractory clamp in integration steps."""
         return round(self.refractory_ms / self.dt_ms)
+
+    def contact_bounds(self) -> list[list[int]]:
+        """Cells of each contact: row 0 E, row 1 I; contact ``g`` is ``row[g]:row[g + 1]``."""
+        g = self.contacts
+        return [
+            [self.n_e * c // g for c in range(g + 1)],
+            [self.n_e + self.n_i * c // g for c in range(g + 1)],
+        ]
 
     def scaled(self, n_scale: float) -> NetworkConfig:
         """Return the same network with both populations multiplied by ``n_scale``.

@@ -23,8 +23,7 @@ but the Fig 11 variant) keep float64 weights: float32 I→E weights made the ker
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -43,9 +42,11 @@ WeightArray = npt.NDArray[np.floating[Any]]
 _BLOCK_ROWS = 256
 
 
-@dataclass
-class Projection:
-    """One projection between two populations, indexed within each population."""
+class Projection(NamedTuple):
+    """One projection between two populations, indexed within each population.
+
+    A named tuple, so that the kernel takes it as one argument (``simulator/kernel_args.py``).
+    """
 
     ptr: IntArray
     target: NeuronIndexArray

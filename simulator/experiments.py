@@ -13,7 +13,7 @@ from typing import Any
 from core.errors import ConfigError, did_you_mean
 from simulator.config import NetworkConfig, Semantics
 from simulator.latch import LatchDirection, LatchRule
-from simulator.stimulus import Stimulus
+from simulator.stimulus import IWaveform, Stimulus
 
 #: The released code's stimulus noise (SD in drive units) on E cells during stimulation, present
 #: in the Figs 3/4/6/7 code path. Clean semantics keep it only where it is the experiment (Fig 6).
@@ -67,6 +67,63 @@ class Experiment:
 
 
 FTSTS = Stimulus(amplitude_mv=100.0)
+
+#: Figs 10 and 14: the lead's four contacts, each near a quarter of the E and of the I cells,
+#: and the recurrent E→E and I→I coupling of Fig 8 (spec §4.1).
+_CR_NETWORK: dict[str, Any] = {"contacts": 4, "j_ee_mv": 50.0, "j_ii_mv": 50.0}
+#: Fig 14's network: J_I = 175 mV and a symmetric STDP window (τ_LTD = τ_LTP = 20 ms,
+#: A_LTD = −1.0, A_LTP = 1.01: slightly LTP-dominated).
+_FIG14_NETWORK: dict[str, Any] = {
+    **_CR_NETWORK, "j_i_mv": 175.0, "tau_ltp_ms": 20.0, "tau_ltd_ms": 20.0, "a_ltd": -1.0,
+    "a_ltp": 1.01,
+}  # fmt: skip
+
+
+def _coordinated_reset() -> tuple[Experiment, ...]:
+    """Figs 10 and 14: FTSTS in a coordinated-reset pattern, and CR alone as the control.
+
+    A cycle is four slots of four pulses; in each slot one E and one I subgroup (a contact's)
+    get the burst, in an order drawn afresh every cycle. "CR only" gives the I cells the E
+    waveform itself (no I-before-E offset).
+    """
+    def fig10(i_waveform: IWaveform) -> Stimulus:  # x = 7: a pulse every 9 ms, 144 ms cycles
+        return Stimulus(100.0, frequency_hz=1000.0 / 9.0, pulse_width_us=1000.0,
+                        pattern="coordinated-reset", i_waveform=i_waveform)  # fmt: skip
+
+    def fig14(i_waveform: IWaveform) -> Stimulus:  # x = 3: every 2.5 ms, 40 ms cycles
+        return Stimulus(200.0, frequency_hz=1000.0 / 2.5, pulse_width_us=500.0,
+                        pattern="coordinated-reset", i_waveform=i_waveform)  # fmt: skip
+
+    return (
+        Experiment(
+            "fig10-cr-ftsts", "10", "FTSTS in a coordinated-reset pattern: 4 contacts, a "
+            "burst of 4 pulses (9 ms apart, 100 mV) per 36 ms slot on one E and one I "
+            "subgroup, random order each 144 ms cycle; E→E and I→I coupling, 5 s.",
+            network=_CR_NETWORK, stimulus=fig10("mirror"),
+            duration_s=5.0, paper_stim_noise=False,
+        ),
+        Experiment(
+            "fig10-cr-only", "10 (CR)", "Coordinated reset alone (Fig 10's control): the same "
+            "bursts, I cells given the E waveform (no I-before-E offset), 5 s.",
+            network=_CR_NETWORK,
+            stimulus=fig10("same"),
+            duration_s=5.0, paper_stim_noise=False,
+        ),
+        Experiment(
+            "fig14-cr-ftsts", "14", "FTSTS-CR with a symmetric STDP window (τ_LTD = τ_LTP = "
+            "20 ms, J_I = 175 mV): 0.5 ms phases every 2.5 ms at 200 mV, 10 ms slots, 40 ms "
+            "cycles, 5 s, latch below 75 mV.",
+            network=_FIG14_NETWORK, stimulus=fig14("mirror"),
+            duration_s=5.0, paper_stim_noise=False,
+        ),
+        Experiment(
+            "fig14-cr-only", "14 (CR)", "Coordinated reset alone with Fig 14's network and "
+            "bursts (I cells given the E waveform), 5 s.",
+            network=_FIG14_NETWORK,
+            stimulus=fig14("same"),
+            duration_s=5.0, paper_stim_noise=False,
+        ),
+    )  # fmt: skip
 
 EXPERIMENTS: dict[str, Experiment] = {
     p.name: p
@@ -124,6 +181,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             stimulus=Stimulus(200.0, frequency_hz=1000.0 / 24.0, ei_offset_ms=11.0),
             duration_s=10.0, paper_stim_noise=False,
         ),
+        *_coordinated_reset(),
     )
 }  # fmt: skip
 

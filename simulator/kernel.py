@@ -50,6 +50,7 @@ import numpy as np
 from numba import njit
 
 from simulator.intrinsics import at, cttz, fma_f32, fma_f64, masked_sum4_f64, sum16_f32
+from simulator.kernel_args import PassLaw
 from simulator.noise import fill_standard_normal
 from simulator.prefetch import prefetch_range
 
@@ -75,13 +76,13 @@ def _subtract_in_order(x, w, count):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
-def _overwrite_hits(x_then, x_now, hits, w, n_e):  # type: ignore[no-untyped-def]
-    """``X(t+dt) = X(t) − w`` for every E cell with a hit (however many), and clear the counts.
+def _overwrite_hits(x_then, x_now, hits, w, lo, hi):  # type: ignore[no-untyped-def]
+    """``X(t+dt) = X(t) − w`` for every E cell ``lo:hi`` with a hit (however many); clear counts.
 
     A function of its own: inline in ``run_steps``, where the two X arrays swap roles every
     step, LLVM no longer vectorised this loop (I-spike section 1.1 → 3.9 ticks per neuron-step).
     """
-    for i in range(np.uint64(n_e)):
+    for i in range(np.uint64(lo), np.uint64(hi)):
         hit = hits[i] > 0
         x_now[i] = x_then[i] - w if hit else x_now[i]
         hits[i] = 0
@@ -152,15 +153,17 @@ def _count_hits(tgt, lo, hi, hits):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _neuron_pass(  # type: ignore[no-untyped-def]
-    lo, hi, h, row, v, ref, x_then, s_cross, x_now, hist_cross, xi, spiked,
-    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale, dt_over_tau, base, coef_e, coef_i,
-    noise_gain, v_new, ue, ui,
+    lo, hi, h, row, st, x_then, x_now, xi, spiked, law, ue, ui
 ):  # fmt: skip
     """The neuron pass over cells ``lo:hi`` (see ``run_steps``).
 
-    Each per-neuron constant (``scale`` … ``v_new``) is either an array over all cells or one
-    scalar for the whole range: with every constant uniform within each population, the kernel
-    calls this once per population with scalars and streams seven arrays less per step. The
+    ``st`` is the :class:`~simulator.kernel_args.NeuronState` (V, refractory counters, S and
+    its delay line at row ``h``); ``x_then``/``x_now`` are X(t) and X(t+dt); ``xi[row]`` the
+    step's draws. Each per-neuron constant of ``law`` (a
+    :class:`~simulator.kernel_args.PassLaw`: ``scale`` … ``v_new``) is either an array over all
+    cells or one scalar for the whole range: with every constant uniform within each
+    population, the kernel calls this once per population with scalars and streams seven
+    arrays less per step. The
     update is written out with explicit FMAs in the order LLVM had compiled it to under
     fast-math for AVX2 (``S ← fma(syn_d, X − S, S)``; ``t = fma(scale, S_delayed, −V) + base``,
     ``fma(c_e, u_e, t)``, ``fma(c_i, u_i, t)``, then ``fma(t, dt/τ, V) + v_new`` and
@@ -168,6 +171,13 @@ def _neuron_pass(  # type: ignore[no-untyped-def]
     the same bits (``docs/simulator.md#reproducibility-across-cpus``);
     ``tests/test_sim_reference.py`` checks the two forms against each other.
     """
+    v, ref, s_cross, hist_cross = st.v, st.ref, st.s_cross, st.hist_cross
+    syn_d, x_decay, v_th, v_reset, v_rest, ref_steps = (
+        law.syn_d, law.x_decay, law.v_th, law.v_reset, law.v_rest, law.ref_steps
+    )  # fmt: skip
+    scale, dt_over_tau, base, coef_e, coef_i, noise_gain, v_new = (
+        law.scale, law.dt_over_tau, law.base, law.coef_e, law.coef_i, law.noise_gain, law.v_new
+    )  # fmt: skip
     for i in range(np.uint64(lo), np.uint64(hi)):
         s_delayed = hist_cross[h, i]
         so = s_cross[i]
@@ -276,26 +286,48 @@ def _stdp_symmetric(w, lag, c_p, k_p, c_d, k_d):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the module docstring
-    n_steps, step0, n_e, overwrite, has_rec, plast_on, plastic_ie, rule_sym, uniform,
-    # neuron state
-    v, ref, x_cross, s_cross, x_rec, s_rec, xprev_cross, xprev_rec, hist_cross, hist_rec, head,
-    # per-neuron constants and drives
-    dt_over_tau, base, coef_e, coef_i, noise_gain, xi, u_e, u_i, scale_cross, scale_rec, v_new,
-    # noise: drawn here from the SFC64 state when gen_noise, else read from xi[k]
-    gen_noise, rng_state, rng_words,
-    v_rest, v_th, v_reset, ref_steps, syn_d, x_decay,
-    # projections: E→I, I→E, E→E, I→I
-    ei_ptr, ei_tgt, ei_w, ei_in_ptr, ei_in_syn, ei_pre, ltp_snap, ltp_g, ltp_a,
-    ie_ptr, ie_tgt, ie_w, ie_in_ptr, ie_in_syn, ie_pre,
-    ee_ptr, ee_tgt, ii_ptr, ii_tgt,
-    # plasticity
-    tr_e, tr_i, tr_e_decay, tr_i_decay, a0, eta_ltd, eta_ltp,
-    w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie, c_p, k_p, c_d, k_d,
-    last_spike, prev_spike, spiked, spiked_words, step_spk, ie_hits,
-    # outputs
-    spk_step, spk_idx, n_spk, pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e,
-    kop_every, kop_z_re, kop_z_im, kop_r_re, kop_r_im, kop_acc,
+    step, shape, st, consts, spk, pl, rule, syn, noise, kop, out,
 ):  # fmt: skip
+    # step: StepInputs, shape: Structure, st: NeuronState, consts: NeuronConstants, spk: SpikeState,
+    # pl: PlasticityState, rule: StdpRule, syn: Synapses, noise: NoiseState, kop: Kuramoto,
+    # out: Recorder (simulator/kernel_args.py). Their members are read into locals here, by
+    # name: the body below is the same code as when they were separate arguments.
+    n_steps, step0, plast_on, uniform = step.n_steps, step.step0, step.plast_on, step.uniform
+    u_e, u_i, noise_gain, xi = step.u_e, step.u_i, step.noise_gain, step.xi
+    gen_noise = step.gen_noise
+    n_e, overwrite, has_rec = shape.n_e, shape.overwrite, shape.has_rec
+    plastic_ie, rule_sym = shape.plastic_ie, shape.rule_sym
+    v, x_cross = st.v, st.x_cross
+    x_rec, s_rec, xprev_cross, xprev_rec = st.x_rec, st.s_rec, st.xprev_cross, st.xprev_rec
+    hist_cross, hist_rec, head, v_new = st.hist_cross, st.hist_rec, st.head, st.v_new
+    dt_over_tau, base = consts.dt_over_tau, consts.base
+    coef_e, coef_i = consts.coef_e, consts.coef_i
+    scale_cross, scale_rec = consts.scale_cross, consts.scale_rec
+    contact_cells = consts.contact_cells
+    contacts = contact_cells.shape[1] - 1
+    syn_d, x_decay = consts.syn_d, consts.x_decay
+    v_th, v_reset, v_rest, ref_steps = consts.v_th, consts.v_reset, consts.v_rest, consts.ref_steps
+    rng_state, rng_words = noise.rng_state, noise.rng_words
+    ei_ptr, ei_tgt, ei_w = syn.ei.ptr, syn.ei.target, syn.ei.weight
+    ei_in_ptr, ei_in_syn, ei_pre = syn.ei.in_ptr, syn.ei.in_syn, syn.ei.pre_of
+    ltp_snap, ltp_g, ltp_a = pl.ltp_snap, pl.ltp_g, pl.ltp_a
+    ie_ptr, ie_tgt, ie_w = syn.ie.ptr, syn.ie.target, syn.ie.weight
+    ie_in_ptr, ie_in_syn, ie_pre = syn.ie.in_ptr, syn.ie.in_syn, syn.ie.pre_of
+    ee_ptr, ee_tgt, ii_ptr, ii_tgt = syn.ee.ptr, syn.ee.target, syn.ii.ptr, syn.ii.target
+    tr_e, tr_i = pl.tr_e, pl.tr_i
+    tr_e_decay, tr_i_decay, a0 = rule.tr_e_decay, rule.tr_i_decay, rule.a0
+    eta_ltd, eta_ltp = rule.eta_ltd, rule.eta_ltp
+    w_lo_ei, w_hi_ei, w_lo_ie, w_hi_ie = rule.w_lo_ei, rule.w_hi_ei, rule.w_lo_ie, rule.w_hi_ie
+    c_p, k_p, c_d, k_d = rule.c_p, rule.k_p, rule.c_d, rule.k_d
+    last_spike, prev_spike, spiked = spk.last_spike, spk.prev_spike, spk.spiked
+    spiked_words, step_spk, ie_hits = spk.spiked_words, spk.step_spk, spk.ie_hits
+    spk_step, spk_idx, n_spk = out.spk_step, out.spk_idx, out.n_spk
+    pop_mean_e, pop_mean_i, sum_v_e, sumsq_v_e = (
+        out.pop_mean_e, out.pop_mean_i, out.sum_v_e, out.sumsq_v_e
+    )  # fmt: skip
+    kop_every, kop_z_re, kop_z_im = kop.every, kop.z_re, kop.z_im
+    kop_r_re, kop_r_im = kop.r_re, kop.r_im
+    kop_acc = out.kop_acc
     n = v.shape[0]
     n_i = n - n_e
     depth = hist_cross.shape[0]
@@ -344,8 +376,6 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         t_end = step0 + k + 1
         x_then, x_now = x_now, x_then
         n_now = 0
-        ue = np.float32(u_e[k])
-        ui = np.float32(u_i[k])
         if gen_noise:
             fill_standard_normal(rng_state, rng_words, xi[0])
             row = 0
@@ -363,24 +393,30 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         # Euler step of V, then the released code's if/elif chain written as selects:
         # spike (V crosses V_th from below) -> V_reset and refractory; refractory -> V_reset;
         # otherwise V is floored at V_rest.
-        if uniform:
-            # every per-neuron constant is uniform within each population and there is no
-            # recurrent input (Network decides): the constants as scalars, one population at
-            # a time (seven arrays less to stream per step)
-            for pop in range(2):
-                lo = 0 if pop == 0 else n_e
-                _neuron_pass(
-                    lo, n_e if pop == 0 else n, h, row, v, ref, x_then, s_cross,
-                    x_now, hist_cross, xi, spiked, syn_d, x_decay, v_th, v_reset, v_rest,
-                    ref_steps, scale_cross[lo], dt_over_tau[lo], base[lo], coef_e[lo],
-                    coef_i[lo], noise_gain[lo], _F0, ue, ui,
-                )  # fmt: skip
-        else:
-            _neuron_pass(
-                0, n, h, row, v, ref, x_then, s_cross, x_now, hist_cross, xi, spiked,
-                syn_d, x_decay, v_th, v_reset, v_rest, ref_steps, scale_cross, dt_over_tau,
-                base, coef_e, coef_i, noise_gain, v_new, ue, ui,
+        # one pass per population and contact of the lead, each with its own drive; when
+        # every per-neuron constant is uniform within each population and there is no
+        # recurrent input (Network decides), the constants as scalars (seven arrays less to
+        # stream per step)
+        law_all = PassLaw(
+            scale_cross, dt_over_tau, base, coef_e, coef_i, noise_gain, v_new, syn_d,
+            x_decay, v_th, v_reset, v_rest, ref_steps,
+        )  # fmt: skip
+        for pop in range(2):
+            first = 0 if pop == 0 else n_e
+            law = PassLaw(
+                scale_cross[first], dt_over_tau[first], base[first], coef_e[first],
+                coef_i[first], noise_gain[first], _F0, syn_d, x_decay, v_th, v_reset, v_rest,
+                ref_steps,
             )  # fmt: skip
+            for g in range(contacts):
+                lo = contact_cells[pop, g]
+                hi = contact_cells[pop, g + 1]
+                ue = np.float32(u_e[k, g])
+                ui = np.float32(u_i[k, g])
+                if uniform:
+                    _neuron_pass(lo, hi, h, row, st, x_then, x_now, xi, spiked, law, ue, ui)
+                else:
+                    _neuron_pass(lo, hi, h, row, st, x_then, x_now, xi, spiked, law_all, ue, ui)
         # window statistics (vectorisable)
         for i in range(n_e):
             vv = np.float64(v[i])
@@ -517,7 +553,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
         # X(t+dt) = X(t) − w (overwrite: however many hits), or w subtracted once per hit
         if ie_hit:
             if overwrite:
-                _overwrite_hits(x_then, x_now, ie_hits, w_ie, n_e)
+                _overwrite_hits(x_then, x_now, ie_hits, w_ie, 0, n_e)
             else:
                 for i in range(n_e):
                     c = ie_hits[i]
@@ -577,6 +613,40 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
 
 
 @njit(cache=True, nogil=True)
+def _by_neuron_then_time(times, neurons, n_e):  # type: ignore[no-untyped-def]
+    """Positions of the E spikes (``neurons < n_e``) by neuron, then time (a counting sort).
+
+    Spikes arrive in time order from a run, so each neuron's block is usually sorted already;
+    a block that is not is sorted by time (stable). No per-spike keys or copies: a sort key
+    and an argsort over a 25 s run at N = 2000 were ≈ 50 MB of the run's peak memory.
+    """
+    start = np.zeros(n_e + 1, dtype=np.int64)
+    for q in range(neurons.shape[0]):
+        nk = neurons[q]
+        if 0 <= nk < n_e:
+            start[nk + 1] += 1
+    for k in range(n_e):
+        start[k + 1] += start[k]
+    fill = start[:n_e].copy()
+    if neurons.shape[0] >= 2**31:
+        raise ValueError("Expected fewer than 2**31 spikes, actual", neurons.shape[0])
+    order = np.empty(start[n_e], dtype=np.int32)  # half an int64 index's memory
+    for q in range(neurons.shape[0]):
+        nk = neurons[q]
+        if 0 <= nk < n_e:
+            order[fill[nk]] = q
+            fill[nk] += 1
+    for k in range(n_e):
+        lo, hi = start[k], start[k + 1]
+        for q in range(lo + 1, hi):
+            if times[order[q]] < times[order[q - 1]]:
+                block = order[lo:hi]
+                order[lo:hi] = block[np.argsort(times[block], kind="mergesort")]
+                break
+    return order
+
+
+@njit(cache=True, nogil=True)
 def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):  # type: ignore[no-untyped-def]
     """Kuramoto order parameter of E cells on a time grid, from spike lists (offline).
 
@@ -603,10 +673,9 @@ def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):  # t
         return re, cnt
     t0 = t_grid_ms[0]
     step = t_grid_ms[1] - t_grid_ms[0] if m > 1 else 1.0
-    sel = spike_neurons < n_e
-    times = spike_times_ms[sel]
-    neurons = spike_neurons[sel]
-    order = np.argsort(neurons * 1e9 + times)
+    times = spike_times_ms
+    neurons = spike_neurons
+    order = _by_neuron_then_time(spike_times_ms, spike_neurons, n_e)
     a = 0
     total = order.shape[0]
     while a < total:

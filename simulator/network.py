@@ -26,8 +26,22 @@ from simulator.connectivity import (
     storable_bounds,
 )
 from simulator.kernel import run_steps
+from simulator.kernel_args import (
+    Kuramoto,
+    NeuronConstants,
+    NeuronState,
+    NoiseState,
+    PlasticityState,
+    Recorder,
+    SpikeState,
+    StdpRule,
+    StepInputs,
+    Structure,
+    Synapses,
+)
 from simulator.noise import load_state, noise_generators, scratch_words, store_state
 from simulator.stimulus import PulseTrain, Stimulus
+from simulator.threaded import Threading, plan, run_threaded, threadable
 from simulator.window import window_numbers
 
 FloatArray = npt.NDArray[np.float64]
@@ -117,8 +131,9 @@ class Network:
         >>> stats = net.advance(Stimulus(100.0), 20.0)
     """
 
-    def __init__(self, config: NetworkConfig | None = None) -> None:
+    def __init__(self, config: NetworkConfig | None = None, threads: int = 1) -> None:
         self.config = config if config is not None else NetworkConfig()
+        self.threads = threads
         self._ready = False
         self._pulses = PulseTrain()
         self.seed: int | None = None
@@ -136,7 +151,8 @@ class Network:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"Expected seed to be an integer >= 0, actual {seed!r}")
         self.seed = int(seed)
-        conn_ss, tau_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
+        # the stimulus's stream is the fourth child: the first three are as before it existed
+        conn_ss, tau_ss, noise_ss, stim_ss = np.random.SeedSequence(int(seed)).spawn(4)
         conn = np.random.default_rng(conn_ss)
         self._noise_gens = noise_generators(noise_ss)
         self._rng_state = load_state(self._noise_gens)
@@ -161,13 +177,6 @@ class Network:
         self._bounds_ei = storable_bounds(cfg.w_min_mv / cfg.j_i_mv, cfg.w_max_mv / cfg.j_i_mv)
         self._bounds_ie = (cfg.w_min_mv / cfg.j_e_mv, cfg.w_max_mv / cfg.j_e_mv)
         self._has_rec = cfg.j_ee_mv > 0.0 or cfg.j_ii_mv > 0.0
-        # the neuron pass's scalars, typed as the state they combine with
-        f32 = STATE_DTYPE
-        self._pass_scalars = (
-            f32(cfg.v_rest_mv), f32(cfg.v_th_mv), f32(cfg.v_reset_mv),
-            np.int32(cfg.refractory_steps), f32(cfg.dt_ms / cfg.tau_d_ms),
-            f32(1.0 - cfg.dt_ms / cfg.tau_r_ms),
-        )  # fmt: skip
         self._ee: Projection = (
             bernoulli_projection(conn, n_e, n_e, cfg.p_recurrent, 1.0, no_self=True)
             if cfg.j_ee_mv > 0.0
@@ -266,9 +275,60 @@ class Network:
         self._rng_words = np.empty(scratch_words(n), dtype=np.uint64)
         self._spk_step = np.empty(0, dtype=np.int64)
         self._spk_idx = np.empty(0, dtype=np.int32)
-        self._pulses.reset()
+        self._group_kernel_arguments()
+        self._pulses.reset(np.random.default_rng(stim_ss), cfg.contacts)
         self.step = 0
         self._ready = True
+
+    def _group_kernel_arguments(self) -> None:
+        """The kernel's arguments that stay the same object from call to call."""
+        cfg = self.config
+        f32 = STATE_DTYPE
+        self._structure = Structure(
+            n_e=cfg.n_e, overwrite=cfg.quirk("overwrite"), has_rec=self._has_rec,
+            plastic_ie=cfg.plastic_ie, rule_sym=cfg.stdp_rule == "symmetric",
+        )  # fmt: skip
+        self._state = NeuronState(
+            v=self.v, ref=self._ref, x_cross=self._x_cross, s_cross=self._s_cross,
+            x_rec=self._x_rec, s_rec=self._s_rec, xprev_cross=self._xprev_cross,
+            xprev_rec=self._xprev_rec, hist_cross=self._hist_cross, hist_rec=self._hist_rec,
+            head=self._head, v_new=self._v_new,
+        )  # fmt: skip
+        # the neuron pass's scalars, typed as the state they combine with
+        self._constants = NeuronConstants(
+            dt_over_tau=self._dt_over_tau, base=self._base, coef_e=self._coef_e,
+            coef_i=self._coef_i, scale_cross=self._scale_cross, scale_rec=self._scale_rec,
+            v_rest=f32(cfg.v_rest_mv), v_th=f32(cfg.v_th_mv), v_reset=f32(cfg.v_reset_mv),
+            ref_steps=np.int32(cfg.refractory_steps), syn_d=f32(cfg.dt_ms / cfg.tau_d_ms),
+            x_decay=f32(1.0 - cfg.dt_ms / cfg.tau_r_ms),
+            contact_cells=np.array(cfg.contact_bounds(), dtype=np.int64),
+        )  # fmt: skip
+        lo_ei, hi_ei = self._bounds_ei
+        lo_ie, hi_ie = self._bounds_ie
+        self._rule = StdpRule(
+            tr_e_decay=1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
+            tr_i_decay=1.0 - cfg.dt_ms / cfg.tau_ltd_ms, a0=float(cfg.trace_increment),
+            eta_ltd=cfg.eta * cfg.a_ltd, eta_ltp=cfg.eta * cfg.a_ltp,
+            w_lo_ei=lo_ei, w_hi_ei=hi_ei, w_lo_ie=lo_ie, w_hi_ie=hi_ie,
+            c_p=float(cfg.sym_c_p), k_p=cfg.dt_ms / cfg.sym_tau_p_ms, c_d=float(cfg.sym_c_d),
+            k_d=cfg.dt_ms / cfg.sym_tau_d_ms,
+        )  # fmt: skip
+
+    @property
+    def threads(self) -> int:
+        """Threads that integrate the network (a speed setting: every count, the same bits).
+
+        The variants with serial loops of their own (Figs 8, 11, 12) run on one thread
+        whatever this says (:func:`simulator.threaded.threadable`).
+        """
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"Expected threads to be an integer >= 1, actual {value!r}")
+        self._threads = int(value)
+        self._plan: Threading | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -393,6 +453,8 @@ class Network:
                 self._ref[:] = 0
             t0 = self.step * cfg.dt_ms
             u_e, u_i, q, started = self._pulses.drive(stimulus, t0, steps, cfg.dt_ms)
+            # the kernel takes a drive per step and contact
+            u_e, u_i = u_e.reshape(steps, -1), u_i.reshape(steps, -1)
             on = stimulus is not None and stimulus.is_on
             charge += q
             pulses += started
@@ -466,6 +528,10 @@ class Network:
         self._require_ready()
         steps = u_e.shape[0]
         cap = steps * self.config.n + 1
+        # the same drive on every contact's cells
+        contacts = self.config.contacts
+        u_e = np.repeat(np.asarray(u_e, dtype=np.float64).reshape(steps, 1), contacts, axis=1)
+        u_i = np.repeat(np.asarray(u_i, dtype=np.float64).reshape(steps, 1), contacts, axis=1)
         spk_step = np.empty(cap, dtype=np.int64)
         spk_idx = np.empty(cap, dtype=np.int32)
         n_spk = np.zeros(1, dtype=np.int64)
@@ -509,33 +575,40 @@ class Network:
         kop_acc: FloatArray,
     ) -> None:
         cfg = self.config
-        ei, ie, ee, ii = self._ei, self._ie, self._ee, self._ii
-        run_steps(
-            steps, self.step, cfg.n_e, cfg.quirk("overwrite"), self._has_rec, plast_on,
-            cfg.plastic_ie, cfg.stdp_rule == "symmetric",
-            self._scalar_pass(gain),
-            self.v, self._ref, self._x_cross, self._s_cross, self._x_rec, self._s_rec,
-            self._xprev_cross, self._xprev_rec, self._hist_cross, self._hist_rec, self._head,
-            self._dt_over_tau, self._base, self._coef_e, self._coef_i, gain,
-            self._xi_row if xi is None else xi, u_e, u_i,
-            self._scale_cross, self._scale_rec, self._v_new,
-            xi is None, self._rng_state, self._rng_words,
-            *self._pass_scalars,
-            ei.ptr, ei.target, ei.weight, ei.in_ptr, ei.in_syn, ei.pre_of,
-            self._ltp_snap, self._ltp_g, self._ltp_a,
-            ie.ptr, ie.target, ie.weight, ie.in_ptr, ie.in_syn, ie.pre_of,
-            ee.ptr, ee.target, ii.ptr, ii.target,
-            self._tr_e, self._tr_i, 1.0 - cfg.dt_ms / cfg.tau_ltp_ms,
-            1.0 - cfg.dt_ms / cfg.tau_ltd_ms, cfg.trace_increment,
-            cfg.eta * cfg.a_ltd, cfg.eta * cfg.a_ltp,
-            *self._bounds_ei, *self._bounds_ie,
-            cfg.sym_c_p, cfg.dt_ms / cfg.sym_tau_p_ms, cfg.sym_c_d, cfg.dt_ms / cfg.sym_tau_d_ms,
-            self._last_spike, self._prev_spike, self._spiked,
-            self._spiked.view(np.uint64),  # a view made here: it survives copy.deepcopy
-            self._step_spk, self._ie_hits,
-            spk_step, spk_idx, n_spk, pop_e, pop_i, sum_v, sumsq_v,
-            kop_every, self._kop_z[0], self._kop_z[1], self._kop_r[0], self._kop_r[1], kop_acc,
+        args = (
+            StepInputs(
+                n_steps=steps, step0=self.step, plast_on=plast_on,
+                uniform=self._scalar_pass(gain), u_e=u_e, u_i=u_i, noise_gain=gain,
+                gen_noise=xi is None, xi=self._xi_row if xi is None else xi,
+            ),
+            self._structure, self._state, self._constants,
+            SpikeState(
+                last_spike=self._last_spike, prev_spike=self._prev_spike, spiked=self._spiked,
+                # a view made here: it survives copy.deepcopy
+                spiked_words=self._spiked.view(np.uint64), step_spk=self._step_spk,
+                ie_hits=self._ie_hits,
+            ),
+            PlasticityState(
+                tr_e=self._tr_e, tr_i=self._tr_i, ltp_snap=self._ltp_snap, ltp_g=self._ltp_g,
+                ltp_a=self._ltp_a,
+            ),
+            self._rule, Synapses(ei=self._ei, ie=self._ie, ee=self._ee, ii=self._ii),
+            NoiseState(rng_state=self._rng_state, rng_words=self._rng_words),
+            Kuramoto(
+                every=kop_every, z_re=self._kop_z[0], z_im=self._kop_z[1], r_re=self._kop_r[0],
+                r_im=self._kop_r[1],
+            ),
+            Recorder(
+                spk_step=spk_step, spk_idx=spk_idx, n_spk=n_spk, pop_mean_e=pop_e,
+                pop_mean_i=pop_i, sum_v_e=sum_v, sumsq_v_e=sumsq_v, kop_acc=kop_acc,
+            ),
         )  # fmt: skip
+        if self._threads == 1 or not threadable(self._structure, xi is not None):
+            run_steps(*args)
+            return
+        if self._plan is None or self._plan.n_threads != self._threads:
+            self._plan = plan(cfg.n, cfg.n_e, self._threads)
+        run_threaded(self._plan, args)
 
 
 def _mean_weight_mv(j_mv: float, proj: Projection) -> float:

@@ -58,8 +58,8 @@ from simulator.sfc64 import LANES, load_state, sfc64_words, store_state
 from simulator.sfc64 import generators as noise_generators
 
 __all__ = [
-    "fill_standard_normal", "load_state", "noise_generators", "scratch_words", "sfc64_words",
-    "standard_normal_f32", "store_state",
+    "fill_standard_normal", "load_state", "noise_generators", "normal_pairs", "scratch_words",
+    "sfc64_words", "standard_normal_f32", "store_state",
 ]  # fmt: skip
 
 _F = np.float32
@@ -216,3 +216,27 @@ def standard_normal_f32(
         fill_standard_normal(state, words, out[k])
     store_state(gens, state)
     return out.reshape(shape)
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def normal_pairs(words, out, lo, hi):  # type: ignore[no-untyped-def]
+    """Pairs ``lo:hi`` of a step's Box–Muller transform from its ``words`` (already drawn).
+
+    The same draws as :func:`fill_standard_normal` gives ``out[j]`` and ``out[j + h]`` for each
+    pair ``j`` (``h = ⌈n/2⌉``): the threaded kernel draws the words on one thread and
+    transforms each thread's own pairs (the cells it integrates) on that thread.
+    """
+    n = out.shape[0]
+    h = (n + 1) // 2
+    m = n - h
+    halves = words.view(np.int32)
+    top = min(hi, m)
+    if lo < top:
+        radius_halves = halves[lo:top]
+        angle_halves = halves[h + lo : h + top]
+        first = out[lo:top]
+        second = out[h + lo : h + top]
+        for j in range(top - lo):
+            first[j], second[j] = _normal_pair(radius_halves[j], angle_halves[j])
+    if m < h and lo <= m < hi:  # odd n: the last pair's first draw only
+        out[m], _ = _normal_pair(halves[m], halves[h + m])

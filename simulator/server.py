@@ -107,6 +107,8 @@ class SimulatorBackend(Backend):
             one for tests, or an environment's overrides); ``configure`` then refuses the
             options that choose a network (``network``, ``n_scale``, ``semantics``,
             ``stim_noise_e_mv``) and accepts ``seed`` and ``polarity``.
+        threads: Threads that integrate the network (``Network.threads``; the same results
+            on any count).
     """
 
     kind = "sim"
@@ -118,10 +120,14 @@ class SimulatorBackend(Backend):
         clock: Callable[[], float] = time.monotonic,
         network_factory: Callable[[NetworkConfig], Network] = Network,
         network_config: NetworkConfig | None = None,
+        threads: int = 1,
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"Expected threads to be an integer >= 1, actual {threads!r}")
         self._factory = network_factory
         self._fixed_config = network_config
+        self._threads = threads
         self._network: Network | None = None
         self._config: NetworkConfig | None = None
         self._seed = 0
@@ -144,7 +150,7 @@ class SimulatorBackend(Backend):
 
     def warm_up(self) -> float:
         """Compile every kernel a session uses (:func:`simulator.warmup.warm_up`); return s."""
-        return warm_up(self._factory)
+        return warm_up(self._factory, threads=self._threads)
 
     # ------------------------------------------------------------------------- hooks
 
@@ -184,6 +190,8 @@ class SimulatorBackend(Backend):
             noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
             config = config.replace(stim_noise_e_mv=noise)
         self._network = self._factory(config)
+        if self._threads != 1:
+            self._network.threads = self._threads
         self._config = config
         self._seed = seed
         self._polarity = "sync" if polarity == "sync" else "desync"
@@ -258,6 +266,12 @@ def build_parser(prog: str = "neuroloop-sim serve") -> argparse.ArgumentParser:
     )
     add_serve_arguments(parser)
     parser.add_argument(
+        "--threads", type=int, default=1, metavar="N",
+        help="threads that integrate the network (default 1: servers often run side by side, "
+        "one per environment worker; give a lone server the machine's cores). Any N gives "
+        "the same results.",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-warmup",
         action="store_true",
         help="Skip compiling the Numba kernels before the ready line (by default the server "
@@ -272,7 +286,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_from_args(args)
     try:
-        backend = SimulatorBackend(session_timeout_s=args.session_timeout_s)
+        backend = SimulatorBackend(session_timeout_s=args.session_timeout_s, threads=args.threads)
     except ConfigError as err:
         parser.error(str(err))
     if not args.no_warmup:

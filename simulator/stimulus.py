@@ -8,6 +8,13 @@ populations see the same pulse with opposite polarity, optionally shifted by an 
   width before E on every pulse; post-before-pre pairing on E→I synapses gives LTD.
 * ``sync`` (Fig 4): the waveforms are swapped, E leads I and E→I synapses potentiate.
 
+A lead may have several contacts (``NetworkConfig.contacts``), each near one subgroup of E and
+one of I cells. A stimulus reaches every cell (``contact=None``, the default), the subgroups of
+one contact, or, in the ``coordinated-reset`` pattern (Figs 10 and 14), one E and one I
+subgroup per slot: a cycle is ``contacts`` slots of ``burst_pulses`` pulses, and at every
+cycle's start the E and the I subgroups' order is drawn anew, independently, from the run's
+seeded generator (``PulseTrain.rng``).
+
 Pulses are integrated by the charge they deliver inside each time step: the drive applied in a
 step is the exact integral of the waveform over that step divided by ``dt``. A 50 µs phase at
 ``dt = 0.1 ms`` is therefore neither lost nor rounded up to a whole step. Amplitudes are in the
@@ -27,10 +34,15 @@ from numba import njit
 from core.errors import ConfigError
 
 Polarity = Literal["desync", "sync"]
+Pattern = Literal["continuous", "coordinated-reset"]
+IWaveform = Literal["mirror", "same"]
 
 #: Limits the simulator accepts (and advertises to controllers), in model units.
 AMPLITUDE_RANGE_MV = (0.0, 400.0)
 FREQUENCY_RANGE_HZ = (1.0, 250.0)
+#: Pulse rate within a coordinated-reset burst (an experiment's, not a controller's setting:
+#: Fig 14's bursts run at 400 Hz, 0.5 ms phases every 2.5 ms).
+BURST_FREQUENCY_RANGE_HZ = (1.0, 500.0)
 PULSE_WIDTH_RANGE_US = (10.0, 5000.0)
 EI_OFFSET_RANGE_MS = (-50.0, 50.0)
 
@@ -52,6 +64,13 @@ class Stimulus:
         pulse_width_us: Width of each phase in µs (the pulse is two phases long).
         polarity: ``desync`` (I leads E: E→I depression) or ``sync`` (E leads I: potentiation).
         ei_offset_ms: Extra delay of the I waveform relative to the E waveform in ms (Fig 12).
+        contact: Deliver on this contact's subgroups only (``0 … contacts − 1`` of the network's
+            lead); ``None``: every cell (every figure but 10 and 14).
+        pattern: ``continuous`` (a pulse every period) or ``coordinated-reset`` (bursts that
+            visit the contacts' subgroups in a fresh random order every cycle; Figs 10, 14).
+        burst_pulses: Pulses per coordinated-reset slot.
+        i_waveform: ``mirror`` (I cells get the E waveform's mirror image: FTSTS) or ``same``
+            (I cells get the E waveform itself, no I-before-E offset: Fig 10's "CR only").
 
     Everything after the amplitude is keyword-only (``Stimulus(100.0, frequency_hz=…,
     pulse_width_us=…)``): the device layer orders the triplet differently, so frequency and
@@ -64,14 +83,37 @@ class Stimulus:
     pulse_width_us: float = 1000.0
     polarity: Polarity = "desync"
     ei_offset_ms: float = 0.0
+    contact: int | None = None
+    pattern: Pattern = "continuous"
+    burst_pulses: int = 4
+    i_waveform: IWaveform = "mirror"
 
     def __post_init__(self) -> None:
         _check_range("amplitude_mv", self.amplitude_mv, *AMPLITUDE_RANGE_MV)
-        _check_range("frequency_hz", self.frequency_hz, *FREQUENCY_RANGE_HZ)
+        if self.pattern not in ("continuous", "coordinated-reset"):
+            raise ConfigError(
+                f"Expected pattern 'continuous' or 'coordinated-reset', actual {self.pattern!r}"
+            )
+        rates = FREQUENCY_RANGE_HZ if self.pattern == "continuous" else BURST_FREQUENCY_RANGE_HZ
+        _check_range("frequency_hz", self.frequency_hz, *rates)
         _check_range("pulse_width_us", self.pulse_width_us, *PULSE_WIDTH_RANGE_US)
         _check_range("ei_offset_ms", self.ei_offset_ms, *EI_OFFSET_RANGE_MS)
         if self.polarity not in ("desync", "sync"):
             raise ConfigError(f"Expected polarity 'desync' or 'sync', actual {self.polarity!r}")
+        if self.i_waveform not in ("mirror", "same"):
+            raise ConfigError(f"Expected i_waveform 'mirror' or 'same', actual {self.i_waveform!r}")
+        contact = self.contact
+        if contact is not None and (isinstance(contact, bool) or not isinstance(contact, int)
+                                    or contact < 0):  # fmt: skip
+            raise ConfigError(f"Expected contact None or an integer >= 0, actual {contact!r}")
+        burst = self.burst_pulses
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"Expected burst_pulses to be an integer >= 1, actual {burst!r}")
+        if self.pattern == "coordinated-reset" and contact is not None:
+            raise ConfigError(
+                f"Expected contact=None with the coordinated-reset pattern (it visits every "
+                f"contact), actual {contact!r}"
+            )
         period_ms = 1000.0 / self.frequency_hz
         # Relative slack 1e-9, the envelope's own: a width the governor's duty rule computed as
         # exactly half the period must not be refused for a rounding error.
@@ -137,6 +179,9 @@ class _Pulse:
     width_ms: float
     sign_e: float  # sign of the E waveform's first phase
     ei_offset_ms: float
+    e_group: int = -1  # the contact whose E subgroup it reaches (−1: every E cell)
+    i_group: int = -1  # the contact whose I subgroup it reaches (−1: every I cell)
+    sign_i: float = -1.0  # the I waveform's first phase relative to the E waveform's
 
     def end_ms(self) -> float:
         return self.onset_ms + max(0.0, self.ei_offset_ms) + 2.0 * self.width_ms
@@ -154,11 +199,45 @@ class PulseTrain:
 
     next_onset_ms: float | None = None
     pending: list[_Pulse] = field(default_factory=list)
+    #: Draws each coordinated-reset cycle's order of the subgroups (the run's, seeded).
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    #: Contacts of the lead (``NetworkConfig.contacts``).
+    contacts: int = 1
+    #: Pulses since the coordinated-reset pattern started, and the current cycle's orders.
+    cr_pulse: int = 0
+    cr_order: tuple[list[int], list[int]] = ([], [])
 
-    def reset(self) -> None:
-        """Forget every scheduled and running pulse."""
+    def reset(self, rng: np.random.Generator | None = None, contacts: int = 1) -> None:
+        """Forget every scheduled and running pulse; take the run's generator and lead."""
         self.next_onset_ms = None
         self.pending.clear()
+        if rng is not None:
+            self.rng = rng
+        self.contacts = contacts
+        self.cr_pulse = 0
+        self.cr_order = ([], [])
+
+    def _groups(self, stimulus: Stimulus) -> tuple[int, int]:
+        """The E and I subgroups of the next pulse (−1: every cell)."""
+        if stimulus.pattern == "continuous":
+            if stimulus.contact is None:
+                return -1, -1
+            if stimulus.contact >= self.contacts:
+                raise ConfigError(
+                    f"Expected contact < the lead's {self.contacts} contacts, actual "
+                    f"{stimulus.contact}"
+                )
+            return stimulus.contact, stimulus.contact
+        per_cycle = self.contacts * stimulus.burst_pulses
+        at = self.cr_pulse % per_cycle
+        if at == 0:  # a new cycle: the E and the I order, drawn independently
+            self.cr_order = (
+                [int(g) for g in self.rng.permutation(self.contacts)],
+                [int(g) for g in self.rng.permutation(self.contacts)],
+            )
+        self.cr_pulse += 1
+        slot = at // stimulus.burst_pulses
+        return self.cr_order[0][slot], self.cr_order[1][slot]
 
     def drive(
         self, stimulus: Stimulus | None, t0_ms: float, n_steps: int, dt_ms: float
@@ -173,8 +252,9 @@ class PulseTrain:
 
         Returns:
             ``(u_e, u_i, charge_mv_ms, n_pulses)``: the per-step mean drive (mV) for E and for I
-            cells, the absolute charge delivered in the window (both phases, one waveform), and
-            how many pulses started in the window.
+            cells (shape ``(n_steps,)`` with one contact, ``(n_steps, contacts)`` with more),
+            the absolute charge delivered in the window (both phases, one waveform), and how
+            many pulses started in the window.
         """
         t1_ms = t0_ms + n_steps * dt_ms
         on = stimulus is not None and stimulus.is_on
@@ -184,7 +264,9 @@ class PulseTrain:
             if self.next_onset_ms is None or self.next_onset_ms < t0_ms - 1e-9:
                 self.next_onset_ms = t0_ms
             sign_e = -1.0 if stimulus.polarity == "desync" else 1.0
+            sign_i = -1.0 if stimulus.i_waveform == "mirror" else 1.0
             while self.next_onset_ms < t1_ms - 1e-9:
+                e_group, i_group = self._groups(stimulus)
                 self.pending.append(
                     _Pulse(
                         self.next_onset_ms,
@@ -192,15 +274,20 @@ class PulseTrain:
                         stimulus.pulse_width_us / 1000.0,
                         sign_e,
                         stimulus.ei_offset_ms,
+                        e_group,
+                        i_group,
+                        sign_i,
                     )
                 )
                 self.next_onset_ms += period_ms
         else:
             self.next_onset_ms = None
+            self.cr_pulse = 0
         started = 0
         still_running: list[_Pulse] = []
-        # per pulse: E onset, I onset, phase width, E level of the first phase
-        phases = np.empty((len(self.pending), 4))
+        # per pulse: E onset, I onset, phase width, E level of the first phase, E and I
+        # subgroup (−1: all), the I waveform's sign relative to E's
+        phases = np.empty((len(self.pending), 7))
         for row, pulse in enumerate(self.pending):
             if t0_ms - 1e-9 <= pulse.onset_ms < t1_ms - 1e-9:
                 started += 1
@@ -209,34 +296,53 @@ class PulseTrain:
                 pulse.onset_ms + max(0.0, pulse.ei_offset_ms),
                 pulse.width_ms,
                 pulse.amplitude_mv * pulse.sign_e,
+                pulse.e_group,
+                pulse.i_group,
+                pulse.sign_i,
             )
             if pulse.end_ms() > t1_ms + 1e-9:
                 still_running.append(pulse)
-        u_e, u_i, charge = _waveforms(phases, t0_ms, dt_ms, n_steps)
+        u_e, u_i, charge = _waveforms(phases, t0_ms, dt_ms, n_steps, self.contacts)
         self.pending = still_running
+        if self.contacts == 1:  # one contact: one drive per step, as before contacts existed
+            return u_e[:, 0], u_i[:, 0], charge, started
         return u_e, u_i, charge, started
 
 
 @njit(cache=True, nogil=True)
 def _waveforms(  # type: ignore[no-untyped-def]
-    phases: npt.NDArray[np.float64], t0_ms: float, dt_ms: float, n_steps: int
+    phases: npt.NDArray[np.float64], t0_ms: float, dt_ms: float, n_steps: int, contacts: int
 ):
-    """The step-averaged E and I drive of a window's pulses, and the E waveform's charge.
+    """The step-averaged E and I drive of a window's pulses per contact, and the charge.
 
     One compiled call per window (four calls of :func:`_add_phase` per pulse from Python cost
-    more than the arithmetic). ``phases`` has one row per pulse: E onset, I onset, phase width
-    and the E waveform's first-phase level; E gets ``level`` then ``−level``, I is its mirror
-    image (``−level`` then ``level``).
+    more than the arithmetic). ``phases`` has one row per pulse: E onset, I onset, phase width,
+    the E waveform's first-phase level, the E and the I subgroup (−1: all) and the I
+    waveform's sign: E gets ``level`` then ``−level``, I its mirror image (``−level`` then
+    ``level``; the same as E for sign +1). Returns ``(u_e, u_i, charge)`` with drives of shape
+    ``(n_steps, contacts)``; the charge is one waveform's, counted once per pulse.
     """
-    u_e = np.zeros(n_steps)
-    u_i = np.zeros(n_steps)
+    u_e = np.zeros((n_steps, contacts))
+    u_i = np.zeros((n_steps, contacts))
     charge = 0.0
     for row in range(phases.shape[0]):
         e_onset, i_onset, w, level = phases[row, 0], phases[row, 1], phases[row, 2], phases[row, 3]
-        charge += _add_phase(u_e, t0_ms, dt_ms, e_onset, e_onset + w, level)
-        charge += _add_phase(u_e, t0_ms, dt_ms, e_onset + w, e_onset + 2 * w, -level)
-        _add_phase(u_i, t0_ms, dt_ms, i_onset, i_onset + w, -level)
-        _add_phase(u_i, t0_ms, dt_ms, i_onset + w, i_onset + 2 * w, level)
+        e_group, i_group, sign_i = int(phases[row, 4]), int(phases[row, 5]), phases[row, 6]
+        level_i = sign_i * level
+        counted = False
+        for g in range(contacts):
+            if e_group < 0 or e_group == g:
+                ue = u_e[:, g]
+                q1 = _add_phase(ue, t0_ms, dt_ms, e_onset, e_onset + w, level)
+                q2 = _add_phase(ue, t0_ms, dt_ms, e_onset + w, e_onset + 2 * w, -level)
+                if not counted:  # added phase by phase, as the digests were pinned
+                    charge += q1
+                    charge += q2
+                    counted = True
+            if i_group < 0 or i_group == g:
+                ui = u_i[:, g]
+                _add_phase(ui, t0_ms, dt_ms, i_onset, i_onset + w, level_i)
+                _add_phase(ui, t0_ms, dt_ms, i_onset + w, i_onset + 2 * w, -level_i)
     return u_e, u_i, charge
 
 

@@ -67,7 +67,8 @@ def order_parameter(
     t = np.arange(t_start_ms, t_stop_ms, resolution_ms, dtype=np.float64)
     r, cnt = offline_order_parameter(
         np.ascontiguousarray(spike_times_ms, dtype=np.float64),
-        np.ascontiguousarray(spike_neurons, dtype=np.int64),
+        # the run's own int32 indices: an int64 copy was 8 bytes per spike (20 MB in 25 s)
+        np.ascontiguousarray(spike_neurons),
         n_e,
         t,
     )
@@ -95,20 +96,32 @@ def bracketed_span(
     """
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"Expected edge quantile in (0, 1], actual {quantile!r}")
-    times = np.asarray(spike_times_ms, dtype=np.float64)
-    neurons = np.asarray(spike_neurons, dtype=np.int64)
-    sel = (neurons >= 0) & (neurons < n_e)
-    times, neurons = times[sel], neurons[sel]
-    first = np.full(n_e, np.inf)
-    last = np.full(n_e, -np.inf)
-    np.minimum.at(first, neurons, times)
-    np.maximum.at(last, neurons, times)
-    fired_twice = np.bincount(neurons, minlength=n_e) >= 2
+    first, last, count = _first_last_count(
+        np.ascontiguousarray(spike_times_ms, dtype=np.float64),
+        np.ascontiguousarray(spike_neurons), n_e,
+    )  # fmt: skip
+    fired_twice = count >= 2
     if not fired_twice.any():
         return math.inf, -math.inf
     start = float(np.quantile(first[fired_twice], quantile, method="higher"))
     stop = float(np.quantile(last[fired_twice], 1.0 - quantile, method="lower"))
     return start, stop
+
+
+@njit(cache=True, nogil=True)
+def _first_last_count(times, neurons, n_e):  # type: ignore[no-untyped-def]
+    """Each E cell's first and last spike time and spike count, in one pass (no copies)."""
+    first = np.full(n_e, np.inf)
+    last = np.full(n_e, -np.inf)
+    count = np.zeros(n_e, dtype=np.int64)
+    for q in range(neurons.shape[0]):
+        k = neurons[q]
+        if 0 <= k < n_e:
+            t = times[q]
+            first[k] = min(first[k], t)
+            last[k] = max(last[k], t)
+            count[k] += 1
+    return first, last, count
 
 
 def epoch_mean(t_ms: FloatArray, values: FloatArray, start_ms: float, stop_ms: float) -> float:

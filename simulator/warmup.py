@@ -138,6 +138,7 @@ def warm_up_network(
     config: NetworkConfig,
     stimulus: Stimulus | None = None,
     network_factory: Callable[[NetworkConfig], Network] = Network,
+    threads: int = 1,
 ) -> float:
     """Compile the kernels a network of ``config`` runs; return the seconds it took.
 
@@ -150,10 +151,13 @@ def warm_up_network(
         config: The network to compile for (its semantics and variant pick the kernels).
         stimulus: The pulse train's shape (default ``Stimulus(100.0)``, the paper's FTSTS).
         network_factory: Builds a network from a config.
+        threads: Kernel threads (above one, the threaded kernel is compiled too).
     """
     shape = stimulus if stimulus is not None else Stimulus(100.0)
     t0 = time.perf_counter()
     net = network_factory(config)
+    if threads != 1:
+        net.threads = threads
     net.reset(seed=0)
     for amplitude_mv in (0.0, shape.amplitude_mv / 5.0, shape.amplitude_mv, 0.0):
         on = replace(shape, amplitude_mv=amplitude_mv) if amplitude_mv > 0.0 else None
@@ -161,7 +165,9 @@ def warm_up_network(
     return time.perf_counter() - t0
 
 
-def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> float:
+def warm_up(
+    network_factory: Callable[[NetworkConfig], Network] = Network, threads: int = 1
+) -> float:
     """Compile every kernel a served session uses; log progress; return the seconds it took.
 
     Runs :func:`warm_up_network` on tiny networks (so it costs milliseconds once the kernels
@@ -170,6 +176,7 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
 
     Args:
         network_factory: Builds a network from a config (the server's factory).
+        threads: The server's kernel threads (above one, the threaded kernel is compiled too).
     """
     from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
 
@@ -186,7 +193,7 @@ def warm_up(network_factory: Callable[[NetworkConfig], Network] = Network) -> fl
     )
     with watching("warm-up") as watch:
         for config in configs:
-            warm_up_network(config, network_factory=network_factory)
+            warm_up_network(config, network_factory=network_factory, threads=threads)
     elapsed = time.perf_counter() - t0
     log.info("simulator_warmed_up", seconds=round(elapsed, 2), kernels_compiled=len(watch.compiled))
     return elapsed

@@ -69,6 +69,15 @@ FROZEN = {
     "fig11-plastic-ie/clean": "982949b28e796d38",
     "fig12-symmetric-stdp/paper": "f348d70990d550ad",
     "fig12-symmetric-stdp/clean": "4661bd8e6dce4be5",
+    # Figs 10 and 14 (coordinated reset on a four-contact lead), pinned when added (2026-12-06)
+    "fig10-cr-ftsts/paper": "b60fd1c68d32a480",
+    "fig10-cr-ftsts/clean": "aa7f0b789a2fb18c",
+    "fig10-cr-only/paper": "a888b5341e3f2a91",
+    "fig10-cr-only/clean": "b0f92cd4acd2be1d",
+    "fig14-cr-ftsts/paper": "88fe24f2d35e4f83",
+    "fig14-cr-ftsts/clean": "80fc2f8ac1de9080",
+    "fig14-cr-only/paper": "19673233d07fd9ee",
+    "fig14-cr-only/clean": "5c12204203f35cc4",
 }
 
 

@@ -20,6 +20,7 @@ from simulator.kernel import _kuramoto_sample, sum_in_lanes
 MODULES = (
     "simulator.kernel", "simulator.noise", "simulator.reductions", "simulator.synchrony",
     "simulator.window", "simulator.stimulus", "simulator.sfc64", "simulator.prefetch",
+    "simulator.threaded", "simulator.barrier",
 )  # fmt: skip
 
 
@@ -33,7 +34,8 @@ def test_no_compiled_simulator_function_uses_fast_math() -> None:
             if isinstance(value, CPUDispatcher):
                 assert not value.targetoptions.get("fastmath"), f"{name}.{attr} uses fast-math"
                 checked.append(attr)
-    assert {"run_steps", "_neuron_pass", "_lazy_e_row", "sum_in_lanes"} <= set(checked)
+    assert {"run_steps", "_neuron_pass", "_lazy_e_row", "sum_in_lanes", "run_steps_threaded",
+            "barrier_wait", "normal_pairs"} <= set(checked)  # fmt: skip
 
 
 def _sum_in_lanes_numpy(x: np.ndarray) -> float:

@@ -1,0 +1,102 @@
+"""One network on several threads (simulator/threaded.py): the same bits on every count."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import ConfigError
+from simulator.experiments import get_experiment
+from simulator.network import Network
+from simulator.threaded import thread_ranges
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(("n", "n_e"), [(2000, 1600), (201, 160), (10, 8), (101, 30), (9, 1)])
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_every_cell_and_pair_has_one_owner(n: int, n_e: int, threads: int) -> None:
+    pairs, cells, n_pairs, n_cells = thread_ranges(n, n_e, threads)
+    h = (n + 1) // 2
+    cell_owner = np.zeros(n, dtype=int)
+    pair_owner = np.zeros(h, dtype=int)
+    for t in range(threads):
+        for lo, hi in pairs[t, : n_pairs[t]]:
+            pair_owner[lo:hi] += 1
+        for lo, hi in cells[t, : n_cells[t]]:
+            assert (lo < n_e) == (hi <= n_e), "a range stays in one population"
+            cell_owner[lo:hi] += 1
+            # a thread's cells are those of its own noise pairs
+            for i in (lo, hi - 1):
+                j = i if i < h else i - h
+                assert any(a <= j < b for a, b in pairs[t, : n_pairs[t]])
+    assert np.all(cell_owner == 1)
+    assert np.all(pair_owner == 1)
+
+
+def _run_digest(name: str, semantics: str, threads: int, windows: int = 12) -> str:
+    exp = get_experiment(name)
+    net = Network(exp.network_config(semantics, 0.1), threads=threads)  # type: ignore[arg-type]
+    net.reset(seed=2)
+    h = hashlib.sha256()
+    for w in range(windows):
+        stats = net.advance(exp.stimulus if w >= 3 else None, 20.0)
+        h.update(stats.spike_neurons.tobytes())
+        h.update(stats.spike_times_ms.tobytes())
+        h.update(np.array(list(stats.observation().values())).tobytes())
+    for array in (net.v, net._x_cross, net._xprev_cross, net._ei.weight, net._tr_e, net._tr_i,
+                  net._kop_z[0], net._ltp_a, net._last_spike):  # fmt: skip
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("name", "semantics"),
+    [("ftsts-desync", "paper"), ("ftsts-desync", "clean"), ("fig7-hetero-tau", "paper"),
+     ("fig9-crosstalk", "clean"), ("fig8-recurrent", "paper")],
+)  # fmt: skip
+def test_one_two_and_three_threads_give_the_same_run(name: str, semantics: str) -> None:
+    """Stimulated, plastic windows; Fig 8 runs on one thread whatever the count."""
+    one = _run_digest(name, semantics, 1)
+    assert _run_digest(name, semantics, 2) == one
+    assert _run_digest(name, semantics, 3) == one
+
+
+def test_two_threads_keep_the_frozen_dynamics() -> None:
+    """Every experiment in both semantics: the pinned digests of the one-thread kernel."""
+    from test_bench_digest import FROZEN
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "digest_runs.py"), "--windows", "5",
+         "--threads", "2"],
+        capture_output=True, text=True, timeout=900, check=True, cwd=ROOT,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    assert report["threads"] == 2
+    changed = {k: v for k, v in report["digests"].items() if FROZEN.get(k) != v}
+    assert not changed, f"two threads changed the dynamics: {changed}"
+
+
+def test_thread_count_is_checked() -> None:
+    with pytest.raises(ConfigError, match="threads to be an integer >= 1, actual 0"):
+        Network(threads=0)
+    net = Network()
+    with pytest.raises(ConfigError, match="actual True"):
+        net.threads = True
+
+
+def test_cli_refuses_a_thread_count_below_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulator.cli import main
+
+    code = main(["run", "--experiment", "none", "--threads", "0", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "Expected --threads >= 1, actual 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
