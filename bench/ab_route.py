@@ -122,7 +122,7 @@ on = Setpoint(amplitude=10.0, frequency_hz=80.0, pulse_width_us=100.0)
 for _ in range(20):
     conn.step(off, 20.0, 5.0)
 net = Network(config); net.reset(1)
-stim = Stimulus(10.0, 80.0, 100.0)
+stim = Stimulus(10.0, frequency_hz=80.0, pulse_width_us=100.0)
 direct, route = [], []
 
 

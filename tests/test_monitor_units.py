@@ -60,11 +60,12 @@ def test_decimation_is_exact_for_short_sessions_and_ranges():
 
 
 def _decision(amplitude: float, findings=(), held=False, fault=None) -> Decision:
-    return Decision(Setpoint(amplitude, 83.33, 1000.0), tuple(findings), held, fault)
+    setpoint = Setpoint(amplitude=amplitude, frequency_hz=83.33, pulse_width_us=1000.0)
+    return Decision(setpoint, tuple(findings), held, fault)
 
 
 def _obs(seq: int, amplitude: float, r: float) -> BackendObservation:
-    sp = Setpoint(amplitude, 83.33, 1000.0)
+    sp = Setpoint(amplitude=amplitude, frequency_hz=83.33, pulse_width_us=1000.0)
     fields = {"synchrony": r, "weight_mv": 250.0, "charge_mv_ms": 2 * amplitude}
     return BackendObservation(seq, 20.0 * seq, 20.0, fields, sp if sp.is_on else None)
 

@@ -135,12 +135,14 @@ def test_stimulus_for_is_the_one_conversion_off_at_zero_and_order_safe() -> None
 
     assert stimulus_for(amplitude_mv=0.0, frequency_hz=130.0, pulse_width_us=90.0) is None
     on = stimulus_for(amplitude_mv=40.0, frequency_hz=130.0, pulse_width_us=90.0, polarity="sync")
-    assert on == Stimulus(40.0, 130.0, 90.0, "sync")
+    assert on == Stimulus(40.0, frequency_hz=130.0, pulse_width_us=90.0, polarity="sync")
     with pytest.raises(TypeError):
         stimulus_for(40.0, 130.0, 90.0)  # type: ignore[misc]
     with pytest.raises(ConfigError, match="finite amplitude_mv"):
         stimulus_for(amplitude_mv=float("nan"), frequency_hz=130.0, pulse_width_us=90.0)
     # The device emulator's tissue maps µA to model drive, then converts the same way.
     transfer = TissueTransfer(gain_mv_per_ua=0.04)
-    assert transfer.stimulus(amp_ua=1000, pw_us=90, freq_dhz=1300) == Stimulus(40.0, 130.0, 90.0)
+    assert transfer.stimulus(amp_ua=1000, pw_us=90, freq_dhz=1300) == Stimulus(
+        40.0, frequency_hz=130.0, pulse_width_us=90.0
+    )
     assert transfer.stimulus(amp_ua=0, pw_us=90, freq_dhz=1300) is None
