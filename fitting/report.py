@@ -21,7 +21,9 @@ from fitting.objective import Evaluation
 from fitting.parameters import ParameterSpace
 
 
-def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> list[Evaluation]:
+def rank_solutions(
+    history: Sequence[Evaluation], k: float, limit: int | None = 50
+) -> list[Evaluation]:
     """Distinct evaluations with every ``|z| <= k``, best score first (at most ``limit``)."""
     seen: set[tuple[float, ...]] = set()
     ranked = []
@@ -30,7 +32,12 @@ def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> 
         if key not in seen:
             seen.add(key)
             ranked.append(evaluation)
-    return ranked[:limit]
+    return ranked if limit is None else ranked[:limit]
+
+
+def count_solutions(history: Sequence[Evaluation], k: float) -> int:
+    """How many distinct parameter sets reproduce every target within ``k`` (no cap)."""
+    return len(rank_solutions(history, k, None))
 
 
 def best_max_abs_z(history: Sequence[Evaluation]) -> float | None:

@@ -250,6 +250,7 @@ def run_rl(
     targets: Sequence[Target],
     rng: np.random.Generator,
     parallel: int = 2,
+    centre_start: bool = True,
 ) -> None:
     """Fit ``targets`` with the policy: lock-step rollouts, random restarts, until the budget ends.
 
@@ -259,13 +260,15 @@ def run_rl(
         targets: The measurement targets (keys must match the policy's).
         rng: Seeded generator for restart points.
         parallel: Rollouts advanced together (one simulation each per step).
+        centre_start: Start the first rollout at the box centre (else every rollout starts at
+            a random point).
     """
     keys = [t.key for t in targets]
     if keys != policy.info.keys:
         raise ConfigError(f"Expected targets {policy.info.keys}, actual {keys}")
     dim = engine.space.dim
     rollouts = [
-        _Rollout(np.full(dim, 0.5) if i == 0 else rng.uniform(0.1, 0.9, dim))
+        _Rollout(np.full(dim, 0.5) if i == 0 and centre_start else rng.uniform(0.1, 0.9, dim))
         for i in range(parallel)
     ]
     while engine.remaining > 0:
