@@ -26,7 +26,7 @@ from protocol.logs import configure_logging
 
 HEADERS = {
     "reference": (
-        "The source paper's measurement protocol (-5 nA at soma(0.5) for 100 ms after 150 ms,\n"
+        "The source paper's measurement stimulus (-5 nA at soma(0.5) for 100 ms after 150 ms,\n"
         "tstop 500 ms) plus a depolarising +4 nA step, with targets measured on NeuroLoop's\n"
         "bundled five-compartment reference model (fitting/reference.py) at a parameter set\n"
         "away from the box centre (the defaults), so no method starts at the answer.\n"
@@ -67,7 +67,7 @@ def remake(problem: Problem, seed: int) -> dict[str, Any]:
                 break
     raw["targets"] = [
         {
-            "protocol": t.protocol,
+            "stimulus": t.stimulus,
             "feature": t.feature,
             "mean": _significant(t.mean),
             "std": _significant(t.std, 3),

@@ -62,7 +62,7 @@ class Cell:
 
 
 def _signature(measurements: MeasurementSet) -> tuple[Any, ...]:
-    return (measurements.protocols, tuple(t.key for t in measurements.targets))
+    return (measurements.stimuli, tuple(t.key for t in measurements.targets))
 
 
 def load_cells(directory: Path) -> list[Cell]:
@@ -93,7 +93,7 @@ def load_cells(directory: Path) -> list[Cell]:
                 f"{cell.path}: expected the same stimuli and features as {first.path.name} "
                 f"({[t.key for t in first.measurements.targets]}), actual "
                 f"{[t.key for t in cell.measurements.targets]} with stimuli "
-                f"{[p.name for p in cell.measurements.protocols]}. Fix: put cells measured "
+                f"{[p.name for p in cell.measurements.stimuli]}. Fix: put cells measured "
                 "with other stimuli or features in another folder"
             )
     return cells

@@ -18,7 +18,7 @@ import structlog
 
 from fitting.cells import fit_cells, format_cells, load_cells
 from fitting.measurements import (
-    PAPER_PROTOCOL,
+    PAPER_STIMULUS,
     MeasurementSet,
     Target,
     example_measurements_path,
@@ -46,7 +46,7 @@ examples:
   neuroloop-fit --model cells/cell.hoc:MyCell --list-params
 
   # RL: train a fitting policy once (--bank-size + 1 + --train-steps simulations, 4001 by
-  # default), then reuse it for new measurements of the same protocols and features
+  # default), then reuse it for new measurements of the same stimuli and features
   neuroloop-fit --model reference --measurements a.yaml --method rl --out run-a
   neuroloop-fit --model reference --measurements b.yaml --method rl --policy run-a/policy \\
       --budget 100 --out run-b
@@ -67,7 +67,7 @@ model forms:
   path/to/cell.hoc:TemplateName  a hoc template; .mod files beside it (and --mod-dir) are
                                  compiled once into a content-hashed cache
 
-measurements (.yaml/.json/.csv): protocols (current steps), targets (feature, mean, std, weight),
+measurements (.yaml/.json/.csv): stimuli (current steps), targets (feature, mean, std, weight),
 optional parameter bounds, or raw traces to extract targets from; see docs/fitting.md.
 features: input_resistance, resting_potential, steady_state_voltage, voltage_deflection,
 decay_time_constant, spike_count, mean_frequency, ap_amplitude, ap_half_width, ahp_depth,
@@ -239,7 +239,7 @@ def _list_params(args: argparse.Namespace) -> int:
 
     model = parse_model(args.model, args.mod_dir).prepare()
     probe = MeasurementSet(
-        (PAPER_PROTOCOL,), (Target(PAPER_PROTOCOL.name, "resting_potential", -65.0, 1.0),)
+        (PAPER_STIMULUS,), (Target(PAPER_STIMULUS.name, "resting_potential", -65.0, 1.0),)
     )
     with WorkerPool(model, probe, 1, args.timeout, args.start_method) as pool:
         discovered = pool.call(discover_in_worker)

@@ -57,7 +57,7 @@ class Problem:
         if targets is None or not self.template_stds:
             return targets
         return tuple(
-            Target(t.protocol, t.feature, t.mean, s.std, t.weight)
+            Target(t.stimulus, t.feature, t.mean, s.std, t.weight)
             for t, s in zip(targets, template, strict=True)
         )
 

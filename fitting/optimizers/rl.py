@@ -1,6 +1,6 @@
 """Reinforcement-learning fitting: train a policy across randomised targets, then fit quickly.
 
-**Training** (amortised, done once per model + protocols + feature list): simulate a bank of
+**Training** (amortised, done once per model + stimuli + feature list): simulate a bank of
 random parameter sets; pre-train the SAC actor on hindsight-relabelled pairs of bank members
 (:mod:`fitting.optimizers.hindsight`: from point ``i``, move toward the point ``j`` whose
 features are the goal); then fine-tune with SAC by interaction, where each training episode takes
@@ -98,7 +98,7 @@ class FitPolicy:
         if info.keys != list(keys):
             raise ConfigError(
                 f"Expected a policy trained for targets {list(keys)}, actual {info.keys}; "
-                "use the same protocols and features, or train a new policy"
+                "use the same stimuli and features, or train a new policy"
             )
         model = SAC.load(directory / "policy.zip", device="cpu")
         return FitPolicy(model, info)
@@ -140,7 +140,7 @@ def train_policy(
 
     Args:
         engine: Budgeted engine (the budget bounds bank + training simulations).
-        template: Targets defining the protocol/feature list (means are replaced).
+        template: Targets defining the stimulus/feature list (means are replaced).
         rng: Seeded generator.
         total_steps: Environment steps (= simulations) of training.
         bank_size: Random parameter sets simulated up front (targets and start points); the
