@@ -265,6 +265,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--summarise-only", action="store_true", help="print the JSON from <out>/runs.jsonl"
     )
+    parser.add_argument(
+        "--markdown", action="store_true", help="with --summarise-only: print the tables instead"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.targets, args.seeds, args.budget = 2, 1, 60
@@ -300,12 +303,55 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+LABELS = {
+    "rl": "RL, first rollout from the centre",
+    "rl_no_centre": "RL, random starts only",
+    "cmaes": "CMA-ES (IPOP)",
+    "bluepyopt": "BluePyOpt IBEA",
+    "random": "random search",
+}
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The results as one Markdown table (the README's and docs/fitting.md's)."""
+    lines = [
+        "| problem / targets | method | fitted | median sims to first fit | mean | range "
+        "| median spread over seeds | RL vs best peer |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for cell, methods in document["results"].items():
+        for method, row in methods.items():
+            sims = row["simulations_to_first_fit"]
+            span = "—" if sims["min"] is None else f"{sims['min']:g}–{sims['max']:g}"
+            versus = row.get("vs_best_peer")
+            if versus is None:
+                verdict = ""
+            else:
+                ratio = versus["median_ratio"]
+                shown = "—" if ratio is None else f"{ratio:.2f}×"
+                met = "met" if versus["goal_met"] else "not met"
+                verdict = f"{shown} of {versus['peer']}: goal {met}"
+            spread = row["median_spread_over_seeds"]
+            lines.append(
+                f"| {cell} ({row['targets']} × {row['seeds_per_target']} seeds) "
+                f"| {LABELS.get(method, method)} | {row['successes']}/{row['runs']} "
+                f"| {_num(sims['median'])} | {_num(sims['mean'])} | {span} "
+                f"| {_num(spread)} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its JSON."""
     args = parse_args(argv)
     configure_logging("console", "warning")
     if args.summarise_only:
-        print(json.dumps(report(args), indent=2))
+        document = report(args)
+        print(markdown(document) if args.markdown else json.dumps(document, indent=2))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "runs.jsonl"
