@@ -225,6 +225,18 @@ def summarise(records: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     return cells
 
 
+def complete_targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the targets every method ran with every seed on (a run cut short leaves one half
+    done; comparing methods on different targets would not be fair)."""
+    pairs = {(r["method"], r["seed"]) for r in runs}
+    done: dict[tuple[str, str, int], set[tuple[str, int]]] = {}
+    for r in runs:
+        done.setdefault((r["problem"], r["recipe"], r["target"]), set()).add(
+            (r["method"], r["seed"])
+        )
+    return [r for r in runs if done[(r["problem"], r["recipe"], r["target"])] == pairs]
+
+
 def amortisation(cells: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
     """Cells (fits) after which RL's training plus fits costs less than CMA-ES's fits."""
     result: dict[str, Any] = {}
@@ -268,6 +280,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--markdown", action="store_true", help="with --summarise-only: print the tables instead"
     )
+    parser.add_argument("--note", default="", help="a remark stored in the JSON (e.g. run size)")
     args = parser.parse_args(argv)
     if args.quick:
         args.targets, args.seeds, args.budget = 2, 1, 60
@@ -281,11 +294,14 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     lines = (args.out / "runs.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     training = {r["problem"]: r for r in records if r.get("kind") == "training"}
-    runs = [r for r in records if r.get("kind") == "fit"]
+    runs = complete_targets([r for r in records if r.get("kind") == "fit"])
     cells = summarise(runs, args.budget)
     return {
+        "note": args.note,
         "k": args.k,
         "budget_per_fit": args.budget,
+        "seeds_per_target": args.seeds,
+        "targets_per_cell_requested": args.targets,
         "workers": args.workers,
         "success_rule": "first simulated parameter set with every |z| <= k within the budget",
         "recipes": {k: list(v) for k, v in RECIPES.items()},

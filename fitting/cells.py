@@ -106,7 +106,7 @@ def run_cells(
     return [fit_one(job, pool) for job in jobs]
 
 
-def _row(cell: Cell, result: FitResult, k: float) -> dict[str, Any]:
+def _row(cell: Cell, result: FitResult) -> dict[str, Any]:
     run = result.document["run"]
     return {
         "cell": cell.name,
@@ -163,7 +163,7 @@ def fit_cells(base: FitConfig, cells: Sequence[Cell]) -> dict[str, Any]:
             for cell in cells
         ]
         results = run_cells(jobs, pool)
-    rows = [_row(cell, result, base.k) for cell, result in zip(cells, results, strict=True)]
+    rows = [_row(cell, result) for cell, result in zip(cells, results, strict=True)]
     with (out / "cells.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
         writer.writeheader()
