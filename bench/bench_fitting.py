@@ -49,7 +49,7 @@ from fitting.parameters import ParameterSpace
 from fitting.pool import WorkerPool
 from fitting.problems import PROBLEMS, Problem
 from fitting.run import FitConfig, fit
-from protocol.logs import configure_logging
+from core.logs import configure_logging
 
 RECIPES = {"anywhere": (0.0, 1.0), "middle": (0.15, 0.85)}
 METHODS = ("rl", "rl_no_centre", "cmaes", "bluepyopt", "random")

@@ -22,7 +22,7 @@ import yaml
 from fitting.parameters import ParameterSpace
 from fitting.pool import WorkerPool
 from fitting.problems import PROBLEMS, Problem
-from protocol.logs import configure_logging
+from core.logs import configure_logging
 
 HEADERS = {
     "reference": (

@@ -30,7 +30,7 @@ import structlog
 from fitting.measurements import MeasurementSet, load_measurements
 from fitting.pool import WorkerPool
 from fitting.run import FitConfig, FitResult, fit
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 log = structlog.get_logger()
 

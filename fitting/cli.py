@@ -27,8 +27,8 @@ from fitting.measurements import (
 from fitting.model import parse_model
 from fitting.parameters import ParameterSpec, parse_parameter_name
 from fitting.run import METHODS, FitConfig, discover_in_worker, fit
-from protocol.errors import ConfigError, FittingError
-from protocol.logs import configure_logging
+from core.errors import ConfigError, FittingError
+from core.logs import configure_logging
 
 log = structlog.get_logger()
 

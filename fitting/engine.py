@@ -28,7 +28,7 @@ from tqdm import tqdm
 from fitting.objective import Evaluation
 from fitting.parameters import FloatArray, ParameterSpace
 from fitting.report import best_max_abs_z
-from protocol.errors import ConfigError, FittingError
+from core.errors import ConfigError, FittingError
 
 log = structlog.get_logger()
 

@@ -18,7 +18,7 @@ from fitting.measurements import MeasurementSet
 from fitting.model import BuiltModel, ModelSpec, build_model
 from fitting.objective import Evaluation, failed_evaluation, score_features
 from fitting.simulation import run_stimulus
-from protocol.errors import FittingError
+from core.errors import FittingError
 
 log = structlog.get_logger()
 FloatArray = npt.NDArray[np.float64]

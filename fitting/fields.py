@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 
 def number_field(

@@ -45,7 +45,7 @@ from fitting.stimulus import PAPER_STIMULUS as PAPER_STIMULUS
 from fitting.stimulus import Stimulus as Stimulus
 from fitting.stimulus import Target as Target
 from fitting.traces import targets_from_trace
-from protocol.errors import ConfigError, FittingError
+from core.errors import ConfigError, FittingError
 
 _LOCATION = re.compile(r"^([A-Za-z_][\w\[\]]*)\((0(\.\d+)?|1(\.0+)?)\)$")
 

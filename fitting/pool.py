@@ -22,7 +22,7 @@ from fitting.features import STATUS_SIMULATION_ERROR, STATUS_TIMEOUT
 from fitting.measurements import MeasurementSet
 from fitting.model import ModelSpec
 from fitting.objective import Evaluation, failed_evaluation
-from protocol.errors import FittingError
+from core.errors import FittingError
 
 log = structlog.get_logger()
 

@@ -31,7 +31,7 @@ from fitting.report import (
     rank_solutions,
     write_results,
 )
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 log = structlog.get_logger()
 METHODS = ("rl", "cmaes", "bluepyopt", "random")

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from fitting.measurements import Stimulus
 from fitting.model import BuiltModel
-from protocol.errors import FittingError
+from core.errors import FittingError
 
 FloatArray = npt.NDArray[np.float64]
 CVODE_ATOL = 1e-3

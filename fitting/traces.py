@@ -12,7 +12,7 @@ import numpy as np
 from fitting.features import STATUS_OK, extract_features, target_std
 from fitting.fields import number_field, renamed_key, text_field
 from fitting.stimulus import Stimulus, Target
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 
 def load_trace(

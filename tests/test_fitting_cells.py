@@ -13,7 +13,7 @@ import yaml
 
 from fitting.cells import load_cells
 from fitting.cli import EXIT_BAD_INPUT, EXIT_NO_SOLUTION, EXIT_OK, main
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[1] / "fitting" / "examples" / "paper_minus5na.yaml"
 

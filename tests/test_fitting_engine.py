@@ -24,7 +24,7 @@ from fitting.parameters import ParameterSpace, ParameterSpec
 from fitting.pool import WorkerPool
 from fitting.reference import TRUE_PARAMETERS
 from fitting.synthetic import targets_from_evaluation
-from protocol.errors import ConfigError, FittingError
+from core.errors import ConfigError, FittingError
 
 DATA = Path(__file__).parent / "data" / "fitting"
 EXAMPLE = Path(__file__).parents[1] / "fitting" / "examples" / "paper_minus5na.yaml"

@@ -15,7 +15,7 @@ from fitting.measurements import (
     load_measurements,
 )
 from fitting.parameters import ParameterSpace, ParameterSpec, parse_parameter_name
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 GOOD = {
     "stimuli": [

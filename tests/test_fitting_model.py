@@ -17,7 +17,7 @@ from fitting.model import ModelSpec, parse_model
 from fitting.pool import WorkerPool
 from fitting.reference import TRUE_PARAMETERS
 from fitting.run import discover_in_worker
-from protocol.errors import FittingError
+from core.errors import FittingError
 
 DATA = Path(__file__).parent / "data" / "fitting"
 HYPER = Stimulus("hyperpolarising", -5.0)

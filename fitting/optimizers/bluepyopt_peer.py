@@ -29,7 +29,7 @@ import structlog
 
 from fitting.engine import BudgetExhaustedError, Engine
 from fitting.measurements import Target
-from protocol.errors import ConfigError
+from core.errors import ConfigError
 
 log = structlog.get_logger()
 

@@ -37,7 +37,7 @@ from fitting.optimizers.hindsight import pretrain_actor
 from fitting.optimizers.rl_env import FitEnv, Task, observe
 from fitting.parameters import FloatArray, ParameterSpace
 from fitting.synthetic import targets_from_evaluation
-from protocol.errors import ConfigError, FittingError
+from core.errors import ConfigError, FittingError
 
 log = structlog.get_logger()
 
