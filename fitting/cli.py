@@ -2,7 +2,8 @@
 
 Exit status: 0 when at least one parameter set reproduces every target within ``k``; 3 when the
 budget ran out without one (outputs are still written, with the best candidates); 2 on bad
-input (model, measurements, arguments).
+input (model, measurements, arguments). With ``--measurements-dir``: 0 when every cell was
+fitted, 3 when at least one was not.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from core.errors import ConfigError, FittingError
 from core.executor.base import ExecutorError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
+from fitting.cells import fit_cells, format_cells, load_cells
 from fitting.cluster import ExecutorPool
 from fitting.measurements import (
-    PAPER_PROTOCOL,
+    PAPER_STIMULUS,
     MeasurementSet,
     Target,
     example_measurements_path,
@@ -51,10 +53,18 @@ examples:
   neuroloop-fit --model cells/cell.hoc:MyCell --list-params
 
   # RL: train a fitting policy once (--bank-size + 1 + --train-steps simulations, 4001 by
-  # default), then reuse it for new measurements of the same protocols and features
+  # default), then reuse it for new measurements of the same stimuli and features
   neuroloop-fit --model reference --measurements a.yaml --method rl --out run-a
   neuroloop-fit --model reference --measurements b.yaml --method rl --policy run-a/policy \\
       --budget 100 --out run-b
+
+  # a lab's cells: every file in cells/ fitted with one policy (trained once if no --policy);
+  # one row per cell in lab/cells.csv, each cell's solutions in lab/<cell>/
+  neuroloop-fit --model reference --measurements-dir cells/ --method rl --policy run-a/policy \\
+      --budget 200 --workers 2 --out lab
+
+  # BluePyOpt's own optimiser (IBEA) on the same model, features and budget, for comparison
+  neuroloop-fit --model reference --measurements example --method bluepyopt --out run-bpo
 
 model forms:
   reference                      the bundled soma + hillock + 3-dendrite model (hh + pas)
@@ -64,7 +74,7 @@ model forms:
   path/to/cell.hoc:TemplateName  a hoc template; .mod files beside it (and --mod-dir) are
                                  compiled once into a content-hashed cache
 
-measurements (.yaml/.json/.csv): protocols (current steps), targets (feature, mean, std, weight),
+measurements (.yaml/.json/.csv): stimuli (current steps), targets (feature, mean, std, weight),
 optional parameter bounds, or raw traces to extract targets from; see docs/fitting.md.
 features: input_resistance, resting_potential, steady_state_voltage, voltage_deflection,
 decay_time_constant, spike_count, mean_frequency, ap_amplitude, ap_half_width, ahp_depth,
@@ -126,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuroloop-fit",
         description="Fit channel parameters of a multi-compartment NEURON model to measurements "
-        "(RL, CMA-ES with restarts, or random search) and list every parameter set that "
-        "reproduces them.",
+        "(RL, CMA-ES with restarts, BluePyOpt's IBEA, or random search) and list every "
+        "parameter set that reproduces them.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -147,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--measurements",
         type=Path,
         help="measurement file (.yaml/.json/.csv), or 'example' for the bundled paper set",
+    )
+    parser.add_argument(
+        "--measurements-dir",
+        type=Path,
+        metavar="DIR",
+        help="fit every measurement file in DIR (a lab's cells: same stimuli and features) "
+        "with one model and, for rl, one policy; summary in --out/cells.csv",
     )
     parser.add_argument(
         "--list-params",
@@ -227,7 +244,7 @@ def _list_params(args: argparse.Namespace) -> int:
 
     model = parse_model(args.model, args.mod_dir).prepare()
     probe = MeasurementSet(
-        (PAPER_PROTOCOL,), (Target(PAPER_PROTOCOL.name, "resting_potential", -65.0, 1.0),)
+        (PAPER_STIMULUS,), (Target(PAPER_STIMULUS.name, "resting_potential", -65.0, 1.0),)
     )
     with WorkerPool(model, probe, 1, args.timeout, args.start_method) as pool:
         discovered = pool.call(discover_in_worker)
@@ -253,13 +270,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_params:
             return _list_params(args)
-        if args.measurements is None or args.out is None:
-            parser.error("--measurements and --out are required (unless --list-params)")
+        if (args.measurements is None) == (args.measurements_dir is None) or args.out is None:
+            parser.error(
+                "one of --measurements or --measurements-dir, and --out, are required "
+                "(unless --list-params)"
+            )
         if args.policy is not None and args.method != "rl":
             parser.error("--policy only applies to --method rl")
+        cells = load_cells(args.measurements_dir) if args.measurements_dir else None
         config = FitConfig(
             model=parse_model(args.model, args.mod_dir),
-            measurements=load_measurements(
+            measurements=cells[0].measurements
+            if cells
+            else load_measurements(
                 example_measurements_path()
                 if str(args.measurements) == "example"
                 else args.measurements
@@ -282,16 +305,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_solutions=args.max_solutions,
             plot=not args.no_plot,
         )
-        pool = _cluster_pool(args.ray, config)
-        try:
-            result = fit(config, pool)
-        finally:
-            if pool is not None:
-                pool.close()
+        if cells:
+            document = fit_cells(config, cells)
+        else:
+            pool = _cluster_pool(args.ray, config)
+            try:
+                result = fit(config, pool)
+            finally:
+                if pool is not None:
+                    pool.close()
     except (ConfigError, FittingError, ExecutorError) as err:
         log.error("fit_failed", reason=str(err))
         print(f"neuroloop-fit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if cells:
+        print(format_cells(document["cells"]))
+        print(
+            f"neuroloop-fit: {document['cells_fitted']} of {len(cells)} cells fitted in "
+            f"{document['simulations_used']} simulations (training: "
+            f"{document['training']['simulations']}); summary in {args.out}/cells.csv",
+            file=sys.stderr,
+        )
+        return EXIT_OK if document["cells_fitted"] == len(cells) else EXIT_NO_SOLUTION
     if not result.solutions:
         best = result.document["run"].get("best_max_abs_z")
         shown = "none evaluated" if best is None else f"{best:.3g}"

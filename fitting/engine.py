@@ -2,7 +2,7 @@
 
 Every optimiser asks the engine to evaluate points of the unit cube. The engine
 
-* counts each evaluated parameter set as one *simulation* against the budget (every protocol of
+* counts each evaluated parameter set as one *simulation* against the budget (every stimulus of
   the measurement set is run for it), whatever the method — RL training included;
 * appends every evaluation to ``archive.jsonl`` (flushed and fsynced per batch), headed by a
   fingerprint of the model, measurements, parameters, method and seed;

@@ -18,7 +18,7 @@ from fitting.features import STATUS_SIMULATION_ERROR, FeatureResult, extract_fea
 from fitting.measurements import MeasurementSet
 from fitting.model import BuiltModel, ModelSpec, build_model
 from fitting.objective import Evaluation, failed_evaluation, score_features
-from fitting.simulation import run_protocol
+from fitting.simulation import run_stimulus
 
 log = structlog.get_logger()
 FloatArray = npt.NDArray[np.float64]
@@ -30,7 +30,7 @@ class Evaluator:
 
     Args:
         model_spec: The model (built lazily on first use).
-        measurements: Protocols and targets.
+        measurements: Stimuli and targets.
     """
 
     def __init__(self, model_spec: ModelSpec, measurements: MeasurementSet) -> None:
@@ -46,13 +46,11 @@ class Evaluator:
         return self._model
 
     def simulate(self, params: Mapping[str, float]) -> Traces:
-        """Set ``params`` and run every protocol that has targets; ``protocol → (t, v)``."""
+        """Set ``params`` and run every stimulus that has targets; ``stimulus → (t, v)``."""
         self.model.set_parameters(params)
-        used = {t.protocol for t in self.measurements.targets}
+        used = {t.stimulus for t in self.measurements.targets}
         return {
-            p.name: run_protocol(self.model, p)
-            for p in self.measurements.protocols
-            if p.name in used
+            p.name: run_stimulus(self.model, p) for p in self.measurements.stimuli if p.name in used
         }
 
     def evaluate(self, params: Mapping[str, float]) -> Evaluation:
@@ -69,20 +67,20 @@ class Evaluator:
                 params, targets, STATUS_SIMULATION_ERROR, str(err), time.perf_counter() - start
             )
         results: dict[str, FeatureResult] = {}
-        for proto in self.measurements.protocols:
-            names = self.measurements.features_for(proto.name)
+        for stim in self.measurements.stimuli:
+            names = self.measurements.features_for(stim.name)
             if not names:
                 continue
-            time_ms, voltage_mv = traces[proto.name]
+            time_ms, voltage_mv = traces[stim.name]
             computed = extract_features(
                 time_ms,
                 voltage_mv,
                 names,
-                proto.delay_ms,
-                proto.stim_end_ms,
-                proto.amplitude_na,
-                proto.tstop_ms,
+                stim.delay_ms,
+                stim.stim_end_ms,
+                stim.amplitude_na,
+                stim.tstop_ms,
             )
             for result in computed:
-                results[f"{proto.name}/{result.name}"] = result
+                results[f"{stim.name}/{result.name}"] = result
         return score_features(params, targets, results, time.perf_counter() - start)

@@ -1,23 +1,26 @@
-"""Measurement sets: stimulation protocols, feature targets and (optionally) parameter bounds.
+"""Measurement sets: stimuli (current steps), feature targets and optional parameter bounds.
 
 Accepted files:
 
-* YAML or JSON with ``protocols``, ``targets`` (or ``traces``) and optional ``parameters``::
+* YAML or JSON with ``stimuli``, ``targets`` (or ``traces``) and optional ``parameters``::
 
-      protocols:
+      stimuli:
         - {name: hyperpolarising, amplitude_na: -5.0, delay_ms: 150, duration_ms: 100,
            tstop_ms: 500, location: soma(0.5), record: soma(0.5), v_init_mv: -65}
       targets:
-        - {protocol: hyperpolarising, feature: input_resistance, mean: 9.0, std: 0.5, weight: 1}
+        - {stimulus: hyperpolarising, feature: input_resistance, mean: 9.0, std: 0.5, weight: 1}
       traces:            # instead of (or besides) targets: recorded voltage to extract targets from
-        - {protocol: hyperpolarising, file: trace.csv, features: [input_resistance],
+        - {stimulus: hyperpolarising, file: trace.csv, features: [input_resistance],
            std_fraction: 0.05}
       parameters:
         - {name: soma.gnabar_hh, low: 0.02, high: 0.6, log: true}
 
-* CSV (for spreadsheets), one row per target with the protocol's columns repeated:
-  ``protocol,amplitude_na,delay_ms,duration_ms,tstop_ms,location,record,v_init_mv,feature,mean,std,weight``
+* CSV (for spreadsheets), one row per target with the stimulus's columns repeated:
+  ``stimulus,amplitude_na,delay_ms,duration_ms,tstop_ms,location,record,v_init_mv,feature,mean,std,weight``
   (``location``, ``record``, ``v_init_mv``, ``weight`` may be left empty for defaults).
+
+Files written before the rename of "protocol" to "stimulus" (keys ``protocols`` and
+``protocol``, CSV column ``protocol``) are read as well; giving both names is an error.
 
 Raw traces are CSV with columns ``t_ms,v_mv`` or NPY arrays of shape (N, 2). Everything is
 validated on load; errors name the field, what was expected, what arrived and how to fix it.
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,94 +38,43 @@ from typing import Any
 
 from core.errors import ConfigError, FittingError
 from fitting.features import resolve_feature
+from fitting.fields import number_field as _number
+from fitting.fields import renamed_key
+from fitting.fields import text_field as _text
 from fitting.parameters import ParameterSpec, parse_parameter_name
+from fitting.stimulus import PAPER_STIMULUS as PAPER_STIMULUS
+from fitting.stimulus import Stimulus as Stimulus
+from fitting.stimulus import Target as Target
+from fitting.traces import targets_from_trace
 
 _LOCATION = re.compile(r"^([A-Za-z_][\w\[\]]*)\((0(\.\d+)?|1(\.0+)?)\)$")
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """A current step.
-
-    Attributes:
-        name: Unique protocol name.
-        amplitude_na: Step amplitude (negative hyperpolarises).
-        delay_ms: Step onset.
-        duration_ms: Step length.
-        tstop_ms: Simulation end.
-        location: Injection site, ``section(x)``.
-        record: Recording site, ``section(x)``.
-        v_init_mv: Initial membrane potential.
-    """
-
-    name: str
-    amplitude_na: float
-    delay_ms: float = 150.0
-    duration_ms: float = 100.0
-    tstop_ms: float = 500.0
-    location: str = "soma(0.5)"
-    record: str = "soma(0.5)"
-    v_init_mv: float = -65.0
-
-    @property
-    def stim_end_ms(self) -> float:
-        """End of the step."""
-        return self.delay_ms + self.duration_ms
-
-
-#: The source paper's protocol: −5 nA at the soma for 100 ms after 150 ms (tstop 500 ms).
-PAPER_PROTOCOL = Protocol("hyperpolarising", -5.0)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A measured feature.
-
-    Attributes:
-        protocol: Name of the protocol it was measured under.
-        feature: Friendly alias or eFEL name.
-        mean: Measured mean.
-        std: Measured standard deviation (> 0).
-        weight: Relative weight in the objective (> 0).
-    """
-
-    protocol: str
-    feature: str
-    mean: float
-    std: float
-    weight: float = 1.0
-
-    @property
-    def key(self) -> str:
-        """``protocol/feature``."""
-        return f"{self.protocol}/{self.feature}"
-
-
-@dataclass(frozen=True)
 class MeasurementSet:
-    """Protocols, targets and optional parameter bounds, validated."""
+    """Stimuli, targets and optional parameter bounds, validated."""
 
-    protocols: tuple[Protocol, ...]
+    stimuli: tuple[Stimulus, ...]
     targets: tuple[Target, ...]
     parameters: tuple[ParameterSpec, ...] = field(default=())
 
-    def protocol(self, name: str) -> Protocol:
-        """The protocol called ``name``."""
-        for proto in self.protocols:
-            if proto.name == name:
-                return proto
+    def stimulus(self, name: str) -> Stimulus:
+        """The stimulus called ``name``."""
+        for stim in self.stimuli:
+            if stim.name == name:
+                return stim
         raise ConfigError(
-            f"Expected a protocol in {[p.name for p in self.protocols]}, actual {name!r}"
+            f"Expected a stimulus in {[p.name for p in self.stimuli]}, actual {name!r}"
         )
 
-    def features_for(self, protocol: str) -> list[str]:
-        """Feature names targeted under ``protocol``, in target order."""
-        return [t.feature for t in self.targets if t.protocol == protocol]
+    def features_for(self, stimulus: str) -> list[str]:
+        """Feature names targeted under ``stimulus``, in target order."""
+        return [t.feature for t in self.targets if t.stimulus == stimulus]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (written as JSON, also the checkpoint fingerprint)."""
         return {
-            "protocols": [asdict(p) for p in self.protocols],
+            "stimuli": [asdict(p) for p in self.stimuli],
             "targets": [asdict(t) for t in self.targets],
             "parameters": [
                 {"name": p.name, "low": p.low, "high": p.high, "log": p.log}
@@ -132,46 +83,8 @@ class MeasurementSet:
         }
 
     def with_targets(self, targets: Sequence[Target]) -> MeasurementSet:
-        """A copy with other targets (same protocols and bounds), validated."""
-        return MeasurementSet(self.protocols, tuple(targets), self.parameters)
-
-
-def _number(
-    raw: Mapping[str, Any],
-    key: str,
-    where: str,
-    default: float | None = None,
-    positive: bool = False,
-    fix: str = "",
-) -> float:
-    value = raw.get(key, default)
-    if value is None or value == "":
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"{where}.{key}: expected a number, actual missing. Fix: {fix or 'add it'}"
-        )
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.{key}: expected a number, actual {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{where}.{key}: expected a finite number, actual {value!r}")
-    if positive and number <= 0:
-        raise ConfigError(
-            f"{where}.{key}: expected a number > 0, actual {number}. "
-            f"Fix: {fix or 'use a positive value'}"
-        )
-    return number
-
-
-def _text(raw: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
-    value = raw.get(key, default)
-    if value is None or value == "":
-        if default is not None:
-            return default
-        raise ConfigError(f"{where}.{key}: expected a non-empty string, actual missing")
-    return str(value)
+        """A copy with other targets (same stimuli and bounds), validated."""
+        return MeasurementSet(self.stimuli, tuple(targets), self.parameters)
 
 
 def _site(raw: Mapping[str, Any], key: str, where: str) -> str:
@@ -183,11 +96,11 @@ def _site(raw: Mapping[str, Any], key: str, where: str) -> str:
     return site
 
 
-def parse_protocol(raw: Mapping[str, Any], where: str) -> Protocol:
-    """Validate one protocol mapping (``where`` names it in errors)."""
+def parse_stimulus(raw: Mapping[str, Any], where: str) -> Stimulus:
+    """Validate one stimulus mapping (``where`` names it in errors)."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of protocol fields, actual {raw!r}")
-    proto = Protocol(
+        raise ConfigError(f"{where}: expected a mapping of stimulus fields, actual {raw!r}")
+    stim = Stimulus(
         name=_text(raw, "name", where),
         amplitude_na=_number(raw, "amplitude_na", where, fix="give the step current in nA"),
         delay_ms=_number(raw, "delay_ms", where, 150.0),
@@ -197,32 +110,31 @@ def parse_protocol(raw: Mapping[str, Any], where: str) -> Protocol:
         record=_site(raw, "record", where),
         v_init_mv=_number(raw, "v_init_mv", where, -65.0),
     )
-    if proto.delay_ms < 0 or proto.stim_end_ms >= proto.tstop_ms:
+    if stim.delay_ms < 0 or stim.stim_end_ms >= stim.tstop_ms:
         raise ConfigError(
             f"{where}: expected 0 <= delay_ms and delay_ms + duration_ms < tstop_ms, actual "
-            f"delay_ms={proto.delay_ms}, duration_ms={proto.duration_ms}, "
-            f"tstop_ms={proto.tstop_ms}. "
+            f"delay_ms={stim.delay_ms}, duration_ms={stim.duration_ms}, "
+            f"tstop_ms={stim.tstop_ms}. "
             "Fix: lengthen tstop_ms so the response after the step is recorded"
         )
-    return proto
+    return stim
 
 
-def parse_target(raw: Mapping[str, Any], where: str, protocols: Sequence[str]) -> Target:
-    """Validate one target mapping against the known protocol names."""
+def parse_target(raw: Mapping[str, Any], where: str, stimuli: Sequence[str]) -> Target:
+    """Validate one target mapping against the known stimulus names."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping of target fields, actual {raw!r}")
-    protocol = _text(raw, "protocol", where)
-    if protocol not in protocols:
-        raise ConfigError(
-            f"{where}.protocol: expected one of {list(protocols)}, actual {protocol!r}"
-        )
+    named = {"stimulus": renamed_key(raw, "stimulus", "protocol", where)}
+    stimulus = _text(named, "stimulus", where)
+    if stimulus not in stimuli:
+        raise ConfigError(f"{where}.stimulus: expected one of {list(stimuli)}, actual {stimulus!r}")
     feature = _text(raw, "feature", where)
     try:
         resolve_feature(feature)
     except ConfigError as err:
         raise ConfigError(f"{where}.feature: {err}") from None
     return Target(
-        protocol=protocol,
+        stimulus=stimulus,
         feature=feature,
         mean=_number(raw, "mean", where, fix="give the measured mean in the feature's unit"),
         std=_number(
@@ -258,32 +170,31 @@ def parse_measurements(
     """Validate a decoded YAML/JSON document."""
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"{source}: expected a mapping with protocols and targets, actual {type(data).__name__}"
+            f"{source}: expected a mapping with stimuli and targets, actual {type(data).__name__}"
         )
-    unknown = sorted(set(data) - {"protocols", "targets", "traces", "parameters"})
+    unknown = sorted(set(data) - {"stimuli", "protocols", "targets", "traces", "parameters"})
     if unknown:
         raise ConfigError(
-            f"{source}: expected keys protocols, targets, traces, parameters; "
+            f"{source}: expected keys stimuli (or its old name protocols), targets, traces, "
+            "parameters; "
             f"actual extra {unknown}"
         )
-    raw_protocols = data.get("protocols")
-    if not isinstance(raw_protocols, list) or not raw_protocols:
+    raw_stimuli = renamed_key(data, "stimuli", "protocols", source)
+    if not isinstance(raw_stimuli, list) or not raw_stimuli:
         raise ConfigError(
-            f"{source}.protocols: expected a non-empty list, actual {raw_protocols!r}. "
+            f"{source}.stimuli: expected a non-empty list, actual {raw_stimuli!r}. "
             "Fix: add e.g. {name: hyperpolarising, amplitude_na: -5.0, delay_ms: 150, "
             "duration_ms: 100, tstop_ms: 500}"
         )
-    protocols = [parse_protocol(p, f"{source}.protocols[{i}]") for i, p in enumerate(raw_protocols)]
-    names = [p.name for p in protocols]
+    stimuli = [parse_stimulus(p, f"{source}.stimuli[{i}]") for i, p in enumerate(raw_stimuli)]
+    names = [p.name for p in stimuli]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{source}.protocols: expected unique names, actual {names}")
+        raise ConfigError(f"{source}.stimuli: expected unique names, actual {names}")
     targets = [
         parse_target(t, f"{source}.targets[{i}]", names)
         for i, t in enumerate(data.get("targets") or [])
     ]
-    by_name = {p.name: p for p in protocols}
-    from fitting.traces import targets_from_trace
-
+    by_name = {p.name: p for p in stimuli}
     for i, entry in enumerate(data.get("traces") or []):
         targets.extend(targets_from_trace(entry, f"{source}.traces[{i}]", by_name, base_dir))
     if not targets:
@@ -294,17 +205,17 @@ def parse_measurements(
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise ConfigError(
-            f"{source}.targets: expected one target per protocol/feature, "
+            f"{source}.targets: expected one target per stimulus/feature, "
             f"actual duplicates {duplicates}"
         )
     parameters = [
         parse_parameter(p, f"{source}.parameters[{i}]")
         for i, p in enumerate(data.get("parameters") or [])
     ]
-    return MeasurementSet(tuple(protocols), tuple(targets), tuple(parameters))
+    return MeasurementSet(tuple(stimuli), tuple(targets), tuple(parameters))
 
 
-_PROTOCOL_COLUMNS = (
+_STIMULUS_COLUMNS = (
     "amplitude_na",
     "delay_ms",
     "duration_ms",
@@ -318,31 +229,42 @@ _PROTOCOL_COLUMNS = (
 def _parse_csv(path: Path) -> MeasurementSet:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        required = {"protocol", "amplitude_na", "feature", "mean", "std"}
-        if reader.fieldnames is None or not required <= set(reader.fieldnames):
+        required = {"stimulus", "amplitude_na", "feature", "mean", "std"}
+        columns = set(reader.fieldnames or ())
+        if {"stimulus", "protocol"} <= columns:
+            raise ConfigError(
+                f"{path}: expected either a stimulus column or its old name protocol, actual "
+                "both. Fix: keep only stimulus"
+            )
+        if "protocol" in columns:
+            columns = (columns - {"protocol"}) | {"stimulus"}
+        if reader.fieldnames is None or not required <= columns:
             raise ConfigError(
                 f"{path}: expected CSV columns including {sorted(required)}, "
                 f"actual {reader.fieldnames}"
             )
         rows = list(reader)
-    protocols: dict[str, dict[str, Any]] = {}
+    if "protocol" in set(reader.fieldnames or ()):
+        # Files written before the column was renamed.
+        rows = [{**row, "stimulus": row["protocol"]} for row in rows]
+    stimuli: dict[str, dict[str, Any]] = {}
     targets: list[dict[str, Any]] = []
     for line, row in enumerate(rows, start=2):
-        name = row["protocol"]
-        proto = {
+        name = row["stimulus"]
+        stim = {
             "name": name,
-            **{c: row.get(c) for c in _PROTOCOL_COLUMNS if row.get(c) not in (None, "")},
+            **{c: row.get(c) for c in _STIMULUS_COLUMNS if row.get(c) not in (None, "")},
         }
-        if name in protocols and protocols[name] != proto:
+        if name in stimuli and stimuli[name] != stim:
             raise ConfigError(
-                f"{path}:{line}: expected the same protocol columns on every row of "
-                f"protocol {name!r}, "
-                f"actual {proto} vs {protocols[name]}"
+                f"{path}:{line}: expected the same stimulus columns on every row of "
+                f"stimulus {name!r}, "
+                f"actual {stim} vs {stimuli[name]}"
             )
-        protocols[name] = proto
-        targets.append({k: row.get(k) for k in ("protocol", "feature", "mean", "std", "weight")})
+        stimuli[name] = stim
+        targets.append({k: row.get(k) for k in ("stimulus", "feature", "mean", "std", "weight")})
     return parse_measurements(
-        {"protocols": list(protocols.values()), "targets": targets}, path.parent, str(path)
+        {"stimuli": list(stimuli.values()), "targets": targets}, path.parent, str(path)
     )
 
 

@@ -22,13 +22,13 @@ FAILURE_PENALTY = 250.0
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The outcome of simulating one parameter set on every protocol.
+    """The outcome of simulating one parameter set on every stimulus.
 
     Attributes:
         params: Physical parameter values.
-        values: ``protocol/feature`` → model value (``None`` when it failed).
-        statuses: ``protocol/feature`` → ``ok`` or a failure status.
-        z: ``protocol/feature`` → signed z-score (penalty on failure).
+        values: ``stimulus/feature`` → model value (``None`` when it failed).
+        statuses: ``stimulus/feature`` → ``ok`` or a failure status.
+        z: ``stimulus/feature`` → signed z-score (penalty on failure).
         score: Weighted mean ``|z|``.
         max_abs_z: Largest ``|z|``.
         status: ``ok`` if every feature computed, else the first failure status.
@@ -73,7 +73,7 @@ def score_features(
     results: Mapping[str, FeatureResult],
     elapsed_s: float = 0.0,
 ) -> Evaluation:
-    """Turn feature results (keyed ``protocol/feature``) into an :class:`Evaluation`."""
+    """Turn feature results (keyed ``stimulus/feature``) into an :class:`Evaluation`."""
     values: dict[str, float | None] = {}
     statuses: dict[str, str] = {}
     z: dict[str, float] = {}

@@ -97,7 +97,7 @@ class WorkerPool:
 
     Args:
         model_spec: The model; call ``ModelSpec.prepare`` first so mods are compiled once.
-        measurements: Protocols and targets.
+        measurements: Stimuli and targets.
         workers: Number of processes.
         timeout_s: Longest allowed evaluation of one parameter set.
         start_method: ``spawn`` or ``forkserver`` (``fork`` is refused).
@@ -208,7 +208,7 @@ class WorkerPool:
         return evaluations
 
     def traces(self, params: Mapping[str, float]) -> dict[str, tuple[list[float], list[float]]]:
-        """Voltage traces ``protocol → (t_ms, v_mv)`` for one parameter set."""
+        """Voltage traces ``stimulus → (t_ms, v_mv)`` for one parameter set."""
         kind, payload = self._run("traces", [dict(params)])[0]
         if kind != "ok":
             raise FittingError(f"Expected traces for {dict(params)}, actual {kind}: {payload}")

@@ -21,7 +21,9 @@ from fitting.objective import Evaluation
 from fitting.parameters import ParameterSpace
 
 
-def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> list[Evaluation]:
+def rank_solutions(
+    history: Sequence[Evaluation], k: float, limit: int | None = 50
+) -> list[Evaluation]:
     """Distinct evaluations with every ``|z| <= k``, best score first (at most ``limit``)."""
     seen: set[tuple[float, ...]] = set()
     ranked = []
@@ -30,7 +32,12 @@ def rank_solutions(history: Sequence[Evaluation], k: float, limit: int = 50) -> 
         if key not in seen:
             seen.add(key)
             ranked.append(evaluation)
-    return ranked[:limit]
+    return ranked if limit is None else ranked[:limit]
+
+
+def count_solutions(history: Sequence[Evaluation], k: float) -> int:
+    """How many distinct parameter sets reproduce every target within ``k`` (no cap)."""
+    return len(rank_solutions(history, k, None))
 
 
 def best_max_abs_z(history: Sequence[Evaluation]) -> float | None:
@@ -139,14 +146,14 @@ def plot_traces(
     k: float,
     title: str | None = None,
 ) -> None:
-    """One panel per protocol with the best traces, and a panel of the best set's z-scores.
+    """One panel per stimulus with the best traces, and a panel of the best set's z-scores.
 
     Args:
         path: PNG to write.
-        traces: Per plotted parameter set, ``protocol → (t_ms, v_mv)``.
+        traces: Per plotted parameter set, ``stimulus → (t_ms, v_mv)``.
         labels: Legend label per parameter set.
         best: The best evaluation (its z-scores are drawn against the ±k band).
-        measurements: For the protocol descriptions and target order.
+        measurements: For the stimulus descriptions and target order.
         k: Acceptance threshold.
         title: Figure title (what was fitted, how many simulations).
     """
@@ -155,17 +162,17 @@ def plot_traces(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    protocols = [p for p in measurements.protocols if measurements.features_for(p.name)]
-    fig, axes = plt.subplots(len(protocols) + 1, 1, figsize=(9, 3.0 * (len(protocols) + 1)))
-    for axis, proto in zip(axes, protocols, strict=False):
+    stimuli = [p for p in measurements.stimuli if measurements.features_for(p.name)]
+    fig, axes = plt.subplots(len(stimuli) + 1, 1, figsize=(9, 3.0 * (len(stimuli) + 1)))
+    for axis, stim in zip(axes, stimuli, strict=False):
         for trace_set, label in zip(traces, labels, strict=True):
-            t_ms, v_mv = trace_set[proto.name]
+            t_ms, v_mv = trace_set[stim.name]
             axis.plot(t_ms, v_mv, lw=0.8, label=label)
-        axis.axvspan(proto.delay_ms, proto.stim_end_ms, color="0.9", zorder=0,
-                     label=f"current step {proto.amplitude_na:+g} nA")  # fmt: skip
+        axis.axvspan(stim.delay_ms, stim.stim_end_ms, color="0.9", zorder=0,
+                     label=f"current step {stim.amplitude_na:+g} nA")  # fmt: skip
         axis.set_title(
-            f"protocol {proto.name}: {proto.amplitude_na:+g} nA step at {proto.location}, "
-            f"{proto.delay_ms:g}–{proto.stim_end_ms:g} ms",
+            f"stimulus {stim.name}: {stim.amplitude_na:+g} nA step at {stim.location}, "
+            f"{stim.delay_ms:g}–{stim.stim_end_ms:g} ms",
             fontsize=10,
         )
         axis.set_xlabel("time (ms)")

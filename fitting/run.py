@@ -27,13 +27,14 @@ from fitting.reference import TRUE_PARAMETERS
 from fitting.report import (
     best_candidates,
     best_max_abs_z,
+    count_solutions,
     plot_traces,
     rank_solutions,
     write_results,
 )
 
 log = structlog.get_logger()
-METHODS = ("rl", "cmaes", "random")
+METHODS = ("rl", "cmaes", "bluepyopt", "random")
 DEFAULT_BOUND_FACTOR = 5.0
 
 
@@ -114,6 +115,9 @@ class FitConfig:
     start_method: str = "spawn"
     max_solutions: int = 50
     plot: bool = True
+    rl_centre_start: bool = True
+    bluepyopt_selector: str = "IBEA"
+    bluepyopt_offspring: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -226,15 +230,33 @@ def _fit_with_pool(
             run_random(engine, rng, batch_size=max(4, 4 * pool.size))
         elif config.method == "cmaes":
             run_cmaes(engine, rng)
+        elif config.method == "bluepyopt":
+            from fitting.optimizers.bluepyopt_peer import run_bluepyopt
+
+            run_bluepyopt(
+                engine,
+                targets,
+                rng,
+                selector=config.bluepyopt_selector,
+                offspring_size=config.bluepyopt_offspring,
+            )
         else:
             from fitting.optimizers.rl import run_rl
 
             assert policy is not None
-            run_rl(engine, policy, config.measurements.targets, rng, parallel=max(2, pool.size))
+            run_rl(
+                engine,
+                policy,
+                config.measurements.targets,
+                rng,
+                parallel=max(2, pool.size),
+                centre_start=config.rl_centre_start,
+            )
     finally:
         engine.close()
     history = [e for _, e in engine.history]
     solutions = rank_solutions(history, config.k, config.max_solutions)
+    found = count_solutions(history, config.k)
     candidates = best_candidates(history)
     wall_s = time.perf_counter() - started
     summary = {
@@ -243,11 +265,13 @@ def _fit_with_pool(
         "simulations": engine.used,
         "simulated_this_session": engine.simulated,
         "first_fit_at_simulation": engine.first_fit_at,
+        "budget_used": engine.used,
         "training_simulations": training_sims,
         "training_wall_s": training_wall,
         "timeouts": pool.timeouts,
         "wall_s": wall_s,
-        "solutions_found": len(solutions),
+        "solutions_found": found,
+        "solutions_listed": len(solutions),
         "best_max_abs_z": best_max_abs_z(history),
         "versions": _versions(),
     }

@@ -1,4 +1,4 @@
-"""Run one current-step protocol on a built model and return the recorded trace.
+"""Run one current-step stimulus on a built model and return the recorded trace.
 
 Integration uses CVode (variable step, absolute tolerance 1e-3) driven by
 ``ParallelContext.psolve``; the traces are mostly quiescent, so this is far cheaper than a fixed
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import FittingError
-from fitting.measurements import Protocol
+from fitting.measurements import Stimulus
 from fitting.model import BuiltModel
 
 FloatArray = npt.NDArray[np.float64]
@@ -34,16 +34,16 @@ def _segment(model: BuiltModel, site: str) -> Any:
     return sections[0](float(match.group(2)))
 
 
-def run_protocol(model: BuiltModel, protocol: Protocol) -> tuple[FloatArray, FloatArray]:
-    """Simulate ``protocol`` and return ``(time_ms, voltage_mv)`` at the recording site."""
+def run_stimulus(model: BuiltModel, stimulus: Stimulus) -> tuple[FloatArray, FloatArray]:
+    """Simulate ``stimulus`` and return ``(time_ms, voltage_mv)`` at the recording site."""
     from neuron import h
 
-    stim_seg = _segment(model, protocol.location)
-    record_seg = _segment(model, protocol.record)
+    stim_seg = _segment(model, stimulus.location)
+    record_seg = _segment(model, stimulus.record)
     clamp = h.IClamp(stim_seg)
-    clamp.delay = protocol.delay_ms
-    clamp.dur = protocol.duration_ms
-    clamp.amp = protocol.amplitude_na
+    clamp.delay = stimulus.delay_ms
+    clamp.dur = stimulus.duration_ms
+    clamp.amp = stimulus.amplitude_na
     time_vec = h.Vector().record(h._ref_t)
     volt_vec = h.Vector().record(record_seg._ref_v)
     cvode = h.CVode()
@@ -51,13 +51,13 @@ def run_protocol(model: BuiltModel, protocol: Protocol) -> tuple[FloatArray, Flo
     cvode.atol(CVODE_ATOL)
     context = h.ParallelContext()
     context.set_maxstep(10)
-    h.finitialize(protocol.v_init_mv)
-    context.psolve(protocol.tstop_ms)
+    h.finitialize(stimulus.v_init_mv)
+    context.psolve(stimulus.tstop_ms)
     raw_t = np.array(time_vec, dtype=np.float64)
     raw_v = np.array(volt_vec, dtype=np.float64)
     if raw_t.size < 2 or not np.all(np.isfinite(raw_v)):
         return raw_t, raw_v
-    steps = round(protocol.tstop_ms / RECORD_DT_MS)
+    steps = round(stimulus.tstop_ms / RECORD_DT_MS)
     time_ms = np.linspace(0.0, steps * RECORD_DT_MS, steps + 1)
     if raw_t[-1] < time_ms[-1] - 1e-9:
         return raw_t, raw_v  # truncated run: let the trace check report it

@@ -29,5 +29,5 @@ def targets_from_evaluation(
         if value is None or evaluation.statuses.get(target.key) != "ok":
             return None
         std = target_std(target.feature, value, std_fraction)
-        targets.append(Target(target.protocol, target.feature, value, std, target.weight))
+        targets.append(Target(target.stimulus, target.feature, value, std, target.weight))
     return tuple(targets)

@@ -11,7 +11,8 @@ import numpy as np
 
 from core.errors import ConfigError
 from fitting.features import STATUS_OK, extract_features, target_std
-from fitting.measurements import Protocol, Target, _number, _text
+from fitting.fields import number_field, renamed_key, text_field
+from fitting.stimulus import Stimulus, Target
 
 
 def load_trace(
@@ -44,30 +45,29 @@ def load_trace(
 
 
 def targets_from_trace(
-    raw: Mapping[str, Any], where: str, protocols: Mapping[str, Protocol], base_dir: Path
+    raw: Mapping[str, Any], where: str, stimuli: Mapping[str, Stimulus], base_dir: Path
 ) -> list[Target]:
-    """Extract targets from one ``traces`` entry (a recorded trace under a known protocol)."""
-    protocol = _text(raw, "protocol", where)
-    if protocol not in protocols:
-        raise ConfigError(
-            f"{where}.protocol: expected one of {list(protocols)}, actual {protocol!r}"
-        )
-    proto = protocols[protocol]
+    """Extract targets from one ``traces`` entry (a recorded trace under a known stimulus)."""
+    named = {"stimulus": renamed_key(raw, "stimulus", "protocol", where)}
+    stimulus = text_field(named, "stimulus", where)
+    if stimulus not in stimuli:
+        raise ConfigError(f"{where}.stimulus: expected one of {list(stimuli)}, actual {stimulus!r}")
+    stim = stimuli[stimulus]
     features = raw.get("features")
     if not isinstance(features, list) or not features:
         raise ConfigError(
             f"{where}.features: expected a non-empty list of feature names, actual {features!r}"
         )
-    std_fraction = _number(raw, "std_fraction", where, 0.05, positive=True)
-    time_ms, voltage_mv = load_trace(base_dir / _text(raw, "file", where))
+    std_fraction = number_field(raw, "std_fraction", where, 0.05, positive=True)
+    time_ms, voltage_mv = load_trace(base_dir / text_field(raw, "file", where))
     results = extract_features(
         time_ms,
         voltage_mv,
         [str(f) for f in features],
-        proto.delay_ms,
-        proto.stim_end_ms,
-        proto.amplitude_na,
-        proto.tstop_ms,
+        stim.delay_ms,
+        stim.stim_end_ms,
+        stim.amplitude_na,
+        stim.tstop_ms,
     )
     targets = []
     for result in results:
@@ -77,5 +77,5 @@ def targets_from_trace(
                 f"{result.status} ({result.detail}). Fix: drop it from features or check the trace"
             )
         std = target_std(result.name, result.value, std_fraction)
-        targets.append(Target(protocol, result.name, result.value, std, 1.0))
+        targets.append(Target(stimulus, result.name, result.value, std, 1.0))
     return targets

@@ -39,18 +39,19 @@ def run(tmp: Path, *extra: str) -> int:
     )
 
 
-# A narrow box (±5 %) around the example's ground truth, so a 20-simulation fit must succeed.
+# A narrow box (±5 %) around the example's ground truth (its header), so a 20-simulation fit
+# must succeed.
 NARROW = [
     "--param",
-    "soma.gnabar_hh=0.114:0.126",
+    "soma.gnabar_hh=0.2601:0.2875",
     "--param",
-    "soma.gkbar_hh=0.0342:0.0378",
+    "soma.gkbar_hh=0.0829:0.0916",
     "--param",
-    "soma.gl_hh=0.000285:0.000315",
+    "soma.gl_hh=0.001095:0.001211",
     "--param",
-    "hillock.gnabar_hh=0.342:0.378",
+    "hillock.gnabar_hh=0.6538:0.7226",
     "--param",
-    "dend.g_pas=0.000095:0.000105:lin",
+    "dend.g_pas=0.0003502:0.000387:lin",
 ]
 
 
@@ -70,8 +71,8 @@ def test_cmaes_fit_writes_ranked_solutions_and_resumes(
     assert document["run"]["simulations"] == 20
     assert document["run"]["parameters"][4] == {
         "name": "dend.g_pas",
-        "low": 0.000095,
-        "high": 0.000105,
+        "low": 0.0003502,
+        "high": 0.000387,
         "log": False,
     }
     assert document["run"]["method"] == "cmaes"
@@ -131,8 +132,8 @@ def test_rl_trains_then_reuses_its_policy(tmp_path: Path) -> None:
 def test_bad_input_exits_2_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "m.yaml"
     broken.write_text(
-        "protocols:\n  - {name: p, amplitude_na: -5}\n"
-        "targets:\n  - {protocol: p, feature: spike_count, mean: 3, std: 0}\n"
+        "stimuli:\n  - {name: p, amplitude_na: -5}\n"
+        "targets:\n  - {stimulus: p, feature: spike_count, mean: 3, std: 0}\n"
     )
     assert (
         main(["--model", "reference", "--measurements", str(broken), "--out", str(tmp_path / "o")])

@@ -11,14 +11,14 @@ import pytest
 
 from core.errors import ConfigError
 from fitting.measurements import (
-    PAPER_PROTOCOL,
+    PAPER_STIMULUS,
     example_measurements_path,
     load_measurements,
 )
 from fitting.parameters import ParameterSpace, ParameterSpec, parse_parameter_name
 
 GOOD = {
-    "protocols": [
+    "stimuli": [
         {
             "name": "hyper",
             "amplitude_na": -5.0,
@@ -28,7 +28,7 @@ GOOD = {
         }
     ],
     "targets": [
-        {"protocol": "hyper", "feature": "input_resistance", "mean": 10.0, "std": 0.5, "weight": 2}
+        {"stimulus": "hyper", "feature": "input_resistance", "mean": 10.0, "std": 0.5, "weight": 2}
     ],
     "parameters": [{"name": "soma.gnabar_hh", "low": 0.02, "high": 0.6, "log": True}],
 }
@@ -48,14 +48,14 @@ def with_change(section: str, **fields: object) -> dict[str, object]:
 
 def test_bundled_example_is_the_papers_protocol() -> None:
     measurements = load_measurements(example_measurements_path())
-    hyper = measurements.protocol("hyperpolarising")
+    hyper = measurements.stimulus("hyperpolarising")
     assert (hyper.amplitude_na, hyper.delay_ms, hyper.duration_ms, hyper.tstop_ms) == (
         -5.0,
         150,
         100,
         500,
     )
-    assert hyper == PAPER_PROTOCOL
+    assert hyper == PAPER_STIMULUS
     assert len(measurements.targets) == 8
     assert measurements.parameters[0].name == "soma.gnabar_hh"
 
@@ -68,7 +68,7 @@ def test_json_and_yaml_load_the_same(tmp_path: Path) -> None:
     yaml_path.write_text(yaml.safe_dump(GOOD))
     assert load_measurements(yaml_path) == from_json
     assert from_json.targets[0].weight == 2.0
-    assert from_json.protocols[0].location == "soma(0.5)"
+    assert from_json.stimuli[0].location == "soma(0.5)"
 
 
 @pytest.mark.parametrize(
@@ -79,24 +79,24 @@ def test_json_and_yaml_load_the_same(tmp_path: Path) -> None:
         ("targets", {"mean": "ten"}, "targets[0].mean: expected a number, actual 'ten'"),
         (
             "targets",
-            {"protocol": "nope"},
-            "targets[0].protocol: expected one of ['hyper'], actual 'nope'",
+            {"stimulus": "nope"},
+            "targets[0].stimulus: expected one of ['hyper'], actual 'nope'",
         ),
         ("targets", {"weight": -1}, "targets[0].weight: expected a number > 0, actual -1.0"),
         (
-            "protocols",
+            "stimuli",
             {"location": "soma"},
-            "protocols[0].location: expected section(x) with x in [0, 1]",
+            "stimuli[0].location: expected section(x) with x in [0, 1]",
         ),
         (
-            "protocols",
+            "stimuli",
             {"tstop_ms": 200},
             "expected 0 <= delay_ms and delay_ms + duration_ms < tstop_ms",
         ),
         (
-            "protocols",
+            "stimuli",
             {"amplitude_na": None},
-            "protocols[0].amplitude_na: expected a number, actual missing",
+            "stimuli[0].amplitude_na: expected a number, actual missing",
         ),
         ("parameters", {"low": 0}, "log scaling needs low > 0, actual low=0.0"),
         ("parameters", {"name": "gnabar_hh"}, "Expected a parameter name of the form"),
@@ -122,10 +122,10 @@ def test_raw_efel_feature_names_are_accepted(tmp_path: Path) -> None:
 
 
 def test_structure_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"protocols: expected a non-empty list"):
+    with pytest.raises(ConfigError, match=r"stimuli: expected a non-empty list"):
         load_measurements(write(tmp_path, {"targets": []}))
     with pytest.raises(ConfigError, match=r"expected at least one entry in targets or traces"):
-        load_measurements(write(tmp_path, {"protocols": GOOD["protocols"]}))
+        load_measurements(write(tmp_path, {"stimuli": GOOD["stimuli"]}))
     with pytest.raises(ConfigError, match=r"actual extra \['target'\]"):
         load_measurements(write(tmp_path, {**GOOD, "target": []}))
     bad = tmp_path / "broken.json"
@@ -143,21 +143,21 @@ def test_structure_errors(tmp_path: Path) -> None:
 def test_csv_for_spreadsheets(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text(
-        "protocol,amplitude_na,delay_ms,duration_ms,tstop_ms,location,record,v_init_mv,feature,mean,std,weight\n"
+        "stimulus,amplitude_na,delay_ms,duration_ms,tstop_ms,location,record,v_init_mv,feature,mean,std,weight\n"
         "hyper,-5,150,100,500,soma(0.5),,,input_resistance,10,0.5,1\n"
         "hyper,-5,150,100,500,soma(0.5),,,resting_potential,-65,1,\n"
         "step,4,150,100,500,,,,spike_count,8,0.5,2\n"
     )
     loaded = load_measurements(path)
-    assert [p.name for p in loaded.protocols] == ["hyper", "step"]
-    assert loaded.protocol("step").amplitude_na == 4.0
+    assert [p.name for p in loaded.stimuli] == ["hyper", "step"]
+    assert loaded.stimulus("step").amplitude_na == 4.0
     assert [t.weight for t in loaded.targets] == [1.0, 1.0, 2.0]
     path.write_text(
-        "protocol,amplitude_na,feature,mean,std\nhyper,-5,input_resistance,10,0.5\nhyper,-4,resting_potential,-65,1\n"
+        "stimulus,amplitude_na,feature,mean,std\nhyper,-5,input_resistance,10,0.5\nhyper,-4,resting_potential,-65,1\n"
     )
-    with pytest.raises(ConfigError, match=r"m.csv:3: expected the same protocol columns"):
+    with pytest.raises(ConfigError, match=r"m.csv:3: expected the same stimulus columns"):
         load_measurements(path)
-    path.write_text("protocol,feature,mean\nhyper,input_resistance,10\n")
+    path.write_text("stimulus,feature,mean\nhyper,input_resistance,10\n")
     with pytest.raises(ConfigError, match=r"expected CSV columns including"):
         load_measurements(path)
 
@@ -187,10 +187,10 @@ def test_targets_extracted_from_raw_traces(tmp_path: Path, suffix: str) -> None:
             "t_ms,v_mv\n" + "\n".join(f"{a},{b}" for a, b in zip(t_ms, v_mv, strict=True))
         )
     data = {
-        "protocols": GOOD["protocols"],
+        "stimuli": GOOD["stimuli"],
         "traces": [
             {
-                "protocol": "hyper",
+                "stimulus": "hyper",
                 "file": trace.name,
                 "std_fraction": 0.1,
                 "features": ["input_resistance", "resting_potential", "decay_time_constant"],
@@ -210,8 +210,8 @@ def test_trace_without_spikes_cannot_give_spike_targets(tmp_path: Path) -> None:
     t_ms, v_mv = passive_trace(8.0, -5.0, 5.0)
     np.save(tmp_path / "t.npy", np.column_stack([t_ms, v_mv]))
     data = {
-        "protocols": GOOD["protocols"],
-        "traces": [{"protocol": "hyper", "file": "t.npy", "features": ["ap_amplitude"]}],
+        "stimuli": GOOD["stimuli"],
+        "traces": [{"stimulus": "hyper", "file": "t.npy", "features": ["ap_amplitude"]}],
     }
     with pytest.raises(
         ConfigError,
@@ -247,3 +247,24 @@ def test_parameter_space_maps_log_and_linear() -> None:
         ParameterSpace([ParameterSpec("soma", "gnabar_hh", 0.01, 1.0)] * 2)
     with pytest.raises(ConfigError, match=r"low < high, actual low=1.0, high=0.5"):
         ParameterSpec("soma", "gnabar_hh", 1.0, 0.5)
+
+
+def test_files_with_the_old_protocol_keys_still_load(tmp_path: Path) -> None:
+    new = load_measurements(write(tmp_path, GOOD))
+    old = json.loads(json.dumps(GOOD))
+    old["protocols"] = old.pop("stimuli")
+    for target in old["targets"]:
+        target["protocol"] = target.pop("stimulus")
+    old_path = tmp_path / "old.json"
+    old_path.write_text(json.dumps(old))
+    assert load_measurements(old_path) == new
+    both = {**old, "stimuli": old["protocols"]}
+    both_path = tmp_path / "both.json"
+    both_path.write_text(json.dumps(both))
+    with pytest.raises(ConfigError, match=r"expected either 'stimuli' or its old name 'protocols'"):
+        load_measurements(both_path)
+    csv_path = tmp_path / "old.csv"
+    csv_path.write_text(
+        "protocol,amplitude_na,feature,mean,std\nhyper,-5,input_resistance,10,0.5\n"
+    )
+    assert load_measurements(csv_path).targets[0].stimulus == "hyper"

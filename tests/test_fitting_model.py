@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import FittingError
-from fitting.measurements import MeasurementSet, Protocol, Target, load_measurements
+from fitting.measurements import MeasurementSet, Stimulus, Target, load_measurements
 from fitting.mechanisms import compile_mechanisms, mod_hash
 from fitting.model import ModelSpec, parse_model
 from fitting.pool import WorkerPool
@@ -20,8 +20,8 @@ from fitting.reference import TRUE_PARAMETERS
 from fitting.run import discover_in_worker
 
 DATA = Path(__file__).parent / "data" / "fitting"
-HYPER = Protocol("hyperpolarising", -5.0)
-STEP = Protocol("depolarising", 4.0)
+HYPER = Stimulus("hyperpolarising", -5.0)
+STEP = Stimulus("depolarising", 4.0)
 REFERENCE_SET = MeasurementSet(
     (HYPER, STEP),
     (

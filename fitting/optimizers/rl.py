@@ -1,6 +1,6 @@
 """Reinforcement-learning fitting: train a policy across randomised targets, then fit quickly.
 
-**Training** (amortised, done once per model + protocols + feature list): simulate a bank of
+**Training** (amortised, done once per model + stimuli + feature list): simulate a bank of
 random parameter sets; pre-train the SAC actor on hindsight-relabelled pairs of bank members
 (:mod:`fitting.optimizers.hindsight`: from point ``i``, move toward the point ``j`` whose
 features are the goal); then fine-tune with SAC by interaction, where each training episode takes
@@ -98,7 +98,7 @@ class FitPolicy:
         if info.keys != list(keys):
             raise ConfigError(
                 f"Expected a policy trained for targets {list(keys)}, actual {info.keys}; "
-                "use the same protocols and features, or train a new policy"
+                "use the same stimuli and features, or train a new policy"
             )
         model = SAC.load(directory / "policy.zip", device="cpu")
         return FitPolicy(model, info)
@@ -140,7 +140,7 @@ def train_policy(
 
     Args:
         engine: Budgeted engine (the budget bounds bank + training simulations).
-        template: Targets defining the protocol/feature list (means are replaced).
+        template: Targets defining the stimulus/feature list (means are replaced).
         rng: Seeded generator.
         total_steps: Environment steps (= simulations) of training.
         bank_size: Random parameter sets simulated up front (targets and start points); the
@@ -250,6 +250,7 @@ def run_rl(
     targets: Sequence[Target],
     rng: np.random.Generator,
     parallel: int = 2,
+    centre_start: bool = True,
 ) -> None:
     """Fit ``targets`` with the policy: lock-step rollouts, random restarts, until the budget ends.
 
@@ -259,13 +260,15 @@ def run_rl(
         targets: The measurement targets (keys must match the policy's).
         rng: Seeded generator for restart points.
         parallel: Rollouts advanced together (one simulation each per step).
+        centre_start: Start the first rollout at the box centre (else every rollout starts at
+            a random point).
     """
     keys = [t.key for t in targets]
     if keys != policy.info.keys:
         raise ConfigError(f"Expected targets {policy.info.keys}, actual {keys}")
     dim = engine.space.dim
     rollouts = [
-        _Rollout(np.full(dim, 0.5) if i == 0 else rng.uniform(0.1, 0.9, dim))
+        _Rollout(np.full(dim, 0.5) if i == 0 and centre_start else rng.uniform(0.1, 0.9, dim))
         for i in range(parallel)
     ]
     while engine.remaining > 0:

@@ -86,7 +86,7 @@ class FitEnv(gym.Env[ObsArray, ObsArray]):
 
     Args:
         dim: Number of parameters.
-        keys: Target keys (``protocol/feature``) in observation order.
+        keys: Target keys (``stimulus/feature``) in observation order.
         evaluate: Evaluates unit-cube points (one simulation each).
         task_sampler: Draws a :class:`Task` from a seeded generator.
         k: Acceptance threshold on every ``|z|``.
