@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -18,6 +19,7 @@ from core.executor.base import (
     call_task,
     check_tasks,
     describe_error,
+    timeout_error,
 )
 from core.logs import current_settings
 
@@ -69,49 +71,121 @@ class LocalExecutor(Executor):
             self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=self._ctx)
         return self._pool
 
-    def _drop_pool(self) -> None:
+    def _drop_pool(self, kill: bool = False) -> None:
         if self._pool is not None:
+            if kill:
+                # ProcessPoolExecutor cannot stop one worker: stop them all (the pool breaks).
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.kill()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
-        """Run ``tasks`` (see :meth:`Executor.run`)."""
+        """Run ``tasks`` (see :meth:`Executor.run`).
+
+        A task past its ``timeout_s`` is reported timed out, and the pool is restarted (one
+        worker cannot be stopped alone): the other tasks that were running are started again
+        on the fresh pool without being charged an attempt.
+        """
         check_tasks(tasks)
         queue = list(reversed(tasks))
         attempts = {t.key: 0 for t in tasks}
         running: dict[Future[object], Task] = {}
+        started_s: dict[Future[object], float] = {}
         while queue or running:
             pool = self._fresh_pool()
             while queue and len(running) < self._workers:
                 task = queue.pop()
                 attempts[task.key] += 1
-                running[pool.submit(call_task, task.fn, task.args, current_settings())] = task
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+                future = pool.submit(call_task, task.fn, task.args, current_settings())
+                running[future] = task
+                started_s[future] = time.monotonic()
+            done, _ = wait(running, timeout=self._wait_s(running, started_s),
+                           return_when=FIRST_COMPLETED)  # fmt: skip
             broken = False
             for future in done:
                 task = running.pop(future)
-                try:
-                    value = future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    outcome = self._lost(task, attempts[task.key], queue)
-                    if outcome is not None:
-                        yield outcome
-                    continue
-                except Exception as err:
-                    yield Outcome(
-                        task.key, None, describe_error(err), attempts[task.key], task.params
-                    )
-                    continue
-                yield Outcome(task.key, value, None, attempts[task.key], task.params)
-            if broken:
+                del started_s[future]
+                outcome = self._settle(future, task, attempts[task.key], queue)
+                broken = broken or outcome is None or outcome.lost
+                if outcome is not None:
+                    yield outcome
+            expired = [f for f in running if self._expired(running[f], started_s[f])]
+            if expired and not broken:
+                yield from self._time_out(expired, running, started_s, attempts, queue)
+                self._drop_pool(kill=True)
+            elif broken:
                 # Every task still in the broken pool was running on it: charge and requeue.
                 for future, task in list(running.items()):
                     del running[future]
+                    del started_s[future]
                     outcome = self._lost(task, attempts[task.key], queue)
                     if outcome is not None:
                         yield outcome
                 self._drop_pool()
+
+    @staticmethod
+    def _expired(task: Task, started_s: float) -> bool:
+        return task.timeout_s is not None and time.monotonic() - started_s >= task.timeout_s
+
+    @staticmethod
+    def _wait_s(
+        running: dict[Future[object], Task], started_s: dict[Future[object], float]
+    ) -> float | None:
+        deadlines = [
+            started_s[f] + t.timeout_s for f, t in running.items() if t.timeout_s is not None
+        ]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _settle(
+        self, future: Future[object], task: Task, attempt: int, queue: list[Task]
+    ) -> Outcome | None:
+        """The outcome of a finished future (``None``: its worker died and it was requeued)."""
+        try:
+            value = future.result()
+        except BrokenProcessPool:
+            return self._lost(task, attempt, queue)
+        except Exception as err:
+            return Outcome(task.key, None, describe_error(err), attempt, task.params)
+        return Outcome(task.key, value, None, attempt, task.params)
+
+    def _time_out(
+        self,
+        expired: list[Future[object]],
+        running: dict[Future[object], Task],
+        started_s: dict[Future[object], float],
+        attempts: dict[str, int],
+        queue: list[Task],
+    ) -> Iterator[Outcome]:
+        """Report the expired tasks; take or requeue (uncharged) every other running one."""
+        for future in expired:
+            task = running.pop(future)
+            del started_s[future]
+            assert task.timeout_s is not None
+            log.warning("task_timeout", task=task.key, timeout_s=task.timeout_s)
+            yield Outcome(
+                task.key,
+                None,
+                timeout_error(task.timeout_s),
+                attempts[task.key],
+                task.params,
+                timed_out=True,
+            )
+        for future, task in list(running.items()):
+            del running[future]
+            del started_s[future]
+            if future.done() and future.exception() is None:
+                # Finished just now: keep its result rather than run it twice.
+                yield Outcome(task.key, future.result(), None, attempts[task.key], task.params)
+                continue
+            if future.done() and not isinstance(future.exception(), BrokenProcessPool):
+                outcome = self._settle(future, task, attempts[task.key], queue)
+                assert outcome is not None
+                yield outcome
+                continue
+            # Stopped only because the pool is restarted: not an attempt of its own.
+            attempts[task.key] -= 1
+            queue.append(task)
 
     def _lost(self, task: Task, attempt: int, queue: list[Task]) -> Outcome | None:
         log.warning("worker_lost", task=task.key, attempt=attempt, max_attempts=self.max_attempts)
