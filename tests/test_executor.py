@@ -79,7 +79,9 @@ def test_a_task_past_its_timeout_is_reported_and_the_rest_finish_once() -> None:
     assert sorted(o.key for o in outcomes) == sorted(t.key for t in tasks)
     by_key = {o.key: o for o in outcomes}
     slow = by_key["slow"]
-    assert slow.timed_out and not slow.ok and not slow.lost
+    assert slow.timed_out
+    assert not slow.ok
+    assert not slow.lost
     assert slow.error == "timed out after 1 s"
     assert dict(slow.params) == {"s": 600.0}
     assert slow.attempts == 1
