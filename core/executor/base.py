@@ -32,6 +32,9 @@ class Task:
         timeout_s: Longest run of one attempt, counted from when the task is handed to a
             worker (``None``: no limit). A task that runs longer is stopped, its worker
             replaced, and it is reported failed with ``timed_out=True`` (not started again).
+        setup: A module-level function called with no arguments in the worker just before
+            ``fn`` (e.g. one that builds and caches what ``fn`` needs); on the local engine its
+            time is not counted against ``timeout_s``. Picklable (``functools.partial`` is).
     """
 
     key: str
@@ -39,6 +42,7 @@ class Task:
     args: tuple[Any, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
+    setup: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -101,17 +105,23 @@ def check_tasks(tasks: Sequence[Task]) -> None:
 
 
 def call_task(
-    fn: Callable[..., Any], args: tuple[Any, ...], logging: tuple[Any, str] | None = None
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    logging: tuple[Any, str] | None = None,
+    setup: Callable[[], Any] | None = None,
 ) -> Any:
-    """Run ``fn(*args)`` (the function every engine ships to its workers).
+    """Run ``setup()`` then ``fn(*args)`` (the function every engine ships to its workers).
 
     Args:
         fn: The task's function.
         args: Its arguments.
         logging: The parent's ``core.logs.current_settings()``: the worker logs the same way,
             on stderr.
+        setup: The task's ``setup``.
     """
     configure_worker(logging)
+    if setup is not None:
+        setup()
     return fn(*args)
 
 

@@ -17,12 +17,11 @@ from core.executor.base import (
     ExecutorError,
     Outcome,
     Task,
-    call_task,
     check_tasks,
     describe_error,
     timeout_error,
 )
-from core.logs import current_settings
+from core.logs import configure_worker, current_settings
 
 log = structlog.get_logger()
 
@@ -38,16 +37,23 @@ def _set_start_queue(starts: Any) -> None:
 
 
 def _start_and_call(
-    token: int, fn: Callable[..., Any], args: tuple[Any, ...], logging: tuple[Any, str] | None
+    token: int,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    logging: tuple[Any, str] | None,
+    setup: Callable[[], Any] | None,
 ) -> Any:
-    """Report ``(token, start time)`` to the driver, then run the task.
+    """Run the task's ``setup``, report ``(token, start time)`` to the driver, run the task.
 
-    A timeout counts from here, so a worker's own start-up (a fresh process importing its
-    modules) is not charged to the first task it runs.
+    A timeout counts from the report, so neither a worker's own start-up (a fresh process
+    importing its modules) nor the task's setup is charged to it.
     """
+    configure_worker(logging)
+    if setup is not None:
+        setup()
     if _STARTS is not None:
         _STARTS.put((token, time.monotonic()))
-    return call_task(fn, args, logging)
+    return fn(*args)
 
 
 class LocalExecutor(Executor):
@@ -142,7 +148,12 @@ class LocalExecutor(Executor):
                 self._tokens += 1
                 try:
                     future = pool.submit(
-                        _start_and_call, self._tokens, task.fn, task.args, current_settings()
+                        _start_and_call,
+                        self._tokens,
+                        task.fn,
+                        task.args,
+                        current_settings(),
+                        task.setup,
                     )
                 except BrokenProcessPool:
                     # A worker died since the last look: the running tasks will say which.

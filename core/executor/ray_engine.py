@@ -161,7 +161,7 @@ class RayExecutor(Executor):
 
         def submit(task: Task) -> None:
             attempts[task.key] += 1
-            ref = self._remote.remote(task.fn, task.args, current_settings())
+            ref = self._remote.remote(task.fn, task.args, current_settings(), task.setup)
             pending[ref] = task
             started_s[ref] = time.monotonic()
 
