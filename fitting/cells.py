@@ -12,8 +12,9 @@ summary table: one row per cell with the solutions found, the simulation of the 
 simulations used and the best max|z|, plus (JSON) the policy's training cost.
 
 The cells' fits are dispatched by :func:`run_cells`, the one place to swap in another executor.
-Today it runs them one after another on one shared :class:`fitting.pool.WorkerPool`, so every
-cell's simulations run in parallel on ``--workers`` processes that built the model once.
+Today it runs them one after another on one shared pool (:class:`fitting.pool.WorkerPool`, the
+executor's local engine), so every cell's simulations run in parallel on ``--workers``
+processes that built the model once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import structlog
 
 from core.errors import ConfigError
+from fitting.cluster import ExecutorPool
 from fitting.measurements import MeasurementSet, load_measurements
 from fitting.pool import WorkerPool
 from fitting.run import FitConfig, FitResult, fit
@@ -100,7 +102,7 @@ def load_cells(directory: Path) -> list[Cell]:
 
 
 def run_cells(
-    jobs: Sequence[FitConfig], pool: WorkerPool, fit_one: Callable[..., FitResult] = fit
+    jobs: Sequence[FitConfig], pool: ExecutorPool, fit_one: Callable[..., FitResult] = fit
 ) -> list[FitResult]:
     """Fit every job; the single dispatch point for an executor (see the module docstring)."""
     return [fit_one(job, pool) for job in jobs]

@@ -254,12 +254,13 @@ def _list_params(args: argparse.Namespace) -> int:
 
 
 def _cluster_pool(ray: str | None, config: FitConfig) -> ExecutorPool | None:
-    """With ``--ray``, a pool whose evaluations run on the cluster (else ``None``: local)."""
+    """With ``--ray``, a pool on the cluster (else ``None``: ``fit`` runs its local pool)."""
     if ray is None:
         return None
     from core.executor.factory import make_executor
 
-    return ExecutorPool(config.model.prepare(), config.measurements, make_executor(ray))
+    executor = make_executor(ray)
+    return ExecutorPool(config.model.prepare(), config.measurements, executor, config.timeout_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

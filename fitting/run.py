@@ -17,6 +17,7 @@ import numpy as np
 import structlog
 
 from core.errors import ConfigError
+from fitting.cluster import ExecutorPool
 from fitting.engine import Engine
 from fitting.measurements import MeasurementSet
 from fitting.model import REFERENCE_BUILDER, ModelSpec
@@ -151,7 +152,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def fit(config: FitConfig, pool: WorkerPool | None = None) -> FitResult:
+def fit(config: FitConfig, pool: ExecutorPool | None = None) -> FitResult:
     """Run one fit and write its outputs into ``config.out_dir``.
 
     Args:
@@ -183,7 +184,7 @@ def fit(config: FitConfig, pool: WorkerPool | None = None) -> FitResult:
 
 
 def _fit_with_pool(
-    config: FitConfig, model: ModelSpec, pool: WorkerPool, space: ParameterSpace, started: float
+    config: FitConfig, model: ModelSpec, pool: ExecutorPool, space: ParameterSpace, started: float
 ) -> FitResult:
     from fitting.optimizers.cmaes import run_cmaes
     from fitting.optimizers.random_search import run_random
@@ -315,7 +316,7 @@ def _fit_with_pool(
 
 def _policy_for(
     config: FitConfig,
-    pool: WorkerPool,
+    pool: ExecutorPool,
     space: ParameterSpace,
     rng: np.random.Generator,
     run_info: dict[str, Any],

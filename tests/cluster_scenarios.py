@@ -74,6 +74,28 @@ def square(x: int) -> int:
     return x * x
 
 
+def sleeping_task(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def scenario_executor_timeout(cluster: Any) -> dict[str, Any]:
+    from core.executor import Task
+    from core.executor.ray_engine import RayExecutor
+
+    ex = RayExecutor(cluster.address)
+    tasks = [Task("slow", sleeping_task, (600.0,), {"s": 600.0}, timeout_s=2.0),
+             *[Task(f"sq{i}", square, (i,), timeout_s=60.0) for i in range(4)]]  # fmt: skip
+    outcomes = list(ex.run(tasks))
+    by_key = {o.key: o for o in outcomes}
+    slow = by_key["slow"]
+    return {"outcomes": len(outcomes), "keys": sorted(by_key),
+            "slow": {"timed_out": slow.timed_out, "error": slow.error,
+                     "attempts": slow.attempts, "params": dict(slow.params)},
+            "squares": [(by_key[f"sq{i}"].value, by_key[f"sq{i}"].attempts)
+                        for i in range(4)]}  # fmt: skip
+
+
 def sweep_cmd(study: Path, out: Path, ray: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "controller.sweep.cli", str(study), "--out", str(out),
            "--no-progress", "--no-plot"]  # fmt: skip
@@ -263,6 +285,7 @@ def main() -> int:
     report["local"] = {"exit": local, **_sweep_state(work / "sweep-local")}
     steps = [
         ("executor_node_loss", lambda: scenario_executor_node_loss(cluster, nodes, work)),
+        ("executor_timeout", lambda: scenario_executor_timeout(cluster)),
         ("sweep_node_killed", lambda: scenario_sweep_node_killed(cluster, nodes, work, study)),
         ("driver_killed", lambda: scenario_driver_killed(cluster, work, study)),
         ("eval", lambda: scenario_eval(cluster, work)),

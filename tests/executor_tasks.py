@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 
@@ -27,3 +28,19 @@ def die_once(marker: str, x: int) -> int:
 def always_die(x: int) -> int:
     os.kill(os.getpid(), signal.SIGKILL)
     return x
+
+
+def sleep_s(seconds: float) -> float:
+    """Sleep (a task that outlives its timeout)."""
+    time.sleep(seconds)
+    return seconds
+
+
+def hang_once(marker: str, x: int) -> int:
+    """Count its starts in ``marker``; hang on the first start, return ``10 * x`` after."""
+    path = Path(marker)
+    starts = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(starts))
+    if starts == 1:
+        time.sleep(600.0)
+    return x * 10

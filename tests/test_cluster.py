@@ -71,6 +71,17 @@ def test_task_on_a_killed_node_runs_again_elsewhere_once(report: dict[str, Any])
     assert r["squares"] == [0, 1, 4, 9, 16, 25]
 
 
+def test_task_past_its_timeout_is_cancelled_and_the_rest_finish_once(
+    report: dict[str, Any],
+) -> None:
+    r = _scenario(report, "executor_timeout")
+    assert r["outcomes"] == 5
+    assert r["keys"] == ["slow", "sq0", "sq1", "sq2", "sq3"]
+    assert r["slow"] == {"timed_out": True, "error": "timed out after 2 s", "attempts": 1,
+                         "params": {"s": 600.0}}  # fmt: skip
+    assert r["squares"] == [[0, 1], [1, 1], [4, 1], [9, 1]]
+
+
 def test_failing_task_is_reported_with_its_parameters(report: dict[str, Any]) -> None:
     r = _scenario(report, "executor_node_loss")
     assert r["bad"]["ok"] is False

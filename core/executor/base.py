@@ -29,12 +29,27 @@ class Task:
         fn: A module-level (importable) function; it runs in another process.
         args: Its positional arguments (picklable).
         params: What the task computes, for people: reported with its error if it fails.
+        timeout_s: Longest run of one attempt, counted from when the task is handed to a
+            worker (``None``: no limit). A task that runs longer is stopped, its worker
+            replaced, and it is reported failed with ``timed_out=True`` (not started again).
+        setup: A module-level function called with no arguments in the worker just before
+            ``fn`` (e.g. one that builds and caches what ``fn`` needs); on the local engine its
+            time is not counted against ``timeout_s``. Picklable (``functools.partial`` is).
     """
 
     key: str
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    setup: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ExecutorError(
+                f"Expected a task timeout_s > 0 or None, actual {self.timeout_s!r} "
+                f"(task {self.key!r})"
+            )
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,7 @@ class Outcome:
         attempts: Times the task was started (more than one after a lost worker or node).
         params: The task's ``params``.
         lost: The task failed because its workers kept dying, not because its code raised.
+        timed_out: The task failed because it ran longer than its ``timeout_s``.
     """
 
     key: str
@@ -56,6 +72,7 @@ class Outcome:
     attempts: int
     params: Mapping[str, Any] = field(default_factory=dict)
     lost: bool = False
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -67,6 +84,11 @@ def describe_error(err: BaseException) -> str:
     """``"Type: message"``, clipped to :data:`MAX_ERROR_CHARS`."""
     text = f"{type(err).__name__}: {err}"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def timeout_error(timeout_s: float) -> str:
+    """The error text of a task that ran longer than ``timeout_s``."""
+    return f"timed out after {timeout_s:g} s"
 
 
 def check_tasks(tasks: Sequence[Task]) -> None:
@@ -83,17 +105,23 @@ def check_tasks(tasks: Sequence[Task]) -> None:
 
 
 def call_task(
-    fn: Callable[..., Any], args: tuple[Any, ...], logging: tuple[Any, str] | None = None
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    logging: tuple[Any, str] | None = None,
+    setup: Callable[[], Any] | None = None,
 ) -> Any:
-    """Run ``fn(*args)`` (the function every engine ships to its workers).
+    """Run ``setup()`` then ``fn(*args)`` (the function every engine ships to its workers).
 
     Args:
         fn: The task's function.
         args: Its arguments.
         logging: The parent's ``core.logs.current_settings()``: the worker logs the same way,
             on stderr.
+        setup: The task's ``setup``.
     """
     configure_worker(logging)
+    if setup is not None:
+        setup()
     return fn(*args)
 
 
@@ -117,7 +145,9 @@ class Executor(abc.ABC):
 
         A task whose code raises is reported at once (the code is deterministic: it would raise
         again). A task whose worker process or node is lost is started again, elsewhere when the
-        engine can, up to ``max_attempts`` times, then reported with ``lost=True``.
+        engine can, up to ``max_attempts`` times, then reported with ``lost=True``. A task that
+        runs longer than its ``timeout_s`` is stopped and reported with ``timed_out=True``;
+        other tasks are not charged an attempt for it and each is still reported once.
 
         Raises:
             ExecutorError: Duplicate keys.

@@ -19,6 +19,7 @@ from core.executor.base import (
     call_task,
     check_tasks,
     describe_error,
+    timeout_error,
 )
 from core.logs import current_settings
 
@@ -97,7 +98,8 @@ class RayExecutor(Executor):
 
     Ray itself does not retry here (``max_retries=0``): the driver starts a task again when its
     worker or node is lost, so attempts are counted the same way as on the local pool, and each
-    task's result is taken exactly once.
+    task's result is taken exactly once. A task past its ``timeout_s`` is force-cancelled
+    (``ray.cancel(force=True)`` kills its worker process) and reported timed out.
 
     Args:
         address: See :func:`connect`.
@@ -151,16 +153,26 @@ class RayExecutor(Executor):
         check_tasks(tasks)
         attempts = {t.key: 0 for t in tasks}
         pending: dict[Any, Task] = {}
+        started_s: dict[Any, float] = {}
+        queue = list(reversed(tasks))
+        # A timeout counts from submission, so with timeouts only as many tasks as the cluster
+        # has CPUs are submitted at a time (none waits in Ray's queue on its own clock).
+        timed = any(t.timeout_s is not None for t in tasks)
 
         def submit(task: Task) -> None:
             attempts[task.key] += 1
-            pending[self._remote.remote(task.fn, task.args, current_settings())] = task
+            ref = self._remote.remote(task.fn, task.args, current_settings(), task.setup)
+            pending[ref] = task
+            started_s[ref] = time.monotonic()
 
-        for task in tasks:
-            submit(task)
         no_cpu_since: float | None = None
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+        while pending or queue:
+            limit = self.workers if timed else len(tasks)
+            while queue and len(pending) < limit:
+                submit(queue.pop())
+            ready, _ = ray.wait(
+                list(pending), num_returns=1, timeout=self._wait_s(pending, started_s)
+            )
             if not ready:
                 if ray.cluster_resources().get("CPU", 0.0) > 0:
                     no_cpu_since = None
@@ -173,6 +185,7 @@ class RayExecutor(Executor):
                     )
             for ref in ready:
                 task = pending.pop(ref)
+                del started_s[ref]
                 try:
                     value = ray.get(ref)
                 except rx.RayTaskError as err:
@@ -188,6 +201,29 @@ class RayExecutor(Executor):
                     yield from self._retry(task, attempts[task.key], err, submit)
                     continue
                 yield Outcome(task.key, value, None, attempts[task.key], task.params)
+            for ref, task in list(pending.items()):
+                if task.timeout_s is None or time.monotonic() - started_s[ref] < task.timeout_s:
+                    continue
+                # Force-cancelling kills the task's worker process; Ray starts another.
+                ray.cancel(ref, force=True)
+                del pending[ref]
+                del started_s[ref]
+                log.warning("task_timeout", task=task.key, timeout_s=task.timeout_s)
+                yield Outcome(
+                    task.key,
+                    None,
+                    timeout_error(task.timeout_s),
+                    attempts[task.key],
+                    task.params,
+                    timed_out=True,
+                )
+
+    @staticmethod
+    def _wait_s(pending: dict[Any, Task], started_s: dict[Any, float]) -> float:
+        deadlines = [started_s[r] + t.timeout_s for r, t in pending.items() if t.timeout_s]
+        if not deadlines:
+            return POLL_S
+        return max(0.0, min(POLL_S, min(deadlines) - time.monotonic()))
 
     def _retry(
         self, task: Task, attempt: int, err: BaseException, submit: Any
