@@ -68,7 +68,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (NaN mapped to ``None``)."""
-        cleaned: dict[str, Any] = _clean(asdict(self))
+        cleaned: dict[str, Any] = json_safe(asdict(self))
         return cleaned
 
     def write_json(self, path: Path) -> None:
@@ -76,13 +76,14 @@ class Summary:
         path.write_text(json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n", "utf-8")
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None`` (strict JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from controller.monitor.auth import COOKIE, ESTOP_HEADER, Access
 from controller.monitor.decimate import DEFAULT_BUCKETS, decimate, to_json_list, window
 from controller.monitor.source import LiveSource, SessionView
+from controller.summary import json_safe
 from core.errors import NeuroLoopError
 
 #: Most new rows sent as a delta; more and the viewer gets a decimated snapshot.
@@ -51,16 +52,6 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def snapshot(view: SessionView, t0: float | None, t1: float | None, buckets: int) -> str:
     """A decimated view of ``[t0, t1]`` of the session, as the page's JSON message."""
     fold = view.fold
@@ -73,10 +64,10 @@ def snapshot(view: SessionView, t0: float | None, t1: float | None, buckets: int
             "decimated": bool(len(cols["t_s"]) < rows and (t0 is None and t1 is None)),
             "range": [t0, t1],
             "cols": {name: to_json_list(values) for name, values in cols.items()},
-            "events": _clean(fold.events[-SNAPSHOT_EVENTS:]),
-            "status": _clean(fold.status()),
+            "events": json_safe(fold.events[-SNAPSHOT_EVENTS:]),
+            "status": json_safe(fold.status()),
             "live": view.live,
-            "wall_ms": _clean(fold.last_wall_ms),
+            "wall_ms": json_safe(fold.last_wall_ms),
         }
     )
 
@@ -91,9 +82,9 @@ def delta(view: SessionView, start: int, events_start: int) -> str:
             "type": "delta",
             "rows": rows,
             "cols": cols,
-            "events": _clean(fold.events[events_start:]),
-            "status": _clean(fold.status()),
-            "wall_ms": _clean(fold.last_wall_ms),
+            "events": json_safe(fold.events[events_start:]),
+            "status": json_safe(fold.status()),
+            "wall_ms": json_safe(fold.last_wall_ms),
         }
     )
 
