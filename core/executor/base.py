@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from core.errors import NeuroLoopError
 from core.logs import configure_worker
 
@@ -89,6 +91,15 @@ def describe_error(err: BaseException) -> str:
 def timeout_error(timeout_s: float) -> str:
     """The error text of a task that ran longer than ``timeout_s``."""
     return f"timed out after {timeout_s:g} s"
+
+
+def timed_out_outcome(task: Task, attempts: int) -> Outcome:
+    """The outcome of ``task`` once it ran past its ``timeout_s`` (logged; never run again)."""
+    assert task.timeout_s is not None
+    structlog.get_logger().warning("task_timeout", task=task.key, timeout_s=task.timeout_s)
+    return Outcome(
+        task.key, None, timeout_error(task.timeout_s), attempts, task.params, timed_out=True
+    )
 
 
 def check_tasks(tasks: Sequence[Task]) -> None:

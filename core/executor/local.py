@@ -19,7 +19,7 @@ from core.executor.base import (
     Task,
     check_tasks,
     describe_error,
-    timeout_error,
+    timed_out_outcome,
 )
 from core.logs import configure_worker, current_settings
 
@@ -234,16 +234,7 @@ class LocalExecutor(Executor):
         """Report the expired tasks; take or requeue (uncharged) every other running one."""
         for future in expired:
             task = running.pop(future)
-            assert task.timeout_s is not None
-            log.warning("task_timeout", task=task.key, timeout_s=task.timeout_s)
-            yield Outcome(
-                task.key,
-                None,
-                timeout_error(task.timeout_s),
-                attempts[task.key],
-                task.params,
-                timed_out=True,
-            )
+            yield timed_out_outcome(task, attempts[task.key])
         for future, task in list(running.items()):
             del running[future]
             if future.done() and future.exception() is None:

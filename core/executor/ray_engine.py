@@ -19,7 +19,7 @@ from core.executor.base import (
     call_task,
     check_tasks,
     describe_error,
-    timeout_error,
+    timed_out_outcome,
 )
 from core.logs import current_settings
 
@@ -208,15 +208,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
                 del pending[ref]
                 del started_s[ref]
-                log.warning("task_timeout", task=task.key, timeout_s=task.timeout_s)
-                yield Outcome(
-                    task.key,
-                    None,
-                    timeout_error(task.timeout_s),
-                    attempts[task.key],
-                    task.params,
-                    timed_out=True,
-                )
+                yield timed_out_outcome(task, attempts[task.key])
 
     @staticmethod
     def _wait_s(pending: dict[Any, Task], started_s: dict[Any, float]) -> float:
