@@ -136,6 +136,8 @@ class Rules:
         self.prev = (0.0, self.env.frequency_min_hz, self.env.pulse_width_min_us)
         self.held_s = 0.0
         self.since_off_s = 0.0
+        self.last_on: tuple[float, float, float] | None = None
+        self.off_run_s = 0.0
 
     def problems(self, amp: float, freq: float, width: float, slack: float) -> list[str]:
         e = self.env
@@ -170,10 +172,17 @@ class Rules:
             out.append("slew up")
         if on and rise < 0.0 and not _le(-rise, e.amplitude_down_per_s * self.held_s, slack):
             out.append("slew down")
-        if on and p_amp > 0.0:
-            if not _le(abs(freq - p_freq), e.frequency_step_hz, slack):
+        # the shape still being delivered: the previous setting, or after an off setpoint the
+        # last on one until it has ramped to 0 at amplitude_down_per_s
+        shape = None
+        if p_amp > 0.0:
+            shape = (p_freq, p_width)
+        elif self.last_on is not None and self.off_run_s < self.last_on[0] / e.amplitude_down_per_s:
+            shape = (self.last_on[1], self.last_on[2])
+        if on and shape is not None:
+            if not _le(abs(freq - shape[0]), e.frequency_step_hz, slack):
                 out.append("frequency step")
-            if not _le(abs(width - p_width), e.pulse_width_step_us, slack):
+            if not _le(abs(width - shape[1]), e.pulse_width_step_us, slack):
                 out.append("pulse width step")
         if on:
             ceiling = e.amplitude_max * min(1.0, self.since_off_s / e.soft_start_s)
@@ -184,6 +193,10 @@ class Rules:
     def accept(self, amp: float, freq: float, width: float, duration_s: float) -> None:
         if amp <= 0.0:
             self.since_off_s = 0.0
+            self.off_run_s += duration_s
+        else:
+            self.last_on = (amp, freq, width)
+            self.off_run_s = 0.0
         self.since_off_s += duration_s
         self.prev = (amp, freq, width)
         self.held_s = duration_s

@@ -160,7 +160,14 @@ class SafetyGovernor:
             target, found = rule(target, self.envelope)
             findings += found
         findings += self._check_lease(now_s)
-        out, found = apply_slew(target, self.last, self.envelope, self.period_s)
+        out, found = apply_slew(
+            target,
+            self.last,
+            self.envelope,
+            self.period_s,
+            last_on=self.monitor.last_on,
+            off_for_s=self.monitor.off_for_s,
+        )
         findings += found
         out, found = apply_soft_start(out, self.monitor.since_off_s, self.envelope)
         findings += found

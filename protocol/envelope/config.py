@@ -261,9 +261,7 @@ def parse_envelope(data: dict[str, Any], source: str = "<envelope>") -> SafetyEn
     """
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(
-            f"{source}: expected sections {sorted(SECTIONS)}, actual extra {unknown}"
-        )
+        raise ConfigError(f"{source}: expected sections {sorted(SECTIONS)}, actual extra {unknown}")
     values: dict[str, Any] = {}
     for section, keys in SECTIONS.items():
         table = data.get(section)

@@ -14,7 +14,10 @@ in the replay invariants on each recorded command. The rules, in envelope units:
   period; charge per phase (and, physical domain, density) within the limits;
 * ``slew``: the amplitude rises by at most ``amplitude_up_per_s`` and falls (except to 0, a
   stop) by at most ``amplitude_down_per_s`` times the time the previous setpoint was held;
-  from on to on, frequency and pulse width move by at most one step;
+  while on, frequency and pulse width move by at most one step from the shape the output may
+  still be delivering: the previous setpoint, or after an off setpoint the last on setting
+  until its ramp-down (``amplitude / amplitude_down_per_s``) has run out
+  (:mod:`protocol.envelope.rampdown`);
 * ``soft_start`` (while on): amplitude ≤ ``amplitude_max · elapsed / soft_start_s``, where
   ``elapsed`` is the time since the start of the most recent off setpoint (the arm, a stop,
   a lease recovery or the policy switching off).
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from protocol.envelope.charge import max_amplitude_for
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.duty import max_pulse_width_us
+from protocol.envelope.rampdown import shape_in_force
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.softstart import soft_start_ceiling
 
@@ -107,7 +111,13 @@ def static_breaches(sp: Setpoint, env: SafetyEnvelope) -> list[Breach]:
 
 
 def change_breaches(
-    sp: Setpoint, previous: Setpoint, held_s: float, since_off_s: float, env: SafetyEnvelope
+    sp: Setpoint,
+    previous: Setpoint,
+    held_s: float,
+    since_off_s: float,
+    env: SafetyEnvelope,
+    last_on: Setpoint | None = None,
+    off_for_s: float = 0.0,
 ) -> list[Breach]:
     """Rules on the change from ``previous``: slew, frequency/width steps and soft start.
 
@@ -117,6 +127,8 @@ def change_breaches(
         held_s: How long ``previous`` was in force, in s.
         since_off_s: Time from the start of the most recent off setpoint to ``sp``, in s.
         env: The envelope.
+        last_on: The most recent on setpoint since the output was at rest, or ``None``.
+        off_for_s: How long the output has been commanded off without a break, in s.
     """
     out: list[Breach] = []
     unit = env.amplitude_unit
@@ -138,13 +150,15 @@ def change_breaches(
                 f"{previous.amplitude:g} → {sp.amplitude:g}",
             )
         )
-    if sp.is_on and previous.is_on:
+    shape = shape_in_force(previous, last_on, off_for_s, env) if sp.is_on else None
+    if shape is not None:
+        when = "while stimulating" if previous.is_on else "while the output ramps down"
         for name, step, before, after, u in (
-            ("frequency_hz", env.frequency_step_hz, previous.frequency_hz, sp.frequency_hz, "Hz"),
+            ("frequency_hz", env.frequency_step_hz, shape.frequency_hz, sp.frequency_hz, "Hz"),
             (
                 "pulse_width_us",
                 env.pulse_width_step_us,
-                previous.pulse_width_us,
+                shape.pulse_width_us,
                 sp.pulse_width_us,
                 "µs",
             ),
@@ -153,7 +167,7 @@ def change_breaches(
                 out.append(
                     Breach(
                         "slew",
-                        f"Expected a {name} change <= {step:g} {u} while stimulating, actual "
+                        f"Expected a {name} change <= {step:g} {u} {when}, actual "
                         f"{before:g} → {after:g}",
                     )
                 )
@@ -192,11 +206,23 @@ class EnvelopeMonitor:
         self.previous = self._off
         self._held_s = 0.0
         self._since_off_s = 0.0
+        self._last_on: Setpoint | None = None
+        self._off_run_s = 0.0
 
     @property
     def since_off_s(self) -> float:
         """Time from the start of the most recent off setpoint to the next one (soft start)."""
         return self._since_off_s
+
+    @property
+    def last_on(self) -> Setpoint | None:
+        """The most recent on setpoint since the output was at rest (its ramp-down shape)."""
+        return self._last_on
+
+    @property
+    def off_for_s(self) -> float:
+        """How long the output has been commanded off without a break (0 while on), in s."""
+        return self._off_run_s
 
     def breaches(self, sp: Setpoint) -> list[Breach]:
         """Every rule ``sp`` breaks as the next setpoint (state unchanged)."""
@@ -204,13 +230,23 @@ class EnvelopeMonitor:
         if found and found[0].rule == "finite":
             return found
         return found + change_breaches(
-            sp, self.previous, self._held_s, self._since_off_s, self.envelope
+            sp,
+            self.previous,
+            self._held_s,
+            self._since_off_s,
+            self.envelope,
+            self._last_on,
+            self._off_run_s,
         )
 
     def accept(self, sp: Setpoint, duration_s: float) -> None:
         """Record that ``sp`` is in force for ``duration_s`` (after :meth:`breaches` was empty)."""
-        if not sp.is_on:
+        if sp.is_on:
+            self._last_on = sp
+            self._off_run_s = 0.0
+        else:
             self._since_off_s = 0.0
+            self._off_run_s += duration_s
         self._since_off_s += duration_s
         self.previous = sp
         self._held_s = duration_s
