@@ -131,7 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--envelope",
         default="simulator",
-        help="Safety envelope: simulator (default) or a TOML path.",
+        help="Safety envelope: simulator (default, model units), emulator (the device "
+        "emulator's FTSTS tissue, mA) or a TOML path. A physical (mA) envelope trains in the "
+        "device's units through the emulator's tissue map, so the bundle runs on "
+        "neuroloop-controller --backend serial unchanged.",
+    )
+    e.add_argument(
+        "--observations",
+        choices=("oracle", "measurable"),
+        default="oracle",
+        help="What the agent observes: oracle (population statistics and the mean E->I "
+        "weight; simulation studies only) or measurable (the LFP features a sensing implant "
+        "computes; the only kind a device backend accepts). The reward always uses the "
+        "simulator's synchrony and weight.",
     )
     r = p.add_argument_group("reward (docs/rl.md)")
     r.add_argument("--charge-weight", type=float, default=1.0)
@@ -158,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-setpoint",
         default=None,
         metavar="MV,HZ,US",
-        help="PPO: start the policy's mean action at this setpoint (amplitude mV, frequency "
+        help="PPO: start the policy's mean action at this setpoint (amplitude in the envelope's unit, frequency "
         "Hz, pulse width us), e.g. 115,180,500; default: the middle of the action box. A "
         "prior from scripted runs (docs/rl.md); exploration and learning are unchanged.",
     )
@@ -197,11 +209,13 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             values = []
         if len(values) != 3:
             p.error(f"Expected --init-setpoint as MV,HZ,US (3 numbers), actual {a.init_setpoint!r}")
-        from controller.envs.spaces import ACTION_MAP
+        from controller.envs.dbs import action_map_for
+        from protocol.envelope.config import load_envelope
         from protocol.envelope.setpoint import Setpoint
 
         try:
-            a.init_action = ACTION_MAP.to_action(
+            amap = action_map_for(load_envelope(a.envelope))
+            a.init_action = amap.to_action(
                 Setpoint(amplitude=values[0], frequency_hz=values[1], pulse_width_us=values[2])
             )
         except ConfigError as err:
@@ -232,6 +246,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
     )
     from controller.training.export import export_bundle
     from controller.training.vec import make_training_env
+    from protocol.envelope.config import load_envelope
 
     log = structlog.get_logger()
     torch.set_num_threads(1)
@@ -241,6 +256,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
         controlled_s=a.controlled_s,
         tail_s=a.tail_s,
         envelope=a.envelope,
+        observations=a.observations,
         reward=RewardConfig(
             charge_weight=a.charge_weight,
             tail_weight=a.tail_weight,
@@ -250,7 +266,9 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             gamma=a.gamma,
         ),
     )
-    model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
+    model_params: dict[str, Any] = {"n_scale": a.n_scale, "semantics": a.semantics}
+    if load_envelope(a.envelope).domain == "physical":
+        model_params["device_units"] = True
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
     vec_path = None if a.resume is None else _vecnormalize_for(a.resume)

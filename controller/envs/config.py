@@ -42,6 +42,9 @@ class SimConfig:
             TOML path); it is hashed into the policy bundle.
         keep_spikes: Keep every spike of the episode (for rendering and evaluation).
         reward: Reward weights.
+        observations: The agent's observation set (``controller.envs.spaces.OBSERVATION_SETS``):
+            ``oracle`` (population statistics and the mean E→I weight: simulation studies
+            only) or ``measurable`` (the LFP features a sensing implant computes).
     """
 
     control_period_ms: float = 20.0
@@ -51,8 +54,13 @@ class SimConfig:
     envelope: str = "simulator"
     keep_spikes: bool = False
     reward: RewardConfig = field(default_factory=RewardConfig)
+    observations: str = "oracle"
 
     def __post_init__(self) -> None:
+        if self.observations not in ("oracle", "measurable"):
+            raise ConfigError(
+                f"Expected observations 'oracle' or 'measurable', actual {self.observations!r}"
+            )
         if not (math.isfinite(self.control_period_ms) and 20.0 <= self.control_period_ms <= 5000.0):
             raise ConfigError(
                 f"Expected control_period_ms in [20, 5000], actual {self.control_period_ms!r}"

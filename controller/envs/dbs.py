@@ -39,7 +39,7 @@ from controller.envs import reward as rw
 from controller.envs.config import SimConfig
 from controller.envs.models import ENV_CLIENT_NAME, LocalNetworkModel, ModelWindow
 from controller.envs.render import EpisodeTrace, render_frame
-from controller.envs.spaces import ACTION_MAP, FEATURES, OBSERVATION_NAMES, scale_observation
+from controller.envs.spaces import ACTION_MAP, OBSERVATION_NAMES, observation_set, scale_observation
 from controller.tick import ControlTick, open_session
 from core.errors import ConfigError, NeuroLoopError, SafetyFaultError
 from protocol.envelope.config import SafetyEnvelope, load_envelope
@@ -127,8 +127,11 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         self.envelope: SafetyEnvelope = load_envelope(self.sim_config.envelope)
         self.action_map = action_map_for(self.envelope)
         self.model: BackendConnection = model_class(**(model_params or {}))
-        # The reward counts model charge (mV·ms): a physical backend must report its tissue's.
-        required = OBSERVATION_NAMES
+        # The agent sees its observation set; the reward also reads the weight and synchrony
+        # (the oracle set's fields) and counts model charge (mV·ms): a physical backend must
+        # report its tissue's.
+        self.features = observation_set(self.sim_config.observations)
+        required = tuple(dict.fromkeys((*OBSERVATION_NAMES, *(f.field for f in self.features))))
         if self.envelope.domain != "model":
             required = (*required, "charge_mv_ms")
         try:
@@ -144,7 +147,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             self.model.close()
             raise
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(ACTION_MAP.size,), dtype=np.float32)
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(FEATURES),), dtype=np.float32)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(self.features),), dtype=np.float32)
         self._log = structlog.get_logger().bind(env=type(self).__name__)
         self.tick: ControlTick | None = None
         self.trace = EpisodeTrace()
@@ -213,7 +216,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         window = self._window(self.tick.apply(idle, self._timeout_s(cfg.control_period_ms),
                                               self._spikes(want)))  # fmt: skip
         self.trace.add_spikes(window)
-        obs = scale_observation(window.fields)
+        obs = scale_observation(window.fields, self.features)
         self._weight_mv = float(window.fields["weight_mv"])
         self.trace.add_window(window, None, 0.0)
         self._done = False
@@ -269,7 +272,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             self._done = True
             raise
         window = self._window(observed)
-        obs = scale_observation(window.fields)
+        obs = scale_observation(window.fields, self.features)
         charge = self._charge(observed)
         weight_after = float(window.fields["weight_mv"])
         synchrony = float(window.fields["synchrony"])
@@ -295,7 +298,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         if terminal:
             tail, r_tail = self._tail(window, decision.setpoint)
             tail_term = rw.tail_penalty(r_tail, rcfg)
-            obs = scale_observation(tail.fields)
+            obs = scale_observation(tail.fields, self.features)
             info.update(
                 r_tail=r_tail,
                 total_charge_mv_ms=self._charge_mv_ms,

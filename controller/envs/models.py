@@ -24,6 +24,8 @@ from controller.backends.base import BackendConnection, BackendObservation
 from controller.backends.inprocess import IN_PROCESS_SESSION_TIMEOUT_S, InProcessConnection
 from controller.tick import open_session
 from core.errors import ConfigError
+from drivers.tissue import TissueTransfer
+from drivers.tissue_backend import TissueBackend
 from protocol.envelope.config import SafetyEnvelope
 from simulator.config import NetworkConfig, Semantics
 from simulator.network import Network
@@ -82,12 +84,16 @@ def network_config(
 
 
 def bind_model(
-    model: BackendConnection, envelope: SafetyEnvelope, control_period_ms: float
+    model: BackendConnection,
+    envelope: SafetyEnvelope,
+    control_period_ms: float,
+    domain: str = "model",
 ) -> None:
-    """Open ``model``'s session with a model-domain envelope and the control period."""
-    if envelope.domain != "model":
+    """Open ``model``'s session with an envelope of ``domain`` and the control period."""
+    if envelope.domain != domain:
         raise ConfigError(
-            f"Expected a model-domain envelope for a model backend, actual {envelope.domain!r}"
+            f"Expected a {domain}-domain envelope for this model backend, actual "
+            f"{envelope.domain!r}"
         )
     open_session(model, envelope, control_period_ms, client_name=ENV_CLIENT_NAME,
                  user="the environment")  # fmt: skip
@@ -101,6 +107,9 @@ class LocalNetworkModel(InProcessConnection):
         semantics: ``paper`` (released-code quirks) or ``clean``.
         polarity: Pulse polarity of every stimulus (``desync``: I leads E, E→I depression).
         network: Extra :class:`~simulator.config.NetworkConfig` field overrides.
+        device_units: Speak the device's units (mA, µs, Hz) through the device emulator's
+            tissue map (:class:`drivers.tissue_backend.TissueBackend`), so that a policy is
+            trained against a physical envelope, the one it will meet on a stimulator.
     """
 
     def __init__(
@@ -109,6 +118,7 @@ class LocalNetworkModel(InProcessConnection):
         semantics: Semantics = "paper",
         polarity: Polarity = "desync",
         network: Mapping[str, Any] | None = None,
+        device_units: bool = False,
     ) -> None:
         if polarity not in ("desync", "sync"):
             raise ConfigError(f"Expected polarity desync|sync, actual {polarity!r}")
@@ -123,11 +133,23 @@ class LocalNetworkModel(InProcessConnection):
             "n_e": self.config.n_e,
             "n_i": self.config.n_i,
             "network_overrides": dict(network or {}),
+            "units": "device" if device_units else "model",
         }
-        self.sim_backend = SimulatorBackend(
-            session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S, network_config=self.config
-        )
-        super().__init__(self.sim_backend, options={"polarity": polarity}, keep_applied=False,
+        self.domain = "physical" if device_units else "model"
+        self.sim_backend: SimulatorBackend
+        if device_units:
+            self.sim_backend = TissueBackend(
+                transfer=TissueTransfer(polarity=polarity),
+                session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S,
+                network_config=self.config,
+            )
+            options: dict[str, Any] = {}
+        else:
+            self.sim_backend = SimulatorBackend(
+                session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S, network_config=self.config
+            )
+            options = {"polarity": polarity}
+        super().__init__(self.sim_backend, options=options, keep_applied=False,
                          client_name=ENV_CLIENT_NAME)  # fmt: skip
 
     @property
@@ -140,4 +162,4 @@ class LocalNetworkModel(InProcessConnection):
 
     def bind(self, envelope: SafetyEnvelope, control_period_ms: float) -> None:
         """Open the session with the envelope and control period (:func:`bind_model`)."""
-        bind_model(self, envelope, control_period_ms)
+        bind_model(self, envelope, control_period_ms, self.domain)

@@ -23,7 +23,7 @@ import structlog
 
 from controller.envelope.action import ActionMap
 from controller.policies.bundle import FieldSpec
-from core.errors import SafetyFaultError
+from core.errors import ConfigError, SafetyFaultError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -58,6 +58,39 @@ FEATURES: tuple[Feature, ...] = (
 )
 OBSERVATION_NAMES: tuple[str, ...] = tuple(f.field for f in FEATURES)
 
+#: What a sensing implant can give a policy (``protocol.observables``): the LFP features of
+#: ``simulator.sensing`` (µV² at the contact pair, one-second Welch spectra, so the same on
+#: the simulator's control windows and on a device's 20 ms STATUS). The recorded units' R and
+#: rate are measurable too, but over a window as short as a device's STATUS they are another
+#: estimate than over a control period, so a policy meant to run on a device leaves them out.
+MEASURED_FEATURES: tuple[Feature, ...] = (
+    Feature("lfp_beta_uv2", "uV^2", 0.0, 5.0, "LFP power, 13–30 Hz"),
+    Feature("lfp_band_uv2", "uV^2", 0.0, 5.0, "LFP power in the network's band"),
+    Feature("lfp_peak_hz", "Hz", 0.0, 100.0, "frequency of the LFP's spectral peak"),
+    Feature("lfp_peak_uv2", "uV^2", 0.0, 5.0, "LFP power around the spectral peak"),
+)
+
+#: The observation sets an environment offers: ``oracle`` (the simulator's population
+#: statistics and the mean E→I weight, which no electrode measures) and ``measurable``.
+OBSERVATION_SETS: dict[str, tuple[Feature, ...]] = {
+    "oracle": FEATURES,
+    "measurable": MEASURED_FEATURES,
+}
+
+
+def observation_set(name: str) -> tuple[Feature, ...]:
+    """The features of observation set ``name``.
+
+    Raises:
+        ConfigError: Unknown name.
+    """
+    if name not in OBSERVATION_SETS:
+        raise ConfigError(
+            f"Expected an observation set in {sorted(OBSERVATION_SETS)}, actual {name!r}"
+        )
+    return OBSERVATION_SETS[name]
+
+
 #: Action layout: controlled quantity, unit, physical value at -1 and at +1.
 ACTION_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("amplitude", "mV", 10.0, 200.0),
@@ -73,28 +106,33 @@ ACTION_MAP = ActionMap(
 _log = structlog.get_logger()
 
 
-def observation_field_specs() -> tuple[FieldSpec, ...]:
+def observation_field_specs(
+    features: tuple[Feature, ...] = FEATURES,
+) -> tuple[FieldSpec, ...]:
     """The observation features as bundle field specs (raw physical units)."""
-    return tuple(FieldSpec(f.field, f.unit, f.low, f.high) for f in FEATURES)
+    return tuple(FieldSpec(f.field, f.unit, f.low, f.high) for f in features)
 
 
-def scale_observation(fields: Mapping[str, float]) -> npt.NDArray[np.float32]:
+def scale_observation(
+    fields: Mapping[str, float], features: tuple[Feature, ...] = FEATURES
+) -> npt.NDArray[np.float32]:
     """Map a backend observation onto the ``[0, 1]`` feature vector.
 
     Values outside a feature's bounds are clamped to the bound and the clamp is logged; a
     missing or non-finite value is a fault (never repaired).
 
     Args:
-        fields: The window's observation (must contain every :data:`OBSERVATION_NAMES` key).
+        fields: The window's observation (must contain every feature's field).
+        features: The observation set (default: the oracle set, :data:`FEATURES`).
 
     Returns:
-        The scaled observation, ``float32`` of shape ``(6,)``.
+        The scaled observation, ``float32`` of shape ``(len(features),)``.
 
     Raises:
         SafetyFaultError: A feature is missing, NaN or infinite.
     """
-    out = np.empty(len(FEATURES), dtype=np.float32)
-    for i, feat in enumerate(FEATURES):
+    out = np.empty(len(features), dtype=np.float32)
+    for i, feat in enumerate(features):
         if feat.field not in fields:
             raise SafetyFaultError(
                 f"Expected observation field {feat.field!r}, actual fields {sorted(fields)}"
@@ -118,14 +156,18 @@ def scale_observation(fields: Mapping[str, float]) -> npt.NDArray[np.float32]:
     return out
 
 
-def unscale_observation(obs: npt.ArrayLike) -> dict[str, float]:
+def unscale_observation(
+    obs: npt.ArrayLike, features: tuple[Feature, ...] = FEATURES
+) -> dict[str, float]:
     """Inverse of :func:`scale_observation` (physical values of a scaled vector)."""
     arr = np.asarray(obs, dtype=np.float64)
-    return {f.field: float(f.low + arr[i] * (f.high - f.low)) for i, f in enumerate(FEATURES)}
+    return {f.field: float(f.low + arr[i] * (f.high - f.low)) for i, f in enumerate(features)}
 
 
-def feature_scale() -> tuple[FloatArray, FloatArray]:
+def feature_scale(
+    features: tuple[Feature, ...] = FEATURES,
+) -> tuple[FloatArray, FloatArray]:
     """``(low, span)`` arrays with ``scaled = (raw - low) / span``, for folding into a bundle."""
-    low = np.array([f.low for f in FEATURES], dtype=np.float64)
-    span = np.array([f.high - f.low for f in FEATURES], dtype=np.float64)
+    low = np.array([f.low for f in features], dtype=np.float64)
+    span = np.array([f.high - f.low for f in features], dtype=np.float64)
     return low, span

@@ -22,17 +22,49 @@ from typing import Any
 import numpy as np
 
 from controller.envs.config import SimConfig
-from controller.envs.spaces import ACTION_FIELDS, feature_scale, observation_field_specs
-from controller.policies.bundle import PolicyBundle, export_sb3, json_default, load_bundle
-from protocol.envelope.config import load_envelope
+from controller.envs.dbs import action_map_for
+from controller.envs.spaces import (
+    ACTION_FIELDS,
+    Feature,
+    feature_scale,
+    observation_field_specs,
+    observation_set,
+)
+from controller.policies.bundle import (
+    FieldSpec,
+    PolicyBundle,
+    export_sb3,
+    json_default,
+    load_bundle,
+)
+from protocol.envelope.config import SafetyEnvelope, load_envelope
 
 #: Clip used when the policy was trained without observation normalisation (never reached).
 NO_CLIP = 1e9
 
 
-def folded_normalizer(vecnormalize: Any | None) -> SimpleNamespace:
+def action_fields_for(envelope: SafetyEnvelope) -> tuple[FieldSpec, ...]:
+    """The bundle's action layout for ``envelope`` (the environment's action map).
+
+    Model domain: :data:`~controller.envs.spaces.ACTION_FIELDS`; physical domain: the
+    envelope's own ranges in its amplitude unit, so a bundle trained for a device maps its
+    actions onto the settings that device accepts.
+    """
+    if envelope.domain == "model":
+        return ACTION_FIELDS
+    amap = action_map_for(envelope)
+    units = (envelope.amplitude_unit, "Hz", "us")
+    return tuple(
+        FieldSpec(spec.name, unit, float(lo), float(hi))
+        for spec, unit, lo, hi in zip(ACTION_FIELDS, units, amap.low, amap.high, strict=True)
+    )
+
+
+def folded_normalizer(
+    vecnormalize: Any | None, features: tuple[Feature, ...] | None = None
+) -> SimpleNamespace:
     """A ``VecNormalize``-like object whose statistics apply to raw observations."""
-    low, span = feature_scale()
+    low, span = feature_scale() if features is None else feature_scale(features)
     if vecnormalize is not None and getattr(vecnormalize, "norm_obs", False):
         mean = np.asarray(vecnormalize.obs_rms.mean, dtype=np.float64)
         var = np.asarray(vecnormalize.obs_rms.var, dtype=np.float64)
@@ -67,6 +99,7 @@ def export_bundle(
         training: Extra facts for the ``training`` metadata (network, seeds, steps …).
     """
     envelope = load_envelope(sim_config.envelope)
+    features = observation_set(sim_config.observations)
     settings = {
         "env_id": "neuroloop/FTSTS-v0",
         "control_period_ms": sim_config.control_period_ms,
@@ -75,6 +108,7 @@ def export_bundle(
         "tail_s": sim_config.tail_s,
         "envelope": sim_config.envelope,
         "reward": sim_config.reward.as_dict(),
+        "observations": sim_config.observations,
         "observation_scaling": "feature bounds folded into observation.normalization",
         **dict(training),
     }
@@ -82,10 +116,10 @@ def export_bundle(
     plain = json.loads(json.dumps(settings, default=_jsonable))
     root = export_sb3(
         model,
-        folded_normalizer(vecnormalize),
+        folded_normalizer(vecnormalize, features),
         path,
-        observation_fields=observation_field_specs(),
-        action_fields=ACTION_FIELDS,
+        observation_fields=observation_field_specs(features),
+        action_fields=action_fields_for(envelope),
         envelope_hash=envelope.sha256(),
         metadata={"training": plain},
     )

@@ -389,17 +389,23 @@ def validate(env: SafetyEnvelope, source: str = "<envelope>") -> SafetyEnvelope:
     return env
 
 
+#: The shipped envelopes, loadable by name: the simulator's (model units), a clinical
+#: current-mode device's, and the device emulator's FTSTS tissue (``defaults/*.toml``).
+SHIPPED_ENVELOPES = ("simulator", "device", "emulator")
+
+
 def load_envelope(path: str | Path) -> SafetyEnvelope:
     """Read and validate an envelope TOML file.
 
     Args:
-        path: File path, or ``simulator`` / ``device`` for the shipped defaults.
+        path: File path, or ``simulator`` / ``device`` / ``emulator`` for the shipped
+            envelopes.
 
     Raises:
         ConfigError: The file is missing, not TOML, or fails validation.
     """
     text_path = str(path)
-    if text_path in ("simulator", "device"):
+    if text_path in SHIPPED_ENVELOPES:
         ref = resources.files("protocol.envelope").joinpath(f"defaults/{text_path}.toml")
         return parse_envelope(
             tomllib.loads(ref.read_text("utf-8")), f"default {text_path} envelope"
