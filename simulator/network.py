@@ -439,6 +439,8 @@ class Network:
         sum_v = np.zeros(n_e)
         sumsq_v = np.zeros(n_e)
         kop_acc = np.zeros(2)
+        s_ie = np.empty(total)
+        s_ee = np.zeros(total)
         kop_every = round(cfg.kop_sample_ms / cfg.dt_ms)
         charge = 0.0
         pulses = 0
@@ -464,10 +466,13 @@ class Network:
             self._run(
                 steps, u_e, u_i, gain, None, plast_on, spk_step, spk_idx, n_spk,
                 pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc,
+                s_ie[n_done:], s_ee[n_done:],
             )  # fmt: skip
             if dropped:
                 pop_e[n_done + steps] = pop_e[n_done + steps - 1]
                 pop_i[n_done + steps] = pop_i[n_done + steps - 1]
+                s_ie[n_done + steps] = s_ie[n_done + steps - 1]
+                s_ee[n_done + steps] = s_ee[n_done + steps - 1]
             self.step += labelled
             n_done += labelled
         if n_spk[0] > cap:
@@ -544,7 +549,7 @@ class Network:
                   np.ascontiguousarray(xi, dtype=np.float32), plast_on, spk_step, spk_idx, n_spk,
                   np.empty(steps), np.empty(steps), np.zeros(self.config.n_e),
                   np.zeros(self.config.n_e), round(self.config.kop_sample_ms / self.config.dt_ms),
-                  np.zeros(2))  # fmt: skip
+                  np.zeros(2), np.empty(steps), np.zeros(steps))  # fmt: skip
         self.step += steps
         return spk_idx[: int(n_spk[0])].copy()
 
@@ -573,6 +578,8 @@ class Network:
         sumsq_v: FloatArray,
         kop_every: int,
         kop_acc: FloatArray,
+        s_ie: FloatArray,
+        s_ee: FloatArray,
     ) -> None:
         cfg = self.config
         args = (
@@ -601,6 +608,7 @@ class Network:
             Recorder(
                 spk_step=spk_step, spk_idx=spk_idx, n_spk=n_spk, pop_mean_e=pop_e,
                 pop_mean_i=pop_i, sum_v_e=sum_v, sumsq_v_e=sumsq_v, kop_acc=kop_acc,
+                s_ie_e=s_ie, s_ee_e=s_ee,
             ),
         )  # fmt: skip
         if self._threads == 1 or not threadable(self._structure, xi is not None):
