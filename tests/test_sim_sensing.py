@@ -1,4 +1,4 @@
-"""The implant's view (simulator/sensing): hand-computed spectra, filter, blanking, units, kernel."""
+"""The implant's view (simulator/sensing): hand-computed spectra, filter, blanking, units."""
 
 from __future__ import annotations
 
@@ -146,17 +146,17 @@ class _Recording(Sensor):
         return super().window(t0_ms, t1_ms, s_ie_e, s_ee_e, *rest)
 
 
-def _recording_network(cfg: NetworkConfig, threads: int = 1) -> Network:
+def _recording_network(cfg: NetworkConfig, threads: int = 1) -> tuple[Network, _Recording]:
     net = Network(cfg, threads=threads)
-    net.sensor = _Recording(net.sensor.config, cfg)
-    return net
+    net.sensor = sensor = _Recording(net.sensor.config, cfg)
+    return net, sensor
 
 
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_the_kernel_records_the_mean_delayed_s_of_the_e_cells(recurrent: bool) -> None:
     """Each step's record is the E mean of the delay line's row that step reads: S(t − d)."""
     cfg = SMALL.replace(semantics="clean", j_ee_mv=50.0 if recurrent else 0.0)
-    net = _recording_network(cfg)
+    net, sensor = _recording_network(cfg)
     net.reset(2)
     d = cfg.delay_steps
     for _ in range(5):
@@ -166,7 +166,7 @@ def test_the_kernel_records_the_mean_delayed_s_of_the_e_cells(recurrent: bool) -
     want_ie = [net._hist_cross[r, : cfg.n_e].astype(np.float64).mean() for r in rows]
     want_ee = [net._hist_rec[r, : cfg.n_e].astype(np.float64).mean() for r in rows]
     net.advance(FTSTS_DESYNC, 20.0)
-    s_ie, s_ee = net.sensor.records[-1]
+    s_ie, s_ee = sensor.records[-1]
     assert np.all(s_ie < 0.0)  # inhibitory
     np.testing.assert_allclose(s_ie[:d], want_ie, rtol=1e-12, atol=0.0)
     if recurrent:
@@ -179,11 +179,11 @@ def test_the_kernel_records_the_mean_delayed_s_of_the_e_cells(recurrent: bool) -
 def test_one_and_two_threads_record_and_sense_the_same_bits() -> None:
     runs = []
     for threads in (1, 2):
-        net = _recording_network(SMALL, threads)
+        net, sensor = _recording_network(SMALL, threads)
         net.reset(4)
         obs = [net.advance(FTSTS_DESYNC if w >= 5 else None, 20.0).observation()
                for w in range(12)]  # fmt: skip
-        runs.append((np.concatenate([r[0] for r in net.sensor.records]), obs))
+        runs.append((np.concatenate([r[0] for r in sensor.records]), obs))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1] == runs[1][1]
 
@@ -206,7 +206,8 @@ def test_every_window_reports_the_six_sensed_fields_reproducibly_per_seed() -> N
     assert all(math.isfinite(v) for row in a for v in row.values())
     late = a[-1]
     assert 5.0 <= late["lfp_peak_hz"] <= 100.0
-    assert late["lfp_peak_uv2"] > 0.0 and late["units_rate_hz"] > 0.0
+    assert late["lfp_peak_uv2"] > 0.0
+    assert late["units_rate_hz"] > 0.0
     assert 0.0 <= late["units_synchrony"] <= 1.0
 
 
@@ -257,11 +258,11 @@ def test_a_synthetic_proxy_goes_through_the_chain_with_its_power() -> None:
 def test_bad_sensing_settings_are_refused_naming_expected_and_actual(
     changes: dict[str, object], needle: str
 ) -> None:
-    with pytest.raises(ConfigError, match=None) as err:
+    with pytest.raises(ConfigError) as err:
         SensingConfig().replace(**changes)
     assert needle in str(err.value)
 
 
 def test_a_sample_rate_that_does_not_divide_the_kernel_rate_is_refused() -> None:
-    with pytest.raises(ConfigError, match="divide the kernel's rate 10000 Hz.*actual 3000"):
+    with pytest.raises(ConfigError, match=r"divide the kernel's rate 10000 Hz.*actual 3000"):
         Network(SMALL, sensing=SensingConfig(sample_rate_hz=3000.0))
