@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-setpoint",
         default=None,
         metavar="MV,HZ,US",
-        help="PPO: start the policy's mean action at this setpoint (amplitude in the envelope's unit, frequency "
-        "Hz, pulse width us), e.g. 115,180,500; default: the middle of the action box. A "
+        help="PPO: start the policy's mean action at this setpoint (amplitude in the "
+        "envelope's unit, frequency Hz, pulse width us), e.g. 115,180,500 (simulator) or "
+        "2.75,180,450 (emulator); default: the middle of the action box. A "
         "prior from scripted runs (docs/rl.md); exploration and learning are unchanged.",
     )
     o = p.add_argument_group("logging")

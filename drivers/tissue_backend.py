@@ -32,11 +32,8 @@ from simulator.server import SIM_CAPABILITIES, SimulatorBackend
 #: Stimulus parameters in device units, over the device's absolute caps.
 TISSUE_STIM_PARAMS = (
     ParamSpec("amplitude_ma", "mA", "amplitude", 0.0, ABS_AMP_MAX_UA / 1000.0),
-    ParamSpec(
-        "frequency_hz", "Hz", "frequency", ABS_FREQ_RANGE_DHZ[0] / 10.0, ABS_FREQ_RANGE_DHZ[1] / 10.0
-    ),
-    ParamSpec("pulse_width_us", "us", "pulse_width", float(ABS_PW_RANGE_US[0]),
-              float(ABS_PW_RANGE_US[1])),  # fmt: skip
+    ParamSpec("frequency_hz", "Hz", "frequency", *(f / 10.0 for f in ABS_FREQ_RANGE_DHZ)),
+    ParamSpec("pulse_width_us", "us", "pulse_width", *(float(w) for w in ABS_PW_RANGE_US)),
 )
 
 
@@ -79,7 +76,9 @@ class TissueBackend(SimulatorBackend):
         net = self._require_network()
         setting = None
         if stimulus is not None:
-            values = (stimulus["amplitude_ma"], stimulus["frequency_hz"], stimulus["pulse_width_us"])
+            values = tuple(
+                stimulus[name] for name in ("amplitude_ma", "frequency_hz", "pulse_width_us")
+            )
             if not all(math.isfinite(v) for v in values):
                 raise SafetyLimitError(f"Expected finite stimulus values, actual {values}")
             try:

@@ -147,7 +147,8 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             self.model.close()
             raise
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(ACTION_MAP.size,), dtype=np.float32)
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(self.features),), dtype=np.float32)
+        n_obs = len(self.features)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(n_obs,), dtype=np.float32)
         self._log = structlog.get_logger().bind(env=type(self).__name__)
         self.tick: ControlTick | None = None
         self.trace = EpisodeTrace()
