@@ -55,7 +55,6 @@ class MonotonicClock:
             pass
 
 
-
 def request_realtime_priority(priority: int) -> None:
     """Run this process under ``SCHED_FIFO`` at ``priority`` (Linux; hil-safety-protocol §4.4).
 

@@ -301,11 +301,12 @@ class ControlLoop:
 
     def _decide(self, obs: BackendObservation, t_next: float) -> tuple[Decision, Any]:
         gov = self.governor
-        held = gov.check_observation(obs.fields, self.policy.required_fields, t_next)
+        fields = self.tick.fields(obs)  # the backend's fields and the delivered dose
+        held = gov.check_observation(fields, self.policy.required_fields, t_next)
         if held is not None:
             return held, None
         try:
-            raw = self.policy.act(obs.fields, obs.t_model_ms)
+            raw = self.policy.act(fields, obs.t_model_ms)
         except Exception as err:  # a broken policy is an invalid action, not a crash
             self._log.error("policy_error", error=repr(err))
             raw = err

@@ -20,6 +20,19 @@ from controller.envelope.governor import Decision, SafetyGovernor
 from core.errors import ConfigError, SafetyError
 from protocol.envelope.config import SafetyEnvelope
 
+#: The controller's own measurable feature, by the envelope's charge unit: the charge the
+#: stimulator has delivered since the session's reset (both phases of every pulse,
+#: :func:`window_charge` summed over the windows). A stimulator knows its output, so this is
+#: measurable on any backend; :class:`ControlTick` adds it to every observation.
+DOSE_FIELDS = {"mV·ms": "dose_mv_ms", "µC": "dose_uc"}
+#: Observation fields the controller derives itself (a backend need not report them).
+DERIVED_FIELDS = frozenset(DOSE_FIELDS.values())
+
+
+def dose_field(envelope: SafetyEnvelope) -> str:
+    """Name of the delivered-dose observation for ``envelope``'s charge unit."""
+    return DOSE_FIELDS[envelope.charge_unit]
+
 
 def open_session(
     connection: BackendConnection,
@@ -55,7 +68,9 @@ def open_session(
             f"Expected a {info.domain!r} envelope for backend {info.kind!r}, actual "
             f"{envelope.name!r} in domain {envelope.domain!r}"
         )
-    missing = [f for f in required_fields if f not in info.observation_fields]
+    missing = [
+        f for f in required_fields if f not in info.observation_fields and f not in DERIVED_FIELDS
+    ]
     if missing:
         raise ConfigError(
             f"Expected backend observation fields to include {missing} for {user}, actual "
@@ -97,6 +112,9 @@ def window_charge(obs: BackendObservation, envelope: SafetyEnvelope) -> float:
 class ControlTick:
     """Request → governor → backend → observation, one control period at a time.
 
+    It counts the delivered dose (:data:`DOSE_FIELDS`), the charge of every window since
+    :meth:`start` in the envelope's charge unit, which :meth:`fields` adds to what a policy sees.
+
     Args:
         connection: The opened connection (see :func:`open_session`).
         governor: The governor every request passes through.
@@ -109,9 +127,12 @@ class ControlTick:
         self.connection = connection
         self.governor = governor
         self.period_ms = period_ms
+        self.dose_field = dose_field(governor.envelope)
+        self.dose = 0.0
 
     def start(self) -> Decision:
         """Arm the governor at control time 0; its first (off) setpoint starts the soft start."""
+        self.dose = 0.0
         self.governor.arm(0.0)
         return self.governor.idle(0.0)
 
@@ -130,9 +151,20 @@ class ControlTick:
             NeuroLoopError: The backend refused the step (it stopped stimulation).
         """
         if want_spikes:
-            return self.connection.step(decision.setpoint, self.period_ms, timeout_s, True)
-        # Without spikes the call stays the three-argument one every connection accepts.
-        return self.connection.step(decision.setpoint, self.period_ms, timeout_s)
+            obs = self.connection.step(decision.setpoint, self.period_ms, timeout_s, True)
+        else:
+            # Without spikes the call stays the three-argument one every connection accepts.
+            obs = self.connection.step(decision.setpoint, self.period_ms, timeout_s)
+        self.dose += window_charge(obs, self.governor.envelope)
+        return obs
+
+    def fields(self, obs: BackendObservation) -> dict[str, float]:
+        """What a policy observes: the backend's fields and the delivered dose so far.
+
+        Recordings keep the backend's observation as it came; the dose is the controller's own
+        account (:data:`DOSE_FIELDS`), derived again on every run, replays included.
+        """
+        return {**obs.fields, self.dose_field: self.dose}
 
     def charge(self, obs: BackendObservation) -> float:
         """The window's charge in the envelope's unit (:func:`window_charge`)."""

@@ -15,7 +15,7 @@ import pytest
 
 from controller.envs import DBSEnv, SimConfig
 from controller.envs.models import LocalNetworkModel
-from controller.envs.spaces import MEASURED_FEATURES, OBSERVATION_SETS, observation_set
+from controller.envs.spaces import observation_set
 from controller.policies.bundle import load_bundle
 from controller.policies.factory import build_policy
 from controller.train_cli import main as train_main
@@ -44,8 +44,9 @@ def small_config(**changes: object) -> SimConfig:
 def test_measurable_set_is_measurable_and_the_oracle_set_is_not() -> None:
     from protocol.observables import is_measurable  # the one definition (docs/protocol.md)
 
-    assert all(is_measurable(f.field) for f in MEASURED_FEATURES)
-    assert not any(is_measurable(f.field) for f in OBSERVATION_SETS["oracle"])
+    for domain in ("model", "physical"):
+        assert all(is_measurable(f.field) for f in observation_set("measurable", domain))
+    assert not any(is_measurable(f.field) for f in observation_set("oracle"))
     with pytest.raises(ConfigError, match="Expected an observation set in"):
         observation_set("weights")
     with pytest.raises(ConfigError, match="Expected observations 'oracle' or 'measurable'"):
@@ -97,19 +98,25 @@ def test_tissue_backend_refuses_a_polarity_option() -> None:
 def test_measurable_env_observes_lfp_features_in_device_units() -> None:
     env = DBSEnv(small_config(), LocalNetworkModel, SMALL)
     try:
-        assert env.observation_space.shape == (len(MEASURED_FEATURES),)
+        features = observation_set("measurable", "physical")
+        assert [f.field for f in features][-1] == "dose_uc"
+        assert env.observation_space.shape == (len(features),)
         assert env.action_map.low == (0.0, 60.0, 60.0)
         assert env.action_map.high == (4.0, 185.0, 450.0)
         obs, info = env.reset(seed=5)
-        assert obs.shape == (4,)
+        assert obs.shape == (5,)
+        assert obs[-1] == 0.0  # nothing delivered in the lead-in
         assert np.all((obs >= 0.0) & (obs <= 1.0))
         total = 0.0
         done = False
         while not done:
             obs, _, done, _, info = env.step(np.array([0.4, 1.0, 1.0], dtype=np.float32))
             total += info["charge_mv_ms"]
+            assert info["fields"]["dose_uc"] >= 0.0
             assert info["setpoint"]["pulse_width_us"] <= 450.0
         assert info["total_charge_mv_ms"] == pytest.approx(total)
+        # the dose in µC: what 2 phases × amplitude × width × rate delivered, > 0
+        assert info["fields"]["dose_uc"] > 0.0
         assert total > 0.0
     finally:
         env.close()
@@ -131,14 +138,16 @@ def test_training_exports_a_measurable_bundle_in_device_units(tmp_path: Path) ->
     ])  # fmt: skip
     assert code == 0
     bundle = load_bundle(out / "bundle")
-    assert bundle.observation_fields == tuple(f.field for f in MEASURED_FEATURES)
+    assert bundle.observation_fields == tuple(
+        f.field for f in observation_set("measurable", "physical")
+    )
     meta = json.loads((out / "bundle" / "bundle.json").read_text("utf-8"))
     units = [f["unit"] for f in meta["action"]["fields"]]
     assert units == ["mA", "Hz", "us"]
     assert meta["training"]["observations"] == "measurable"
     env = load_envelope("emulator")
     policy = build_policy(str(out / "bundle"), env)
-    fields = {f.field: 0.5 for f in MEASURED_FEATURES}
+    fields = {f.field: 0.5 for f in observation_set("measurable", "physical")}
     action = policy.act(fields, 10_000.0)
     assert policy.action_map is not None
     sp = policy.action_map.to_setpoint(np.clip(np.asarray(action), -1.0, 1.0))

@@ -24,7 +24,7 @@ environment's ``np_random``, so a seeded first reset fixes the whole sequence.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -130,7 +130,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         # The agent sees its observation set; the reward also reads the weight and synchrony
         # (the oracle set's fields) and counts model charge (mV·ms): a physical backend must
         # report its tissue's.
-        self.features = observation_set(self.sim_config.observations)
+        self.features = observation_set(self.sim_config.observations, self.envelope.domain)
         required = tuple(dict.fromkeys((*OBSERVATION_NAMES, *(f.field for f in self.features))))
         if self.envelope.domain != "model":
             required = (*required, "charge_mv_ms")
@@ -217,7 +217,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         window = self._window(self.tick.apply(idle, self._timeout_s(cfg.control_period_ms),
                                               self._spikes(want)))  # fmt: skip
         self.trace.add_spikes(window)
-        obs = scale_observation(window.fields, self.features)
+        obs = scale_observation(self._with_dose(window.fields), self.features)
         self._weight_mv = float(window.fields["weight_mv"])
         self.trace.add_window(window, None, 0.0)
         self._done = False
@@ -227,7 +227,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             "t_ms": window.t_end_ms,
             "weight_mv": self._weight_mv,
             "synchrony": float(window.fields["synchrony"]),
-            "fields": dict(window.fields),
+            "fields": self._with_dose(window.fields),
         }
         return obs, info
 
@@ -273,7 +273,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             self._done = True
             raise
         window = self._window(observed)
-        obs = scale_observation(window.fields, self.features)
+        obs = scale_observation(self._with_dose(window.fields), self.features)
         charge = self._charge(observed)
         weight_after = float(window.fields["weight_mv"])
         synchrony = float(window.fields["synchrony"])
@@ -294,18 +294,18 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             "charge_mv_ms": charge,
             "weight_mv": weight_after,
             "synchrony": synchrony,
-            "fields": dict(window.fields),
+            "fields": self._with_dose(window.fields),
         }
         if terminal:
             tail, r_tail = self._tail(window, decision.setpoint)
             tail_term = rw.tail_penalty(r_tail, rcfg)
-            obs = scale_observation(tail.fields, self.features)
+            obs = scale_observation(self._with_dose(tail.fields), self.features)
             info.update(
                 r_tail=r_tail,
                 total_charge_mv_ms=self._charge_mv_ms,
                 weight_end_mv=float(tail.fields["weight_mv"]),
                 t_ms=tail.t_end_ms,
-                fields=dict(tail.fields),
+                fields=self._with_dose(tail.fields),
             )
             self._done = True
         terms = rw.RewardTerms(charge_term, tail_term, sync_term, shaping_term)
@@ -328,6 +328,13 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
 
     def _window(self, observed: BackendObservation) -> ModelWindow:
         return ModelWindow.of(observed)
+
+    def _with_dose(self, fields: Mapping[str, float]) -> dict[str, float]:
+        """``fields`` with the episode's delivered dose (what the agent observes)."""
+        tick = self.tick
+        if tick is None:
+            return dict(fields)
+        return {**fields, tick.dose_field: tick.dose}
 
     def _charge(self, observed: BackendObservation) -> float:
         """Model charge of a window (mV·ms): the envelope's account, or a device's tissue's."""

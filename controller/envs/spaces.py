@@ -63,32 +63,43 @@ OBSERVATION_NAMES: tuple[str, ...] = tuple(f.field for f in FEATURES)
 #: the simulator's control windows and on a device's 20 ms STATUS). The recorded units' R and
 #: rate are measurable too, but over a window as short as a device's STATUS they are another
 #: estimate than over a control period, so a policy meant to run on a device leaves them out.
-MEASURED_FEATURES: tuple[Feature, ...] = (
+LFP_FEATURES: tuple[Feature, ...] = (
     Feature("lfp_beta_uv2", "uV^2", 0.0, 5.0, "LFP power, 13–30 Hz"),
     Feature("lfp_band_uv2", "uV^2", 0.0, 5.0, "LFP power in the network's band"),
     Feature("lfp_peak_hz", "Hz", 0.0, 100.0, "frequency of the LFP's spectral peak"),
     Feature("lfp_peak_uv2", "uV^2", 0.0, 5.0, "LFP power around the spectral peak"),
 )
+#: The delivered dose (``controller.tick.DOSE_FIELDS``), the stimulator's own account and the
+#: policy's memory of how much it has given: 0 to a little more than open-loop FTSTS's
+#: 315 000 mV·ms over 20 s (model), or than 4 mA × 450 µs at 185 Hz for 20 s (device).
+DOSE_FEATURES: dict[str, Feature] = {
+    "model": Feature("dose_mv_ms", "mV·ms", 0.0, 400_000.0, "charge delivered so far"),
+    "physical": Feature("dose_uc", "uC", 0.0, 15_000.0, "charge delivered so far"),
+}
+#: The measurable set of the model domain (see :func:`observation_set`).
+MEASURED_FEATURES: tuple[Feature, ...] = (*LFP_FEATURES, DOSE_FEATURES["model"])
 
 #: The observation sets an environment offers: ``oracle`` (the simulator's population
 #: statistics and the mean E→I weight, which no electrode measures) and ``measurable``.
-OBSERVATION_SETS: dict[str, tuple[Feature, ...]] = {
-    "oracle": FEATURES,
-    "measurable": MEASURED_FEATURES,
-}
+OBSERVATION_SETS: tuple[str, ...] = ("oracle", "measurable")
 
 
-def observation_set(name: str) -> tuple[Feature, ...]:
-    """The features of observation set ``name``.
+def observation_set(name: str, domain: str = "model") -> tuple[Feature, ...]:
+    """The features of observation set ``name`` for an envelope of ``domain``.
+
+    ``measurable`` is the LFP features and the delivered dose in the domain's charge unit.
 
     Raises:
-        ConfigError: Unknown name.
+        ConfigError: Unknown name or domain.
     """
-    if name not in OBSERVATION_SETS:
+    if name not in OBSERVATION_SETS or domain not in DOSE_FEATURES:
         raise ConfigError(
-            f"Expected an observation set in {sorted(OBSERVATION_SETS)}, actual {name!r}"
+            f"Expected an observation set in {list(OBSERVATION_SETS)} and a domain in "
+            f"{sorted(DOSE_FEATURES)}, actual {name!r}, {domain!r}"
         )
-    return OBSERVATION_SETS[name]
+    if name == "oracle":
+        return FEATURES
+    return (*LFP_FEATURES, DOSE_FEATURES[domain])
 
 
 #: Action layout: controlled quantity, unit, physical value at -1 and at +1.

@@ -329,9 +329,7 @@ def format_table(summary: dict[str, Any]) -> str:
         m = summary.get(method)
         if m is None:
             continue
-        share = (
-            f"{m['charge_mean'] / ftsts_charge:.0%}" if ftsts_charge else "n/a"
-        )
+        share = f"{m['charge_mean'] / ftsts_charge:.0%}" if ftsts_charge else "n/a"
         ttd = (
             "never"
             if m["time_to_desync_s_median"] is None

@@ -99,7 +99,7 @@ def export_bundle(
         training: Extra facts for the ``training`` metadata (network, seeds, steps …).
     """
     envelope = load_envelope(sim_config.envelope)
-    features = observation_set(sim_config.observations)
+    features = observation_set(sim_config.observations, envelope.domain)
     settings = {
         "env_id": "neuroloop/FTSTS-v0",
         "control_period_ms": sim_config.control_period_ms,
