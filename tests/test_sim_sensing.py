@@ -218,6 +218,15 @@ def test_every_window_reports_the_six_sensed_fields_reproducibly_per_seed() -> N
     assert 0.0 <= late["units_synchrony"] <= 1.0
 
 
+def test_each_window_carries_its_sensed_lfp_samples() -> None:
+    net = Network(SMALL)
+    net.reset(2)
+    chunks = [net.advance(None, 20.0).lfp_uv for _ in range(60)]
+    assert all(c.shape == (20,) for c in chunks)  # 20 ms at 1 kHz
+    # the last second of them is what the spectrum was estimated from
+    np.testing.assert_array_equal(np.concatenate(chunks[-50:]), net.sensor._buffer)
+
+
 def test_the_sensor_does_not_change_the_network_it_senses() -> None:
     """Network dynamics do not depend on the sensor's settings or draws."""
     runs = []

@@ -74,6 +74,8 @@ class Sensor:
         self._pending_mask = np.zeros(self._pre, dtype=np.bool_)
         self._rng = np.random.default_rng(0)
         self.centre_hz: float | None = config.band_centre_hz
+        #: The sensed LFP samples (µV, at ``rate_hz``) of the last window
+        self.last_samples_uv: F64 = np.zeros(0)
         self._ready = False
 
     def reset(self, seed: int | np.random.SeedSequence) -> None:
@@ -137,6 +139,7 @@ class Sensor:
             raise RuntimeError("Sensor.reset(seed) must be called before Sensor.window")
         cfg = self.config
         samples, mask = self.lfp_uv(s_ie_e, s_ee_e, drive_e, active)
+        self.last_samples_uv = samples
         m = samples.shape[0]
         buf = self._buffer
         if m >= buf.shape[0]:
