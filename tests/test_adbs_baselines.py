@@ -193,28 +193,31 @@ def test_proportional_follows_the_power_between_thresholds() -> None:
 
 
 def test_ftsts_sensed_probes_and_latches_on_a_quiet_probe() -> None:
+    """A probe ends early when the power rises; a probe that stays quiet trips the latch."""
     pol = FtstsSensedPolicy(onset_ms=ONSET_MS, probe_every_ms=1000.0, probe_ms=400.0,
-                            read_ms=200.0, latch_fraction=0.25)  # fmt: skip
+                            latch_fraction=0.25)  # fmt: skip
 
     def power(t: float) -> float:
         if t <= ONSET_MS:
-            return 100.0
-        # First probe (3000-3400 ms): the network resynchronises (60 > 25): resume.
-        if t < 5000.0:
-            return 60.0 if t > 3000.0 else 5.0
-        return 5.0  # second probe (4400-4800 ms) reads 60, third (5800-6200) reads 5: latch
+            return 100.0  # reference 100: latch level 25
+        if 3100.0 <= t < 4000.0:
+            return 60.0  # the first probe (from 3000 ms) sees the network resynchronise
+        if 4200.0 <= t < 4300.0:
+            return 30.0  # so does the second (from 4100 ms), 100 ms in
+        return 5.0  # the third (from 5200 ms) stays quiet for 400 ms: latch
 
     t, amp = drive(pol, power, 8000.0)
     on = amp > 0.0
     assert not on[t < ONSET_MS].any()
     assert on[(t >= ONSET_MS) & (t < 3000.0)].all()
-    assert not on[(t >= 3000.0) & (t < 3400.0)].any()
-    assert on[(t >= 3400.0) & (t < 4400.0)].all()
-    assert not on[(t >= 4400.0) & (t < 4800.0)].any()
-    assert on[(t >= 4800.0) & (t < 5800.0)].all()
-    assert not on[t >= 5800.0].any()
-    assert pol.latched_at_ms == pytest.approx(6200.0)
-    assert [p["level"] for p in pol.probes] == pytest.approx([60.0, 60.0, 5.0])
+    assert not on[(t >= 3000.0) & (t < 3100.0)].any()
+    assert on[(t >= 3100.0) & (t < 4100.0)].all()  # resumed at once, 1000 ms to the next
+    assert not on[(t >= 4100.0) & (t < 4200.0)].any()
+    assert on[(t >= 4200.0) & (t < 5200.0)].all()
+    assert not on[t >= 5200.0].any()
+    assert pol.latched_at_ms == pytest.approx(5600.0)
+    assert [p["length_ms"] for p in pol.probes] == pytest.approx([100.0, 100.0, 400.0])
+    assert [p["peak"] for p in pol.probes] == pytest.approx([60.0, 30.0, 5.0])
     assert np.all(amp[on] == 100.0)
 
 
@@ -235,8 +238,8 @@ def test_bad_settings_are_refused() -> None:
         DualThresholdPolicy(settings(), upper_fraction=0.3, lower_fraction=0.4)
     with pytest.raises(ConfigError, match="ramp_ms"):
         OnOffPolicy(settings(), ramp_ms=0.0)
-    with pytest.raises(ConfigError, match="read_ms"):
-        FtstsSensedPolicy(probe_ms=100.0, read_ms=200.0)
+    with pytest.raises(ConfigError, match="probe_ms"):
+        FtstsSensedPolicy(probe_ms=0.0)
     pol = OnOffPolicy(settings())
     pol.reset()
     for k in range(1, 100):

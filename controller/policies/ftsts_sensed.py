@@ -6,14 +6,15 @@ desynchronised without stimulation". Reading a synchrony marker *during* stimula
 nothing about that: the train suppresses synchrony within a few tens of milliseconds whatever
 the weights (R falls from ≈ 0.7 to ≈ 0.1 in the first windows), and the stimulation artefact
 sits in the sensed signal besides. So the criterion is read in **probes**: every
-``probe_every_ms`` of stimulation the train pauses for ``probe_ms``; at the end of the pause the
-feature, averaged over the observations of the probe's last ``read_ms`` (the network has had
-``probe_ms - read_ms`` to resynchronise if it is going to, and the sensor's window no longer
-holds stimulated samples), is compared with ``latch_fraction`` of its lead-in mean
-(:class:`~controller.policies.biomarker.LeadInCalibration`). Below: the latch trips and
-stimulation stays off for the rest of the run. Above: the train resumes. The pauses cost no
-charge; they do give the network short stimulation-free stretches, which the evaluation counts
-like any other (docs/rl.md, "Clinical baselines").
+``probe_every_ms`` of stimulation the train pauses for up to ``probe_ms``. If the feature
+rises above ``latch_fraction`` of its lead-in mean
+(:class:`~controller.policies.biomarker.LeadInCalibration`) during the pause, the network is
+resynchronising: the train resumes at once (so a failed probe costs little time and lets the
+network resynchronise only briefly). If the feature stays below that level for the whole pause,
+the network holds the asynchronous state by itself: the latch trips and stimulation stays off
+for the rest of the run. The pauses cost no charge; they do give the network short
+stimulation-free stretches, which the evaluation counts like any other (docs/rl.md, "Clinical
+baselines").
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import structlog
 
 from controller.envelope.action import ActionMap
@@ -35,7 +35,7 @@ from protocol.envelope.setpoint import Setpoint
 
 @dataclass
 class FtstsSensedPolicy:
-    """FTSTS from the onset, paused for a probe every ``probe_every_ms``, latched off on a probe.
+    """FTSTS from the onset, paused for a probe every ``probe_every_ms``, latched on a quiet probe.
 
     Args:
         feature: The sensed observation field read in probes (measurable).
@@ -43,19 +43,18 @@ class FtstsSensedPolicy:
         settle_ms: Lead-in observations before this are not used for calibration.
         setpoint: The train while on (the paper's 100 mV, 83.33 Hz, 1000 µs).
         probe_every_ms: Stimulation time between probes.
-        probe_ms: Length of a probe (stimulation off).
-        read_ms: The probe's last ``read_ms`` are averaged for the criterion.
-        latch_fraction: Latch when that average is below this fraction of the lead-in mean.
+        probe_ms: Longest probe (stimulation off); a probe ends early when the feature rises.
+        latch_fraction: The level, as a fraction of the lead-in mean, that the feature must
+            stay below for a whole probe to latch (and whose crossing ends a probe early).
     """
 
     feature: str = DEFAULT_FEATURE
     onset_ms: float = 2000.0
     settle_ms: float = 500.0
     setpoint: Setpoint = FTSTS_SETPOINT
-    probe_every_ms: float = 2000.0
-    probe_ms: float = 500.0
-    read_ms: float = 200.0
-    latch_fraction: float = 0.25
+    probe_every_ms: float = 3000.0
+    probe_ms: float = 1000.0
+    latch_fraction: float = 0.1
     name: str = "ftsts-sensed"
     action_map: ActionMap | None = None
     required_fields: tuple[str, ...] = field(default=(), init=False)
@@ -65,21 +64,17 @@ class FtstsSensedPolicy:
     _calib: LeadInCalibration = field(init=False, repr=False)
     _phase_start_ms: float | None = field(default=None, init=False, repr=False)
     _probing: bool = field(default=False, init=False, repr=False)
-    _read: list[float] = field(default_factory=list, init=False, repr=False)
+    _peak: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("onset_ms", "settle_ms"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ConfigError(f"Expected {name} >= 0, actual {value!r}")
-        for name in ("probe_every_ms", "probe_ms", "read_ms", "latch_fraction"):
+        for name in ("probe_every_ms", "probe_ms", "latch_fraction"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 raise ConfigError(f"Expected {name} > 0, actual {value!r}")
-        if self.read_ms > self.probe_ms:
-            raise ConfigError(
-                f"Expected read_ms <= probe_ms ({self.probe_ms}), actual {self.read_ms}"
-            )
         if not self.feature:
             raise ConfigError("Expected a sensed feature name, actual ''")
         self.required_fields = (self.feature,)
@@ -98,7 +93,7 @@ class FtstsSensedPolicy:
         self.probes = []
         self._phase_start_ms = None
         self._probing = False
-        self._read = []
+        self._peak = 0.0
 
     def _off(self) -> Setpoint:
         sp = self.setpoint
@@ -126,22 +121,21 @@ class FtstsSensedPolicy:
         if not self._probing:
             if elapsed < self.probe_every_ms - TIME_SLACK_MS:
                 return self.setpoint
-            self._probing, self._phase_start_ms, self._read = True, t, []
+            self._probing, self._phase_start_ms, self._peak = True, t, 0.0
             return self._off()
         # In a probe: the observation stamped t describes the probe window ending at t.
-        if elapsed > self.probe_ms - self.read_ms + TIME_SLACK_MS:
-            self._read.append(value)
-        if elapsed < self.probe_ms - TIME_SLACK_MS:
-            return self._off()
-        level = float(np.mean(self._read)) if self._read else value
         assert self.latch_level is not None
-        trips = level < self.latch_level
-        self.probes.append({"t_model_ms": t, "level": level, "latch_level": self.latch_level})
+        self._peak = max(self._peak, value)
+        risen = value >= self.latch_level
+        if not risen and elapsed < self.probe_ms - TIME_SLACK_MS:
+            return self._off()
+        self.probes.append({"t_model_ms": t, "length_ms": elapsed, "peak": self._peak,
+                            "latch_level": self.latch_level})  # fmt: skip
         structlog.get_logger("controller.policies").info(
-            "ftsts_sensed_probe", t_model_ms=t, feature=self.feature, level=level,
-            latch_level=self.latch_level, latched=trips,
+            "ftsts_sensed_probe", t_model_ms=t, feature=self.feature, length_ms=elapsed,
+            peak=self._peak, latch_level=self.latch_level, latched=not risen,
         )  # fmt: skip
-        if trips:
+        if not risen:
             self.latched_at_ms = t
             return self._off()
         self._probing, self._phase_start_ms = False, t
