@@ -361,7 +361,8 @@ def summarise(records: list[RunRecord]) -> dict[str, Any]:
     """Per-method statistics over seeds, and every method relative to open-loop FTSTS.
 
     Per method: mean, SD, median, min and max of ``r_tail`` and ``charge``, the mean share of
-    the controlled period with stimulation on, and :func:`desync_summary`. For every method
+    the controlled period with stimulation on, the median R during the controlled period, and
+    :func:`desync_summary`. For every method
     other than ``ftsts`` (when ``ftsts`` ran): ``<method>_vs_ftsts`` (:func:`versus_ftsts`).
     """
     out: dict[str, Any] = {}
@@ -380,6 +381,9 @@ def summarise(records: list[RunRecord]) -> dict[str, Any]:
             "charge_sd": float(charge.std()),
             **{f"charge_{k}": v for k, v in _spread(charge).items()},
             "on_fraction_mean": float(np.mean([r.on_fraction for r in rows])),
+            "r_controlled_median": float(np.nanmedian([r.r_controlled for r in rows]))
+            if any(math.isfinite(r.r_controlled) for r in rows)
+            else None,
             **desync_summary([r.time_to_desync_s for r in rows]),
         }
     if "ftsts" in out:
@@ -423,11 +427,12 @@ def format_table(summary: dict[str, Any]) -> str:
 
     Columns: runs; tail R mean and median [min–max] over seeds; charge (mean, mV·ms) and its
     share of FTSTS's, seed by seed, as mean and median [min–max]; seeds whose tail R is no worse
-    than FTSTS's on the same seed; share of the controlled period stimulating; runs that end
-    desynchronised; time to desynchronise, median [min–max] over those runs.
+    than FTSTS's on the same seed; share of the controlled period stimulating;
+    the median R during the controlled period; runs that end desynchronised; time to
+    desynchronise, median [min–max] over those runs.
     """
     head = ("method", "runs", "r_tail mean", "r_tail median [min–max]", "charge mV·ms",
-            "vs FTSTS mean", "vs FTSTS median [min–max]", "r_tail ≤ FTSTS", "on",
+            "vs FTSTS mean", "vs FTSTS median [min–max]", "r_tail ≤ FTSTS", "on", "R ctrl",
             "desync.", "time to desync. s: median [min–max]")  # fmt: skip
     rows = [head]
     for method in METHODS:
@@ -450,6 +455,7 @@ def format_table(summary: dict[str, Any]) -> str:
             method, str(m["n"]), f"{m['r_tail_mean']:.4f}", _range(m, "r_tail", ".4f"),
             f"{m['charge_mean']:.0f}", share_mean, share_range, no_worse,
             f"{m.get('on_fraction_mean', float('nan')):.0%}",
+            "n/a" if m.get("r_controlled_median") is None else f"{m['r_controlled_median']:.2f}",
             f"{m['desynchronised_runs']}/{m['n']}", ttd,
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -457,7 +463,8 @@ def format_table(summary: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(
         "vs FTSTS: charge / FTSTS's charge on the same seed; r_tail ≤ FTSTS: seeds no worse than "
-        "FTSTS on the same seed; on: share of the controlled period stimulating"
+        "FTSTS on the same seed; on: share of the controlled period stimulating; R ctrl: median "
+        "R during the controlled period"
     )
     lines.append(
         f"time to desync.: from stimulation onset until the trailing {DESYNC_WINDOW_MS / 1000:g} s "
