@@ -53,7 +53,7 @@ class FtstsSensedPolicy:
     settle_ms: float = 500.0
     setpoint: Setpoint = FTSTS_SETPOINT
     probe_every_ms: float = 3000.0
-    probe_ms: float = 1000.0
+    probe_ms: float = 2000.0
     latch_fraction: float = 0.1
     name: str = "ftsts-sensed"
     action_map: ActionMap | None = None
