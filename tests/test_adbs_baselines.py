@@ -246,3 +246,30 @@ def test_bad_settings_are_refused() -> None:
         pol.act({FEATURE: 0.0}, 20.0 * k)
     with pytest.raises(ConfigError, match="lead-in mean"):
         pol.act({FEATURE: 0.0}, ONSET_MS)
+
+
+def test_onoff_in_the_control_loop_against_the_in_process_simulator() -> None:
+    """``--policy adbs-onoff`` as the controller runs it: sensed fields, ramps in the envelope."""
+    from controller.backends.inprocess import InProcessConnection
+    from controller.envelope.governor import SafetyGovernor
+    from controller.loop import ControlLoop, LoopSettings
+    from simulator.config import NetworkConfig
+
+    env = load_envelope("simulator")
+    policy = build_policy("adbs-onoff", env, onset_ms=600.0)
+    assert isinstance(policy, OnOffPolicy)
+    backend = InProcessConnection.simulator(NetworkConfig(n_e=160, n_i=40), seed=3)
+    gov = SafetyGovernor(env, 0.02)
+    loop = ControlLoop(backend, policy, gov, LoopSettings(period_ms=20.0, duration_s=2.0,
+                                                          pace="fast"))  # fmt: skip
+    result = loop.run()
+    assert result.end_reason == "completed"
+    assert policy.reference is not None
+    assert policy.reference > 0.0
+    applied = [0.0 if a is None else a.amplitude for a in backend.applied]
+    first_on = next(i for i, a in enumerate(applied) if a > 0.0)
+    assert first_on * 20.0 >= 600.0
+    # The policy's 250 ms ramp (8 mV per tick) is gentler than the envelope's: no ramp clamp.
+    assert max(np.diff(applied)) <= 8.0 + 1e-9
+    assert gov.counts.get("ramp_up", 0) == 0
+    assert result.stats.charge > 0.0
