@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         metavar="NAME|PATH",
         help="off | constant (needs --amplitude) | ftsts (the paper's open-loop protocol with the "
-        "75 mV weight latch; default) | ftsts-sensed, adbs-onoff, adbs-dual, adbs-prop (clinical "
+        "75 mV weight latch; default) | ftsts-sensed, adbs-onoff, adbs-single, adbs-dual, "
+        "adbs-prop (clinical "
         "baselines on sensed features, calibrated on the lead-in before --onset-ms; docs/rl.md) "
         "| path of a policy bundle directory",
     )

@@ -34,9 +34,9 @@ example:
       the baselines alone (no bundle): 2 s lead-in, 20 s controlled, 5 s tail
 
 methods: policy (the bundle), ftsts (the paper's weight latch, unobservable), ftsts-sensed,
-adbs-onoff, adbs-dual, adbs-prop (clinical baselines on sensed features only, calibrated per
-seed on the lead-in; docs/rl.md "Clinical baselines"), latched (grid-searched latched train,
-weight latch), off. Default: all of them (without --policy: all but policy).
+adbs-onoff, adbs-single, adbs-dual, adbs-prop (clinical baselines on sensed features only,
+calibrated per seed on the lead-in; docs/rl.md "Clinical baselines"), latched (grid-searched
+latched train, weight latch), off. Default: all of them (without --policy: all but policy).
 
 With --ray the episodes run on a Ray cluster (docs/cluster.md); the numbers are the same.
 An episode that fails is listed in eval.json's "failures" (exit status 1); the rest finish.
@@ -95,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         default=None,
-        help="Comma-separated subset of policy, ftsts, ftsts-sensed, adbs-onoff, adbs-dual, "
-        "adbs-prop, latched (the grid-searched latched train, docs/rl.md) and off (default: "
-        "all; without --policy all but policy).",
+        help="Comma-separated subset of policy, ftsts, ftsts-sensed, adbs-onoff, adbs-single, "
+        "adbs-dual, adbs-prop, latched (the grid-searched latched train, docs/rl.md) and off "
+        "(default: all; without --policy all but policy).",
     )
     p.add_argument(
         "--onset-ms",

@@ -12,6 +12,7 @@ from controller.policies.adbs import (
     DualThresholdPolicy,
     OnOffPolicy,
     ProportionalPolicy,
+    SingleThresholdPolicy,
 )
 from controller.policies.base import Policy
 from controller.policies.biomarker import LeadInCalibration, Smoother
@@ -112,6 +113,29 @@ def test_onoff_ramps_on_then_off_then_on_with_the_ramp_slope() -> None:
     on_again = t[np.nonzero((t >= 6000.0) & (amp > 0.0))[0][0]]
     assert 6000.0 < on_again <= 6400.0
     assert np.all(amp[t >= 6800.0] == 100.0)
+
+
+def test_single_threshold_waits_for_its_onset_timers() -> None:
+    """B3-ST: threshold 0.75 x the lead-in mean; crossings shorter than 200 ms are ignored."""
+    pol = SingleThresholdPolicy(settings(smoothing_ms=20.0))
+
+    def power(t: float) -> float:
+        if t <= ONSET_MS:
+            return 100.0  # above 75 from the onset: on once 200 ms have passed
+        if 3000.0 <= t < 3100.0:
+            return 50.0  # 100 ms below: ignored
+        if 4000.0 <= t < 5000.0:
+            return 50.0  # 1 s below: off after 200 ms
+        return 100.0
+
+    t, amp = drive(pol, power, 6000.0)
+    assert pol.threshold == pytest.approx(75.0)
+    assert np.all(amp[t < ONSET_MS + 200.0 - 1.0] == 0.0)
+    assert amp[t == ONSET_MS + 200.0][0] == pytest.approx(8.0)  # 250 ms ramp: 8 mV per tick
+    assert np.all(amp[(t >= 2500.0) & (t < 4200.0)] == 100.0)
+    assert amp[t == 4200.0][0] == pytest.approx(92.0)
+    assert np.all(amp[(t >= 4500.0) & (t < 5200.0)] == 0.0)
+    assert amp[-1] == 100.0
 
 
 def test_dual_threshold_holds_between_thresholds() -> None:

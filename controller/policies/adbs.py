@@ -1,12 +1,14 @@
 """Clinical adaptive DBS control laws on a sensed band power (baselines of issue 23).
 
-Three laws a clinician would recognise, all reading one measurable feature (default
+Four laws a clinician would recognise, all reading one measurable feature (default
 ``lfp_band_uv2``, the LFP power in the network's own band), smoothed over a trailing window,
 against thresholds calibrated per network seed from the unstimulated lead-in
 (:mod:`controller.policies.biomarker`):
 
 * :class:`OnOffPolicy` (``adbs-onoff``, B1, Little et al. 2013): ramp to the clinical amplitude
   while the smoothed power is above one threshold, ramp to zero below it;
+* :class:`SingleThresholdPolicy` (``adbs-single``, B3-ST, Percept single threshold): the
+  on/off law with onset timers and the threshold 75 % of the way up;
 * :class:`DualThresholdPolicy` (``adbs-dual``, B3, Percept dual threshold): ramp up after the
   power has stayed above the upper threshold for an onset time, ramp down after it has stayed
   below the lower one for another, hold in between; the detector is blanked for a while after
@@ -177,23 +179,37 @@ def _ramp(current: float, target: float, rate_per_ms: float, dt_ms: float) -> fl
 class OnOffPolicy(AdaptivePolicy):
     """B1: on above one threshold, off below it, linear ramps between (Little et al. 2013).
 
+    With onset timers it is the Percept single-threshold mode (B3-ST,
+    :class:`SingleThresholdPolicy`): the power must stay past the threshold for
+    ``onset_on_ms`` (above) or ``onset_off_ms`` (at or below) before the target changes.
+
     Args:
         threshold_fraction: Threshold as a fraction of the lead-in mean of the feature.
         ramp_ms: Time of a full ramp 0 ↔ clinical amplitude (250 ms: Little 2013, Fleming 2020).
+        onset_on_ms: How long the power must stay above the threshold to switch on.
+        onset_off_ms: How long it must stay at or below it to switch off.
     """
 
     threshold_fraction: float = 0.5
     ramp_ms: float = 250.0
+    onset_on_ms: float = 0.0
+    onset_off_ms: float = 0.0
     name: str = "adbs-onoff"
     threshold: float | None = field(default=None, init=False)
+    on: bool = field(default=False, init=False)
+    _since_ms: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive("threshold_fraction", self.threshold_fraction)
         _positive("ramp_ms", self.ramp_ms)
+        _positive("onset_on_ms", self.onset_on_ms, allow_zero=True)
+        _positive("onset_off_ms", self.onset_off_ms, allow_zero=True)
 
     def _reset_law(self) -> None:
         self.threshold = None
+        self.on = False
+        self._since_ms = None
 
     def _calibrated(self, reference: float) -> None:
         self.threshold = self.threshold_fraction * reference
@@ -204,8 +220,34 @@ class OnOffPolicy(AdaptivePolicy):
 
     def _next_amplitude(self, t_ms: float, dt_ms: float, power: float) -> float:
         assert self.threshold is not None
-        target = self.settings.amplitude_mv if power > self.threshold else 0.0
+        wants_on = power > self.threshold
+        if wants_on == self.on:
+            self._since_ms = None
+        else:
+            if self._since_ms is None:
+                self._since_ms = t_ms
+            timer = self.onset_on_ms if wants_on else self.onset_off_ms
+            if t_ms - self._since_ms >= timer - TIME_SLACK_MS:
+                self.on, self._since_ms = wants_on, None
+        target = self.settings.amplitude_mv if self.on else 0.0
         return _ramp(self.amplitude_mv, target, self.settings.amplitude_mv / self.ramp_ms, dt_ms)
+
+
+@dataclass
+class SingleThresholdPolicy(OnOffPolicy):
+    """B3-ST: Percept single threshold, on/off with onset timers (``adbs-single``).
+
+    The threshold sits 75 % of the way from the power at the upper amplitude limit to the power
+    at the lower one (Stanslaski 2024 defaults, *Unconfirmed*); here the lower limit is 0 mV,
+    whose power is the lead-in mean, and stimulation drives the band power to about 1 % of it,
+    so the threshold is 0.75 × the lead-in mean. Onset timers 200 ms (ST: 200–500 ms), ramps
+    250 ms (ST default).
+    """
+
+    threshold_fraction: float = 0.75
+    onset_on_ms: float = 200.0
+    onset_off_ms: float = 200.0
+    name: str = "adbs-single"
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Builtins: ``off``, ``constant``, ``ftsts`` (the paper's weight latch). Clinical baselines on
 measurable observations only (docs/rl.md, "Clinical baselines"): ``ftsts-sensed``,
-``adbs-onoff``, ``adbs-dual``, ``adbs-prop``.
+``adbs-onoff``, ``adbs-single``, ``adbs-dual``, ``adbs-prop``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
 
 #: Baselines reading only measurable observations, in the order the evaluation lists them.
-SENSED_BASELINES = ("ftsts-sensed", "adbs-onoff", "adbs-dual", "adbs-prop")
+SENSED_BASELINES = ("ftsts-sensed", "adbs-onoff", "adbs-single", "adbs-dual", "adbs-prop")
 BUILTIN = ("off", "constant", "ftsts", *SENSED_BASELINES)
 
 
@@ -38,6 +38,7 @@ def build_sensed_baseline(name: str, onset_ms: float, amplitude: float | None = 
         DualThresholdPolicy,
         OnOffPolicy,
         ProportionalPolicy,
+        SingleThresholdPolicy,
     )
     from controller.policies.ftsts_sensed import FtstsSensedPolicy
 
@@ -49,6 +50,8 @@ def build_sensed_baseline(name: str, onset_ms: float, amplitude: float | None = 
     settings = AdaptiveSettings(onset_ms=onset_ms, amplitude_mv=amp)
     if name == "adbs-onoff":
         return OnOffPolicy(settings)
+    if name == "adbs-single":
+        return SingleThresholdPolicy(settings)
     if name == "adbs-dual":
         return DualThresholdPolicy(settings)
     if name == "adbs-prop":

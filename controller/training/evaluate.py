@@ -10,8 +10,8 @@ same network seeds through the same safety envelope, in the environment used for
   N = 2000 (``bench/scan_latched_trains.py``; docs/rl.md): 110 mV, 180 Hz, 500 µs phases until
   the mean E→I weight falls below 90 mV, then off; 500 ms period, as in the search. The bar a
   learned policy has to clear to be worth its training;
-* ``ftsts-sensed``, ``adbs-onoff``, ``adbs-dual``, ``adbs-prop``: the clinical baselines on
-  measurable observations (:data:`SENSED_METHODS`, built by
+* ``ftsts-sensed``, ``adbs-onoff``, ``adbs-single``, ``adbs-dual``, ``adbs-prop``: the clinical
+  baselines on measurable observations (:data:`SENSED_METHODS`, built by
   :func:`controller.policies.factory.build_sensed_baseline`); 20 ms period. They calibrate their
   thresholds on the lead-in, so their episodes step the lead-in in 20 ms windows (the policy
   sees every lead-in observation, as it would in ``neuroloop-controller``) and stay off until
@@ -53,7 +53,7 @@ from simulator.synchrony import epoch_mean, order_parameter
 FloatArray = npt.NDArray[np.float64]
 
 #: Clinical baselines reading measurable observations only (docs/rl.md, "Clinical baselines").
-SENSED_METHODS = ("ftsts-sensed", "adbs-onoff", "adbs-dual", "adbs-prop")
+SENSED_METHODS = ("ftsts-sensed", "adbs-onoff", "adbs-single", "adbs-dual", "adbs-prop")
 METHODS = ("policy", "ftsts", *SENSED_METHODS, "latched", "off")
 #: Threshold of the 1 s mean order parameter that counts as desynchronised.
 DESYNC_R = 0.2

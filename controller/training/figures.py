@@ -23,14 +23,15 @@ from controller.training.evaluate import (
 
 FloatArray = npt.NDArray[np.float64]
 COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "ftsts-sensed": "tab:pink",
-          "adbs-onoff": "tab:green", "adbs-dual": "tab:olive", "adbs-prop": "tab:cyan",
-          "latched": "tab:orange", "off": "tab:gray"}  # fmt: skip
+          "adbs-onoff": "tab:green", "adbs-single": "tab:purple", "adbs-dual": "tab:olive",
+          "adbs-prop": "tab:cyan", "latched": "tab:orange", "off": "tab:gray"}  # fmt: skip
 LABELS = {
     "policy": "closed-loop policy",
     "ftsts": "open-loop FTSTS",
     "ftsts-sensed": "FTSTS, sensed latch",
     "adbs-onoff": "aDBS on/off (B1)",
-    "adbs-dual": "aDBS dual threshold (B3)",
+    "adbs-single": "aDBS single threshold (B3-ST)",
+    "adbs-dual": "aDBS dual threshold (B3-DT)",
     "adbs-prop": "aDBS proportional (B2)",
     "latched": "latched 110 mV/180 Hz",
     "off": "no stimulation",
@@ -41,6 +42,7 @@ SHORT_LABELS = {
     "ftsts": "open-loop\nFTSTS",
     "ftsts-sensed": "FTSTS\nsensed\nlatch",
     "adbs-onoff": "aDBS\non/off",
+    "adbs-single": "aDBS\nsingle\nthreshold",
     "adbs-dual": "aDBS\ndual\nthreshold",
     "adbs-prop": "aDBS\nproport.",
     "latched": "latched\n110 mV\n180 Hz",
