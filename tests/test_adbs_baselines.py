@@ -20,6 +20,7 @@ from controller.policies.factory import SENSED_BASELINES, build_policy
 from controller.policies.ftsts_sensed import FtstsSensedPolicy
 from core.errors import ConfigError
 from protocol.envelope.config import load_envelope
+from simulator.sensing.config import SENSED_FIELDS
 
 PERIOD_MS = 20.0
 ONSET_MS = 2000.0
@@ -250,6 +251,8 @@ def test_factory_builds_every_baseline_for_the_model_envelope_only(name: str) ->
     pol = build_policy(name, load_envelope("simulator"), onset_ms=1980.0)
     assert pol.name == name
     assert pol.required_fields == ("lfp_band_uv2",)
+    # Only what an implant measures: the sensed features and the charge it delivered.
+    assert set(pol.required_fields) <= {*SENSED_FIELDS, "charge_mv_ms"}
     assert pol.action_map is None
     with pytest.raises(ConfigError, match="model-domain"):
         build_policy(name, load_envelope("device"))
