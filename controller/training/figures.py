@@ -244,7 +244,10 @@ def summary_values(records: list[RunRecord], method: str, key: str) -> FloatArra
 def summary_figure(records: list[RunRecord], methods: list[str], plt: Any) -> Any:
     """Tail R, charge and time to desynchronise per method: mean ± SD bars and every seed."""
     n_seeds = len({r.seed for r in records})
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    if len(methods) <= 4:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    else:  # one panel a row, so that every method's label has room
+        fig, axes = plt.subplots(3, 1, figsize=(max(9.0, 1.2 * len(methods)), 10))
     panels = (
         ("r_tail", "tail R (mean over the 5 s tail)"),
         ("charge", "charge delivered (mV·ms)"),
