@@ -49,6 +49,8 @@ examples:
   neuroloop-controller --policy ftsts --pace fast --config small.toml
       as fast as the simulator runs, network size from the [simulator] table
   neuroloop-controller --policy constant --amplitude 50 --duration 5 --no-record
+  neuroloop-controller --policy adbs-onoff --pace fast --duration 25
+      clinical on/off aDBS on the sensed band power (docs/rl.md, "Clinical baselines")
   neuroloop-controller --policy runs/ppo-bundle/ --connect ipc:///tmp/neuroloop/sim.sock
   neuroloop-controller --backend serial --connect tcp://127.0.0.1:5560 --policy constant \\
       --amplitude 1.0 --frequency-hz 130 --pulse-width-us 90
@@ -94,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         metavar="NAME|PATH",
         help="off | constant (needs --amplitude) | ftsts (the paper's open-loop protocol with the "
-        "75 mV weight latch; default) | path of a policy bundle directory",
+        "75 mV weight latch; default) | ftsts-sensed, adbs-onoff, adbs-single, adbs-dual, "
+        "adbs-prop (clinical "
+        "baselines on sensed features, calibrated on the lead-in before --onset-ms; docs/rl.md) "
+        "| path of a policy bundle directory",
     )
     p.add_argument(
         "--amplitude",
@@ -108,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pulse-width-us", type=float, help="constant/ftsts phase width in µs (sim default 1000)"
     )
     p.add_argument(
-        "--onset-ms", type=float, help="ftsts: model time when stimulation starts (default 1980)"
+        "--onset-ms",
+        type=float,
+        help="ftsts and clinical baselines: model time when stimulation may start (default 1980)",
     )
     p.add_argument(
         "--latch-below-mv",

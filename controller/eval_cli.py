@@ -1,9 +1,10 @@
-"""``neuroloop-eval``: compare a trained policy with open-loop FTSTS and no stimulation.
+"""``neuroloop-eval``: compare a trained policy with open-loop FTSTS, clinical baselines and none.
 
 Runs each method on held-out network seeds at N = 2000 (by default) through the same episode
 and envelope, with the policy inferred by the bundle's numpy actor (torch is never imported),
 and writes ``eval.json`` plus figures (training curves, synchrony, mean synaptic weight, rasters
-before and after stimulation, the policy's settings, a summary).
+before and after stimulation, the closed-loop settings, a summary). Without ``--policy`` the
+baselines run alone, in the default episode (or ``--onset-ms`` / ``--controlled-s``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ example:
   neuroloop-eval --policy runs/rl/n2000/bundle --seeds 5 --out docs/results/rl \\
       --train-dir runs/rl/n500 --train-dir runs/rl/n2000 --workers 2
   neuroloop-eval --policy runs/rl/n2000/bundle --seeds 100 --out runs/eval100 --ray auto
+  neuroloop-eval --seeds 10 --out runs/baselines --methods ftsts,adbs-onoff,adbs-dual,off
+      the baselines alone (no bundle): 2 s lead-in, 20 s controlled, 5 s tail
+
+methods: policy (the bundle), ftsts (the paper's weight latch, unobservable), ftsts-sensed,
+adbs-onoff, adbs-single, adbs-dual, adbs-prop (clinical baselines on sensed features only,
+calibrated per seed on the lead-in; docs/rl.md "Clinical baselines"), latched (grid-searched
+latched train, weight latch), off. Default: all of them (without --policy: all but policy).
 
 With --ray the episodes run on a Ray cluster (docs/cluster.md); the numbers are the same.
 An episode that fails is listed in eval.json's "failures" (exit status 1); the rest finish.
@@ -36,10 +44,11 @@ An episode that fails is listed in eval.json's "failures" (exit status 1); the r
 Seeds are 2**31 + 0 .. 2**31 + K-1 (training only draws network seeds below 2**31, so they are
 never seen in training).
 
-output: a table per method on stdout (tail R, charge, its share of FTSTS's, runs that end
-desynchronised, time to desynchronise: median [min-max] over them); DIR/eval.json with every
-run and the summary; figures in DIR (synchrony, weight, rasters, policy_settings, summary,
-training_curves).
+output: a table per method on stdout (tail R: mean and median [min-max] over seeds; charge and
+its share of FTSTS's on the same seed: mean and median [min-max]; seeds whose tail R is no worse
+than FTSTS's; share of the controlled period stimulating; runs that end desynchronised; time to
+desynchronise: median [min-max] over them); DIR/eval.json with every run and the summary;
+figures in DIR (synchrony, weight, rasters, policy_settings, summary, training_curves).
 
 time_to_desync_s: the offline Kuramoto R of the E cells (1 ms grid) is averaged over a trailing
 1 s window stepped every 20 ms; the time is the end of the first window at or after stimulation
@@ -54,15 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="neuroloop-eval",
         description=(
-            "Evaluate a policy bundle against the paper's open-loop FTSTS protocol and no "
-            "stimulation on held-out network seeds: mean Kuramoto R over a stimulation-free "
+            "Evaluate a policy bundle against the paper's open-loop FTSTS protocol, clinical "
+            "adaptive-DBS baselines and no stimulation (or the baselines alone) on held-out "
+            "network seeds: mean Kuramoto R over a stimulation-free "
             "tail, total charge delivered, and time until the network is desynchronised. "
             "Writes DIR/eval.json and figures."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--policy", type=Path, required=True, help="Policy bundle directory.")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        help="Policy bundle directory (its episode timing is used); omit to run baselines only.",
+    )
     p.add_argument("--seeds", type=int, default=5, help="Number of held-out seeds (default 5).")
     p.add_argument("--out", type=Path, required=True, help="Output directory (created).")
     p.add_argument(
@@ -80,9 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--methods",
-        default="policy,ftsts,latched,off",
-        help="Comma-separated subset of policy, ftsts, latched (the grid-searched latched "
-        "train, docs/rl.md) and off.",
+        default=None,
+        help="Comma-separated subset of policy, ftsts, ftsts-sensed, adbs-onoff, adbs-single, "
+        "adbs-dual, adbs-prop, latched (the grid-searched latched train, docs/rl.md) and off "
+        "(default: all; without --policy all but policy).",
+    )
+    p.add_argument(
+        "--onset-ms",
+        type=float,
+        default=None,
+        help="Without --policy: unstimulated lead-in in ms (multiple of 20; default 2000).",
+    )
+    p.add_argument(
+        "--controlled-s",
+        type=float,
+        default=None,
+        help="Without --policy: controlled period in s (default 20).",
     )
     p.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2).")
     add_executor_arguments(p)
@@ -98,19 +125,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _episode(a: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The episode timing (the bundle's, or defaults and flags) and the bundle's training meta."""
+    from controller.envs.config import SimConfig
+    from controller.policies.bundle import load_bundle
+    from controller.training.evaluate import bundle_sim_config
+
+    if a.policy is not None:
+        if a.onset_ms is not None or a.controlled_s is not None:
+            raise NeuroLoopError(
+                "Expected no --onset-ms/--controlled-s with --policy (the bundle's episode is "
+                f"used), actual {a.onset_ms}, {a.controlled_s}"
+            )
+        bundle = load_bundle(a.policy)
+        return bundle_sim_config(a.policy, a.tail_s), dict(bundle.metadata.get("training", {}))
+    cfg = SimConfig(
+        control_period_ms=20.0,
+        onset_ms=2000.0 if a.onset_ms is None else a.onset_ms,
+        controlled_s=20.0 if a.controlled_s is None else a.controlled_s,
+        tail_s=a.tail_s,
+    )
+    return cfg, {}
+
+
 def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation described by parsed arguments; return ``eval.json``'s content."""
     from controller.envs.models import network_config
-    from controller.policies.bundle import load_bundle
-    from controller.training.evaluate import METHODS, bundle_sim_config, run_one, summarise
+    from controller.training.evaluate import METHODS, run_one, summarise
     from controller.training.figures import comparison_figures, training_curves
 
-    bundle = load_bundle(a.policy)
-    sim_config = bundle_sim_config(a.policy, a.tail_s)
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    sim_config, training = _episode(a)
+    default = [m for m in METHODS if m != "policy" or a.policy is not None]
+    methods = default if a.methods is None else [
+        m.strip() for m in a.methods.split(",") if m.strip()]  # fmt: skip
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise NeuroLoopError(f"Expected --methods from {list(METHODS)}, actual {a.methods!r}")
+    if "policy" in methods and a.policy is None:
+        raise NeuroLoopError("Expected --policy BUNDLE for method 'policy', actual none")
     seeds = [HELD_OUT_SEED_BASE + k for k in range(a.seeds)]
     model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
     net = network_config(a.n_scale, a.semantics)
@@ -118,7 +170,8 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from core.executor.factory import make_executor
 
     tasks = [
-        Task(f"{m}/{s}", run_one, (m, s, sim_config, model_params, str(a.policy)),
+        Task(f"{m}/{s}", run_one,
+             (m, s, sim_config, model_params, None if a.policy is None else str(a.policy)),
              {"method": m, "seed": s})
         for s in seeds
         for m in methods
@@ -139,8 +192,8 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
         raise NeuroLoopError(f"Expected at least one finished episode, actual none: {failures}")
     a.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
-        "policy": str(a.policy),
-        "policy_training": dict(bundle.metadata.get("training", {})),
+        "policy": None if a.policy is None else str(a.policy),
+        "policy_training": training,
         "network": {**model_params, "n_e": net.n_e, "n_i": net.n_i, "stim_noise_e_mv": 0.0},
         "episode": {
             "onset_s": sim_config.onset_ms / 1000.0,
@@ -156,6 +209,11 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
             "time_to_desync_s": "s from stimulation onset to the end of the first trailing 1 s "
             "window (stepped every 20 ms) from which the mean R stays < 0.2 to the end of the "
             "run; null if it does not end below 0.2",
+            "on_fraction": "share of the controlled period's windows with stimulation on",
+            "charge_fraction": "charge / FTSTS's charge on the same seed (<method>_vs_ftsts)",
+            "seeds_with_r_tail_no_worse": "seeds whose r_tail is <= FTSTS's on the same seed",
+            "sensed_baselines": "ftsts-sensed, adbs-*: only measurable observations; thresholds "
+            "from the mean of their feature over the lead-in (details: reference, thresholds)",
         },
         "methods": {m: [r.metrics() for r in records if r.method == m] for m in methods},
         "summary": summarise(records),
@@ -164,8 +222,8 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     (a.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     figures = comparison_figures(records, sim_config.onset_ms / 1000.0, sim_config.controlled_s,
                                  a.out)  # fmt: skip
-    train_dirs = a.train_dir or [Path(a.policy).resolve().parent]
-    curves = training_curves(train_dirs, a.out / "training_curves.png")
+    train_dirs = a.train_dir or ([] if a.policy is None else [Path(a.policy).resolve().parent])
+    curves = training_curves(train_dirs, a.out / "training_curves.png") if train_dirs else None
     if curves is not None:
         figures.append(curves)
     result["figures"] = [str(f) for f in figures]
@@ -183,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.005 <= args.n_scale <= 4.0:
         parser.error(f"Expected --n-scale in [0.005, 4], actual {args.n_scale}")
     configure_from_args(args)
-    structlog.get_logger().info("evaluation_started", policy=str(args.policy), seeds=args.seeds)
+    structlog.get_logger().info("evaluation_started", policy=str(args.policy), seeds=args.seeds,
+                                methods=args.methods)  # fmt: skip
     try:
         result = evaluate(args)
     except NeuroLoopError as err:

@@ -69,7 +69,7 @@ def test_help_teaches_units_and_examples(capsys):
         (["--period-ms", "-5"], "Expected period_ms in [1.0, 10000.0], actual -5.0"),
         (["--policy", "constant"], "Expected --amplitude (mV) for --policy constant"),
         (["--policy", "constant", "--amplitude", "500"], "Expected --amplitude in [0.0, 200.0] mV"),
-        (["--policy", "nonsense"], "Expected --policy in ['off', 'constant', 'ftsts']"),
+        (["--policy", "nonsense"], "Expected --policy in ['off', 'constant', 'ftsts', 'ftsts-"),
         (["--backend", "serial", "--pace", "fast"], "fast is for the simulator and replays only"),
         (
             ["--backend", "sim", "x.nlrec"],

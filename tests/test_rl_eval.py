@@ -93,7 +93,8 @@ def test_baselines_deliver_what_they_should(bundle: Path) -> None:
 def test_eval_cli_writes_eval_json_and_figures(bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     code = eval_main(["--policy", str(bundle), "--seeds", "2", "--out", str(out),
-                      "--n-scale", "0.05", "--tail-s", "0.5", "--workers", "1"])  # fmt: skip
+                      "--n-scale", "0.05", "--tail-s", "0.5", "--workers", "1",
+                      "--methods", "policy,ftsts,latched,off"])  # fmt: skip
     assert code == 0
     result = json.loads((out / "eval.json").read_text())
     assert set(result["methods"]) == {"policy", "ftsts", "latched", "off"}

@@ -1,4 +1,9 @@
-"""Build the policy named on the command line: ``off``, ``constant``, ``ftsts`` or a bundle path."""
+"""Build the policy named on the command line: a builtin, a clinical baseline or a bundle path.
+
+Builtins: ``off``, ``constant``, ``ftsts`` (the paper's weight latch). Clinical baselines on
+measurable observations only (docs/rl.md, "Clinical baselines"): ``ftsts-sensed``,
+``adbs-onoff``, ``adbs-single``, ``adbs-dual``, ``adbs-prop``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,46 @@ from protocol.envelope.bounds import limits_of
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
 
-BUILTIN = ("off", "constant", "ftsts")
+#: Baselines reading only measurable observations, in the order the evaluation lists them.
+SENSED_BASELINES = ("ftsts-sensed", "adbs-onoff", "adbs-single", "adbs-dual", "adbs-prop")
+BUILTIN = ("off", "constant", "ftsts", *SENSED_BASELINES)
+
+
+def build_sensed_baseline(name: str, onset_ms: float, amplitude: float | None = None) -> Policy:
+    """One of :data:`SENSED_BASELINES` with its documented defaults (model units).
+
+    Args:
+        name: The baseline.
+        onset_ms: End of the unstimulated lead-in (calibration before, stimulation from).
+        amplitude: Clinical amplitude in mV of drive (default: the FTSTS 100 mV).
+
+    Raises:
+        ConfigError: Unknown name or bad value.
+    """
+    from controller.policies.adbs import (
+        AdaptiveSettings,
+        DualThresholdPolicy,
+        OnOffPolicy,
+        ProportionalPolicy,
+        SingleThresholdPolicy,
+    )
+    from controller.policies.ftsts_sensed import FtstsSensedPolicy
+
+    amp = FTSTS_SETPOINT.amplitude if amplitude is None else amplitude
+    if name == "ftsts-sensed":
+        sp = Setpoint(amplitude=amp, frequency_hz=FTSTS_SETPOINT.frequency_hz,
+                      pulse_width_us=FTSTS_SETPOINT.pulse_width_us)  # fmt: skip
+        return FtstsSensedPolicy(onset_ms=onset_ms, setpoint=sp)
+    settings = AdaptiveSettings(onset_ms=onset_ms, amplitude_mv=amp)
+    if name == "adbs-onoff":
+        return OnOffPolicy(settings)
+    if name == "adbs-single":
+        return SingleThresholdPolicy(settings)
+    if name == "adbs-dual":
+        return DualThresholdPolicy(settings)
+    if name == "adbs-prop":
+        return ProportionalPolicy(settings)
+    raise ConfigError(f"Expected a baseline from {list(SENSED_BASELINES)}, actual {name!r}")
 
 
 def _check_in_envelope(sp: Setpoint, env: SafetyEnvelope) -> None:
@@ -42,12 +86,15 @@ def build_policy(
     """Make the policy ``name``.
 
     Args:
-        name: ``off``, ``constant``, ``ftsts`` or the path of a policy bundle directory.
+        name: ``off``, ``constant``, ``ftsts``, one of :data:`SENSED_BASELINES` or the path of
+            a policy bundle directory.
         envelope: The envelope in force (units of ``amplitude``; bundle hash check).
-        amplitude: ``constant``: amplitude in the envelope's unit.
+        amplitude: ``constant``: amplitude in the envelope's unit; ``ftsts`` and the sensed
+            baselines: their amplitude while on (default 100 mV).
         frequency_hz: ``constant``: pulse rate (model domain default: the paper's 83.33 Hz).
         pulse_width_us: ``constant``: phase width (model domain default: 1000 µs).
-        onset_ms: ``ftsts``: model time at which stimulation starts.
+        onset_ms: ``ftsts`` and the sensed baselines: model time at which stimulation may
+            start (the sensed baselines calibrate on the observations before it).
         latch_below_mv: ``ftsts``: weight below which stimulation stops for good.
         bundle_onset_ms: bundle: model time before which it delivers nothing (default: the
             lead-in of the episodes it was trained on, ``training.onset_ms``, else 0).
@@ -95,6 +142,18 @@ def build_policy(
         )
         _check_in_envelope(sp, envelope)
         return FtstsPolicy(onset_ms=onset_ms, setpoint=sp, latch_below_mv=latch_below_mv)
+    if name in SENSED_BASELINES:
+        if not model:
+            raise ConfigError(
+                f"Expected a model-domain envelope for --policy {name} (amplitudes in mV of "
+                f"drive), actual {envelope.domain!r}"
+            )
+        policy = build_sensed_baseline(name, onset_ms, amplitude)
+        shape = Setpoint(amplitude=FTSTS_SETPOINT.amplitude if amplitude is None else amplitude,
+                         frequency_hz=FTSTS_SETPOINT.frequency_hz,
+                         pulse_width_us=FTSTS_SETPOINT.pulse_width_us)  # fmt: skip
+        _check_in_envelope(shape, envelope)
+        return policy
     path = Path(name)
     if not path.exists():
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""Score a policy bundle against open-loop FTSTS and no stimulation on held-out networks.
+"""Score a policy bundle against open-loop FTSTS, clinical baselines and no stimulation.
 
 Every method runs the same episode (lead-in, controlled period, stimulation-free tail) on the
 same network seeds through the same safety envelope, in the environment used for training:
@@ -10,6 +10,13 @@ same network seeds through the same safety envelope, in the environment used for
   N = 2000 (``bench/scan_latched_trains.py``; docs/rl.md): 110 mV, 180 Hz, 500 µs phases until
   the mean E→I weight falls below 90 mV, then off; 500 ms period, as in the search. The bar a
   learned policy has to clear to be worth its training;
+* ``ftsts-sensed``, ``adbs-onoff``, ``adbs-single``, ``adbs-dual``, ``adbs-prop``: the clinical
+  baselines on measurable observations (:data:`SENSED_METHODS`, built by
+  :func:`controller.policies.factory.build_sensed_baseline`); 20 ms period. They calibrate their
+  thresholds on the lead-in, so their episodes step the lead-in in 20 ms windows (the policy
+  sees every lead-in observation, as it would in ``neuroloop-controller``) and stay off until
+  the onset; the network is the same (the simulator's dynamics do not depend on how a run is cut
+  into windows) and every metric is measured from the same onset;
 * ``off``: no stimulation.
 
 Metrics per run: ``r_tail`` (mean offline Kuramoto R over the tail), ``charge`` (mV·ms delivered
@@ -45,7 +52,9 @@ from simulator.synchrony import epoch_mean, order_parameter
 
 FloatArray = npt.NDArray[np.float64]
 
-METHODS = ("policy", "ftsts", "latched", "off")
+#: Clinical baselines reading measurable observations only (docs/rl.md, "Clinical baselines").
+SENSED_METHODS = ("ftsts-sensed", "adbs-onoff", "adbs-single", "adbs-dual", "adbs-prop")
+METHODS = ("policy", "ftsts", *SENSED_METHODS, "latched", "off")
 #: Threshold of the 1 s mean order parameter that counts as desynchronised.
 DESYNC_R = 0.2
 #: Trailing window of the R mean used for ``time_to_desync_s``, and the step of its end.
@@ -96,6 +105,10 @@ class RunRecord:
     raster_post: tuple[FloatArray, FloatArray] = field(repr=False)
     #: E cells are ``0 .. n_e - 1`` in the rasters, I cells above (0: unknown).
     n_e: int = 0
+    #: Share of the controlled period's windows with stimulation on.
+    on_fraction: float = 0.0
+    #: Baseline-specific facts (calibration reference and thresholds, probes).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
         """The JSON row of ``eval.json``."""
@@ -109,6 +122,8 @@ class RunRecord:
             "weight_end_mv": self.weight_end_mv,
             "stim_off_s": self.stim_off_s,
             "mean_setpoint": self.mean_setpoint,
+            "on_fraction": self.on_fraction,
+            "details": self.details,
         }
 
 
@@ -179,6 +194,8 @@ def run_one(
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS}, actual {method!r}")
     cfg = sim_config
+    if method in SENSED_METHODS:
+        return _run_sensed(method, seed, cfg, model_params)
     if method != "policy":
         period = BASELINE_PERIOD_MS
         if method == "latched" and all(
@@ -222,6 +239,63 @@ def run_one(
         env.close()
 
 
+def stepped_lead_in(cfg: SimConfig, period_ms: float = BASELINE_PERIOD_MS) -> SimConfig:
+    """The episode of ``cfg`` with its lead-in run as control periods of ``period_ms``.
+
+    ``reset`` then simulates one period, and the rest of the lead-in becomes steps in which the
+    policy sees every observation (and must itself stay off until ``cfg.onset_ms``). The model
+    time of every window, the tail and the end are those of ``cfg``.
+    """
+    if cfg.onset_ms <= period_ms:
+        return SimConfig(period_ms, cfg.onset_ms, cfg.controlled_s, cfg.tail_s, cfg.envelope,
+                         True, cfg.reward)  # fmt: skip
+    controlled_s = (cfg.onset_ms - period_ms) / 1000.0 + cfg.controlled_s
+    return SimConfig(period_ms, period_ms, controlled_s, cfg.tail_s, cfg.envelope, True,
+                     cfg.reward)  # fmt: skip
+
+
+def _run_sensed(
+    method: str, seed: int, sim_config: SimConfig, model_params: dict[str, Any]
+) -> RunRecord:
+    """One clinical baseline: lead-in stepped for calibration, then the law, then the tail."""
+    from controller.policies.factory import build_sensed_baseline
+
+    scored = SimConfig(BASELINE_PERIOD_MS, sim_config.onset_ms, sim_config.controlled_s,
+                       sim_config.tail_s, sim_config.envelope, True,
+                       sim_config.reward)  # fmt: skip
+    run_cfg = stepped_lead_in(scored)
+    policy = build_sensed_baseline(method, scored.onset_ms)
+    policy.reset()
+    env = FTSTSEnv(run_cfg, model_params=model_params)
+    try:
+        _, info = env.reset(seed=seed)
+        missing = [f for f in policy.required_fields if f not in info["fields"]]
+        if missing:
+            raise ConfigError(
+                f"Expected the sensed observation field(s) {missing} for method {method!r}, "
+                f"actual fields {sorted(info['fields'])} (a simulator without the sensor?)"
+            )
+        terminal = False
+        while not terminal:
+            sp = policy.act(info["fields"], float(info["t_ms"]))
+            _, _, terminal, _, info = env.step_setpoint(sp)
+        stim_off_ms = getattr(policy, "latched_at_ms", None)
+        details: dict[str, Any] = {"feature": policy.required_fields[0],
+                                   "reference": getattr(policy, "reference", None)}  # fmt: skip
+        thresholds = getattr(policy, "thresholds", None)
+        if callable(thresholds):
+            details.update(thresholds())
+        latch_level = getattr(policy, "latch_level", None)
+        if latch_level is not None:
+            details["latch_level"] = latch_level
+            details["probes"] = list(getattr(policy, "probes", []))
+        record = _record(method, seed, env, scored, info, stim_off_ms)
+        record.details = details
+        return record
+    finally:
+        env.close()
+
+
 def _record(
     method: str, seed: int, env: FTSTSEnv, cfg: SimConfig, info: dict[str, Any],
     stim_off_ms: float | None,
@@ -244,6 +318,9 @@ def _record(
         "pulse_width_us": float(np.nanmean(np.asarray(trace.pulse_width_us)[on]))
         if on.any() else 0.0,
     }  # fmt: skip
+    t_win = np.asarray(trace.t_ms)
+    in_ctrl = (t_win > onset + 1e-6) & (t_win <= stop_ctrl + 1e-6)
+    on_fraction = float(on[in_ctrl].mean()) if in_ctrl.any() else 0.0
     pre_sel = (times >= onset - RASTER_MS) & (times < onset)
     post_sel = times >= end_ms - RASTER_MS
     return RunRecord(
@@ -267,6 +344,7 @@ def _record(
         raster_pre=(times[pre_sel], neurons[pre_sel].astype(np.float64)),
         raster_post=(times[post_sel], neurons[post_sel].astype(np.float64)),
         n_e=int(n_e),
+        on_fraction=on_fraction,
     )
 
 
@@ -274,8 +352,19 @@ def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else float("nan")
 
 
+def _spread(values: npt.ArrayLike) -> dict[str, float]:
+    x = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(x)), "min": float(x.min()), "max": float(x.max())}
+
+
 def summarise(records: list[RunRecord]) -> dict[str, Any]:
-    """Per-method means and SDs, and the policy's charge relative to open-loop FTSTS."""
+    """Per-method statistics over seeds, and every method relative to open-loop FTSTS.
+
+    Per method: mean, SD, median, min and max of ``r_tail`` and ``charge``, the mean share of
+    the controlled period with stimulation on, the median R during the controlled period, and
+    :func:`desync_summary`. For every method
+    other than ``ftsts`` (when ``ftsts`` ran): ``<method>_vs_ftsts`` (:func:`versus_ftsts`).
+    """
     out: dict[str, Any] = {}
     for method in METHODS:
         rows = [r for r in records if r.method == method]
@@ -287,13 +376,20 @@ def summarise(records: list[RunRecord]) -> dict[str, Any]:
             "n": len(rows),
             "r_tail_mean": float(r_tail.mean()),
             "r_tail_sd": float(r_tail.std()),
+            **{f"r_tail_{k}": v for k, v in _spread(r_tail).items()},
             "charge_mean": float(charge.mean()),
             "charge_sd": float(charge.std()),
+            **{f"charge_{k}": v for k, v in _spread(charge).items()},
+            "on_fraction_mean": float(np.mean([r.on_fraction for r in rows])),
+            "r_controlled_median": float(np.nanmedian([r.r_controlled for r in rows]))
+            if any(math.isfinite(r.r_controlled) for r in rows)
+            else None,
             **desync_summary([r.time_to_desync_s for r in rows]),
         }
-    for method in ("policy", "latched"):
-        if method in out and "ftsts" in out:
-            out[f"{method}_vs_ftsts"] = _versus_ftsts(records, method, out)
+    if "ftsts" in out:
+        for method in METHODS:
+            if method != "ftsts" and method in out:
+                out[f"{method}_vs_ftsts"] = versus_ftsts(records, method, out)
     return out
 
 
@@ -319,31 +415,57 @@ def desync_summary(times_s: list[float | None]) -> dict[str, Any]:
     }
 
 
+def _range(m: dict[str, Any], key: str, fmt: str) -> str:
+    if m.get(f"{key}_median") is None:
+        return "n/a"
+    return (f"{m[f'{key}_median']:{fmt}} [{m[f'{key}_min']:{fmt}}–"
+            f"{m[f'{key}_max']:{fmt}}]")  # fmt: skip
+
+
 def format_table(summary: dict[str, Any]) -> str:
-    """The per-method summary as a plain-text table (what ``neuroloop-eval`` prints)."""
-    head = ("method", "runs", "r_tail mean (SD)", "charge mV·ms (SD)", "vs FTSTS",
-            "desync. runs", "time to desync. s: median [min–max]")  # fmt: skip
+    """The per-method summary as a plain-text table (what ``neuroloop-eval`` prints).
+
+    Columns: runs; tail R mean and median [min–max] over seeds; charge (mean, mV·ms) and its
+    share of FTSTS's, seed by seed, as mean and median [min–max]; seeds whose tail R is no worse
+    than FTSTS's on the same seed; share of the controlled period stimulating;
+    the median R during the controlled period; runs that end desynchronised; time to
+    desynchronise, median [min–max] over those runs.
+    """
+    head = ("method", "runs", "r_tail mean", "r_tail median [min–max]", "charge mV·ms",
+            "vs FTSTS mean", "vs FTSTS median [min–max]", "r_tail ≤ FTSTS", "on", "R ctrl",
+            "desync.", "time to desync. s: median [min–max]")  # fmt: skip
     rows = [head]
-    ftsts_charge = summary.get("ftsts", {}).get("charge_mean")
     for method in METHODS:
         m = summary.get(method)
         if m is None:
             continue
-        share = f"{m['charge_mean'] / ftsts_charge:.0%}" if ftsts_charge else "n/a"
-        ttd = (
-            "never"
-            if m["time_to_desync_s_median"] is None
-            else f"{m['time_to_desync_s_median']:.2f} [{m['time_to_desync_s_min']:.2f}–"
-            f"{m['time_to_desync_s_max']:.2f}]"
-        )
+        vs = summary.get(f"{method}_vs_ftsts")
+        share_mean, share_range, no_worse = ("100%", "—", "—") if method == "ftsts" else (
+            "n/a", "n/a", "n/a")  # fmt: skip
+        if vs is not None:
+            no_worse = f"{vs['seeds_with_r_tail_no_worse']}/{vs['seeds']}"
+            if vs.get("charge_fraction_mean") is not None:
+                share_mean = f"{vs['charge_fraction_mean']:.0%}"
+                share_range = (f"{vs['charge_fraction_median']:.0%} "
+                               f"[{vs['charge_fraction_min']:.0%}–"
+                               f"{vs['charge_fraction_max']:.0%}]")  # fmt: skip
+        ttd = "never" if m["time_to_desync_s_median"] is None else _range(m, "time_to_desync_s",
+                                                                            ".2f")  # fmt: skip
         rows.append((
-            method, str(m["n"]), f"{m['r_tail_mean']:.4f} ({m['r_tail_sd']:.4f})",
-            f"{m['charge_mean']:.0f} ({m['charge_sd']:.0f})", share,
+            method, str(m["n"]), f"{m['r_tail_mean']:.4f}", _range(m, "r_tail", ".4f"),
+            f"{m['charge_mean']:.0f}", share_mean, share_range, no_worse,
+            f"{m.get('on_fraction_mean', float('nan')):.0%}",
+            "n/a" if m.get("r_controlled_median") is None else f"{m['r_controlled_median']:.2f}",
             f"{m['desynchronised_runs']}/{m['n']}", ttd,
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(
+        "vs FTSTS: charge / FTSTS's charge on the same seed; r_tail ≤ FTSTS: seeds no worse than "
+        "FTSTS on the same seed; on: share of the controlled period stimulating; R ctrl: median "
+        "R during the controlled period"
+    )
     lines.append(
         f"time to desync.: from stimulation onset until the trailing {DESYNC_WINDOW_MS / 1000:g} s "
         f"mean of R falls below {DESYNC_R:g} for good (up to 1 s late by construction)"
@@ -351,15 +473,27 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _versus_ftsts(records: list[RunRecord], method: str, means: dict[str, Any]) -> dict[str, Any]:
-    """Charge and tail synchrony of ``method`` relative to open-loop FTSTS, seed by seed."""
+def versus_ftsts(records: list[RunRecord], method: str, means: dict[str, Any]) -> dict[str, Any]:
+    """Charge and tail synchrony of ``method`` relative to open-loop FTSTS, seed by seed.
+
+    ``charge_fraction_*`` summarise the per-seed ratio of charges (seeds where FTSTS delivered
+    charge); ``seeds_with_r_tail_no_worse`` counts seeds whose tail R is at most FTSTS's on the
+    same seed, out of ``seeds`` shared by both.
+    """
     own = {r.seed: r for r in records if r.method == method}
     ftsts = {r.seed: r for r in records if r.method == "ftsts"}
     seeds = sorted(set(own) & set(ftsts))
     ratios = [own[s].charge / ftsts[s].charge for s in seeds if ftsts[s].charge > 0]
+    keys = ("median", "min", "max")
+    spread: dict[str, float | None] = {
+        f"charge_fraction_{k}": (_spread(ratios)[k] if ratios else None) for k in keys
+    }
+    diffs = [own[s].r_tail - ftsts[s].r_tail for s in seeds]
     return {
         "charge_fraction_mean": float(np.mean(ratios)) if ratios else None,
-        "r_tail_difference_mean": float(np.mean([own[s].r_tail - ftsts[s].r_tail for s in seeds])),
+        **spread,
+        "r_tail_difference_mean": float(np.mean(diffs)) if diffs else None,
+        "seeds": len(seeds),
         "seeds_with_r_tail_no_worse": int(sum(own[s].r_tail <= ftsts[s].r_tail for s in seeds)),
         "target": "mean r_tail <= FTSTS mean r_tail with <= 70 % of its mean charge",
         "target_met": bool(

@@ -17,14 +17,22 @@ from controller.training.evaluate import (
     LATCHED_LATCH_MV,
     METHODS,
     RASTER_MS,
+    SENSED_METHODS,
     RunRecord,
 )
 
 FloatArray = npt.NDArray[np.float64]
-COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "latched": "tab:orange", "off": "tab:gray"}
+COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "ftsts-sensed": "tab:pink",
+          "adbs-onoff": "tab:green", "adbs-single": "tab:purple", "adbs-dual": "tab:olive",
+          "adbs-prop": "tab:cyan", "latched": "tab:orange", "off": "tab:gray"}  # fmt: skip
 LABELS = {
     "policy": "closed-loop policy",
     "ftsts": "open-loop FTSTS",
+    "ftsts-sensed": "FTSTS, sensed latch",
+    "adbs-onoff": "aDBS on/off (B1)",
+    "adbs-single": "aDBS single threshold (B3-ST)",
+    "adbs-dual": "aDBS dual threshold (B3-DT)",
+    "adbs-prop": "aDBS proportional (B2)",
     "latched": "latched 110 mV/180 Hz",
     "off": "no stimulation",
 }
@@ -32,6 +40,11 @@ LABELS = {
 SHORT_LABELS = {
     "policy": "closed-loop\npolicy",
     "ftsts": "open-loop\nFTSTS",
+    "ftsts-sensed": "FTSTS\nsensed\nlatch",
+    "adbs-onoff": "aDBS\non/off",
+    "adbs-single": "aDBS\nsingle\nthreshold",
+    "adbs-dual": "aDBS\ndual\nthreshold",
+    "adbs-prop": "aDBS\nproport.",
     "latched": "latched\n110 mV\n180 Hz",
     "off": "no\nstimulation",
 }
@@ -195,20 +208,23 @@ def comparison_figures(
     fig.tight_layout()
     paths.append(_save(fig, plt, out_dir / "rasters.png"))
 
-    if "policy" in first:
-        p = first["policy"]
+    shown = [m for m in ("policy", *SENSED_METHODS) if m in first]
+    if shown:
         fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
-        for ax, values, label in (
-            (axes[0], p.amplitude_mv, "amplitude (mV)"),
-            (axes[1], p.frequency_hz, "frequency (Hz)"),
-            (axes[2], p.pulse_width_us, "pulse width (µs)"),
-        ):
+        for m in shown:
+            p = first[m]
+            for ax, values in zip(axes, (p.amplitude_mv, p.frequency_hz, p.pulse_width_us),
+                                  strict=True):  # fmt: skip
+                ax.step(p.t_window_s, values, where="pre", color=COLORS[m], label=LABELS[m],
+                        lw=1.0)  # fmt: skip
+        for ax, label in zip(axes, ("amplitude (mV)", "frequency (Hz)", "pulse width (µs)"),
+                             strict=True):  # fmt: skip
             _stim_span(ax, onset_s, stop_s)
-            ax.step(p.t_window_s, values, where="pre", color=COLORS["policy"])
             ax.set_ylabel(label)
+        axes[0].legend(fontsize=7, loc="upper right")
         axes[2].set_xlabel("time (s)")
         axes[0].set_title(
-            f"Closed-loop policy's stimulation settings after the safety envelope, network seed "
+            f"Closed-loop stimulation settings after the safety envelope, network seed "
             f"{seed}\n(shaded: controlled period; frequency and width are not drawn while off)",
             fontsize=10,
         )
@@ -228,7 +244,10 @@ def summary_values(records: list[RunRecord], method: str, key: str) -> FloatArra
 def summary_figure(records: list[RunRecord], methods: list[str], plt: Any) -> Any:
     """Tail R, charge and time to desynchronise per method: mean ± SD bars and every seed."""
     n_seeds = len({r.seed for r in records})
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    if len(methods) <= 4:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    else:  # one panel a row, so that every method's label has room
+        fig, axes = plt.subplots(3, 1, figsize=(max(9.0, 1.2 * len(methods)), 10))
     panels = (
         ("r_tail", "tail R (mean over the 5 s tail)"),
         ("charge", "charge delivered (mV·ms)"),
