@@ -216,7 +216,9 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
             "from the mean of their feature over the lead-in (details: reference, thresholds)",
         },
         "methods": {m: [r.metrics() for r in records if r.method == m] for m in methods},
-        "summary": summarise(records),
+        # issue 23: a policy on measurable observations must reach FTSTS's tail with at most
+        # half its charge; the oracle policy's target was 70 % (docs/rl.md)
+        "summary": summarise(records, 0.5 if sim_config.observations == "measurable" else 0.7),
         "failures": failures,
     }
     (a.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")

@@ -16,6 +16,7 @@ import pytest
 from controller.envs import DBSEnv, SimConfig
 from controller.envs.models import LocalNetworkModel
 from controller.envs.spaces import observation_set
+from controller.eval_cli import main as eval_main
 from controller.policies.bundle import load_bundle
 from controller.policies.factory import build_policy
 from controller.train_cli import main as train_main
@@ -127,8 +128,10 @@ def test_wrong_domain_envelope_for_the_model_is_refused() -> None:
         DBSEnv(small_config(envelope="simulator"), LocalNetworkModel, SMALL)
 
 
-def test_training_exports_a_measurable_bundle_in_device_units(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PPO run for the emulator envelope on measurable observations (its bundle dir)."""
+    out = tmp_path_factory.mktemp("measurable") / "run"
     code = train_main([
         "--out", str(out), "--n-scale", "0.05", "--control-period-ms", "100",
         "--onset-ms", "200", "--controlled-s", "0.4", "--tail-s", "0.2",
@@ -137,19 +140,41 @@ def test_training_exports_a_measurable_bundle_in_device_units(tmp_path: Path) ->
         "--init-setpoint", "2.75,180,450", "--log-level", "warning",
     ])  # fmt: skip
     assert code == 0
-    bundle = load_bundle(out / "bundle")
+    return out / "bundle"
+
+
+def test_training_exports_a_measurable_bundle_in_device_units(trained: Path) -> None:
+    bundle = load_bundle(trained)
     assert bundle.observation_fields == tuple(
         f.field for f in observation_set("measurable", "physical")
     )
-    meta = json.loads((out / "bundle" / "bundle.json").read_text("utf-8"))
+    meta = json.loads((trained / "bundle.json").read_text("utf-8"))
     units = [f["unit"] for f in meta["action"]["fields"]]
     assert units == ["mA", "Hz", "us"]
     assert meta["training"]["observations"] == "measurable"
     env = load_envelope("emulator")
-    policy = build_policy(str(out / "bundle"), env)
+    policy = build_policy(str(trained), env)
     fields = {f.field: 0.5 for f in observation_set("measurable", "physical")}
     action = policy.act(fields, 10_000.0)
     assert policy.action_map is not None
     sp = policy.action_map.to_setpoint(np.clip(np.asarray(action), -1.0, 1.0))
     assert 0.0 <= sp.amplitude <= 4.0
     assert 60.0 <= sp.pulse_width_us <= 450.0
+
+
+def test_eval_runs_a_device_unit_bundle_next_to_model_unit_baselines(
+    trained: Path, tmp_path: Path
+) -> None:
+    """The policy in mA through the tissue map, FTSTS in mV, one network: charges compare."""
+    out = tmp_path / "eval"
+    code = eval_main([
+        "--policy", str(trained), "--seeds", "1", "--n-scale", "0.05", "--tail-s", "0.2",
+        "--methods", "policy,ftsts,off", "--workers", "1", "--out", str(out),
+        "--log-level", "warning",
+    ])  # fmt: skip
+    assert code == 0
+    result = json.loads((out / "eval.json").read_text("utf-8"))
+    summary = result["summary"]
+    assert summary["policy"]["charge_mean"] > 0.0
+    assert summary["off"]["charge_mean"] == 0.0
+    assert "50%" in summary["policy_vs_ftsts"]["target"]

@@ -34,6 +34,7 @@ about 1 s are not resolved by this measure.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from controller.envs.config import SimConfig
 from controller.envs.ftsts import FTSTSEnv
 from controller.policies.bundle import PolicyBundle, load_bundle
 from core.errors import ConfigError
+from protocol.envelope.config import load_envelope
 from protocol.envelope.setpoint import Setpoint
 from simulator.latch import Latch, LatchRule
 from simulator.synchrony import epoch_mean, order_parameter
@@ -194,6 +196,14 @@ def run_one(
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS}, actual {method!r}")
     cfg = sim_config
+    physical = load_envelope(cfg.envelope).domain == "physical"
+    if physical and method == "policy":
+        # A bundle trained for a device runs in the device's units through the emulator's
+        # tissue map (drivers.tissue_backend), on the same network and seeds as the baselines.
+        model_params = {**model_params, "device_units": True}
+    elif physical:
+        # The scripted and clinical baselines are written in model units (mV of drive).
+        cfg = dataclasses.replace(cfg, envelope="simulator")
     if method in SENSED_METHODS:
         return _run_sensed(method, seed, cfg, model_params)
     if method != "policy":
@@ -357,7 +367,7 @@ def _spread(values: npt.ArrayLike) -> dict[str, float]:
     return {"median": float(np.median(x)), "min": float(x.min()), "max": float(x.max())}
 
 
-def summarise(records: list[RunRecord]) -> dict[str, Any]:
+def summarise(records: list[RunRecord], charge_target: float = 0.7) -> dict[str, Any]:
     """Per-method statistics over seeds, and every method relative to open-loop FTSTS.
 
     Per method: mean, SD, median, min and max of ``r_tail`` and ``charge``, the mean share of
@@ -389,7 +399,7 @@ def summarise(records: list[RunRecord]) -> dict[str, Any]:
     if "ftsts" in out:
         for method in METHODS:
             if method != "ftsts" and method in out:
-                out[f"{method}_vs_ftsts"] = versus_ftsts(records, method, out)
+                out[f"{method}_vs_ftsts"] = versus_ftsts(records, method, out, charge_target)
     return out
 
 
@@ -473,8 +483,13 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def versus_ftsts(records: list[RunRecord], method: str, means: dict[str, Any]) -> dict[str, Any]:
+def versus_ftsts(
+    records: list[RunRecord], method: str, means: dict[str, Any], charge_target: float = 0.7
+) -> dict[str, Any]:
     """Charge and tail synchrony of ``method`` relative to open-loop FTSTS, seed by seed.
+
+    The target: a mean tail R no worse than FTSTS's with at most ``charge_target`` of its mean
+    charge (0.7 for the oracle policy, issue 23's 0.5 for one on measurable observations).
 
     ``charge_fraction_*`` summarise the per-seed ratio of charges (seeds where FTSTS delivered
     charge); ``seeds_with_r_tail_no_worse`` counts seeds whose tail R is at most FTSTS's on the
@@ -495,10 +510,11 @@ def versus_ftsts(records: list[RunRecord], method: str, means: dict[str, Any]) -
         "r_tail_difference_mean": float(np.mean(diffs)) if diffs else None,
         "seeds": len(seeds),
         "seeds_with_r_tail_no_worse": int(sum(own[s].r_tail <= ftsts[s].r_tail for s in seeds)),
-        "target": "mean r_tail <= FTSTS mean r_tail with <= 70 % of its mean charge",
+        "target": f"mean r_tail <= FTSTS mean r_tail with <= {charge_target:.0%} of its mean "
+        "charge",
         "target_met": bool(
             means[method]["r_tail_mean"] <= means["ftsts"]["r_tail_mean"]
-            and means[method]["charge_mean"] <= 0.7 * means["ftsts"]["charge_mean"]
+            and means[method]["charge_mean"] <= charge_target * means["ftsts"]["charge_mean"]
         ),
     }
 
@@ -513,4 +529,5 @@ def bundle_sim_config(bundle_path: str | Path, tail_s: float = 5.0) -> SimConfig
         controlled_s=float(meta.get("controlled_s", 20.0)),
         tail_s=max(tail_s, float(meta.get("tail_s", tail_s))),
         envelope=str(meta.get("envelope", "simulator")),
+        observations=str(meta.get("observations", "oracle")),
     )
