@@ -190,6 +190,11 @@ class Rules:
                 out.append("soft start")
         return out
 
+    def lapse(self) -> None:
+        """The lease ran out: the backend dropped its output, so no ramp-down shape is left."""
+        self.last_on = None
+        self.off_run_s = 0.0
+
     def accept(self, amp: float, freq: float, width: float, duration_s: float) -> None:
         if amp <= 0.0:
             self.since_off_s = 0.0
@@ -457,6 +462,8 @@ def test_governor_output_obeys_the_rules_for_random_envelopes(
     for k, request in enumerate(requests):
         gap = gaps[k % len(gaps)]
         now += lease_s + period_s if gap is None else gap * period_s  # None: the lease runs out
+        if gap is None:
+            rules.lapse()
         nested = isinstance(request, list) and request and isinstance(request[0], list)
         req = np.asarray(request, dtype=object) if nested else request
         decision = gov.command(req, now)
