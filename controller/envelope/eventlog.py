@@ -60,7 +60,8 @@ class FindingLog:
             episode = self._open.get(finding.reason)
             if episode is None:
                 self._open[finding.reason] = _Episode(finding, finding)
-                self._log.info("envelope_clamp", **_fields(finding))
+                if enabled_for(logging.INFO):
+                    self._log.info("envelope_clamp", **_fields(finding))
             elif finding.reason not in self._this_tick:
                 episode.ticks += 1
                 episode.last = finding
@@ -85,7 +86,7 @@ class FindingLog:
 
     def _close(self, reason: str) -> None:
         episode = self._open.pop(reason)
-        if episode.ticks < 2:
+        if episode.ticks < 2 or not enabled_for(logging.INFO):
             return
         self._log.info(
             "envelope_clamp_end",
