@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -133,6 +134,47 @@ def child_env(period_ms: float, steps: int, record: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def child_overhead(rounds: int, steps: int) -> dict[str, Any]:
+    """Time the environment's own work: every window answered at once by one stored window.
+
+    ``Network.advance`` returns the first window it computed for every later call, so a step
+    costs only what is not simulation (governor, protocol route, window statistics' copies,
+    observation, reward). Minimum over ``rounds`` episodes of ``steps`` steps.
+    """
+    import gymnasium as gym
+    import numpy as np
+
+    import controller.envs  # noqa: F401 - registers the environment id
+    from controller.envs import SimConfig
+    from core.logs import configure_logging
+    from simulator import network as nw
+
+    configure_logging("console", "warning")
+    cfg = SimConfig(control_period_ms=20.0, onset_ms=20.0,
+                    controlled_s=round(0.02 * (steps + 2), 3), tail_s=0.1)  # fmt: skip
+    env = gym.make("neuroloop/FTSTS-v0", sim_config=cfg, model_params={"n_scale": 0.05})
+    advance = nw.Network.advance
+    stored: list[Any] = []
+
+    def answer(self: Any, stimulus: Any, duration_ms: float) -> Any:
+        if not stored:
+            stored.append(advance(self, stimulus, duration_ms))
+        return stored[0]
+
+    nw.Network.advance = answer  # type: ignore[method-assign]
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 3)).astype(np.float32)
+    best = math.inf
+    for _ in range(rounds):
+        env.reset(seed=1)
+        t0 = time.perf_counter()
+        for a in actions:
+            env.step(a)
+        best = min(best, (time.perf_counter() - t0) / steps)
+    env.close()
+    return {"rounds": rounds, "steps": steps, "us_per_step_min": best * 1e6,
+            "load_avg_1min": os.getloadavg()[0]}  # fmt: skip
+
+
 def child_bound(record: Path) -> dict[str, Any]:
     """Replay the recorded windows on a fresh network: ``Network.advance`` and kernel alone."""
     from controller.envs.models import network_config
@@ -217,6 +259,8 @@ def main() -> None:
         kind, rest = sys.argv[2], sys.argv[3:]
         if kind == "env":
             result = child_env(float(rest[0]), int(rest[1]), Path(rest[2]))
+        elif kind == "overhead":
+            result = child_overhead(int(rest[0]), int(rest[1]))
         else:
             result = child_bound(Path(rest[0]))
         print(json.dumps(result))
@@ -235,6 +279,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="another checkout to measure alternately (e.g. a worktree of main)",
+    )
+    parser.add_argument(
+        "--overhead-runs",
+        type=int,
+        default=3,
+        help="processes per tree timing the environment without simulation (default 3)",
     )
     parser.add_argument(
         "--rss-rounds",
@@ -277,6 +327,14 @@ def main() -> None:
                     print(f"round {rnd + 1} {name} {period:g} ms: env {env['steps_per_s']:.1f} "
                           f"steps/s, advance bound {bound['advance_steps_per_s']:.1f}, kernel "
                           f"bound {bound['kernel_steps_per_s']:.1f}", file=sys.stderr)  # fmt: skip
+        overhead: dict[str, list[float]] = {name: [] for name in trees}
+        for rnd in range(args.overhead_runs):
+            order = list(trees.items())
+            if rnd % 2:
+                order.reverse()
+            for name, tree in order:
+                got = _child(tree, "overhead", "15", "150")
+                overhead[name].append(got["us_per_step_min"])
         rss: dict[str, Any] = {}
         if args.rss_rounds > 0:
             plain: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
@@ -313,6 +371,12 @@ def main() -> None:
                 "digests": sorted({e["digest"] for e in env_runs}),
                 "load_avg_1min": _stats([e["load_avg_1min"] for e in env_runs]),
             }
+        if overhead[name]:
+            report[name]["env_overhead_us_per_step"] = {
+                **_stats(overhead[name]), "runs": overhead[name],
+                "what": "one environment step with the simulation answered at once "
+                "(minimum of 15 episodes of 150 steps per process)",
+            }  # fmt: skip
         if name in rss:
             report[name]["peak_rss_25s_n2000"] = rss[name]
     if "baseline" in trees:
