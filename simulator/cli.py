@@ -117,9 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from simulator.lean_numba import import_numba_lean
-
-    import_numba_lean()  # before any kernel module: SciPy's BLAS stays out (16 MB)
     import structlog
     from tqdm import tqdm
 

@@ -10,9 +10,11 @@ imports that module while the bindings are hidden, then unhides them, so a later
 
 What changes in Numba: only ``np.convolve`` and ``np.correlate`` in compiled code, which then
 use a plain loop instead of ``np.dot`` (Numba's own fallback without SciPy). No simulator
-kernel uses them, nor ``np.dot`` or ``np.linalg`` (``tests/test_sim_lean_numba.py`` checks
-the sources), so the compiled kernels, and the results, are the same. Call it first thing in
-a process's entry point; once ``numba.np.arraymath`` is imported it does nothing.
+kernel uses them, nor ``np.dot`` or ``np.linalg`` (``tests/test_sim_lean_memory.py`` checks
+the sources), so the compiled kernels, and the results, are the same. The ``simulator``
+package calls it when it is imported, so every process that imports the simulator before
+SciPy's linear algebra saves the memory (``neuroloop-sim run``, ``serve``, the environments'
+workers); once ``numba.np.arraymath`` or SciPy's BLAS is imported it does nothing.
 """
 
 from __future__ import annotations
