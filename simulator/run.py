@@ -129,6 +129,7 @@ def run_experiment(
         if progress is not None:
             progress(w + 1, n_windows)
     latch_time_s = None if latch.latched_at_ms is None else latch.latched_at_ms / 1000.0
+    del net, stats  # the network's state and synapses (4 MB at N = 2000): R(t) needs spikes only
     # each window's pieces are dropped as they are copied: at no time are all spikes held
     # twice (12 bytes per spike, 33 MB in 25 s at N = 2000)
     spike_times = _join(times, np.float64, cfg.dt_ms)
