@@ -7,12 +7,18 @@ Prints one JSON object. For each control period (20 ms and 500 ms by default) an
 * ``env``: steps per second of ``DBSEnv`` (``neuroloop/FTSTS-v0``, N = 2000, seeded random
   actions), with each step's time split into the kernel (``run_steps`` calls, Numba's
   dispatch included), the rest of ``Network.advance`` (pulse drive, window statistics) and
-  the rest of the step (governor, protocol route, observation, reward);
+  the rest of the step (governor, protocol route, observation, reward); its kernel time
+  gives the kernel-only bound of the same process (``kernel_bound_steps_per_s``, and
+  ``kernel_share`` of the step), which the machine's speed phases move together with the
+  environment's own speed;
 * ``bound``: the kernel-only bounds in a second process: the same windows (the stimuli the
   environment applied, read from the first process) replayed on a fresh ``Network`` of the
   same seed, timed as whole ``Network.advance`` calls and as ``run_steps`` calls alone. The
   replay must give the environment's observations bit for bit (``replay_identical``), which
   shows that the bound did the same work;
+* ``overhead``: one step's cost with the simulation answered at once (every
+  ``Network.advance`` returns one stored window): what is not simulation, least noisy as the
+  minimum of many short episodes;
 * ``rss``: peak resident memory (``wait4``'s ``ru_maxrss``) of ``neuroloop-sim run
   --protocol ftsts-desync --duration 25 --no-figure`` (and once with the figure).
 
@@ -130,6 +136,10 @@ def child_env(period_ms: float, steps: int, record: Path) -> dict[str, Any]:
         "network_rest_ms": (acc["advance_s"] - acc["kernel_s"]) * per,
         "env_rest_ms": (wall - acc["advance_s"]) * per,
         "kernel_calls_per_step": acc["windows"] / steps, "digest": digest.hexdigest(),
+        # the bound measured in this same process: steps per second if a step were its kernel
+        "kernel_bound_steps_per_s": steps / acc["kernel_s"],
+        "advance_bound_steps_per_s": steps / acc["advance_s"],
+        "kernel_share": acc["kernel_s"] / wall,
         "load_avg_1min": os.getloadavg()[0],
     }  # fmt: skip
 
@@ -358,7 +368,8 @@ def main() -> None:
         "trees": {name: str(tree) for name, tree in trees.items()},
     }  # fmt: skip
     env_keys = ("steps_per_s", "ms_per_step", "kernel_ms", "network_rest_ms", "env_rest_ms",
-                "cpu_s")  # fmt: skip
+                "cpu_s", "kernel_bound_steps_per_s", "advance_bound_steps_per_s",
+                "kernel_share")  # fmt: skip
     bound_keys = ("advance_steps_per_s", "kernel_steps_per_s", "kernel_ms", "network_rest_ms")
     for name in trees:
         report[name] = {}
