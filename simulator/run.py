@@ -132,11 +132,23 @@ def run_experiment(
     del net, stats  # the network's state and synapses (4 MB at N = 2000): R(t) needs spikes only
     # each window's pieces are dropped as they are copied: at no time are all spikes held
     # twice (12 bytes per spike, 33 MB in 25 s at N = 2000)
-    spike_times = _join(times, np.float64, cfg.dt_ms)
     spike_neurons = _join(neurons, np.int32)
-    r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms,
-                                edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
-    _release_freed_heap()  # R(t)'s sort order (4 bytes per E spike), freed into the C heap
+    if all(p.dtype.kind == "i" for p in times):
+        # The steps go into the first half of the float64 times' own buffer (the second half
+        # is not touched yet, so not resident), R(t) reads them as steps, and then they become
+        # times in place: the spikes are never held as steps and as times at once.
+        spike_times, steps = _steps_in_buffer(times)
+        r_t, r, _ = order_parameter(steps, spike_neurons, cfg.n_e, duration_ms,
+                                    r_resolution_ms, edge_quantile=R_EDGE_QUANTILE,
+                                    dt_ms=cfg.dt_ms)  # fmt: skip
+        _release_freed_heap()  # R(t)'s sort order (4 bytes per E spike), freed into the heap
+        _steps_to_times(spike_times, steps, cfg.dt_ms)
+        del steps
+    else:
+        spike_times = _join(times, np.float64, cfg.dt_ms)
+        r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms,
+                                    r_resolution_ms, edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
+        _release_freed_heap()
     result = RunResult(
         protocol=protocol.name, semantics=semantics, seed=seed, n_e=cfg.n_e, n_i=cfg.n_i,
         duration_ms=duration_ms, window_t_ms=t_end, window_weight_mv=weight,
@@ -157,6 +169,43 @@ def _as_steps(times_ms: FloatArray, dt_ms: float) -> npt.NDArray[np.int32] | Flo
     """
     steps = np.rint(times_ms / dt_ms).astype(np.int32)
     return steps if np.array_equal(steps * dt_ms, times_ms) else times_ms
+
+
+def _steps_in_buffer(pieces: list[Any]) -> tuple[FloatArray, npt.NDArray[np.int32]]:
+    """A float64 array for the joined times, its first half holding the joined int32 steps.
+
+    ``pieces`` (int32 steps) are emptied as they are copied (as in :func:`_join`).
+    """
+    n = sum(p.shape[0] for p in pieces)
+    buffer = np.empty(n, dtype=np.float64)
+    steps = buffer.view(np.int32)[:n]
+    at = 0
+    for k, piece in enumerate(pieces):
+        steps[at : at + piece.shape[0]] = piece
+        at += piece.shape[0]
+        pieces[k] = None
+        if k % 256 == 255:
+            _release_freed_heap()
+    _release_freed_heap()
+    return buffer, steps
+
+
+#: Steps turned into times per slice by :func:`_steps_to_times` (a 2 MB temporary).
+_STEPS_PER_SLICE = 1 << 18
+
+
+def _steps_to_times(buffer: FloatArray, steps: npt.NDArray[np.int32], dt_ms: float) -> None:
+    """Fill ``buffer`` with ``steps * dt_ms`` in place (``steps`` is its first half).
+
+    Slices go from the end down: a slice's steps are multiplied into a temporary before its
+    times are written, and the times of slice ``[a, b)`` overwrite the bytes of steps
+    ``[2a, 2b)``, all at or past ``b`` except those of the slice itself, already read.
+    """
+    b = steps.shape[0]
+    while b > 0:
+        a = max(0, b - _STEPS_PER_SLICE)
+        buffer[a:b] = steps[a:b] * dt_ms
+        b = a
 
 
 def _join(pieces: list[Any], dtype: type[np.generic], dt_ms: float | None = None) -> Any:

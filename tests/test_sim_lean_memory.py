@@ -81,3 +81,45 @@ def test_run_returns_the_windows_spikes_bit_for_bit() -> None:
     assert result.spike_times_ms.dtype == np.float64
     assert np.array_equal(result.spike_times_ms, np.concatenate(times))
     assert np.array_equal(result.spike_neurons, np.concatenate(neurons))
+
+
+def test_order_parameter_of_steps_is_that_of_times_bit_for_bit() -> None:
+    from simulator.synchrony import bracketed_span, order_parameter
+
+    dt = NetworkConfig().dt_ms
+    rng = np.random.default_rng(7)
+    steps = np.sort(rng.integers(0, 20_000, 30_000)).astype(np.int32)
+    neurons = rng.integers(0, 60, steps.shape[0]).astype(np.int32)
+    times = steps * dt
+    for quantile in (None, 0.99):
+        want = order_parameter(times, neurons, 50, 2000.0, 1.0, edge_quantile=quantile)
+        got = order_parameter(steps, neurons, 50, 2000.0, 1.0, edge_quantile=quantile, dt_ms=dt)
+        for w, g in zip(want, got, strict=True):
+            assert w.tobytes() == g.tobytes()
+    assert bracketed_span(steps, neurons, 50, 0.9, dt_ms=dt) == bracketed_span(
+        times, neurons, 50, 0.9
+    )
+
+
+def test_steps_become_times_in_their_own_buffer() -> None:
+    dt = NetworkConfig().dt_ms
+    n = 3 * run_module._STEPS_PER_SLICE + 5  # several slices and a short one
+    pieces = [np.arange(k, n, 4, dtype=np.int32) for k in range(4)]
+    want = np.concatenate(pieces) * dt
+    buffer, steps = run_module._steps_in_buffer(pieces)
+    assert all(p is None for p in pieces)
+    assert steps.base is not None
+    assert np.shares_memory(buffer, steps)
+    run_module._steps_to_times(buffer, steps, dt)
+    assert buffer.tobytes() == want.tobytes()
+
+
+def test_run_r_is_that_of_its_returned_spikes() -> None:
+    from simulator.run import R_EDGE_QUANTILE
+    from simulator.synchrony import order_parameter
+
+    result = run_experiment(get_experiment("ftsts-desync"), n_scale=0.05, duration_s=0.5, seed=2)
+    t, r, _ = order_parameter(result.spike_times_ms, result.spike_neurons, result.n_e,
+                              result.duration_ms, 1.0, edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
+    assert t.tobytes() == result.r_t_ms.tobytes()
+    assert r.tobytes() == result.r.tobytes()
