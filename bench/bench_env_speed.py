@@ -6,11 +6,11 @@ Prints one JSON object. For each control period (20 ms and 500 ms by default) an
 
 * ``env``: steps per second of ``DBSEnv`` (``neuroloop/FTSTS-v0``, N = 2000, seeded random
   actions), with each step's time split into the kernel (``run_steps`` calls, Numba's
-  dispatch included), the rest of ``Network.advance`` (pulse drive, window statistics) and
-  the rest of the step (governor, protocol route, observation, reward); its kernel time
-  gives the kernel-only bound of the same process (``kernel_bound_steps_per_s``, and
-  ``kernel_share`` of the step), which the machine's speed phases move together with the
-  environment's own speed;
+  dispatch included), the sensing model (``Sensor.window``, in trees that have it), the
+  rest of ``Network.advance`` (pulse drive, window statistics) and the rest of the step
+  (governor, protocol route, observation, reward); its kernel time gives the kernel-only
+  bound of the same process (``kernel_bound_steps_per_s``, and ``kernel_share`` of the
+  step), which the machine's speed phases move together with the environment's own speed;
 * ``bound``: the kernel-only bounds in a second process: the same windows (the stimuli the
   environment applied, read from the first process) replayed on a fresh ``Network`` of the
   same seed, timed as whole ``Network.advance`` calls and as ``run_steps`` calls alone. The
@@ -56,10 +56,21 @@ def _timers() -> dict[str, float]:
     """Wrap ``run_steps`` and ``Network.advance`` with accumulating timers (this process)."""
     from simulator import network as nw
 
-    acc = {"kernel_s": 0.0, "advance_s": 0.0, "windows": 0.0}
+    acc = {"kernel_s": 0.0, "advance_s": 0.0, "windows": 0.0, "sensing_s": 0.0}
     kernel = nw.run_steps
     advance = nw.Network.advance
     stimuli: list[Any] = []
+    sensor_class = getattr(nw, "Sensor", None)  # trees with the sensing model
+    if sensor_class is not None:
+        sense = sensor_class.window
+
+        def timed_sense(self: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = sense(self, *args, **kwargs)
+            acc["sensing_s"] += time.perf_counter() - t0
+            return out
+
+        sensor_class.window = timed_sense
 
     def timed_kernel(*args: Any) -> Any:
         t0 = time.perf_counter()
@@ -115,7 +126,7 @@ def child_env(period_ms: float, steps: int, record: Path) -> dict[str, Any]:
         obs, reward, *_, info = env.step(a)
         digest.update(obs.tobytes() + repr(float(reward)).encode())
         observed.append(info["fields"])
-    acc.update(kernel_s=0.0, advance_s=0.0, windows=0.0)
+    acc.update(kernel_s=0.0, advance_s=0.0, windows=0.0, sensing_s=0.0)
     t0 = time.perf_counter()
     c0 = time.process_time()
     for a in actions[WARM_STEPS:]:
@@ -133,7 +144,8 @@ def child_env(period_ms: float, steps: int, record: Path) -> dict[str, Any]:
     return {
         "steps": steps, "wall_s": wall, "cpu_s": cpu, "steps_per_s": steps / wall,
         "ms_per_step": wall * per, "kernel_ms": acc["kernel_s"] * per,
-        "network_rest_ms": (acc["advance_s"] - acc["kernel_s"]) * per,
+        "sensing_ms": acc["sensing_s"] * per,
+        "network_rest_ms": (acc["advance_s"] - acc["kernel_s"] - acc["sensing_s"]) * per,
         "env_rest_ms": (wall - acc["advance_s"]) * per,
         "kernel_calls_per_step": acc["windows"] / steps, "digest": digest.hexdigest(),
         # the bound measured in this same process: steps per second if a step were its kernel
@@ -208,7 +220,8 @@ def child_bound(record: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     steps = len(windows) - first
     identical = all(
-        all(float(got[k]) == float(want[k]) for k in want)
+        # the network's fields (the environment adds the controller's own, e.g. its dose)
+        all(float(got[k]) == float(want[k]) for k in got)
         for got, want in zip(fields, data["fields"], strict=True)
     )
     return {
@@ -367,7 +380,8 @@ def main() -> None:
         "cpu_count": os.cpu_count(), "load_avg_before": load_before,
         "trees": {name: str(tree) for name, tree in trees.items()},
     }  # fmt: skip
-    env_keys = ("steps_per_s", "ms_per_step", "kernel_ms", "network_rest_ms", "env_rest_ms",
+    env_keys = ("steps_per_s", "ms_per_step", "kernel_ms", "sensing_ms", "network_rest_ms",
+                "env_rest_ms",
                 "cpu_s", "kernel_bound_steps_per_s", "advance_bound_steps_per_s",
                 "kernel_share")  # fmt: skip
     bound_keys = ("advance_steps_per_s", "kernel_steps_per_s", "kernel_ms", "network_rest_ms")
