@@ -142,6 +142,19 @@ def configure_worker(settings: tuple[LogFormat, str] | None) -> None:
         configure_logging(*settings)
 
 
+def enabled_for(level: int) -> bool:
+    """Whether a line at ``level`` (``logging.DEBUG`` …) would be logged now.
+
+    Asks structlog's configured wrapper class (a level-filtering one, from
+    :func:`configure_logging` or structlog's default, which logs everything), so a hot path
+    can skip building a line's fields when its level is off. A wrapper class without the
+    question answers yes.
+    """
+    wrapper = structlog.get_config()["wrapper_class"]
+    ask = getattr(wrapper, "is_enabled_for", None)
+    return True if ask is None else bool(ask(None, level))
+
+
 def is_configured() -> bool:
     """Return whether :func:`configure_logging` ran in this process."""
     return _configured

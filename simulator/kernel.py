@@ -652,7 +652,7 @@ def _by_neuron_then_time(times, neurons, n_e):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):  # type: ignore[no-untyped-def]
+def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms, ms_per_unit=1.0):  # type: ignore[no-untyped-def]
     """Kuramoto order parameter of E cells on a time grid, from spike lists (offline).
 
     The phase of neuron ``k`` rises linearly by 2π between consecutive spikes. A neuron enters
@@ -661,10 +661,14 @@ def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):  # t
     given an artificial phase.
 
     Args:
-        spike_times_ms: Spike times, any order.
+        spike_times_ms: Spike times, any order; or integer steps, with ``ms_per_unit``.
         spike_neurons: Neuron index of each spike (E neurons are ``0..n_e-1``).
         n_e: Number of E neurons.
         t_grid_ms: Ascending, evenly spaced sample times.
+        ms_per_unit: Milliseconds per unit of ``spike_times_ms`` (``dt_ms`` for steps); a time
+            is ``spike_times_ms[q] * ms_per_unit``, which for ``1.0`` is the time itself and
+            for steps the time the kernel reported (``step * dt_ms``), so R is the same bit for
+            bit either way.
 
     Returns:
         ``(r, n_valid)``: R(t) (NaN where no neuron is valid) and the number of neurons in the
@@ -689,8 +693,8 @@ def offline_order_parameter(spike_times_ms, spike_neurons, n_e, t_grid_ms):  # t
         while b + 1 < total and neurons[order[b + 1]] == nk:
             b += 1
         for q in range(a, b):
-            ta = times[order[q]]
-            tb = times[order[q + 1]]
+            ta = times[order[q]] * ms_per_unit
+            tb = times[order[q + 1]] * ms_per_unit
             isi = tb - ta
             if isi <= 0.0:
                 continue

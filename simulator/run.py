@@ -100,8 +100,11 @@ def run_experiment(
     sync = np.zeros(n_windows)
     chi = np.zeros(n_windows)
     stim_on = np.zeros(n_windows, dtype=np.bool_)
-    times: list[FloatArray] = []
+    # A window's spike times are its int steps times dt_ms: kept as int32 steps while the run
+    # lasts (4 bytes a spike instead of 8), turned into the same float64 times at the end.
+    times: list[npt.NDArray[np.int32] | FloatArray] = []
     neurons: list[npt.NDArray[np.int32]] = []
+    compact = round(duration_ms / cfg.dt_ms) < 2**31
     latch = Latch(protocol.latch_rule, protocol.onset_ms)
     charge = 0.0
     wall = 0.0
@@ -120,17 +123,32 @@ def run_experiment(
         chi[w] = stats.chi
         stim_on[w] = active
         charge += stats.charge_mv_ms
-        times.append(stats.spike_times_ms)
+        times.append(_as_steps(stats.spike_times_ms, cfg.dt_ms) if compact
+                     else stats.spike_times_ms)  # fmt: skip
         neurons.append(stats.spike_neurons)
         if progress is not None:
             progress(w + 1, n_windows)
     latch_time_s = None if latch.latched_at_ms is None else latch.latched_at_ms / 1000.0
+    del net, stats  # the network's state and synapses (4 MB at N = 2000): R(t) needs spikes only
     # each window's pieces are dropped as they are copied: at no time are all spikes held
     # twice (12 bytes per spike, 33 MB in 25 s at N = 2000)
-    spike_times = _join(times, np.float64)
     spike_neurons = _join(neurons, np.int32)
-    r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms, r_resolution_ms,
-                                edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
+    if all(p.dtype.kind == "i" for p in times):
+        # The steps go into the first half of the float64 times' own buffer (the second half
+        # is not touched yet, so not resident), R(t) reads them as steps, and then they become
+        # times in place: the spikes are never held as steps and as times at once.
+        spike_times, steps = _steps_in_buffer(times)
+        r_t, r, _ = order_parameter(steps, spike_neurons, cfg.n_e, duration_ms,
+                                    r_resolution_ms, edge_quantile=R_EDGE_QUANTILE,
+                                    dt_ms=cfg.dt_ms)  # fmt: skip
+        _release_freed_heap()  # R(t)'s sort order (4 bytes per E spike), freed into the heap
+        _steps_to_times(spike_times, steps, cfg.dt_ms)
+        del steps
+    else:
+        spike_times = _join(times, np.float64, cfg.dt_ms)
+        r_t, r, _ = order_parameter(spike_times, spike_neurons, cfg.n_e, duration_ms,
+                                    r_resolution_ms, edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
+        _release_freed_heap()
     result = RunResult(
         protocol=protocol.name, semantics=semantics, seed=seed, n_e=cfg.n_e, n_i=cfg.n_i,
         duration_ms=duration_ms, window_t_ms=t_end, window_weight_mv=weight,
@@ -143,16 +161,66 @@ def run_experiment(
     return result
 
 
-def _join(pieces: list[Any], dtype: type[np.generic]) -> Any:
+def _as_steps(times_ms: FloatArray, dt_ms: float) -> npt.NDArray[np.int32] | FloatArray:
+    """A window's spike times as int32 steps, if ``steps * dt_ms`` gives them back exactly.
+
+    The kernel's times are ``step * dt_ms`` (:func:`simulator.window.window_numbers`), so
+    rounding ``t / dt_ms`` recovers the step; the check keeps any other time as it is.
+    """
+    steps = np.rint(times_ms / dt_ms).astype(np.int32)
+    return steps if np.array_equal(steps * dt_ms, times_ms) else times_ms
+
+
+def _steps_in_buffer(pieces: list[Any]) -> tuple[FloatArray, npt.NDArray[np.int32]]:
+    """A float64 array for the joined times, its first half holding the joined int32 steps.
+
+    ``pieces`` (int32 steps) are emptied as they are copied (as in :func:`_join`).
+    """
+    n = sum(p.shape[0] for p in pieces)
+    buffer = np.empty(n, dtype=np.float64)
+    steps = buffer.view(np.int32)[:n]
+    at = 0
+    for k, piece in enumerate(pieces):
+        steps[at : at + piece.shape[0]] = piece
+        at += piece.shape[0]
+        pieces[k] = None
+        if k % 256 == 255:
+            _release_freed_heap()
+    _release_freed_heap()
+    return buffer, steps
+
+
+#: Steps turned into times per slice by :func:`_steps_to_times` (a 2 MB temporary).
+_STEPS_PER_SLICE = 1 << 18
+
+
+def _steps_to_times(buffer: FloatArray, steps: npt.NDArray[np.int32], dt_ms: float) -> None:
+    """Fill ``buffer`` with ``steps * dt_ms`` in place (``steps`` is its first half).
+
+    Slices go from the end down: a slice's steps are multiplied into a temporary before its
+    times are written, and the times of slice ``[a, b)`` overwrite the bytes of steps
+    ``[2a, 2b)``, all at or past ``b`` except those of the slice itself, already read.
+    """
+    b = steps.shape[0]
+    while b > 0:
+        a = max(0, b - _STEPS_PER_SLICE)
+        buffer[a:b] = steps[a:b] * dt_ms
+        b = a
+
+
+def _join(pieces: list[Any], dtype: type[np.generic], dt_ms: float | None = None) -> Any:
     """``np.concatenate(pieces)``, emptying ``pieces`` as it goes.
 
     The pieces are small (a window's spikes), so the C heap keeps their memory when they are
     freed; every few hundred pieces that memory is handed back to the system
     (:func:`_release_freed_heap`), so that the joined copy does not stack on top of it.
+    With ``dt_ms``, integer pieces are steps and become ``step * dt_ms`` (:func:`_as_steps`).
     """
     out = np.empty(sum(p.shape[0] for p in pieces), dtype=dtype)
     at = 0
     for k, piece in enumerate(pieces):
+        if dt_ms is not None and piece.dtype.kind == "i":
+            piece = piece * dt_ms
         out[at : at + piece.shape[0]] = piece
         at += piece.shape[0]
         pieces[k] = None

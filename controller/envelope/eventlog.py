@@ -11,10 +11,12 @@ Numbers are rounded to six significant digits for people; the recording keeps th
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.logs import enabled_for
 from protocol.envelope.setpoint import Finding
 
 #: Significant digits of the numbers in log lines.
@@ -49,21 +51,25 @@ class FindingLog:
 
     def record(self, finding: Finding) -> None:
         """Log one finding (call :meth:`end_tick` after the last finding of each tick)."""
-        fields = _fields(finding)
         if finding.kind == "fault":
             self.flush()
-            self._log.error("envelope_fault", **fields)
+            self._log.error("envelope_fault", **_fields(finding))
         elif finding.kind in ("reject", "hold", "recovery"):
-            self._log.warning(f"envelope_{finding.kind}", **fields)
+            self._log.warning(f"envelope_{finding.kind}", **_fields(finding))
         else:
             episode = self._open.get(finding.reason)
             if episode is None:
                 self._open[finding.reason] = _Episode(finding, finding)
-                self._log.info("envelope_clamp", **fields)
+                if enabled_for(logging.INFO):
+                    self._log.info("envelope_clamp", **_fields(finding))
             elif finding.reason not in self._this_tick:
                 episode.ticks += 1
                 episode.last = finding
-                self._log.debug("envelope_clamp", **fields, tick_of_episode=episode.ticks)
+                # Every tick of a ramp comes here: build the line only when debug is on.
+                if enabled_for(logging.DEBUG):
+                    self._log.debug(
+                        "envelope_clamp", **_fields(finding), tick_of_episode=episode.ticks
+                    )
             self._this_tick.add(finding.reason)
 
     def end_tick(self) -> None:
@@ -80,7 +86,7 @@ class FindingLog:
 
     def _close(self, reason: str) -> None:
         episode = self._open.pop(reason)
-        if episode.ticks < 2:
+        if episode.ticks < 2 or not enabled_for(logging.INFO):
             return
         self._log.info(
             "envelope_clamp_end",

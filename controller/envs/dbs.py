@@ -234,7 +234,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
     def step(self, action: ObsArray) -> tuple[ObsArray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Apply one normalised action for one control period (the last step runs the tail)."""
         arr = np.asarray(action, dtype=np.float64)
-        if arr.shape != (ACTION_MAP.size,) or not np.all(np.isfinite(arr)):
+        if arr.shape != (ACTION_MAP.size,) or not all(map(math.isfinite, arr.tolist())):
             self._log.error("action_fault", action=arr.tolist(), reason="non-finite or mis-shaped")
             self._done = True
             raise SafetyFaultError(

@@ -142,14 +142,17 @@ def scale_observation(
     Raises:
         SafetyFaultError: A feature is missing, NaN or infinite.
     """
-    out = np.empty(len(features), dtype=np.float32)
-    for i, feat in enumerate(features):
+    # One list turned into float32 at the end (the same rounding as element-wise stores into a
+    # float32 array, at a fraction of their cost).
+    out: list[float] = []
+    isfinite = math.isfinite
+    for feat in features:
         if feat.field not in fields:
             raise SafetyFaultError(
                 f"Expected observation field {feat.field!r}, actual fields {sorted(fields)}"
             )
         value = float(fields[feat.field])
-        if not math.isfinite(value):
+        if not isfinite(value):
             _log.error("observation_fault", field=feat.field, value=value, reason="non-finite")
             raise SafetyFaultError(f"Expected a finite {feat.field}, actual {value!r}")
         scaled = (value - feat.low) / (feat.high - feat.low)
@@ -163,8 +166,8 @@ def scale_observation(
                 f"actual {value}",
             )
             scaled = clamped
-        out[i] = scaled
-    return out
+        out.append(scaled)
+    return np.array(out, dtype=np.float32)
 
 
 def unscale_observation(
