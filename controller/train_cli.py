@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -154,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     h = p.add_argument_group("agent")
     h.add_argument("--gamma", type=float, default=0.99)
     h.add_argument("--gae-lambda", type=float, default=0.98, help="PPO: GAE lambda.")
-    h.add_argument("--learning-rate", type=float, default=3e-4)
+    h.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="Learning rate (default 3e-4; with --resume: the checkpoint's unless given, e.g. "
+        "to continue more gently after an overshoot).",
+    )
     h.add_argument("--n-steps", type=int, default=512, help="PPO: steps per env per rollout.")
     h.add_argument("--batch-size", type=int, default=128)
     h.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout.")
@@ -181,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.learning_rate is None and a.resume is None:
+        a.learning_rate = 3e-4
+    if a.learning_rate is not None and not (math.isfinite(a.learning_rate) and a.learning_rate > 0):
+        p.error(f"Expected --learning-rate > 0, actual {a.learning_rate}")
     if a.total_timesteps < 1:
         p.error(f"Expected --total-timesteps >= 1, actual {a.total_timesteps}")
     if not 1 <= a.n_envs <= 64:
@@ -287,9 +298,11 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
     algo = PPO if a.algo == "ppo" else SAC
     try:
         if a.resume is not None:
+            custom = {} if a.learning_rate is None else {"learning_rate": a.learning_rate}
             model = algo.load(str(a.resume), env=venv, device="cpu",
-                              tensorboard_log=str(out / "tb"))  # fmt: skip
-            log.warning("training_resumed", checkpoint=str(a.resume), steps=model.num_timesteps)
+                              tensorboard_log=str(out / "tb"), custom_objects=custom)  # fmt: skip
+            log.warning("training_resumed", checkpoint=str(a.resume), steps=model.num_timesteps,
+                        learning_rate=model.learning_rate)  # fmt: skip
         elif a.algo == "ppo":
             policy_kwargs["log_std_init"] = a.log_std_init
             model = PPO("MlpPolicy", venv, learning_rate=a.learning_rate, n_steps=a.n_steps,
@@ -335,7 +348,9 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             "network": model_params,
             "training_network_seeds": f"{a.seed}..{a.seed + a.n_envs - 1}, then draws < 2**31",
             "hyperparameters": {
-                "gamma": a.gamma, "gae_lambda": a.gae_lambda, "learning_rate": a.learning_rate,
+                "gamma": a.gamma, "gae_lambda": a.gae_lambda,
+                "learning_rate": float(model.learning_rate)
+                if not callable(model.learning_rate) else a.learning_rate,
                 "n_steps": a.n_steps, "batch_size": a.batch_size, "n_epochs": a.n_epochs,
                 "ent_coef": a.ent_coef, "log_std_init": a.log_std_init,
                 "net_arch": a.net_arch_list, "init_setpoint": a.init_setpoint,
