@@ -30,6 +30,7 @@ from protocol.client import BackendClient
 from protocol.envelope.config import load_envelope, validate
 from protocol.envelope.wire import envelope_from_wire
 from protocol.messages import Observation
+from protocol.observables import unobservable
 from protocol.process import spawn_local_backend
 from protocol.schema import WireEnvelope
 from protocol.server import BackendServer
@@ -174,8 +175,11 @@ def test_protocol_session_drives_the_device_and_senses_the_tissue() -> None:
         client.reset()
         obs = client.step(None, 100.0)
         assert set(obs.fields) == set(OBSERVATION_FIELDS)
+        assert not unobservable(obs.fields)  # a device senses only what an implant measures
+        assert "weight_mv" not in welcome.capabilities.observation_fields
         assert obs.fields["delivered_amplitude_ma"] == 0.0
-        sync_off = obs.fields["synchrony"]
+        sync_off = obs.fields["units_synchrony"]
+        beta_off = obs.fields["lfp_beta_uv2"]
         obs = ramp_to(client, STIM)
         for _ in range(30):  # the device's own soft start lags the commands
             obs = client.step(STIM, 100.0)
@@ -184,7 +188,8 @@ def test_protocol_session_drives_the_device_and_senses_the_tissue() -> None:
         assert obs.applied == STIM
         assert obs.fields["delivered_amplitude_ma"] == 1.0
         assert obs.fields["delivered_charge_uc"] == 0.09
-        assert obs.fields["synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["units_synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["lfp_beta_uv2"] < beta_off
         assert emu.snapshot().state == DeviceState.STIMULATING
         client.stop()
         wait_until(lambda: emu.snapshot().amp_ua == 0, 3.0, "output ramped off after stop")
@@ -387,7 +392,8 @@ def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
         assert first["state"] == "CONFIGURED"
         features = first["features"]
         assert isinstance(features, dict)
-        assert 0.0 <= features["synchrony"] <= 1.0
+        assert 0.0 <= features["units_synchrony"] <= 1.0
+        assert "weight_mv" not in features
         emu.send_signal(signal.SIGUSR1)  # device reset: a new boot id
         wait_until(lambda: probe()["caps"] != caps, 10.0, "a new boot id after SIGUSR1")
         emu.send_signal(signal.SIGTERM)
@@ -465,7 +471,8 @@ def test_latest_step_mode_returns_at_once_and_senses_the_tissue() -> None:
         t0 = time.monotonic()
         obs = client.step(None, 100.0)
         assert time.monotonic() - t0 < 0.09  # a window-mode step takes at least 100 ms
-        sync_off = obs.fields["synchrony"]
+        sync_off = obs.fields["units_synchrony"]
+        beta_off = obs.fields["lfp_beta_uv2"]
         amp = 0.0
         for _ in range(60):  # the controller's own pacing: one step per 100 ms, 2 mA/s ramp
             time.sleep(0.1)
@@ -477,7 +484,8 @@ def test_latest_step_mode_returns_at_once_and_senses_the_tissue() -> None:
         for _ in range(3):  # keep stepping within the 250 ms lease: sensing catches up
             time.sleep(0.1)
             obs = client.step(STIM, 100.0)
-        assert obs.fields["synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["units_synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["lfp_beta_uv2"] < beta_off
         assert obs.t_model_ms > 500.0  # wall-clock time since reset
         client.stop()
         client.bye()

@@ -113,7 +113,7 @@ def test_replay_conforms(recording: str) -> None:
 
 def test_serial_bridge_with_the_virtual_device_conforms() -> None:
     firmware = DeviceFirmware()
-    firmware.sense = dict.fromkeys((key for key, *_ in SENSE_FIELDS), 0.5)  # a quiet sensor
+    firmware.sense = dict.fromkeys((f.feature for f in SENSE_FIELDS), 0.5)  # a quiet sensor
     driver = VirtualStimulator(firmware)
     driver.handshake()
     with served(SerialBackend(driver, session_timeout_s=TIMEOUT_S)) as endpoint:
@@ -158,7 +158,7 @@ def test_bridge_status_reports_the_lease_that_lapsed_without_steps() -> None:
     had faulted LEASE and switched its output off.
     """
     firmware = DeviceFirmware()
-    firmware.sense = dict.fromkeys((key for key, *_ in SENSE_FIELDS), 0.5)
+    firmware.sense = dict.fromkeys((f.feature for f in SENSE_FIELDS), 0.5)
     driver = VirtualStimulator(firmware)
     driver.handshake()
     with served(SerialBackend(driver, session_timeout_s=2.0)) as endpoint:
