@@ -328,6 +328,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
     kop_every, kop_z_re, kop_z_im = kop.every, kop.z_re, kop.z_im
     kop_r_re, kop_r_im = kop.r_re, kop.r_im
     kop_acc = out.kop_acc
+    s_ie_e, s_ee_e = out.s_ie_e, out.s_ee_e
     n = v.shape[0]
     n_i = n - n_e
     depth = hist_cross.shape[0]
@@ -381,8 +382,12 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
             row = 0
         else:
             row = k
+        # the E cells' mean delayed S as this step reads it (the sensor's LFP proxy), summed
+        # before the pass overwrites the delay line's row
+        s_ie_e[k] = sum_in_lanes(hist_cross[h], 0, n_e) * inv_e
         # recurrent input first (Fig 8 only), so the main pass stays a single vectorisable loop
         if has_rec:
+            s_ee_e[k] = sum_in_lanes(hist_rec[h], 0, n_e) * inv_e
             for i in range(n):
                 v_new[i] = dt_over_tau[i] * scale_rec[i] * hist_rec[h, i]
                 hist_rec[h, i] = s_rec[i]

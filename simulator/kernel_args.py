@@ -161,6 +161,12 @@ class Recorder(NamedTuple):
     sum_v_e: F64  #: per E cell Σ V
     sumsq_v_e: F64  #: per E cell Σ V²
     kop_acc: F64  #: ``[Σ R, samples]``
+    #: per step, the E population mean of the I→E synaptic variable S as the E cells read it
+    #: this step, ``S(t − d)`` (the delay line's row; times ``J_E/c`` it is their mean
+    #: inhibitory input; the LFP proxy's GABA term, :mod:`simulator.sensing`)
+    s_ie_e: F64
+    #: per step, the E mean of the recurrent E→E ``S(t − d)`` (written only with ``has_rec``)
+    s_ee_e: F64
 
 
 class PassLaw(NamedTuple):

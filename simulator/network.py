@@ -40,6 +40,8 @@ from simulator.kernel_args import (
     Synapses,
 )
 from simulator.noise import load_state, noise_generators, scratch_words, store_state
+from simulator.sensing import SENSED_FIELDS, SensingConfig, Sensor
+from simulator.sensing.artefact import active_steps
 from simulator.stimulus import PulseTrain, Stimulus
 from simulator.threaded import Threading, plan, run_threaded, threadable
 from simulator.window import window_numbers
@@ -61,6 +63,8 @@ OBSERVATION_FIELDS: tuple[str, ...] = (
     "rate_i_hz",
     "chi",
     "charge_mv_ms",
+    # what an implant senses (simulator.sensing, docs/simulator.md#sensing)
+    *SENSED_FIELDS,
 )
 
 
@@ -89,6 +93,12 @@ class WindowStats:
         spike_times_ms: Spike times.
         spike_neurons: Spiking neuron per spike (E: ``0..n_e-1``, I: ``n_e..n-1``).
         wall_s: Wall-clock seconds the window took to simulate.
+        lfp_beta_uv2: Sensed LFP power in 13–30 Hz over the last second (µV²).
+        lfp_band_uv2: Sensed LFP power in the network's band (calibrated centre ± 4 Hz, µV²).
+        lfp_peak_hz: Frequency of the sensed spectrum's peak in 5–100 Hz.
+        lfp_peak_uv2: Sensed LFP power around that peak (± 4 Hz, µV²).
+        units_synchrony: Kuramoto order parameter of the recorded units only.
+        units_rate_hz: Mean firing rate of the recorded units in the window.
     """
 
     t_start_ms: float
@@ -109,6 +119,12 @@ class WindowStats:
     spike_times_ms: FloatArray = field(repr=False)
     spike_neurons: npt.NDArray[np.int32] = field(repr=False)
     wall_s: float = 0.0
+    lfp_beta_uv2: float = 0.0
+    lfp_band_uv2: float = 0.0
+    lfp_peak_hz: float = 0.0
+    lfp_peak_uv2: float = 0.0
+    units_synchrony: float = 0.0
+    units_rate_hz: float = 0.0
 
     def observation(self) -> dict[str, float]:
         """The scalar observations, keyed by :data:`OBSERVATION_FIELDS`."""
@@ -124,6 +140,9 @@ class Network:
 
     Args:
         config: The network's parameters.
+        threads: Threads that integrate it (a speed setting).
+        sensing: What the implant senses (:class:`~simulator.sensing.SensingConfig`; default:
+            its defaults). The sensor draws from its own generator, seeded from the run's seed.
 
     Example:
         >>> net = Network(NetworkConfig(n_e=160, n_i=40))
@@ -131,9 +150,15 @@ class Network:
         >>> stats = net.advance(Stimulus(100.0), 20.0)
     """
 
-    def __init__(self, config: NetworkConfig | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        config: NetworkConfig | None = None,
+        threads: int = 1,
+        sensing: SensingConfig | None = None,
+    ) -> None:
         self.config = config if config is not None else NetworkConfig()
         self.threads = threads
+        self.sensor = Sensor(sensing if sensing is not None else SensingConfig(), self.config)
         self._ready = False
         self._pulses = PulseTrain()
         self.seed: int | None = None
@@ -151,8 +176,9 @@ class Network:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"Expected seed to be an integer >= 0, actual {seed!r}")
         self.seed = int(seed)
-        # the stimulus's stream is the fourth child: the first three are as before it existed
-        conn_ss, tau_ss, noise_ss, stim_ss = np.random.SeedSequence(int(seed)).spawn(4)
+        # the stimulus's stream is the fourth child: the first three are as before it existed;
+        # the sensor's the fifth (children are numbered: the first four are unchanged)
+        conn_ss, tau_ss, noise_ss, stim_ss, sense_ss = np.random.SeedSequence(int(seed)).spawn(5)
         conn = np.random.default_rng(conn_ss)
         self._noise_gens = noise_generators(noise_ss)
         self._rng_state = load_state(self._noise_gens)
@@ -277,6 +303,7 @@ class Network:
         self._spk_idx = np.empty(0, dtype=np.int32)
         self._group_kernel_arguments()
         self._pulses.reset(np.random.default_rng(stim_ss), cfg.contacts)
+        self.sensor.reset(sense_ss)
         self.step = 0
         self._ready = True
 
@@ -439,6 +466,10 @@ class Network:
         sum_v = np.zeros(n_e)
         sumsq_v = np.zeros(n_e)
         kop_acc = np.zeros(2)
+        s_ie = np.empty(total)
+        s_ee = np.zeros(total)
+        drive_e = np.zeros(total)  # delivered drive per step, summed over contacts (sensor)
+        active = np.zeros(total, dtype=np.bool_)  # whether a pulse delivers drive (blanking)
         kop_every = round(cfg.kop_sample_ms / cfg.dt_ms)
         charge = 0.0
         pulses = 0
@@ -455,6 +486,9 @@ class Network:
             u_e, u_i, q, started = self._pulses.drive(stimulus, t0, steps, cfg.dt_ms)
             # the kernel takes a drive per step and contact
             u_e, u_i = u_e.reshape(steps, -1), u_i.reshape(steps, -1)
+            if q > 0.0:
+                drive_e[n_done : n_done + steps] = u_e.sum(axis=1)
+                active[n_done : n_done + steps] = active_steps(u_e, u_i)
             on = stimulus is not None and stimulus.is_on
             charge += q
             pulses += started
@@ -464,10 +498,13 @@ class Network:
             self._run(
                 steps, u_e, u_i, gain, None, plast_on, spk_step, spk_idx, n_spk,
                 pop_e[n_done:], pop_i[n_done:], sum_v, sumsq_v, kop_every, kop_acc,
+                s_ie[n_done:], s_ee[n_done:],
             )  # fmt: skip
             if dropped:
                 pop_e[n_done + steps] = pop_e[n_done + steps - 1]
                 pop_i[n_done + steps] = pop_i[n_done + steps - 1]
+                s_ie[n_done + steps] = s_ie[n_done + steps - 1]
+                s_ee[n_done + steps] = s_ee[n_done + steps - 1]
             self.step += labelled
             n_done += labelled
         if n_spk[0] > cap:
@@ -481,6 +518,9 @@ class Network:
         if not finite:
             raise SimulationError("Non-finite membrane potential: the integration diverged")
         dur_s = duration_ms / 1000.0
+        sensed = self.sensor.window(
+            t_start, self.t_ms, s_ie, s_ee, drive_e, active, spike_times, spike_neurons
+        )
         return WindowStats(
             t_start_ms=t_start,
             t_end_ms=self.t_ms,
@@ -500,6 +540,7 @@ class Network:
             spike_times_ms=spike_times,
             spike_neurons=spike_neurons,
             wall_s=time.perf_counter() - wall0,
+            **sensed,
         )
 
     def integrate_explicit(
@@ -544,7 +585,7 @@ class Network:
                   np.ascontiguousarray(xi, dtype=np.float32), plast_on, spk_step, spk_idx, n_spk,
                   np.empty(steps), np.empty(steps), np.zeros(self.config.n_e),
                   np.zeros(self.config.n_e), round(self.config.kop_sample_ms / self.config.dt_ms),
-                  np.zeros(2))  # fmt: skip
+                  np.zeros(2), np.empty(steps), np.zeros(steps))  # fmt: skip
         self.step += steps
         return spk_idx[: int(n_spk[0])].copy()
 
@@ -573,6 +614,8 @@ class Network:
         sumsq_v: FloatArray,
         kop_every: int,
         kop_acc: FloatArray,
+        s_ie: FloatArray,
+        s_ee: FloatArray,
     ) -> None:
         cfg = self.config
         args = (
@@ -601,6 +644,7 @@ class Network:
             Recorder(
                 spk_step=spk_step, spk_idx=spk_idx, n_spk=n_spk, pop_mean_e=pop_e,
                 pop_mean_i=pop_i, sum_v_e=sum_v, sumsq_v_e=sumsq_v, kop_acc=kop_acc,
+                s_ie_e=s_ie, s_ee_e=s_ee,
             ),
         )  # fmt: skip
         if self._threads == 1 or not threadable(self._structure, xi is not None):

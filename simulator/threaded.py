@@ -8,7 +8,9 @@ owns and meets the others at a barrier (:mod:`simulator.barrier`) twice per step
    — barrier —
 2. **every thread** collects the step's spikes (ascending, into its own list); thread 0
    records them, sums the E population's mean V and draws the next step's words; the last
-   thread sums the I population's mean V and takes the previous step's Kuramoto sample;
+   thread sums the I population's mean V, the E cells' mean delayed S of the next step (the
+   delay line's next row, complete and not yet overwritten) and takes the previous step's
+   Kuramoto sample;
    then, for **own targets**: the E spikes' jumps onto its I cells with their synapses'
    pending potentiation and depression (each row's part whose targets it owns, found by
    binary search: rows are target-ascending), the I spikes' hits on its E cells;
@@ -247,6 +249,8 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                     ltp_a[i] = tr_e[i]
     if first and n_steps > 0:
         sfc64_words(rng_state, words)
+    if last_thread and n_steps > 0:  # the first step's delayed S (nobody writes it yet)
+        out.s_ie_e[0] = sum_in_lanes(hist_cross[h], 0, n_e) * inv_e
     gen = barrier_wait(words_bar, n_threads, gen)
     if gen < 0:
         return
@@ -315,6 +319,10 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
         h += 1
         if h == depth:
             h = 0
+        if last_thread and k + 1 < n_steps:
+            # the next step's delayed S: its row is complete (barrier 1) and is only
+            # overwritten by the next step's pass (after barrier 2)
+            out.s_ie_e[k + 1] = sum_in_lanes(hist_cross[h], 0, n_e) * inv_e
         # ---- own targets: E spikes onto own I cells, I spikes onto own E cells
         for q in range(n_now):
             g = my_spk[q]

@@ -1,0 +1,161 @@
+"""The implant's view of the network: :class:`Sensor`, fed window by window.
+
+Per 20 ms window the network hands over the kernel's per-step record (the E cells' mean
+delayed S), the delivered stimulation drive per step and the window's spikes. The sensor
+builds the LFP proxy (:mod:`~simulator.sensing.proxy`), scales it to µV at the contact pair,
+adds the stimulation artefact, blanks and holds around pulses
+(:mod:`~simulator.sensing.artefact`), low-pass filters and decimates to the output rate
+(:mod:`~simulator.sensing.sampling`), adds the amplifier's white noise, and computes the six
+features of :data:`~simulator.sensing.config.SENSED_FIELDS` from the last second of samples
+(:mod:`~simulator.sensing.spectrum`) and from the recorded units
+(:mod:`~simulator.sensing.units`).
+
+Its random draws (which cells are recorded, the noise) come from its own generator, seeded in
+``reset`` from a child of the network's seed: the network's dynamics and digests do not
+depend on the sensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from simulator.config import NetworkConfig
+from simulator.sensing.artefact import amplifier, recovery_decay
+from simulator.sensing.config import SensingConfig
+from simulator.sensing.proxy import LfpProxy
+from simulator.sensing.sampling import Decimator
+from simulator.sensing.spectrum import Welch, features
+from simulator.sensing.units import RecordedUnits
+
+F64 = npt.NDArray[np.float64]
+
+
+class Sensor:
+    """A sensing implant's LFP channel and recorded units (``docs/simulator.md#sensing``).
+
+    Args:
+        config: The sensor's parameters.
+        network: The network it senses (sizes, step, the synaptic scales of the proxy).
+
+    Example:
+        >>> sensor = Sensor(SensingConfig(), NetworkConfig(n_e=160, n_i=40))
+        >>> sensor.reset(np.random.SeedSequence(1))
+    """
+
+    def __init__(self, config: SensingConfig, network: NetworkConfig) -> None:
+        self.config = config
+        dt = network.dt_ms
+        self.dt_ms = dt
+        self.factor = config.decimation(dt)
+        rate_in = 1000.0 / dt
+        self.rate_hz = rate_in / self.factor
+        self.proxy = LfpProxy(
+            gaba_scale_mv=network.j_e_mv / network.c_norm,
+            ampa_scale_mv=network.j_ee_mv / network.n,
+            gaba_weight=config.gaba_weight,
+            shift_steps=round(config.ampa_shift_ms / dt),
+        )
+        self.decimator = Decimator(
+            rate_in, self.factor, config.antialias_order,
+            config.antialias_fraction * self.rate_hz,
+        )  # fmt: skip
+        n_buf = max(1, round(config.spectrum_window_s * self.rate_hz))
+        self.welch = Welch(n_buf, round(config.segment_s * self.rate_hz), self.rate_hz)
+        self.units = RecordedUnits(config.n_units, network.n_e, network.n, config.units_sample_ms)
+        self._art_gain = config.field_uv_per_mv * config.common_mode_residual
+        self._decay = recovery_decay(dt, config.recovery_tau_ms)
+        self._pre = round(config.blank_pre_ms / dt)
+        self._post = round(config.blank_post_ms / dt)
+        self._noise_sd = config.noise_uv_per_sqrt_hz * np.sqrt(self.rate_hz / 2.0)
+        self._buffer = np.zeros(n_buf)
+        self._amp_state = np.zeros(3)  # the amplifier's tail, blank owed, held value
+        self._rng = np.random.default_rng(0)
+        self.centre_hz: float | None = config.band_centre_hz
+        self._ready = False
+
+    def reset(self, seed: int | np.random.SeedSequence) -> None:
+        """Start a new recording: draw the units, seed the noise, empty every buffer."""
+        self._rng = np.random.default_rng(seed)
+        self.units.reset(self._rng)
+        self.proxy.reset()
+        self.decimator.reset()
+        self._buffer[:] = 0.0
+        self._amp_state[:] = 0.0
+        self.centre_hz = self.config.band_centre_hz
+        self._ready = True
+
+    def lfp_uv(self, s_ie_e: F64, s_ee_e: F64, drive_e: F64, active: npt.NDArray[np.bool_]
+               ) -> tuple[F64, npt.NDArray[np.bool_]]:  # fmt: skip
+        """The sensed LFP of one window at the output rate (µV) and the blanked steps.
+
+        Args:
+            s_ie_e: Per kernel step, the E cells' mean delayed I→E S.
+            s_ee_e: The same for E→E (zeros without recurrent synapses).
+            drive_e: Per step, the delivered drive (mV) summed over the lead's contacts.
+            active: Per step, whether a pulse delivers drive.
+        """
+        cfg = self.config
+        clean = cfg.gain_uv_per_mv * self.proxy(s_ie_e, s_ee_e)
+        held, mask = amplifier(
+            clean, drive_e, active, self._art_gain, cfg.recovery_fraction, self._decay,
+            self._pre, self._post, self._amp_state,
+        )  # fmt: skip
+        out = self.decimator(held)
+        if self._noise_sd > 0.0:
+            out = out + self._noise_sd * self._rng.standard_normal(out.shape[0])
+        return out, mask
+
+    def window(
+        self,
+        t0_ms: float,
+        t1_ms: float,
+        s_ie_e: F64,
+        s_ee_e: F64,
+        drive_e: F64,
+        active: npt.NDArray[np.bool_],
+        spike_times_ms: F64,
+        spike_neurons: npt.NDArray[np.integer],
+    ) -> dict[str, float]:
+        """The six sensed features after one window (keys: ``SENSED_FIELDS``).
+
+        Args:
+            t0_ms: Window start (model time).
+            t1_ms: Window end.
+            s_ie_e: Per kernel step, the E cells' mean delayed I→E S (``Recorder.s_ie_e``).
+            s_ee_e: The same for E→E.
+            drive_e: Per step, the delivered drive (mV) summed over the lead's contacts.
+            active: Per step, whether a pulse delivers drive (blanking).
+            spike_times_ms: The window's spikes.
+            spike_neurons: Their cells.
+        """
+        if not self._ready:
+            raise RuntimeError("Sensor.reset(seed) must be called before Sensor.window")
+        cfg = self.config
+        samples, mask = self.lfp_uv(s_ie_e, s_ee_e, drive_e, active)
+        m = samples.shape[0]
+        buf = self._buffer
+        if m >= buf.shape[0]:
+            buf[:] = samples[-buf.shape[0] :]
+        elif m:
+            buf[:-m] = buf[m:]
+            buf[-m:] = samples
+        w = self.welch
+        psd = w(buf)
+        half = cfg.band_half_width_hz
+        centre = -1.0 if self.centre_hz is None else self.centre_hz
+        beta, band, peak, peak_power = features(
+            w.freqs_hz, psd, w.df_hz, *cfg.beta_band_hz, *cfg.peak_range_hz, half, centre
+        )
+        if self.centre_hz is None and t1_ms >= cfg.calibrate_at_ms - 1e-9:
+            self.centre_hz = peak  # the survey: the band stays here from now on
+        r, rate = self.units.window(t0_ms, t1_ms, spike_times_ms, spike_neurons, mask,
+                                    self.dt_ms)  # fmt: skip
+        return {
+            "lfp_beta_uv2": beta,
+            "lfp_band_uv2": band,
+            "lfp_peak_hz": peak,
+            "lfp_peak_uv2": peak_power,
+            "units_synchrony": r,
+            "units_rate_hz": rate,
+        }
