@@ -278,7 +278,7 @@ class Status(WireMessage):
     """Periodic device status with the features sensed from the tissue (STATUS version 2).
 
     The sensed block carries only what an implant measures, as fixed-point integers
-    (``drivers.sensing.SENSE_FIELDS``: powers in 10⁻³ µV², frequencies and rates in mHz, the
+    (``drivers.sensing.SENSE_FIELDS``: powers in 10⁻⁴ µV², frequencies and rates in mHz, the
     units' order parameter in 10⁻⁴, the model charge in µV·ms). ``sense_valid`` is 0 when the
     sensor had nothing finite and representable to report.
     """
@@ -298,10 +298,10 @@ class Status(WireMessage):
     boot_id: int
     sense_valid: int
     t_tissue_ms: int
-    lfp_beta_uv2_e3: int
-    lfp_band_uv2_e3: int
+    lfp_beta_uv2_e4: int
+    lfp_band_uv2_e4: int
     lfp_peak_mhz: int
-    lfp_peak_uv2_e3: int
+    lfp_peak_uv2_e4: int
     units_synchrony_e4: int
     units_rate_mhz: int
     charge_uv_ms: int

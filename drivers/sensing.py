@@ -43,10 +43,10 @@ class SenseField(NamedTuple):
 
 #: The sensed block of STATUS version 2, in wire order (``docs/device-protocol.md`` §10).
 SENSE_FIELDS: tuple[SenseField, ...] = (
-    SenseField("lfp_beta_uv2", "lfp_beta_uv2_e3", 1e3, 0, _U32),
-    SenseField("lfp_band_uv2", "lfp_band_uv2_e3", 1e3, 0, _U32),
+    SenseField("lfp_beta_uv2", "lfp_beta_uv2_e4", 1e4, 0, _U32),
+    SenseField("lfp_band_uv2", "lfp_band_uv2_e4", 1e4, 0, _U32),
     SenseField("lfp_peak_hz", "lfp_peak_mhz", 1e3, 0, _U32),
-    SenseField("lfp_peak_uv2", "lfp_peak_uv2_e3", 1e3, 0, _U32),
+    SenseField("lfp_peak_uv2", "lfp_peak_uv2_e4", 1e4, 0, _U32),
     SenseField("units_synchrony", "units_synchrony_e4", 1e4, 0, 10_000),
     SenseField("units_rate_hz", "units_rate_mhz", 1e3, 0, _U32),
     SenseField("charge_mv_ms", "charge_uv_ms", 1e3, 0, _U32),

@@ -190,7 +190,7 @@ def test_payload_structs_round_trip_and_reject_wrong_length() -> None:
     # state, faults, amp, pw, freq, target, charge, impedance, lease, seq, boot_id, valid,
     # t_tissue, then the sensed block of version 2.
     status = Status(3, 0, 100, 90, 1300, 200, 9, 1000, 200, 4, 77, 1, 20,
-                    12_500, 30_000, 34_250, 8_000, 4_200, 40_000, 1234)  # fmt: skip
+                    125_000, 300_000, 34_250, 80_000, 4_200, 40_000, 1234)  # fmt: skip
     frame = Frame(MsgType.STATUS, 1, payload=status.pack())
     assert len(frame.payload) == 56
     assert decode_message(frame) == status

@@ -291,9 +291,9 @@ def test_status_carries_the_measurable_features_only(host: Host) -> None:
     ("feature", "value", "reason"),
     [
         ("units_synchrony", float("nan"), "units_synchrony in [0, 1], actual nan"),
-        ("lfp_beta_uv2", float("inf"), "lfp_beta_uv2 in [0, 4294967.295], actual inf"),
-        ("lfp_band_uv2", -0.5, "lfp_band_uv2 in [0, 4294967.295], actual -0.5"),
-        ("lfp_peak_uv2", 5e6, "lfp_peak_uv2 in [0, 4294967.295], actual 5000000.0"),
+        ("lfp_beta_uv2", float("inf"), "lfp_beta_uv2 in [0, 429496.7295], actual inf"),
+        ("lfp_band_uv2", -0.5, "lfp_band_uv2 in [0, 429496.7295], actual -0.5"),
+        ("lfp_peak_uv2", 5e5, "lfp_peak_uv2 in [0, 429496.7295], actual 500000.0"),
         ("units_synchrony", 1.2, "Expected a finite units_synchrony in [0, 1], actual 1.2"),
         ("lfp_peak_hz", None, "Expected a finite lfp_peak_hz in [0, 4294967.295], actual None"),
     ],

@@ -32,8 +32,8 @@ from drivers.emulator import DeviceEmulator
 from drivers.firmware import DeviceFirmware
 from drivers.sensing import SENSE_FIELDS
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import ToyNetwork, running_emulator
-from drivers.tissue import Tissue
+from drivers.testing import running_emulator
+from drivers.tissue import Tissue, WindowLike, make_network
 from drivers.virtual import VirtualStimulator
 from protocol.envelope.config import load_envelope
 from protocol.observables import (
@@ -47,6 +47,7 @@ from protocol.recording import read_recording
 from protocol.server import BackendServer
 from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS as SIM_FIELDS
+from simulator.stimulus import Stimulus
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "ftsts_ppo"
@@ -207,7 +208,7 @@ def write_measurable_bundle(root: Path, envelope_hash: str) -> Path:
         "observation": {
             "fields": [
                 {"name": "units_synchrony", "unit": "1", "low": 0.0, "high": 1.0},
-                {"name": "lfp_beta_uv2", "unit": "uV^2", "low": 0.0, "high": 1000.0},
+                {"name": "lfp_beta_uv2", "unit": "uV^2", "low": 0.0, "high": 10.0},
             ],
             "normalization": None,
         },
@@ -228,13 +229,35 @@ def write_measurable_bundle(root: Path, envelope_hash: str) -> Path:
     return root
 
 
+class SeenNetwork:
+    """A real simulator network that keeps every window's observation (what the tissue sensed)."""
+
+    def __init__(self, n_e: int, n_i: int) -> None:
+        self.network = make_network(n_e, n_i)
+        self.config = getattr(self.network, "config", None)  # the emulator warms its kernels up
+        self.seen: list[dict[str, float]] = []
+
+    def reset(self, seed: int) -> None:
+        self.network.reset(seed)
+
+    def advance(self, stimulus: Stimulus | None, duration_ms: float) -> WindowLike:
+        window = self.network.advance(stimulus, duration_ms)
+        self.seen.append(window.observation())
+        return window
+
+
 def test_a_bundle_on_measurable_fields_runs_on_the_serial_device_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Controller → ZeroMQ → bridge → pty → emulated device; STATUS v2 features come back."""
+    """Controller → ZeroMQ → bridge → pty → emulated device sensing a real network and back.
+
+    Every observation the controller recorded is one the tissue sensed, through STATUS v2's
+    fixed point (10⁻⁴ µV², mHz, 10⁻⁴), and carries no unobservable field.
+    """
     bundle = write_measurable_bundle(tmp_path / "bundle", load_envelope("device").sha256())
     record = tmp_path / "run.nlrec"
-    tissue = Tissue(ToyNetwork(), window_ms=20.0)
+    network = SeenNetwork(160, 40)
+    tissue = Tissue(network, window_ms=20.0, seed=4)
     with running_emulator(tissue=tissue) as emu:
         emulator: DeviceEmulator = emu
         driver = SerialStimulator(emulator.port.url, ack_timeout_s=0.1, link_timeout_s=1.0)
@@ -246,8 +269,13 @@ def test_a_bundle_on_measurable_fields_runs_on_the_serial_device_end_to_end(
         driver.close()
     assert code == 0, err
     observations = [r.payload for r in read_recording(record).records if r.kind == "observation"]
-    assert observations
+    assert len(observations) >= 10
+    sensed = {
+        tuple(round(w[f.feature] * f.scale) for f in SENSE_FIELDS) for w in network.seen
+    }
     for obs in observations:
-        assert not unobservable(obs["fields"])  # only what an implant measures came back
-        assert 0.0 <= obs["fields"]["units_synchrony"] <= 1.0
-        assert obs["fields"]["lfp_peak_hz"] > 0.0
+        fields = obs["fields"]
+        assert not unobservable(fields)  # only what an implant measures came back
+        wire = tuple(round(fields[f.feature] * f.scale) for f in SENSE_FIELDS)
+        assert wire in sensed  # exactly a window the tissue sensed
+    assert len({obs["fields"]["lfp_band_uv2"] for obs in observations}) > 1  # it moves
