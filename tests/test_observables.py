@@ -270,9 +270,7 @@ def test_a_bundle_on_measurable_fields_runs_on_the_serial_device_end_to_end(
     assert code == 0, err
     observations = [r.payload for r in read_recording(record).records if r.kind == "observation"]
     assert len(observations) >= 10
-    sensed = {
-        tuple(round(w[f.feature] * f.scale) for f in SENSE_FIELDS) for w in network.seen
-    }
+    sensed = {tuple(round(w[f.feature] * f.scale) for f in SENSE_FIELDS) for w in network.seen}
     for obs in observations:
         fields = obs["fields"]
         assert not unobservable(fields)  # only what an implant measures came back
