@@ -247,6 +247,21 @@ def test_a_backend_that_skips_the_envelope_rules_fails() -> None:
     assert "expected: error limit_exceeded" in text
 
 
+class OracleDeviceBackend(LoopbackBackend):
+    """Broken on purpose: a ``serial`` (device) backend whose observations no implant measures."""
+
+    kind = "serial"
+
+
+def test_a_device_that_advertises_unobservable_fields_fails() -> None:
+    with served(OracleDeviceBackend(session_timeout_s=TIMEOUT_S)) as endpoint:
+        report = check_backend(endpoint, areas=(), big_body=False)
+    assert failed(report) == {"handshake: a device advertises only measurable observation fields"}
+    (result,) = report.failures
+    assert result.section == "§3.5"
+    assert "unobservable ['amplitude_mv'" in result.got
+
+
 def test_a_backend_that_never_times_out_fails() -> None:
     with served(NeverTimesOutBackend(session_timeout_s=TIMEOUT_S)) as endpoint:
         report = check_backend(endpoint, areas=("timeouts",))
