@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -16,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from core.errors import ConfigError, SafetyFaultError, SafetyLimitError
 from drivers.bridge import OBSERVATION_FIELDS, SerialBackend, device_envelope
@@ -24,7 +26,7 @@ from drivers.emulator import DeviceEmulator
 from drivers.envelope import DeviceEnvelope
 from drivers.messages import DeviceState, FaultBits
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import ToyNetwork, running_emulator, wait_until
+from drivers.testing import ToyNetwork, ToyWindow, running_emulator, wait_until
 from drivers.tissue import Tissue
 from protocol.client import BackendClient
 from protocol.envelope.config import load_envelope, validate
@@ -34,6 +36,7 @@ from protocol.observables import unobservable
 from protocol.process import spawn_local_backend
 from protocol.schema import WireEnvelope
 from protocol.server import BackendServer
+from simulator.stimulus import Stimulus
 
 BIN = Path(sys.executable).parent
 
@@ -235,6 +238,52 @@ def test_device_reset_mid_session_is_a_fault_until_reconfigured() -> None:
         ramp_to(client, STIM)
         obs = client.step(STIM, 100.0)
         assert obs.fields["delivered_amplitude_ma"] > 0.0
+
+
+class FlakySensorNetwork(ToyNetwork):
+    """A toy tissue whose sensor reports an unrepresentable value once ``broken`` is set."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.broken = False
+
+    def advance(self, stimulus: Stimulus | None, duration_ms: float) -> ToyWindow:
+        window = super().advance(stimulus, duration_ms)
+        if self.broken:
+            window.values["lfp_band_uv2"] = self.value
+        return window
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 1e9], ids=str)
+def test_an_unrepresentable_sensed_value_is_an_invalid_block_and_a_backend_fault(
+    value: float,
+) -> None:
+    """Nothing is clamped: the device marks the block invalid, the bridge stops stimulation."""
+    network = FlakySensorNetwork(value)
+    with (
+        running_emulator(tissue=Tissue(network, window_ms=10.0)) as emu,
+        served(emu) as (client, backend),
+    ):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        assert client.step(None, 100.0).fields["lfp_band_uv2"] > 0.0
+
+        def invalid_block() -> bool:
+            status = backend.driver.status()
+            return status is not None and status.sense_valid == 0
+
+        with capture_logs() as logs:
+            network.broken = True
+            wait_until(invalid_block, 2.0, "a STATUS with an invalid sensed block")
+        invalid = next(e for e in logs if e["event"] == "device_sense_invalid")
+        assert invalid["feature"] == "lfp_band_uv2"
+        assert f"Expected a finite lfp_band_uv2 in [0, 429496.7295], actual {value!r}" in (
+            invalid["reason"]
+        )
+        with pytest.raises(SafetyFaultError, match="sense_valid=0"):
+            client.step(None, 100.0)
 
 
 def test_controller_stall_lets_the_lease_expire() -> None:
