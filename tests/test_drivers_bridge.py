@@ -279,8 +279,9 @@ def test_an_unrepresentable_sensed_value_is_an_invalid_block_and_a_backend_fault
             wait_until(invalid_block, 2.0, "a STATUS with an invalid sensed block")
         invalid = next(e for e in logs if e["event"] == "device_sense_invalid")
         assert invalid["feature"] == "lfp_band_uv2"
-        assert f"Expected a finite lfp_band_uv2 in [0, 429496.7295], actual {value!r}" in (
-            invalid["reason"]
+        assert (
+            f"Expected a finite lfp_band_uv2 in [0, 429496.7295], actual {value!r}"
+            in (invalid["reason"])
         )
         with pytest.raises(SafetyFaultError, match="sense_valid=0"):
             client.step(None, 100.0)
