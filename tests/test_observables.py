@@ -277,3 +277,6 @@ def test_a_bundle_on_measurable_fields_runs_on_the_serial_device_end_to_end(
         wire = tuple(round(fields[f.feature] * f.scale) for f in SENSE_FIELDS)
         assert wire in sensed  # exactly a window the tissue sensed
     assert len({obs["fields"]["lfp_band_uv2"] for obs in observations}) > 1  # it moves
+    summary = json.loads(Path(f"{record}.summary.json").read_text("utf-8"))
+    assert summary["synchrony"]["field"] == "units_synchrony"  # the R a device can sense
+    assert summary["synchrony"]["before"]["mean_r"] is not None
