@@ -93,6 +93,8 @@ class WindowStats:
         spike_times_ms: Spike times.
         spike_neurons: Spiking neuron per spike (E: ``0..n_e-1``, I: ``n_e..n-1``).
         wall_s: Wall-clock seconds the window took to simulate.
+        lfp_uv: The sensed LFP's samples in the window (µV, at the sensor's
+            ``sample_rate_hz``, 1 kHz by default; ``docs/simulator.md#sensing``).
         lfp_beta_uv2: Sensed LFP power in 13–30 Hz over the last second (µV²).
         lfp_band_uv2: Sensed LFP power in the network's band (calibrated centre ± 4 Hz, µV²).
         lfp_peak_hz: Frequency of the sensed spectrum's peak in 5–100 Hz.
@@ -119,6 +121,7 @@ class WindowStats:
     spike_times_ms: FloatArray = field(repr=False)
     spike_neurons: npt.NDArray[np.int32] = field(repr=False)
     wall_s: float = 0.0
+    lfp_uv: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     lfp_beta_uv2: float = 0.0
     lfp_band_uv2: float = 0.0
     lfp_peak_hz: float = 0.0
@@ -540,6 +543,7 @@ class Network:
             spike_times_ms=spike_times,
             spike_neurons=spike_neurons,
             wall_s=time.perf_counter() - wall0,
+            lfp_uv=self.sensor.last_samples_uv,
             **sensed,
         )
 

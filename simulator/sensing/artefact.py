@@ -10,9 +10,11 @@ Model (``docs/simulator.md#sensing`` has the numbers and their reasons):
    template per pulse scaled by its amplitude, shaped by its width and placed at its time
    (the per-step drive is the delivered waveform, :mod:`simulator.stimulus`).
 2. **Blanking.** The amplifier is blanked from ``blank_pre_ms`` before each pulse to
-   ``blank_post_ms`` after it (the device knows its own schedule); while blanked its output
-   holds the last sample before the blank (sample and hold). What is left of the tail after
-   the blank, and the held stretches themselves, reach the recording.
+   ``blank_post_ms`` after it (the device knows its own schedule; here the output runs
+   ``blank_pre_ms`` late, so that a pulse at the start of the next window can still blank
+   the end of this one); while blanked its output holds the last sample before the blank
+   (sample and hold). What is left of the tail after the blank, and the held stretches
+   themselves, reach the recording.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ Mask = npt.NDArray[np.bool_]
 
 @njit(cache=True, nogil=True)
 def amplifier(  # type: ignore[no-untyped-def]
-    clean, drive, active, gain_uv, recovery_fraction, decay, pre_steps, post_steps, state
-):
-    """The amplifier's output per kernel step (µV) and the blanked steps.
+    clean, drive, active, gain_uv, recovery_fraction, decay, pre_steps, post_steps, state,
+    pending_x, pending_mask,
+):  # fmt: skip
+    """The amplifier's output per kernel step (µV), ``pre_steps`` late, and the blanked steps.
 
     Args:
         clean: The LFP at the contact pair per step (µV).
@@ -47,34 +50,50 @@ def amplifier(  # type: ignore[no-untyped-def]
         pre_steps: Blanking before a pulse.
         post_steps: Blanking after it.
         state: ``[tail, blank steps still owed, held value]``, carried from window to window.
+        pending_x: The previous call's last ``pre_steps`` inputs, not yet output (a pulse at
+            the start of this call may still blank them); replaced by this call's.
+        pending_mask: Their blanking so far; replaced likewise.
 
     Returns:
-        ``(output, blanked)`` per step.
+        ``(output, blanked)``: the output of the ``len(clean)`` steps that end ``pre_steps``
+        before this call's end (the pending ones first), whatever the calls' lengths; and,
+        per step of this call, whether it is blanked as far as known (a pulse in the next
+        call may still blank its last ``pre_steps``).
     """
     n = clean.shape[0]
-    out = np.empty(n)
-    mask = np.zeros(n, dtype=np.bool_)
+    p = pre_steps
+    total = p + n
+    xs = np.empty(total)
+    mask = np.zeros(total, dtype=np.bool_)
+    for c in range(p):
+        xs[c] = pending_x[c]
+        mask[c] = pending_mask[c]
     z = state[0]
     remaining = int(state[1])
     for k in range(n):
+        c = p + k
+        z = decay * z + (1.0 - decay) * drive[k]
+        xs[c] = clean[k] + gain_uv * (drive[k] + recovery_fraction * z)
         if active[k]:
             remaining = post_steps + 1
-            for j in range(max(0, k - pre_steps), k):
+            for j in range(c - p, c):
                 mask[j] = True
         if remaining > 0:
-            mask[k] = True
+            mask[c] = True
             remaining -= 1
+    out = np.empty(n)
     held = state[2]
-    for k in range(n):
-        z = decay * z + (1.0 - decay) * drive[k]
-        x = clean[k] + gain_uv * (drive[k] + recovery_fraction * z)
-        if not mask[k]:
-            held = x
-        out[k] = held
+    for c in range(n):
+        if not mask[c]:
+            held = xs[c]
+        out[c] = held
+    for c in range(p):
+        pending_x[c] = xs[n + c]
+        pending_mask[c] = mask[n + c]
     state[0] = z
     state[1] = remaining
     state[2] = held
-    return out, mask
+    return out, mask[p:]
 
 
 def recovery_decay(dt_ms: float, tau_ms: float) -> float:

@@ -70,8 +70,12 @@ class Sensor:
         self._noise_sd = config.noise_uv_per_sqrt_hz * np.sqrt(self.rate_hz / 2.0)
         self._buffer = np.zeros(n_buf)
         self._amp_state = np.zeros(3)  # the amplifier's tail, blank owed, held value
+        self._pending_x = np.zeros(self._pre)  # its last inputs, not yet output
+        self._pending_mask = np.zeros(self._pre, dtype=np.bool_)
         self._rng = np.random.default_rng(0)
         self.centre_hz: float | None = config.band_centre_hz
+        #: The sensed LFP samples (µV, at ``rate_hz``) of the last window
+        self.last_samples_uv: F64 = np.zeros(0)
         self._ready = False
 
     def reset(self, seed: int | np.random.SeedSequence) -> None:
@@ -82,6 +86,8 @@ class Sensor:
         self.decimator.reset()
         self._buffer[:] = 0.0
         self._amp_state[:] = 0.0
+        self._pending_x[:] = 0.0
+        self._pending_mask[:] = False
         self.centre_hz = self.config.band_centre_hz
         self._ready = True
 
@@ -99,7 +105,7 @@ class Sensor:
         clean = cfg.gain_uv_per_mv * self.proxy(s_ie_e, s_ee_e)
         held, mask = amplifier(
             clean, drive_e, active, self._art_gain, cfg.recovery_fraction, self._decay,
-            self._pre, self._post, self._amp_state,
+            self._pre, self._post, self._amp_state, self._pending_x, self._pending_mask,
         )  # fmt: skip
         out = self.decimator(held)
         if self._noise_sd > 0.0:
@@ -133,6 +139,7 @@ class Sensor:
             raise RuntimeError("Sensor.reset(seed) must be called before Sensor.window")
         cfg = self.config
         samples, mask = self.lfp_uv(s_ie_e, s_ee_e, drive_e, active)
+        self.last_samples_uv = samples
         m = samples.shape[0]
         buf = self._buffer
         if m >= buf.shape[0]:
