@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration-s", type=float, default=25.0, help="model seconds (25)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds expected an integer >= 1, actual {args.rounds}")
+    if not args.duration_s >= 0.02:
+        parser.error(f"--duration-s expected a number >= 0.02, actual {args.duration_s}")
     _run(True, 0.2)  # compile / load every kernel
     runs: dict[str, list[dict[str, float]]] = {"sensor": [], "stub": []}
     for r in range(args.rounds):

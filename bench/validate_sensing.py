@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--figure", type=Path, help="write the traces' PNG here")
     args = parser.parse_args(argv)
+    if not args.duration_s > 2.0:
+        parser.error(f"--duration-s expected a number > 2 (the lead-in), actual {args.duration_s}")
+    if not args.n_scale > 0.0:
+        parser.error(f"--n-scale expected a number > 0, actual {args.n_scale}")
     runs = [_run(name, args.seed, args.duration_s, args.n_scale) for name in RUNS]
     report: dict[str, Any] = {
         "command": "python bench/validate_sensing.py " + " ".join(argv or sys.argv[1:]),

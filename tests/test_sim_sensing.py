@@ -16,7 +16,7 @@ from simulator.sensing.artefact import amplifier
 from simulator.sensing.sampling import Decimator, butterworth_sos, response
 from simulator.sensing.spectrum import Welch, band_power, features, spectral_peak
 from simulator.sensing.units import RecordedUnits
-from simulator.stimulus import FTSTS_DESYNC, PulseTrain
+from simulator.stimulus import FTSTS_DESYNC, PulseTrain, Stimulus
 
 SMALL = NetworkConfig(n_e=160, n_i=40)
 RATE_HZ = 1000.0
@@ -314,3 +314,16 @@ def test_a_deep_copy_senses_exactly_like_the_original() -> None:
     a = [net.advance(FTSTS_DESYNC, 20.0).observation() for _ in range(5)]
     b = [snap.advance(FTSTS_DESYNC, 20.0).observation() for _ in range(5)]
     assert a == b
+
+
+def test_a_lead_of_several_contacts_is_sensed_with_every_contacts_pulses_blanked() -> None:
+    cfg = SMALL.replace(contacts=4)
+    net = Network(cfg)
+    net.reset(5)
+    cr = Stimulus(100.0, frequency_hz=111.0, pattern="coordinated-reset")
+    for _ in range(60):
+        stats = net.advance(cr, 20.0)
+    obs = stats.observation()
+    assert all(math.isfinite(obs[k]) for k in SENSED_FIELDS)
+    assert stats.lfp_uv.shape == (20,)
+    assert np.abs(stats.lfp_uv).max() < 50.0  # 2 mV pulses blanked away

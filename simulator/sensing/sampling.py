@@ -5,7 +5,7 @@ The low-pass is a Butterworth filter of even order designed here by the bilinear
 to window; every ``factor``-th filtered sample is kept. Default: order 8, cut-off a quarter of
 the output rate (250 Hz at 1 kHz), so the band the features use (≤ 100 Hz) passes flat
 (gain ≥ 1 − 10⁻⁶) while everything that would fold back onto it is ≥ 48 dB down (at the
-500 Hz Nyquist frequency) and 76 dB at 750 Hz.
+500 Hz Nyquist frequency) and 77 dB at 750 Hz.
 """
 
 from __future__ import annotations
