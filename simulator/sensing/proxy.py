@@ -19,8 +19,33 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 F64 = npt.NDArray[np.float64]
+
+
+@njit(cache=True, nogil=True)
+def rws(s_ie_e, s_ee_e, gain, gaba, ampa, line):  # type: ignore[no-untyped-def]
+    """``gain·(ampa·|S_EE(t − shift)| − gaba·|S_IE(t)|)`` per step; ``line`` is the AMPA delay.
+
+    ``line`` holds the last ``shift`` values of ``|S_EE|`` (oldest first) and is advanced in
+    place. Without an AMPA term (``ampa == 0``) it is left alone.
+    """
+    n = s_ie_e.shape[0]
+    out = np.empty(n)
+    if ampa == 0.0:
+        for k in range(n):
+            out[k] = gain * (-gaba * abs(s_ie_e[k]))
+        return out
+    shift = line.shape[0]
+    joined = np.empty(shift + n)
+    joined[:shift] = line
+    for k in range(n):
+        joined[shift + k] = abs(s_ee_e[k])
+    for k in range(n):
+        out[k] = gain * ((-gaba * abs(s_ie_e[k])) + ampa * joined[k])
+    line[:] = joined[n:]
+    return out
 
 
 class LfpProxy:
@@ -39,18 +64,14 @@ class LfpProxy:
         self.gaba = gaba_weight * abs(gaba_scale_mv)
         self.ampa = abs(ampa_scale_mv)
         self.shift_steps = shift_steps
-        self._ampa_line = np.zeros(shift_steps)
+        #: ``|S_EE|`` of the last ``shift_steps`` steps, oldest first (the AMPA delay line)
+        self.line = np.zeros(shift_steps)
 
     def reset(self) -> None:
         """Forget the AMPA delay line (the network's S starts at 0)."""
-        self._ampa_line[:] = 0.0
+        self.line[:] = 0.0
 
-    def __call__(self, s_ie_e: F64, s_ee_e: F64) -> F64:
-        """The proxy at each step of a window (mV), given the window's mean S per step."""
-        out: F64 = -self.gaba * np.abs(s_ie_e)
-        if self.ampa > 0.0:
-            line = np.concatenate([self._ampa_line, np.abs(s_ee_e)])
-            n = s_ee_e.shape[0]
-            out += self.ampa * line[:n]
-            self._ampa_line = line[n:].copy()
+    def __call__(self, s_ie_e: F64, s_ee_e: F64, gain: float = 1.0) -> F64:
+        """The proxy at each step of a window (mV, times ``gain``), given its mean S per step."""
+        out: F64 = rws(s_ie_e, s_ee_e, gain, self.gaba, self.ampa, self.line)
         return out

@@ -77,18 +77,18 @@ class Decimator:
     def __init__(self, rate_in_hz: float, factor: int, order: int, cutoff_hz: float) -> None:
         self.factor = factor
         self.sos = butterworth_sos(order, cutoff_hz, rate_in_hz)
-        self._zi = np.zeros((self.sos.shape[0], 2))
-        self._phase = np.zeros(1, dtype=np.int64)
+        self.zi = np.zeros((self.sos.shape[0], 2))  #: the sections' state
+        self.phase = np.zeros(1, dtype=np.int64)  #: samples since the last one kept
 
     def reset(self) -> None:
         """Zero the filter state and the decimation phase."""
-        self._zi[:] = 0.0
-        self._phase[0] = 0
+        self.zi[:] = 0.0
+        self.phase[0] = 0
 
     def __call__(self, x: F64) -> F64:
         """The output samples that fall in ``x`` (kernel-rate samples, in order)."""
         out: F64 = sos_decimate(np.ascontiguousarray(x, dtype=np.float64), self.sos,
-                                self._zi, self.factor, self._phase)  # fmt: skip
+                                self.zi, self.factor, self.phase)  # fmt: skip
         return out
 
 

@@ -74,9 +74,24 @@ class Welch:
 
     def __call__(self, x: F64) -> F64:
         """The one-sided PSD (units² / Hz) of ``x`` (``n_samples`` long)."""
-        spec = np.fft.rfft(_segments(x, self.starts, self.window), axis=1)
-        psd: F64 = _density(spec, self._scale)
+        psd: F64 = _density(self.spectra(x), self._scale)
         return psd
+
+    def spectra(self, x: F64) -> npt.NDArray[np.complex128]:
+        """The segments' Fourier transforms, ``(n_segments, segment // 2 + 1)``."""
+        spec: npt.NDArray[np.complex128] = np.fft.rfft(_segments(x, self.starts, self.window))
+        return spec
+
+    def features(
+        self, x: F64, beta_hz: tuple[float, float], peak_hz: tuple[float, float],
+        half_hz: float, centre_hz: float,
+    ) -> tuple[float, float, float, float]:  # fmt: skip
+        """:func:`features` of the PSD of ``x`` (one FFT call and one compiled call)."""
+        out: tuple[float, float, float, float] = _psd_features(
+            self.spectra(x), self._scale, self.freqs_hz, self.df_hz, beta_hz[0], beta_hz[1],
+            peak_hz[0], peak_hz[1], half_hz, centre_hz,
+        )  # fmt: skip
+        return out
 
 
 @njit(cache=True, nogil=True)
@@ -132,3 +147,12 @@ def features(freqs_hz, psd, df_hz, beta_lo, beta_hi, peak_lo, peak_hi, half_hz, 
         peak,
         band_power(freqs_hz, psd, df_hz, peak - half_hz, peak + half_hz),
     )
+
+
+@njit(cache=True, nogil=True)
+def _psd_features(spec, scale, freqs_hz, df_hz, beta_lo, beta_hi, peak_lo, peak_hi, half_hz,  # type: ignore[no-untyped-def]
+                  centre_hz):  # fmt: skip
+    """:func:`features` of the density of the segments' spectra ``spec``."""
+    psd = _density(spec, scale)
+    return features(freqs_hz, psd, df_hz, beta_lo, beta_hi, peak_lo, peak_hi, half_hz,
+                    centre_hz)  # fmt: skip

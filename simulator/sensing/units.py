@@ -97,6 +97,14 @@ def _units_window(times, neurons, slot, lost, t0_ms, dt_ms):  # type: ignore[no-
     return t_out, s_out
 
 
+@njit(cache=True, nogil=True)
+def _units_features(times, neurons, slot, lost, t0_ms, t1_ms, dt_ms, last, prev, sample_ms):  # type: ignore[no-untyped-def]
+    """``(R, spikes kept)`` of the units over one window (one compiled call)."""
+    kept_t, kept_s = _units_window(times, neurons, slot, lost, t0_ms, dt_ms)
+    r = units_order_parameter(kept_t, kept_s, last, prev, t0_ms, t1_ms, sample_ms)
+    return r, kept_t.shape[0]
+
+
 class RecordedUnits:
     """The recorded E cells and their spike history.
 
@@ -145,11 +153,9 @@ class RecordedUnits:
         """
         if self.n_units == 0:
             return 0.0, 0.0
-        times, slots = _units_window(
-            np.ascontiguousarray(spike_times_ms, dtype=np.float64), spike_neurons, self._slot,
-            lost, t0_ms, dt_ms,
+        r, kept = _units_features(
+            spike_times_ms, spike_neurons, self._slot, lost, t0_ms, t1_ms, dt_ms,
+            self._last, self._prev, self.sample_ms,
         )  # fmt: skip
-        r = units_order_parameter(times, slots, self._last, self._prev, t0_ms, t1_ms,
-                                  self.sample_ms)  # fmt: skip
-        rate = times.shape[0] / self.n_units / ((t1_ms - t0_ms) / 1000.0)
+        rate = kept / self.n_units / ((t1_ms - t0_ms) / 1000.0)
         return float(r), float(rate)
