@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             onset_ms=cfg.onset_ms,
             latch_below_mv=cfg.latch_below_mv,
             bundle_onset_ms=cfg.onset_ms if "onset_ms" in given else None,
+            backend_kind=cfg.backend,
         )
         if isinstance(policy, BundlePolicy):
             cfg = _bundle_timing(cfg, policy, "period_ms" in given, log)

@@ -92,6 +92,9 @@ class SummaryBuilder:
 
     def __init__(self) -> None:
         self.synchrony: list[float] = []
+        #: The field the R trend reads: ``synchrony`` (all E cells, a simulator) or, from a
+        #: device, the recorded units' ``units_synchrony`` (``protocol/observables.py``).
+        self.synchrony_field = "synchrony"
         self.stimulating: list[bool] = []
         self.charge = 0.0
         self.latency_s: list[float] = []
@@ -107,7 +110,9 @@ class SummaryBuilder:
 
     def add_window(self, fields: dict[str, float] | Any, stimulating: bool, charge: float) -> None:
         """One observed window: its synchrony R, whether stimulation was on, its charge."""
-        r = fields.get("synchrony", math.nan)
+        if "synchrony" not in fields and "units_synchrony" in fields:
+            self.synchrony_field = "units_synchrony"
+        r = fields.get(self.synchrony_field, math.nan)
         self.synchrony.append(float(r) if isinstance(r, int | float) else math.nan)
         self.stimulating.append(stimulating)
         if math.isfinite(charge):
@@ -123,12 +128,15 @@ class SummaryBuilder:
             part = part[np.isfinite(part)]
             return {"mean_r": float(part.mean()) if part.size else None, "windows": int(hi - lo)}
 
+        field = self.synchrony_field
         if not on:
-            return {"before": mean(0, len(r)), "during": mean(0, 0), "after": mean(0, 0)}
+            return {"before": mean(0, len(r)), "during": mean(0, 0), "after": mean(0, 0),
+                    "field": field}  # fmt: skip
         return {
             "before": mean(0, on[0]),
             "during": mean(on[0], on[-1] + 1),
             "after": mean(on[-1] + 1, len(r)),
+            "field": field,
         }
 
     def timing(self) -> dict[str, dict[str, float | None]]:
@@ -176,11 +184,13 @@ def format_table(summary: Summary) -> str:
     # A replay delivers nothing: its charge is what this run's setpoints commanded.
     charge_label = "charge commanded" if s.backend.startswith("replay") else "charge delivered"
     rows.append((charge_label, f"{s.charge_delivered:.6g} {s.charge_unit}"))
+    units = s.synchrony.get("field", "synchrony") == "units_synchrony"
     for phase in ("before", "during", "after"):
         part = s.synchrony.get(phase, {})
         mean_r = part.get("mean_r")
         shown = "n/a" if mean_r is None else f"{mean_r:.3f}"
-        rows.append((f"synchrony R {phase}", f"{shown} over {part.get('windows', 0)} windows"))
+        label = "units' R" if units else "synchrony R"
+        rows.append((f"{label} {phase}", f"{shown} over {part.get('windows', 0)} windows"))
     rows.append(("latch", "none" if s.latch_time_ms is None else f"{s.latch_time_ms / 1000:.3f} s"))
     for name, stats in s.timing.items():
         if stats["p50"] is None:

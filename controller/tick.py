@@ -15,10 +15,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from controller.backends.base import BackendConnection, BackendInfo, BackendObservation
 from controller.envelope.governor import Decision, SafetyGovernor
 from core.errors import ConfigError, SafetyError
 from protocol.envelope.config import SafetyEnvelope
+from protocol.observables import is_device_backend, unobservable, unobservable_problem
+
+
+def check_observable(required_fields: Sequence[str], backend_kind: str, user: str) -> None:
+    """Refuse a reader of unobservable fields on a device backend; log it on any other.
+
+    A device senses only what an implant measures (``protocol.observables``): a policy that
+    needs the synaptic weight or the all-cell order parameter cannot run on it. A simulator or
+    replay reports every field, so the run is allowed there, and ``policy_uses_unobservable``
+    is logged with the fields (the policy would not transfer to a device).
+
+    Args:
+        required_fields: Observation fields the caller reads.
+        backend_kind: ``backend_kind`` of the backend (``sim``, ``serial``, ``replay``, ...).
+        user: Who reads them, for the message (``policy 'ftsts'``, ``the environment``).
+
+    Raises:
+        ConfigError: On a device backend, naming the unobservable fields and listing the
+            measurable ones.
+    """
+    bad = unobservable(required_fields)
+    if not bad:
+        return
+    if is_device_backend(backend_kind):
+        problem = unobservable_problem(required_fields, user=user, backend=backend_kind)
+        raise ConfigError(problem or f"Expected measurable fields, actual {list(bad)}")
+    structlog.get_logger().warning(
+        "policy_uses_unobservable",
+        user=user,
+        fields=list(bad),
+        backend=backend_kind,
+        reason="an implant cannot measure these fields: allowed on a simulator or replay, "
+        "refused on a device backend",
+    )
 
 #: The controller's own measurable feature, by the envelope's charge unit: the charge the
 #: stimulator has delivered since the session's reset (both phases of every pulse,
@@ -59,10 +95,13 @@ def open_session(
         What the backend said about itself.
 
     Raises:
-        ConfigError: The envelope's domain, the observation fields or the pace do not fit.
+        ConfigError: The envelope's domain, the observation fields or the pace do not fit,
+            or the caller reads a field a device backend cannot measure
+            (:func:`check_observable`).
         SafetyError: The backend accepted another envelope than the one sent.
     """
     info = connection.hello(client_name)
+    check_observable(required_fields, info.kind, user)
     if info.domain != envelope.domain:
         raise ConfigError(
             f"Expected a {info.domain!r} envelope for backend {info.kind!r}, actual "

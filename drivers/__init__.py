@@ -3,7 +3,8 @@
 Layers (each importable on its own):
 
 * codec: :mod:`drivers.cobs`, :mod:`drivers.framing` (header, CRC-16, streaming decoder),
-  :mod:`drivers.messages` (payload structs), :mod:`drivers.envelope` (limits and checks);
+  :mod:`drivers.messages` (payload structs), :mod:`drivers.sensing` (the STATUS sensed block),
+  :mod:`drivers.envelope` (limits and checks);
 * host: :class:`~drivers.base.StimulatorABC` and
   :class:`~drivers.serial_stimulator.SerialStimulator`;
 * device: :mod:`drivers.firmware` (state machine), :mod:`drivers.emulator` with

@@ -22,6 +22,7 @@ from core.errors import DeviceError, SafetyFaultError, SafetyLimitError
 from drivers.device_caps import caps_problems, zero_limit_problems
 from drivers.envelope import DeviceEnvelope, check_envelope, setpoint_problem
 from drivers.messages import (
+    DEVICE_PROTOCOL_VERSION,
     Armed,
     Caps,
     DeviceState,
@@ -45,6 +46,14 @@ def nack_error(msg_type: MsgType, seq: int, nack: Nack) -> DeviceError:
     state = (
         DeviceState(nack.state).name if nack.state in DeviceState._value2member_map_ else nack.state
     )
+    if msg_type == MsgType.HELLO and nack.code == NackCode.BAD_VERSION:
+        return DeviceError(
+            f"Expected a device that speaks device-protocol version {DEVICE_PROTOCOL_VERSION}, "
+            f"actual one that refused HELLO proto_version {DEVICE_PROTOCOL_VERSION} (seq {seq}) "
+            f"with NACK BAD_VERSION; state {state}. Its firmware speaks another version "
+            "(version 1 sends unobservable features in STATUS); update the device firmware",
+            error_code=nack.code,
+        )
     return DeviceError(
         f"Device refused {msg_type.name} (seq {seq}): NACK {code}; state {state}",
         error_code=nack.code,

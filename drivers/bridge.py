@@ -33,29 +33,15 @@ from drivers.envelope import DeviceEnvelope, envelope_problems
 from drivers.messages import DeviceState, StopReason, fault_names
 from protocol.backend import Backend, StepResult
 from protocol.envelope.config import SafetyEnvelope
+from protocol.observables import DEVICE_READBACK_FIELDS, SENSED_FIELDS
 from protocol.schema import Capabilities, ConfigValue, ParamSpec
 
 log = structlog.get_logger()
 
-#: Sensed features (the simulator's observation names) followed by device read-backs.
-FEATURE_FIELDS: tuple[str, ...] = (
-    "synchrony",
-    "mean_v_e_mv",
-    "sd_v_e_mv",
-    "mean_v_i_mv",
-    "sd_v_i_mv",
-    "weight_mv",
-    "rate_e_hz",
-    "rate_i_hz",
-    "chi",
-    "charge_mv_ms",
-)
-OBSERVATION_FIELDS: tuple[str, ...] = (
-    *FEATURE_FIELDS,
-    "delivered_amplitude_ma",
-    "delivered_charge_uc",
-    "lease_remaining_ms",
-)
+#: Sensed features (the simulator's observation names for what an implant measures, in STATUS
+#: order) followed by the device's read-backs; all measurable (``protocol.observables``).
+FEATURE_FIELDS: tuple[str, ...] = SENSED_FIELDS
+OBSERVATION_FIELDS: tuple[str, ...] = (*FEATURE_FIELDS, *DEVICE_READBACK_FIELDS)
 
 _EPS = 1e-9
 

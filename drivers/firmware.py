@@ -25,6 +25,7 @@ from drivers.device_caps import (
 from drivers.envelope import DeviceEnvelope, charge_nc, envelope_problems, setpoint_problem
 from drivers.framing import Frame, FrameFlags
 from drivers.messages import (
+    DEVICE_PROTOCOL_VERSION,
     Ack,
     Arm,
     Armed,
@@ -45,7 +46,7 @@ from drivers.messages import (
     decode_message,
     fault_names,
 )
-from drivers.sensing import encode_sense
+from drivers.sensing import SENSE_FIELDS, encode_sense
 
 log = structlog.get_logger()
 
@@ -65,6 +66,10 @@ class DeviceFirmware:
         seed: Seed of the generator that draws each ``boot_id``.
         now_s: Monotonic time of the first boot in seconds.
     """
+
+    #: The device-protocol version this firmware speaks; a HELLO with another gets NACK
+    #: ``BAD_VERSION`` (``docs/device-protocol.md`` §5 HELLO).
+    PROTO_VERSION = DEVICE_PROTOCOL_VERSION
 
     def __init__(self, config: FirmwareConfig | None = None, seed: int = 0, now_s: float = 0.0):
         self.config = config or FirmwareConfig()
@@ -166,7 +171,7 @@ class DeviceFirmware:
             self.boot_id,
             1 if sense is not None else 0,
             self.t_tissue_ms & 0xFFFFFFFF,
-            *(sense if sense is not None else (0,) * 10),
+            *(sense if sense is not None else (0,) * len(SENSE_FIELDS)),
         )
 
     # -------------------------------------------------------------------------------- frames in
@@ -279,9 +284,11 @@ class DeviceFirmware:
             hello = Hello.unpack(frame.payload)
         except ProtocolError as err:
             return [self._frame(self._nack(frame.seq, NackCode.BAD_LEN, str(err)), now_s)]
-        if hello.proto_version != 1 or hello.crc_kind != 0:
-            reason = f"Expected proto_version 1 and crc_kind 0, actual {hello.proto_version}, "
-            reason += f"{hello.crc_kind}"
+        if hello.proto_version != self.PROTO_VERSION or hello.crc_kind != 0:
+            reason = (
+                f"Expected proto_version {self.PROTO_VERSION} and crc_kind 0, actual "
+                f"proto_version {hello.proto_version} and crc_kind {hello.crc_kind}"
+            )
             return [self._frame(self._nack(frame.seq, NackCode.BAD_VERSION, reason), now_s)]
         if self.state in _ARMED_STATES and self.envelope is not None:
             # A new host session while armed: the old host's setpoint and envelope are void.

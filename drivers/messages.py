@@ -18,6 +18,13 @@ from typing import Any, ClassVar, TypeVar
 from core.errors import ProtocolError
 from drivers.envelope import DeviceEnvelope
 from drivers.framing import Frame
+from drivers.sensing import decode_sense
+
+#: The device-protocol version this package speaks (HELLO ``proto_version``,
+#: ``docs/device-protocol.md`` §5 HELLO). Version 2 changed the STATUS sensed block (§10).
+DEVICE_PROTOCOL_VERSION = 2
+#: Payload length of a version-1 STATUS (a peer on old firmware).
+STATUS_V1_PAYLOAD_LEN = 66
 
 
 class MsgType(IntEnum):
@@ -143,8 +150,8 @@ class Hello(WireMessage):
 
     TYPE: ClassVar[MsgType] = MsgType.HELLO
     FMT: ClassVar[struct.Struct] = struct.Struct("<BB")
-    proto_version: int = 1
-    crc_kind: int = 0  # 0 = CRC-16/CCITT-FALSE, the only kind defined in version 1
+    proto_version: int = DEVICE_PROTOCOL_VERSION
+    crc_kind: int = 0  # 0 = CRC-16/CCITT-FALSE, the only kind defined
 
 
 @dataclass(frozen=True)
@@ -268,15 +275,16 @@ class Nack(WireMessage):
 
 @dataclass(frozen=True)
 class Status(WireMessage):
-    """Periodic device status with the features sensed from the tissue.
+    """Periodic device status with the features sensed from the tissue (STATUS version 2).
 
-    Sensed features use fixed-point integers: synchrony and chi in 1e-4, voltages in µV, the
-    mean effective E→I weight in µV, rates in mHz, the model charge in µV·ms.
-    ``sense_valid`` is 0 when the sensor had nothing finite to report.
+    The sensed block carries only what an implant measures, as fixed-point integers
+    (``drivers.sensing.SENSE_FIELDS``: powers in 10⁻⁴ µV², frequencies and rates in mHz, the
+    units' order parameter in 10⁻⁴, the model charge in µV·ms). ``sense_valid`` is 0 when the
+    sensor had nothing finite and representable to report.
     """
 
     TYPE: ClassVar[MsgType] = MsgType.STATUS
-    FMT: ClassVar[struct.Struct] = struct.Struct("<BIHHHHHHHHIBIHHiIiIiIII")
+    FMT: ClassVar[struct.Struct] = struct.Struct("<BIHHHHHHHHIBIIIIIHII")
     state: int
     fault_bits: int
     amp_ua: int
@@ -290,33 +298,36 @@ class Status(WireMessage):
     boot_id: int
     sense_valid: int
     t_tissue_ms: int
-    synchrony_e4: int
-    chi_e4: int
-    mean_v_e_uv: int
-    sd_v_e_uv: int
-    mean_v_i_uv: int
-    sd_v_i_uv: int
-    weight_uv: int
-    rate_e_mhz: int
-    rate_i_mhz: int
+    lfp_beta_uv2_e4: int
+    lfp_band_uv2_e4: int
+    lfp_peak_mhz: int
+    lfp_peak_uv2_e4: int
+    units_synchrony_e4: int
+    units_rate_mhz: int
     charge_uv_ms: int
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Status:
+        """Parse a version-2 STATUS; a version-1 one (66 bytes) is named as such.
+
+        Raises:
+            ProtocolError: ``bad_version`` for a version-1 STATUS, ``bad_len`` for any other
+                wrong size.
+        """
+        if len(payload) == STATUS_V1_PAYLOAD_LEN:
+            raise ProtocolError(
+                f"Expected a STATUS of device-protocol version {DEVICE_PROTOCOL_VERSION} "
+                f"({cls.FMT.size} bytes), actual {len(payload)} bytes: a version-1 STATUS "
+                "(its sensed block carries unobservable features); the device runs old firmware",
+                code="bad_version",
+            )
+        return super().unpack(payload)
 
     def features(self) -> dict[str, float]:
         """Sensed features in the simulator's float units (empty when ``sense_valid`` is 0)."""
         if not self.sense_valid:
             return {}
-        return {
-            "synchrony": self.synchrony_e4 / 1e4,
-            "chi": self.chi_e4 / 1e4,
-            "mean_v_e_mv": self.mean_v_e_uv / 1e3,
-            "sd_v_e_mv": self.sd_v_e_uv / 1e3,
-            "mean_v_i_mv": self.mean_v_i_uv / 1e3,
-            "sd_v_i_mv": self.sd_v_i_uv / 1e3,
-            "weight_mv": self.weight_uv / 1e3,
-            "rate_e_hz": self.rate_e_mhz / 1e3,
-            "rate_i_hz": self.rate_i_mhz / 1e3,
-            "charge_mv_ms": self.charge_uv_ms / 1e3,
-        }
+        return decode_sense(vars(self))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class ToyWindow:
 class ToyNetwork:
     """Deterministic toy tissue: synchrony relaxes towards 0.2 under stimulation, 0.8 without.
 
+    Its observation has the simulator network's fields, the sensed ones included (LFP band
+    powers that grow with synchrony, a 34 Hz peak, the units' synchrony and rate).
+
     Args:
         relax_per_window: Fraction of the gap to the target closed each window.
     """
@@ -80,6 +83,14 @@ class ToyNetwork:
             "rate_i_hz": 60.0,
             "chi": self.synchrony,
             "charge_mv_ms": charge,
+            # What an implant senses (the fields of simulator.sensing): LFP power that grows
+            # with synchrony around a 34 Hz peak, and the recorded units.
+            "lfp_beta_uv2": 1.0 + 40.0 * self.synchrony**2,
+            "lfp_band_uv2": 2.0 + 80.0 * self.synchrony**2,
+            "lfp_peak_hz": 34.0,
+            "lfp_peak_uv2": 0.5 + 20.0 * self.synchrony**2,
+            "units_synchrony": self.synchrony,
+            "units_rate_hz": 40.0,
         }
         return ToyWindow(self.t_ms, values)
 

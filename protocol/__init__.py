@@ -15,6 +15,7 @@ The normative description is ``docs/protocol.md``. Modules, bottom up:
   shared ``serve`` command line.
 * :mod:`protocol.recording`: append-only, CRC-framed session recordings and their reader.
 * :mod:`protocol.loopback`: a trivial backend for tests and benchmarks.
+* :mod:`protocol.observables`: which observation fields an implant can measure.
 
 It builds on :mod:`core` (errors, logging, bounded text) and imports nothing else of ours.
 This file imports nothing, so ``import protocol.schema`` pulls in only what it needs.

@@ -80,7 +80,8 @@ def test_help_teaches_units_and_examples(capsys):
         (["--rt-priority", "5", "--in-process"], "Expected no --rt-priority with --in-process"),
         (
             ["--backend", "serial", "--policy", "ftsts", "--connect", "ipc:///x"],
-            "model-domain envelope",
+            "Expected policy 'ftsts' to read only fields an implant can measure on the serial "
+            "backend, actual unobservable ['weight_mv']; measurable fields: ['charge_mv_ms',",
         ),
     ],
 )

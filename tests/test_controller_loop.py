@@ -119,7 +119,8 @@ def test_three_nan_observations_in_a_row_stop():
     def observe(k, sp):
         return {"synchrony": math.nan if k >= 10 else 0.5, "weight_mv": 200.0, "charge_mv_ms": 0.0}
 
-    backend = ScriptedConnection(clock, observe=observe)
+    # Lockstep (kind loopback): the weight latch reads an unobservable field, refused on a device.
+    backend = ScriptedConnection(clock, observe=observe, lockstep=True)
     policy = FtstsPolicy(onset_ms=0.0)
     policy.required_fields = ("weight_mv", "synchrony")
     loop, gov = make_loop(backend, policy=policy, clock=clock, ticks=30)
@@ -181,10 +182,24 @@ def test_fast_pace_does_not_sleep_or_check_deadlines():
 
 def test_handshake_refuses_a_policy_needing_missing_fields():
     clock = FakeClock()
-    backend = ScriptedConnection(clock, fields=("synchrony",))
+    backend = ScriptedConnection(clock, fields=("synchrony",), lockstep=True)
     loop, _ = make_loop(backend, policy=FtstsPolicy(), clock=clock)
     with pytest.raises(ConfigError, match=r"include \['weight_mv'\]"):
         loop.run()
+
+
+def test_handshake_refuses_a_policy_needing_an_unobservable_field_on_a_device():
+    clock = FakeClock()
+    backend = ScriptedConnection(clock)  # kind serial: a device, real-time tissue
+    loop, _ = make_loop(backend, policy=FtstsPolicy(), clock=clock)
+    with pytest.raises(ConfigError) as info:
+        loop.run()
+    message = str(info.value)
+    assert "Expected policy 'ftsts' to read only fields an implant can measure" in message
+    assert "actual unobservable ['weight_mv']" in message
+    assert "'lfp_beta_uv2'" in message  # what is measurable
+    assert "'units_synchrony'" in message
+    assert backend.sent == []  # refused at the handshake: nothing was ever stepped
 
 
 def test_handshake_refuses_an_envelope_of_the_wrong_domain():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -16,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from core.errors import ConfigError, SafetyFaultError, SafetyLimitError
 from drivers.bridge import OBSERVATION_FIELDS, SerialBackend, device_envelope
@@ -24,15 +26,17 @@ from drivers.emulator import DeviceEmulator
 from drivers.envelope import DeviceEnvelope
 from drivers.messages import DeviceState, FaultBits
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import ToyNetwork, running_emulator, wait_until
+from drivers.testing import ToyNetwork, ToyWindow, running_emulator, wait_until
 from drivers.tissue import Tissue
 from protocol.client import BackendClient
 from protocol.envelope.config import load_envelope, validate
 from protocol.envelope.wire import envelope_from_wire
 from protocol.messages import Observation
+from protocol.observables import unobservable
 from protocol.process import spawn_local_backend
 from protocol.schema import WireEnvelope
 from protocol.server import BackendServer
+from simulator.stimulus import Stimulus
 
 BIN = Path(sys.executable).parent
 
@@ -174,8 +178,11 @@ def test_protocol_session_drives_the_device_and_senses_the_tissue() -> None:
         client.reset()
         obs = client.step(None, 100.0)
         assert set(obs.fields) == set(OBSERVATION_FIELDS)
+        assert not unobservable(obs.fields)  # a device senses only what an implant measures
+        assert "weight_mv" not in welcome.capabilities.observation_fields
         assert obs.fields["delivered_amplitude_ma"] == 0.0
-        sync_off = obs.fields["synchrony"]
+        sync_off = obs.fields["units_synchrony"]
+        beta_off = obs.fields["lfp_beta_uv2"]
         obs = ramp_to(client, STIM)
         for _ in range(30):  # the device's own soft start lags the commands
             obs = client.step(STIM, 100.0)
@@ -184,7 +191,8 @@ def test_protocol_session_drives_the_device_and_senses_the_tissue() -> None:
         assert obs.applied == STIM
         assert obs.fields["delivered_amplitude_ma"] == 1.0
         assert obs.fields["delivered_charge_uc"] == 0.09
-        assert obs.fields["synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["units_synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["lfp_beta_uv2"] < beta_off
         assert emu.snapshot().state == DeviceState.STIMULATING
         client.stop()
         wait_until(lambda: emu.snapshot().amp_ua == 0, 3.0, "output ramped off after stop")
@@ -230,6 +238,53 @@ def test_device_reset_mid_session_is_a_fault_until_reconfigured() -> None:
         ramp_to(client, STIM)
         obs = client.step(STIM, 100.0)
         assert obs.fields["delivered_amplitude_ma"] > 0.0
+
+
+class FlakySensorNetwork(ToyNetwork):
+    """A toy tissue whose sensor reports an unrepresentable value once ``broken`` is set."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.broken = False
+
+    def advance(self, stimulus: Stimulus | None, duration_ms: float) -> ToyWindow:
+        window = super().advance(stimulus, duration_ms)
+        if self.broken:
+            window.values["lfp_band_uv2"] = self.value
+        return window
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 1e9], ids=str)
+def test_an_unrepresentable_sensed_value_is_an_invalid_block_and_a_backend_fault(
+    value: float,
+) -> None:
+    """Nothing is clamped: the device marks the block invalid, the bridge stops stimulation."""
+    network = FlakySensorNetwork(value)
+    with (
+        running_emulator(tissue=Tissue(network, window_ms=10.0)) as emu,
+        served(emu) as (client, backend),
+    ):
+        client.hello()
+        client.configure(WIRE_ENV, control_period_ms=100.0)
+        client.reset()
+        assert client.step(None, 100.0).fields["lfp_band_uv2"] > 0.0
+
+        def invalid_block() -> bool:
+            status = backend.driver.status()
+            return status is not None and status.sense_valid == 0
+
+        with capture_logs() as logs:
+            network.broken = True
+            wait_until(invalid_block, 2.0, "a STATUS with an invalid sensed block")
+        invalid = next(e for e in logs if e["event"] == "device_sense_invalid")
+        assert invalid["feature"] == "lfp_band_uv2"
+        assert (
+            f"Expected a finite lfp_band_uv2 in [0, 429496.7295], actual {value!r}"
+            in (invalid["reason"])
+        )
+        with pytest.raises(SafetyFaultError, match="sense_valid=0"):
+            client.step(None, 100.0)
 
 
 def test_controller_stall_lets_the_lease_expire() -> None:
@@ -387,7 +442,8 @@ def test_emulator_cli_on_tcp_with_probe_and_signals() -> None:
         assert first["state"] == "CONFIGURED"
         features = first["features"]
         assert isinstance(features, dict)
-        assert 0.0 <= features["synchrony"] <= 1.0
+        assert 0.0 <= features["units_synchrony"] <= 1.0
+        assert "weight_mv" not in features
         emu.send_signal(signal.SIGUSR1)  # device reset: a new boot id
         wait_until(lambda: probe()["caps"] != caps, 10.0, "a new boot id after SIGUSR1")
         emu.send_signal(signal.SIGTERM)
@@ -465,7 +521,8 @@ def test_latest_step_mode_returns_at_once_and_senses_the_tissue() -> None:
         t0 = time.monotonic()
         obs = client.step(None, 100.0)
         assert time.monotonic() - t0 < 0.09  # a window-mode step takes at least 100 ms
-        sync_off = obs.fields["synchrony"]
+        sync_off = obs.fields["units_synchrony"]
+        beta_off = obs.fields["lfp_beta_uv2"]
         amp = 0.0
         for _ in range(60):  # the controller's own pacing: one step per 100 ms, 2 mA/s ramp
             time.sleep(0.1)
@@ -477,7 +534,8 @@ def test_latest_step_mode_returns_at_once_and_senses_the_tissue() -> None:
         for _ in range(3):  # keep stepping within the 250 ms lease: sensing catches up
             time.sleep(0.1)
             obs = client.step(STIM, 100.0)
-        assert obs.fields["synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["units_synchrony"] < sync_off  # the tissue responded
+        assert obs.fields["lfp_beta_uv2"] < beta_off
         assert obs.t_model_ms > 500.0  # wall-clock time since reset
         client.stop()
         client.bye()

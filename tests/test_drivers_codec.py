@@ -187,34 +187,17 @@ def test_payload_structs_round_trip_and_reject_wrong_length() -> None:
     env = DeviceEnvelope()
     arm = Arm(env, env.hash())
     assert Arm.unpack(arm.pack()) == arm
-    status = Status(
-        3,
-        0,
-        100,
-        90,
-        1300,
-        200,
-        9,
-        1000,
-        200,
-        4,
-        77,
-        1,
-        20,
-        5000,
-        4000,
-        -65000,
-        2000,
-        -60000,
-        1500,
-        260000,
-        40000,
-        60000,
-        1234,
-    )
+    # state, faults, amp, pw, freq, target, charge, impedance, lease, seq, boot_id, valid,
+    # t_tissue, then the sensed block of version 2.
+    status = Status(3, 0, 100, 90, 1300, 200, 9, 1000, 200, 4, 77, 1, 20,
+                    125_000, 300_000, 34_250, 80_000, 4_200, 40_000, 1234)  # fmt: skip
     frame = Frame(MsgType.STATUS, 1, payload=status.pack())
+    assert len(frame.payload) == 56
     assert decode_message(frame) == status
-    assert status.features()["mean_v_e_mv"] == -65.0
+    assert status.features() == {
+        "lfp_beta_uv2": 12.5, "lfp_band_uv2": 30.0, "lfp_peak_hz": 34.25, "lfp_peak_uv2": 8.0,
+        "units_synchrony": 0.42, "units_rate_hz": 40.0, "charge_mv_ms": 1.234,
+    }  # fmt: skip
     with pytest.raises(ProtocolError, match="Expected a NACK payload of 4 bytes, actual 3") as info:
         decode_message(Frame(MsgType.NACK, 1, payload=b"\x01\x02\x03"))
     assert info.value.code == "bad_len"
@@ -225,6 +208,22 @@ def test_payload_structs_round_trip_and_reject_wrong_length() -> None:
         Nack(70000, 1, 0).pack()
     caps = Caps(1, 0, 5, 1, 0, 10000, 20, 450, 20, 2500, 600, 50, 2000, 50, 2000)
     assert Caps.unpack(caps.pack()) == caps
+
+
+def test_a_version_1_status_is_refused_as_bad_version_naming_both_versions() -> None:
+    # Version 1's 66-byte STATUS (its sensed block held synchrony, chi, voltages, the weight).
+    v1 = struct.pack(
+        "<BIHHHHHHHHIBIHHiIiIiIII", 3, 0, 100, 90, 1300, 200, 9, 1000, 200, 4, 77, 1, 20,
+        5000, 4000, -65000, 2000, -60000, 1500, 260000, 40000, 60000, 1234,
+    )  # fmt: skip
+    with pytest.raises(ProtocolError) as info:
+        decode_message(Frame(MsgType.STATUS, 1, payload=v1))
+    assert info.value.code == "bad_version"
+    assert "Expected a STATUS of device-protocol version 2 (56 bytes), actual 66 bytes" in str(
+        info.value
+    )
+    with pytest.raises(ProtocolError, match="Expected a STATUS payload of 56 bytes, actual 55"):
+        decode_message(Frame(MsgType.STATUS, 1, payload=bytes(55)))
 
 
 def test_default_envelope_matches_spec_and_hash_is_stable() -> None:

@@ -271,23 +271,62 @@ def test_reboot_is_disarmed_with_new_boot_id(host: Host) -> None:
     assert reply.code == NackCode.NO_SESSION
 
 
-def test_status_carries_sensed_features_and_marks_non_finite_invalid(host: Host) -> None:
+SENSED = {
+    "lfp_beta_uv2": 12.5, "lfp_band_uv2": 30.0, "lfp_peak_hz": 34.0, "lfp_peak_uv2": 8.25,
+    "units_synchrony": 0.5, "units_rate_hz": 12.0, "charge_mv_ms": 0.0,
+}  # fmt: skip
+
+
+def test_status_carries_the_measurable_features_only(host: Host) -> None:
     host.armed()
-    host.fw.sense = {
-        "synchrony": 0.5, "chi": 0.25, "mean_v_e_mv": -60.0, "sd_v_e_mv": 2.0,
-        "mean_v_i_mv": -58.0, "sd_v_i_mv": 1.0, "weight_mv": 250.0, "rate_e_hz": 12.0,
-        "rate_i_hz": 30.0, "charge_mv_ms": 0.0,
-    }  # fmt: skip
+    # The tissue's observation also holds the simulator's unobservable fields: none travels.
+    host.fw.sense = {**SENSED, "synchrony": 0.9, "weight_mv": 250.0, "mean_v_e_mv": -60.0}
     status = host.fw.status(host.now)
-    assert status.features()["synchrony"] == 0.5
-    assert status.features()["weight_mv"] == 250.0
-    host.fw.sense = {**host.fw.sense, "synchrony": float("nan")}
+    assert status.sense_valid == 1
+    assert status.features() == SENSED
+    assert not {"synchrony", "weight_mv", "mean_v_e_mv"} & set(status.features())
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "reason"),
+    [
+        ("units_synchrony", float("nan"), "units_synchrony in [0, 1], actual nan"),
+        ("lfp_beta_uv2", float("inf"), "lfp_beta_uv2 in [0, 429496.7295], actual inf"),
+        ("lfp_band_uv2", -0.5, "lfp_band_uv2 in [0, 429496.7295], actual -0.5"),
+        ("lfp_peak_uv2", 5e5, "lfp_peak_uv2 in [0, 429496.7295], actual 500000.0"),
+        ("units_synchrony", 1.2, "Expected a finite units_synchrony in [0, 1], actual 1.2"),
+        ("lfp_peak_hz", None, "Expected a finite lfp_peak_hz in [0, 4294967.295], actual None"),
+    ],
+)  # fmt: skip
+def test_unrepresentable_sensed_values_invalidate_the_block_and_are_logged(
+    host: Host, feature: str, value: float | None, reason: str
+) -> None:
+    host.armed()
+    sense: dict[str, float] = dict(SENSED)
+    if value is None:
+        del sense[feature]
+    else:
+        sense[feature] = value
+    host.fw.sense = sense
     with capture_logs() as logs:
         status = host.fw.status(host.now)
-    assert status.sense_valid == 0
+    assert status.sense_valid == 0  # the whole block, nothing clamped
     assert status.features() == {}
     assert logs[0]["event"] == "device_sense_invalid"
-    assert "Expected a finite synchrony in [0.0, 1.0], actual nan" in logs[0]["reason"]
+    assert logs[0]["feature"] == feature
+    assert reason in logs[0]["reason"]
+
+
+def test_hello_of_another_protocol_version_is_refused_naming_both(host: Host) -> None:
+    host.seq += 1
+    frame = Frame(MsgType.HELLO, host.seq, payload=Hello(proto_version=1).pack())
+    with capture_logs() as logs:
+        reply = decode_message(host.fw.handle(frame, host.now)[0])
+    assert isinstance(reply, Nack)
+    assert reply.code == NackCode.BAD_VERSION
+    assert not host.fw.session_open
+    nack = next(e for e in logs if e["event"] == "device_nack")
+    assert "Expected proto_version 2 and crc_kind 0, actual proto_version 1" in nack["reason"]
 
 
 def test_unknown_type_and_bad_length_are_nacked(host: Host) -> None:

@@ -24,6 +24,7 @@ from drivers.messages import DeviceState, FaultBits, StopReason
 from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import ToyNetwork, running_emulator, wait_until
 from drivers.tissue import Tissue, TissueTransfer, make_network
+from protocol.observables import SENSED_FIELDS
 
 #: Generous reply timeout: these tests are about behaviour, not timing, on a loaded machine.
 ACK_S = 0.1
@@ -70,11 +71,10 @@ def test_handshake_arm_stimulate_over_pty_with_real_network() -> None:
         assert st.pw_us == 100
         assert st.charge_nc == 250
         feats = st.features()
-        assert set(feats) == {
-            "synchrony", "chi", "mean_v_e_mv", "sd_v_e_mv", "mean_v_i_mv", "sd_v_i_mv",
-            "weight_mv", "rate_e_hz", "rate_i_hz", "charge_mv_ms",
-        }  # fmt: skip
-        assert 0.0 <= feats["synchrony"] <= 1.0
+        assert set(feats) == set(SENSED_FIELDS)  # STATUS v2: what an implant measures, only
+        assert 0.0 <= feats["units_synchrony"] <= 1.0
+        assert feats["lfp_band_uv2"] > 0.0
+        assert feats["lfp_peak_hz"] > 0.0
         assert st.t_tissue_ms > before.t_tissue_ms
         drv.stop()
 
@@ -104,14 +104,14 @@ def test_socket_url_and_toy_tissue_respond_to_stimulation() -> None:
             drv.handshake()
             drv.arm(ENV)
             wait_until(lambda: bool(_features(drv)), 2.0, "sensed features")
-            assert _features(drv)["synchrony"] > 0.6
+            assert _features(drv)["units_synchrony"] > 0.6
             drv.set_stimulation(
                 amplitude_ua=1000, pulse_width_us=90, frequency_hz=130, lease_ms=200
             )
 
             def desynchronised() -> bool:
                 drv.heartbeat(200)
-                return _features(drv).get("synchrony", 1.0) < 0.3
+                return _features(drv).get("units_synchrony", 1.0) < 0.3
 
             wait_until(desynchronised, 5.0, "synchrony to fall under stimulation")
         # close() ramped the output down before releasing the link.

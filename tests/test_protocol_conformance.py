@@ -113,7 +113,7 @@ def test_replay_conforms(recording: str) -> None:
 
 def test_serial_bridge_with_the_virtual_device_conforms() -> None:
     firmware = DeviceFirmware()
-    firmware.sense = dict.fromkeys((key for key, *_ in SENSE_FIELDS), 0.5)  # a quiet sensor
+    firmware.sense = dict.fromkeys((f.feature for f in SENSE_FIELDS), 0.5)  # a quiet sensor
     driver = VirtualStimulator(firmware)
     driver.handshake()
     with served(SerialBackend(driver, session_timeout_s=TIMEOUT_S)) as endpoint:
@@ -158,7 +158,7 @@ def test_bridge_status_reports_the_lease_that_lapsed_without_steps() -> None:
     had faulted LEASE and switched its output off.
     """
     firmware = DeviceFirmware()
-    firmware.sense = dict.fromkeys((key for key, *_ in SENSE_FIELDS), 0.5)
+    firmware.sense = dict.fromkeys((f.feature for f in SENSE_FIELDS), 0.5)
     driver = VirtualStimulator(firmware)
     driver.handshake()
     with served(SerialBackend(driver, session_timeout_s=2.0)) as endpoint:
@@ -245,6 +245,21 @@ def test_a_backend_that_skips_the_envelope_rules_fails() -> None:
     text = report.to_text()
     assert "§5.1 #6a" in text
     assert "expected: error limit_exceeded" in text
+
+
+class OracleDeviceBackend(LoopbackBackend):
+    """Broken on purpose: a ``serial`` (device) backend whose observations no implant measures."""
+
+    kind = "serial"
+
+
+def test_a_device_that_advertises_unobservable_fields_fails() -> None:
+    with served(OracleDeviceBackend(session_timeout_s=TIMEOUT_S)) as endpoint:
+        report = check_backend(endpoint, areas=(), big_body=False)
+    assert failed(report) == {"handshake: a device advertises only measurable observation fields"}
+    (result,) = report.failures
+    assert result.section == "§3.5"
+    assert "unobservable ['amplitude_mv'" in result.got
 
 
 def test_a_backend_that_never_times_out_fails() -> None:

@@ -1,8 +1,8 @@
 """The environment runs on every backend: a model is a backend connection.
 
-The simulator in process, the serial bridge to the device emulator (physical envelope, real
-pty, the emulated patient in real time) and a replay of a recorded session (the recorded
-observations, in order); over ZeroMQ in tests/test_rl_remote.py.
+The simulator in process and a replay of a recorded session (the recorded observations, in
+order); over ZeroMQ in tests/test_rl_remote.py. The serial bridge to the device emulator
+refuses the environment: it observes fields no implant measures (``protocol.observables``).
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
 from controller.backends.base import BackendConnection
 from controller.backends.inprocess import InProcessConnection
 from controller.envs import DBSEnv, SimConfig
-from controller.envs.dbs import action_map_for
 from controller.envs.models import LocalNetworkModel
 from controller.envs.spaces import scale_observation
 from controller.replay.backend import ReplayBackend, replay_steps
 from controller.replay.session import load_session
+from core.errors import ConfigError
 from drivers.bridge import SerialBackend
 from drivers.serial_stimulator import SerialStimulator
 from drivers.testing import running_emulator
@@ -120,76 +119,23 @@ def device_config(period_ms: float = 100.0, steps: int = 8) -> SimConfig:
                      tail_s=round(2 * period_ms / 1000.0, 6), envelope="device")  # fmt: skip
 
 
-def test_environment_over_the_serial_bridge_and_the_device_emulator() -> None:
+def test_environment_over_the_serial_bridge_is_refused_for_its_unobservable_features() -> None:
+    """The environment observes the weight and the all-cell R: no implant senses them.
+
+    A device's STATUS (device protocol version 2) carries only measurable features, so the
+    handshake refuses the environment on the serial bridge, naming what it reads that an
+    implant cannot measure, before anything is armed.
+    """
     with device_model() as build:
-        env = DBSEnv(device_config(), model_class=build)
-        try:
-            assert env.backend_info.kind == "serial"
-            assert env.backend_info.domain == "physical"
-            assert not env.backend_info.lockstep
-            # The agent's actions span the device envelope's own ranges (mA, Hz, µs).
-            amap = action_map_for(env.envelope)
-            assert amap.high[0] == env.envelope.amplitude_max
-            obs, info = env.reset(seed=1)
-            assert obs.shape == (6,)
-            assert 0.0 <= info["synchrony"] <= 1.0
-            terminal, amplitudes = False, []
-            while not terminal:
-                _, reward, terminal, _, info = env.step(np.ones(3, dtype=np.float32))
-                amplitudes.append(info["setpoint"]["amplitude"])
-                assert np.isfinite(reward)
-            # The governor's soft start and ramp rate reach the device: the amplitude climbs.
-            assert 0.0 < amplitudes[0] < amplitudes[-1] <= env.envelope.amplitude_max
-            assert 0.0 <= info["r_tail"] <= 1.0
-            assert info["total_charge_mv_ms"] > 0.0  # the tissue's delivered model charge
-        finally:
-            env.close()
+        with pytest.raises(ConfigError) as info:
+            DBSEnv(device_config(), model_class=build)
+        message = str(info.value)
+        assert "Expected the environment to read only fields an implant can measure" in message
+        assert "'weight_mv'" in message
+        assert "'synchrony'" in message
+        assert "measurable fields: ['charge_mv_ms'," in message
 
 
 def test_environment_refuses_an_envelope_of_the_wrong_domain_for_the_backend() -> None:
-    with device_model() as build, pytest.raises(Exception, match="'physical' envelope"):
-        DBSEnv(sim_config(), model_class=build)  # a model envelope for a device
-
-
-class AmplitudeOnly(gym.ActionWrapper):  # type: ignore[type-arg]
-    """The agent sets the amplitude; rate and width stay at the middle of their ranges.
-
-    A policy that switches the output off and on again with a new width or rate meets a
-    device that still ramps the old output down and judges the new setting against the old
-    one (SLEW_LIMIT), which the governor, whose output was off, does not; that mismatch is
-    not what this training test is about.
-    """
-
-    def __init__(self, env: DBSEnv) -> None:
-        super().__init__(env)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-
-    def action(self, action: np.ndarray) -> np.ndarray:
-        return np.array([float(action[0]), 0.0, 0.0], dtype=np.float32)
-
-
-def test_a_short_ppo_training_run_against_the_device_emulator() -> None:
-    pytest.importorskip("stable_baselines3")
-    import torch
-    from stable_baselines3 import PPO
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)  # leave the other core to the emulator's real-time thread
-    with device_model() as build:
-        env = DBSEnv(device_config(100.0, 16), model_class=build)
-        try:
-            # 16 steps of 100 ms per episode (about 1.9 s of real time with lead-in and tail;
-            # the device's lease is 2.5 periods, kept alive on a busy host); each rollout
-            # ends on an episode end, so the policy update runs while the device's output is
-            # off (no lease to keep alive meanwhile).
-            agent = PPO("MlpPolicy", AmplitudeOnly(env), n_steps=32, batch_size=32, n_epochs=2,
-                        seed=0, policy_kwargs={"net_arch": [16]}, device="cpu",
-                        verbose=0)  # fmt: skip
-            agent.learn(total_timesteps=256)
-            assert agent.num_timesteps >= 256
-            obs, _ = env.reset(seed=2)
-            action, _ = agent.predict(obs, deterministic=True)
-            _, reward, _, _, _ = env.step(AmplitudeOnly(env).action(action))
-            assert np.isfinite(reward)
-        finally:
-            env.close()
+    with pytest.raises(ConfigError, match="Expected a 'model' envelope for backend 'sim'"):
+        DBSEnv(sim_config(envelope="device"), model_params={"n_scale": 0.05})

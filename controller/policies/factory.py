@@ -16,6 +16,7 @@ from core.errors import ConfigError
 from protocol.envelope.bounds import limits_of
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
+from protocol.observables import is_device_backend, unobservable_problem
 
 #: Baselines reading only measurable observations, in the order the evaluation lists them.
 SENSED_BASELINES = ("ftsts-sensed", "adbs-onoff", "adbs-single", "adbs-dual", "adbs-prop")
@@ -72,6 +73,15 @@ def _check_in_envelope(sp: Setpoint, env: SafetyEnvelope) -> None:
             )
 
 
+def _refuse_unobservable(fields: tuple[str, ...], user: str, backend_kind: str | None) -> None:
+    """Refuse, before anything else, a policy that reads what a device cannot measure."""
+    if backend_kind is None or not is_device_backend(backend_kind):
+        return
+    problem = unobservable_problem(fields, user=user, backend=backend_kind)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
 def build_policy(
     name: str,
     envelope: SafetyEnvelope,
@@ -82,6 +92,7 @@ def build_policy(
     onset_ms: float = 1980.0,
     latch_below_mv: float = 75.0,
     bundle_onset_ms: float | None = None,
+    backend_kind: str | None = None,
 ) -> Policy:
     """Make the policy ``name``.
 
@@ -98,10 +109,15 @@ def build_policy(
         latch_below_mv: ``ftsts``: weight below which stimulation stops for good.
         bundle_onset_ms: bundle: model time before which it delivers nothing (default: the
             lead-in of the episodes it was trained on, ``training.onset_ms``, else 0).
+        backend_kind: The backend it will run on (``sim``, ``serial``, ``replay``), if known:
+            on a device backend a policy that reads an unobservable field
+            (``protocol.observables``) is refused first, with the fields named. The session
+            handshake checks it again against the backend's own ``backend_kind``.
 
     Raises:
-        ConfigError: Missing or out-of-envelope values, unknown name, or a bundle trained
-            against another envelope.
+        ConfigError: Missing or out-of-envelope values, unknown name, a bundle trained
+            against another envelope, or a policy that needs an unobservable field on a
+            device backend.
     """
     model = envelope.domain == "model"
     if name == "off":
@@ -128,6 +144,7 @@ def build_policy(
         _check_in_envelope(sp, envelope)
         return ConstantPolicy(sp)
     if name == "ftsts":
+        _refuse_unobservable(FtstsPolicy.required_fields, "policy 'ftsts'", backend_kind)
         if not model:
             raise ConfigError(
                 f"Expected a model-domain envelope for --policy ftsts (100 mV of drive), actual "
@@ -160,6 +177,7 @@ def build_policy(
             f"Expected --policy in {list(BUILTIN)} or a policy bundle directory, actual {name!r}"
         )
     bundle = load_bundle(path)
+    _refuse_unobservable(bundle.observation_fields, f"policy bundle {path}", backend_kind)
     if bundle.envelope_hash != envelope.sha256():
         raise ConfigError(
             f"Expected policy bundle {path} to be trained against envelope "

@@ -9,6 +9,7 @@ from typing import Any, TypeGuard
 from protocol.conformance.context import Context
 from protocol.conformance.envelope import SetupError, derive_envelope, envelope_hash
 from protocol.conformance.wire import pack_map
+from protocol.observables import MEASURABLE_FIELDS, is_device_backend, unobservable
 
 AREA = "handshake"
 _SESSION = re.compile(r"^[0-9a-f]{32}$")
@@ -87,6 +88,12 @@ def _check_welcome(ctx: Context, reply_body: dict[str, Any], request_id: int) ->
     caps_problems = _capability_problems(w.get("capabilities"))
     ctx.record(AREA, "capabilities", "§3.1, §3.2", not caps_problems,
                "well-formed capabilities", "; ".join(caps_problems) or "as expected")
+    kind = w.get("backend_kind")
+    if not caps_problems and isinstance(kind, str) and is_device_backend(kind):
+        bad = unobservable(w["capabilities"]["observation_fields"])
+        ctx.record(AREA, "a device advertises only measurable observation fields", "§3.5",
+                   not bad, f"fields among {sorted(MEASURABLE_FIELDS)}",
+                   f"unobservable {list(bad)}" if bad else "as expected")
     if not caps_problems:
         want_hash = envelope_hash(w["capabilities"]["stim_params"], {})
         ctx.record(AREA, "limits_hash is the hash of the advertised limits", "§3.3",

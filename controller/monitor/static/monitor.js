@@ -236,8 +236,18 @@ class Session {
   pickFeature() {
     const feats = (this.status && this.status.features) || [];
     if (this.feature && feats.includes(this.feature)) return this.feature;
-    for (const f of ["weight_mv", "mean_v_e_mv", "rate_e_hz"]) if (feats.includes(f)) return f;
-    return feats.find((f) => f !== "synchrony") || null;
+    for (const f of ["weight_mv", "mean_v_e_mv", "rate_e_hz", "lfp_band_uv2"]) {
+      if (feats.includes(f)) return f;
+    }
+    return feats.find((f) => f !== this.rField()) || null;
+  }
+
+  // The R to plot: all E cells from a simulator, the recorded units from a device
+  // (protocol/observables.py: a device senses no other).
+  rField() {
+    const feats = (this.status && this.status.features) || [];
+    return !feats.includes("synchrony") && feats.includes("units_synchrony")
+      ? "units_synchrony" : "synchrony";
   }
 
   chartSpecs() {
@@ -247,7 +257,7 @@ class Session {
     return [
       {
         title: `Synchrony R (left) and ${this.feature || "feature"} (right); state band below`,
-        cols: ["f:synchrony", `f:${this.feature}`],
+        cols: [`f:${this.rField()}`, `f:${this.feature}`],
         series: [
           { label: "R", stroke: "#2f6fd1", width: 1.5, scale: "y" },
           { label: this.feature || "–", stroke: "#8a96a8", width: 1, scale: "r" },
@@ -386,7 +396,8 @@ class Session {
     const items = [
       ["tick", "tick", this.valueAt("tick"), 0],
       ["t", "control time (s)", this.valueAt("t_s"), 2],
-      ["R", "synchrony R", this.valueAt("f:synchrony")],
+      ["R", this.rField() === "synchrony" ? "synchrony R" : "units' R",
+        this.valueAt(`f:${this.rField()}`)],
       ["cmd_amplitude", `amplitude cmd (${amp})`, this.valueAt("cmd_amplitude")],
       ["del_amplitude", `amplitude delivered (${amp})`, this.valueAt("del_amplitude")],
       ["cmd_frequency_hz", "frequency cmd (Hz)", this.valueAt("cmd_frequency_hz")],
