@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run length in seconds of control time (default 25)",
     )
     p.add_argument(
+        "--tail-s",
+        type=float,
+        help="make the last S seconds of the run stimulation-free: the policy is no longer "
+        "asked, the envelope ramps the output off and the run keeps observing and recording "
+        "(the tail of neuroloop-eval's episodes; default 0: the policy acts to the end)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         help="TOML run configuration (flags override it); see docs/controller.md",
@@ -341,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "fast" if cfg.pace == "fast" else "realtime",
             cfg.seed,
             lockstep_stall_s=cfg.stall_limit_s,
+            tail_s=cfg.tail_s,
         )
     except ConfigError as err:
         _report(cfg, "config_error", "error", err)

@@ -4,8 +4,8 @@ Precedence is explicit: a flag given on the command line beats the ``--config`` 
 the defaults here. Every value is validated with a message that names the key, the expected
 range and what arrived. The file layout is documented in ``docs/controller.md``::
 
-    [controller]            # backend, connect, in_process, period_ms, duration_s, pace, seed,
-                            # envelope, record, record_dir, log_format, log_level,
+    [controller]            # backend, connect, in_process, period_ms, duration_s, tail_s,
+                            # pace, seed, envelope, record, record_dir, log_format, log_level,
                             # timeout_s, stall_limit_s
     [policy]                # name, amplitude, frequency_hz, pulse_width_us, onset_ms,
                             # latch_below_mv
@@ -38,6 +38,7 @@ _CONTROLLER_KEYS = {
     "in_process": bool,
     "period_ms": float,
     "duration_s": float,
+    "tail_s": float,
     "pace": str,
     "seed": int,
     "envelope": str,
@@ -75,6 +76,7 @@ class RunConfig:
     latch_below_mv: float = 75.0
     period_ms: float = 20.0
     duration_s: float = 25.0
+    tail_s: float = 0.0
     pace: str = "realtime"
     seed: int = 0
     envelope: str | None = None
@@ -110,6 +112,7 @@ class RunConfig:
         _choice("log_level", self.log_level, LOG_LEVELS)
         _range("period_ms", self.period_ms, 1.0, 10_000.0)
         _range("duration_s", self.duration_s, 1e-3, 7 * 24 * 3600.0)
+        _range("tail_s", self.tail_s, 0.0, 7 * 24 * 3600.0)
         _range("timeout_s", self.timeout_s, 0.01, 600.0)
         _range("stall_limit_s", self.stall_limit_s, 0.01, 3600.0)
         _range("onset_ms", self.onset_ms, 0.0, 1e9)
@@ -118,6 +121,11 @@ class RunConfig:
             raise ConfigError(f"Expected seed in [0, 2**63), actual {self.seed}")
 
     def _check_combinations(self) -> None:
+        if self.tail_s >= self.duration_s:
+            raise ConfigError(
+                f"Expected tail_s < duration_s ({self.duration_s} s: the policy must get some "
+                f"of the run), actual {self.tail_s}"
+            )
         if self.pace == "fast" and self.backend == "serial":
             raise ConfigError(
                 "Expected --pace realtime for --backend serial (fast is for the simulator and "

@@ -50,6 +50,7 @@ from core.errors import (
     RecordingError,
     TransportTimeoutError,
 )
+from protocol.envelope.setpoint import Setpoint
 
 Pace = Literal["realtime", "fast"]
 
@@ -67,6 +68,9 @@ class LoopSettings:
         lockstep_stall_s: Longest wait for one observation from a lockstep backend with
             ``pace="realtime"`` (at least the envelope's watchdog): a stall, not a late step.
         client_name: Name sent in the handshake.
+        tail_s: The last ``tail_s`` of the run are stimulation-free: the policy is no longer
+            asked and the governor ramps the output off, while the loop keeps observing (the
+            tail of a training or evaluation episode). 0: the policy acts to the end.
     """
 
     period_ms: float = 20.0
@@ -76,6 +80,7 @@ class LoopSettings:
     fast_timeout_s: float = 30.0
     lockstep_stall_s: float = 5.0
     client_name: str = "neuroloop-controller"
+    tail_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.period_ms) and 1.0 <= self.period_ms <= 10_000.0):
@@ -88,6 +93,15 @@ class LoopSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 raise ConfigError(f"Expected {name} > 0, actual {value}")
+        if not (math.isfinite(self.tail_s) and 0.0 <= self.tail_s < self.duration_s):
+            raise ConfigError(
+                f"Expected tail_s in [0, duration_s {self.duration_s}), actual {self.tail_s}"
+            )
+
+    @property
+    def tail_from_s(self) -> float:
+        """Control time from which the run is stimulation-free (``duration_s`` without tail)."""
+        return self.duration_s - self.tail_s
 
     @property
     def ticks(self) -> int:
@@ -145,6 +159,7 @@ class ControlLoop:
         self.stopped = False
         self.fault_detail: str | None = None
         self._lockstep = False
+        self._in_tail = False
         self.tick = ControlTick(backend, governor, settings.period_ms)
         self._log = structlog.get_logger("controller.loop")
 
@@ -301,6 +316,16 @@ class ControlLoop:
 
     def _decide(self, obs: BackendObservation, t_next: float) -> tuple[Decision, Any]:
         gov = self.governor
+        if self.settings.tail_s > 0.0 and t_next >= self.settings.tail_from_s - 1e-9:
+            # the stimulation-free tail: the envelope ramps the output off, nothing is asked
+            if not self._in_tail:
+                self._in_tail = True
+                self._log.info("tail_started", t_s=t_next, tail_s=self.settings.tail_s)
+                self.recorder.event("tail", {"t_s": t_next, "tail_s": self.settings.tail_s})
+            env = gov.envelope
+            off = Setpoint(amplitude=0.0, frequency_hz=env.frequency_min_hz,
+                           pulse_width_us=env.pulse_width_min_us)  # fmt: skip
+            return self.tick.command(off, t_next), None
         fields = self.tick.fields(obs)  # the backend's fields and the delivered dose
         held = gov.check_observation(fields, self.policy.required_fields, t_next)
         if held is not None:

@@ -21,7 +21,12 @@ from controller.backends.base import BackendConnection, BackendInfo, BackendObse
 from controller.envelope.governor import Decision, SafetyGovernor
 from core.errors import ConfigError, SafetyError
 from protocol.envelope.config import SafetyEnvelope
-from protocol.observables import is_device_backend, unobservable, unobservable_problem
+from protocol.observables import (
+    CONTROLLER_FIELDS,
+    is_device_backend,
+    unobservable,
+    unobservable_problem,
+)
 
 
 def check_observable(required_fields: Sequence[str], backend_kind: str, user: str) -> None:
@@ -56,13 +61,15 @@ def check_observable(required_fields: Sequence[str], backend_kind: str, user: st
         "refused on a device backend",
     )
 
+
 #: The controller's own measurable feature, by the envelope's charge unit: the charge the
 #: stimulator has delivered since the session's reset (both phases of every pulse,
 #: :func:`window_charge` summed over the windows). A stimulator knows its output, so this is
 #: measurable on any backend; :class:`ControlTick` adds it to every observation.
 DOSE_FIELDS = {"mV·ms": "dose_mv_ms", "µC": "dose_uc"}
-#: Observation fields the controller derives itself (a backend need not report them).
-DERIVED_FIELDS = frozenset(DOSE_FIELDS.values())
+#: Observation fields the controller derives itself (a backend need not report them; the one
+#: list is ``protocol.observables.CONTROLLER_FIELDS``, where they are declared measurable).
+DERIVED_FIELDS = frozenset(CONTROLLER_FIELDS)
 
 
 def dose_field(envelope: SafetyEnvelope) -> str:

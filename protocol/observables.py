@@ -36,8 +36,15 @@ DEVICE_READBACK_FIELDS: tuple[str, ...] = (
     "lease_remaining_ms",
 )
 
+#: What the controller derives from the stimulator's own output (``controller.tick``): the
+#: charge delivered since the session's reset, in model or physical units. A stimulator knows
+#: what it gave, so these are measurable on any backend; no backend has to report them.
+CONTROLLER_FIELDS: tuple[str, ...] = ("dose_mv_ms", "dose_uc")
+
 #: Every field an implant can measure.
-MEASURABLE_FIELDS: frozenset[str] = frozenset(SENSED_FIELDS + DEVICE_READBACK_FIELDS)
+MEASURABLE_FIELDS: frozenset[str] = frozenset(
+    SENSED_FIELDS + DEVICE_READBACK_FIELDS + CONTROLLER_FIELDS
+)
 
 #: The simulator's fields that no implant measures (all-cell Kuramoto R and voltage synchrony,
 #: population-mean voltages, population rates, the mean E→I synaptic weight).

@@ -367,3 +367,31 @@ def test_record_flag_beats_no_record_in_the_file(tmp_path, capsys):
     )
     assert code == 0, err
     assert read_recording(rec).tail.clean
+
+
+def test_tail_s_ends_the_run_without_stimulation_while_observing(tmp_path, capsys):
+    """--tail-s: the policy stops being asked, the envelope ramps off, observations go on."""
+    cfg = write(tmp_path, "[controller]\nin_process = true\npace = 'fast'\n" + SMALL)
+    rec = tmp_path / "tail.nlrec"
+    args = ["--config", str(cfg), "--policy", "constant", "--amplitude", "100",
+            "--duration", "1", "--tail-s", "0.4", "--record", str(rec),
+            "--log-level", "warning"]  # fmt: skip
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    records = read_recording(rec).records
+    commands = [r.payload["setpoint"]["amplitude"] for r in records if r.kind == "command"]
+    observations = [r for r in records if r.kind == "observation"]
+    assert len(commands) == 50
+    assert len(observations) == 50  # the tail is observed and recorded
+    assert max(commands[:30]) == 100.0  # the policy acted before the tail
+    assert commands[-10:] == [0.0] * 10  # off in the tail, reached by the envelope's ramp
+    assert all(a <= b for a, b in zip(commands[30:], commands[29:], strict=False))  # ramps down
+    assert any(r.kind == "tail" and r.payload.get("tail_s") == 0.4 for r in records)
+    summary = json.loads((tmp_path / "tail.nlrec.summary.json").read_text())
+    assert summary["synchrony"]["after"]["windows"] > 0
+
+
+def test_tail_s_must_leave_the_policy_some_of_the_run(capsys):
+    code, _, err = run_main(["--duration", "1", "--tail-s", "1"], capsys)
+    assert code == 2
+    assert "Expected tail_s < duration_s" in err

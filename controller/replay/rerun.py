@@ -33,6 +33,7 @@ from controller.policies.base import Policy
 from controller.replay.compare import Mismatch, Tolerance, compare_maps
 from controller.replay.session import Session, Tick
 from controller.summary import count_kinds
+from controller.tick import dose_field
 from protocol.envelope.setpoint import Finding, Setpoint
 
 #: Sessions at least this long show a progress bar on a terminal (stderr).
@@ -105,6 +106,13 @@ class Rerun:
         # The deadline rules of the loop apply to real-time runs against real-time tissue only.
         self.realtime = session.pace == "realtime" and not session.lockstep
         self.result = RerunResult()
+        # What the loop added to the policy's view (controller.tick): the delivered dose.
+        self.dose = 0.0
+        self.dose_field = dose_field(governor.envelope)
+        # The run's stimulation-free tail (``--tail-s``): the policy was not asked in it.
+        tail_s = float(session.config.get("tail_s", 0.0) or 0.0)
+        duration_s = float(session.config.get("duration_s", 0.0) or 0.0)
+        self.tail_from_s = duration_s - tail_s if tail_s > 0.0 else math.inf
 
     # ----------------------------------------------------------------------- compare
 
@@ -183,7 +191,13 @@ class Rerun:
     # -------------------------------------------------------------------------- run
 
     def _decide(self, obs: Mapping[str, Any], t_next: float) -> tuple[Decision, Any, bool]:
+        if t_next >= self.tail_from_s - 1e-9:  # the tail: the envelope ramps off (ControlLoop)
+            env = self.gov.envelope
+            off = Setpoint(amplitude=0.0, frequency_hz=env.frequency_min_hz,
+                           pulse_width_us=env.pulse_width_min_us)  # fmt: skip
+            return self.gov.command(off, t_next), None, False
         fields = {str(k): float(v) for k, v in obs["fields"].items()}
+        fields[self.dose_field] = self.dose
         held = self.gov.check_observation(fields, self.policy.required_fields, t_next)
         if held is not None:
             return held, None, False
@@ -252,6 +266,7 @@ class Rerun:
                         )
                     )
                 continue
+            self.dose += window_charge(t.observation, self.gov.envelope.charge_unit)
             timing = t.timing
             if timing is None and t.faults():
                 ended = self._external_faults(t)
