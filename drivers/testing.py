@@ -5,11 +5,14 @@
   synchrony falls while stimulation is on, for tests that must not pay for the real kernel.
 * :func:`running_emulator`: an emulator on a real pty (or loopback TCP) in a thread, closed on
   exit.
+* :func:`serving_bridge`: the serial bridge over a driver, served on a loopback ZeroMQ port in
+  a thread (a controller connects to the endpoint it yields).
 * :func:`wait_until`: poll a condition with a deadline; never waits forever.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,12 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import DeviceTimeoutError
+from drivers.base import StimulatorABC
+from drivers.bridge import SerialBackend
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.faults import FaultConfig, FaultInjector
 from drivers.firmware import DeviceFirmware
 from drivers.ports import EmulatorPort, PtyPort, TcpPort
 from drivers.tissue import Tissue
+from protocol.server import BackendServer
 from simulator.stimulus import Stimulus
 
 
@@ -138,3 +144,26 @@ def running_emulator(
         yield emulator
     finally:
         emulator.close()
+
+
+@contextmanager
+def serving_bridge(
+    driver: StimulatorABC, step_mode: str = "latest", session_timeout_s: float = 2.0
+) -> Iterator[str]:
+    """Serve ``driver`` through :class:`~drivers.bridge.SerialBackend` on ``tcp://127.0.0.1``.
+
+    Yields the endpoint; on exit the server stops (its thread is joined within 5 s) and closes.
+    The driver stays open: close it yourself.
+    """
+    backend = SerialBackend(driver, session_timeout_s=session_timeout_s, step_mode=step_mode)
+    server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
+    endpoint = server.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        stop.set()
+        thread.join(5.0)
+        server.close()

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from drivers.emulator import DeviceEmulator
 from drivers.firmware import DeviceFirmware
 from drivers.sensing import SENSE_FIELDS
 from drivers.serial_stimulator import SerialStimulator
-from drivers.testing import running_emulator
+from drivers.testing import running_emulator, serving_bridge
 from drivers.tissue import Tissue, WindowLike, make_network
 from drivers.virtual import VirtualStimulator
 from protocol.envelope.config import load_envelope
@@ -44,7 +42,6 @@ from protocol.observables import (
     unobservable,
 )
 from protocol.recording import read_recording
-from protocol.server import BackendServer
 from simulator.config import NetworkConfig
 from simulator.network import OBSERVATION_FIELDS as SIM_FIELDS
 from simulator.stimulus import Stimulus
@@ -119,23 +116,6 @@ def test_controller_cli_refuses_a_policy_on_unobservable_fields_on_serial_before
     assert "Traceback" not in err
 
 
-@contextmanager
-def served_bridge(driver: object) -> Iterator[str]:
-    """The serial bridge over ``driver`` on a loopback ZeroMQ port, in a thread."""
-    backend = SerialBackend(driver, session_timeout_s=2.0, step_mode="latest")  # type: ignore[arg-type]
-    server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
-    endpoint = server.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield endpoint
-    finally:
-        stop.set()
-        thread.join(5.0)
-        server.close()
-
-
 def test_the_handshake_refuses_it_from_the_backends_own_kind_over_zeromq(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -143,7 +123,7 @@ def test_the_handshake_refuses_it_from_the_backends_own_kind_over_zeromq(
     firmware = DeviceFirmware()
     driver = VirtualStimulator(firmware)
     driver.handshake()
-    with served_bridge(driver) as endpoint:
+    with serving_bridge(driver) as endpoint:
         args = ["--backend", "sim", "--connect", endpoint, "--policy", "ftsts", "--no-record",
                 "--duration", "1"]  # fmt: skip
         code, err = run_main(args, capsys)
@@ -262,7 +242,7 @@ def test_a_bundle_on_measurable_fields_runs_on_the_serial_device_end_to_end(
         emulator: DeviceEmulator = emu
         driver = SerialStimulator(emulator.port.url, ack_timeout_s=0.1, link_timeout_s=1.0)
         driver.handshake()
-        with served_bridge(driver) as endpoint:
+        with serving_bridge(driver) as endpoint:
             args = ["--backend", "serial", "--connect", endpoint, "--policy", str(bundle),
                     "--period-ms", "100", "--duration", "1.5", "--record", str(record)]  # fmt: skip
             code, err = run_main(args, capsys)
