@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from drivers.faults import FaultConfig, FaultInjector
 from drivers.firmware import DeviceFirmware
 from drivers.ports import EmulatorPort, PtyPort, TcpPort
 from drivers.tissue import Tissue
-from protocol.server import BackendServer
+from protocol.server import serving
 from simulator.stimulus import Stimulus
 
 
@@ -152,18 +151,9 @@ def serving_bridge(
 ) -> Iterator[str]:
     """Serve ``driver`` through :class:`~drivers.bridge.SerialBackend` on ``tcp://127.0.0.1``.
 
-    Yields the endpoint; on exit the server stops (its thread is joined within 5 s) and closes.
-    The driver stays open: close it yourself.
+    Yields the endpoint (:func:`protocol.server.serving`). The driver stays open: close it
+    yourself.
     """
     backend = SerialBackend(driver, session_timeout_s=session_timeout_s, step_mode=step_mode)
-    server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
-    endpoint = server.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with serving(backend) as endpoint:
         yield endpoint
-    finally:
-        stop.set()
-        thread.join(5.0)
-        server.close()

@@ -22,12 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from core.errors import ConfigError, SafetyLimitError
+from core.errors import ConfigError
 from drivers.envelope import ABS_AMP_MAX_UA, ABS_FREQ_RANGE_DHZ, ABS_PW_RANGE_US
 from drivers.tissue import TissueTransfer
-from protocol.backend import StepResult
-from protocol.schema import Capabilities, ParamSpec, SpikeWindow
+from protocol.schema import Capabilities, ParamSpec
 from simulator.server import SIM_CAPABILITIES, SimulatorBackend
+from simulator.stimulus import Stimulus
 
 #: Stimulus parameters in device units, over the device's absolute caps.
 TISSUE_STIM_PARAMS = (
@@ -70,29 +70,19 @@ class TissueBackend(SimulatorBackend):
             )
         super()._on_configure(options, control_period_ms)  # type: ignore[arg-type]
 
-    def _on_step(
-        self, stimulus: Mapping[str, float] | None, duration_ms: float, want_spikes: bool
-    ) -> StepResult:
-        net = self._require_network()
-        setting = None
-        if stimulus is not None:
-            values = tuple(
-                stimulus[name] for name in ("amplitude_ma", "frequency_hz", "pulse_width_us")
-            )
-            if not all(math.isfinite(v) for v in values):
-                raise SafetyLimitError(f"Expected finite stimulus values, actual {values}")
-            try:
-                setting = self.transfer.stimulus(
-                    amp_ua=round(values[0] * 1000.0),
-                    pw_us=round(values[2]),
-                    freq_dhz=round(values[1] * 10.0),
-                )
-            except ConfigError as err:
-                raise SafetyLimitError(str(err)) from err
-        stats = net.advance(setting, duration_ms)
-        spikes = (
-            SpikeWindow.from_arrays(stats.spike_times_ms, stats.spike_neurons)
-            if want_spikes
-            else None
+    def _setting(self, stimulus: Mapping[str, float]) -> Stimulus | None:
+        """The emulator's map: device integer units, then the tissue transfer.
+
+        Raises:
+            ConfigError: A non-finite value, or a setting that makes no valid stimulus.
+        """
+        values = tuple(
+            stimulus[name] for name in ("amplitude_ma", "frequency_hz", "pulse_width_us")
         )
-        return StepResult(stats.observation(), float(stats.t_end_ms), spikes)
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"Expected finite stimulus values, actual {values}")
+        return self.transfer.stimulus(
+            amp_ua=round(values[0] * 1000.0),
+            pw_us=round(values[2]),
+            freq_dhz=round(values[1] * 10.0),
+        )

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-#: Features a sensing implant computes from its LFP and recorded units (in the device STATUS
-#: order of ``docs/device-protocol.md`` §5), followed by the charge the stimulator delivered.
-SENSED_FIELDS: tuple[str, ...] = (
+#: Features a sensing implant computes from its LFP and recorded units, in the order the
+#: simulator's sensor reports them (``simulator.sensing``) and the device STATUS carries them
+#: (``docs/device-protocol.md`` §5).
+SENSOR_FIELDS: tuple[str, ...] = (
     "lfp_beta_uv2",
     "lfp_band_uv2",
     "lfp_peak_hz",
     "lfp_peak_uv2",
     "units_synchrony",
     "units_rate_hz",
-    "charge_mv_ms",
 )
+#: The sensor's features followed by the charge the stimulator delivered (STATUS v2's block).
+SENSED_FIELDS: tuple[str, ...] = (*SENSOR_FIELDS, "charge_mv_ms")
 
 #: What a stimulator reports about its own output (the serial bridge's read-backs).
 DEVICE_READBACK_FIELDS: tuple[str, ...] = (

@@ -13,6 +13,8 @@ dropped and logged.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -242,3 +244,25 @@ class BackendServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def serving(
+    backend: Backend, bind: str = "tcp://127.0.0.1:*", poll_interval_s: float = 0.01
+) -> Iterator[str]:
+    """Serve ``backend`` in a thread for the ``with`` block; yield the bound endpoint.
+
+    For tests and embedding: on exit the server stops, its thread is joined (within 5 s) and
+    the server closes (the backend's final safe stop included).
+    """
+    server = BackendServer(backend, bind, poll_interval_s=poll_interval_s)
+    endpoint = server.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        stop.set()
+        thread.join(5.0)
+        server.close()

@@ -217,13 +217,7 @@ class SimulatorBackend(Backend):
         setting: Stimulus | None = None
         if stimulus is not None:
             try:
-                setting = stimulus_for(
-                    amplitude_mv=stimulus["amplitude_mv"],
-                    frequency_hz=stimulus["frequency_hz"],
-                    pulse_width_us=stimulus["pulse_width_us"],
-                    polarity=self._polarity,
-                    ei_offset_ms=stimulus["ei_offset_ms"],
-                )
+                setting = self._setting(stimulus)
             except ConfigError as err:
                 raise SafetyLimitError(str(err)) from err
         stats = net.advance(setting, duration_ms)
@@ -233,6 +227,20 @@ class SimulatorBackend(Backend):
             else None
         )
         return StepResult(stats.observation(), float(stats.t_end_ms), spikes)
+
+    def _setting(self, stimulus: Mapping[str, float]) -> Stimulus | None:
+        """The model stimulus of a step's parameters (a subclass may speak other units).
+
+        Raises:
+            ConfigError: The parameters make no valid stimulus.
+        """
+        return stimulus_for(
+            amplitude_mv=stimulus["amplitude_mv"],
+            frequency_hz=stimulus["frequency_hz"],
+            pulse_width_us=stimulus["pulse_width_us"],
+            polarity=self._polarity,
+            ei_offset_ms=stimulus["ei_offset_ms"],
+        )
 
     def _on_stop(self, reason: str) -> None:
         # The simulated tissue only receives pulses inside step windows, so stopping needs no

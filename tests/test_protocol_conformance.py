@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
 from protocol.loopback import LoopbackBackend
 from protocol.process import spawn_local_backend
-from protocol.server import BackendServer
+from protocol.server import serving
 from simulator.server import SimulatorBackend
 
 DATA = Path(__file__).parent / "data" / "replay"
@@ -46,20 +45,9 @@ DATA = Path(__file__).parent / "data" / "replay"
 TIMEOUT_S = 1.0
 
 
-@contextmanager
-def served(backend: Backend) -> Iterator[str]:
+def served(backend: Backend) -> AbstractContextManager[str]:
     """Serve ``backend`` on a free loopback TCP port in a thread; yield the endpoint."""
-    server = BackendServer(backend, "tcp://127.0.0.1:*", poll_interval_s=0.01)
-    endpoint = server.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield endpoint
-    finally:
-        stop.set()
-        thread.join(5.0)
-        server.close()
+    return serving(backend)
 
 
 def assert_conforms(report: Report) -> None:
@@ -89,7 +77,12 @@ def test_loopback_conforms() -> None:
     sections = {r.section for r in report.results}
     assert {"§5", "§7.3", "§5.1 #6a", "§3.3, §6 envelope_rejected"} <= sections
     assert {r.area for r in report.results} == {
-        "handshake", "state machine", "refusals", "envelope", "stops", "loss of contact",
+        "handshake",
+        "state machine",
+        "refusals",
+        "envelope",
+        "stops",
+        "loss of contact",
     }
 
 
@@ -168,7 +161,9 @@ def test_bridge_status_reports_the_lease_that_lapsed_without_steps() -> None:
             assert ctx.status(p, sid).get("stimulating") is True
             wait_until(  # heartbeats keep the session alive, never the device's lease
                 lambda: p.request("heartbeat", session_id=sid).get("stimulating") is False,
-                3.0, "status to report the lapsed lease", poll_s=0.05,
+                3.0,
+                "status to report the lapsed lease",
+                poll_s=0.05,
             )
             assert firmware.fault_bits & FaultBits.LEASE
             status = ctx.status(p, sid)
@@ -314,8 +309,15 @@ def test_cli_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
         check_main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for needle in ("neuroloop-check-backend tcp://127.0.0.1:5555", "--json", "--option",
-                   "--curve", "exit codes", "NOT be connected to a patient", "Checking a backend"):
+    for needle in (
+        "neuroloop-check-backend tcp://127.0.0.1:5555",
+        "--json",
+        "--option",
+        "--curve",
+        "exit codes",
+        "NOT be connected to a patient",
+        "Checking a backend",
+    ):
         assert needle in text
 
 
@@ -326,8 +328,10 @@ def test_cli_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
         (["not-an-address"], "Expected a ZeroMQ address"),
         (["tcp://127.0.0.1:5555", "--option", "n_scale"], "Expected --option NAME=VALUE"),
         (["tcp://127.0.0.1:5555", "--timeout-s", "0"], "Expected --timeout-s in (0, 3600]"),
-        (["tcp://127.0.0.1:5555", "--curve", "nope.key_secret", "nope.key"],
-         "Expected readable CURVE key files"),
+        (
+            ["tcp://127.0.0.1:5555", "--curve", "nope.key_secret", "nope.key"],
+            "Expected readable CURVE key files",
+        ),
     ],
 )
 def test_cli_bad_arguments_exit_2_naming_what_was_expected(

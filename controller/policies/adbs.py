@@ -251,7 +251,45 @@ class SingleThresholdPolicy(OnOffPolicy):
 
 
 @dataclass
-class DualThresholdPolicy(AdaptivePolicy):
+class TwoThresholdPolicy(AdaptivePolicy):
+    """A law with an upper and a lower threshold, each a fraction of the lead-in mean.
+
+    Args:
+        upper_fraction: Upper threshold as a fraction of the lead-in mean.
+        lower_fraction: Lower threshold as a fraction of the lead-in mean (below the upper).
+    """
+
+    upper_fraction: float = 0.5
+    lower_fraction: float = 0.25
+    upper: float | None = field(default=None, init=False)
+    lower: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("upper_fraction", self.upper_fraction)
+        _positive("lower_fraction", self.lower_fraction, allow_zero=True)
+        if self.lower_fraction >= self.upper_fraction:
+            raise ConfigError(
+                f"Expected lower_fraction < upper_fraction, actual {self.lower_fraction} >= "
+                f"{self.upper_fraction}"
+            )
+
+    def _reset_law(self) -> None:
+        self.upper = self.lower = None
+
+    def _calibrated(self, reference: float) -> None:
+        self.upper = self.upper_fraction * reference
+        self.lower = self.lower_fraction * reference
+
+    def thresholds(self) -> dict[str, float]:
+        """Upper and lower thresholds."""
+        if self.upper is None or self.lower is None:
+            return {}
+        return {"upper": self.upper, "lower": self.lower}
+
+
+@dataclass
+class DualThresholdPolicy(TwoThresholdPolicy):
     """B3: Percept-style dual threshold with onset timers and blanking.
 
     The detector state is ``up`` (power above the upper threshold for ``onset_up_ms``),
@@ -272,8 +310,6 @@ class DualThresholdPolicy(AdaptivePolicy):
         blanking_ms: Detector blanking after a state change.
     """
 
-    upper_fraction: float = 0.5
-    lower_fraction: float = 0.25
     lower_mv: float = 0.0
     ramp_up_ms: float = 500.0
     ramp_down_ms: float = 1000.0
@@ -282,21 +318,13 @@ class DualThresholdPolicy(AdaptivePolicy):
     blanking_ms: float = 550.0
     name: str = "adbs-dual"
     state: str = field(default="hold", init=False)
-    upper: float | None = field(default=None, init=False)
-    lower: float | None = field(default=None, init=False)
     _above_since_ms: float | None = field(default=None, init=False, repr=False)
     _below_since_ms: float | None = field(default=None, init=False, repr=False)
     _blank_until_ms: float = field(default=-math.inf, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("upper_fraction", self.upper_fraction)
         _positive("lower_fraction", self.lower_fraction)
-        if self.lower_fraction >= self.upper_fraction:
-            raise ConfigError(
-                f"Expected lower_fraction < upper_fraction, actual {self.lower_fraction} >= "
-                f"{self.upper_fraction}"
-            )
         _positive("lower_mv", self.lower_mv, allow_zero=True)
         if self.lower_mv >= self.settings.amplitude_mv:
             raise ConfigError(
@@ -309,20 +337,10 @@ class DualThresholdPolicy(AdaptivePolicy):
             _positive(name, getattr(self, name), allow_zero=True)
 
     def _reset_law(self) -> None:
+        super()._reset_law()
         self.state = "hold"
-        self.upper = self.lower = None
         self._above_since_ms = self._below_since_ms = None
         self._blank_until_ms = -math.inf
-
-    def _calibrated(self, reference: float) -> None:
-        self.upper = self.upper_fraction * reference
-        self.lower = self.lower_fraction * reference
-
-    def thresholds(self) -> dict[str, float]:
-        """Upper and lower thresholds."""
-        if self.upper is None or self.lower is None:
-            return {}
-        return {"upper": self.upper, "lower": self.lower}
 
     def _detect(self, t_ms: float, power: float) -> str:
         assert self.upper is not None
@@ -365,7 +383,7 @@ class DualThresholdPolicy(AdaptivePolicy):
 
 
 @dataclass
-class ProportionalPolicy(AdaptivePolicy):
+class ProportionalPolicy(TwoThresholdPolicy):
     """B2/B4: amplitude proportional to the power's place between two thresholds.
 
     ``amplitude = amplitude_mv · clip((P − lower) / (upper − lower), 0, 1)``, moved toward at
@@ -377,36 +395,12 @@ class ProportionalPolicy(AdaptivePolicy):
         ramp_ms: Slew limit as the time of a full 0 → ``amplitude_mv`` ramp.
     """
 
-    upper_fraction: float = 0.5
-    lower_fraction: float = 0.25
     ramp_ms: float = 250.0
     name: str = "adbs-prop"
-    upper: float | None = field(default=None, init=False)
-    lower: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("upper_fraction", self.upper_fraction)
-        _positive("lower_fraction", self.lower_fraction, allow_zero=True)
-        if self.lower_fraction >= self.upper_fraction:
-            raise ConfigError(
-                f"Expected lower_fraction < upper_fraction, actual {self.lower_fraction} >= "
-                f"{self.upper_fraction}"
-            )
         _positive("ramp_ms", self.ramp_ms)
-
-    def _reset_law(self) -> None:
-        self.upper = self.lower = None
-
-    def _calibrated(self, reference: float) -> None:
-        self.upper = self.upper_fraction * reference
-        self.lower = self.lower_fraction * reference
-
-    def thresholds(self) -> dict[str, float]:
-        """Upper and lower thresholds."""
-        if self.upper is None or self.lower is None:
-            return {}
-        return {"upper": self.upper, "lower": self.lower}
 
     def _next_amplitude(self, t_ms: float, dt_ms: float, power: float) -> float:
         assert self.upper is not None

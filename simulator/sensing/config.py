@@ -14,16 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ConfigError
+from protocol.observables import SENSOR_FIELDS
 
-#: The observation fields a :class:`~simulator.sensing.sensor.Sensor` returns, in order.
-SENSED_FIELDS: tuple[str, ...] = (
-    "lfp_beta_uv2",
-    "lfp_band_uv2",
-    "lfp_peak_hz",
-    "lfp_peak_uv2",
-    "units_synchrony",
-    "units_rate_hz",
-)
+#: The observation fields a :class:`~simulator.sensing.sensor.Sensor` returns, in order (the
+#: one list of what an implant senses: ``protocol.observables``).
+SENSED_FIELDS: tuple[str, ...] = SENSOR_FIELDS
 
 
 @dataclass(frozen=True)
