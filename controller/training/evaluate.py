@@ -321,6 +321,10 @@ def _record(
     onset = cfg.onset_ms
     stop_ctrl = onset + cfg.controlled_s * 1000.0
     amp = np.asarray(trace.amplitude_mv)
+    transfer = getattr(getattr(env.model, "sim_backend", None), "transfer", None)
+    if env.envelope.domain == "physical" and transfer is not None:
+        # a policy in device units (mA): its drive through the tissue map, comparable with mV
+        amp = amp * 1000.0 * float(transfer.gain_mv_per_ua)
     on = amp > 0
     mean_sp = {
         "amplitude_mv": float(amp[on].mean()) if on.any() else 0.0,
