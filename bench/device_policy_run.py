@@ -16,6 +16,7 @@ so desynchronisation is judged by what it senses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import selectors
 import subprocess
@@ -89,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     for old in a.out.glob("device.nlrec*"):
         old.unlink()
     py = sys.executable
+    logs = contextlib.ExitStack()
+    emu_log = logs.enter_context(open(a.out / "emulator.log", "wb"))  # noqa: SIM115
+    driver_log = logs.enter_context(open(a.out / "driver.log", "wb"))  # noqa: SIM115
     emu = subprocess.Popen([py, "-m", "drivers.emulator_cli", "--seed", str(a.seed),
                             "--log-level", "warning"], stdout=subprocess.PIPE,
-                           stderr=open(a.out / "emulator.log", "wb"))  # fmt: skip
+                           stderr=emu_log)  # fmt: skip
     bridge = None
     try:
         port = _pty_path(emu, 60.0)
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         bridge = spawn_backend([py, "-m", "drivers.cli", "serve", "--port", port, "--bind",
                                 "tcp://127.0.0.1:0", "--ack-timeout-ms", "100",
                                 "--log-level", "warning"], 60.0,
-                               stderr=open(a.out / "driver.log", "wb"))  # fmt: skip
+                               stderr=driver_log)  # fmt: skip
         time.sleep(2.0)  # the tissue settles into its synchronous state before stimulation
         argv_ctl = [py, "-m", "controller.cli", "--backend", "serial", "--connect",
                     bridge.address, "--envelope", "emulator", "--policy", str(BUNDLE),
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             bridge.stop(timeout_s=5.0)
         emu.terminate()
         emu.wait(10.0)
+        logs.close()
     verify = subprocess.run([py, "-m", "controller.replay_cli", "verify", str(record)],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     summary = json.loads(Path(f"{record}.summary.json").read_text("utf-8"))
