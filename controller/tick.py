@@ -29,7 +29,9 @@ from protocol.observables import (
 )
 
 
-def check_observable(required_fields: Sequence[str], backend_kind: str, user: str) -> None:
+def check_observable(
+    required_fields: Sequence[str], backend_kind: str, user: str, log_level: str = "warning"
+) -> None:
     """Refuse a reader of unobservable fields on a device backend; log it on any other.
 
     A device senses only what an implant measures (``protocol.observables``): a policy that
@@ -41,6 +43,8 @@ def check_observable(required_fields: Sequence[str], backend_kind: str, user: st
         required_fields: Observation fields the caller reads.
         backend_kind: ``backend_kind`` of the backend (``sim``, ``serial``, ``replay``, ...).
         user: Who reads them, for the message (``policy 'ftsts'``, ``the environment``).
+        log_level: Level of the ``policy_uses_unobservable`` line on other backends (an
+            environment, whose reward reads the simulator's truth by design, logs it at debug).
 
     Raises:
         ConfigError: On a device backend, naming the unobservable fields and listing the
@@ -52,7 +56,7 @@ def check_observable(required_fields: Sequence[str], backend_kind: str, user: st
     if is_device_backend(backend_kind):
         problem = unobservable_problem(required_fields, user=user, backend=backend_kind)
         raise ConfigError(problem or f"Expected measurable fields, actual {list(bad)}")
-    structlog.get_logger().warning(
+    getattr(structlog.get_logger(), log_level)(
         "policy_uses_unobservable",
         user=user,
         fields=list(bad),
@@ -86,6 +90,7 @@ def open_session(
     required_fields: Sequence[str] = (),
     user: str = "policy",
     fast: bool = False,
+    unobservable_log: str = "warning",
 ) -> BackendInfo:
     """Handshake: ``hello``, check the backend fits, ``configure`` with the envelope.
 
@@ -97,6 +102,8 @@ def open_session(
         required_fields: Observation fields the caller reads.
         user: Who reads them, for the error message (``policy 'ftsts'``, ``environment``).
         fast: The caller steps faster than real time (the backend must allow it).
+        unobservable_log: Log level of reading unobservable fields off a device
+            (:func:`check_observable`).
 
     Returns:
         What the backend said about itself.
@@ -108,7 +115,7 @@ def open_session(
         SafetyError: The backend accepted another envelope than the one sent.
     """
     info = connection.hello(client_name)
-    check_observable(required_fields, info.kind, user)
+    check_observable(required_fields, info.kind, user, unobservable_log)
     if info.domain != envelope.domain:
         raise ConfigError(
             f"Expected a {info.domain!r} envelope for backend {info.kind!r}, actual "

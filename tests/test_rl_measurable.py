@@ -178,3 +178,15 @@ def test_eval_runs_a_device_unit_bundle_next_to_model_unit_baselines(
     assert summary["policy"]["charge_mean"] > 0.0
     assert summary["off"]["charge_mean"] == 0.0
     assert "50%" in summary["policy_vs_ftsts"]["target"]
+
+
+def test_the_environment_notes_its_reward_reads_the_truth_at_debug_only() -> None:
+    """The reward reads the weight by design: no warning per episode, a debug line."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        env = DBSEnv(small_config(), LocalNetworkModel, SMALL)
+        env.close()
+    found = [e for e in logs if e["event"] == "policy_uses_unobservable"]
+    assert [e["log_level"] for e in found] == ["debug"]
+    assert "weight_mv" in found[0]["fields"]

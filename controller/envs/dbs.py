@@ -142,6 +142,9 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
                 client_name=ENV_CLIENT_NAME,
                 required_fields=required,
                 user="the environment",
+                # its reward reads the simulator's truth by design; the agent's own view is
+                # checked by the observation set (measurable: LFP features and dose)
+                unobservable_log="debug",
             )
         except BaseException:
             self.model.close()
