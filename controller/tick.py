@@ -12,7 +12,7 @@ policy meets in deployment exactly the path it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -21,6 +21,7 @@ from controller.backends.base import BackendConnection, BackendInfo, BackendObse
 from controller.envelope.governor import Decision, SafetyGovernor
 from core.errors import ConfigError, SafetyError
 from protocol.envelope.config import SafetyEnvelope
+from protocol.envelope.setpoint import Setpoint
 from protocol.observables import (
     CONTROLLER_FIELDS,
     is_device_backend,
@@ -139,26 +140,34 @@ def open_session(
 
 
 def window_charge(obs: BackendObservation, envelope: SafetyEnvelope) -> float:
-    """The charge one window delivered, in the envelope's charge unit.
+    """The charge one window delivered, in the envelope's charge unit (:func:`charge_of_window`)."""
+    return charge_of_window(obs.fields, obs.applied, obs.duration_ms, envelope.charge_unit)
+
+
+def charge_of_window(
+    fields: Mapping[str, float], applied: Setpoint | None, duration_ms: float, charge_unit: str
+) -> float:
+    """The charge of one window, in ``charge_unit``, from what a backend reported.
 
     A simulator reports its delivered model charge (``charge_mv_ms``, mV·ms); a device reports
     the charge per phase it actually delivers (``delivered_charge_uc``, lower than the setpoint
     while it ramps), from which the window's charge follows. Tissue features a device forwards
     (its model's ``charge_mv_ms``) are never mixed into a physical envelope's charge. Without
     either (a replay), the charge the applied setpoint commands: both phases of every pulse in
-    the window, ``2 · q_phase · f · window``.
+    the window, ``2 · q_phase · f · window``. The control loop, the environments and the replay
+    verification all count charge here.
     """
-    sp = obs.applied
+    sp = applied
     charge: float | None = None
-    if envelope.charge_unit == "mV·ms":
-        charge = obs.fields.get("charge_mv_ms")
-    elif sp is not None and "delivered_charge_uc" in obs.fields:
-        charge = 2.0 * obs.fields["delivered_charge_uc"] * sp.frequency_hz
-        charge *= obs.duration_ms / 1000.0
+    if charge_unit == "mV·ms":
+        charge = fields.get("charge_mv_ms")
+    elif sp is not None and "delivered_charge_uc" in fields:
+        charge = 2.0 * fields["delivered_charge_uc"] * sp.frequency_hz
+        charge *= duration_ms / 1000.0
     if charge is None:
         charge = 0.0
         if sp is not None and sp.is_on:
-            charge = 2.0 * sp.charge_per_phase() * sp.frequency_hz * obs.duration_ms / 1000.0
+            charge = 2.0 * sp.charge_per_phase() * sp.frequency_hz * duration_ms / 1000.0
     return float(charge)
 
 

@@ -33,7 +33,7 @@ from controller.policies.base import Policy
 from controller.replay.compare import Mismatch, Tolerance, compare_maps
 from controller.replay.session import Session, Tick
 from controller.summary import count_kinds
-from controller.tick import dose_field
+from controller.tick import charge_of_window, dose_field
 from protocol.envelope.setpoint import Finding, Setpoint
 
 #: Sessions at least this long show a progress bar on a terminal (stderr).
@@ -392,26 +392,21 @@ class Rerun:
 
 
 def window_charge(obs: Mapping[str, Any], charge_unit: str) -> float:
-    """Charge of one recorded window, in the envelope's unit, as the control loop accounts it.
+    """Charge of one recorded window, as the control loop accounted it (``charge_of_window``).
 
-    Model domain (``mV·ms``): the simulator's ``charge_mv_ms`` field. Physical domain (``µC``):
-    the device's ``delivered_charge_uc`` per phase over both phases of every pulse of the
-    window. Otherwise (or without such a field): both phases of every pulse of the applied
-    setpoint, ``2 · amplitude · width · f · window``.
+    The recorded observation carries the fields, the applied setpoint (a map, or ``None``) and
+    the window's duration.
     """
-    fields = obs.get("fields", {})
     applied = obs.get("applied")
-    window_s = float(obs["duration_ms"]) / 1000.0
-    if charge_unit == "mV·ms" and "charge_mv_ms" in fields:
-        return float(fields["charge_mv_ms"])
-    if charge_unit != "mV·ms" and isinstance(applied, dict) and "delivered_charge_uc" in fields:
-        return (
-            2.0 * float(fields["delivered_charge_uc"]) * float(applied["frequency_hz"]) * window_s
+    setpoint = None
+    if isinstance(applied, dict):
+        setpoint = Setpoint(
+            amplitude=float(applied.get("amplitude", 0.0)),
+            frequency_hz=float(applied.get("frequency_hz", 0.0)),
+            pulse_width_us=float(applied.get("pulse_width_us", 0.0)),
         )
-    if not isinstance(applied, dict) or not float(applied.get("amplitude", 0.0)) > 0.0:
-        return 0.0
-    per_phase = float(applied["amplitude"]) * float(applied["pulse_width_us"]) / 1000.0
-    return 2.0 * per_phase * float(applied["frequency_hz"]) * window_s
+    fields: Mapping[str, float] = obs.get("fields", {})
+    return charge_of_window(fields, setpoint, float(obs["duration_ms"]), charge_unit)
 
 
 def rerun(
