@@ -50,7 +50,6 @@ from core.errors import (
     RecordingError,
     TransportTimeoutError,
 )
-from protocol.envelope.setpoint import Setpoint
 
 Pace = Literal["realtime", "fast"]
 
@@ -322,10 +321,7 @@ class ControlLoop:
                 self._in_tail = True
                 self._log.info("tail_started", t_s=t_next, tail_s=self.settings.tail_s)
                 self.recorder.event("tail", {"t_s": t_next, "tail_s": self.settings.tail_s})
-            env = gov.envelope
-            off = Setpoint(amplitude=0.0, frequency_hz=env.frequency_min_hz,
-                           pulse_width_us=env.pulse_width_min_us)  # fmt: skip
-            return self.tick.command(off, t_next), None
+            return self.tick.command(gov.envelope.off_setpoint(), t_next), None
         fields = self.tick.fields(obs)  # the backend's fields and the delivered dose
         held = gov.check_observation(fields, self.policy.required_fields, t_next)
         if held is not None:
@@ -339,7 +335,7 @@ class ControlLoop:
 
     def _account(self, obs: BackendObservation, decision: Decision) -> None:
         on = obs.applied is not None and obs.applied.is_on
-        charge = self.tick.charge(obs)
+        charge = self.tick.last_charge  # counted when the window was applied
         self.stats.add_window(dict(obs.fields), on, float(charge))
         self.stats.model_time_ms = obs.t_model_ms
 

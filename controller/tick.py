@@ -24,6 +24,7 @@ from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Setpoint
 from protocol.observables import (
     CONTROLLER_FIELDS,
+    DOSE_FIELDS,
     is_device_backend,
     unobservable,
     unobservable_problem,
@@ -67,18 +68,19 @@ def check_observable(
     )
 
 
-#: The controller's own measurable feature, by the envelope's charge unit: the charge the
-#: stimulator has delivered since the session's reset (both phases of every pulse,
-#: :func:`window_charge` summed over the windows). A stimulator knows its output, so this is
-#: measurable on any backend; :class:`ControlTick` adds it to every observation.
-DOSE_FIELDS = {"mV·ms": "dose_mv_ms", "µC": "dose_uc"}
 #: Observation fields the controller derives itself (a backend need not report them; the one
 #: list is ``protocol.observables.CONTROLLER_FIELDS``, where they are declared measurable).
 DERIVED_FIELDS = frozenset(CONTROLLER_FIELDS)
 
 
 def dose_field(envelope: SafetyEnvelope) -> str:
-    """Name of the delivered-dose observation for ``envelope``'s charge unit."""
+    """Name of the delivered-dose observation for ``envelope``'s charge unit.
+
+    The dose is the charge the stimulator has delivered since the session's reset (both phases
+    of every pulse, :func:`window_charge` summed over the windows): a stimulator knows its
+    output, so it is measurable on any backend; :meth:`ControlTick.fields` adds it to what a
+    policy observes (``protocol.observables.DOSE_FIELDS``).
+    """
     return DOSE_FIELDS[envelope.charge_unit]
 
 
@@ -191,6 +193,8 @@ class ControlTick:
         self.period_ms = period_ms
         self.dose_field = dose_field(governor.envelope)
         self.dose = 0.0
+        #: The charge of the last applied window (:func:`window_charge`), counted once.
+        self.last_charge = 0.0
 
     def start(self) -> Decision:
         """Arm the governor at control time 0; its first (off) setpoint starts the soft start."""
@@ -217,7 +221,8 @@ class ControlTick:
         else:
             # Without spikes the call stays the three-argument one every connection accepts.
             obs = self.connection.step(decision.setpoint, self.period_ms, timeout_s)
-        self.dose += window_charge(obs, self.governor.envelope)
+        self.last_charge = window_charge(obs, self.governor.envelope)
+        self.dose += self.last_charge
         return obs
 
     def fields(self, obs: BackendObservation) -> dict[str, float]:
@@ -227,7 +232,3 @@ class ControlTick:
         account (:data:`DOSE_FIELDS`), derived again on every run, replays included.
         """
         return {**obs.fields, self.dose_field: self.dose}
-
-    def charge(self, obs: BackendObservation) -> float:
-        """The window's charge in the envelope's unit (:func:`window_charge`)."""
-        return window_charge(obs, self.governor.envelope)

@@ -41,7 +41,9 @@ DEVICE_READBACK_FIELDS: tuple[str, ...] = (
 #: What the controller derives from the stimulator's own output (``controller.tick``): the
 #: charge delivered since the session's reset, in model or physical units. A stimulator knows
 #: what it gave, so these are measurable on any backend; no backend has to report them.
-CONTROLLER_FIELDS: tuple[str, ...] = ("dose_mv_ms", "dose_uc")
+DOSE_FIELDS: dict[str, str] = {"mV·ms": "dose_mv_ms", "µC": "dose_uc"}
+#: The same, as the list of controller-derived fields.
+CONTROLLER_FIELDS: tuple[str, ...] = tuple(DOSE_FIELDS.values())
 
 #: Every field an implant can measure.
 MEASURABLE_FIELDS: frozenset[str] = frozenset(

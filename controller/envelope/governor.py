@@ -91,12 +91,7 @@ class SafetyGovernor:
         self.counts_by_kind: Counter[str] = Counter()
         self.reason_kinds: dict[str, str] = {}
         self.latched: str | None = None
-        self._off = Setpoint(
-            amplitude=0.0,
-            frequency_hz=envelope.frequency_min_hz,
-            pulse_width_us=envelope.pulse_width_min_us,
-        )
-        self.last = self._off
+        self.last = envelope.off_setpoint()
         self._armed = False
         # The backends' own check, run on every setpoint before it leaves (defence in depth).
         # It also keeps the soft start's clock: the time since the most recent off setpoint

@@ -220,7 +220,8 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
         window = self._window(self.tick.apply(idle, self._timeout_s(cfg.control_period_ms),
                                               self._spikes(want)))  # fmt: skip
         self.trace.add_spikes(window)
-        obs = scale_observation(self._with_dose(window.fields), self.features)
+        seen = self._with_dose(window.fields)
+        obs = scale_observation(seen, self.features)
         self._weight_mv = float(window.fields["weight_mv"])
         self.trace.add_window(window, None, 0.0)
         self._done = False
@@ -230,7 +231,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             "t_ms": window.t_end_ms,
             "weight_mv": self._weight_mv,
             "synchrony": float(window.fields["synchrony"]),
-            "fields": self._with_dose(window.fields),
+            "fields": seen,
         }
         return obs, info
 
@@ -276,7 +277,8 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             self._done = True
             raise
         window = self._window(observed)
-        obs = scale_observation(self._with_dose(window.fields), self.features)
+        seen = self._with_dose(window.fields)
+        obs = scale_observation(seen, self.features)
         charge = self._charge(observed)
         weight_after = float(window.fields["weight_mv"])
         synchrony = float(window.fields["synchrony"])
@@ -297,18 +299,19 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
             "charge_mv_ms": charge,
             "weight_mv": weight_after,
             "synchrony": synchrony,
-            "fields": self._with_dose(window.fields),
+            "fields": seen,
         }
         if terminal:
             tail, r_tail = self._tail(window, decision.setpoint)
             tail_term = rw.tail_penalty(r_tail, rcfg)
-            obs = scale_observation(self._with_dose(tail.fields), self.features)
+            seen = self._with_dose(tail.fields)
+            obs = scale_observation(seen, self.features)
             info.update(
                 r_tail=r_tail,
                 total_charge_mv_ms=self._charge_mv_ms,
                 weight_end_mv=float(tail.fields["weight_mv"]),
                 t_ms=tail.t_end_ms,
-                fields=self._with_dose(tail.fields),
+                fields=seen,
             )
             self._done = True
         terms = rw.RewardTerms(charge_term, tail_term, sync_term, shaping_term)
@@ -342,7 +345,7 @@ class DBSEnv(gym.Env[ObsArray, ObsArray]):
     def _charge(self, observed: BackendObservation) -> float:
         """Model charge of a window (mV·ms): the envelope's account, or a device's tissue's."""
         if self.envelope.domain == "model" and self.tick is not None:
-            return self.tick.charge(observed)
+            return self.tick.last_charge  # counted when the window was applied
         return float(observed.fields["charge_mv_ms"])
 
     def _off_windows(self, last: Setpoint, duration_ms: float, want: bool) -> Iterator[ModelWindow]:

@@ -24,6 +24,7 @@ import structlog
 from controller.envelope.action import ActionMap
 from controller.policies.bundle import FieldSpec
 from core.errors import ConfigError, SafetyFaultError
+from protocol.observables import DOSE_FIELDS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -73,8 +74,8 @@ LFP_FEATURES: tuple[Feature, ...] = (
 #: policy's memory of how much it has given: 0 to a little more than open-loop FTSTS's
 #: 315 000 mV·ms over 20 s (model), or than 4 mA × 450 µs at 185 Hz for 20 s (device).
 DOSE_FEATURES: dict[str, Feature] = {
-    "model": Feature("dose_mv_ms", "mV·ms", 0.0, 400_000.0, "charge delivered so far"),
-    "physical": Feature("dose_uc", "uC", 0.0, 15_000.0, "charge delivered so far"),
+    "model": Feature(DOSE_FIELDS["mV·ms"], "mV·ms", 0.0, 400_000.0, "charge delivered so far"),
+    "physical": Feature(DOSE_FIELDS["µC"], "uC", 0.0, 15_000.0, "charge delivered so far"),
 }
 #: The measurable set of the model domain (see :func:`observation_set`).
 MEASURED_FEATURES: tuple[Feature, ...] = (*LFP_FEATURES, DOSE_FEATURES["model"])

@@ -192,10 +192,7 @@ class Rerun:
 
     def _decide(self, obs: Mapping[str, Any], t_next: float) -> tuple[Decision, Any, bool]:
         if t_next >= self.tail_from_s - 1e-9:  # the tail: the envelope ramps off (ControlLoop)
-            env = self.gov.envelope
-            off = Setpoint(amplitude=0.0, frequency_hz=env.frequency_min_hz,
-                           pulse_width_us=env.pulse_width_min_us)  # fmt: skip
-            return self.gov.command(off, t_next), None, False
+            return self.gov.command(self.gov.envelope.off_setpoint(), t_next), None, False
         fields = {str(k): float(v) for k, v in obs["fields"].items()}
         fields[self.dose_field] = self.dose
         held = self.gov.check_observation(fields, self.policy.required_fields, t_next)

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from protocol.envelope.setpoint import Setpoint
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
@@ -125,6 +127,14 @@ class SafetyEnvelope:
     def caps(self) -> Caps:
         """Absolute caps of this envelope's domain."""
         return MODEL_CAPS if self.domain == "model" else PHYSICAL_CAPS
+
+    def off_setpoint(self) -> Setpoint:
+        """No output: amplitude 0 at the lowest frequency and pulse width the envelope allows."""
+        return Setpoint(
+            amplitude=0.0,
+            frequency_hz=self.frequency_min_hz,
+            pulse_width_us=self.pulse_width_min_us,
+        )
 
     @property
     def charge_unit(self) -> str:

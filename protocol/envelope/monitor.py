@@ -194,11 +194,7 @@ class EnvelopeMonitor:
 
     def __init__(self, envelope: SafetyEnvelope) -> None:
         self.envelope = envelope
-        self._off = Setpoint(
-            amplitude=0.0,
-            frequency_hz=envelope.frequency_min_hz,
-            pulse_width_us=envelope.pulse_width_min_us,
-        )
+        self._off = envelope.off_setpoint()
         self.restart()
 
     def restart(self) -> None:
