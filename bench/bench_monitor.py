@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import sys
 import tempfile
 import time
@@ -80,6 +81,56 @@ class TimedRecorder:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pair_differences(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """B − A of each pair's p99 (alternated blocks: slow drifts of the host cancel)."""
+    p99 = {(b["pair"], b["condition"]): b["p99_ms"] for b in blocks}
+    diffs = [p99[(k, "B")] - p99[(k, "A")] for k, cond in p99 if cond == "A" and (k, "B") in p99]
+    return {
+        "median": float(np.median(diffs)),
+        "min": float(np.min(diffs)),
+        "max": float(np.max(diffs)),
+        "pairs": len(diffs),
+    }
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by every process below ``pid`` (monitor, browsers)."""
+    return sum(cpu_s(child) for child in descendants(pid))
 
 
 def observe(seq: int, sp: Any) -> dict[str, float]:
@@ -141,18 +192,18 @@ def main() -> int:
         help="run the loop under SCHED_FIFO at this priority in both arms, as "
         "neuroloop-controller --rt-priority does (children do not inherit it)",
     )
+    p.add_argument(
+        "--source",
+        choices=("follow", "publish"),
+        default="follow",
+        help="how the monitor gets the run: follow its recording (the default of every run "
+        "that records) or the publish socket (a run with --no-record)",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    import socket
-
     from playwright.sync_api import sync_playwright
 
-    port = args.port
-    if port == 0:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
     env = load_envelope("simulator")
     meta = {
         "config": {"backend": "loopback", "period_ms": args.period_ms, "pace": "realtime"},
@@ -161,7 +212,6 @@ def main() -> int:
         "policy": {"name": "ftsts"},
     }
     estop = EStop()
-    monitor = Monitor(f"127.0.0.1:{port}", meta, estop)
     tmp = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     chromium = CHROMIUM
     if args.viewer_nice > 0:  # a wrapper that execs Chromium at a lower CPU priority
@@ -170,58 +220,82 @@ def main() -> int:
         os.chmod(chromium, 0o755)
     costs: dict[str, list[float]] = {"A": [], "B": []}
     latencies: list[float] = []
+    render_ms: list[float] = []
+    oldest: list[float] = []
     publish_ms: list[float] = []
     blocks: list[dict[str, Any]] = []
-    try:
-        monitor.wait_ready()
-        if args.rt_priority is not None:
-            request_realtime_priority(args.rt_priority)
-        with sync_playwright() as pw:
-            viewers = [
-                pw.chromium.launch_persistent_context(
-                    str(tmp / f"profile{i}"),
-                    executable_path=chromium,
-                    headless=True,
-                    args=FLAGS,
-                    viewport={"width": 1280, "height": 1100},
-                )
-                for i in range(2)
-            ]
-            pages = [v.pages[0] if v.pages else v.new_page() for v in viewers]
-            for pair in range(args.pairs):
-                for cond in ("A", "B"):
-                    primary = SessionRecorder(tmp / f"{cond}{pair}.nlrec", meta)
-                    if cond == "B":
-                        for page in pages:
-                            page.goto(f"http://127.0.0.1:{port}/")
-                            page.wait_for_function("window.__monitor.sessions.length === 1")
-                        recorder = monitor.recorder(primary)
+    dropped = 0
+    if args.rt_priority is not None:
+        request_realtime_priority(args.rt_priority)
+    with sync_playwright() as pw:
+        viewers = [
+            pw.chromium.launch_persistent_context(
+                str(tmp / f"profile{i}"),
+                executable_path=chromium,
+                headless=True,
+                args=FLAGS,
+                viewport={"width": 1280, "height": 1100},
+            )
+            for i in range(2)
+        ]
+        pages = [v.pages[0] if v.pages else v.new_page() for v in viewers]
+        for pair in range(args.pairs):
+            for cond in ("A", "B"):
+                path = tmp / f"{cond}{pair}.nlrec"
+                primary = SessionRecorder(path, meta)
+                monitor: Monitor | None = None
+                timed_pub: TimedTelemetry | None = None
+                recorder: TickRecorder = primary
+                if cond == "B":
+                    port = free_port() if args.port == 0 else args.port
+                    follow = path.resolve() if args.source == "follow" else None
+                    monitor = Monitor(f"127.0.0.1:{port}", meta, estop, recording=follow)
+                    monitor.wait_ready()
+                    recorder = monitor.recorder(primary)
+                    if args.source == "publish":
                         tee_writer = recorder.writer  # type: ignore[attr-defined]
                         timed_pub = TimedTelemetry(tee_writer.publisher)
                         tee_writer.publisher = timed_pub
-                    else:
-                        for page in pages:
-                            page.goto("about:blank")
-                        recorder = primary
-                    block = run_block(args.ticks, args.period_ms, recorder, estop)
-                    recorder.close()
-                    if cond == "B":
-                        time.sleep(0.5)
-                        for page in pages:
-                            latencies += page.evaluate("window.__monitor.sessions[0].latencies")
-                    costs[cond] += block
-                    if cond == "B":
-                        publish_ms += [x * 1000.0 for x in timed_pub.per_tick_s]
-                    blocks.append(
-                        {"condition": cond, "pair": pair, "ticks": len(block),
-                         "p99_ms": float(np.percentile(block, 99))}
-                    )  # fmt: skip
-                    print(f"{cond}{pair}: p99 {blocks[-1]['p99_ms']:.4f} ms", file=sys.stderr)
-            for v in viewers:
-                v.close()
-    finally:
-        dropped = monitor.telemetry.dropped
-        monitor.close()
+                    for page in pages:
+                        page.goto(f"http://127.0.0.1:{port}/")
+                        page.wait_for_function("window.__monitor.sessions.length === 1")
+                else:
+                    for page in pages:
+                        page.goto("about:blank")
+                cpu_before = children_cpu_s(os.getpid())
+                block = run_block(args.ticks, args.period_ms, recorder, estop)
+                viewer_cpu = children_cpu_s(os.getpid()) - cpu_before
+                if monitor is not None:
+                    recorder.event("summary", {"benchmark": "bench_monitor"})  # the run's end
+                    time.sleep(0.5)
+                    for page in pages:
+                        latencies += page.evaluate("window.__monitor.sessions[0].latencies")
+                        render_ms += page.evaluate("window.__monitor.sessions[0].renderMs")
+                        oldest += page.evaluate("window.__monitor.sessions[0].oldestLatencies")
+                recorder.close()
+                if monitor is not None:
+                    dropped += monitor.telemetry.dropped
+                    monitor.close()
+                costs[cond] += block
+                if timed_pub is not None:
+                    publish_ms += [x * 1000.0 for x in timed_pub.per_tick_s]
+                seconds = len(block) * args.period_ms / 1000.0
+                blocks.append(
+                    {
+                        "condition": cond,
+                        "pair": pair,
+                        "ticks": len(block),
+                        "p99_ms": float(np.percentile(block, 99)),
+                        "viewer_side_cpu_fraction": viewer_cpu / seconds,
+                    }
+                )
+                print(
+                    f"{cond}{pair}: p99 {blocks[-1]['p99_ms']:.4f} ms, monitor and viewers "
+                    f"{blocks[-1]['viewer_side_cpu_fraction']:.2f} CPU",
+                    file=sys.stderr,
+                )
+        for v in viewers:
+            v.close()
     a, b = np.asarray(costs["A"]), np.asarray(costs["B"])
 
     def pct(x: Any) -> dict[str, float]:
@@ -242,6 +316,7 @@ def main() -> int:
         "viewers": 2,
         "viewer_nice": args.viewer_nice,
         "rt_priority": args.rt_priority,
+        "source": args.source,
         "tick_overhead_ms": {
             "without_monitor": {
                 "p50": float(np.percentile(a, 50)),
@@ -252,15 +327,20 @@ def main() -> int:
                 "p99": float(np.percentile(b, 99)),
             },
             "p99_difference": float(np.percentile(b, 99) - np.percentile(a, 99)),
+            "p99_difference_per_pair": pair_differences(blocks),
             "p99_ratio": float(np.percentile(b, 99) / np.percentile(a, 99)),
             "target_p99_difference": 0.05,
         },
-        "telemetry_code_per_tick_ms": {
-            "p50": float(np.percentile(publish_ms, 50)),
-            "p99": float(np.percentile(publish_ms, 99)),
-            "max": float(np.max(publish_ms)),
-            "note": "time in the publisher: batch the recording's payloads, msgpack, NOBLOCK send",
-        },
+        "telemetry_code_per_tick_ms": (
+            {
+                "p50": float(np.percentile(publish_ms, 50)),
+                "p99": float(np.percentile(publish_ms, 99)),
+                "max": float(np.max(publish_ms)),
+                "note": "time in the publisher: pack the recording's payloads, NOBLOCK send",
+            }
+            if publish_ms
+            else {"note": "none: the monitor follows the recording; the loop publishes nothing"}
+        ),
         "a_block_p99_spread_ms": float(
             np.ptp([b["p99_ms"] for b in blocks if b["condition"] == "A"])
         ),
@@ -270,6 +350,27 @@ def main() -> int:
             "p50": float(np.percentile(lat, 50)) if len(lat) else None,
             "p95": float(np.percentile(lat, 95)) if len(lat) else None,
             "target_p95": 250.0,
+            "note": "the newest tick of each update: wall clock at the next animation frame "
+            "after the charts were updated minus the wall clock at which the tick was recorded",
+        },
+        "oldest_tick_to_page_latency_ms": {
+            "samples": len(oldest),
+            "p50": float(np.percentile(oldest, 50)) if oldest else None,
+            "p95": float(np.percentile(oldest, 95)) if oldest else None,
+            "target_p95": 250.0,
+            "note": "the oldest new tick of each update: every tick appears within this",
+        },
+        "page_render_ms": {
+            "frames": len(render_ms),
+            "p50": float(np.percentile(render_ms, 50)) if render_ms else None,
+            "p95": float(np.percentile(render_ms, 95)) if render_ms else None,
+            "note": "time in the page's render() per drawn frame (both viewers, B blocks)",
+        },
+        "monitor_and_viewers_cpu_fraction": {
+            cond: float(
+                np.median([b["viewer_side_cpu_fraction"] for b in blocks if b["condition"] == cond])
+            )
+            for cond in ("A", "B")
         },
         "telemetry_dropped": dropped,
         "blocks": blocks,

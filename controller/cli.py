@@ -245,6 +245,12 @@ def _recorder(cfg: RunConfig, env: SafetyEnvelope, policy: Policy) -> TickRecord
     return SessionRecorder(path, _meta(cfg, env, policy))
 
 
+def _recording_path(recorder: TickRecorder) -> Path | None:
+    """The absolute path of the run's recording (``None`` without one)."""
+    path = getattr(recorder, "path", None)
+    return None if path is None else Path(path).resolve()
+
+
 def make_summary(
     cfg: RunConfig,
     env: SafetyEnvelope,
@@ -403,7 +409,12 @@ def run(
         )
         recorder = _recorder(cfg, env, policy)
         if monitor_bind is not None:
-            monitor = Monitor(monitor_bind, _meta(cfg, env, policy), estop)
+            monitor = Monitor(
+                monitor_bind,
+                _meta(cfg, env, policy),
+                estop,
+                recording=_recording_path(recorder),
+            )
             recorder = monitor.recorder(recorder)
             monitor.wait_ready()
         opened = open_backend(request)

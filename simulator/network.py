@@ -168,6 +168,15 @@ class Network:
         self.step = 0
 
     # ------------------------------------------------------------------ set-up
+    def set_sensing(self, sensing: SensingConfig) -> None:
+        """Sense with ``sensing`` from the next :meth:`reset` on (the dynamics do not change).
+
+        Raises:
+            ConfigError: ``sensing`` does not fit this network (e.g. its sample rate).
+        """
+        self.sensor = Sensor(sensing, self.config)
+        self._ready = False
+
     def reset(self, seed: int) -> None:
         """Draw a new network and initial state from ``seed`` (same seed, identical run).
 

@@ -12,8 +12,12 @@ map the protocol onto :class:`simulator.network.Network`:
   ``stim_noise_e_mv`` (SD of the released code's stimulus noise on E cells while stimulating;
   default 0 — off — because its SD does not scale with the stimulation, so a closed-loop policy
   could desynchronise with near-zero charge; 10 reproduces the paper's Fig 3 file),
-  ``semantics`` (``paper`` | ``clean``), ``seed`` (default seed of ``reset``) and
-  ``polarity`` (``desync`` | ``sync``, the pulse polarity of every step);
+  ``semantics`` (``paper`` | ``clean``), ``seed`` (default seed of ``reset``),
+  ``polarity`` (``desync`` | ``sync``, the pulse polarity of every step) and what the implant
+  senses (:class:`simulator.sensing.SensingConfig`, defaults in ``docs/simulator.md#sensing``):
+  ``sensing_units`` (recorded units), ``sensing_noise_uv_per_sqrt_hz`` (amplifier noise),
+  ``sensing_band_centre_hz`` (the network band's centre; 0: calibrated from the spectrum) and
+  ``sensing_blank_post_ms`` (blanking after each pulse);
 * ``step`` stimulus: ``amplitude_mv`` (model drive, 0 = off), ``frequency_hz``,
   ``pulse_width_us`` (per phase) and ``ei_offset_ms`` (E–I waveform offset);
 * the observation is :meth:`simulator.network.WindowStats.observation`.
@@ -39,6 +43,7 @@ from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
 from simulator.network import OBSERVATION_FIELDS, Network
+from simulator.sensing import SensingConfig
 from simulator.stimulus import (
     AMPLITUDE_RANGE_MV,
     EI_OFFSET_RANGE_MS,
@@ -67,7 +72,18 @@ SIM_CAPABILITIES = Capabilities(
     min_duration_ms=NetworkConfig().dt_ms,
     max_duration_ms=MAX_STEP_MS,
     supports_spikes=True,
-    config_options=("network", "n_scale", "semantics", "stim_noise_e_mv", "seed", "polarity"),
+    config_options=(
+        "network",
+        "n_scale",
+        "semantics",
+        "stim_noise_e_mv",
+        "seed",
+        "polarity",
+        "sensing_units",
+        "sensing_noise_uv_per_sqrt_hz",
+        "sensing_band_centre_hz",
+        "sensing_blank_post_ms",
+    ),
 )
 
 
@@ -93,6 +109,38 @@ def _num_option(
             f"Expected option {name} as a number in [{lo:g}, {hi:g}], actual {value!r}"
         )
     return float(value)
+
+
+#: ``configure`` options → (SensingConfig field, lowest, highest value accepted).
+SENSING_OPTIONS: dict[str, tuple[str, float, float]] = {
+    "sensing_units": ("n_units", 0, 1000),
+    "sensing_noise_uv_per_sqrt_hz": ("noise_uv_per_sqrt_hz", 0.0, 100.0),
+    "sensing_band_centre_hz": ("band_centre_hz", 0.0, 500.0),
+    "sensing_blank_post_ms": ("blank_post_ms", 0.0, 10.0),
+}
+
+
+def sensing_from_options(options: Mapping[str, ConfigValue]) -> SensingConfig | None:
+    """The sensor the ``sensing_*`` options ask for (``None``: none given, the default sensor).
+
+    Raises:
+        ConfigError: A value out of range or of the wrong type, naming the option.
+    """
+    changes: dict[str, float | int | None] = {}
+    for option, (field, lo, hi) in SENSING_OPTIONS.items():
+        if option not in options:
+            continue
+        value = _num_option(options, option, lo, hi, 0.0)
+        if field == "n_units":
+            raw = options[option]
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                raise ConfigError(f"Expected option {option} as an integer, actual {raw!r}")
+            changes[field] = raw
+        elif field == "band_centre_hz":
+            changes[field] = None if value == 0.0 else value
+        else:
+            changes[field] = value
+    return SensingConfig().replace(**changes) if changes else None
 
 
 class SimulatorBackend(Backend):
@@ -189,7 +237,10 @@ class SimulatorBackend(Backend):
             # near-zero charge.
             noise = _num_option(options, "stim_noise_e_mv", 0.0, 100.0, 0.0)
             config = config.replace(stim_noise_e_mv=noise)
+        sensing = sensing_from_options(options)
         self._network = self._factory(config)
+        if sensing is not None:
+            self._network.set_sensing(sensing)
         if self._threads != 1:
             self._network.threads = self._threads
         self._config = config
@@ -203,6 +254,7 @@ class SimulatorBackend(Backend):
             semantics=semantics,
             seed=seed,
             polarity=polarity,
+            sensing="default" if sensing is None else sensing,
         )
 
     def _on_reset(self, seed: int | None) -> float:

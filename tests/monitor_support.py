@@ -56,12 +56,14 @@ def small_config(tmp_path: Path) -> Path:
 
 
 def controller(
-    tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None, record: bool = True
 ) -> subprocess.Popen[str]:
-    """Start ``neuroloop-controller`` on the small in-process simulator, recording ``name``."""
+    """Start ``neuroloop-controller`` on the small in-process simulator, recording ``name``
+    (``record=False``: ``--no-record``; ``name`` then only names the log)."""
+    recording = ["--record", str(tmp_path / name)] if record else ["--no-record"]
     command = [
         sys.executable, "-m", "controller.cli", "--backend", "sim", "--config",
-        str(small_config(tmp_path)), "--record", str(tmp_path / name), "--seed", "3", *args,
+        str(small_config(tmp_path)), *recording, "--seed", "3", *args,
     ]  # fmt: skip
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(

@@ -141,3 +141,36 @@ def test_non_loopback_monitor_needs_a_token_and_refuses_viewers_without_it(basel
             proc.wait(10)
     assert code == 0, (tmp_path / "token.nlrec.log").read_text()[-3000:]
     assert behaviour(tmp_path / "token.nlrec") == baseline
+
+
+def test_a_run_without_a_recording_reaches_the_page_through_telemetry(tmp_path):
+    """``--no-record``: nothing to follow, so the loop publishes; every tick still arrives."""
+    port = free_port()
+    proc = controller(
+        tmp_path, "norec", *DURATION, "--monitor", f"127.0.0.1:{port}", record=False
+    )
+    ticks: list[float] = []
+    status: dict = {}
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", proc)
+        with websockets_sync.connect(f"ws://127.0.0.1:{port}/ws/0", open_timeout=5) as ws:
+            deadline = time.monotonic() + 240
+            while not status.get("finished"):
+                assert time.monotonic() < deadline, "the run's end never reached the page"
+                message = json.loads(ws.recv(timeout=60))
+                if message["type"] == "snapshot":
+                    ticks = list(message["cols"]["tick"])
+                else:
+                    ticks += message["cols"]["tick"]
+                status = message["status"]
+        code = wait_exit(proc, tmp_path / "norec.log")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert code == 0, (tmp_path / "norec.log").read_text()[-3000:]
+    assert ticks == list(range(400))
+    assert status["dropped"] == 0
+    assert status["end_reason"] == "completed"
+    assert not list(tmp_path.glob("*.nlrec"))
+

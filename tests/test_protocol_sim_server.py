@@ -34,6 +34,7 @@ from protocol.process import spawn_local_backend
 from protocol.schema import WireEnvelope
 from simulator.experiments import default_network_config
 from simulator.network import OBSERVATION_FIELDS, Network
+from simulator.sensing import SensingConfig
 from simulator.server import SIM_CAPABILITIES, SimulatorBackend, serve_main
 from simulator.stimulus import Stimulus
 
@@ -198,6 +199,12 @@ def test_paper_semantics_need_whole_chunks_clean_do_not() -> None:
         ({"semantics": "fast"}, "Expected option semantics in paper|clean"),
         ({"polarity": "up"}, "Expected option polarity in desync|sync"),
         ({"seed": "x"}, "Expected option seed as an integer"),
+        ({"sensing_units": 2.5}, "Expected option sensing_units as an integer, actual 2.5"),
+        ({"sensing_units": 5000}, "Expected option sensing_units as a number in [0, 1000]"),
+        (
+            {"sensing_noise_uv_per_sqrt_hz": -1.0},
+            "Expected option sensing_noise_uv_per_sqrt_hz as a number in [0, 100]",
+        ),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, object], text: str) -> None:
@@ -209,6 +216,34 @@ def test_bad_options_are_refused(options: dict[str, object], text: str) -> None:
     assert isinstance(reply, ErrorReply)
     assert reply.code == "bad_config"
     assert text in reply.message
+
+
+def test_sensing_options_set_what_the_implant_senses() -> None:
+    """The served windows equal a direct run with the same SensingConfig, and differ from the
+    default sensor's (same network, same spikes)."""
+    options = {
+        "sensing_units": 4,
+        "sensing_noise_uv_per_sqrt_hz": 0.5,
+        "sensing_band_centre_hz": 20.0,
+        "sensing_blank_post_ms": 2.0,
+    }
+    sensed = Sim()
+    sensed.start(**options)
+    plain = Sim()
+    plain.start()
+    obs, base = sensed.step(), plain.step()
+    assert isinstance(obs, Observation)
+    assert isinstance(base, Observation)
+    sensing = SensingConfig(
+        n_units=4, noise_uv_per_sqrt_hz=0.5, band_centre_hz=20.0, blank_post_ms=2.0
+    )
+    net = Network(default_network_config("paper", 0.1), sensing=sensing)
+    net.reset(seed=11)
+    net.advance(None, WARM_UP_MS)
+    assert obs.fields == net.advance(Stimulus(100.0), 20.0).observation()
+    assert obs.fields["synchrony"] == base.fields["synchrony"]  # the network is the same
+    assert obs.fields["units_synchrony"] != base.fields["units_synchrony"]
+    assert obs.fields["lfp_beta_uv2"] != base.fields["lfp_beta_uv2"]
 
 
 def test_paper_semantics_refuse_a_control_period_off_the_chunk() -> None:

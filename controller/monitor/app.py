@@ -41,7 +41,7 @@ MAX_DELTA_ROWS = 2000
 #: Longest a send to one viewer may take before that viewer is dropped.
 SEND_TIMEOUT_S = 5.0
 #: Shortest interval between two messages to one viewer.
-PUSH_INTERVAL_S = 0.1
+PUSH_INTERVAL_S = 0.15
 #: Most recent events in a snapshot (counts cover all of them).
 SNAPSHOT_EVENTS = 500
 
@@ -85,6 +85,7 @@ def delta(view: SessionView, start: int, events_start: int) -> str:
             "events": json_safe(fold.events[events_start:]),
             "status": json_safe(fold.status()),
             "wall_ms": json_safe(fold.last_wall_ms),
+            "wall_ms_first": json_safe(fold.row_wall_ms[start] if start < rows else math.nan),
         }
     )
 

@@ -65,6 +65,11 @@ class SessionFold:
         self.end_reason: str | None = None
         self.summary: dict[str, Any] | None = None
         self.last_wall_ms = NAN
+        #: Wall clock (ms) of the record being fed; set by the source before each record.
+        self.record_wall_ms = NAN
+        #: Wall clock (ms) at which each completed tick was recorded (or published): the
+        #: page measures how late each tick appears (not a display column).
+        self.row_wall_ms: array[float] = array("d")
         self._row: dict[str, float] | None = None
         self._charge_cum = 0.0
         self._last_command_ns: int | None = None
@@ -134,6 +139,7 @@ class SessionFold:
             return
         for name, column in self.columns.items():
             column.append(row.get(name, NAN))
+        self.row_wall_ms.append(self.record_wall_ms)
 
     def _add_feature(self, name: str) -> None:
         self.features.append(name)

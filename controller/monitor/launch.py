@@ -1,9 +1,12 @@
-"""``neuroloop-controller --monitor``: publish a run's telemetry and start a monitor process.
+"""``neuroloop-controller --monitor``: start a monitor process that shows the run.
 
-The monitor runs in its own process (``python -m controller.monitor_cli --live DIR``), so its
-web server, JSON encoding and viewers share no interpreter lock with the loop. The controller
-waits (up to :data:`READY_TIMEOUT_S`) until the monitor receives telemetry, so the page shows
-the run from its first tick; a monitor that fails to start stops the run before it begins.
+The monitor process follows the run's recording as it is written (the loop then does no
+telemetry work); a run without a recording publishes its records instead
+(:mod:`controller.monitor.telemetry` says why). The monitor runs in its own process
+(``python -m controller.monitor_cli --live DIR``), so its web server, JSON encoding and viewers
+share no interpreter lock with the loop. The controller waits (up to :data:`READY_TIMEOUT_S`)
+until the monitor receives the run, so the page shows it from its first tick; a monitor that
+fails to start stops the run before it begins.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -40,16 +44,22 @@ class Monitor:
         bind: ``HOST[:PORT]`` of the page.
         meta: The run's metadata (as in the recording header).
         estop: The run's stop flag (the page's e-stop button sets it).
+        recording: The run's recording (already created), which the monitor process then
+            follows instead of subscribing to telemetry: the loop publishes nothing.
+            ``None`` (a run without a recording): the loop publishes its records.
     """
 
-    def __init__(self, bind: str, meta: Mapping[str, Any], estop: EStop) -> None:
+    def __init__(
+        self, bind: str, meta: Mapping[str, Any], estop: EStop, recording: Path | None = None
+    ) -> None:
         if not self.environment_ok():
             raise ConfigError(
                 "Expected the monitor's web stack (starlette, uvicorn) for --monitor, actual not "
                 "installed: pip install 'neuroloop[monitor]'"
             )
         self.endpoints = Endpoints.private()
-        self.telemetry = TelemetryPublisher(self.endpoints, meta, estop)
+        self.recording = recording
+        self.telemetry = TelemetryPublisher(self.endpoints, meta, estop, recording=recording)
         command = [
             sys.executable,
             "-m",
@@ -80,7 +90,13 @@ class Monitor:
         raise ConfigError(f"Expected the monitor to attach within {timeout_s:g} s, actual not")
 
     def recorder(self, primary: TickRecorder) -> TickRecorder:
-        """The loop's recorder: the session recording, then telemetry."""
+        """The loop's recorder.
+
+        The session recording as it is when the monitor follows it; otherwise the records go
+        to the recorder, then to the telemetry publisher.
+        """
+        if self.recording is not None:
+            return primary
         return tee(primary, self.telemetry)
 
     def linger(self) -> None:

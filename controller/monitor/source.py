@@ -2,8 +2,10 @@
 
 A :class:`SessionView` wraps a :class:`~controller.monitor.fold.SessionFold` and wakes the
 page's WebSocket handlers when it grows. :func:`open_recording` folds a whole ``.nlrec``;
-:class:`LiveSource` subscribes to a controller's telemetry (:mod:`controller.monitor.telemetry`)
-and forwards e-stop requests to its control socket.
+:class:`LiveSource` shows a running controller: it asks the controller's control socket for the
+run (``hello``), then follows the run's recording as it is written (every
+:data:`FOLLOW_INTERVAL_S`), or, for a run without a recording, subscribes to its telemetry
+(:mod:`controller.monitor.telemetry`); e-stop requests go to the control socket.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from controller.monitor.fold import SessionFold
 from controller.monitor.telemetry import Endpoints
 from core.errors import BackendUnavailableError, RecordingError
 from protocol.recording import read_recording
+from protocol.recording.follow import RecordingFollower
 
 #: Largest telemetry message the viewer accepts (one tick's records are a few kB).
 MAX_MESSAGE_BYTES = 1 << 20
 #: Messages the viewer's SUB socket queues before ZeroMQ drops (the loop is never affected).
 RCVHWM = 256
+#: How often a followed recording is read for new records (s): a tick reaches the page within
+#: this plus the push interval (:data:`controller.monitor.app.PUSH_INTERVAL_S`).
+FOLLOW_INTERVAL_S = 0.025
 
 
 class SessionView:
@@ -134,18 +140,51 @@ class LiveSource(SessionView):
                 await self._task
         self.context.destroy(linger=0)
 
-    async def _hello(self) -> None:
+    async def _hello(self) -> str | None:
+        """The run's metadata into the fold; the recording to follow (``None``: subscribe)."""
         while True:
             try:
                 reply = msgpack.unpackb(await self.request(b"hello"))
                 self.fold.set_meta(reply.get("meta", {}), self.label)
                 self.touch()
-                return
+                recording = reply.get("recording")
+                return recording if isinstance(recording, str) else None
             except BackendUnavailableError:
                 self._log.info("waiting_for_controller", control=self.endpoints.control)
                 await asyncio.sleep(0.2)
 
     async def _run(self) -> None:
+        recording = await self._hello()
+        if recording is not None:
+            await self._follow(Path(recording))
+        else:
+            await self._subscribe()
+
+    async def _follow(self, path: Path) -> None:
+        """Fold the run's recording as it grows, until the run's end is in it."""
+        try:
+            follower = RecordingFollower(path)
+        except RecordingError as err:
+            self._log.error("recording_unreadable", recording=str(path), error=str(err))
+            return
+        try:
+            self.connected = True
+            asyncio.get_running_loop().create_task(self._ready())
+            while not self.fold.finished:
+                records = follower.poll()
+                if records:
+                    self._fold(
+                        [(r.kind, r.mono_ns, r.payload, r.wall_ns / 1e6) for r in records],
+                        dropped=0,
+                        wall_ms=records[-1].wall_ns / 1e6,
+                    )
+                await asyncio.sleep(FOLLOW_INTERVAL_S)
+        except RecordingError as err:  # damaged by something other than its writer
+            self._log.error("recording_unreadable", recording=str(path), error=str(err))
+        finally:
+            follower.close()
+
+    async def _subscribe(self) -> None:
         sub = self.context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -153,7 +192,6 @@ class LiveSource(SessionView):
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(self.endpoints.telemetry)
         try:
-            await self._hello()
             while True:
                 if not await sub.poll(1000):
                     continue
@@ -175,11 +213,28 @@ class LiveSource(SessionView):
                 asyncio.get_running_loop().create_task(self._ready())
             return
         self.connected = True
+        wall_ms = float(message.get("wall_ms", float("nan")))
+        self._fold(
+            [(*record, wall_ms) for record in message.get("records", [])],
+            dropped=int(message.get("dropped", 0)),
+            wall_ms=wall_ms,
+        )
+
+    def _fold(self, records: Any, dropped: int, wall_ms: float) -> None:
+        """Fold records; wake the page; announce the run's end.
+
+        Args:
+            records: ``(kind, mono_ns, payload, wall_ms)`` each; ``wall_ms`` is when the record
+                was written (from a followed recording) or its batch was sent (telemetry).
+            dropped: Telemetry messages dropped so far.
+            wall_ms: The newest record's ``wall_ms``.
+        """
         fold = self.fold
-        for kind, mono_ns, payload in message.get("records", []):
+        for kind, mono_ns, payload, record_wall_ms in records:
+            fold.record_wall_ms = float(record_wall_ms)
             fold.feed(str(kind), int(mono_ns), payload)
-        fold.dropped = int(message.get("dropped", 0))
-        fold.last_wall_ms = float(message.get("wall_ms", float("nan")))
+        fold.dropped = dropped
+        fold.last_wall_ms = wall_ms
         if fold.finished:
             fold.close()
         self.touch()

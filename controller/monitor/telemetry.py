@@ -1,25 +1,31 @@
-"""Telemetry out of the control loop: a ZeroMQ publish socket that drops, never waits.
+"""Telemetry out of the control loop: the recording itself, or a publish socket that drops.
 
-Why a publish socket and not the recording file: the recording is written by the loop and is
-the truth a viewer must match, but a recording may be switched off (``--no-record``), is only
-readable record by record after it was flushed, and tailing a growing file means polling the
-disk. A publish socket gives the ticks to the viewer process as they are decided (batched for
-at most 50 ms, so the viewer is woken a few times a second, not at every tick), costs the loop
-a non-blocking ``send`` per batch, and, with a small send high-water mark and ``XPUB_NODROP``,
-drops messages (counted) when the viewer process is slow or gone. Nothing queues without
-bound, and the loop never blocks on a viewer.
+Where the viewer gets the run from, and why. A run that records (the default) already writes
+every record to its recording and flushes it to the operating system at once; the viewer
+process follows that file (:class:`protocol.recording.follow.RecordingFollower`, a read of
+the appended bytes every :data:`controller.monitor.source.FOLLOW_INTERVAL_S`), so the loop does
+no telemetry work at all: no packing, no socket, nothing that could ever wait, and what the page
+shows is by construction what was recorded. Measured with ``bench/bench_monitor.py``: the
+publisher's packing and send cost the tick 10–15 µs in the median and 70–100 µs at the 99th
+percentile, which alone exceeds the 0.05 ms a viewer may add. Only a run without a recording
+(``--no-record``) publishes: a ZeroMQ publish socket gives the ticks to the viewer process as
+they are decided (batched for at most 50 ms, so the viewer is woken a few times a second, not
+at every tick), costs the loop a non-blocking ``send`` per batch, and, with a small send
+high-water mark and ``XPUB_NODROP``, drops messages (counted) when the viewer process is slow or
+gone. Either way nothing queues without bound, and the loop never blocks on a viewer.
 
 The publisher is a :class:`~controller.recorder.TickRecorder`: it builds exactly the payloads
 the session recording holds (it reuses :class:`~controller.recorder.SessionRecorder`), so the
 view of a live run and of its recording are folded by the same code
-(:mod:`controller.monitor.fold`). With a recording, :func:`tee` makes the recording's writer
-publish each record it writes (:class:`TeeWriter`: the payloads are built once); without one
-(``--no-record``), :class:`TeeRecorder` hands every record to the publisher.
+(:mod:`controller.monitor.fold`). :func:`tee` can make a recording's writer publish each
+record it writes as well (:class:`TeeWriter`: the payloads are built once; the benchmark uses
+it to measure what publishing costs); without a recording, :class:`TeeRecorder` hands every
+record to the publisher.
 
 A second socket, the *control* socket (REP, served by a thread), answers the viewer process:
-``hello`` (the run's metadata), ``ready`` (the viewer receives telemetry), ``ended`` (its
-viewers were sent the end of the run) and ``estop``, which
-only ever calls :meth:`controller.estop.EStop.request`: the loop then stops stimulation before
+``hello`` (the run's metadata, and the recording to follow if there is one), ``ready`` (the
+viewer receives the run), ``ended`` (its viewers were sent the end of the run) and ``estop``,
+which only ever calls :meth:`controller.estop.EStop.request`: the loop then stops stimulation before
 its next tick through its normal e-stop path, and records the stop like any other.
 """
 
@@ -157,6 +163,9 @@ class TelemetryPublisher(SessionRecorder):
         estop: The run's stop flag; the control socket's ``estop`` sets it.
         sndhwm: Send high-water mark (messages) before dropping.
         batch_s: Longest a tick waits to be sent with the next ones (0: every tick alone).
+        recording: The run's recording, when it has one: the viewer process then follows that
+            file (:class:`protocol.recording.follow.RecordingFollower`) and nothing is
+            published, so the loop does no telemetry work at all.
     """
 
     def __init__(
@@ -166,8 +175,10 @@ class TelemetryPublisher(SessionRecorder):
         estop: EStop,
         sndhwm: int = SNDHWM,
         batch_s: float = BATCH_NS / 1e9,
+        recording: Path | None = None,
     ) -> None:
         self.path = None  # type: ignore[assignment]  # publishes, writes no file
+        self.recording = recording
         self.endpoints = endpoints
         self.meta = dict(meta)
         self.context = zmq.Context()
@@ -181,7 +192,9 @@ class TelemetryPublisher(SessionRecorder):
         pub.bind(endpoints.telemetry)
         self.writer = _PublishWriter(pub, int(batch_s * 1e9))  # type: ignore[assignment]
         self._pub = pub
-        self.control = ControlServer(self.context, endpoints.control, self.meta, estop)
+        self.control = ControlServer(
+            self.context, endpoints.control, self.meta, estop, recording=recording
+        )
         self.control.start()
         self._log = structlog.get_logger("controller.monitor")
 
@@ -226,11 +239,17 @@ class ControlServer:
     """
 
     def __init__(
-        self, context: zmq.Context[Any], address: str, meta: Mapping[str, Any], estop: EStop
+        self,
+        context: zmq.Context[Any],
+        address: str,
+        meta: Mapping[str, Any],
+        estop: EStop,
+        recording: Path | None = None,
     ) -> None:
         self.context = context
         self.address = address
         self.meta = meta
+        self.recording = recording
         self.estop = estop
         self.ready = threading.Event()
         self.ended = threading.Event()
@@ -267,7 +286,8 @@ class ControlServer:
 
     def _answer(self, request: bytes) -> bytes:
         if request == b"hello":
-            return bytes(msgpack.packb({"meta": self.meta}))
+            recording = None if self.recording is None else str(self.recording)
+            return bytes(msgpack.packb({"meta": self.meta, "recording": recording}))
         if request == b"ready":
             self.ready.set()
             return b"ok"

@@ -132,7 +132,10 @@ class Session {
     this.messages = 0;
     this.snapshots = 0;
     this.latencies = [];
+    this.renderMs = [];
+    this.oldestLatencies = [];
     this.pendingWall = [];
+    this.pendingFirst = [];
     this.frameQueued = false;
     this.shownEvents = -1;
     this.range = [null, null];
@@ -216,16 +219,24 @@ class Session {
     this.rows = m.rows;
     if (this.live && m.type === "delta" && m.wall_ms !== null && m.wall_ms !== undefined) {
       this.pendingWall.push(m.wall_ms);
+      // the oldest new tick of this message: every tick appears no later than this
+      if (m.wall_ms_first !== null && m.wall_ms_first !== undefined) this.pendingFirst.push(m.wall_ms_first);
     }
     // Draw at most once per animation frame, however many messages arrived since the last.
     if (!this.frameQueued) {
       this.frameQueued = true;
       requestAnimationFrame(() => {
         this.frameQueued = false;
+        const started = performance.now();
         this.render();
+        this.renderMs.push(performance.now() - started);
+        if (this.renderMs.length > 5000) this.renderMs.splice(0, this.renderMs.length - 5000);
         const now = Date.now();
         for (const wall of this.pendingWall) this.latencies.push(now - wall);
+        for (const wall of this.pendingFirst) this.oldestLatencies.push(now - wall);
         this.pendingWall = [];
+        this.pendingFirst = [];
+        if (this.oldestLatencies.length > 5000) this.oldestLatencies.splice(0, this.oldestLatencies.length - 5000);
         if (this.latencies.length > 5000) this.latencies.splice(0, this.latencies.length - 5000);
       });
     }
