@@ -651,9 +651,7 @@ class Network:
                 s_ie_e=s_ie, s_ee_e=s_ee,
             ),
         )  # fmt: skip
-        if self._threads == 1 or not threadable(
-            self._structure, xi is not None, cfg.delay_steps
-        ):
+        if self._threads == 1 or not threadable(self._structure, xi is not None, cfg.delay_steps):
             run_steps(*args)
             return
         if self._plan is None or self._plan.n_threads != self._threads:

@@ -56,7 +56,7 @@ import numpy.typing as npt
 from numba import njit
 
 from simulator.barrier import barrier_abort, barrier_wait, new_barrier
-from simulator.intrinsics import at, cttz, fma_f32, fma_f64
+from simulator.intrinsics import at, cttz, cycles, fma_f32, fma_f64
 from simulator.kernel import (
     LTP_SEGMENT_STEPS,
     TWO_PI,
@@ -105,6 +105,9 @@ class Threading(NamedTuple):
     m_src: npt.NDArray[np.int64]  #: ``(threads, n)``: their events (index × threads + thread)
     m_pos: npt.NDArray[np.int64]  #: ``(threads, 2, threads)``: the merge's heads and ends
     a_seg: npt.NDArray[np.float64]  #: ``(2, n_e)``: every E cell's ``A`` at a segment's end
+    #: ``(threads, 4)``: time-stamp ticks each thread spent in phase A, in phase B and at the
+    #: barrier, and the blocks it ran (summed over calls)
+    ticks: npt.NDArray[np.int64]
 
 
 def threadable(shape: Structure, explicit_noise: bool, delay_steps: int = 50) -> bool:
@@ -116,7 +119,9 @@ def threadable(shape: Structure, explicit_noise: bool, delay_steps: int = 50) ->
 
 def thread_ranges(
     n: int, n_e: int, n_threads: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:  # noqa: E501
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]
+]:
     """Each thread's noise pairs and cells: ``(pairs, cells, n_pairs, n_cells)``.
 
     The pair space ``[0, h)`` is cut where cell ``j`` or ``j + h`` crosses from E to I, and
@@ -191,7 +196,7 @@ def plan(n: int, n_e: int, n_threads: int, delay_steps: int, block: int | None =
         m_cell=np.empty((n_threads, n), dtype=np.int64),
         m_src=np.empty((n_threads, n), dtype=np.int64),
         m_pos=np.zeros((n_threads, 2, n_threads), dtype=np.int64),
-        a_seg=np.zeros((2, n_e)),
+        a_seg=np.zeros((2, n_e)), ticks=np.zeros((n_threads, 4), dtype=np.int64),
     )  # fmt: skip
 
 
@@ -315,8 +320,11 @@ def _merge(ev_cell, ev_off, buf, s, n_threads, m_cell, m_src, pos):  # type: ign
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
 def _block_end(k0, n_steps, block, seg):  # type: ignore[no-untyped-def]
-    """The end of the block starting at step ``k0``: ``block`` steps, clipped to the call's end
-    and to the end of the potentiation segment (``seg`` steps each, from the call's start)."""
+    """The end of the block starting at step ``k0`` (``block`` steps at most).
+
+    Clipped to the call's end and to the end of the potentiation segment (``seg`` steps each,
+    from the call's start).
+    """
     return min(k0 + block, n_steps, (k0 // seg + 1) * seg)
 
 
@@ -345,7 +353,12 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     ltp_snap, ltp_g, ltp_a, tr_e, tr_i = pl.ltp_snap, pl.ltp_g, pl.ltp_a, pl.tr_e, pl.tr_i
     tr_e_decay, tr_i_decay, a0 = rule.tr_e_decay, rule.tr_i_decay, rule.a0
     eta_ltd, eta_ltp, w_lo_ei, w_hi_ei = rule.eta_ltd, rule.eta_ltp, rule.w_lo_ei, rule.w_hi_ei
-    last_spike, prev_spike, spiked, ie_hits = spk.last_spike, spk.prev_spike, spk.spiked, spk.ie_hits
+    last_spike, prev_spike, spiked, ie_hits = (
+        spk.last_spike,
+        spk.prev_spike,
+        spk.spiked,
+        spk.ie_hits,
+    )
     spk_step, spk_idx, n_spk = out.spk_step, out.spk_idx, out.n_spk
     kop_every, kop_z_re, kop_z_im, kop_r_re, kop_r_im = (
         kop.every, kop.z_re, kop.z_im, kop.r_re, kop.r_im
@@ -364,6 +377,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     m_cell = par.m_cell[tid]
     m_src = par.m_src[tid]
     m_pos = par.m_pos[tid]
+    my_ticks = par.ticks[tid]
     recorder = tid == 0
     sampler = tid == n_threads - 1
     n = v.shape[0]
@@ -420,6 +434,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     buf = 0
     while k0 < n_steps:
         k1 = _block_end(k0, n_steps, block, seg)
+        tick0 = cycles()
         # ================= A. own cells' potentials and spikes, step by step
         ev_cell = par.ev_cell[tid, buf]
         ev_prev = par.ev_prev[tid, buf]
@@ -485,8 +500,6 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                         ev_f[q, 4] = math.cos(rot)
                         ev_f[q, 5] = math.sin(rot)
                     ev_prev[q] = last  # E cells' prev_spike: the sampler's, in phase B
-                else:
-                    prev_spike[i] = last
                 last_spike[i] = t_end
             ev_off[s + 1] = count
             h_a += 1
@@ -501,9 +514,11 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                             ltp_a[i] = tr_e[i]
                 seg0_a = k + 1
                 n_seg_a += 1
+        tick1 = cycles()
         gen = barrier_wait(bar, n_threads, gen)
         if gen < 0:
             return
+        tick2 = cycles()
         # ================= B. own targets, step by step, from every thread's spikes
         own_cell = par.ev_cell[tid, buf]
         own_off = par.ev_off[tid, buf]
@@ -638,6 +653,11 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                         ltp_g[i] = 0.0
             seg0_b = k1
             n_seg_b += 1
+        tick3 = cycles()
+        my_ticks[0] += tick1 - tick0
+        my_ticks[1] += tick3 - tick2
+        my_ticks[2] += tick2 - tick1
+        my_ticks[3] += 1
         k0 = k1
         buf = 1 - buf
     if n_steps % 2 == 1:  # X(t+dt) is in xprev_cross: swap own cells' contents back

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError
+from simulator.config import NetworkConfig
 from simulator.experiments import get_experiment
+from simulator.kernel_args import Structure
 from simulator.network import Network
-from simulator.threaded import thread_ranges
+from simulator.threaded import plan, thread_ranges, threadable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +102,91 @@ def test_cli_refuses_a_thread_count_below_one(
     assert code == 2
     assert "Expected --threads >= 1, actual 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _schedule_digest(
+    cfg: NetworkConfig, threads: int, windows: list[tuple[float, bool]], block: int | None = None
+) -> str:
+    """A digest of a run of ``windows`` (duration in ms, stimulation on) on ``threads``.
+
+    ``block`` forces the threaded kernel's block length (shorter than half the delay).
+    """
+    stim = get_experiment("ftsts-desync").stimulus
+    net = Network(cfg, threads=threads)
+    net.reset(seed=5)
+    if block is not None:
+        net._plan = plan(cfg.n, cfg.n_e, threads, cfg.delay_steps, block=block)
+    h = hashlib.sha256()
+    for duration_ms, on in windows:
+        stats = net.advance(stim if on else None, duration_ms)
+        h.update(stats.spike_neurons.tobytes())
+        h.update(stats.spike_times_ms.tobytes())
+        h.update(np.array(list(stats.observation().values())).tobytes())
+    for array in (net.v, net._x_cross, net._xprev_cross, net._s_cross, net._hist_cross,
+                  net._ei.weight, net._ltp_snap, net._ltp_g, net._tr_e, net._tr_i, net._kop_z[0],
+                  net._kop_r[1], net._ltp_a, net._last_spike, net._prev_spike, net._ref,
+                  net._spiked):  # fmt: skip
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def _structure(cfg: NetworkConfig) -> Structure:
+    net = Network(cfg)
+    net.reset(seed=0)
+    return net._structure
+
+
+def _small(semantics: str = "clean", **changes: object) -> NetworkConfig:
+    cfg = get_experiment("ftsts-desync").network_config(semantics, 0.1)  # type: ignore[arg-type]
+    return cfg.replace(plasticity_onset_ms=0.0, **changes)
+
+
+#: Windows of odd and even step counts, stimulation switched on and off between calls, and
+#: windows shorter than a block and than the delay (clean semantics: any multiple of dt).
+ODD_WINDOWS = [(2.3, False), (0.1, True), (7.7, True), (20.0, False), (0.5, True),
+               (13.1, True), (4.9, False), (20.0, True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("block", [None, 1, 3, 7])
+def test_blocks_clipped_at_call_ends_give_the_same_run(block: int | None) -> None:
+    """Blocks of every length, clipped at calls of odd and even steps, stimulation toggled."""
+    cfg = _small()
+    one = _schedule_digest(cfg, 1, ODD_WINDOWS)
+    assert _schedule_digest(cfg, 2, ODD_WINDOWS, block) == one
+    assert _schedule_digest(cfg, 3, ODD_WINDOWS, block) == one
+
+
+def test_segments_shorter_than_a_block_give_the_same_run() -> None:
+    """A fast E trace makes potentiation segments of 20 steps: blocks end at every one."""
+    cfg = _small(tau_ltp_ms=0.2)
+    windows = [(20.0, True), (7.3, False), (20.0, True)]
+    one = _schedule_digest(cfg, 1, windows)
+    assert _schedule_digest(cfg, 2, windows) == one
+    assert _schedule_digest(cfg, 2, windows, block=7) == one
+
+
+@pytest.mark.parametrize("delay_ms", [0.1, 0.2, 0.3, 1.0])
+def test_short_delays_give_the_same_run(delay_ms: float) -> None:
+    """A one-step delay runs on one thread; from two steps on, blocks of half the delay."""
+    cfg = _small(delay_ms=delay_ms)
+    assert threadable(_structure(cfg), False, cfg.delay_steps) == (cfg.delay_steps >= 2)
+    windows = [(5.3, True), (20.0, False), (3.1, True)]
+    one = _schedule_digest(cfg, 1, windows)
+    assert _schedule_digest(cfg, 2, windows) == one
+
+
+def test_paper_semantics_odd_network_sizes() -> None:
+    """199-step calls (the dropped step), an odd number of cells and a small E population."""
+    cfg = _small("paper").replace(n_e=31, n_i=70)
+    windows = [(20.0, True), (40.0, False), (20.0, True)]
+    one = _schedule_digest(cfg, 1, windows)
+    assert _schedule_digest(cfg, 2, windows) == one
+    assert _schedule_digest(cfg, 3, windows, block=4) == one
+
+
+def test_plan_rejects_a_delay_below_two_steps() -> None:
+    with pytest.raises(ValueError, match="delay_steps >= 2"):
+        plan(100, 80, 2, 1)
+    assert plan(100, 80, 2, 50).block == 25
+    assert plan(100, 80, 2, 50, block=60).block == 25
+    assert plan(100, 80, 2, 7, block=2).block == 2
