@@ -193,6 +193,7 @@ class Network:
         self._ei = bernoulli_projection(
             conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32
         )
+        self._plan = None  # the threads' plan knows where the synapse rows split
         # pending potentiation (kernel._flush_potentiation): per synapse, per I cell, per E cell
         self._ltp_snap = np.zeros(self._ei.n_synapses)
         self._ltp_g = np.zeros(n_i)
@@ -655,7 +656,7 @@ class Network:
             run_steps(*args)
             return
         if self._plan is None or self._plan.n_threads != self._threads:
-            self._plan = plan(cfg.n, cfg.n_e, self._threads, cfg.delay_steps)
+            self._plan = plan(cfg.n, cfg.n_e, self._threads, cfg.delay_steps, self._ei, self._ie)
         run_threaded(self._plan, args)
 
 

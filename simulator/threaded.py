@@ -69,6 +69,7 @@ from simulator.kernel import (
 )
 from simulator.kernel_args import PassLaw, Structure
 from simulator.noise import normal_pairs, scratch_words
+from simulator.prefetch import prefetch_range
 from simulator.sfc64 import LANES, sfc64_words
 
 _F0 = np.float32(0.0)
@@ -108,6 +109,13 @@ class Threading(NamedTuple):
     #: ``(threads, 4)``: time-stamp ticks each thread spent in phase A, in phase B and at the
     #: barrier, and the blocks it ran (summed over calls)
     ticks: npt.NDArray[np.int64]
+    #: ``(threads, 2)``: each thread's E ranges and I ranges (as in ``cells``, in that order)
+    n_tgt: npt.NDArray[np.int64]
+    #: ``(threads, n_e, 2·ranges)``: where E cell j's E→I row enters and leaves each I range
+    #: of the thread (positions in the projection's arrays)
+    split_ei: npt.NDArray[np.int64]
+    #: ``(threads, n_i, 2·ranges)``: the same for the I→E rows and the thread's E ranges
+    split_ie: npt.NDArray[np.int64]
 
 
 def threadable(shape: Structure, explicit_noise: bool, delay_steps: int = 50) -> bool:
@@ -157,7 +165,15 @@ def thread_ranges(
     return pairs, cells, n_pairs, n_cells
 
 
-def plan(n: int, n_e: int, n_threads: int, delay_steps: int, block: int | None = None) -> Threading:
+def plan(
+    n: int,
+    n_e: int,
+    n_threads: int,
+    delay_steps: int,
+    ei: Any,
+    ie: Any,
+    block: int | None = None,
+) -> Threading:
     """The fixed partition of a network of ``n`` cells (``n_e`` E) among ``n_threads``.
 
     Args:
@@ -165,6 +181,9 @@ def plan(n: int, n_e: int, n_threads: int, delay_steps: int, block: int | None =
         n_e: E cells (``0..n_e-1``).
         n_threads: Threads (≥ 1).
         delay_steps: The synaptic delay in steps (≥ 2).
+        ei: The E→I :class:`~simulator.connectivity.Projection` (its rows' parts per thread
+            are found once, here: a new connectivity needs a new plan).
+        ie: The I→E projection.
         block: Most steps per block (default, and at most: half the delay).
     """
     if delay_steps < 2:
@@ -180,6 +199,25 @@ def plan(n: int, n_e: int, n_threads: int, delay_steps: int, block: int | None =
             own[t] += cells[t, r, 1] - cells[t, r, 0]
     assert bool(np.all(owner >= 0)), "every cell has an owner"
     cap = max(1, int(own.max()) * block)  # every own cell firing at every step of a block
+    # each thread's I ranges (I indices) and E ranges, and where each row of E→I (I→E)
+    # synapses enters and leaves them
+    tgt_i = np.zeros((n_threads, MAX_RANGES, 2), dtype=np.int64)
+    tgt_e = np.zeros((n_threads, MAX_RANGES, 2), dtype=np.int64)
+    n_tgt = np.zeros((n_threads, 2), dtype=np.int64)
+    for t in range(n_threads):
+        for lo, hi in cells[t, : n_cells[t]]:
+            if lo >= n_e:
+                tgt_i[t, n_tgt[t, 1]] = (lo - n_e, hi - n_e)
+                n_tgt[t, 1] += 1
+            else:
+                tgt_e[t, n_tgt[t, 0]] = (lo, hi)
+                n_tgt[t, 0] += 1
+    width = 2 * max(1, int(n_tgt.max()))
+    split_ei = np.zeros((n_threads, n_e, width), dtype=np.int64)
+    split_ie = np.zeros((n_threads, n - n_e, width), dtype=np.int64)
+    for t in range(n_threads):
+        _row_splits(ei.ptr, ei.target, tgt_i[t], n_tgt[t, 1], split_ei[t])
+        _row_splits(ie.ptr, ie.target, tgt_e[t], n_tgt[t, 0], split_ie[t])
     padded = -(-n // 32) * 32
     flags = np.zeros((n_threads, padded), dtype=np.bool_)
     return Threading(
@@ -197,6 +235,7 @@ def plan(n: int, n_e: int, n_threads: int, delay_steps: int, block: int | None =
         m_src=np.empty((n_threads, n), dtype=np.int64),
         m_pos=np.zeros((n_threads, 2, n_threads), dtype=np.int64),
         a_seg=np.zeros((2, n_e)), ticks=np.zeros((n_threads, 4), dtype=np.int64),
+        n_tgt=n_tgt, split_ei=split_ei, split_ie=split_ie,
     )  # fmt: skip
 
 
@@ -215,12 +254,25 @@ def _lower_bound(a, lo, hi, value):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
-def _flush_part(n_e, ptr, tgt, w, snap, g, a, eta_ltp, w_hi, k_lo, k_hi):  # type: ignore[no-untyped-def]
-    """:func:`simulator.kernel._flush_potentiation` for the synapses onto I cells ``k_lo:k_hi``."""
+def _row_splits(ptr, tgt, ranges, n_ranges, out):  # type: ignore[no-untyped-def]
+    """``out[j, 2r]``, ``out[j, 2r + 1]``: where row ``j`` enters and leaves target range ``r``."""
+    for j in range(ptr.shape[0] - 1):
+        for r in range(n_ranges):
+            beg = _lower_bound(tgt, ptr[j], ptr[j + 1], ranges[r, 0])
+            out[j, 2 * r] = beg
+            out[j, 2 * r + 1] = _lower_bound(tgt, beg, ptr[j + 1], ranges[r, 1])
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _flush_part(n_e, split, r, tgt, w, snap, g, a, eta_ltp, w_hi):  # type: ignore[no-untyped-def]
+    """:func:`simulator.kernel._flush_potentiation` for the synapses onto I range ``r``.
+
+    ``split`` says where each E cell's row enters and leaves the thread's I ranges.
+    """
     for j in range(n_e):
         a_j = eta_ltp * a[j]
-        beg = _lower_bound(tgt, ptr[j], ptr[j + 1], k_lo)
-        end = _lower_bound(tgt, beg, ptr[j + 1], k_hi)
+        beg = split[j, 2 * r]
+        end = split[j, 2 * r + 1]
         for s in range(np.uint64(beg), np.uint64(end)):
             pend = g[np.uint64(tgt[s])] - snap[s]
             w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
@@ -348,8 +400,8 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     syn_d, x_decay = consts.syn_d, consts.x_decay
     contact_cells = consts.contact_cells
     contacts = contact_cells.shape[1] - 1
-    ei_ptr, ei_tgt, ei_w = syn.ei.ptr, syn.ei.target, syn.ei.weight
-    ie_ptr, ie_tgt, ie_w = syn.ie.ptr, syn.ie.target, syn.ie.weight
+    ei_tgt, ei_w = syn.ei.target, syn.ei.weight
+    ie_tgt, ie_w = syn.ie.target, syn.ie.weight
     ltp_snap, ltp_g, ltp_a, tr_e, tr_i = pl.ltp_snap, pl.ltp_g, pl.ltp_a, pl.tr_e, pl.tr_i
     tr_e_decay, tr_i_decay, a0 = rule.tr_e_decay, rule.tr_i_decay, rule.a0
     eta_ltd, eta_ltp, w_lo_ei, w_hi_ei = rule.eta_ltd, rule.eta_ltp, rule.w_lo_ei, rule.w_hi_ei
@@ -378,6 +430,10 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     m_src = par.m_src[tid]
     m_pos = par.m_pos[tid]
     my_ticks = par.ticks[tid]
+    n_er = par.n_tgt[tid, 0]
+    n_ir = par.n_tgt[tid, 1]
+    split_ei = par.split_ei[tid]
+    split_ie = par.split_ie[tid]
     recorder = tid == 0
     sampler = tid == n_threads - 1
     n = v.shape[0]
@@ -426,10 +482,10 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     ns = n_spk[0]
     x_then = xprev_cross
     x_now = x_cross
-    if sampler:  # the first block's delayed S (no thread writes those rows before its barrier)
-        for s in range(_block_end(0, n_steps, block, seg)):
-            hh = (h_a + s) % depth
-            out.s_ie_e[s] = sum_in_lanes(hist[hh], 0, n_e) * inv_e
+    # the first block's delayed S (no thread writes those rows before its barrier); the sums
+    # over cells of step k are taken by thread k mod threads
+    for s in range(tid, _block_end(0, n_steps, block, seg), n_threads):
+        out.s_ie_e[s] = sum_in_lanes(hist[(h_a + s) % depth], 0, n_e) * inv_e
     k0 = 0
     buf = 0
     while k0 < n_steps:
@@ -539,6 +595,22 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             for q in range(own_off[s], own_off[s + 1]):
                 spiked[own_cell[q]] = True
             d_now = dpow[k - seg0_b]
+            # ask for the own parts of the step's synapse rows at once
+            for q in range(n_now):
+                g = m_cell[q]
+                if g < n_e:
+                    for r in range(n_ir):
+                        beg = split_ei[g, 2 * r]
+                        end = split_ei[g, 2 * r + 1]
+                        prefetch_range(ei_w, beg, end)
+                        prefetch_range(ei_tgt, beg, end)
+                        if lazy:
+                            prefetch_range(ltp_snap, beg, end)
+                else:
+                    for r in range(n_er):
+                        prefetch_range(
+                            ie_tgt, split_ie[g - n_e, 2 * r], split_ie[g - n_e, 2 * r + 1]
+                        )
             # E spikes, ascending: jumps onto own I cells, their synapses' plasticity
             for q in range(n_now):
                 j = m_cell[q]
@@ -547,13 +619,9 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                 src = m_src[q]
                 tt = src % n_threads
                 idx = src // n_threads
-                for r in range(n_cr):
-                    lo, hi = cells[r, 0], cells[r, 1]
-                    if lo < n_e:
-                        continue
-                    b0 = _lower_bound(ei_tgt, ei_ptr[j], ei_ptr[j + 1], lo - n_e)
-                    beg = np.uint64(b0)
-                    end = np.uint64(_lower_bound(ei_tgt, b0, ei_ptr[j + 1], hi - n_e))
+                for r in range(n_ir):
+                    beg = np.uint64(split_ei[j, 2 * r])
+                    end = np.uint64(split_ei[j, 2 * r + 1])
                     if lazy:
                         _lazy_e_row(
                             beg, end, n_e_u, overwrite, ei_tgt, ei_w, ltp_snap, ltp_g, x_then,
@@ -574,13 +642,9 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                 if g < n_e:
                     continue
                 j = g - n_e
-                for r in range(n_cr):
-                    lo, hi = cells[r, 0], cells[r, 1]
-                    if lo < n_e:
-                        beg = _lower_bound(ie_tgt, ie_ptr[j], ie_ptr[j + 1], lo)
-                        end = _lower_bound(ie_tgt, beg, ie_ptr[j + 1], hi)
-                        _count_hits(ie_tgt, beg, end, ie_hits)
-                        ie_hit = True
+                for r in range(n_er):
+                    _count_hits(ie_tgt, split_ie[j, 2 * r], split_ie[j, 2 * r + 1], ie_hits)
+                    ie_hit = True
                 if lazy and owner[g] == tid:
                     ltp_g[j] += d_now
             if ie_hit:
@@ -630,25 +694,24 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             h_b += 1
             if h_b == depth:
                 h_b = 0
-        # ---- the block's sums over cells, each by one thread
-        if recorder:
-            for k in range(k0, k1):
-                out.pop_mean_e[k] = sum_in_lanes(par.v_blk[buf, k - k0], 0, n_e) * inv_e
-        if sampler:
-            for k in range(k0, k1):
-                out.pop_mean_i[k] = sum_in_lanes(par.v_blk[buf, k - k0], n_e, n) * inv_i
-            k2 = _block_end(k1, n_steps, block, seg) if k1 < n_steps else k1
-            for k in range(k1, k2):  # the next block's delayed S (its rows are complete)
-                hh = (h_b + k - k1) % depth
-                out.s_ie_e[k] = sum_in_lanes(hist[hh], 0, n_e) * inv_e
+        # ---- the block's sums over cells: step k's by thread k mod threads
+        for k in range(k0 + (tid - k0 % n_threads) % n_threads, k1, n_threads):
+            v_row = par.v_blk[buf, k - k0]
+            out.pop_mean_e[k] = sum_in_lanes(v_row, 0, n_e) * inv_e
+            out.pop_mean_i[k] = sum_in_lanes(v_row, n_e, n) * inv_i
+        k2 = _block_end(k1, n_steps, block, seg) if k1 < n_steps else k1
+        # the next block's delayed S (its rows are complete and stay until its barrier)
+        for k in range(k1 + (tid - k1 % n_threads) % n_threads, k2, n_threads):
+            out.s_ie_e[k] = sum_in_lanes(hist[(h_b + k - k1) % depth], 0, n_e) * inv_e
         # ---- pending potentiation at the end of a segment: own targets
         if lazy and (k1 == n_steps or k1 - seg0_b == seg):
             a_seg = par.a_seg[n_seg_b % 2]
+            for r in range(n_ir):
+                _flush_part(n_e, split_ei, r, ei_tgt, ei_w, ltp_snap, ltp_g, a_seg, eta_ltp,
+                            w_hi_ei)  # fmt: skip
             for r in range(n_cr):
                 lo, hi = cells[r, 0], cells[r, 1]
                 if lo >= n_e:
-                    _flush_part(n_e, ei_ptr, ei_tgt, ei_w, ltp_snap, ltp_g, a_seg, eta_ltp,
-                                w_hi_ei, lo - n_e, hi - n_e)  # fmt: skip
                     for i in range(lo - n_e, hi - n_e):
                         ltp_g[i] = 0.0
             seg0_b = k1

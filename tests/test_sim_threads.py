@@ -115,7 +115,7 @@ def _schedule_digest(
     net = Network(cfg, threads=threads)
     net.reset(seed=5)
     if block is not None:
-        net._plan = plan(cfg.n, cfg.n_e, threads, cfg.delay_steps, block=block)
+        net._plan = plan(cfg.n, cfg.n_e, threads, cfg.delay_steps, net._ei, net._ie, block=block)
     h = hashlib.sha256()
     for duration_ms, on in windows:
         stats = net.advance(stim if on else None, duration_ms)
@@ -185,8 +185,39 @@ def test_paper_semantics_odd_network_sizes() -> None:
 
 
 def test_plan_rejects_a_delay_below_two_steps() -> None:
+    net = Network(_small().replace(n_e=80, n_i=20))
+    net.reset(seed=0)
+    ei, ie = net._ei, net._ie
     with pytest.raises(ValueError, match="delay_steps >= 2"):
-        plan(100, 80, 2, 1)
-    assert plan(100, 80, 2, 50).block == 25
-    assert plan(100, 80, 2, 50, block=60).block == 25
-    assert plan(100, 80, 2, 7, block=2).block == 2
+        plan(100, 80, 2, 1, ei, ie)
+    assert plan(100, 80, 2, 50, ei, ie).block == 25
+    assert plan(100, 80, 2, 50, ei, ie, block=60).block == 25
+    assert plan(100, 80, 2, 7, ei, ie, block=2).block == 2
+
+
+def test_a_new_seed_gets_a_new_plan() -> None:
+    """The plan holds where each synapse row splits among the threads: reset draws new rows."""
+    cfg = _small()
+    windows = [(20.0, True), (3.3, False)]
+    net = Network(cfg, threads=2)
+    net.reset(seed=9)
+    net.advance(None, 20.0)
+    first = net._plan
+    net.reset(seed=5)
+    assert net._plan is None
+    h = hashlib.sha256()
+    for duration_ms, on in windows:
+        stats = net.advance(get_experiment("ftsts-desync").stimulus if on else None, duration_ms)
+        h.update(stats.spike_neurons.tobytes())
+        h.update(stats.spike_times_ms.tobytes())
+    assert first is not None
+    assert net._plan is not first
+    fresh = Network(cfg)
+    fresh.reset(seed=5)
+    h1 = hashlib.sha256()
+    for duration_ms, on in windows:
+        stats = fresh.advance(get_experiment("ftsts-desync").stimulus if on else None, duration_ms)
+        h1.update(stats.spike_neurons.tobytes())
+        h1.update(stats.spike_times_ms.tobytes())
+    assert h.hexdigest() == h1.hexdigest()
+    assert np.array_equal(net._ei.weight, fresh._ei.weight)
