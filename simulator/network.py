@@ -193,7 +193,7 @@ class Network:
         self._ei = bernoulli_projection(
             conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32
         )
-        self._plan = None  # the threads' plan knows where the synapse rows split
+        self._plan: Threading | None = None  # the threads' plan: where the synapse rows split
         # pending potentiation (kernel._flush_potentiation): per synapse, per I cell, per E cell
         self._ltp_snap = np.zeros(self._ei.n_synapses)
         self._ltp_g = np.zeros(n_i)
@@ -359,7 +359,7 @@ class Network:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"Expected threads to be an integer >= 1, actual {value!r}")
         self._threads = int(value)
-        self._plan: Threading | None = None
+        self._plan = None
 
     # ------------------------------------------------------------------ properties
     @property

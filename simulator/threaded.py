@@ -482,10 +482,14 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     ns = n_spk[0]
     x_then = xprev_cross
     x_now = x_cross
-    # the first block's delayed S (no thread writes those rows before its barrier); the sums
-    # over cells of step k are taken by thread k mod threads
-    for s in range(tid, _block_end(0, n_steps, block, seg), n_threads):
-        out.s_ie_e[s] = sum_in_lanes(hist[(h_a + s) % depth], 0, n_e) * inv_e
+    # the sums over cells of step k are taken by thread ((k mod P) div 2), P = 2·threads − 1:
+    # two steps in P for each thread but the last, one for the last (it samples the Kuramoto
+    # order parameter besides)
+    period = 2 * n_threads - 1
+    # the first block's delayed S (no thread writes those rows before its barrier)
+    for s in range(_block_end(0, n_steps, block, seg)):
+        if (s % period) >> 1 == tid:
+            out.s_ie_e[s] = sum_in_lanes(hist[(h_a + s) % depth], 0, n_e) * inv_e
     k0 = 0
     buf = 0
     while k0 < n_steps:
@@ -694,15 +698,17 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             h_b += 1
             if h_b == depth:
                 h_b = 0
-        # ---- the block's sums over cells: step k's by thread k mod threads
-        for k in range(k0 + (tid - k0 % n_threads) % n_threads, k1, n_threads):
-            v_row = par.v_blk[buf, k - k0]
-            out.pop_mean_e[k] = sum_in_lanes(v_row, 0, n_e) * inv_e
-            out.pop_mean_i[k] = sum_in_lanes(v_row, n_e, n) * inv_i
+        # ---- the block's sums over cells (each step's by one thread, above)
+        for k in range(k0, k1):
+            if (k % period) >> 1 == tid:
+                v_row = par.v_blk[buf, k - k0]
+                out.pop_mean_e[k] = sum_in_lanes(v_row, 0, n_e) * inv_e
+                out.pop_mean_i[k] = sum_in_lanes(v_row, n_e, n) * inv_i
         k2 = _block_end(k1, n_steps, block, seg) if k1 < n_steps else k1
         # the next block's delayed S (its rows are complete and stay until its barrier)
-        for k in range(k1 + (tid - k1 % n_threads) % n_threads, k2, n_threads):
-            out.s_ie_e[k] = sum_in_lanes(hist[(h_b + k - k1) % depth], 0, n_e) * inv_e
+        for k in range(k1, k2):
+            if (k % period) >> 1 == tid:
+                out.s_ie_e[k] = sum_in_lanes(hist[(h_b + k - k1) % depth], 0, n_e) * inv_e
         # ---- pending potentiation at the end of a segment: own targets
         if lazy and (k1 == n_steps or k1 - seg0_b == seg):
             a_seg = par.a_seg[n_seg_b % 2]
