@@ -221,3 +221,26 @@ def test_a_new_seed_gets_a_new_plan() -> None:
         h1.update(stats.spike_times_ms.tobytes())
     assert h.hexdigest() == h1.hexdigest()
     assert np.array_equal(net._ei.weight, fresh._ei.weight)
+
+
+def test_auto_threads_are_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--threads auto``: the run's cores less the load average, at least one."""
+    import os
+
+    from simulator.threaded import free_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (3.9, 1), (9.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert free_cores() == expected
+
+
+def test_cli_refuses_a_thread_count_that_is_not_a_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulator.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--experiment", "none", "--threads", "two", "--out", str(tmp_path / "r")])
+    assert "expected an integer >= 1 or 'auto', actual 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
