@@ -84,10 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output directory for summary.json and figure.png (created)",
     )
-    run.add_argument("--threads", type=_thread_count, default="auto", metavar="N|auto",
-                     help="threads that integrate the network (default auto: the cores that "
-                     "look free, the run's cores less the load average, at least 1); any N "
-                     "gives the same results; more threads than free cores are slower "
+    run.add_argument("--threads", type=_thread_count, default=1, metavar="N|auto",
+                     help="threads that integrate the network (default 1; auto: the cores "
+                     "that look free, the run's cores less the load average, at least 1); "
+                     "any N gives the same results; more threads than free cores are slower "
                      "(docs/simulator.md#threads)")  # fmt: skip
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -244,3 +244,19 @@ def test_cli_refuses_a_thread_count_that_is_not_a_number(
         main(["run", "--experiment", "none", "--threads", "two", "--out", str(tmp_path / "r")])
     assert "expected an integer >= 1 or 'auto', actual 'two'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_run_with_auto_threads_matches_one_thread(tmp_path: Path) -> None:
+    """``--threads auto`` picks some count; the summary is the one thread's, whatever it picked."""
+    from simulator.cli import main
+
+    common = ["run", "--experiment", "ftsts-desync", "--n-scale", "0.1", "--duration", "0.5",
+              "--no-figure", "--no-progress"]  # fmt: skip
+    assert main([*common, "--threads", "auto", "--out", str(tmp_path / "auto")]) == 0
+    assert main([*common, "--threads", "1", "--out", str(tmp_path / "one")]) == 0
+    auto = json.loads((tmp_path / "auto" / "summary.json").read_text())
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    for timing in ("wall_s", "model_s_per_wall_s", "jit_s"):
+        auto.pop(timing, None)
+        one.pop(timing, None)
+    assert auto == one
