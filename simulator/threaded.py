@@ -77,6 +77,8 @@ _I0 = np.int32(0)
 _I1 = np.int32(1)
 #: Most cell ranges one thread owns (two per stretch of the pair space, at most three stretches)
 MAX_RANGES = 6
+#: Blocks whose phase ticks each thread keeps (``Threading.block_ticks``)
+BLOCK_LOG = 4096
 #: Per E spike, the floats phase B reads: η·A, η·trace, the phasor (re, im), its rotation
 _EV_FLOATS = 6
 
@@ -109,6 +111,9 @@ class Threading(NamedTuple):
     #: ``(threads, 4)``: time-stamp ticks each thread spent in phase A, in phase B and at the
     #: barrier, and the blocks it ran (summed over calls)
     ticks: npt.NDArray[np.int64]
+    #: ``(threads, BLOCK_LOG, 2)``: the ticks of phase A and B of each thread's last blocks
+    #: (block ``b`` at row ``b mod BLOCK_LOG``; ``bench/bench_thread_phases.py`` reads them)
+    block_ticks: npt.NDArray[np.int64]
     #: ``(threads, 2)``: each thread's E ranges and I ranges (as in ``cells``, in that order)
     n_tgt: npt.NDArray[np.int64]
     #: ``(threads, n_e, 2·ranges)``: where E cell j's E→I row enters and leaves each I range
@@ -235,6 +240,7 @@ def plan(
         m_src=np.empty((n_threads, n), dtype=np.int64),
         m_pos=np.zeros((n_threads, 2, n_threads), dtype=np.int64),
         a_seg=np.zeros((2, n_e)), ticks=np.zeros((n_threads, 4), dtype=np.int64),
+        block_ticks=np.zeros((n_threads, BLOCK_LOG, 2), dtype=np.int64),
         n_tgt=n_tgt, split_ei=split_ei, split_ie=split_ie,
     )  # fmt: skip
 
@@ -726,6 +732,9 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
         my_ticks[0] += tick1 - tick0
         my_ticks[1] += tick3 - tick2
         my_ticks[2] += tick2 - tick1
+        row = my_ticks[3] % BLOCK_LOG
+        par.block_ticks[tid, row, 0] = tick1 - tick0
+        par.block_ticks[tid, row, 1] = tick3 - tick2
         my_ticks[3] += 1
         k0 = k1
         buf = 1 - buf
