@@ -355,10 +355,36 @@ def _merge(ev_cell, ev_off, buf, s, n_threads, m_cell, m_src, pos):  # type: ign
     ``m_src`` gets each spike's event as ``index × threads + thread``; ``pos`` is scratch
     ``(2, threads)``. Returns the number of spikes.
     """
+    n_now = 0
+    if n_threads == 2:  # two lists: two heads in registers
+        p0, e0 = ev_off[0, buf, s], ev_off[0, buf, s + 1]
+        p1, e1 = ev_off[1, buf, s], ev_off[1, buf, s + 1]
+        while p0 < e0 and p1 < e1:
+            c0 = ev_cell[0, buf, p0]
+            c1 = ev_cell[1, buf, p1]
+            if c0 < c1:
+                m_cell[n_now] = c0
+                m_src[n_now] = p0 * 2
+                p0 += 1
+            else:
+                m_cell[n_now] = c1
+                m_src[n_now] = p1 * 2 + 1
+                p1 += 1
+            n_now += 1
+        while p0 < e0:
+            m_cell[n_now] = ev_cell[0, buf, p0]
+            m_src[n_now] = p0 * 2
+            p0 += 1
+            n_now += 1
+        while p1 < e1:
+            m_cell[n_now] = ev_cell[1, buf, p1]
+            m_src[n_now] = p1 * 2 + 1
+            p1 += 1
+            n_now += 1
+        return n_now
     for t in range(n_threads):
         pos[0, t] = ev_off[t, buf, s]
         pos[1, t] = ev_off[t, buf, s + 1]
-    n_now = 0
     while True:
         best = -1
         cell = 0

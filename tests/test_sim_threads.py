@@ -260,3 +260,11 @@ def test_cli_run_with_auto_threads_matches_one_thread(tmp_path: Path) -> None:
         auto.pop(timing, None)
         one.pop(timing, None)
     assert auto == one
+
+
+def test_more_threads_than_cells() -> None:
+    """Threads that own no cell still meet the others at every block."""
+    cfg = _small().replace(n_e=7, n_i=4)
+    windows = [(3.3, True), (20.0, False), (2.1, True)]
+    one = _schedule_digest(cfg, 1, windows)
+    assert _schedule_digest(cfg, 8, windows) == one
