@@ -84,10 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output directory for summary.json and figure.png (created)",
     )
-    run.add_argument("--threads", type=_thread_count, default=1, metavar="N|auto",
-                     help="threads that integrate the network (default 1; auto: the cores "
-                     "that look free, the run's cores less the load average, at least 1); "
-                     "any N gives the same results; more threads than free cores are slower "
+    run.add_argument("--threads", type=_thread_count, default="auto", metavar="N|auto",
+                     help="threads that integrate the network (default auto: one or all "
+                     "cores, whichever the run measures faster as it goes); any N gives the "
+                     "same results; more threads than free cores are slower "
                      "(docs/simulator.md#threads)")  # fmt: skip
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -157,11 +157,6 @@ def _run(args: argparse.Namespace) -> int:
     # Every argument is checked (the network is built from them) before the progress bar
     # starts and before the output directory is created, so an error stands alone.
     experiment.network_config(args.semantics, args.n_scale)
-    if args.threads == "auto":
-        from simulator.threaded import free_cores
-
-        args.threads = free_cores()
-        log.info("threads_chosen", threads=args.threads, rule="cores less the load average")
     args.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=0, unit="win", disable=args.no_progress, desc=experiment.name)
 

@@ -805,21 +805,3 @@ def run_threaded(par: Threading, args: tuple[Any, ...]) -> None:
     finally:
         for future in futures:
             future.result()
-
-
-def free_cores() -> int:
-    """Threads for a lone run (``--threads auto``): the cores it may use that look free.
-
-    The cores this process may run on, less the 1-minute load average (rounded), and at least
-    one: on a machine whose other work keeps every core busy, threads wait for each other at
-    every barrier and a run is faster on one.
-    """
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average on this system: trust the cores
-        load = 0.0
-    return max(1, min(cores, cores - round(load)))

@@ -16,6 +16,7 @@ from simulator.config import NetworkConfig
 from simulator.experiments import get_experiment
 from simulator.kernel_args import Structure
 from simulator.network import Network
+from simulator.thread_choice import ThreadChoice
 from simulator.threaded import plan, thread_ranges, threadable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_two_threads_keep_the_frozen_dynamics() -> None:
 
 
 def test_thread_count_is_checked() -> None:
-    with pytest.raises(ConfigError, match="threads to be an integer >= 1, actual 0"):
+    with pytest.raises(ConfigError, match="threads to be an integer >= 1 or 'auto', actual 0"):
         Network(threads=0)
     net = Network()
     with pytest.raises(ConfigError, match="actual True"):
@@ -223,16 +224,46 @@ def test_a_new_seed_gets_a_new_plan() -> None:
     assert np.array_equal(net._ei.weight, fresh._ei.weight)
 
 
-def test_auto_threads_are_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--threads auto``: the run's cores less the load average, at least one."""
-    import os
+def test_auto_picks_the_faster_count_and_keeps_checking() -> None:
+    """Each candidate is tried (its first call untimed), the faster is used, the other rechecked."""
+    choice = ThreadChoice((1, 2))
+    cost = {1: 1.0, 2: 0.6}  # seconds per step: two threads faster
+    used = []
+    for _ in range(200):
+        threads = choice.next()
+        used.append(threads)
+        choice.record(threads, steps=100, seconds=100 * cost[threads])
+    assert used[:6] == [1, 1, 1, 2, 2, 2]
+    assert choice.chosen == 2
+    assert used[6:].count(2) > 0.9 * len(used[6:])
+    assert 1 in used[50:], "the slower count is tried again now and then"
+    cost = {1: 1.0, 2: 3.0}  # the machine got busy: two threads now slower
+    for _ in range(400):
+        threads = choice.next()
+        used.append(threads)
+        choice.record(threads, steps=100, seconds=100 * cost[threads])
+    assert choice.chosen == 1
+    assert used[-100:].count(1) > 90
 
-    from simulator.threaded import free_cores
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    for load, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (3.9, 1), (9.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
-        assert free_cores() == expected
+def test_auto_first_call_of_a_count_is_not_timed() -> None:
+    """A compile on a count's first call must not condemn it."""
+    choice = ThreadChoice((1, 2))
+    for threads, seconds in ((1, 1.0), (1, 1.0), (1, 1.0), (2, 500.0), (2, 0.5), (2, 0.5)):
+        assert choice.next() == threads
+        choice.record(threads, steps=1, seconds=seconds)
+    assert choice.chosen == 2
+
+
+def test_auto_threads_give_the_same_run() -> None:
+    """A network on threads="auto" switches counts between calls: the same bits as one thread."""
+    cfg = _small()
+    one = _schedule_digest(cfg, 1, ODD_WINDOWS * 2)
+    assert _schedule_digest(cfg, "auto", ODD_WINDOWS * 2) == one  # type: ignore[arg-type]
+    net = Network(cfg, threads="auto")
+    assert net.threads == "auto"
+    with pytest.raises(ConfigError, match="integer >= 1 or 'auto', actual 'all'"):
+        net.threads = "all"
 
 
 def test_cli_refuses_a_thread_count_that_is_not_a_number(
