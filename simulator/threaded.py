@@ -18,13 +18,14 @@ A. **own cells, step by step**: the step's random words (every thread draws all 
 B. **own targets, step by step**, from every thread's events of the block merged in ascending
    cell order per step: the synaptic kinetics of its cells (``S``, ``X``, the delay line's
    row), the E spikes' jumps onto its I cells with their synapses' pending potentiation and
-   depression (each row's part found by binary search: rows are target-ascending), the I
-   spikes' hits on its E cells, the I traces; thread 0 records the spikes and sums the E
-   population's mean potential per step, the last thread sums the I population's, samples the
-   Kuramoto order parameter (it alone writes the phasors) and sums the next block's delayed
-   ``S`` (the delay line's rows of the next block hold ``S`` of steps at least ``d/2`` back,
-   complete once the block's barrier has passed and rewritten only after the next one); at a
-   segment's end, its synapses' pending potentiation is applied.
+   depression (each row's part per thread found once, by :func:`plan`: rows are
+   target-ascending), the I spikes' hits on its E cells, the I traces; thread 0 records the
+   spikes; the last thread samples the Kuramoto order parameter (it alone writes the phasors
+   and the E cells' ``prev_spike``); each step's population means, and the next block's mean
+   delayed ``S``, are summed by one thread (two steps in ``2T − 1`` per thread but the last,
+   which has one; the delay line's rows of the next block hold ``S`` of steps at least
+   ``d/2`` back, complete once this block's barrier has passed and rewritten only after the
+   next one); at a segment's end, each thread applies its synapses' pending potentiation.
 
 Blocks never cross a call's end or a potentiation segment's end (the segment's ``A`` of every
 E cell is kept for phase B in one of two buffers), and the event lists and potential buffers
