@@ -84,8 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output directory for summary.json and figure.png (created)",
     )
-    run.add_argument("--threads", type=_thread_count, default="auto", metavar="N|auto",
-                     help="threads that integrate the network (default auto: one or all "
+    run.add_argument("--threads", type=_thread_count, default=1, metavar="N|auto",
+                     help="threads that integrate the network (default 1; auto: one or all "
                      "cores, whichever the run measures faster as it goes); any N gives the "
                      "same results; more threads than free cores are slower "
                      "(docs/simulator.md#threads)")  # fmt: skip
