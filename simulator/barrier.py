@@ -1,13 +1,13 @@
 """A spin barrier for the kernel's threads (LLVM atomics, no fast-math, nothing cached by address).
 
-The threaded kernel (:func:`simulator.kernel.run_steps_threaded`) runs one network on several
-OS threads, each inside the same compiled loop, and meets at a barrier a few times per step.
-Numba has no atomic operations, so they are written here in LLVM IR: a sequentially consistent
-``atomicrmw add`` to arrive, an acquire load to watch the generation word, a release store to
-open it. Waiting threads spin with ``pause`` for a while and then sleep on the generation word
-(a Linux futex) until the last thread to arrive wakes them: on a shared machine a thread that
-spins or merely yields keeps the core its partner needs, and a woken sleeper is scheduled
-promptly.
+The threaded kernel (:func:`simulator.threaded.run_steps_threaded`) runs one network on
+several OS threads, each inside the same compiled loop, and meets at a barrier once per block
+of steps. Numba has no atomic operations, so they are written here in LLVM IR: a sequentially
+consistent ``atomicrmw add`` to arrive, an acquire load to watch the generation word, a
+release store to open it. Waiting threads spin with ``pause`` for a while
+(:data:`SPIN_TICKS`) and then sleep on the generation word (a Linux futex) until the last
+thread to arrive wakes them: on a shared machine a thread that spins or merely yields keeps
+the core its partner needs, and a woken sleeper is scheduled promptly.
 
 The barrier's words are an ``int64`` array of :data:`BARRIER_WORDS` (the arrival count and the
 generation on separate cache lines), zeroed before the threads start.
@@ -23,6 +23,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from simulator.intrinsics import cycles
+
 #: Length of a barrier's int64 array: count at 0, generation at 8 (another cache line), abort
 #: flag at 16 (set by a thread that failed: the others return instead of waiting for it), the
 #: number of threads asleep on the generation word at 17.
@@ -35,8 +37,11 @@ _SLEEPERS = 17
 _SYS_FUTEX = 202
 _FUTEX_WAIT_PRIVATE = 128
 _FUTEX_WAKE_PRIVATE = 129
-#: Spins with ``pause`` before a waiting thread starts yielding its core.
-SPINS_BEFORE_YIELD = 200
+#: Time-stamp ticks (≈ 30 µs at 2 GHz) a waiting thread spins with ``pause`` before it sleeps:
+#: the threaded kernel meets once per block of ≈ 2.5 ms of model time, and the threads of a
+#: block usually arrive within a few microseconds of each other on free cores; a thread whose
+#: partner is not running gives its core away after this long.
+SPIN_TICKS = 60_000
 
 
 def _element_pointer(context: Any, builder: Any, aryty: Any, ary: Any, index: Any) -> Any:
@@ -151,10 +156,12 @@ def barrier_wait(words, n_threads, generation):  # type: ignore[no-untyped-def]
         if atomic_add(words, _SLEEPERS, 0) > 0:  # seq_cst: sees every sleeper announced
             futex(words, _GENERATION, _FUTEX_WAKE_PRIVATE, 1 << 30)
         return generation + 1
-    for _ in range(SPINS_BEFORE_YIELD):
-        if atomic_load(words, _GENERATION) != generation:
-            return generation + 1
-        pause()
+    start = cycles()
+    while cycles() - start < SPIN_TICKS:
+        for _ in range(8):
+            if atomic_load(words, _GENERATION) != generation:
+                return generation + 1
+            pause()
     atomic_add(words, _SLEEPERS, 1)
     while atomic_load(words, _GENERATION) == generation:
         if atomic_load(words, ABORT) != 0:

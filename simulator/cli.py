@@ -78,12 +78,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--semantics", choices=("paper", "clean"), default="paper",
                      help="paper: the authors' code, quirks included; clean: quirks fixed "
                      "(every difference: neuroloop-sim --help, docs/simulator.md)")  # fmt: skip
-    run.add_argument("--out", type=Path, required=True,
-                     help="output directory for summary.json and figure.png (created)")
-    run.add_argument("--threads", type=int, default=1, metavar="N",
-                     help="threads that integrate the network (default 1); any N gives the "
-                     "same results; give more only on cores the run has to itself (on a busy "
-                     "machine more threads are slower, docs/simulator.md#threads)")  # fmt: skip
+    run.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory for summary.json and figure.png (created)",
+    )
+    run.add_argument("--threads", type=_thread_count, default=1, metavar="N|auto",
+                     help="threads that integrate the network (default 1; auto: one or all "
+                     "cores, whichever the run measures faster as it goes); any N gives the "
+                     "same results; more threads than free cores are slower "
+                     "(docs/simulator.md#threads)")  # fmt: skip
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_log_options(run)
@@ -91,6 +96,18 @@ def _build_parser() -> argparse.ArgumentParser:
                            add_help=False)  # fmt: skip
     serve.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _thread_count(text: str) -> int | str:
+    """``--threads``: an integer, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 or 'auto', actual {text!r}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
               file=sys.stderr)  # fmt: skip
         return 2
-    if args.threads < 1:
+    if args.threads != "auto" and args.threads < 1:
         print(f"neuroloop-sim: error: Expected --threads >= 1, actual {args.threads}",
               file=sys.stderr)  # fmt: skip
         return 2

@@ -21,7 +21,10 @@
   types the call: the kernel's neuron pass is one function for per-neuron constant arrays and
   for per-population scalars. The array read skips Numba's negative-index check.
 
-All nine are pure; all but ``cttz`` vectorise (the two sums are vector code themselves).
+* :func:`cycles` reads the time-stamp counter (the threaded kernel times its phases with it).
+
+All but ``cycles`` are pure; all but ``cttz`` and ``cycles`` vectorise (the two sums are
+vector code themselves).
 """
 
 from __future__ import annotations
@@ -225,6 +228,19 @@ def _at(typingctx: Any, c: Any, i: Any) -> Any:
     return c(c, i), scalar
 
 
+@intrinsic
+def _cycles(typingctx: Any) -> Any:
+    sig = types.int64()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, ir.FunctionType(ir.IntType(64), []), "llvm.readcyclecounter"
+        )
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
 # Typed ``Any``: an intrinsic's Python-level signature includes Numba's typing context.
 #: ``f32_bits(x)``: the IEEE bits of float32 ``x`` as an int32.
 f32_bits: Any = _f32_bits
@@ -246,5 +262,7 @@ sum16_f32: Any = _sum16_f32
 masked_sum4_f64: Any = _masked_sum4_f64
 #: ``cttz(x)``: the number of trailing zero bits of the uint64 ``x`` (64 for zero).
 cttz: Any = _cttz
+#: ``cycles()``: the time-stamp counter (``rdtsc``: constant-rate ticks), for timing phases.
+cycles: Any = _cycles
 #: ``at(c, i)``: ``c[i]`` for a 1-D array (no negative-index check), ``c`` for a scalar.
 at: Any = _at

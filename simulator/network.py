@@ -43,6 +43,7 @@ from simulator.noise import load_state, noise_generators, scratch_words, store_s
 from simulator.sensing import SENSED_FIELDS, SensingConfig, Sensor
 from simulator.sensing.artefact import active_steps
 from simulator.stimulus import PulseTrain, Stimulus
+from simulator.thread_choice import ThreadChoice
 from simulator.threaded import Threading, plan, run_threaded, threadable
 from simulator.window import window_numbers
 
@@ -143,7 +144,8 @@ class Network:
 
     Args:
         config: The network's parameters.
-        threads: Threads that integrate it (a speed setting).
+        threads: Threads that integrate it (a speed setting), or ``"auto"``: one or all cores,
+            whichever measures faster while it runs.
         sensing: What the implant senses (:class:`~simulator.sensing.SensingConfig`; default:
             its defaults). The sensor draws from its own generator, seeded from the run's seed.
 
@@ -156,7 +158,7 @@ class Network:
     def __init__(
         self,
         config: NetworkConfig | None = None,
-        threads: int = 1,
+        threads: int | str = 1,
         sensing: SensingConfig | None = None,
     ) -> None:
         self.config = config if config is not None else NetworkConfig()
@@ -202,6 +204,7 @@ class Network:
         self._ei = bernoulli_projection(
             conn, n_e, n_i, cfg.p_connect, cfg.w_ie_init, dtype=np.float32
         )
+        self._plan: Threading | None = None  # the threads' plan: where the synapse rows split
         # pending potentiation (kernel._flush_potentiation): per synapse, per I cell, per E cell
         self._ltp_snap = np.zeros(self._ei.n_synapses)
         self._ltp_g = np.zeros(n_i)
@@ -354,20 +357,27 @@ class Network:
         )  # fmt: skip
 
     @property
-    def threads(self) -> int:
+    def threads(self) -> int | str:
         """Threads that integrate the network (a speed setting: every count, the same bits).
 
+        ``"auto"``: each kernel call runs on one thread or on all the process's cores, whichever
+        has been measured faster in this run (:class:`simulator.thread_choice.ThreadChoice`).
         The variants with serial loops of their own (Figs 8, 11, 12) run on one thread
         whatever this says (:func:`simulator.threaded.threadable`).
         """
-        return self._threads
+        return "auto" if self._choice is not None else self._threads
 
     @threads.setter
-    def threads(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"Expected threads to be an integer >= 1, actual {value!r}")
-        self._threads = int(value)
-        self._plan: Threading | None = None
+    def threads(self, value: int | str) -> None:
+        self._choice: ThreadChoice | None = None
+        if value == "auto":
+            self._choice = ThreadChoice()
+            self._threads = 1
+        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"Expected threads to be an integer >= 1 or 'auto', actual {value!r}")
+        else:
+            self._threads = int(value)
+        self._plan = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -660,12 +670,19 @@ class Network:
                 s_ie_e=s_ie, s_ee_e=s_ee,
             ),
         )  # fmt: skip
-        if self._threads == 1 or not threadable(self._structure, xi is not None):
+        splits = threadable(self._structure, xi is not None, cfg.delay_steps)
+        threads = self._threads
+        if self._choice is not None:
+            threads = self._choice.next() if splits else 1
+        if threads > 1 and splits and (self._plan is None or self._plan.n_threads != threads):
+            self._plan = plan(cfg.n, cfg.n_e, threads, cfg.delay_steps, self._ei, self._ie)
+        wall0 = time.perf_counter()
+        if threads == 1 or not splits or self._plan is None:
             run_steps(*args)
-            return
-        if self._plan is None or self._plan.n_threads != self._threads:
-            self._plan = plan(cfg.n, cfg.n_e, self._threads)
-        run_threaded(self._plan, args)
+        else:
+            run_threaded(self._plan, args)
+        if self._choice is not None and splits:
+            self._choice.record(threads, steps, time.perf_counter() - wall0)
 
 
 def _mean_weight_mv(j_mv: float, proj: Projection) -> float:

@@ -67,7 +67,7 @@ def run_experiment(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     r_resolution_ms: float = 1.0,
-    threads: int = 1,
+    threads: int | str = 1,
 ) -> RunResult:
     """Run ``protocol`` and compute the paper's summary numbers.
 
@@ -79,7 +79,8 @@ def run_experiment(
         seed: Seed of the run.
         progress: Called as ``progress(done_windows, total_windows)`` after every window.
         r_resolution_ms: Grid of the offline order parameter.
-        threads: Threads that integrate the network (the same results on any count).
+        threads: Threads that integrate the network (the same results on any count), or
+            ``"auto"`` (:attr:`simulator.network.Network.threads`).
 
     Returns:
         Per-window traces, spikes, R(t) and the summary (see :func:`summarise`).
@@ -89,9 +90,7 @@ def run_experiment(
     n_windows = max(1, round(duration_ms / CHUNK_MS))
     duration_ms = n_windows * CHUNK_MS
     net = Network(cfg, threads=threads)
-    jit_s = warm_up_network(
-        tiny(cfg), protocol.stimulus, lambda c: Network(c, threads=threads)
-    )
+    jit_s = warm_up_network(tiny(cfg), protocol.stimulus, lambda c: Network(c, threads=threads))
     net.reset(seed)
     t_end = np.zeros(n_windows)
     weight = np.zeros(n_windows)
