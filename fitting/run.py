@@ -116,7 +116,9 @@ class FitConfig:
     start_method: str = "spawn"
     max_solutions: int = 50
     plot: bool = True
-    rl_centre_start: bool = True
+    rl_start: str = "bank"
+    rl_parallel: int | None = None
+    rl_patience: int | None = None
     bluepyopt_selector: str = "IBEA"
     bluepyopt_offspring: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
@@ -208,6 +210,12 @@ def _fit_with_pool(
     policy = None
     if config.method == "rl":
         policy, training_sims, training_wall = _policy_for(config, pool, space, rng, run_info)
+        # Only the fit's archive is keyed by how rollouts start (the training archive is not).
+        run_info["rl"] = {
+            "start": config.rl_start,
+            "parallel": _rl_parallel(config, pool),
+            "patience": config.rl_patience,
+        }
     targets = config.measurements.targets
 
     def evaluate(params: Sequence[dict[str, float]]) -> list[Evaluation]:
@@ -250,8 +258,9 @@ def _fit_with_pool(
                 policy,
                 config.measurements.targets,
                 rng,
-                parallel=max(2, pool.size),
-                centre_start=config.rl_centre_start,
+                parallel=_rl_parallel(config, pool),
+                start=config.rl_start,
+                patience=config.rl_patience,
             )
     finally:
         engine.close()
@@ -312,6 +321,11 @@ def _fit_with_pool(
         wall_s,
         document,
     )
+
+
+def _rl_parallel(config: FitConfig, pool: ExecutorPool) -> int:
+    """Rollouts advanced together: ``config.rl_parallel``, else one per worker (at least 2)."""
+    return config.rl_parallel if config.rl_parallel is not None else max(2, pool.size)
 
 
 def _policy_for(
