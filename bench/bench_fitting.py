@@ -283,7 +283,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rl-parallel",
         type=int,
         default=None,
-        help="RL rollouts advanced together (default: neuroloop-fit's, one per worker, >= 2)",
+        help="RL rollouts advanced together from the start (default: neuroloop-fit's, one "
+        "rollout until the first solution, then one per worker)",
     )
     parser.add_argument(
         "--rl-patience",

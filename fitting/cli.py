@@ -226,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rl-parallel",
         type=_positive_int,
-        help="rl: rollouts advanced together, one simulation each per step "
-        "(default: one per worker, at least 2)",
+        help="rl: rollouts advanced together from the start, one simulation each per step "
+        "(default: one rollout until the first solution, the fewest simulations to a fit, "
+        "then one per worker)",
     )
     parser.add_argument(
         "--rl-patience",

@@ -213,7 +213,7 @@ def _fit_with_pool(
         # Only the fit's archive is keyed by how rollouts start (the training archive is not).
         run_info["rl"] = {
             "start": config.rl_start,
-            "parallel": _rl_parallel(config, pool),
+            "parallel": config.rl_parallel,
             "patience": config.rl_patience,
         }
     targets = config.measurements.targets
@@ -258,9 +258,10 @@ def _fit_with_pool(
                 policy,
                 config.measurements.targets,
                 rng,
-                parallel=_rl_parallel(config, pool),
+                parallel=config.rl_parallel or pool.size,
                 start=config.rl_start,
                 patience=config.rl_patience,
+                lone_search=config.rl_parallel is None,
             )
     finally:
         engine.close()
@@ -321,11 +322,6 @@ def _fit_with_pool(
         wall_s,
         document,
     )
-
-
-def _rl_parallel(config: FitConfig, pool: ExecutorPool) -> int:
-    """Rollouts advanced together: ``config.rl_parallel``, else one per worker (at least 2)."""
-    return config.rl_parallel if config.rl_parallel is not None else max(2, pool.size)
 
 
 def _policy_for(

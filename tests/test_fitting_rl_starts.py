@@ -18,7 +18,7 @@ from test_fitting_rl import TEMPLATE, linear_evaluation, make_env, samples
 from core.errors import ConfigError
 from fitting.engine import Engine
 from fitting.measurements import Target
-from fitting.objective import Evaluation
+from fitting.objective import Evaluation, rescore
 from fitting.optimizers.bank import Bank
 from fitting.optimizers.rl import FitPolicy, PolicyInfo, run_rl
 from fitting.parameters import ParameterSpace, ParameterSpec
@@ -29,9 +29,12 @@ SPACE = ParameterSpace(
 KEYS = [t.key for t in TEMPLATE]
 
 
-def engine(budget: int) -> Engine:
+def engine(budget: int, targets: Sequence[Target] = TEMPLATE) -> Engine:
+    """An engine scoring the stand-in against ``targets`` (as a fit's engine does)."""
+
     def evaluate(params: Sequence[dict[str, float]]) -> list[Evaluation]:
-        return [linear_evaluation(np.array([p["a.x"], p["a.y"]])) for p in params]
+        points = [np.array([p["a.x"], p["a.y"]]) for p in params]
+        return [rescore(linear_evaluation(u), targets) for u in points]
 
     return Engine(SPACE, evaluate, budget)
 
@@ -156,3 +159,25 @@ def test_version_1_policy_loads_without_a_bank_and_a_newer_one_is_refused(tmp_pa
     (tmp_path / "policy.json").write_text(json.dumps({**old, "colour": "red"}))
     with pytest.raises(ConfigError, match=r"expected the fields of PolicyInfo version 1"):
         FitPolicy.load(tmp_path, SPACE, KEYS)
+
+
+def test_lone_search_advances_one_rollout_until_the_first_solution() -> None:
+    rng = np.random.default_rng(4)
+    bank = Bank.from_samples([(u, linear_evaluation(u)) for u in rng.random((12, 2))], KEYS)
+    targets = goal_at(bank.points[5])  # member 5 reproduces the targets exactly
+    nearest = bank.ranked(targets)
+    assert nearest[0] == 5
+
+    lone = engine(3, targets)
+    run_rl(lone, still_policy(bank), targets, np.random.default_rng(1), 2, lone_search=True)
+    assert lone.first_fit_at == 1
+    # After the first solution the second rollout joins: its start and the first one's step.
+    visited = [u for u, _ in lone.history]
+    for point, member in zip(visited, [5, 5, nearest[1]], strict=True):
+        np.testing.assert_allclose(point, bank.points[member])
+
+    together = engine(3, targets)
+    run_rl(together, still_policy(bank), targets, np.random.default_rng(1), 2)
+    visited = [u for u, _ in together.history]
+    for point, member in zip(visited, [5, nearest[1], 5], strict=True):
+        np.testing.assert_allclose(point, bank.points[member])

@@ -329,6 +329,7 @@ def run_rl(
     parallel: int = 1,
     start: str = "bank",
     patience: int | None = None,
+    lone_search: bool = False,
 ) -> None:
     """Fit ``targets`` with the policy: lock-step rollouts and restarts until the budget ends.
 
@@ -343,6 +344,9 @@ def run_rl(
             starts as ``centre`` does (logged).
         patience: Restart a rollout whose best score has not improved for this many steps
             (``None``: only on success or after the policy's episode length).
+        lone_search: Advance a single rollout until the first solution (the fewest
+            simulations to a first fit: a batch of ``parallel`` costs ``parallel`` simulations
+            per step), then ``parallel`` rollouts to collect more solutions sooner.
     """
     keys = [t.key for t in targets]
     if keys != policy.info.keys:
@@ -362,8 +366,10 @@ def run_rl(
         start = "centre"
     dim = engine.space.dim
     starts = _Starts(start, dim, rng, policy.bank, targets)
-    rollouts = [_Rollout(starts.next()) for _ in range(parallel)]
+    rollouts = [_Rollout(starts.next()) for _ in range(1 if lone_search else parallel)]
     while engine.remaining > 0:
+        if engine.solutions > 0:
+            rollouts += [_Rollout(starts.next()) for _ in range(parallel - len(rollouts))]
         points = []
         for rollout in rollouts:
             if rollout.evaluation is None:
