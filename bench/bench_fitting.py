@@ -13,8 +13,11 @@ Methods, each with the same budget per target, the same success rule (the first 
 with every |z| <= k) and several optimiser seeds per target:
 
 * ``rl``: the trained policy (trained once per problem, reused for every target and seed), its
-  first rollout starting at the box centre; ``rl_no_centre``: every rollout starts at a random
-  point (no method may start at the truth by construction: the truth is random in both recipes);
+  rollouts starting at the training simulations whose features are nearest the target in z
+  (re-simulated and counted; the bank is data the policy was trained on, not the truth);
+  ``rl_centre``: the first rollout at the box centre, then random points; ``rl_no_centre``:
+  every rollout starts at a random point (no method may start at the truth by construction: the
+  truth is random in both recipes);
 * ``cmaes``: CMA-ES with IPOP restarts (first run from the centre);
 * ``bluepyopt``: BluePyOpt 1.14's IBEA (its default), 20 offspring per generation;
 * ``random``: uniform random search.
@@ -52,7 +55,8 @@ from fitting.problems import PROBLEMS, Problem
 from fitting.run import FitConfig, fit
 
 RECIPES = {"anywhere": (0.0, 1.0), "middle": (0.15, 0.85)}
-METHODS = ("rl", "rl_no_centre", "cmaes", "bluepyopt", "random")
+METHODS = ("rl", "rl_centre", "rl_no_centre", "cmaes", "bluepyopt", "random")
+RL_STARTS = {"rl": "bank", "rl_centre": "centre", "rl_no_centre": "random"}
 CELLS = (
     ("l5_active", "anywhere"),
     ("l5_active", "middle"),
@@ -138,7 +142,9 @@ def fit_once(
         stop_after_solutions=1,
         plot=False,
         restart=True,
-        rl_centre_start=method != "rl_no_centre",
+        rl_start=RL_STARTS.get(method, "bank"),
+        rl_parallel=args.rl_parallel,
+        rl_patience=args.rl_patience,
     )
     result = fit(config, pool)
     best = min(rescore(e, measurements.targets).max_abs_z for e in result.history)
@@ -196,7 +202,7 @@ def summarise(records: list[dict[str, Any]], budget: int) -> dict[str, Any]:
                 "first_fit_per_target_and_seed": {str(t): v for t, v in sorted(by_target.items())},
             }
         peers = {m: s for m, s in cell.items() if not m.startswith("rl")}
-        for variant in ("rl", "rl_no_centre"):
+        for variant in RL_STARTS:
             rl = cell.get(variant)
             if not rl or not peers:
                 continue
@@ -242,7 +248,7 @@ def amortisation(cells: dict[str, Any], training: dict[str, Any]) -> dict[str, A
     result: dict[str, Any] = {}
     for key, cell in cells.items():
         problem = key.split("/")[0]
-        rl, cm = cell.get("rl_no_centre") or cell.get("rl"), cell.get("cmaes")
+        rl, cm = cell.get("rl") or cell.get("rl_no_centre"), cell.get("cmaes")
         if not rl or not cm or problem not in training:
             continue
         saved = cm["mean_budget_used"] - rl["mean_budget_used"]
@@ -273,6 +279,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--problems", default="l5_active,reference")
     parser.add_argument("--recipes", default="anywhere,middle")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--rl-parallel",
+        type=int,
+        default=None,
+        help="RL rollouts advanced together from the start (default: neuroloop-fit's, one "
+        "rollout until the first solution, then one per worker)",
+    )
+    parser.add_argument(
+        "--rl-patience",
+        type=int,
+        default=None,
+        help="restart an RL rollout after this many steps without improvement (default: none)",
+    )
     parser.add_argument("--out", type=Path, help="run directory (runs.jsonl; default: temporary)")
     parser.add_argument(
         "--summarise-only", action="store_true", help="print the JSON from <out>/runs.jsonl"
@@ -303,6 +322,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         "seeds_per_target": args.seeds,
         "targets_per_cell_requested": args.targets,
         "workers": args.workers,
+        "rl_starts": RL_STARTS,
+        "rl_parallel": args.rl_parallel,
+        "rl_patience": args.rl_patience,
         "success_rule": "first simulated parameter set with every |z| <= k within the budget",
         "recipes": {k: list(v) for k, v in RECIPES.items()},
         "problems": {
@@ -320,7 +342,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 LABELS = {
-    "rl": "RL, first rollout from the centre",
+    "rl": "RL, starts at the nearest bank members",
+    "rl_centre": "RL, first rollout from the centre",
     "rl_no_centre": "RL, random starts only",
     "cmaes": "CMA-ES (IPOP)",
     "bluepyopt": "BluePyOpt IBEA",

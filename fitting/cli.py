@@ -217,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="rl: random parameter sets simulated for hindsight pre-training (default: 2000)",
     )
     parser.add_argument(
+        "--rl-start",
+        choices=("bank", "centre", "random"),
+        default="bank",
+        help="rl: where rollouts start: bank = the training simulations nearest the measurements "
+        "in z (default), centre = the box centre then random points, random = random points",
+    )
+    parser.add_argument(
+        "--rl-parallel",
+        type=_positive_int,
+        help="rl: rollouts advanced together from the start, one simulation each per step "
+        "(default: one rollout until the first solution, the fewest simulations to a fit, "
+        "then one per worker)",
+    )
+    parser.add_argument(
+        "--rl-patience",
+        type=_positive_int,
+        help="rl: restart a rollout from the next start after this many steps without "
+        "improvement (default: only after a fit or the policy's 25 steps)",
+    )
+    parser.add_argument(
         "--stop-after", type=_positive_int, help="stop once this many solutions were found"
     )
     parser.add_argument(
@@ -278,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.policy is not None and args.method != "rl":
             parser.error("--policy only applies to --method rl")
+        rl_options = [args.rl_start != "bank", args.rl_parallel, args.rl_patience]
+        if args.method != "rl" and any(o not in (None, False) for o in rl_options):
+            parser.error("--rl-start, --rl-parallel and --rl-patience only apply to --method rl")
         cells = load_cells(args.measurements_dir) if args.measurements_dir else None
         config = FitConfig(
             model=parse_model(args.model, args.mod_dir),
@@ -305,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             start_method=args.start_method,
             max_solutions=args.max_solutions,
             plot=not args.no_plot,
+            rl_start=args.rl_start,
+            rl_parallel=args.rl_parallel,
+            rl_patience=args.rl_patience,
         )
         if cells:
             document = fit_cells(config, cells)

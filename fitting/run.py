@@ -116,7 +116,9 @@ class FitConfig:
     start_method: str = "spawn"
     max_solutions: int = 50
     plot: bool = True
-    rl_centre_start: bool = True
+    rl_start: str = "bank"
+    rl_parallel: int | None = None
+    rl_patience: int | None = None
     bluepyopt_selector: str = "IBEA"
     bluepyopt_offspring: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
@@ -208,6 +210,12 @@ def _fit_with_pool(
     policy = None
     if config.method == "rl":
         policy, training_sims, training_wall = _policy_for(config, pool, space, rng, run_info)
+        # Only the fit's archive is keyed by how rollouts start (the training archive is not).
+        run_info["rl"] = {
+            "start": config.rl_start,
+            "parallel": config.rl_parallel,
+            "patience": config.rl_patience,
+        }
     targets = config.measurements.targets
 
     def evaluate(params: Sequence[dict[str, float]]) -> list[Evaluation]:
@@ -250,8 +258,10 @@ def _fit_with_pool(
                 policy,
                 config.measurements.targets,
                 rng,
-                parallel=max(2, pool.size),
-                centre_start=config.rl_centre_start,
+                parallel=config.rl_parallel or pool.size,
+                start=config.rl_start,
+                patience=config.rl_patience,
+                lone_search=config.rl_parallel is None,
             )
     finally:
         engine.close()

@@ -65,3 +65,13 @@ def test_summarise_only_prints_the_table_from_runs_jsonl(tmp_path: Path) -> None
     assert rows[0].startswith("| problem / targets | method | fitted |")
     assert "| l5_active/anywhere (2 × 2 seeds) | CMA-ES (IPOP) | 3/4 | 70 |" in out.stdout
     assert "0.09× of cmaes: goal met" in out.stdout
+
+
+def test_every_rl_variant_is_compared_and_passes_its_start_to_the_fit(tmp_path: Path) -> None:
+    bench = load_bench()
+    centre = [{**r, "method": "rl_centre"} for r in RECORDS if r["method"] == "rl"]
+    cell = bench.summarise(RECORDS + centre, 200)["l5_active/anywhere"]
+    assert cell["rl_centre"]["vs_best_peer"] == cell["rl"]["vs_best_peer"]
+    assert bench.RL_STARTS == {"rl": "bank", "rl_centre": "centre", "rl_no_centre": "random"}
+    args = bench.parse_args(["--rl-parallel", "2", "--rl-patience", "3", "--out", str(tmp_path)])
+    assert (args.rl_parallel, args.rl_patience) == (2, 3)

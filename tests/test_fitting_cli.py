@@ -119,14 +119,22 @@ def test_rl_trains_then_reuses_its_policy(tmp_path: Path) -> None:
     trained = json.loads((first / "solutions.json").read_text())["run"]
     assert trained["training_simulations"] == 6 + 1 + 16
     assert (first / "policy" / "policy.zip").is_file()
+    assert (first / "policy" / "bank.npz").is_file()
+    assert json.loads((first / "policy" / "policy.json").read_text())["version"] == 2
+    assert trained["rl"] == {"start": "bank", "parallel": None, "patience": None}
     second = tmp_path / "rl-b"
     code = run(
-        second, "--method", "rl", "--policy", str(first / "policy"), "--budget", "4", "--no-plot"
+        second,
+        *("--method", "rl", "--policy", str(first / "policy"), "--budget", "4", "--no-plot"),
+        *("--rl-start", "centre", "--rl-parallel", "2", "--rl-patience", "3"),
     )
     assert code in (EXIT_OK, EXIT_NO_SOLUTION)
     reused = json.loads((second / "solutions.json").read_text())["run"]
     assert reused["training_simulations"] == 0
     assert reused["simulations"] == 4
+    assert reused["rl"] == {"start": "centre", "parallel": 2, "patience": 3}
+    with pytest.raises(SystemExit, match="2"):
+        run(tmp_path / "c", "--method", "cmaes", "--rl-start", "centre")
 
 
 def test_bad_input_exits_2_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

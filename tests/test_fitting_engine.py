@@ -162,11 +162,24 @@ def test_rl_trains_saves_loads_and_fits(pool: WorkerPool, tmp_path: Path) -> Non
     keys = [t.key for t in MEASUREMENTS.targets]
     loaded = FitPolicy.load(tmp_path / "policy", SPACE, keys)
     assert loaded.info == policy.info
+    assert loaded.info.version == 2
+    assert loaded.info.bank_members == 8 + 40  # the random sets and SAC's steps
+    assert loaded.bank is not None
+    assert policy.bank is not None
+    np.testing.assert_array_equal(loaded.bank.points, policy.bank.points)
+    np.testing.assert_array_equal(loaded.bank.values, policy.bank.values)
 
     fitting = make_engine(pool, 12)
     run_rl(fitting, loaded, MEASUREMENTS.targets, np.random.default_rng(5), parallel=2)
     assert fitting.used == 12
-    assert np.allclose(fitting.history[0][0], 0.5)  # the first rollout starts at the centre
+    # The two rollouts start at the two training simulations nearest the targets in z.
+    nearest = loaded.bank.ranked(MEASUREMENTS.targets)[:2]
+    np.testing.assert_allclose(fitting.history[0][0], loaded.bank.points[nearest[0]])
+    np.testing.assert_allclose(fitting.history[1][0], loaded.bank.points[nearest[1]])
+
+    centred = make_engine(pool, 4)
+    run_rl(centred, loaded, MEASUREMENTS.targets, np.random.default_rng(5), 2, start="centre")
+    assert np.allclose(centred.history[0][0], 0.5)  # the first rollout starts at the centre
 
     other_space = ParameterSpace([ParameterSpec("soma", "gnabar_hh", 0.01, 1.0)])
     with pytest.raises(ConfigError, match=r"Expected a policy trained for parameters"):

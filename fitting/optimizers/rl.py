@@ -10,13 +10,22 @@ cost only their steps. ``total_steps = 0`` keeps the pre-trained actor as it is.
 Actor-Critic agent (stable-baselines3) learns to map signed z-errors to parameter corrections.
 Every simulation, bank included, is counted by the engine.
 
-**Fitting** a new measurement set: several rollouts of the deterministic policy run in lock
-step (one batch of simulations per step, parallel over workers); a rollout that fits or runs out
-of steps restarts from a new random point, so the run yields a *list* of solutions.
+**Fitting** a new measurement set: rollouts of the deterministic policy run in lock step (one
+batch of simulations per step, ``parallel`` rollouts). Where they start is ``start``:
 
-A trained policy is saved as ``policy.zip`` (the SB3 model) plus ``policy.json`` (parameter
-names and bounds, target keys, step scale, episode length, training cost), and is refused on
-load if the parameters or target keys differ from the run's.
+* ``bank`` (the default): at the training simulations whose features are nearest the
+  measurements in z (:mod:`fitting.optimizers.bank`), the nearest first; a rollout that fits,
+  runs out of steps or stalls restarts from the next nearest member;
+* ``centre``: the first rollout at the box centre, the others and every restart at random points;
+* ``random``: every rollout and restart at a random point.
+
+Every start point is simulated in the fit and counted. The run yields a *list* of solutions.
+
+A trained policy is saved as ``policy.zip`` (the SB3 model), ``policy.json`` (format
+``version``, parameter names and bounds, target keys, step scale, episode length, training
+cost) and ``bank.npz`` (the training simulations), and is refused on load if the parameters or
+target keys differ from the run's. A version-1 ``policy.json`` (written before the bank was
+kept) still loads, without a bank: its rollouts start as ``centre`` does, with a warning.
 """
 
 from __future__ import annotations
@@ -34,12 +43,16 @@ from core.errors import ConfigError, FittingError
 from fitting.engine import BudgetExhaustedError, Engine
 from fitting.measurements import Target
 from fitting.objective import Evaluation, rescore
+from fitting.optimizers.bank import BANK_NAME, Bank
 from fitting.optimizers.hindsight import pretrain_actor
 from fitting.optimizers.rl_env import FitEnv, Task, observe
 from fitting.parameters import FloatArray, ParameterSpace
 from fitting.synthetic import targets_from_evaluation
 
 log = structlog.get_logger()
+
+POLICY_VERSION = 2
+START_MODES = ("bank", "centre", "random")
 
 
 @dataclass
@@ -54,6 +67,9 @@ class PolicyInfo:
         k: Acceptance threshold used in training.
         training_simulations: Simulations spent on training (bank included).
         training_wall_s: Wall time of training.
+        version: ``policy.json`` format: 1 without a bank (missing in old files), 2 with
+            ``bank.npz``.
+        bank_members: Simulations kept in ``bank.npz`` (0 without a bank).
     """
 
     parameters: list[dict[str, object]]
@@ -63,19 +79,24 @@ class PolicyInfo:
     k: float
     training_simulations: int = 0
     training_wall_s: float = 0.0
+    version: int = POLICY_VERSION
+    bank_members: int = 0
 
 
 @dataclass
 class FitPolicy:
-    """A trained SB3 model plus its :class:`PolicyInfo`."""
+    """A trained SB3 model plus its :class:`PolicyInfo` and (version 2) its bank."""
 
     model: Any
     info: PolicyInfo
+    bank: Bank | None = None
 
     def save(self, directory: Path) -> Path:
-        """Write ``policy.zip`` and ``policy.json`` into ``directory``."""
+        """Write ``policy.zip``, ``policy.json`` and (if any) ``bank.npz`` into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / "policy.zip")
+        if self.bank is not None:
+            self.bank.save(directory / BANK_NAME)
         (directory / "policy.json").write_text(json.dumps(asdict(self.info), indent=2))
         return directory
 
@@ -88,7 +109,7 @@ class FitPolicy:
         meta_path = directory / "policy.json"
         if not meta_path.is_file() or not (directory / "policy.zip").is_file():
             raise ConfigError(f"Expected policy.zip and policy.json in {directory}, actual missing")
-        info = PolicyInfo(**json.loads(meta_path.read_text()))
+        info = _read_info(meta_path)
         if info.parameters != space.to_dict():
             raise ConfigError(
                 f"Expected a policy trained for parameters {space.to_dict()}, "
@@ -100,8 +121,33 @@ class FitPolicy:
                 f"Expected a policy trained for targets {list(keys)}, actual {info.keys}; "
                 "use the same stimuli and features, or train a new policy"
             )
+        bank = None
+        if info.version >= 2:
+            bank = Bank.load(directory / BANK_NAME, keys, space.dim)
         model = SAC.load(directory / "policy.zip", device="cpu")
-        return FitPolicy(model, info)
+        return FitPolicy(model, info, bank)
+
+
+def _read_info(path: Path) -> PolicyInfo:
+    """``policy.json``; a file without ``version`` is version 1 (no bank)."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: expected JSON policy metadata, actual {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, actual {type(data).__name__}")
+    version = data.setdefault("version", 1)
+    if version not in (1, POLICY_VERSION):
+        raise ConfigError(
+            f"{path}: expected policy format version 1 or {POLICY_VERSION}, actual {version!r}; "
+            "this policy was written by a newer neuroloop-fit, or train a new one"
+        )
+    try:
+        return PolicyInfo(**data)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{path}: expected the fields of PolicyInfo version {version}, actual {exc}"
+        ) from exc
 
 
 def _bank(
@@ -220,6 +266,7 @@ def train_policy(
             # Relabel everything simulated so far (bank and SAC's trajectories, which are dense
             # near goals) and refit the actor: a second goal-conditioned supervised round.
             pretrain_actor(model, starts, template, rng, step_scale, std_fraction, _steps(starts))
+    bank_kept = Bank.from_samples(starts, keys)
     info = PolicyInfo(
         engine.space.to_dict(),
         keys,
@@ -228,13 +275,14 @@ def train_policy(
         k,
         engine.used - used_before,
         time.perf_counter() - started,
+        bank_members=len(bank_kept),
     )
     log.info(
         "rl_training_done",
         simulations=info.training_simulations,
         wall_s=round(info.training_wall_s, 1),
     )
-    return FitPolicy(model, info)
+    return FitPolicy(model, info, bank_kept)
 
 
 @dataclass
@@ -242,6 +290,35 @@ class _Rollout:
     u: FloatArray
     evaluation: Evaluation | None = None
     steps: int = 0
+    best_score: float = float("inf")
+    since_best: int = 0
+
+
+class _Starts:
+    """Start points in the order a start mode gives them (random ones from ``rng``)."""
+
+    def __init__(
+        self,
+        start: str,
+        dim: int,
+        rng: np.random.Generator,
+        bank: Bank | None,
+        targets: Sequence[Target],
+    ) -> None:
+        self._dim = dim
+        self._rng = rng
+        self._queue: list[FloatArray] = []
+        if start == "centre":
+            self._queue = [np.full(dim, 0.5)]
+        elif start == "bank" and bank is not None:
+            self._queue = [bank.points[i].copy() for i in bank.ranked(targets)[::-1]]
+
+    def next(self) -> FloatArray:
+        """The next start point (random once the queue is empty)."""
+        if self._queue:
+            return self._queue.pop()
+        point: FloatArray = self._rng.uniform(0.1, 0.9, self._dim)
+        return point
 
 
 def run_rl(
@@ -249,29 +326,50 @@ def run_rl(
     policy: FitPolicy,
     targets: Sequence[Target],
     rng: np.random.Generator,
-    parallel: int = 2,
-    centre_start: bool = True,
+    parallel: int = 1,
+    start: str = "bank",
+    patience: int | None = None,
+    lone_search: bool = False,
 ) -> None:
-    """Fit ``targets`` with the policy: lock-step rollouts, random restarts, until the budget ends.
+    """Fit ``targets`` with the policy: lock-step rollouts and restarts until the budget ends.
 
     Args:
         engine: Budgeted engine evaluating against ``targets``.
         policy: The trained policy.
         targets: The measurement targets (keys must match the policy's).
-        rng: Seeded generator for restart points.
+        rng: Seeded generator for random start points.
         parallel: Rollouts advanced together (one simulation each per step).
-        centre_start: Start the first rollout at the box centre (else every rollout starts at
-            a random point).
+        start: ``bank`` (nearest training simulations first), ``centre`` (the first rollout
+            at the box centre, then random points) or ``random``. A policy without a bank
+            starts as ``centre`` does (logged).
+        patience: Restart a rollout whose best score has not improved for this many steps
+            (``None``: only on success or after the policy's episode length).
+        lone_search: Advance a single rollout until the first solution (the fewest
+            simulations to a first fit: a batch of ``parallel`` costs ``parallel`` simulations
+            per step), then ``parallel`` rollouts to collect more solutions sooner.
     """
     keys = [t.key for t in targets]
     if keys != policy.info.keys:
         raise ConfigError(f"Expected targets {policy.info.keys}, actual {keys}")
+    if start not in START_MODES:
+        raise ConfigError(f"Expected an RL start in {list(START_MODES)}, actual {start!r}")
+    if parallel < 1:
+        raise ConfigError(f"Expected at least 1 parallel rollout, actual {parallel}")
+    if patience is not None and patience < 1:
+        raise ConfigError(f"Expected a patience of at least 1 step or none, actual {patience}")
+    if start == "bank" and policy.bank is None:
+        log.warning(
+            "rl_policy_without_bank",
+            version=policy.info.version,
+            reason="a version-1 policy has no bank; starting at the centre, then random points",
+        )
+        start = "centre"
     dim = engine.space.dim
-    rollouts = [
-        _Rollout(np.full(dim, 0.5) if i == 0 and centre_start else rng.uniform(0.1, 0.9, dim))
-        for i in range(parallel)
-    ]
+    starts = _Starts(start, dim, rng, policy.bank, targets)
+    rollouts = [_Rollout(starts.next()) for _ in range(1 if lone_search else parallel)]
     while engine.remaining > 0:
+        if engine.solutions > 0:
+            rollouts += [_Rollout(starts.next()) for _ in range(parallel - len(rollouts))]
         points = []
         for rollout in rollouts:
             if rollout.evaluation is None:
@@ -290,11 +388,17 @@ def run_rl(
             return
         for rollout, point, evaluation in zip(rollouts, points, evaluations, strict=False):
             scored = rescore(evaluation, targets)
+            if scored.score < rollout.best_score:
+                rollout.best_score, rollout.since_best = scored.score, 0
+            else:
+                rollout.since_best += 1
+            stalled = patience is not None and rollout.since_best >= patience
             restart = rollout.evaluation is not None and (
-                scored.reproduces(engine.k) or rollout.steps + 1 >= policy.info.max_steps
+                scored.reproduces(engine.k) or rollout.steps + 1 >= policy.info.max_steps or stalled
             )
             if restart:
-                rollout.u, rollout.evaluation, rollout.steps = rng.uniform(0.1, 0.9, dim), None, 0
+                rollout.u, rollout.evaluation, rollout.steps = starts.next(), None, 0
+                rollout.best_score, rollout.since_best = float("inf"), 0
             else:
                 rollout.steps = 0 if rollout.evaluation is None else rollout.steps + 1
                 rollout.u, rollout.evaluation = np.asarray(point), scored
