@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         const="127.0.0.1:8765",
         metavar="HOST[:PORT]",
         help="serve a live web view of the run (default 127.0.0.1:8765; any other address "
-        "needs $NEUROLOOP_MONITOR_TOKEN); see docs/monitor.md",
+        "needs $NEUROLOOP_MONITOR_TOKEN). The page follows the run's recording, so the loop "
+        "does no telemetry work; a browser on a small host still competes for the CPU: add "
+        "--rt-priority for timing-critical runs. See docs/monitor.md",
     )
     p.add_argument("--seed", type=int, help="backend seed (default 0)")
     p.add_argument("--timeout-s", type=float, help="handshake deadline in s (default 5)")
@@ -333,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("Expected no --rt-priority with --in-process, actual both")
             request_realtime_priority(args.rt_priority)
             log.info("realtime_priority", policy="SCHED_FIFO", priority=args.rt_priority)
+        elif args.monitor is not None:
+            # the browsers' rendering competes with the loop on a small host (docs/monitor.md)
+            log.info(
+                "monitor_hint",
+                hint="a browser on this host competes with the loop for the CPU: for "
+                "timing-critical runs add --rt-priority N or watch from another machine",
+            )
         env = load_envelope(cfg.envelope or default_envelope_for(cfg.backend))
         given = set(file_values) | {k for k, v in vars(args).items() if v is not None}
         policy = build_policy(
