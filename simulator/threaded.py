@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from simulator import aligned
 from simulator.barrier import barrier_abort, barrier_wait, new_barrier
 from simulator.intrinsics import at, cttz, cycles, fma_f32, fma_f64
 from simulator.kernel import (
@@ -111,13 +112,15 @@ class Threading(NamedTuple):
     ev_cell: npt.NDArray[np.int64]  #: ``(threads, 2, cap)``: a block's spikes (cell)
     ev_prev: npt.NDArray[np.int64]  #: ``(threads, 2, cap)``: the cell's spike before
     ev_f: npt.NDArray[np.float64]  #: ``(threads, 2, cap, 6)``: what phase B needs of it
-    ev_off: npt.NDArray[np.int64]  #: ``(threads, 2, block + 1)``: each step's first event
+    #: ``(threads, 2, block + 1 padded to 8)``: each step's first event (each row its own lines)
+    ev_off: npt.NDArray[np.int64]
     m_cell: npt.NDArray[np.int64]  #: ``(threads, n)``: a step's spikes of all threads, merged
     m_src: npt.NDArray[np.int64]  #: ``(threads, n)``: their events (index × threads + thread)
-    m_pos: npt.NDArray[np.int64]  #: ``(threads, 2, threads)``: the merge's heads and ends
+    m_pos: npt.NDArray[np.int64]  #: ``(threads, 2, threads padded to 8)``: the merge's heads, ends
     a_seg: npt.NDArray[np.float64]  #: ``(2, n_e)``: every E cell's ``A`` at a segment's end
-    #: ``(threads, 4)``: time-stamp ticks each thread spent in phase A, in phase B and at the
-    #: barrier, and the blocks it ran (summed over calls)
+    #: ``(threads, 8)``: time-stamp ticks each thread spent in phase A, in phase B and at the
+    #: barrier, and the blocks it ran (summed over calls; columns 4–7 pad a thread's row to a
+    #: cache line of its own)
     ticks: npt.NDArray[np.int64]
     #: ``(threads, BLOCK_LOG, 2)``: the ticks of phase A and B of each thread's last blocks
     #: (block ``b`` at row ``b mod BLOCK_LOG``; ``bench/bench_thread_phases.py`` reads them)
@@ -240,35 +243,26 @@ def plan(
         _row_splits(ei.ptr, ei.target, tgt_i[t], n_tgt[t, 1], split_ei[t])
         _row_splits(ie.ptr, ie.target, tgt_e[t], n_tgt[t, 0], split_ie[t])
     padded = -(-n // CELL_ALIGN) * CELL_ALIGN
-    flags = _aligned_zeros((n_threads, padded), np.bool_)
+    flags = aligned.zeros((n_threads, padded), np.bool_)
     return Threading(
         n_threads=n_threads, block=block, barrier=new_barrier(), pairs=pairs, cells=cells,
         n_pairs=n_pairs, n_cells=n_cells, owner=owner,
-        rng=np.zeros((n_threads, 4, LANES), dtype=np.uint64),
-        words=np.zeros((n_threads, scratch_words(n)), dtype=np.uint64),
-        xi=_aligned_zeros((n_threads, padded), np.float32),
+        rng=aligned.zeros((n_threads, 4, LANES), np.uint64),
+        words=aligned.zeros((n_threads, scratch_words(n)), np.uint64),
+        xi=aligned.zeros((n_threads, padded), np.float32),
         flags=flags, flag_words=flags.view(np.uint64),
-        v_blk=_aligned_zeros((2, block, n), np.float32),
-        ev_cell=np.empty((n_threads, 2, cap), dtype=np.int64),
-        ev_prev=np.empty((n_threads, 2, cap), dtype=np.int64),
-        ev_f=np.empty((n_threads, 2, cap, _EV_FLOATS)),
-        ev_off=np.zeros((n_threads, 2, block + 1), dtype=np.int64),
-        m_cell=np.empty((n_threads, n), dtype=np.int64),
-        m_src=np.empty((n_threads, n), dtype=np.int64),
-        m_pos=np.zeros((n_threads, 2, n_threads), dtype=np.int64),
-        a_seg=np.zeros((2, n_e)), ticks=np.zeros((n_threads, 4), dtype=np.int64),
+        v_blk=aligned.zeros((2, block, n), np.float32),
+        ev_cell=aligned.zeros((n_threads, 2, cap), np.int64),
+        ev_prev=aligned.zeros((n_threads, 2, cap), np.int64),
+        ev_f=aligned.zeros((n_threads, 2, cap, _EV_FLOATS)),
+        ev_off=aligned.zeros((n_threads, 2, -(-(block + 1) // 8) * 8), np.int64),
+        m_cell=aligned.zeros((n_threads, padded), np.int64),
+        m_src=aligned.zeros((n_threads, padded), np.int64),
+        m_pos=aligned.zeros((n_threads, 2, 8 * -(-n_threads // 8)), np.int64),
+        a_seg=aligned.zeros((2, n_e)), ticks=aligned.zeros((n_threads, 8), np.int64),
         block_ticks=np.zeros((n_threads, BLOCK_LOG, 2), dtype=np.int64),
         n_tgt=n_tgt, split_ei=split_ei, split_ie=split_ie,
     )  # fmt: skip
-
-
-def _aligned_zeros(shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
-    """Zeros of ``shape`` starting at a multiple of 64 bytes (a cache line)."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.zeros(size + 64, dtype=np.uint8)
-    start = (-raw.ctypes.data) % 64
-    out: npt.NDArray[Any] = raw[start : start + size].view(dtype).reshape(shape)
-    return out
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
