@@ -23,6 +23,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from simulator import aligned
 from simulator.intrinsics import cycles
 
 #: Length of a barrier's int64 array: count at 0, generation at 8 (another cache line), abort
@@ -174,8 +175,9 @@ def barrier_wait(words, n_threads, generation):  # type: ignore[no-untyped-def]
 
 
 def new_barrier() -> np.ndarray[Any, np.dtype[np.int64]]:
-    """A zeroed barrier for one threaded call."""
-    return np.zeros(BARRIER_WORDS, dtype=np.int64)
+    """A zeroed barrier for one threaded call (on cache lines of its own)."""
+    words: np.ndarray[Any, np.dtype[np.int64]] = aligned.zeros(BARRIER_WORDS, np.int64)
+    return words
 
 
 @njit(cache=True, nogil=True, fastmath=False)

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import ConfigError, NeuroLoopError
-from simulator import reductions
+from simulator import aligned, reductions
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.connectivity import (
     Projection,
@@ -206,9 +206,9 @@ class Network:
         )
         self._plan: Threading | None = None  # the threads' plan: where the synapse rows split
         # pending potentiation (kernel._flush_potentiation): per synapse, per I cell, per E cell
-        self._ltp_snap = np.zeros(self._ei.n_synapses)
-        self._ltp_g = np.zeros(n_i)
-        self._ltp_a = np.zeros(n_e)
+        self._ltp_snap = aligned.zeros(self._ei.n_synapses)
+        self._ltp_g = aligned.zeros(n_i)
+        self._ltp_a = aligned.zeros(n_e)
         self._ie = bernoulli_projection(conn, n_i, n_e, cfg.p_connect, cfg.w_ei)
         # The kernel's jump loop for static I→E synapses uses the common weight ie_w[0].
         assert cfg.plastic_ie or bool(np.all(self._ie.weight == cfg.w_ei))
@@ -289,30 +289,30 @@ class Network:
         # The neurons' state and constants are float32 (docs/simulator.md#precision): rounding
         # moves V (0–20 mV) by about an ulp (≤ 2·10⁻⁶ mV) a step, ≤ 6·10⁻⁵ of the noise's SD, and
         # the neuron pass runs eight cells per AVX2 instruction instead of four.
-        self.v = np.full(n, cfg.v_reset_mv, dtype=STATE_DTYPE)
-        self._ref = np.zeros(n, dtype=np.int32)
-        self._x_cross = np.zeros(n, dtype=STATE_DTYPE)
-        self._s_cross = np.zeros(n, dtype=STATE_DTYPE)
-        self._x_rec = np.zeros(n, dtype=STATE_DTYPE)
-        self._s_rec = np.zeros(n, dtype=STATE_DTYPE)
-        self._xprev_cross = np.zeros(n, dtype=STATE_DTYPE)
-        self._xprev_rec = np.zeros(n, dtype=STATE_DTYPE)
-        self._hist_cross = np.zeros((d, n), dtype=STATE_DTYPE)
+        self.v = aligned.full(n, cfg.v_reset_mv, dtype=STATE_DTYPE)
+        self._ref = aligned.zeros(n, dtype=np.int32)
+        self._x_cross = aligned.zeros(n, dtype=STATE_DTYPE)
+        self._s_cross = aligned.zeros(n, dtype=STATE_DTYPE)
+        self._x_rec = aligned.zeros(n, dtype=STATE_DTYPE)
+        self._s_rec = aligned.zeros(n, dtype=STATE_DTYPE)
+        self._xprev_cross = aligned.zeros(n, dtype=STATE_DTYPE)
+        self._xprev_rec = aligned.zeros(n, dtype=STATE_DTYPE)
+        self._hist_cross = aligned.zeros((d, n), dtype=STATE_DTYPE)
         # The recurrent delay line is only read when a recurrent projection exists.
         self._hist_rec = np.zeros((d, n) if self._has_rec else (d, 1), dtype=STATE_DTYPE)
         self._head = np.zeros(1, dtype=np.int64)
-        self._tr_e = np.zeros(n_e)
-        self._tr_i = np.zeros(n_i)
-        self._last_spike = np.full(n, -1, dtype=np.int64)
-        self._prev_spike = np.full(n, -1, dtype=np.int64)
+        self._tr_e = aligned.zeros(n_e)
+        self._tr_i = aligned.zeros(n_i)
+        self._last_spike = aligned.full(n, -1, dtype=np.int64)
+        self._prev_spike = aligned.full(n, -1, dtype=np.int64)
         # padded to whole groups of four 64-bit words: the kernel scans it 32 neurons at a time
-        self._spiked = np.zeros(-(-n // 32) * 32, dtype=np.bool_)
-        self._step_spk = np.zeros(n, dtype=np.int64)
+        self._spiked = aligned.zeros(-(-n // 32) * 32, dtype=np.bool_)
+        self._step_spk = aligned.zeros(n, dtype=np.int64)
         # static I→E hits per E cell within one step (an E cell has fewer than 2¹⁶ I inputs)
-        self._ie_hits = np.zeros(n_e, dtype=np.uint16)
+        self._ie_hits = aligned.zeros(n_e, dtype=np.uint16)
         self._kop_z = (np.ones(n_e), np.zeros(n_e))
         self._kop_r = (np.ones(n_e), np.zeros(n_e))
-        self._xi_row = np.empty((1, n), dtype=np.float32)
+        self._xi_row = aligned.zeros((1, n), dtype=np.float32)
         self._rng_words = np.empty(scratch_words(n), dtype=np.uint64)
         self._spk_step = np.empty(0, dtype=np.int64)
         self._spk_idx = np.empty(0, dtype=np.int32)
@@ -485,8 +485,8 @@ class Network:
         n_spk = np.zeros(1, dtype=np.int64)
         pop_e = np.empty(total)
         pop_i = np.empty(total)
-        sum_v = np.zeros(n_e)
-        sumsq_v = np.zeros(n_e)
+        sum_v = aligned.zeros(n_e)
+        sumsq_v = aligned.zeros(n_e)
         kop_acc = np.zeros(2)
         s_ie = np.empty(total)
         s_ee = np.zeros(total)

@@ -30,10 +30,14 @@ B. **own targets, step by step**, from every thread's events of the block merged
 Blocks never cross a call's end or a potentiation segment's end (the segment's ``A`` of every
 E cell is kept for phase B in one of two buffers), and the event lists and potential buffers
 alternate between two halves, so phase A of the next block can start while another thread
-is still in phase B of this one. Ownership follows the noise: pair ``j`` of a step's draws
-gives cells ``j`` and ``j + h`` (:mod:`simulator.noise`), so a thread owns a range of pairs in
-each stretch of the pair space where both cells stay in one population, and with them both
-cells (:func:`thread_ranges`). Nothing is summed across threads: each cell, synapse and
+is still in phase B of this one. A thread owns one contiguous range of the E cells and one
+of the I cells, cut at multiples of 64 cells (:func:`thread_ranges`), so that two threads
+write the same cache line of a per-cell array only where the ranges meet (threads writing
+into each other's lines cost more than the work: ``docs/dev/simulator-speed.md``, eighth
+session). Pair ``j`` of a step's draws gives cells ``j`` and ``j + h`` (:mod:`simulator.noise`):
+a thread transforms every pair with a cell of its own, into a row of normals of its own (a
+pair split between two owners is transformed by both, with the same bits). Nothing is summed
+across threads: each cell, synapse and
 target is updated by one thread in the order of the one-thread kernel (a target's jumps in
 ascending order of the spiking cell), and every sum over cells is taken by one thread in the
 documented order. So every thread count gives the same bits as
@@ -46,7 +50,6 @@ shorter than two steps run on one thread: :func:`threadable` says which.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from simulator import aligned
 from simulator.barrier import barrier_abort, barrier_wait, new_barrier
 from simulator.intrinsics import at, cttz, cycles, fma_f32, fma_f64
 from simulator.kernel import (
@@ -76,8 +80,10 @@ from simulator.sfc64 import LANES, sfc64_words
 _F0 = np.float32(0.0)
 _I0 = np.int32(0)
 _I1 = np.int32(1)
-#: Most cell ranges one thread owns (two per stretch of the pair space, at most three stretches)
+#: Most cell (or noise pair) ranges of one thread
 MAX_RANGES = 6
+#: Threads' cell ranges end at multiples of this many cells (64 bytes of the per-cell bytes)
+CELL_ALIGN = 64
 #: Blocks whose phase ticks each thread keeps (``Threading.block_ticks``)
 BLOCK_LOG = 4096
 #: Per E spike, the floats phase B reads: η·A, η·trace, the phasor (re, im), its rotation
@@ -98,19 +104,23 @@ class Threading(NamedTuple):
     owner: npt.NDArray[np.int32]  #: per cell, the thread that owns it
     rng: npt.NDArray[np.uint64]  #: ``(threads, 4, LANES)``: each thread's generators' state
     words: npt.NDArray[np.uint64]  #: ``(threads, scratch_words(n))``: a step's random words
+    #: ``(threads, n padded to CELL_ALIGN)``: each thread's own row of a step's normals
+    xi: npt.NDArray[np.float32]
     flags: npt.NDArray[np.bool_]  #: ``(threads, n padded to 32)``: own cells' spike flags
     flag_words: npt.NDArray[np.uint64]  #: the same flags as 64-bit words (a view)
     v_blk: npt.NDArray[np.float32]  #: ``(2, block, n)``: the potentials of a block's steps
     ev_cell: npt.NDArray[np.int64]  #: ``(threads, 2, cap)``: a block's spikes (cell)
     ev_prev: npt.NDArray[np.int64]  #: ``(threads, 2, cap)``: the cell's spike before
     ev_f: npt.NDArray[np.float64]  #: ``(threads, 2, cap, 6)``: what phase B needs of it
-    ev_off: npt.NDArray[np.int64]  #: ``(threads, 2, block + 1)``: each step's first event
+    #: ``(threads, 2, block + 1 padded to 8)``: each step's first event (each row its own lines)
+    ev_off: npt.NDArray[np.int64]
     m_cell: npt.NDArray[np.int64]  #: ``(threads, n)``: a step's spikes of all threads, merged
     m_src: npt.NDArray[np.int64]  #: ``(threads, n)``: their events (index × threads + thread)
-    m_pos: npt.NDArray[np.int64]  #: ``(threads, 2, threads)``: the merge's heads and ends
+    m_pos: npt.NDArray[np.int64]  #: ``(threads, 2, threads padded to 8)``: the merge's heads, ends
     a_seg: npt.NDArray[np.float64]  #: ``(2, n_e)``: every E cell's ``A`` at a segment's end
-    #: ``(threads, 4)``: time-stamp ticks each thread spent in phase A, in phase B and at the
-    #: barrier, and the blocks it ran (summed over calls)
+    #: ``(threads, 8)``: time-stamp ticks each thread spent in phase A, in phase B and at the
+    #: barrier, and the blocks it ran (summed over calls; columns 4–7 pad a thread's row to a
+    #: cache line of its own)
     ticks: npt.NDArray[np.int64]
     #: ``(threads, BLOCK_LOG, 2)``: the ticks of phase A and B of each thread's last blocks
     #: (block ``b`` at row ``b mod BLOCK_LOG``; ``bench/bench_thread_phases.py`` reads them)
@@ -138,36 +148,44 @@ def thread_ranges(
 ]:
     """Each thread's noise pairs and cells: ``(pairs, cells, n_pairs, n_cells)``.
 
-    The pair space ``[0, h)`` is cut where cell ``j`` or ``j + h`` crosses from E to I, and
-    each stretch is split evenly among the threads: thread ``t`` owns part ``t`` of every
-    stretch, the pairs' first cells and their second cells (each range in one population).
-    A thread's cell ranges are listed in ascending order.
+    Thread ``t`` owns part ``t`` of the E cells and part ``t`` of the I cells, each one
+    contiguous range whose ends (but the populations' ends) are multiples of
+    :data:`CELL_ALIGN` cells: two threads then never write the same cache line of a per-cell
+    array but at those few ends (``docs/dev/simulator-speed.md``, eighth session). Its pairs
+    are every noise pair with a cell among its own, merged into ascending ranges: a pair whose
+    cells have two owners is transformed by both (the same bits), each thread into its own row.
     """
     h = (n + 1) // 2
-    cuts = {0, h}
-    for c in (n_e, n_e - h):
-        if 0 < c < h:
-            cuts.add(c)
-    bounds = sorted(cuts)
     pairs = np.zeros((n_threads, MAX_RANGES, 2), dtype=np.int64)
     cells = np.zeros((n_threads, MAX_RANGES, 2), dtype=np.int64)
     n_pairs = np.zeros(n_threads, dtype=np.int64)
     n_cells = np.zeros(n_threads, dtype=np.int64)
-    for a, b in itertools.pairwise(bounds):
-        for t in range(n_threads):
-            lo = a + (b - a) * t // n_threads
-            hi = a + (b - a) * (t + 1) // n_threads
+
+    def cut(lo: int, hi: int, t: int) -> int:
+        if t == 0:
+            return lo
+        if t == n_threads:
+            return hi
+        even = lo + (hi - lo) * t // n_threads
+        return min(max(lo, round(even / CELL_ALIGN) * CELL_ALIGN), hi)
+
+    for t in range(n_threads):
+        wanted: list[tuple[int, int]] = []
+        for lo, hi in (cut(0, n_e, t), cut(0, n_e, t + 1)), (cut(n_e, n, t), cut(n_e, n, t + 1)):
             if hi <= lo:
                 continue
-            pairs[t, n_pairs[t]] = (lo, hi)
-            n_pairs[t] += 1
-            for c_lo, c_hi in ((lo, hi), (lo + h, min(hi + h, n))):
-                if c_hi > c_lo:
-                    cells[t, n_cells[t]] = (c_lo, c_hi)
-                    n_cells[t] += 1
-    for t in range(n_threads):
-        used = cells[t, : n_cells[t]]
-        cells[t, : n_cells[t]] = used[np.argsort(used[:, 0], kind="stable")]
+            cells[t, n_cells[t]] = (lo, hi)
+            n_cells[t] += 1
+            if lo < h:
+                wanted.append((lo, min(hi, h)))
+            if hi > h:
+                wanted.append((max(lo, h) - h, hi - h))
+        for lo, hi in sorted(wanted):
+            if n_pairs[t] > 0 and lo <= pairs[t, n_pairs[t] - 1, 1]:
+                pairs[t, n_pairs[t] - 1, 1] = max(hi, pairs[t, n_pairs[t] - 1, 1])
+            else:
+                pairs[t, n_pairs[t]] = (lo, hi)
+                n_pairs[t] += 1
     return pairs, cells, n_pairs, n_cells
 
 
@@ -224,23 +242,24 @@ def plan(
     for t in range(n_threads):
         _row_splits(ei.ptr, ei.target, tgt_i[t], n_tgt[t, 1], split_ei[t])
         _row_splits(ie.ptr, ie.target, tgt_e[t], n_tgt[t, 0], split_ie[t])
-    padded = -(-n // 32) * 32
-    flags = np.zeros((n_threads, padded), dtype=np.bool_)
+    padded = -(-n // CELL_ALIGN) * CELL_ALIGN
+    flags = aligned.zeros((n_threads, padded), np.bool_)
     return Threading(
         n_threads=n_threads, block=block, barrier=new_barrier(), pairs=pairs, cells=cells,
         n_pairs=n_pairs, n_cells=n_cells, owner=owner,
-        rng=np.zeros((n_threads, 4, LANES), dtype=np.uint64),
-        words=np.zeros((n_threads, scratch_words(n)), dtype=np.uint64),
+        rng=aligned.zeros((n_threads, 4, LANES), np.uint64),
+        words=aligned.zeros((n_threads, scratch_words(n)), np.uint64),
+        xi=aligned.zeros((n_threads, padded), np.float32),
         flags=flags, flag_words=flags.view(np.uint64),
-        v_blk=np.empty((2, block, n), dtype=np.float32),
-        ev_cell=np.empty((n_threads, 2, cap), dtype=np.int64),
-        ev_prev=np.empty((n_threads, 2, cap), dtype=np.int64),
-        ev_f=np.empty((n_threads, 2, cap, _EV_FLOATS)),
-        ev_off=np.zeros((n_threads, 2, block + 1), dtype=np.int64),
-        m_cell=np.empty((n_threads, n), dtype=np.int64),
-        m_src=np.empty((n_threads, n), dtype=np.int64),
-        m_pos=np.zeros((n_threads, 2, n_threads), dtype=np.int64),
-        a_seg=np.zeros((2, n_e)), ticks=np.zeros((n_threads, 4), dtype=np.int64),
+        v_blk=aligned.zeros((2, block, n), np.float32),
+        ev_cell=aligned.zeros((n_threads, 2, cap), np.int64),
+        ev_prev=aligned.zeros((n_threads, 2, cap), np.int64),
+        ev_f=aligned.zeros((n_threads, 2, cap, _EV_FLOATS)),
+        ev_off=aligned.zeros((n_threads, 2, -(-(block + 1) // 8) * 8), np.int64),
+        m_cell=aligned.zeros((n_threads, padded), np.int64),
+        m_src=aligned.zeros((n_threads, padded), np.int64),
+        m_pos=aligned.zeros((n_threads, 2, 8 * -(-n_threads // 8)), np.int64),
+        a_seg=aligned.zeros((2, n_e)), ticks=aligned.zeros((n_threads, 8), np.int64),
         block_ticks=np.zeros((n_threads, BLOCK_LOG, 2), dtype=np.int64),
         n_tgt=n_tgt, split_ei=split_ei, split_ie=split_ie,
     )  # fmt: skip
@@ -424,7 +443,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     n_threads = par.n_threads
     bar = par.barrier
     gen = 0
-    u_e, u_i, xi_row = step.u_e, step.u_i, step.xi[0]
+    u_e, u_i = step.u_e, step.u_i
     n_e, overwrite = shape.n_e, shape.overwrite
     v, ref, s_cross = st.v, st.ref, st.s_cross
     x_cross, xprev_cross, hist, head = st.x_cross, st.xprev_cross, st.hist_cross, st.head
@@ -457,6 +476,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     owner = par.owner
     rng = noise.rng_state if tid == 0 else par.rng[tid]
     words = par.words[tid]
+    xi_row = par.xi[tid, : v.shape[0]]
     flags = par.flags[tid]
     flag_words = par.flag_words[tid]
     m_cell = par.m_cell[tid]
