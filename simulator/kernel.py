@@ -240,14 +240,16 @@ def sum_in_lanes(x, lo, hi):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
-def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[no-untyped-def]
-    """Sum the phasors of the E cells that have spiked twice and rotate them by one sample.
+def _kuramoto_sample(kop_acc, n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[no-untyped-def]
+    """Add one causal Kuramoto sample to ``kop_acc`` (``[sum of R, samples]``).
 
-    Returns ``(Σ re, Σ im, count)``. From 52 cells on, in the order LLVM had vectorised the
-    plain loop into for AVX2: four lanes (lane ``l`` sums cells ``l, l + 4, …`` up to the last
-    whole group of four), combined as ``(l₀ + l₂) + (l₁ + l₃)``, then the remaining cells one by
-    one; the phasors are summed before they rotate. Each rotation is ``z·r`` with the real
-    part ``fma(r_re, z_re, −r_im·z_im)`` and the imaginary part ``fma(r_im, z_re, r_re·z_im)``.
+    The phasors of the E cells that have spiked twice are summed, then rotated by one sample;
+    ``R = |sum| / count`` is added, and the sample counted, when any cell has a phasor. From 52
+    cells on, the sum runs in the order LLVM had vectorised the plain loop into for AVX2: four
+    lanes (lane ``l`` sums cells ``l, l + 4, …`` up to the last whole group of four), combined
+    as ``(l₀ + l₂) + (l₁ + l₃)``, then the remaining cells one by one; the phasors are summed
+    before they rotate. Each rotation is ``z·r`` with the real part ``fma(r_re, z_re,
+    −r_im·z_im)`` and the imaginary part ``fma(r_im, z_re, r_re·z_im)``.
     """
     sr = 0.0
     si = 0.0
@@ -271,7 +273,9 @@ def _kuramoto_sample(n_e, prev_spike, z_re, z_im, r_re, r_im):  # type: ignore[n
             ri = r_im[j]
             z_re[j] = fma_f64(rr, zr, -(ri * zi))
             z_im[j] = fma_f64(ri, zr, rr * zi)
-    return sr, si, valid
+    if valid > 0:
+        kop_acc[0] += math.sqrt(fma_f64(si, si, sr * sr)) / valid
+        kop_acc[1] += 1.0
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -598,12 +602,7 @@ def run_steps(  # type: ignore[no-untyped-def]  # noqa: D103 - documented in the
 
         # ---- causal Kuramoto sample
         if t_end % kop_every == 0:
-            sr, si, valid = _kuramoto_sample(
-                n_e, prev_spike, kop_z_re, kop_z_im, kop_r_re, kop_r_im
-            )
-            if valid > 0:
-                kop_acc[0] += math.sqrt(fma_f64(si, si, sr * sr)) / valid
-                kop_acc[1] += 1.0
+            _kuramoto_sample(kop_acc, n_e, prev_spike, kop_z_re, kop_z_im, kop_r_re, kop_r_im)
 
         # ---- pending potentiation applied at the end of the call and of every segment
         if lazy and (k + 1 == n_steps or k + 1 - seg0 == seg):

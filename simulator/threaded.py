@@ -742,12 +742,9 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                             kop_r_im[j] = par.ev_f[tt, buf, idx, 5]
                         prev_spike[j] = last
                 if t_end % kop_every == 0:
-                    sr, si, valid = _kuramoto_sample(
-                        n_e, prev_spike, kop_z_re, kop_z_im, kop_r_re, kop_r_im
+                    _kuramoto_sample(
+                        kop_acc, n_e, prev_spike, kop_z_re, kop_z_im, kop_r_re, kop_r_im
                     )
-                    if valid > 0:
-                        kop_acc[0] += math.sqrt(fma_f64(si, si, sr * sr)) / valid
-                        kop_acc[1] += 1.0
             h_b += 1
             if h_b == depth:
                 h_b = 0
