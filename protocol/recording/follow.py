@@ -11,11 +11,11 @@ is never damaged unless something other than its writer touched it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import CorruptRecordingError
-from protocol.recording._format import parse_frame
 from protocol.recording.reader import Record, RecordingHeader, RecordingReader, _DamageError
 
 #: Most bytes one :meth:`RecordingFollower.poll` reads (the rest waits for the next call).
@@ -61,38 +61,26 @@ class RecordingFollower:
         start = 0
         records: list[Record] = []
         while start < len(buf):
-            parsed = parse_frame(buf, start, self._reader.format_version)
-            if parsed.status == "torn":
-                break
             try:
-                if parsed.status != "ok":
-                    raise _DamageError(parsed.status, parsed.reason)
-                record, _end = self._reader._record_at(buf, start, self.last_index)
+                record, end = self._reader._record_at(buf, start, self.last_index)
                 if record.index != self.last_index + 1:
                     raise _DamageError(
                         "missing",
                         f"Expected record index {self.last_index + 1}, actual {record.index}",
                     )
             except _DamageError as damage:
+                if damage.damage == "torn":  # the writer is in the middle of this frame
+                    break
                 raise CorruptRecordingError(
                     f"{damage.damage} record at byte {base + start} of {self.path} while "
                     f"following it, after {self.records_read} records: {damage}",
                     good_frames=self.records_read,
                     offset=base + start,
                 ) from damage
-            records.append(
-                Record(
-                    record.index,
-                    record.kind,
-                    record.mono_ns,
-                    record.wall_ns,
-                    record.payload,
-                    base + start,
-                )
-            )
+            records.append(replace(record, offset=base + start))  # an offset in the file
             self.last_index = record.index
             self.records_read += 1
-            start = parsed.end
+            start = end
         self._pending = buf[start:]
         self.offset = base + len(buf)
         return records
