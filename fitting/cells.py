@@ -1,34 +1,47 @@
 """Fit a folder of measurement sets (a lab's cells) with one model and, for RL, one policy.
 
-Every file in the folder (``*.yaml``, ``*.yml``, ``*.json``, ``*.csv``) is one cell. All cells
-must share the stimuli and the feature list (targets' values and stds differ from cell to
-cell): one pool of workers simulates them, and one trained RL policy serves them all. With
-``--method rl`` and no ``--policy`` the policy is trained once, on the first cell's stimuli
-and features, into ``<out>/policy`` and reused for every cell.
+Every measurement file in the folder (``*.yaml``, ``*.yml``, ``*.json``, ``*.csv``) is one
+cell, except files that a cell names as a raw trace (``traces: - file: ...``). The cells must
+share the stimuli, the features (in any order: each cell's targets are put in the first valid
+cell's order) and the parameter bounds a file may give, so that one trained RL policy serves
+them all. A file that cannot be read, or that differs, is reported in the summary with the
+reason and left out; the other cells are fitted. With ``--method rl`` and no ``--policy`` the
+policy is trained once, on the first valid cell, into ``<out>/training-run/policy``.
+
+Cells run in parallel **lanes**, each with a pool of its own on the executor
+(:mod:`core.executor`): local worker processes, or the Ray cluster with ``--ray``. By default
+there are as many lanes as workers (at most one per cell), so each lane fits its cells one
+after another on ``workers // lanes`` processes; a cell's fit is then the same as
+``neuroloop-fit --measurements CELL --workers workers//lanes`` (the same simulations, the same
+result). A cell that fails (a simulation error the fit cannot score, a lost cluster) is
+reported with its error and the other cells go on.
 
 Outputs: ``<out>/<cell>/`` holds each cell's usual files (``solutions.json``,
 ``solutions.csv``, ``archive.jsonl``, ...), and ``<out>/cells.csv`` / ``<out>/cells.json`` the
-summary table: one row per cell with the solutions found, the simulation of the first fit, the
-simulations used and the best max|z|, plus (JSON) the policy's training cost.
-
-The cells' fits are dispatched by :func:`run_cells`, the one place to swap in another executor.
-Today it runs them one after another on one shared pool (:class:`fitting.pool.WorkerPool`, the
-executor's local engine), so every cell's simulations run in parallel on ``--workers``
-processes that built the model once.
+summary table, rewritten each time a cell ends (a run stopped midway keeps what it finished):
+one row per cell with its status, the solutions found, the simulation of the first fit, the
+simulations used, the best max|z| and any error; the JSON adds the policy's training cost and
+the RL cost per cell with the training spread over the folder.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 
-from core.errors import ConfigError
+from core.errors import ConfigError, FittingError
+from core.executor.base import ExecutorError
 from fitting.cluster import ExecutorPool
 from fitting.measurements import MeasurementSet, load_measurements
 from fitting.pool import WorkerPool
@@ -40,12 +53,21 @@ SUFFIXES = (".yaml", ".yml", ".json", ".csv")
 SUMMARY_COLUMNS = (
     "cell",
     "file",
+    "status",
     "solutions_found",
     "first_fit_at",
     "budget_used",
     "best_max_abs_z",
     "fitted",
+    "error",
+    "started_unix_s",
+    "ended_unix_s",
 )
+#: ``status`` of a summary row
+FITTED, NOT_FITTED, FAILED, INVALID = "fitted", "not fitted", "failed", "invalid"
+
+#: Makes the pool a lane fits its cells on: ``(workers) -> pool`` (closed by the caller).
+PoolFactory = Callable[[int], ExecutorPool]
 
 
 @dataclass(frozen=True)
@@ -55,7 +77,7 @@ class Cell:
     Attributes:
         name: The file's stem (also its output directory).
         path: The measurement file.
-        measurements: Its validated content.
+        measurements: Its validated content, targets in the folder's order.
     """
 
     name: str
@@ -63,20 +85,84 @@ class Cell:
     measurements: MeasurementSet
 
 
-def _signature(measurements: MeasurementSet) -> tuple[Any, ...]:
-    return (measurements.stimuli, tuple(t.key for t in measurements.targets))
+@dataclass(frozen=True)
+class InvalidCell:
+    """A file of the folder that is not fitted, and why.
+
+    Attributes:
+        name: The file's stem.
+        path: The file.
+        error: What was expected and what arrived.
+    """
+
+    name: str
+    path: Path
+    error: str
 
 
-def load_cells(directory: Path) -> list[Cell]:
-    """Every measurement file in ``directory``, validated, sharing stimuli and features.
+@dataclass(frozen=True)
+class Folder:
+    """A folder's cells: those to fit, and the files left out with their reasons."""
+
+    cells: list[Cell]
+    invalid: list[InvalidCell]
+
+
+def _trace_files(files: Sequence[Path]) -> set[Path]:
+    """Files that the folder's YAML/JSON cells name as raw traces (not cells themselves)."""
+    named: set[Path] = set()
+    for path in files:
+        if path.suffix.lower() == ".csv":
+            continue
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # load_measurements reports it
+        traces = data.get("traces") if isinstance(data, dict) else None
+        for entry in traces if isinstance(traces, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                named.add((path.parent / entry["file"]).resolve())
+    return named
+
+
+def _difference(cell: MeasurementSet, first: MeasurementSet, first_name: str) -> str | None:
+    """Why ``cell`` cannot share ``first``'s policy and pool, or ``None``."""
+    if cell.stimuli != first.stimuli:
+        names, first_names = [p.name for p in cell.stimuli], [p.name for p in first.stimuli]
+        settings = " with other amplitudes or timing" if names == first_names else ""
+        return (
+            f"expected the same stimuli as {first_name} ({first_names}), actual {names}{settings}"
+        )
+    keys, first_keys = [t.key for t in cell.targets], [t.key for t in first.targets]
+    if sorted(keys) != sorted(first_keys):
+        return f"expected the same features as {first_name} ({first_keys}), actual {keys}"
+    if cell.parameters != first.parameters:
+        return (
+            f"expected the same parameter bounds as {first_name} "
+            f"({[p.name for p in first.parameters] or 'none: the model defaults'}), actual "
+            f"{[(p.name, p.low, p.high) for p in cell.parameters] or 'none'}"
+        )
+    return None
+
+
+def _in_order(cell: MeasurementSet, first: MeasurementSet) -> MeasurementSet:
+    """``cell`` with its targets in ``first``'s order (a policy reads them in that order)."""
+    by_key = {t.key: t for t in cell.targets}
+    return replace(cell, targets=tuple(by_key[t.key] for t in first.targets))
+
+
+def load_cells(directory: Path) -> Folder:
+    """Every measurement file in ``directory``: the valid cells and the files left out.
 
     Raises:
-        ConfigError: If the folder is missing or empty, a file is invalid (named), two files
-            share a stem, or the cells differ in stimuli or features.
+        ConfigError: If the folder is missing, holds no measurement file, two files share a
+            stem, or no file is a valid cell (every file's reason is in the message).
     """
     if not directory.is_dir():
         raise ConfigError(f"Expected a folder of measurement files at {directory}, actual missing")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in SUFFIXES)
+    found = sorted(p for p in directory.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+    traces = _trace_files(found)
+    files = [p for p in found if p.resolve() not in traces]
     if not files:
         raise ConfigError(
             f"Expected measurement files ({', '.join(SUFFIXES)}) in {directory}, actual none"
@@ -87,120 +173,304 @@ def load_cells(directory: Path) -> list[Cell]:
         raise ConfigError(
             f"Expected one file per cell name in {directory}, actual several for {clashes}"
         )
-    cells = [Cell(p.stem, p, load_measurements(p)) for p in files]
-    first = cells[0]
-    for cell in cells[1:]:
-        if _signature(cell.measurements) != _signature(first.measurements):
-            raise ConfigError(
-                f"{cell.path}: expected the same stimuli and features as {first.path.name} "
-                f"({[t.key for t in first.measurements.targets]}), actual "
-                f"{[t.key for t in cell.measurements.targets]} with stimuli "
-                f"{[p.name for p in cell.measurements.stimuli]}. Fix: put cells measured "
-                "with other stimuli or features in another folder"
-            )
-    return cells
+    cells: list[Cell] = []
+    invalid: list[InvalidCell] = []
+    for path in files:
+        try:
+            measurements = load_measurements(path)
+        except (ConfigError, FittingError) as err:
+            invalid.append(InvalidCell(path.stem, path, str(err)))
+            continue
+        if cells:
+            reason = _difference(measurements, cells[0].measurements, cells[0].path.name)
+            if reason is not None:
+                invalid.append(InvalidCell(path.stem, path, f"{path}: {reason}. Fix: put cells "
+                               "measured another way in another folder"))  # fmt: skip
+                continue
+            measurements = _in_order(measurements, cells[0].measurements)
+        cells.append(Cell(path.stem, path, measurements))
+    if not cells:
+        raise ConfigError(
+            f"Expected at least one valid measurement file in {directory}, actual none: "
+            + "; ".join(bad.error for bad in invalid)
+        )
+    for bad in invalid:
+        log.error("cell_invalid", cell=bad.name, reason=bad.error)
+    return Folder(cells, invalid)
+
+
+def lanes_for(cells: int, workers: int, lanes: int | None = None) -> int:
+    """Lanes to run: ``lanes`` if given, else one per worker; never more than the cells."""
+    return max(1, min(cells, lanes if lanes is not None else workers))
 
 
 def run_cells(
-    jobs: Sequence[FitConfig], pool: ExecutorPool, fit_one: Callable[..., FitResult] = fit
-) -> list[FitResult]:
-    """Fit every job; the single dispatch point for an executor (see the module docstring)."""
-    return [fit_one(job, pool) for job in jobs]
+    jobs: Sequence[FitConfig],
+    make_pool: PoolFactory,
+    lanes: int,
+    workers_per_lane: int,
+    on_done: Callable[[int, FitResult | None, str | None, float, float], None],
+    fit_one: Callable[..., FitResult] = fit,
+) -> None:
+    """Fit every job in ``lanes`` threads, each on a pool of its own; report each as it ends.
+
+    ``on_done(index, result, error, started_s, ended_s)`` is called (under a lock) when job
+    ``index`` ends: with its result, or with ``None`` and the error that stopped it.
+    """
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(jobs)):
+        todo.put(index)
+    lock = threading.Lock()
+    crashed: list[BaseException] = []
+
+    def lane() -> None:
+        try:
+            with make_pool(workers_per_lane) as pool:
+                while not crashed:
+                    try:
+                        index = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    started = time.time()
+                    try:
+                        result, error = fit_one(jobs[index], pool), None
+                    except (ConfigError, FittingError, ExecutorError) as err:
+                        result, error = None, str(err)
+                    with lock:
+                        on_done(index, result, error, started, time.time())
+        except BaseException as err:  # stop the other lanes after their current cell
+            crashed.append(err)
+
+    threads = [threading.Thread(target=lane, name=f"cells-lane-{i}") for i in range(lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if crashed:
+        raise crashed[0]
 
 
-def _row(cell: Cell, result: FitResult) -> dict[str, Any]:
+def _fitted_row(cell: Cell, result: FitResult) -> dict[str, Any]:
     run = result.document["run"]
+    found = int(run["solutions_found"])
     return {
         "cell": cell.name,
         "file": str(cell.path),
-        "solutions_found": run["solutions_found"],
+        "status": FITTED if found else NOT_FITTED,
+        "solutions_found": found,
         "first_fit_at": result.first_fit_at,
         "budget_used": result.simulations,
         "best_max_abs_z": run["best_max_abs_z"],
-        "fitted": bool(run["solutions_found"]),
+        "fitted": bool(found),
+        "error": None,
+        "started_unix_s": None,
+        "ended_unix_s": None,
     }
 
 
-def fit_cells(base: FitConfig, cells: Sequence[Cell]) -> dict[str, Any]:
-    """Fit ``cells`` with ``base``'s model, method and budget; write the summary table.
+def _empty_row(name: str, path: Path, status: str, error: str | None) -> dict[str, Any]:
+    return {
+        "cell": name,
+        "file": str(path),
+        "status": status,
+        "solutions_found": 0,
+        "first_fit_at": None,
+        "budget_used": 0,
+        "best_max_abs_z": None,
+        "fitted": False,
+        "error": error,
+        "started_unix_s": None,
+        "ended_unix_s": None,
+    }
 
-    ``base.out_dir`` is the folder's output; each cell's outputs go to a subfolder. For RL
-    without ``base.policy_path`` the policy is trained once (its cost is reported once).
+
+def _policy_cost(policy: Path) -> dict[str, Any]:
+    """What a reused policy cost to train (from its ``policy.json``), when it says."""
+    try:
+        info = json.loads((policy / "policy.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(info, dict):
+        return {}
+    return {
+        "simulations_when_trained": info.get("training_simulations"),
+        "wall_s_when_trained": info.get("training_wall_s"),
+    }
+
+
+def _summary(
+    base: FitConfig,
+    rows: list[dict[str, Any]],
+    training: dict[str, Any],
+    lanes: int,
+    workers_per_lane: int,
+) -> dict[str, Any]:
+    done = [r for r in rows if r["status"] in (FITTED, NOT_FITTED)]
+    used = sum(int(r["budget_used"]) for r in rows)
+    document: dict[str, Any] = {
+        "method": base.method,
+        "budget_per_cell": base.budget,
+        "k": base.k,
+        "lanes": lanes,
+        "workers_per_lane": workers_per_lane,
+        "cells": rows,
+        "cells_done": len(done),
+        "cells_fitted": sum(bool(r["fitted"]) for r in rows),
+        "cells_failed": sum(r["status"] == FAILED for r in rows),
+        "cells_invalid": sum(r["status"] == INVALID for r in rows),
+        "simulations_used": used,
+        "training": training,
+    }
+    if base.method == "rl" and done:
+        cost = training.get("simulations")
+        if not cost:
+            cost = training.get("simulations_when_trained") or 0
+        document["rl_cost_per_cell"] = {
+            "fits_mean": used / len(done),
+            "with_training_spread": (used + int(cost)) / len(done),
+            "training_simulations_counted": int(cost),
+        }
+    return document
+
+
+def _write(out: Path, document: dict[str, Any]) -> None:
+    """``cells.csv`` and ``cells.json``, each replaced whole (never left half-written)."""
+    table = out / "cells.csv.tmp"
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(document["cells"])
+    table.replace(out / "cells.csv")
+    doc = out / "cells.json.tmp"
+    doc.write_text(json.dumps(document, indent=2) + "\n")
+    doc.replace(out / "cells.json")
+
+
+def fit_cells(
+    base: FitConfig,
+    folder: Folder,
+    lanes: int | None = None,
+    make_pool: PoolFactory | None = None,
+) -> dict[str, Any]:
+    """Fit ``folder``'s cells with ``base``'s model, method and budget; write the summary.
+
+    Args:
+        base: The run (``out_dir`` is the folder's output; each cell's goes to a subfolder).
+        folder: From :func:`load_cells`.
+        lanes: Cells fitted at once (default: one per worker, at most one per cell).
+        make_pool: Builds a lane's pool for a number of workers (default: local processes;
+            ``neuroloop-fit --ray`` passes pools on the cluster).
 
     Returns:
         The summary document (also written to ``cells.json``).
     """
+    cells = folder.cells
     out = base.out_dir
     out.mkdir(parents=True, exist_ok=True)
     model = base.model.prepare()
     first = cells[0].measurements
-    training: dict[str, Any] = {"simulations": 0, "wall_s": 0.0}
-    with WorkerPool(model, first, base.workers, base.timeout_s, base.start_method) as pool:
-        policy = base.policy_path
-        if base.method == "rl" and policy is None:
-            trainer = replace(
-                base,
-                model=model,
-                measurements=first,
-                out_dir=out / "training-run",
-                budget=1,
-                plot=False,
-                stop_after_solutions=None,
-            )
+
+    def local_pool(workers: int) -> ExecutorPool:
+        return WorkerPool(model, first, workers, base.timeout_s, base.start_method)
+
+    pools = make_pool or local_pool
+    total = lanes_for(len(cells), base.workers, lanes)
+    per_lane = max(1, base.workers // total)
+    training: dict[str, Any] = {"simulations": 0, "wall_s": 0.0, "reused": False}
+    policy = base.policy_path
+    if base.method == "rl" and policy is None:
+        trainer = replace(base, model=model, measurements=first, out_dir=out / "training-run",
+                          budget=1, plot=False, stop_after_solutions=None)  # fmt: skip
+        with pools(base.workers) as pool:
             trained = fit(trainer, pool)
-            policy = out / "training-run" / "policy"
-            training = {
-                "simulations": trained.training_simulations,
-                "wall_s": round(trained.training_wall_s, 1),
-                "policy": str(policy),
-            }
-        jobs = [
-            replace(
-                base,
-                model=model,
-                measurements=cell.measurements,
-                out_dir=out / cell.name,
-                policy_path=policy,
-            )
-            for cell in cells
-        ]
-        results = run_cells(jobs, pool)
-    rows = [_row(cell, result) for cell, result in zip(cells, results, strict=True)]
-    with (out / "cells.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    document = {
-        "method": base.method,
-        "budget_per_cell": base.budget,
-        "k": base.k,
-        "cells": rows,
-        "cells_fitted": sum(r["fitted"] for r in rows),
-        "simulations_used": sum(r["budget_used"] for r in rows),
-        "training": training,
-    }
-    (out / "cells.json").write_text(json.dumps(document, indent=2) + "\n")
+        policy = out / "training-run" / "policy"
+        training = {
+            # the policy's bank and SAC steps, and the training run's one fitting simulation
+            "simulations": trained.training_simulations + trained.simulations,
+            "wall_s": round(trained.training_wall_s, 1),
+            "policy": str(policy),
+            "reused": False,
+        }
+    elif base.method == "rl" and policy is not None:
+        training = {"simulations": 0, "wall_s": 0.0, "policy": str(policy), "reused": True,
+                    **_policy_cost(policy)}  # fmt: skip
+    rows: list[dict[str, Any] | None] = [None] * len(cells)
+    invalid = [_empty_row(b.name, b.path, INVALID, b.error) for b in folder.invalid]
+    jobs = [
+        replace(base, model=model, measurements=cell.measurements, out_dir=out / cell.name,
+                policy_path=policy, progress=base.progress and total == 1)
+        for cell in cells
+    ]  # fmt: skip
+    progress = _CellsProgress(len(cells), base.progress and total > 1)
+
+    def on_done(index: int, result: FitResult | None, error: str | None, t0: float,
+                t1: float) -> None:  # fmt: skip
+        cell = cells[index]
+        row = (_fitted_row(cell, result) if result is not None
+               else _empty_row(cell.name, cell.path, FAILED, error))  # fmt: skip
+        row["started_unix_s"], row["ended_unix_s"] = round(t0, 3), round(t1, 3)
+        rows[index] = row
+        if error is not None:
+            log.error("cell_failed", cell=cell.name, reason=error)
+        progress.step(row)
+        done = [r for r in rows if r is not None]
+        _write(out, _summary(base, done + invalid, training, total, per_lane))
+
+    try:
+        run_cells(jobs, pools, total, per_lane, on_done)
+    finally:
+        progress.close()
+    finished = [r for r in rows if r is not None]
+    document = _summary(base, finished + invalid, training, total, per_lane)
+    _write(out, document)
     log.info(
         "cells_done",
-        cells=len(rows),
+        cells=len(cells) + len(invalid),
         fitted=document["cells_fitted"],
+        failed=document["cells_failed"],
+        invalid=document["cells_invalid"],
         simulations=document["simulations_used"],
-        training_simulations=training["simulations"],
+        training_simulations=training.get("simulations"),
+        lanes=total,
     )
     return document
 
 
+class _CellsProgress:
+    """A progress bar over cells when several cells run at once (else each fit shows its own)."""
+
+    def __init__(self, cells: int, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=cells, desc="cells", unit="cell")
+
+    def step(self, row: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{row['cell']}: {row['status']}")
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def format_cells(rows: Sequence[dict[str, Any]]) -> str:
-    """The summary table as text (one line per cell)."""
+    """The summary table as text (one line per cell; errors on the lines below)."""
     lines = [
-        f"{'cell':<20} {'fitted':>6} {'solutions':>9} {'first fit':>9} {'used':>6} "
+        f"{'cell':<20} {'status':>10} {'solutions':>9} {'first fit':>9} {'used':>6} "
         f"{'best max|z|':>11}"
     ]
     for row in rows:
         first = "-" if row["first_fit_at"] is None else str(row["first_fit_at"])
-        best = "-" if row["best_max_abs_z"] is None else f"{row['best_max_abs_z']:.3g}"
+        best = row["best_max_abs_z"]
+        shown = "-" if best is None or not math.isfinite(best) else f"{best:.3g}"
         lines.append(
-            f"{row['cell']:<20} {'yes' if row['fitted'] else 'no':>6} "
-            f"{row['solutions_found']:>9} {first:>9} {row['budget_used']:>6} {best:>11}"
+            f"{row['cell']:<20} {row['status']:>10} {row['solutions_found']:>9} {first:>9} "
+            f"{row['budget_used']:>6} {shown:>11}"
         )
+    for row in rows:
+        if row.get("error"):
+            lines.append(f"  {row['cell']}: {row['error']}")
     return "\n".join(lines)

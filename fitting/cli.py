@@ -12,7 +12,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -20,7 +22,7 @@ from core.errors import ConfigError, FittingError
 from core.executor.base import ExecutorError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
-from fitting.cells import fit_cells, format_cells, load_cells
+from fitting.cells import Folder, fit_cells, format_cells, load_cells
 from fitting.cluster import ExecutorPool
 from fitting.measurements import (
     PAPER_STIMULUS,
@@ -58,8 +60,9 @@ examples:
   neuroloop-fit --model reference --measurements b.yaml --method rl --policy run-a/policy \\
       --budget 100 --out run-b
 
-  # a lab's cells: every file in cells/ fitted with one policy (trained once if no --policy);
-  # one row per cell in lab/cells.csv, each cell's solutions in lab/<cell>/
+  # a lab's cells: every file in cells/ fitted with one policy (trained once if no --policy,
+  # or the one run-a trained above), two cells at a time (one lane per worker); one row per
+  # cell in lab/cells.csv, each cell's solutions in lab/<cell>/
   neuroloop-fit --model reference --measurements-dir cells/ --method rl --policy run-a/policy \\
       --budget 200 --workers 2 --out lab
 
@@ -82,7 +85,9 @@ time_to_first_spike, or any eFEL feature name.
 
 outputs in --out: solutions.json / solutions.csv (ranked sets with every |z| <= k, spread per
 parameter, best candidates), best_traces.png, archive.jsonl (every simulation; rerunning the same
-command resumes from it), policy/ (rl).
+command resumes from it), policy/ (rl). With --measurements-dir: cells.csv / cells.json (one row
+per cell: status fitted, not fitted, failed or invalid with the reason; the policy's training
+cost and RL's cost per cell), <cell>/ per cell as above, training-run/policy/ (rl, trained here).
 """
 
 
@@ -164,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="fit every measurement file in DIR (a lab's cells: same stimuli and features) "
         "with one model and, for rl, one policy; summary in --out/cells.csv",
+    )
+    parser.add_argument(
+        "--lanes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --measurements-dir: cells fitted at once, each lane on --workers/N "
+        "processes (default: one lane per worker, or per cluster CPU with --ray)",
     )
     parser.add_argument(
         "--list-params",
@@ -283,6 +296,55 @@ def _cluster_pool(ray: str | None, config: FitConfig) -> ExecutorPool | None:
     return ExecutorPool(config.model.prepare(), config.measurements, executor, config.timeout_s)
 
 
+def _fit_folder(
+    ray: str | None, lanes: int | None, config: FitConfig, folder: Folder
+) -> dict[str, Any]:
+    """Fit a folder's cells locally, or on the cluster with ``--ray`` (a pool per lane)."""
+    if ray is None:
+        return fit_cells(config, folder, lanes)
+    from core.executor.factory import make_executor
+
+    model = config.model.prepare()
+    first = folder.cells[0].measurements
+    probe = make_executor(ray)  # joins the cluster once, before the lanes' threads start
+    cluster_cpus = probe.workers
+    probe.close()
+
+    def cluster_pool(_workers: int) -> ExecutorPool:
+        return ExecutorPool(model, first, make_executor(ray), config.timeout_s)
+
+    chosen = lanes if lanes is not None else cluster_cpus
+    return fit_cells(replace(config, workers=chosen), folder, chosen, cluster_pool)
+
+
+def _report_folder(document: dict[str, Any], out: Path) -> int:
+    """Print the folder's table and closing line; the exit code."""
+    rows = document["cells"]
+    print(format_cells(rows))
+    training = document["training"]
+    if training.get("reused"):
+        cost = training.get("simulations_when_trained")
+        spent = f"policy reused, trained with {cost if cost is not None else 'unknown'}"
+    else:
+        spent = f"training: {training['simulations']}"
+    per_cell = document.get("rl_cost_per_cell")
+    amortised = (
+        f"; RL per cell {per_cell['fits_mean']:.1f} simulations, "
+        f"{per_cell['with_training_spread']:.1f} with the training spread over these cells"
+        if per_cell else ""
+    )  # fmt: skip
+    print(
+        f"neuroloop-fit: {document['cells_fitted']} of {len(rows)} cells fitted in "
+        f"{document['simulations_used']} simulations ({spent}){amortised}; "
+        f"{document['cells_failed']} failed, {document['cells_invalid']} invalid; "
+        f"summary in {out}/cells.csv",
+        file=sys.stderr,
+    )
+    if document["cells_failed"] or document["cells_invalid"]:
+        return EXIT_BAD_INPUT
+    return EXIT_OK if document["cells_fitted"] == len(rows) else EXIT_NO_SOLUTION
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``neuroloop-fit``."""
     parser = build_parser()
@@ -301,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rl_options = [args.rl_start != "bank", args.rl_parallel, args.rl_patience]
         if args.method != "rl" and any(o not in (None, False) for o in rl_options):
             parser.error("--rl-start, --rl-parallel and --rl-patience only apply to --method rl")
-        cells = load_cells(args.measurements_dir) if args.measurements_dir else None
+        if args.lanes is not None and args.measurements_dir is None:
+            parser.error("--lanes only applies to --measurements-dir")
+        folder = load_cells(args.measurements_dir) if args.measurements_dir else None
+        cells = folder.cells if folder else None
         config = FitConfig(
             model=parse_model(args.model, args.mod_dir),
             measurements=cells[0].measurements
@@ -332,8 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rl_parallel=args.rl_parallel,
             rl_patience=args.rl_patience,
         )
-        if cells:
-            document = fit_cells(config, cells)
+        if folder:
+            document = _fit_folder(args.ray, args.lanes, config, folder)
         else:
             pool = _cluster_pool(args.ray, config)
             try:
@@ -345,15 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("fit_failed", reason=str(err))
         print(f"neuroloop-fit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if cells:
-        print(format_cells(document["cells"]))
-        print(
-            f"neuroloop-fit: {document['cells_fitted']} of {len(cells)} cells fitted in "
-            f"{document['simulations_used']} simulations (training: "
-            f"{document['training']['simulations']}); summary in {args.out}/cells.csv",
-            file=sys.stderr,
-        )
-        return EXIT_OK if document["cells_fitted"] == len(cells) else EXIT_NO_SOLUTION
+    if folder:
+        return _report_folder(document, args.out)
     if not result.solutions:
         best = result.document["run"].get("best_max_abs_z")
         shown = "none evaluated" if best is None else f"{best:.3g}"
@@ -365,8 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_NO_SOLUTION
     print(
-        f"neuroloop-fit: {len(result.solutions)} solution(s) in {result.simulations} simulations; "
-        f"results in {args.out}",
+        f"neuroloop-fit: {result.document['run']['solutions_found']} solution(s) in "
+        f"{result.simulations} simulations (first at simulation {result.first_fit_at}; "
+        f"{len(result.solutions)} listed); results in {args.out}",
         file=sys.stderr,
     )
     print(format_spread(result.document["spread"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import numpy as np
 from fitting.measurements import MeasurementSet
 from fitting.objective import Evaluation
 from fitting.parameters import ParameterSpace
+
+#: pyplot keeps global state: figures drawn from several threads (a folder's lanes) take turns.
+_PYPLOT_LOCK = threading.Lock()
 
 
 def rank_solutions(
@@ -157,6 +161,19 @@ def plot_traces(
         k: Acceptance threshold.
         title: Figure title (what was fitted, how many simulations).
     """
+    with _PYPLOT_LOCK:
+        _plot_traces(path, traces, labels, best, measurements, k, title)
+
+
+def _plot_traces(
+    path: Path,
+    traces: Sequence[Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    labels: Sequence[str],
+    best: Evaluation,
+    measurements: MeasurementSet,
+    k: float,
+    title: str | None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -301,14 +301,16 @@ def _fit_with_pool(
             shown[0],
             config.measurements,
             config.k,
-            title=f"{model.target} fitted by {config.method}: {len(solutions)} solution(s) with "
+            title=f"{model.target} fitted by {config.method}: {found} solution(s) with "
             f"every |z| ≤ {config.k:g} in {engine.used} simulations",
         )
     log.info(
         "fit_done",
         method=config.method,
         simulations=engine.used,
-        solutions=len(solutions),
+        solutions_found=found,
+        solutions_listed=len(solutions),
+        first_fit_at=engine.first_fit_at,
         best_max_abs_z=_round(best_max_abs_z(history)),
         wall_s=round(wall_s, 1),
     )

@@ -236,6 +236,37 @@ def scenario_fit(cluster: Any, work: Path) -> dict[str, Any]:
             "best": {k: d["best_candidates"] for k, d in docs.items()}}  # fmt: skip
 
 
+def scenario_fit_cells(cluster: Any, work: Path) -> dict[str, Any]:
+    """A folder of two cells, two lanes on the cluster against two lanes of two local workers."""
+    import shutil
+
+    import yaml
+
+    from fitting.cli import main as fit_main
+    from fitting.measurements import example_measurements_path
+
+    folder = work / "cells"
+    folder.mkdir()
+    shutil.copy(example_measurements_path(), folder / "cell_a.yaml")
+    data = yaml.safe_load(example_measurements_path().read_text())
+    data["targets"][0]["mean"] *= 1.1
+    (folder / "cell_b.yaml").write_text(yaml.safe_dump(data))
+    common = ["--model", "reference", "--measurements-dir", str(folder), "--method", "random",
+              "--budget", "6", "--k", "0.001", "--seed", "5", "--lanes", "2", "--no-plot",
+              "--no-progress", "--log-level", "error"]  # fmt: skip
+    codes = {
+        "ray": fit_main([*common, "--out", str(work / "cells-ray"), "--ray", cluster.address]),
+        "local": fit_main([*common, "--out", str(work / "cells-local"), "--workers", "4"]),
+    }
+    out = {k: work / f"cells-{k}" for k in codes}
+    summary = {k: json.loads((d / "cells.json").read_text()) for k, d in out.items()}
+    best = {k: {c: json.loads((d / c / "solutions.json").read_text())["best_candidates"]
+                for c in ("cell_a", "cell_b")} for k, d in out.items()}  # fmt: skip
+    return {"exit": codes, "lanes": {k: s["lanes"] for k, s in summary.items()},
+            "used": {k: [r["budget_used"] for r in s["cells"]] for k, s in summary.items()},
+            "best": best}  # fmt: skip
+
+
 def scenario_train(cluster: Any, work: Path) -> dict[str, Any]:
     from controller.train_cli import main as train_main
 
@@ -290,6 +321,7 @@ def main() -> int:
         ("driver_killed", lambda: scenario_driver_killed(cluster, work, study)),
         ("eval", lambda: scenario_eval(cluster, work)),
         ("fit", lambda: scenario_fit(cluster, work)),
+        ("fit_cells", lambda: scenario_fit_cells(cluster, work)),
         ("train", lambda: scenario_train(cluster, work)),
     ]
     for name, step in steps:

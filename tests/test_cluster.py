@@ -129,6 +129,17 @@ def test_fit_on_the_cluster_equals_the_local_one(report: dict[str, Any]) -> None
     assert r["best"]["ray"] == r["best"]["local"]
 
 
+def test_a_folder_of_cells_runs_in_lanes_on_the_cluster_as_locally(
+    report: dict[str, Any],
+) -> None:
+    r = _scenario(report, "fit_cells")
+    assert r["exit"] == {"ray": 3, "local": 3}  # k = 0.001: no cell fits
+    assert r["lanes"] == {"ray": 2, "local": 2}
+    assert r["used"] == {"ray": [6, 6], "local": [6, 6]}
+    assert r["best"]["ray"]["cell_a"]
+    assert r["best"]["ray"] == r["best"]["local"]
+
+
 def test_training_with_actor_environments_writes_the_same_bundle(report: dict[str, Any]) -> None:
     r = _scenario(report, "train")
     assert r["exit"] == 0
