@@ -161,55 +161,43 @@ def plot_traces(
         k: Acceptance threshold.
         title: Figure title (what was fitted, how many simulations).
     """
-    with _PYPLOT_LOCK:
-        _plot_traces(path, traces, labels, best, measurements, k, title)
+    with _PYPLOT_LOCK:  # pyplot's state is global: one figure at a time
+        import matplotlib
 
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-def _plot_traces(
-    path: Path,
-    traces: Sequence[Mapping[str, tuple[Sequence[float], Sequence[float]]]],
-    labels: Sequence[str],
-    best: Evaluation,
-    measurements: MeasurementSet,
-    k: float,
-    title: str | None,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stimuli = [p for p in measurements.stimuli if measurements.features_for(p.name)]
-    fig, axes = plt.subplots(len(stimuli) + 1, 1, figsize=(9, 3.0 * (len(stimuli) + 1)))
-    for axis, stim in zip(axes, stimuli, strict=False):
-        for trace_set, label in zip(traces, labels, strict=True):
-            t_ms, v_mv = trace_set[stim.name]
-            axis.plot(t_ms, v_mv, lw=0.8, label=label)
-        axis.axvspan(stim.delay_ms, stim.stim_end_ms, color="0.9", zorder=0,
-                     label=f"current step {stim.amplitude_na:+g} nA")  # fmt: skip
-        axis.set_title(
-            f"stimulus {stim.name}: {stim.amplitude_na:+g} nA step at {stim.location}, "
-            f"{stim.delay_ms:g}–{stim.stim_end_ms:g} ms",
+        stimuli = [p for p in measurements.stimuli if measurements.features_for(p.name)]
+        fig, axes = plt.subplots(len(stimuli) + 1, 1, figsize=(9, 3.0 * (len(stimuli) + 1)))
+        for axis, stim in zip(axes, stimuli, strict=False):
+            for trace_set, label in zip(traces, labels, strict=True):
+                t_ms, v_mv = trace_set[stim.name]
+                axis.plot(t_ms, v_mv, lw=0.8, label=label)
+            axis.axvspan(stim.delay_ms, stim.stim_end_ms, color="0.9", zorder=0,
+                         label=f"current step {stim.amplitude_na:+g} nA")  # fmt: skip
+            axis.set_title(
+                f"stimulus {stim.name}: {stim.amplitude_na:+g} nA step at {stim.location}, "
+                f"{stim.delay_ms:g}–{stim.stim_end_ms:g} ms",
+                fontsize=10,
+            )
+            axis.set_xlabel("time (ms)")
+            axis.set_ylabel("V (mV)")
+            axis.legend(fontsize=7, loc="upper right")
+        keys = [t.key for t in measurements.targets]
+        z = [max(-10.0, min(10.0, best.z[key])) for key in keys]
+        bottom = axes[-1]
+        bottom.axhspan(-k, k, color="tab:green", alpha=0.15, label=f"|z| ≤ {k:g}")
+        bottom.bar(range(len(keys)), z, color=["tab:blue" if abs(v) <= k else "tab:red" for v in z])
+        bottom.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)
+        bottom.axhline(0.0, color="0.5", lw=0.6)
+        bottom.set_ylabel("z = (feature − target mean) / SD\n(clipped to ±10)", fontsize=8)
+        bottom.set_title(
+            f"z-scores of the first set drawn above (red: outside the accepted |z| ≤ {k:g})",
             fontsize=10,
         )
-        axis.set_xlabel("time (ms)")
-        axis.set_ylabel("V (mV)")
-        axis.legend(fontsize=7, loc="upper right")
-    keys = [t.key for t in measurements.targets]
-    z = [max(-10.0, min(10.0, best.z[key])) for key in keys]
-    bottom = axes[-1]
-    bottom.axhspan(-k, k, color="tab:green", alpha=0.15, label=f"|z| ≤ {k:g}")
-    bottom.bar(range(len(keys)), z, color=["tab:blue" if abs(v) <= k else "tab:red" for v in z])
-    bottom.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)
-    bottom.axhline(0.0, color="0.5", lw=0.6)
-    bottom.set_ylabel("z = (feature − target mean) / SD\n(clipped to ±10)", fontsize=8)
-    bottom.set_title(
-        f"z-scores of the first set drawn above (red: outside the accepted |z| ≤ {k:g})",
-        fontsize=10,
-    )
-    bottom.legend(fontsize=7, loc="upper right")
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        bottom.legend(fontsize=7, loc="upper right")
+        if title:
+            fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
