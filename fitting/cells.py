@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import queue
 import threading
 import time
@@ -65,6 +66,8 @@ SUMMARY_COLUMNS = (
 )
 #: ``status`` of a summary row
 FITTED, NOT_FITTED, FAILED, INVALID = "fitted", "not fitted", "failed", "invalid"
+#: ``status`` of a cell not fitted yet, and of one an interrupted run did not reach
+PENDING, NOT_RUN = "pending", "not run"
 
 #: Makes the pool a lane fits its cells on: ``(workers) -> pool`` (closed by the caller).
 PoolFactory = Callable[[int], ExecutorPool]
@@ -125,18 +128,24 @@ def _trace_files(files: Sequence[Path]) -> set[Path]:
     return named
 
 
-def _difference(cell: MeasurementSet, first: MeasurementSet, first_name: str) -> str | None:
-    """Why ``cell`` cannot share ``first``'s policy and pool, or ``None``."""
-    if cell.stimuli != first.stimuli:
-        names, first_names = [p.name for p in cell.stimuli], [p.name for p in first.stimuli]
-        settings = " with other amplitudes or timing" if names == first_names else ""
+def _difference(
+    cell: MeasurementSet, first: MeasurementSet, first_name: str, compare_bounds: bool
+) -> str | None:
+    """Why ``cell`` cannot share ``first``'s policy and pool, or ``None`` (order aside)."""
+    by_name = {p.name: p for p in cell.stimuli}
+    first_names = [p.name for p in first.stimuli]
+    if sorted(by_name) != sorted(first_names):
+        return f"expected the stimuli of {first_name} ({first_names}), actual {sorted(by_name)}"
+    other = [p.name for p in first.stimuli if by_name[p.name] != p]
+    if other:
         return (
-            f"expected the same stimuli as {first_name} ({first_names}), actual {names}{settings}"
+            f"expected the stimuli of {first_name}, actual other amplitudes or timing for {other}"
         )
     keys, first_keys = [t.key for t in cell.targets], [t.key for t in first.targets]
     if sorted(keys) != sorted(first_keys):
         return f"expected the same features as {first_name} ({first_keys}), actual {keys}"
-    if cell.parameters != first.parameters:
+    bounds = sorted(cell.parameters, key=lambda p: p.name)
+    if compare_bounds and bounds != sorted(first.parameters, key=lambda p: p.name):
         return (
             f"expected the same parameter bounds as {first_name} "
             f"({[p.name for p in first.parameters] or 'none: the model defaults'}), actual "
@@ -146,13 +155,35 @@ def _difference(cell: MeasurementSet, first: MeasurementSet, first_name: str) ->
 
 
 def _in_order(cell: MeasurementSet, first: MeasurementSet) -> MeasurementSet:
-    """``cell`` with its targets in ``first``'s order (a policy reads them in that order)."""
-    by_key = {t.key: t for t in cell.targets}
-    return replace(cell, targets=tuple(by_key[t.key] for t in first.targets))
+    """``cell`` with its stimuli, targets and bounds in ``first``'s order.
+
+    A policy reads the targets in that order. Bounds are reordered only when the cell gives
+    the same names (with ``--param`` they are not compared and stay as they are).
+    """
+    stimuli = {p.name: p for p in cell.stimuli}
+    targets = {t.key: t for t in cell.targets}
+    bounds = {p.name: p for p in cell.parameters}
+    return replace(
+        cell,
+        stimuli=tuple(stimuli[p.name] for p in first.stimuli),
+        targets=tuple(targets[t.key] for t in first.targets),
+        parameters=tuple(bounds[p.name] for p in first.parameters if p.name in bounds)
+        if len(bounds) == len(first.parameters)
+        else cell.parameters,
+    )
 
 
-def load_cells(directory: Path) -> Folder:
+#: Names of ``--out`` entries that a cell's output folder must not take
+RESERVED = ("training-run",)
+
+
+def load_cells(directory: Path, compare_bounds: bool = True) -> Folder:
     """Every measurement file in ``directory``: the valid cells and the files left out.
+
+    Args:
+        directory: The folder.
+        compare_bounds: Whether cells must give the same parameter bounds (not when the run
+            sets them for all, ``neuroloop-fit --param``).
 
     Raises:
         ConfigError: If the folder is missing, holds no measurement file, two files share a
@@ -176,18 +207,24 @@ def load_cells(directory: Path) -> Folder:
     cells: list[Cell] = []
     invalid: list[InvalidCell] = []
     for path in files:
+        if path.stem in RESERVED:
+            invalid.append(InvalidCell(path.stem, path, f"{path}: expected a cell name other "
+                           f"than {list(RESERVED)} (output folders of the run), actual "
+                           f"{path.stem!r}. Fix: rename the file"))  # fmt: skip
+            continue
         try:
             measurements = load_measurements(path)
         except (ConfigError, FittingError) as err:
             invalid.append(InvalidCell(path.stem, path, str(err)))
             continue
         if cells:
-            reason = _difference(measurements, cells[0].measurements, cells[0].path.name)
+            first = cells[0]
+            reason = _difference(measurements, first.measurements, first.path.name, compare_bounds)
             if reason is not None:
                 invalid.append(InvalidCell(path.stem, path, f"{path}: {reason}. Fix: put cells "
                                "measured another way in another folder"))  # fmt: skip
                 continue
-            measurements = _in_order(measurements, cells[0].measurements)
+            measurements = _in_order(measurements, first.measurements)
         cells.append(Cell(path.stem, path, measurements))
     if not cells:
         raise ConfigError(
@@ -200,8 +237,8 @@ def load_cells(directory: Path) -> Folder:
 
 
 def lanes_for(cells: int, workers: int, lanes: int | None = None) -> int:
-    """Lanes to run: ``lanes`` if given, else one per worker; never more than the cells."""
-    return max(1, min(cells, lanes if lanes is not None else workers))
+    """Lanes to run: ``lanes`` if given, else one per worker; at most the workers and cells."""
+    return max(1, min(cells, workers, lanes if lanes is not None else workers))
 
 
 def run_cells(
@@ -211,41 +248,61 @@ def run_cells(
     workers_per_lane: int,
     on_done: Callable[[int, FitResult | None, str | None, float, float], None],
     fit_one: Callable[..., FitResult] = fit,
+    names: Sequence[str] | None = None,
 ) -> None:
     """Fit every job in ``lanes`` threads, each on a pool of its own; report each as it ends.
 
     ``on_done(index, result, error, started_s, ended_s)`` is called (under a lock) when job
-    ``index`` ends: with its result, or with ``None`` and the error that stopped it.
+    ``index`` ends: with its result, or with ``None`` and the error that stopped it (any
+    ``Exception`` of one job is that job's failure; the others go on). An interrupt
+    (``KeyboardInterrupt``) or any other ``BaseException`` stops the lanes from taking another
+    job and is raised here at once; the lanes are daemon threads, so a job still running does
+    not keep the process alive (its pool's workers stop with the process). Log lines of a job
+    carry ``cell=names[index]``.
     """
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(jobs)):
         todo.put(index)
     lock = threading.Lock()
+    stop = threading.Event()
     crashed: list[BaseException] = []
 
     def lane() -> None:
         try:
             with make_pool(workers_per_lane) as pool:
-                while not crashed:
+                while not stop.is_set():
                     try:
                         index = todo.get_nowait()
                     except queue.Empty:
                         return
+                    if names is not None:
+                        structlog.contextvars.bind_contextvars(cell=names[index])
                     started = time.time()
                     try:
                         result, error = fit_one(jobs[index], pool), None
                     except (ConfigError, FittingError, ExecutorError) as err:
                         result, error = None, str(err)
+                    except Exception as err:  # a bug or a library's error: still one cell's
+                        log.exception("cell_crashed")
+                        result, error = None, f"{type(err).__name__}: {err}"
                     with lock:
-                        on_done(index, result, error, started, time.time())
-        except BaseException as err:  # stop the other lanes after their current cell
+                        if not stop.is_set():
+                            on_done(index, result, error, started, time.time())
+        except BaseException as err:
             crashed.append(err)
+            stop.set()
 
-    threads = [threading.Thread(target=lane, name=f"cells-lane-{i}") for i in range(lanes)]
+    threads = [threading.Thread(target=lane, name=f"cells-lane-{i}", daemon=True)
+               for i in range(lanes)]  # fmt: skip
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        while any(thread.is_alive() for thread in threads) and not stop.is_set():
+            for thread in threads:
+                thread.join(timeout=0.2)
+    except BaseException:
+        stop.set()
+        raise
     if crashed:
         raise crashed[0]
 
@@ -318,13 +375,12 @@ def _summary(
         "cells_fitted": sum(bool(r["fitted"]) for r in rows),
         "cells_failed": sum(r["status"] == FAILED for r in rows),
         "cells_invalid": sum(r["status"] == INVALID for r in rows),
+        "cells_not_run": sum(r["status"] in (PENDING, NOT_RUN) for r in rows),
         "simulations_used": used,
         "training": training,
     }
     if base.method == "rl" and done:
-        cost = training.get("simulations")
-        if not cost:
-            cost = training.get("simulations_when_trained") or 0
+        cost = training.get("simulations") or training.get("simulations_when_trained") or 0
         document["rl_cost_per_cell"] = {
             "fits_mean": used / len(done),
             "with_training_spread": (used + int(cost)) / len(done),
@@ -333,17 +389,26 @@ def _summary(
     return document
 
 
+def _replace_durably(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` through a temporary file, flushed to disk, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
 def _write(out: Path, document: dict[str, Any]) -> None:
-    """``cells.csv`` and ``cells.json``, each replaced whole (never left half-written)."""
-    table = out / "cells.csv.tmp"
-    with table.open("w", newline="") as handle:
+    """``cells.json`` then ``cells.csv``, each replaced whole (never left half-written)."""
+
+    def table(handle: Any) -> None:
         writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
         writer.writeheader()
         writer.writerows(document["cells"])
-    table.replace(out / "cells.csv")
-    doc = out / "cells.json.tmp"
-    doc.write_text(json.dumps(document, indent=2) + "\n")
-    doc.replace(out / "cells.json")
+
+    _replace_durably(out / "cells.json", lambda h: h.write(json.dumps(document, indent=2) + "\n"))
+    _replace_durably(out / "cells.csv", table)
 
 
 def fit_cells(
@@ -351,18 +416,22 @@ def fit_cells(
     folder: Folder,
     lanes: int | None = None,
     make_pool: PoolFactory | None = None,
+    fit_one: Callable[..., FitResult] = fit,
 ) -> dict[str, Any]:
     """Fit ``folder``'s cells with ``base``'s model, method and budget; write the summary.
 
     Args:
-        base: The run (``out_dir`` is the folder's output; each cell's goes to a subfolder).
+        base: The run (``out_dir`` is the folder's output; each cell's goes to a subfolder;
+            ``workers`` the processes, or cluster CPUs, shared by the lanes).
         folder: From :func:`load_cells`.
-        lanes: Cells fitted at once (default: one per worker, at most one per cell).
+        lanes: Cells fitted at once (default: one per worker; at most the workers and cells).
         make_pool: Builds a lane's pool for a number of workers (default: local processes;
             ``neuroloop-fit --ray`` passes pools on the cluster).
+        fit_one: The fit of one cell (tests replace it).
 
     Returns:
-        The summary document (also written to ``cells.json``).
+        The summary document (also written to ``cells.json``, first with every cell pending,
+        then each time a cell ends; an interrupted run's unfinished cells say ``not run``).
     """
     cells = folder.cells
     out = base.out_dir
@@ -376,7 +445,13 @@ def fit_cells(
     pools = make_pool or local_pool
     total = lanes_for(len(cells), base.workers, lanes)
     per_lane = max(1, base.workers // total)
+    if base.workers % total:
+        log.info("cells_idle_workers", workers=base.workers, lanes=total,
+                 idle=base.workers % total)  # fmt: skip
+    rows: list[dict[str, Any]] = [_empty_row(c.name, c.path, PENDING, None) for c in cells]
+    rows += [_empty_row(b.name, b.path, INVALID, b.error) for b in folder.invalid]
     training: dict[str, Any] = {"simulations": 0, "wall_s": 0.0, "reused": False}
+    _write(out, _summary(base, rows, training, total, per_lane))
     policy = base.policy_path
     if base.method == "rl" and policy is None:
         trainer = replace(base, model=model, measurements=first, out_dir=out / "training-run",
@@ -385,7 +460,8 @@ def fit_cells(
             trained = fit(trainer, pool)
         policy = out / "training-run" / "policy"
         training = {
-            # the policy's bank and SAC steps, and the training run's one fitting simulation
+            # what the policy cost (trained now, or earlier into this folder and resumed): its
+            # bank and SAC steps, and the training run's one fitting simulation
             "simulations": trained.training_simulations + trained.simulations,
             "wall_s": round(trained.training_wall_s, 1),
             "policy": str(policy),
@@ -394,8 +470,6 @@ def fit_cells(
     elif base.method == "rl" and policy is not None:
         training = {"simulations": 0, "wall_s": 0.0, "policy": str(policy), "reused": True,
                     **_policy_cost(policy)}  # fmt: skip
-    rows: list[dict[str, Any] | None] = [None] * len(cells)
-    invalid = [_empty_row(b.name, b.path, INVALID, b.error) for b in folder.invalid]
     jobs = [
         replace(base, model=model, measurements=cell.measurements, out_dir=out / cell.name,
                 policy_path=policy, progress=base.progress and total == 1)
@@ -413,19 +487,24 @@ def fit_cells(
         if error is not None:
             log.error("cell_failed", cell=cell.name, reason=error)
         progress.step(row)
-        done = [r for r in rows if r is not None]
-        _write(out, _summary(base, done + invalid, training, total, per_lane))
+        _write(out, _summary(base, rows, training, total, per_lane))
 
     try:
-        run_cells(jobs, pools, total, per_lane, on_done)
+        run_cells(jobs, pools, total, per_lane, on_done, fit_one, [c.name for c in cells])
+    except BaseException as err:
+        for k, row in enumerate(rows[: len(cells)]):
+            if row["status"] == PENDING:
+                reason = f"not run: the run stopped ({type(err).__name__})"
+                rows[k] = _empty_row(row["cell"], cells[k].path, NOT_RUN, reason)
+        _write(out, _summary(base, rows, training, total, per_lane))
+        raise
     finally:
         progress.close()
-    finished = [r for r in rows if r is not None]
-    document = _summary(base, finished + invalid, training, total, per_lane)
+    document = _summary(base, rows, training, total, per_lane)
     _write(out, document)
     log.info(
         "cells_done",
-        cells=len(cells) + len(invalid),
+        cells=len(rows),
         fitted=document["cells_fitted"],
         failed=document["cells_failed"],
         invalid=document["cells_invalid"],

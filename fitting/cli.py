@@ -40,6 +40,7 @@ log = structlog.get_logger()
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_NO_SOLUTION = 3
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 EPILOG = """\
 examples:
@@ -82,6 +83,10 @@ optional parameter bounds, or raw traces to extract targets from; see docs/fitti
 features: input_resistance, resting_potential, steady_state_voltage, voltage_deflection,
 decay_time_constant, spike_count, mean_frequency, ap_amplitude, ap_half_width, ahp_depth,
 time_to_first_spike, or any eFEL feature name.
+
+exit codes: 0 fitted (every cell, with --measurements-dir), 3 no parameter set fitted (some
+cell not fitted), 2 bad input (with --measurements-dir: some file invalid or some cell's fit
+failed; the other cells are fitted), 130 interrupted (finished cells are kept).
 
 outputs in --out: solutions.json / solutions.csv (ranked sets with every |z| <= k, spread per
 parameter, best candidates), best_traces.png, archive.jsonl (every simulation; rerunning the same
@@ -310,11 +315,12 @@ def _fit_folder(
     cluster_cpus = probe.workers
     probe.close()
 
-    def cluster_pool(_workers: int) -> ExecutorPool:
-        return ExecutorPool(model, first, make_executor(ray), config.timeout_s)
+    def cluster_pool(workers: int) -> ExecutorPool:
+        # each lane keeps its share of the cluster's CPUs busy, and no more (a task queued
+        # behind another lane's would run out its timeout waiting)
+        return ExecutorPool(model, first, make_executor(ray), config.timeout_s, workers)
 
-    chosen = lanes if lanes is not None else cluster_cpus
-    return fit_cells(replace(config, workers=chosen), folder, chosen, cluster_pool)
+    return fit_cells(replace(config, workers=cluster_cpus), folder, lanes, cluster_pool)
 
 
 def _report_folder(document: dict[str, Any], out: Path) -> int:
@@ -322,11 +328,13 @@ def _report_folder(document: dict[str, Any], out: Path) -> int:
     rows = document["cells"]
     print(format_cells(rows))
     training = document["training"]
-    if training.get("reused"):
+    if document["method"] != "rl":
+        spent = ""
+    elif training.get("reused"):
         cost = training.get("simulations_when_trained")
-        spent = f"policy reused, trained with {cost if cost is not None else 'unknown'}"
+        spent = f" (policy reused; it took {cost if cost is not None else 'unknown'} to train)"
     else:
-        spent = f"training: {training['simulations']}"
+        spent = f" (training: {training['simulations']})"
     per_cell = document.get("rl_cost_per_cell")
     amortised = (
         f"; RL per cell {per_cell['fits_mean']:.1f} simulations, "
@@ -335,7 +343,7 @@ def _report_folder(document: dict[str, Any], out: Path) -> int:
     )  # fmt: skip
     print(
         f"neuroloop-fit: {document['cells_fitted']} of {len(rows)} cells fitted in "
-        f"{document['simulations_used']} simulations ({spent}){amortised}; "
+        f"{document['simulations_used']} simulations{spent}{amortised}; "
         f"{document['cells_failed']} failed, {document['cells_invalid']} invalid; "
         f"summary in {out}/cells.csv",
         file=sys.stderr,
@@ -365,7 +373,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--rl-start, --rl-parallel and --rl-patience only apply to --method rl")
         if args.lanes is not None and args.measurements_dir is None:
             parser.error("--lanes only applies to --measurements-dir")
-        folder = load_cells(args.measurements_dir) if args.measurements_dir else None
+        if args.lanes is not None and args.ray is None and args.lanes > args.workers:
+            parser.error(
+                f"expected --lanes <= --workers (each lane needs a worker process of its own), "
+                f"actual {args.lanes} > {args.workers}"
+            )
+        folder = (
+            load_cells(args.measurements_dir, compare_bounds=not args.param)
+            if args.measurements_dir
+            else None
+        )
         cells = folder.cells if folder else None
         config = FitConfig(
             model=parse_model(args.model, args.mod_dir),
@@ -398,7 +415,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             rl_patience=args.rl_patience,
         )
         if folder:
-            document = _fit_folder(args.ray, args.lanes, config, folder)
+            try:
+                document = _fit_folder(args.ray, args.lanes, config, folder)
+            except KeyboardInterrupt:
+                table = args.out / "cells.json"
+                if table.is_file():
+                    print(format_cells(json.loads(table.read_text())["cells"]))
+                print(f"neuroloop-fit: interrupted; finished cells are in {args.out}/cells.csv, "
+                      "rerun the command to resume the others", file=sys.stderr)  # fmt: skip
+                return EXIT_INTERRUPTED
         else:
             pool = _cluster_pool(args.ray, config)
             try:

@@ -62,6 +62,9 @@ class ExecutorPool:
         executor: The engine: a ``LocalExecutor``, or ``make_executor("auto")`` for Ray.
         timeout_s: Longest allowed evaluation of one parameter set (``inf``: no limit); the
             worker's model build is not counted on the local engine.
+        max_in_flight: Most tasks this pool has on the executor at once (default: the
+            executor's workers). Several pools sharing a cluster (a folder's lanes) each take
+            their share, so that no task waits in the cluster's queue on its own timeout.
     """
 
     def __init__(
@@ -70,9 +73,13 @@ class ExecutorPool:
         measurements: MeasurementSet,
         executor: Executor,
         timeout_s: float = math.inf,
+        max_in_flight: int | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise FittingError(f"Expected timeout_s > 0, actual {timeout_s}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise FittingError(f"Expected max_in_flight >= 1, actual {max_in_flight}")
+        self.max_in_flight = max_in_flight
         self.model_spec = model_spec
         self.measurements = measurements
         self.timeout_s = timeout_s
@@ -82,11 +89,17 @@ class ExecutorPool:
 
     @property
     def size(self) -> int:
-        """Tasks that can run at once on the executor."""
-        return self.executor.workers
+        """Tasks that can run at once for this pool."""
+        workers = self.executor.workers
+        return workers if self.max_in_flight is None else min(workers, self.max_in_flight)
 
     def _run(self, kind: str, payloads: Sequence[Any]) -> list[tuple[str, Any]]:
         """``(kind, payload)`` per request, in order: ``ok``, ``timeout``, ``error``, ``crash``."""
+        if self.max_in_flight is not None and len(payloads) > self.size:
+            out: list[tuple[str, Any]] = []
+            for start in range(0, len(payloads), self.size):
+                out += self._run(kind, payloads[start : start + self.size])
+            return out
         self._batch += 1
         setup = functools.partial(_evaluator, self.model_spec, self.measurements)
         timeout_s = self.timeout_s if math.isfinite(self.timeout_s) else None
@@ -96,16 +109,16 @@ class ExecutorPool:
             for i, p in enumerate(payloads)
         ]  # fmt: skip
         by_key = {o.key: o for o in self.executor.run(tasks)}
-        out: list[tuple[str, Any]] = []
+        results: list[tuple[str, Any]] = []
         for task in tasks:
             o = by_key[task.key]
             if o.ok:
-                out.append(("ok", o.value))
+                results.append(("ok", o.value))
             elif o.timed_out:
-                out.append(("timeout", o.error))
+                results.append(("timeout", o.error))
             else:
-                out.append(("crash" if o.lost else "error", o.error))
-        return out
+                results.append(("crash" if o.lost else "error", o.error))
+        return results
 
     def evaluate(self, params_list: Sequence[Mapping[str, float]]) -> list[Evaluation]:
         """Evaluate parameter sets in parallel; order of results matches the input.

@@ -227,7 +227,7 @@ _STIMULUS_COLUMNS = (
 
 
 def _parse_csv(path: Path) -> MeasurementSet:
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         required = {"stimulus", "amplitude_na", "feature", "mean", "std"}
         columns = set(reader.fieldnames or ())
@@ -278,9 +278,17 @@ def load_measurements(path: str | Path) -> MeasurementSet:
     if not path.is_file():
         raise ConfigError(f"Expected a measurements file at {path}, actual missing")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _parse_csv(path)
-    text = path.read_text()
+    try:
+        if suffix == ".csv":
+            return _parse_csv(path)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: expected UTF-8 text, actual byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start}. Fix: save the file as UTF-8 (spreadsheets: 'CSV UTF-8')"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: expected a readable file, actual {err}") from None
     try:
         if suffix in (".yaml", ".yml"):
             import yaml

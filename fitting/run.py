@@ -192,6 +192,7 @@ def _fit_with_pool(
     from fitting.optimizers.random_search import run_random
 
     rng = np.random.default_rng(config.seed)
+    timeouts_before = pool.timeouts  # a pool may serve several fits (a folder's lane)
     run_info: dict[str, Any] = {
         "model": {
             "kind": model.kind,
@@ -279,7 +280,8 @@ def _fit_with_pool(
         "budget_used": engine.used,
         "training_simulations": training_sims,
         "training_wall_s": training_wall,
-        "timeouts": pool.timeouts,
+        "timeouts": pool.timeouts - timeouts_before,
+        "workers": pool.size,
         "wall_s": wall_s,
         "solutions_found": found,
         "solutions_listed": len(solutions),

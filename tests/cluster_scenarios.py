@@ -237,7 +237,7 @@ def scenario_fit(cluster: Any, work: Path) -> dict[str, Any]:
 
 
 def scenario_fit_cells(cluster: Any, work: Path) -> dict[str, Any]:
-    """A folder of two cells, two lanes on the cluster against two lanes of two local workers."""
+    """A folder of two cells in two lanes: on the two-CPU cluster, and on two local workers."""
     import shutil
 
     import yaml
@@ -256,14 +256,16 @@ def scenario_fit_cells(cluster: Any, work: Path) -> dict[str, Any]:
               "--no-progress", "--log-level", "error"]  # fmt: skip
     codes = {
         "ray": fit_main([*common, "--out", str(work / "cells-ray"), "--ray", cluster.address]),
-        "local": fit_main([*common, "--out", str(work / "cells-local"), "--workers", "4"]),
+        "local": fit_main([*common, "--out", str(work / "cells-local"), "--workers", "2"]),
     }
     out = {k: work / f"cells-{k}" for k in codes}
     summary = {k: json.loads((d / "cells.json").read_text()) for k, d in out.items()}
-    best = {k: {c: json.loads((d / c / "solutions.json").read_text())["best_candidates"]
+    docs = {k: {c: json.loads((d / c / "solutions.json").read_text())
                 for c in ("cell_a", "cell_b")} for k, d in out.items()}  # fmt: skip
+    best = {k: {c: d[c]["best_candidates"] for c in d} for k, d in docs.items()}
     return {"exit": codes, "lanes": {k: s["lanes"] for k, s in summary.items()},
             "used": {k: [r["budget_used"] for r in s["cells"]] for k, s in summary.items()},
+            "workers": {k: [d[c]["run"]["workers"] for c in d] for k, d in docs.items()},
             "best": best}  # fmt: skip
 
 

@@ -136,6 +136,7 @@ def test_a_folder_of_cells_runs_in_lanes_on_the_cluster_as_locally(
     assert r["exit"] == {"ray": 3, "local": 3}  # k = 0.001: no cell fits
     assert r["lanes"] == {"ray": 2, "local": 2}
     assert r["used"] == {"ray": [6, 6], "local": [6, 6]}
+    assert r["workers"] == {"ray": [1, 1], "local": [1, 1]}  # each lane its share, not the cluster
     assert r["best"]["ray"]["cell_a"]
     assert r["best"]["ray"] == r["best"]["local"]
 

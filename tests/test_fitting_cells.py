@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import threading
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,10 @@ def test_cells_run_in_lanes_each_as_its_own_fit_would(tmp_path: Path) -> None:
         assert in_folder["best_candidates"] == single["best_candidates"]
         assert in_folder["run"]["solutions_found"] == single["run"]["solutions_found"]
         assert row["first_fit_at"] == single["run"]["first_fit_at_simulation"]
+        assert in_folder["run"]["workers"] == single["run"]["workers"] == 1  # the lane's share
+    with pytest.raises(SystemExit):  # more lanes than worker processes: refused
+        run("--measurements-dir", str(folder), "--out", str(tmp_path / "x"), *common,
+            "--workers", "2", "--lanes", "3")  # fmt: skip
 
 
 def test_bad_files_are_reported_and_the_other_cells_fitted(
@@ -121,6 +127,7 @@ def test_bad_files_are_reported_and_the_other_cells_fitted(
                                  "features": ["input_resistance"]}])  # fmt: skip
     (folder / "cell_h.yaml").write_text(yaml.safe_dump(traced))
     (folder / "h_trace.csv").write_text("t_ms,v_mv\n0,-65\n0.1,-65\n")  # a trace, not a cell
+    (folder / "cell_i.csv").write_bytes("stimulus,amplitude_na\nst\xb5p,1\n".encode("latin-1"))
 
     loaded = load_cells(folder)
     assert [c.name for c in loaded.cells] == ["cell_a", "cell_b", "cell_f"]
@@ -128,13 +135,14 @@ def test_bad_files_are_reported_and_the_other_cells_fitted(
         t.key for t in loaded.cells[0].measurements.targets
     ]  # put in the folder's order, for the policy
     reasons = {bad.name: bad.error for bad in loaded.invalid}
-    assert sorted(reasons) == ["cell_c", "cell_d", "cell_e", "cell_g", "cell_h"]
+    assert sorted(reasons) == ["cell_c", "cell_d", "cell_e", "cell_g", "cell_h", "cell_i"]
     assert "cell_c.yaml: expected the same features as cell_a.yaml" in reasons["cell_c"]
     assert "cell_d.yaml" in reasons["cell_d"]
     assert "std" in reasons["cell_d"]
     assert "cell_e.yaml" in reasons["cell_e"]
     assert "cell_g.yaml: expected the same parameter bounds" in reasons["cell_g"]
     assert "h_trace" not in reasons  # the trace beside its cell is not taken for a cell
+    assert "cell_i.csv: expected UTF-8 text, actual byte 0xb5" in reasons["cell_i"]
 
     out = tmp_path / "lab"
     code = run("--measurements-dir", str(folder), "--out", str(out), "--method", "random",
@@ -146,8 +154,8 @@ def test_bad_files_are_reported_and_the_other_cells_fitted(
     }
     assert all(rows[n]["status"] == "invalid" and rows[n]["error"] for n in reasons)
     err = capsys.readouterr().err
-    assert "3 of 8 cells fitted" in err
-    assert "5 invalid" in err
+    assert "3 of 9 cells fitted" in err
+    assert "6 invalid" in err
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -158,6 +166,66 @@ def test_bad_files_are_reported_and_the_other_cells_fitted(
     (only_bad / "x.yaml").write_text("targets: [unclosed\n")
     with pytest.raises(ConfigError, match=r"at least one valid .*only_bad/x\.yaml: expected valid"):
         load_cells(only_bad)
+
+
+def test_a_failed_fit_is_reported_and_the_others_fitted(tmp_path: Path) -> None:
+    """A cell whose fit raises gets a failed row with the error; the exit code says so."""
+    from fitting.cells import fit_cells
+    from fitting.cli import _report_folder
+    from fitting.model import parse_model
+    from fitting.run import FitConfig, fit
+
+    folder = load_cells(lab_folder(tmp_path))
+
+    def fit_one(job: FitConfig, pool: Any) -> Any:
+        if job.out_dir.name == "cell_a":
+            raise RuntimeError("the model's mechanism crashed")
+        return fit(job, pool)
+
+    base = FitConfig(model=parse_model("reference", []), measurements=folder.cells[0].measurements,
+                     out_dir=tmp_path / "lab", method="random", budget=4, workers=2, k=1000.0,
+                     progress=False, plot=False)  # fmt: skip
+    document = fit_cells(base, folder, fit_one=fit_one)
+    rows = {r["cell"]: r for r in document["cells"]}
+    assert rows["cell_a"]["status"] == "failed"
+    assert rows["cell_a"]["error"] == "RuntimeError: the model's mechanism crashed"
+    assert rows["cell_b"]["status"] == "fitted"
+    assert json.loads((tmp_path / "lab" / "cells.json").read_text()) == document
+    assert _report_folder(document, tmp_path / "lab") == EXIT_BAD_INPUT
+
+
+def test_an_interrupt_stops_the_lanes_and_keeps_what_finished(tmp_path: Path) -> None:
+    """Ctrl-C: no new cell starts, the summary says which cells did not run, and the
+    interrupt is not held up by a cell still running in another lane."""
+    from fitting.cells import fit_cells
+    from fitting.model import parse_model
+    from fitting.run import FitConfig
+
+    folder = lab_folder(tmp_path)
+    for name in ("cell_c", "cell_d"):
+        shutil.copy(folder / "cell_a.yaml", folder / f"{name}.yaml")
+    cells = load_cells(folder)
+    release = threading.Event()
+
+    def fit_one(job: FitConfig, pool: Any) -> Any:
+        if job.out_dir.name == "cell_a":
+            release.wait(30.0)  # a long fit in the other lane
+            raise FittingError("released")
+        raise KeyboardInterrupt
+
+    base = FitConfig(model=parse_model("reference", []), measurements=cells.cells[0].measurements,
+                     out_dir=tmp_path / "lab", method="random", budget=4, workers=2,
+                     progress=False, plot=False)  # fmt: skip
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_cells(base, cells, fit_one=fit_one)
+        assert time.monotonic() - started < 25.0  # did not wait for cell_a's lane
+    finally:
+        release.set()
+    rows = {r["cell"]: r["status"] for r in json.loads((tmp_path / "lab" / "cells.json")
+                                                        .read_text())["cells"]}  # fmt: skip
+    assert rows == dict.fromkeys(["cell_a", "cell_b", "cell_c", "cell_d"], "not run")
 
 
 def test_a_cell_that_fails_does_not_stop_the_others(tmp_path: Path) -> None:
