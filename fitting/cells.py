@@ -254,11 +254,12 @@ def run_cells(
 
     ``on_done(index, result, error, started_s, ended_s)`` is called (under a lock) when job
     ``index`` ends: with its result, or with ``None`` and the error that stopped it (any
-    ``Exception`` of one job is that job's failure; the others go on). An interrupt
-    (``KeyboardInterrupt``) or any other ``BaseException`` stops the lanes from taking another
-    job and is raised here at once; the lanes are daemon threads, so a job still running does
-    not keep the process alive (its pool's workers stop with the process). Log lines of a job
-    carry ``cell=names[index]``.
+    ``Exception`` of one job is that job's failure; the others go on). An
+    :class:`~core.executor.base.ExecutorError` (the executor itself failed: a lost cluster), an
+    interrupt (``KeyboardInterrupt``) or any other ``BaseException`` stops the lanes from taking
+    another job and is raised here at once; the lanes are daemon threads, so a job still
+    running does not keep the process alive (its pool's workers stop with the process). Log
+    lines of a job carry ``cell=names[index]``.
     """
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(jobs)):
@@ -280,7 +281,9 @@ def run_cells(
                     started = time.time()
                     try:
                         result, error = fit_one(jobs[index], pool), None
-                    except (ConfigError, FittingError, ExecutorError) as err:
+                    except ExecutorError:
+                        raise  # the executor (a cluster) is gone: no other cell can run either
+                    except (ConfigError, FittingError) as err:
                         result, error = None, str(err)
                     except Exception as err:  # a bug or a library's error: still one cell's
                         log.exception("cell_crashed")

@@ -228,6 +228,29 @@ def test_an_interrupt_stops_the_lanes_and_keeps_what_finished(tmp_path: Path) ->
     assert rows == dict.fromkeys(["cell_a", "cell_b", "cell_c", "cell_d"], "not run")
 
 
+def test_a_lost_executor_stops_the_folder_naming_the_cause(tmp_path: Path) -> None:
+    """A cluster that is gone fails every cell alike: the run stops instead of waiting for it
+    once per cell, and the summary says why the rest did not run."""
+    from core.executor.base import ExecutorError
+    from fitting.cells import fit_cells
+    from fitting.model import parse_model
+    from fitting.run import FitConfig
+
+    cells = load_cells(lab_folder(tmp_path))
+
+    def fit_one(job: FitConfig, pool: Any) -> Any:
+        raise ExecutorError("Expected CPUs in the Ray cluster, actual none for 120 s")
+
+    base = FitConfig(model=parse_model("reference", []), measurements=cells.cells[0].measurements,
+                     out_dir=tmp_path / "lab", method="random", budget=4, workers=1,
+                     progress=False, plot=False)  # fmt: skip
+    with pytest.raises(ExecutorError, match="actual none for 120 s"):
+        fit_cells(base, cells, fit_one=fit_one)
+    rows = json.loads((tmp_path / "lab" / "cells.json").read_text())["cells"]
+    assert [r["status"] for r in rows] == ["not run", "not run"]
+    assert all("ExecutorError" in r["error"] for r in rows)
+
+
 def test_a_cell_that_fails_does_not_stop_the_others(tmp_path: Path) -> None:
     """run_cells reports a failed job with its error and fits the rest, in every lane."""
     done: dict[int, Any] = {}
