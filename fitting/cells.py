@@ -163,12 +163,13 @@ def _in_order(cell: MeasurementSet, first: MeasurementSet) -> MeasurementSet:
     stimuli = {p.name: p for p in cell.stimuli}
     targets = {t.key: t for t in cell.targets}
     bounds = {p.name: p for p in cell.parameters}
+    same_names = sorted(bounds) == sorted(p.name for p in first.parameters)
     return replace(
         cell,
         stimuli=tuple(stimuli[p.name] for p in first.stimuli),
         targets=tuple(targets[t.key] for t in first.targets),
-        parameters=tuple(bounds[p.name] for p in first.parameters if p.name in bounds)
-        if len(bounds) == len(first.parameters)
+        parameters=tuple(bounds[p.name] for p in first.parameters)
+        if same_names
         else cell.parameters,
     )
 
@@ -310,24 +311,6 @@ def run_cells(
         raise crashed[0]
 
 
-def _fitted_row(cell: Cell, result: FitResult) -> dict[str, Any]:
-    run = result.document["run"]
-    found = int(run["solutions_found"])
-    return {
-        "cell": cell.name,
-        "file": str(cell.path),
-        "status": FITTED if found else NOT_FITTED,
-        "solutions_found": found,
-        "first_fit_at": result.first_fit_at,
-        "budget_used": result.simulations,
-        "best_max_abs_z": run["best_max_abs_z"],
-        "fitted": bool(found),
-        "error": None,
-        "started_unix_s": None,
-        "ended_unix_s": None,
-    }
-
-
 def _empty_row(name: str, path: Path, status: str, error: str | None) -> dict[str, Any]:
     return {
         "cell": name,
@@ -344,17 +327,30 @@ def _empty_row(name: str, path: Path, status: str, error: str | None) -> dict[st
     }
 
 
+def _fitted_row(cell: Cell, result: FitResult) -> dict[str, Any]:
+    run = result.document["run"]
+    found = int(run["solutions_found"])
+    return {
+        **_empty_row(cell.name, cell.path, FITTED if found else NOT_FITTED, None),
+        "solutions_found": found,
+        "first_fit_at": result.first_fit_at,
+        "budget_used": result.simulations,
+        "best_max_abs_z": run["best_max_abs_z"],
+        "fitted": bool(found),
+    }
+
+
 def _policy_cost(policy: Path) -> dict[str, Any]:
     """What a reused policy cost to train (from its ``policy.json``), when it says."""
+    from fitting.optimizers.rl import read_policy_info
+
     try:
-        info = json.loads((policy / "policy.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(info, dict):
+        info = read_policy_info(policy / "policy.json")
+    except (ConfigError, OSError):
         return {}
     return {
-        "simulations_when_trained": info.get("training_simulations"),
-        "wall_s_when_trained": info.get("training_wall_s"),
+        "simulations_when_trained": info.training_simulations,
+        "wall_s_when_trained": info.training_wall_s,
     }
 
 

@@ -291,14 +291,18 @@ def _list_params(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cluster_pool(ray: str | None, config: FitConfig) -> ExecutorPool | None:
+def _cluster_pool(
+    ray: str | None, config: FitConfig, max_in_flight: int | None = None
+) -> ExecutorPool | None:
     """With ``--ray``, a pool on the cluster (else ``None``: ``fit`` runs its local pool)."""
     if ray is None:
         return None
     from core.executor.factory import make_executor
 
     executor = make_executor(ray)
-    return ExecutorPool(config.model.prepare(), config.measurements, executor, config.timeout_s)
+    return ExecutorPool(
+        config.model.prepare(), config.measurements, executor, config.timeout_s, max_in_flight
+    )
 
 
 def _fit_folder(
@@ -309,16 +313,17 @@ def _fit_folder(
         return fit_cells(config, folder, lanes)
     from core.executor.factory import make_executor
 
-    model = config.model.prepare()
-    first = folder.cells[0].measurements
     probe = make_executor(ray)  # joins the cluster once, before the lanes' threads start
     cluster_cpus = probe.workers
     probe.close()
 
     def cluster_pool(workers: int) -> ExecutorPool:
         # each lane keeps its share of the cluster's CPUs busy, and no more (a task queued
-        # behind another lane's would run out its timeout waiting)
-        return ExecutorPool(model, first, make_executor(ray), config.timeout_s, workers)
+        # behind another lane's would run out its timeout waiting); config.measurements is
+        # the folder's first cell, which every cell's fit rescores against its own targets
+        pool = _cluster_pool(ray, config, workers)
+        assert pool is not None
+        return pool
 
     return fit_cells(replace(config, workers=cluster_cpus), folder, lanes, cluster_pool)
 

@@ -60,6 +60,15 @@ N_SCALE_RANGE = (0.005, 4.0)
 #: Longest window one ``step`` may integrate (ms).
 MAX_STEP_MS = 10_000.0
 
+#: ``configure`` options → (SensingConfig field, lowest, highest value accepted).
+SENSING_OPTIONS: dict[str, tuple[str, float, float]] = {
+    "sensing_units": ("n_units", 0, 1000),
+    "sensing_noise_uv_per_sqrt_hz": ("noise_uv_per_sqrt_hz", 0.0, 100.0),
+    "sensing_band_centre_hz": ("band_centre_hz", 0.0, 500.0),
+    "sensing_blank_post_ms": ("blank_post_ms", 0.0, 10.0),
+}
+
+
 SIM_CAPABILITIES = Capabilities(
     stim_params=(
         ParamSpec("amplitude_mv", "mV", "amplitude", *AMPLITUDE_RANGE_MV),
@@ -79,10 +88,7 @@ SIM_CAPABILITIES = Capabilities(
         "stim_noise_e_mv",
         "seed",
         "polarity",
-        "sensing_units",
-        "sensing_noise_uv_per_sqrt_hz",
-        "sensing_band_centre_hz",
-        "sensing_blank_post_ms",
+        *SENSING_OPTIONS,
     ),
 )
 
@@ -109,15 +115,6 @@ def _num_option(
             f"Expected option {name} as a number in [{lo:g}, {hi:g}], actual {value!r}"
         )
     return float(value)
-
-
-#: ``configure`` options → (SensingConfig field, lowest, highest value accepted).
-SENSING_OPTIONS: dict[str, tuple[str, float, float]] = {
-    "sensing_units": ("n_units", 0, 1000),
-    "sensing_noise_uv_per_sqrt_hz": ("noise_uv_per_sqrt_hz", 0.0, 100.0),
-    "sensing_band_centre_hz": ("band_centre_hz", 0.0, 500.0),
-    "sensing_blank_post_ms": ("blank_post_ms", 0.0, 10.0),
-}
 
 
 def sensing_from_options(options: Mapping[str, ConfigValue]) -> SensingConfig | None:

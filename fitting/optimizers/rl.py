@@ -109,7 +109,7 @@ class FitPolicy:
         meta_path = directory / "policy.json"
         if not meta_path.is_file() or not (directory / "policy.zip").is_file():
             raise ConfigError(f"Expected policy.zip and policy.json in {directory}, actual missing")
-        info = _read_info(meta_path)
+        info = read_policy_info(meta_path)
         if info.parameters != space.to_dict():
             raise ConfigError(
                 f"Expected a policy trained for parameters {space.to_dict()}, "
@@ -128,7 +128,7 @@ class FitPolicy:
         return FitPolicy(model, info, bank)
 
 
-def _read_info(path: Path) -> PolicyInfo:
+def read_policy_info(path: Path) -> PolicyInfo:
     """``policy.json``; a file without ``version`` is version 1 (no bank)."""
     try:
         data = json.loads(path.read_text())
