@@ -65,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, required=True, help="Output directory (created).")
-    g.add_argument("--algo", choices=("ppo", "sac"), default="ppo", help="Algorithm (PPO).")
+    g.add_argument(
+        "--algo",
+        choices=("ppo", "sac", "schedule"),
+        default="ppo",
+        help="ppo (default) or sac: an MLP policy by stable-baselines3; schedule: a dose "
+        "schedule (amplitude by delivered charge, then off) by CMA-ES, measurable "
+        "observations only (docs/rl.md).",
+    )
     g.add_argument(
         "--total-timesteps",
         type=int,
@@ -182,12 +189,52 @@ def build_parser() -> argparse.ArgumentParser:
         "2.75,180,450 (emulator); default: the middle of the action box. A "
         "prior from scripted runs (docs/rl.md); exploration and learning are unchanged.",
     )
+    d = p.add_argument_group("dose schedule (--algo schedule; docs/rl.md)")
+    d.add_argument("--generations", type=int, default=30, help="CMA-ES generations (30).")
+    d.add_argument("--popsize", type=int, default=8, help="Candidates per generation (8).")
+    d.add_argument("--segments", type=int, default=4,
+                   help="Equal parts of the dose, each with its own amplitude (4).")  # fmt: skip
+    d.add_argument("--train-seeds", type=int, default=3,
+                   help="Training networks: seeds --seed ... --seed + N - 1 (3).")  # fmt: skip
+    d.add_argument("--sigma0", type=float, default=0.15,
+                   help="CMA-ES initial step in the parameters' unit cube (0.15).")  # fmt: skip
+    d.add_argument("--init-schedule", default=None, metavar="A1,...,AK,HZ,US,DOSE",
+                   help="Start: K amplitudes (the envelope's unit), rate, phase width and "
+                   "total dose (uC on a device envelope, mV*ms in model units); default: "
+                   "the middle of the searched box.")  # fmt: skip
+    d.add_argument("--tail-penalty", type=float, default=30.0,
+                   help="Cost per unit of tail R above a seed's bar (30).")  # fmt: skip
+    d.add_argument("--tail-margin", type=float, default=0.0,
+                   help="A seed's bar: FTSTS's tail R on it minus this (0).")  # fmt: skip
+    d.add_argument("--workers", type=int, default=2,
+                   help="Episodes at once (local processes; default 2).")  # fmt: skip
     o = p.add_argument_group("logging")
     add_log_options(o)
     return p
 
 
+def _check_schedule_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.observations != "measurable":
+        p.error(f"Expected --observations measurable with --algo schedule, actual {a.observations}")
+    for flag in ("generations", "popsize", "segments", "train_seeds", "workers"):
+        if getattr(a, flag) < 1:
+            p.error(f"Expected --{flag.replace('_', '-')} >= 1, actual {getattr(a, flag)}")
+    if a.popsize < 2:
+        p.error(f"Expected --popsize >= 2, actual {a.popsize}")
+    if not (math.isfinite(a.sigma0) and 0.0 < a.sigma0 <= 1.0):
+        p.error(f"Expected --sigma0 in (0, 1], actual {a.sigma0}")
+    for flag in ("tail_penalty", "tail_margin"):
+        value = getattr(a, flag)
+        if not (math.isfinite(value) and value >= 0.0):
+            p.error(f"Expected --{flag.replace('_', '-')} >= 0, actual {value}")
+    if not (a.seed >= 0 and a.seed + a.train_seeds <= 2**31):
+        p.error(f"Expected training seeds in [0, 2**31) (held-out seeds are above), actual "
+                f"{a.seed} ... {a.seed + a.train_seeds - 1}")  # fmt: skip
+
+
 def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.algo == "schedule":
+        _check_schedule_args(p, a)
     if a.learning_rate is None and a.resume is None:
         a.learning_rate = 3e-4
     if a.learning_rate is not None and not (math.isfinite(a.learning_rate) and a.learning_rate > 0):
@@ -366,6 +413,44 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
         venv.close()
 
 
+def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
+    """``--algo schedule``: search a dose schedule by CMA-ES; return the ``train.json`` summary."""
+    from controller.envs.config import SimConfig
+    from controller.training.schedule_search import SearchConfig, search
+    from core.executor.factory import make_executor
+
+    sim_config = SimConfig(
+        control_period_ms=a.control_period_ms,
+        onset_ms=a.onset_ms,
+        controlled_s=a.controlled_s,
+        tail_s=a.tail_s,
+        envelope=a.envelope,
+        observations=a.observations,
+    )
+    # run_one puts a bundle for a device envelope into device units itself (and the FTSTS
+    # bars stay in model units)
+    model_params: dict[str, Any] = {"n_scale": a.n_scale, "semantics": a.semantics}
+    cfg = SearchConfig(
+        sim_config=sim_config,
+        model_params=model_params,
+        seeds=tuple(range(a.seed, a.seed + a.train_seeds)),
+        segments=a.segments,
+        generations=a.generations,
+        popsize=a.popsize,
+        sigma0=a.sigma0,
+        seed=a.seed,
+        tail_penalty=a.tail_penalty,
+        tail_margin=a.tail_margin,
+        init=a.init_schedule,
+        budget_s=None if a.budget_min is None else a.budget_min * 60.0,
+    )
+    with make_executor(a.ray, a.workers) as executor:
+        summary = search(cfg, a.out, executor)
+    if a.copy_bundle_to is not None:
+        shutil.copytree(summary["bundle"], a.copy_bundle_to, dirs_exist_ok=True)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuroloop-train``."""
     parser = build_parser()
@@ -373,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(parser, args)
     configure_from_args(args)
     try:
-        summary = train(args)
+        summary = train_schedule(args) if args.algo == "schedule" else train(args)
     except NeuroLoopError as err:
         print(f"neuroloop-train: error: {err}", file=sys.stderr)
         return 2

@@ -407,31 +407,85 @@ def export_sb3(
             "clip_obs": float(vecnormalize.clip_obs),
             "epsilon": float(vecnormalize.epsilon),
         }
-    root.mkdir(parents=True, exist_ok=True)
-    np.savez(root / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
+    return write_bundle(
+        root,
+        arrays=arrays,
+        layers=layers,
+        normalization=normalization,
+        output=output,
+        algorithm=type(model).__name__,
+        versions={"stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__},
+        observation_fields=observation_fields,
+        action_fields=action_fields,
+        envelope_hash=envelope_hash,
+        fixed=fixed,
+        metadata=metadata,
+    )
+
+
+def write_bundle(
+    path: str | Path,
+    *,
+    arrays: Mapping[str, np.ndarray[Any, Any]],
+    layers: Sequence[Mapping[str, str]],
+    normalization: Mapping[str, float] | None,
+    output: str,
+    algorithm: str,
+    versions: Mapping[str, str],
+    observation_fields: Sequence[FieldSpec],
+    action_fields: Sequence[FieldSpec],
+    envelope_hash: str,
+    fixed: Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle from its arrays and layer list, then load it back to check it.
+
+    The one writer of the format: :func:`export_sb3` (trained SB3 actors) and
+    :func:`controller.training.schedule.write_schedule_bundle` (dose schedules) call it.
+
+    Args:
+        path: Output directory (created; existing bundle files are replaced).
+        arrays: Every layer's ``weight``/``bias`` (and ``obs_mean``/``obs_var`` with a
+            normalisation), stored as given.
+        layers: ``{"weight": name, "bias": name, "activation": name}`` per layer, input first.
+        normalization: ``{"clip_obs": …, "epsilon": …}`` or ``None``.
+        output: ``clip`` or ``tanh``.
+        algorithm: What made the weights (``PPO``, ``SAC``, ``CMA-ES dose schedule`` …).
+        versions: Versions of the packages that made it, besides neuroloop and numpy.
+        observation_fields: Observation quantities in input order.
+        action_fields: Action quantities in output order.
+        envelope_hash: ``SafetyEnvelope.sha256()`` of the envelope it was made for.
+        fixed: Values of the setpoint quantities the policy does not control.
+        metadata: Extra top-level entries (see :func:`export_sb3`).
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        ConfigError: The metadata clash with the format's own keys or are not JSON, or the
+            written bundle does not load.
+    """
     from importlib.metadata import version
 
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "algorithm": type(model).__name__,
-        "versions": {
-            "neuroloop": version("neuroloop"),
-            "stable_baselines3": stable_baselines3.__version__,
-            "numpy": np.__version__,
-            "torch": torch.__version__,
-        },
+        "algorithm": algorithm,
+        "versions": {"neuroloop": version("neuroloop"), "numpy": np.__version__, **versions},
         "envelope_hash": envelope_hash,
         "observation": {
             "fields": [f.as_dict() for f in observation_fields],
-            "normalization": normalization,
+            "normalization": None if normalization is None else dict(normalization),
         },
         "action": {
             "fields": [f.as_dict() for f in action_fields],
             "fixed": dict(fixed or {}),
             "output": output,
         },
-        "network": {"layers": layers},
+        "network": {"layers": [dict(layer) for layer in layers]},
         "weights_sha256": _sha256(root / WEIGHTS_FILE),
     }
     clash = sorted(set(metadata or {}) & set(meta))
