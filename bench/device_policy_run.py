@@ -2,8 +2,9 @@
 
 Three processes as a deployment has them: ``neuroloop-device-emulator`` (the device on a pty,
 its tissue the paper's N = 2000 FTSTS network), ``neuroloop-driver serve`` (the serial bridge
-behind ZeroMQ) and ``neuroloop-controller --backend serial`` running the shipped bundle
-``controller/policies/pretrained/measurable_ppo`` unchanged, in real time, for the episode it
+behind ZeroMQ) and ``neuroloop-controller --backend serial`` running a shipped bundle
+(``controller/policies/pretrained/measurable_ppo``, or ``--policy`` another, e.g. the dose
+schedule ``measurable_schedule``) unchanged, in real time, for the episode it
 was trained on (20 s of control, then a 5 s stimulation-free tail that is still observed and
 recorded). Then ``neuroloop-replay verify`` re-runs the recording. Prints one JSON object: the
 summary's units' R and LFP band power before stimulation, while stimulating and in the tail,
@@ -11,6 +12,8 @@ the charge, deadline misses and the verification. The device reports no all-cell
 so desynchronisation is judged by what it senses.
 
     python bench/device_policy_run.py --out runs/device_policy    # about 40 s
+    python bench/device_policy_run.py --policy controller/policies/pretrained/measurable_schedule \
+        --out runs/device_schedule
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/device_policy"))
     p.add_argument("--seed", type=int, default=2**31, help="emulator seed (its tissue's)")
+    p.add_argument("--policy", type=Path, default=BUNDLE,
+                   help="bundle directory (default: the shipped measurable_ppo; the dose "
+                   "schedule is controller/policies/pretrained/measurable_schedule)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the result here")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                                stderr=driver_log)  # fmt: skip
         time.sleep(2.0)  # the tissue settles into its synchronous state before stimulation
         argv_ctl = [py, "-m", "controller.cli", "--backend", "serial", "--connect",
-                    bridge.address, "--envelope", "emulator", "--policy", str(BUNDLE),
+                    bridge.address, "--envelope", "emulator", "--policy", str(a.policy),
                     "--period-ms", "100", "--duration", "27", "--tail-s", "5",
                     "--record", str(record), "--log-level", "warning"]  # fmt: skip
         ctl = subprocess.run(argv_ctl, capture_output=True, text=True, timeout=120)
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads(Path(f"{record}.summary.json").read_text("utf-8"))
     result = {
         "command": "python bench/device_policy_run.py",
-        "bundle": str(BUNDLE.relative_to(ROOT)),
+        "bundle": str(a.policy.resolve().relative_to(ROOT)),
         "controller_exit": ctl.returncode,
         "end_reason": summary.get("end_reason"),
         "ticks": summary.get("ticks"),

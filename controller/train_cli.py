@@ -41,10 +41,17 @@ examples:
   # continue from a checkpoint (also to fine-tune on a larger network)
   neuroloop-train --resume runs/rl/n500/checkpoints/model_100000_steps.zip --n-scale 1.0 ...
 
+  # a dose schedule for the emulated stimulator (reads only the delivered charge): CMA-ES
+  # over the schedule's numbers on three training networks (docs/rl.md)
+  neuroloop-train --algo schedule --envelope emulator --observations measurable \\
+      --n-scale 1.0 --control-period-ms 100 --seed 100 --train-seeds 3 --budget-min 30 \\
+      --out runs/schedule
+
 outputs in --out: bundle/ (policy bundle for `neuroloop-controller --policy`), model.zip and
 vecnormalize.pkl (SB3 model and normalisation statistics), checkpoints/, tb/ (TensorBoard:
 losses, episode reward, episode/r_tail, episode/charge_mv_ms), monitor.csv (one row per
-episode), train.json (the run's configuration and timing).
+episode), train.json (the run's configuration and timing). With --algo schedule: bundle/,
+search.jsonl (every candidate's schedule, runs and cost) and train.json.
 """
 
 
@@ -203,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "total dose (uC on a device envelope, mV*ms in model units); default: "
                    "the middle of the searched box.")  # fmt: skip
     d.add_argument("--tail-penalty", type=float, default=30.0,
-                   help="Cost per unit of tail R above a seed's bar (30).")  # fmt: skip
+                   help="Cost per unit of mean tail R above the bar (30).")  # fmt: skip
     d.add_argument("--tail-margin", type=float, default=0.0,
-                   help="A seed's bar: FTSTS's tail R on it minus this (0).")  # fmt: skip
+                   help="Bar: FTSTS's mean tail R on the training seeds, minus this.")  # fmt: skip
     d.add_argument("--workers", type=int, default=2,
                    help="Episodes at once (local processes; default 2).")  # fmt: skip
     o = p.add_argument_group("logging")

@@ -1,4 +1,4 @@
-"""The shipped measurable policy runs unchanged on the serial device (issue 23, item 4).
+"""The shipped measurable policies run unchanged on the serial device (issue 23, item 4).
 
 Controller → ZeroMQ → serial bridge → pty → device emulator whose tissue is a real FTSTS
 network: the bundle trained for the ``emulator`` envelope on the LFP features and the delivered
@@ -27,7 +27,10 @@ from protocol.observables import unobservable
 from protocol.recording import read_recording
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURABLE_BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "measurable_ppo"
+PRETRAINED = ROOT / "controller" / "policies" / "pretrained"
+MEASURABLE_BUNDLE = PRETRAINED / "measurable_ppo"
+#: The PPO policy on the LFP features and the dose, and the dose schedule (issue 23).
+MEASURABLE_BUNDLES = [MEASURABLE_BUNDLE, PRETRAINED / "measurable_schedule"]
 
 
 @pytest.fixture(autouse=True)
@@ -37,16 +40,20 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-def test_the_shipped_bundle_reads_only_measurable_fields_for_the_emulator_envelope() -> None:
-    bundle = load_bundle(MEASURABLE_BUNDLE)
+@pytest.mark.parametrize("path", MEASURABLE_BUNDLES, ids=lambda p: p.name)
+def test_the_shipped_bundle_reads_only_measurable_fields_for_the_emulator_envelope(
+    path: Path,
+) -> None:
+    bundle = load_bundle(path)
     assert not unobservable(bundle.observation_fields)
     assert "dose_uc" in bundle.observation_fields
     assert bundle.envelope_hash == load_envelope("emulator").sha256()
     assert bundle.metadata["action"]["fields"][0]["unit"] == "mA"
 
 
+@pytest.mark.parametrize("path", MEASURABLE_BUNDLES, ids=lambda p: p.name)
 def test_measurable_policy_runs_on_the_serial_emulator_and_its_recording_verifies(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     record = tmp_path / "device.nlrec"
     tissue = Tissue(make_network(160, 40), window_ms=20.0, seed=7)
@@ -56,7 +63,7 @@ def test_measurable_policy_runs_on_the_serial_emulator_and_its_recording_verifie
         with serving_bridge(driver) as endpoint:
             code = main([
                 "--backend", "serial", "--connect", endpoint, "--envelope", "emulator",
-                "--policy", str(MEASURABLE_BUNDLE), "--period-ms", "100", "--duration", "3",
+                "--policy", str(path), "--period-ms", "100", "--duration", "3",
                 "--tail-s", "0.6", "--record", str(record), "--log-level", "warning",
             ])  # fmt: skip
         driver.close()

@@ -21,8 +21,8 @@ device through the driver) with no code of its own on the control path.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class DoseSchedule:
         stop_dose: Total dose after which stimulation stops for good (µC or mV·ms, the unit
             of ``dose_field``).
         dose_field: The observation the schedule reads (``dose_uc`` or ``dose_mv_ms``).
+        part_ends: Explicit ends of the parts (ascending, the last one ``stop_dose``) instead
+            of equal durations; :meth:`truncated` makes them.
     """
 
     amplitudes: tuple[float, ...]
@@ -61,6 +63,7 @@ class DoseSchedule:
     pulse_width_us: float
     stop_dose: float
     dose_field: str
+    part_ends: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         values = (*self.amplitudes, self.frequency_hz, self.pulse_width_us, self.stop_dose)
@@ -73,7 +76,15 @@ class DoseSchedule:
                 f"Expected amplitudes, frequency and pulse width > 0, actual {self.amplitudes}, "
                 f"{self.frequency_hz}, {self.pulse_width_us}"
             )
-        shortest = self.stop_dose * min(self.amplitudes) / sum(self.amplitudes)
+        if self.part_ends is not None:
+            ends = self.part_ends
+            if (len(ends) != len(self.amplitudes) or ends[-1] != self.stop_dose
+                    or not all(math.isfinite(e) for e in ends)):  # fmt: skip
+                raise ConfigError(
+                    f"Expected one finite part end per amplitude, the last the stop dose "
+                    f"{self.stop_dose}, actual {ends}"
+                )
+        shortest = float(np.min(np.diff((0.0, *self.breakpoints))))
         if shortest <= 4 * STEP_WIDTH:
             raise ConfigError(
                 f"Expected every part of the dose longer than {4 * STEP_WIDTH} (four step "
@@ -87,9 +98,27 @@ class DoseSchedule:
         Part ``k`` ends at ``stop_dose · (a_0 + … + a_k) / Σ a`` (equal durations at a steady
         rate and width).
         """
+        if self.part_ends is not None:
+            return self.part_ends
         total = sum(self.amplitudes)
         ends = np.cumsum(self.amplitudes) * (self.stop_dose / total)
         return (*(float(e) for e in ends[:-1]), self.stop_dose)
+
+    def truncated(self, dose: float) -> DoseSchedule:
+        """The same programme stopped for good once ``dose`` has been delivered.
+
+        Raises:
+            ConfigError: ``dose`` not in (0, ``stop_dose``].
+        """
+        if not 0.0 < dose <= self.stop_dose:
+            raise ConfigError(f"Expected a dose in (0, {self.stop_dose}], actual {dose}")
+        ends: list[float] = []
+        for end in self.breakpoints:
+            ends.append(min(end, dose))
+            if end >= dose:
+                break
+        return replace(self, amplitudes=self.amplitudes[: len(ends)], stop_dose=dose,
+                       part_ends=tuple(ends))  # fmt: skip
 
     def amplitude_at(self, dose: float) -> float:
         """The amplitude the schedule asks for after ``dose`` has been delivered (0: stopped)."""
@@ -106,6 +135,29 @@ class DoseSchedule:
             pulse_width_us=self.pulse_width_us,
         )
 
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DoseSchedule:
+        """The schedule of :meth:`as_dict`'s form (a bundle's ``schedule`` entry).
+
+        Raises:
+            ConfigError: A missing or malformed entry.
+        """
+        try:
+            ends = raw.get("part_ends")
+            return cls(
+                amplitudes=tuple(float(a) for a in raw["amplitudes"]),
+                frequency_hz=float(raw["frequency_hz"]),
+                pulse_width_us=float(raw["pulse_width_us"]),
+                stop_dose=float(raw["stop_dose"]),
+                dose_field=str(raw["dose_field"]),
+                part_ends=None if ends is None else tuple(float(e) for e in ends),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(
+                f"Expected a schedule with amplitudes, frequency_hz, pulse_width_us, stop_dose "
+                f"and dose_field, actual {dict(raw)!r} ({err})"
+            ) from err
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form (the bundle's ``schedule`` entry)."""
         return {
@@ -114,6 +166,7 @@ class DoseSchedule:
             "pulse_width_us": self.pulse_width_us,
             "stop_dose": self.stop_dose,
             "dose_field": self.dose_field,
+            **({} if self.part_ends is None else {"part_ends": list(self.part_ends)}),
         }
 
 
