@@ -34,6 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "measurable_ppo"
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _pty_path(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
     """The emulator prints its pty path as its first line on stdout."""
     assert proc.stdout is not None
@@ -128,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads(Path(f"{record}.summary.json").read_text("utf-8"))
     result = {
         "command": "python bench/device_policy_run.py",
-        "bundle": str(a.policy.resolve().relative_to(ROOT)),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "bundle": _shown(a.policy),
         "controller_exit": ctl.returncode,
         "end_reason": summary.get("end_reason"),
         "ticks": summary.get("ticks"),

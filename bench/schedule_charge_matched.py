@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,14 @@ from drivers.tissue import TissueTransfer
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "measurable_schedule"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         raise SystemExit(f"{len(failed)} episodes failed, first {failed[0].key}: {failed[0].error}")
     report: dict[str, Any] = {"command": "python bench/schedule_charge_matched.py",
-                              "policy": str(a.policy), "eval": str(a.eval),
+                              "argv": sys.argv[1:] if argv is None else list(argv),
+                              "policy": _shown(a.policy), "eval": _shown(a.eval),
                               "margin_uc": a.margin_uc, "methods": {}}  # fmt: skip
     for method in cheaper:
         rows = [(r, o.value) for (m, r), o in zip(keys, outcomes, strict=True) if m == method]

@@ -41,8 +41,9 @@ latched train, weight latch), off. Default: all of them (without --policy: all b
 With --ray the episodes run on a Ray cluster (docs/cluster.md); the numbers are the same.
 An episode that fails is listed in eval.json's "failures" (exit status 1); the rest finish.
 
-Seeds are 2**31 + 0 .. 2**31 + K-1 (training only draws network seeds below 2**31, so they are
-never seen in training).
+Seeds are 2**31 + F .. 2**31 + F + K-1 with F = --first-seed (default 0; training only draws
+network seeds below 2**31, so they are never seen in training). A later F gives a fresh set of
+networks, e.g. for a result that was looked at on the first ones while the method was designed.
 
 output: a table per method on stdout (tail R: mean and median [min-max] over seeds; charge and
 its share of FTSTS's on the same seed: mean and median [min-max]; seeds whose tail R is no worse
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Policy bundle directory (its episode timing is used); omit to run baselines only.",
     )
     p.add_argument("--seeds", type=int, default=5, help="Number of held-out seeds (default 5).")
+    p.add_argument("--first-seed", type=int, default=0, metavar="F",
+                   help="Held-out seeds start at 2**31 + F (default 0).")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="Output directory (created).")
     p.add_argument(
         "--n-scale",
@@ -163,7 +166,7 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
         raise NeuroLoopError(f"Expected --methods from {list(METHODS)}, actual {a.methods!r}")
     if "policy" in methods and a.policy is None:
         raise NeuroLoopError("Expected --policy BUNDLE for method 'policy', actual none")
-    seeds = [HELD_OUT_SEED_BASE + k for k in range(a.seeds)]
+    seeds = [HELD_OUT_SEED_BASE + a.first_seed + k for k in range(a.seeds)]
     model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
     net = network_config(a.n_scale, a.semantics)
     from core.executor.base import Task
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.seeds <= 1000:
         parser.error(f"Expected --seeds in [1, 1000], actual {args.seeds}")
+    if not 0 <= args.first_seed <= 2**31 - args.seeds:
+        parser.error(f"Expected --first-seed in [0, 2**31 - seeds], actual {args.first_seed}")
     if not 1 <= args.workers <= 64:
         parser.error(f"Expected --workers in [1, 64], actual {args.workers}")
     if not 0.005 <= args.n_scale <= 4.0:

@@ -42,7 +42,8 @@ examples:
   neuroloop-train --resume runs/rl/n500/checkpoints/model_100000_steps.zip --n-scale 1.0 ...
 
   # a dose schedule for the emulated stimulator (reads only the delivered charge): CMA-ES
-  # over the schedule's numbers on three training networks (docs/rl.md)
+  # over the schedule's numbers on three training networks (the shipped run's command is in
+  # docs/rl.md, "A dose schedule")
   neuroloop-train --algo schedule --envelope emulator --observations measurable \\
       --n-scale 1.0 --control-period-ms 100 --seed 100 --train-seeds 3 --budget-min 30 \\
       --out runs/schedule
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_schedule_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    for flag, value in (("--resume", a.resume), ("--init-setpoint", a.init_setpoint)):
+        if value is not None:
+            p.error(f"Expected no {flag} with --algo schedule (PPO/SAC only), actual {value}")
     if a.observations != "measurable":
         p.error(f"Expected --observations measurable with --algo schedule, actual {a.observations}")
     for flag in ("generations", "popsize", "segments", "train_seeds", "workers"):

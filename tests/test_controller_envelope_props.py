@@ -176,3 +176,44 @@ def test_bang_bang_oscillation_is_slew_limited(env, blocks):
         for sp in requests
     ]
     check_sequence(env, scaled, [T], None)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.integers(min_value=1, max_value=19),
+    excess=st.floats(min_value=0.0, max_value=1e-7),
+)
+def test_a_target_a_rounding_beyond_a_ramp_step_never_makes_a_breach(
+    steps: int, excess: float
+) -> None:
+    """A float32 action lands ``excess`` beyond a whole number of 0.2 mA ramp steps.
+
+    The governor used to snap the last step onto such a target (3e-9 mA too far for the
+    backends' check), which the monitor called ``governor_breach``: a safe stop while ramping
+    to a legitimate setting. Every step must now pass the monitor, and the ramp must end on the
+    target.
+    """
+    env = load_envelope("emulator")
+    gov = SafetyGovernor(env, 0.1)
+    gov.arm(0.0)
+    target = Setpoint(amplitude=0.2 * steps + excess, frequency_hz=92.0, pulse_width_us=450.0)
+    t = 0.0
+    for _ in range(steps + 3):
+        decision = gov.command(target, t)
+        assert decision.fault is None, decision
+        t += 0.1
+    assert decision.setpoint.amplitude == pytest.approx(target.amplitude, abs=1e-12)
+
+
+def test_the_float32_ramp_of_the_constant_train_grid_reaches_2_2_ma() -> None:
+    """The case the constant-train grid hit: 2.2 mA through a float32 action."""
+    env = load_envelope("emulator")
+    amap = ActionMap(("amplitude", "frequency_hz", "pulse_width_us"), (0.0, 60.0, 60.0),
+                     (4.0, 185.0, 450.0))  # fmt: skip
+    action = np.array([2 * 2.2 / 4.0 - 1.0, 2 * (80.0 - 60.0) / 125.0 - 1.0, 1.0], np.float32)
+    target = amap.to_setpoint(action)
+    assert target.amplitude != 2.2  # 2.2000000029802322
+    gov = SafetyGovernor(env, 0.1)
+    gov.arm(0.0)
+    for k in range(15):
+        assert gov.command(target, 0.1 * k).fault is None

@@ -87,3 +87,18 @@ def test_eval_cli_runs_baselines_without_a_bundle(
 def test_eval_cli_refuses_policy_without_bundle_and_unknown_methods(tmp_path: Path) -> None:
     assert eval_main(["--out", str(tmp_path), "--methods", "policy,ftsts"]) == 2
     assert eval_main(["--out", str(tmp_path), "--methods", "adbs-magic"]) == 2
+
+
+def test_eval_first_seed_moves_the_held_out_networks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    code = eval_main(["--seeds", "2", "--first-seed", "100", "--out", str(out),
+                      "--n-scale", "0.05", "--onset-ms", "500", "--controlled-s", "0.5",
+                      "--tail-s", "0.5", "--methods", "off", "--workers", "1"])  # fmt: skip
+    assert code == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert [row["seed"] for row in result["methods"]["off"]] == [2**31 + 100, 2**31 + 101]
+    with pytest.raises(SystemExit):
+        eval_main(["--seeds", "2", "--first-seed", "-1", "--out", str(out)])
+    assert "Expected --first-seed in [0, 2**31 - seeds], actual -1" in capsys.readouterr().err

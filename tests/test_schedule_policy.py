@@ -177,3 +177,24 @@ def test_a_malformed_schedule_entry_is_refused_naming_what_was_expected() -> Non
         DoseSchedule.from_dict({"amplitudes": [1.0], "frequency_hz": 100.0})
     with pytest.raises(ConfigError, match="one finite part end per amplitude"):
         DoseSchedule((1.0, 2.0), 100.0, 450.0, 100.0, "dose_uc", part_ends=(50.0, 90.0))
+
+
+def test_a_cut_just_after_a_part_starts_stops_at_that_start() -> None:
+    cut = SCHEDULE.truncated(360.0 + STEP_WIDTH)  # a second part too short to write
+    assert cut.amplitudes == (1.0,)
+    assert cut.stop_dose == pytest.approx(360.0)
+
+
+def test_neuroloop_train_schedule_refuses_ppo_flags_and_an_old_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--algo", "schedule", "--out", str(tmp_path), "--observations", "measurable"]
+    with pytest.raises(SystemExit) as exc:
+        train_main([*base, "--init-setpoint", "100,180,500"])
+    assert exc.value.code == 2
+    assert "Expected no --init-setpoint with --algo schedule" in capsys.readouterr().err
+    (tmp_path / "search.jsonl").write_text('{"generation": 0}\n', "utf-8")
+    code = train_main([*base, "--n-scale", "0.05", "--log-level", "warning"])
+    assert code == 2
+    assert "search journal is never overwritten" in capsys.readouterr().err
+    assert (tmp_path / "search.jsonl").read_text("utf-8") == '{"generation": 0}\n'

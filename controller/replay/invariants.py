@@ -25,8 +25,9 @@ from typing import Any
 
 from controller.replay.session import Session
 from protocol.envelope.config import SafetyEnvelope
-from protocol.envelope.monitor import ABS_SLACK, REL_SLACK, EnvelopeMonitor
+from protocol.envelope.monitor import EnvelopeMonitor
 from protocol.envelope.setpoint import Setpoint
+from protocol.envelope.tolerance import ABS_SLACK, REL_SLACK
 
 
 @dataclass(frozen=True)

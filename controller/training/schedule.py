@@ -10,8 +10,9 @@ from what the backend reports: nothing it reads needs an electrode to see the ne
 synaptic weights.
 
 :func:`schedule_arrays` writes a schedule as the two layers of a ReLU network in the policy
-bundle format (``docs/controller.md``), exactly: each of the ``K`` changes of amplitude (the
-last one to zero) is a step of width :data:`STEP_WIDTH` of the dose unit, built from two ReLU
+bundle format (``docs/controller.md``), exactly but for the steps: each of the ``K`` changes of
+amplitude (the last one to zero) is a step of width :data:`STEP_WIDTH` of the dose unit (its
+place exact to about two step widths with the format's float32 weights), built from two ReLU
 units, ``relu((d − b)/ε) − relu((d − b)/ε − 1)``, and the output layer adds the steps to the
 first amplitude and maps amplitude, rate and width onto the action box. So a schedule runs
 wherever a trained bundle runs (``neuroloop-controller``, ``neuroloop-eval``, the serial
@@ -107,6 +108,8 @@ class DoseSchedule:
     def truncated(self, dose: float) -> DoseSchedule:
         """The same programme stopped for good once ``dose`` has been delivered.
 
+        A cut within four step widths after a part's start stops at that part's start instead.
+
         Raises:
             ConfigError: ``dose`` not in (0, ``stop_dose``].
         """
@@ -117,7 +120,9 @@ class DoseSchedule:
             ends.append(min(end, dose))
             if end >= dose:
                 break
-        return replace(self, amplitudes=self.amplitudes[: len(ends)], stop_dose=dose,
+        if len(ends) > 1 and ends[-1] - ends[-2] <= 4 * STEP_WIDTH:
+            ends.pop()  # a last part too short to write: stop where the one before ends
+        return replace(self, amplitudes=self.amplitudes[: len(ends)], stop_dose=ends[-1],
                        part_ends=tuple(ends))  # fmt: skip
 
     def amplitude_at(self, dose: float) -> float:
@@ -257,8 +262,8 @@ def write_schedule_bundle(
     Args:
         schedule: The programme.
         path: Output directory.
-        observation_fields: The observation set it runs on (the measurable set: the LFP
-            features, unused, and the dose).
+        observation_fields: What it observes (the dose field at least; the search gives it
+            the dose alone, :func:`controller.training.schedule_search.schedule_observation`).
         action_fields: The action box of its envelope.
         envelope_hash: ``SafetyEnvelope.sha256()`` of that envelope.
         training: The bundle's ``training`` entry (episode timing, search facts).

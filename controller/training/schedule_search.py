@@ -15,7 +15,8 @@ desynchronised networks differs by a few thousandths from seed to seed). CMA-ES 
 the unit cube of the schedule's parameters (``K`` amplitudes, rate, phase width, total dose),
 seeded from ``--seed``; episodes run on the shared executor (local processes, or Ray with
 ``--ray``). Every candidate's result is appended to ``search.jsonl`` as it arrives; the best
-candidate so far is the bundle.
+candidate becomes the bundle when the search ends (after its last generation, or the first one
+past ``budget_s``).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def episode(
         bundle = None
         if schedule is not None:
             bundle = str(
-                _write(
+                write_for_episode(
                     DoseSchedule.from_dict(schedule),
                     Path(tmp) / "bundle",
                     sim_config,
@@ -211,7 +212,7 @@ def schedule_observation(domain: str) -> tuple[FieldSpec, ...]:
     return observation_field_specs((DOSE_FEATURES[domain],))
 
 
-def _write(
+def write_for_episode(
     schedule: DoseSchedule, path: Path, sim_config: SimConfig, training: dict[str, Any]
 ) -> Any:
     """``schedule`` as a bundle for the episode's envelope and measurable observations."""
@@ -318,6 +319,12 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
     act_fields = action_fields_for(envelope)
     box = search_box(act_fields, obs_fields[-1], cfg.segments)
     x0 = np.full(box.dim, 0.5) if cfg.init is None else box.encode(parse_schedule(cfg.init, box))
+    journal = out / "search.jsonl"
+    if journal.exists() and journal.stat().st_size > 0:
+        raise ConfigError(
+            f"Expected a new output directory (a search journal is never overwritten), actual "
+            f"{journal} exists; pass another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     bars = {
@@ -331,7 +338,6 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
     )  # fmt: skip
     best: dict[str, Any] | None = None
     evaluations = 0
-    journal = out / "search.jsonl"
     budget_hit = False
     with (
         journal.open("a", encoding="utf-8") as jf,
@@ -392,7 +398,7 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
         },
         "best": best,
     }
-    bundle = _write(winner, out / "bundle", cfg.sim_config,
+    bundle = write_for_episode(winner, out / "bundle", cfg.sim_config,
                     {**{k: v for k, v in summary.items() if k != "best"},
                      "best_cost": best["cost"],
                      "charge_vs_ftsts_training": best["charge_vs_ftsts"]})  # fmt: skip

@@ -22,7 +22,7 @@ in the replay invariants on each recorded command. The rules, in envelope units:
   ``elapsed`` is the time since the start of the most recent off setpoint (the arm, a stop,
   a lease recovery or the policy switching off).
 
-Comparisons allow a relative slack of 1e-9 (the governor's own tolerance).
+Comparisons allow the envelope's one slack (:mod:`protocol.envelope.tolerance`), the governor's too.
 """
 
 from __future__ import annotations
@@ -36,14 +36,7 @@ from protocol.envelope.duty import max_pulse_width_us
 from protocol.envelope.rampdown import shape_in_force
 from protocol.envelope.setpoint import Setpoint
 from protocol.envelope.softstart import soft_start_ceiling
-
-#: Relative and absolute slack of every comparison (the governor's own tolerance).
-REL_SLACK = 1e-9
-ABS_SLACK = 1e-12
-
-
-def _le(value: float, limit: float) -> bool:
-    return value <= limit + ABS_SLACK + REL_SLACK * abs(limit)
+from protocol.envelope.tolerance import within
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ def static_breaches(sp: Setpoint, env: SafetyEnvelope) -> list[Breach]:
         return [Breach("finite", f"Expected finite setpoint values, actual {values}")]
     out: list[Breach] = []
     unit = env.amplitude_unit
-    if sp.amplitude < 0.0 or not _le(sp.amplitude, env.amplitude_max):
+    if sp.amplitude < 0.0 or not within(sp.amplitude, env.amplitude_max):
         out.append(
             Breach(
                 "bounds",
@@ -81,14 +74,14 @@ def static_breaches(sp: Setpoint, env: SafetyEnvelope) -> list[Breach]:
         ("frequency_hz", sp.frequency_hz, env.frequency_min_hz, env.frequency_max_hz, "Hz"),
         ("pulse_width_us", sp.pulse_width_us, env.pulse_width_min_us, env.pulse_width_max_us, "µs"),
     ):
-        if not (_le(lo, value) and _le(value, hi)):
+        if not (within(lo, value) and within(value, hi)):
             out.append(
                 Breach("bounds", f"Expected {name} in [{lo:g}, {hi:g}] {u}, actual {value:g}")
             )
     if not sp.is_on:
         return out
     width_max = max_pulse_width_us(sp.frequency_hz, env)
-    if not _le(sp.pulse_width_us, width_max):
+    if not within(sp.pulse_width_us, width_max):
         out.append(
             Breach(
                 "duty",
@@ -98,7 +91,7 @@ def static_breaches(sp: Setpoint, env: SafetyEnvelope) -> list[Breach]:
             )
         )
     amp_max, reason = max_amplitude_for(sp.pulse_width_us, env)
-    if not _le(sp.amplitude, amp_max):
+    if not within(sp.amplitude, amp_max):
         out.append(
             Breach(
                 "charge",
@@ -133,7 +126,7 @@ def change_breaches(
     out: list[Breach] = []
     unit = env.amplitude_unit
     rise = sp.amplitude - previous.amplitude
-    if rise > 0.0 and not _le(rise, env.amplitude_up_per_s * held_s):
+    if rise > 0.0 and not within(rise, env.amplitude_up_per_s * held_s):
         out.append(
             Breach(
                 "slew",
@@ -141,7 +134,7 @@ def change_breaches(
                 f"{held_s * 1000:g} ms, actual {previous.amplitude:g} → {sp.amplitude:g}",
             )
         )
-    if sp.is_on and rise < 0.0 and not _le(-rise, env.amplitude_down_per_s * held_s):
+    if sp.is_on and rise < 0.0 and not within(-rise, env.amplitude_down_per_s * held_s):
         out.append(
             Breach(
                 "slew",
@@ -163,7 +156,7 @@ def change_breaches(
                 "µs",
             ),
         ):
-            if not _le(abs(after - before), step):
+            if not within(abs(after - before), step):
                 out.append(
                     Breach(
                         "slew",
@@ -173,7 +166,7 @@ def change_breaches(
                 )
     if sp.is_on:
         ceiling = soft_start_ceiling(since_off_s, env)
-        if not _le(sp.amplitude, ceiling):
+        if not within(sp.amplitude, ceiling):
             out.append(
                 Breach(
                     "soft_start",

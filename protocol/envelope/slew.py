@@ -21,6 +21,7 @@ from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.duty import fits_duty
 from protocol.envelope.rampdown import shape_in_force
 from protocol.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.tolerance import within
 
 #: A step that ends within this relative distance of its target lands on the target (a ramp of
 #: 0.5 mA in 0.1 mA steps ends at 2.8e-17 mA in floating point: "on" for the governor, 0 µA,
@@ -35,7 +36,11 @@ def _step_toward(current: float, target: float, max_step: float) -> float:
         out = current - max_step
     else:
         return target
-    return target if abs(out - target) <= SNAP_REL * (1.0 + abs(target)) else out
+    # Land on the target when rounding alone keeps the step from it, but only if the whole
+    # step still passes the backends' check: a target 3e-9 mA beyond a 0.2 mA step (a float32
+    # action) must not make the governor emit a setpoint that the monitor calls a breach.
+    snap = abs(out - target) <= SNAP_REL * (1.0 + abs(target))
+    return target if snap and within(abs(target - current), max_step) else out
 
 
 def apply_slew(
