@@ -136,3 +136,26 @@ def test_the_device_refuses_the_jump_the_old_governor_made() -> None:
             virt.set_stimulation(
                 amplitude_ua=50, pulse_width_us=120, frequency_hz=130.0, lease_ms=250
             )
+
+
+@pytest.mark.parametrize("start", [0.5, 0.5 + 6e-10, 2.0000000006, 0.30000000000000004])
+def test_a_ramp_down_to_off_ends_at_exactly_zero(start: float) -> None:
+    """Steps that leave a rounding above 0 land on 0 (a device would read 6e-10 mA as off
+    while the governor counted it as on); every step passes the backends' check."""
+    env = load_envelope("emulator")  # ramp down 5 mA/s: 0.5 mA per 100 ms
+    gov = SafetyGovernor(env, PERIOD_S)
+    gov.arm(0.0)
+    on = Setpoint(amplitude=start, frequency_hz=100.0, pulse_width_us=200.0)
+    t = 0.0
+    for _ in range(40):  # soft start and ramp up to ``start``
+        assert gov.command(on, t).fault is None
+        t += PERIOD_S
+    off = Setpoint(amplitude=0.0, frequency_hz=100.0, pulse_width_us=200.0)
+    amps = []
+    for _ in range(10):
+        decision = gov.command(off, t)
+        assert decision.fault is None
+        amps.append(decision.setpoint.amplitude)
+        t += PERIOD_S
+    assert amps[-1] == 0.0
+    assert all(a == 0.0 or a >= 1e-6 for a in amps), amps

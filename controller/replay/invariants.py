@@ -14,7 +14,8 @@ These hold for any correct session whatever the policy (hil-safety-protocol §5.
 * ``sequence``: observation ``seq`` increases by one per tick; the run ends with a ``stop``
   (or, if it never reached its first tick, with the controller's ``run_error`` record).
 
-Values are compared with a relative slack of 1e-9 (the governor's own tolerance).
+Values are compared with the envelope's one slack (``protocol.envelope.tolerance``: 1e-9
+relative, 1e-12 absolute; the governor's and the monitor's too).
 """
 
 from __future__ import annotations

@@ -36,11 +36,13 @@ def _step_toward(current: float, target: float, max_step: float) -> float:
         out = current - max_step
     else:
         return target
-    # Land on the target when rounding alone keeps the step from it, but only if the whole
-    # step still passes the backends' check: a target 3e-9 mA beyond a 0.2 mA step (a float32
-    # action) must not make the governor emit a setpoint that the monitor calls a breach.
+    # Land on the target when rounding alone keeps the step from it: always onto 0 (a fall
+    # straight to 0 is a stop, which every check allows, and 6e-10 mA would be "on" for the
+    # governor but 0 µA, off, for a device), otherwise only if the whole step still passes the
+    # backends' check (a target 3e-9 mA beyond a 0.2 mA step, a float32 action, must not make
+    # the governor emit a setpoint that the monitor calls a breach).
     snap = abs(out - target) <= SNAP_REL * (1.0 + abs(target))
-    return target if snap and within(abs(target - current), max_step) else out
+    return target if snap and (target == 0.0 or within(abs(target - current), max_step)) else out
 
 
 def apply_slew(
