@@ -15,13 +15,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from core.errors import ConfigError, NeuroLoopError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
+
+if TYPE_CHECKING:  # the environment's modules load only when a command runs
+    from controller.envs.config import SimConfig
+    from controller.envs.reward import RewardConfig
 
 EPILOG = """\
 examples:
@@ -301,13 +305,28 @@ def _vecnormalize_for(model_zip: Path) -> Path | None:
     return None
 
 
+def _sim_config(a: argparse.Namespace, reward: RewardConfig | None = None) -> SimConfig:
+    """The episode of the command line (``reward``: a ``RewardConfig``, or the default)."""
+    from controller.envs.config import SimConfig
+    from controller.envs.reward import RewardConfig
+
+    return SimConfig(
+        control_period_ms=a.control_period_ms,
+        onset_ms=a.onset_ms,
+        controlled_s=a.controlled_s,
+        tail_s=a.tail_s,
+        envelope=a.envelope,
+        observations=a.observations,
+        reward=RewardConfig() if reward is None else reward,
+    )
+
+
 def train(a: argparse.Namespace) -> dict[str, Any]:
     """Run the training described by parsed arguments; return the ``train.json`` summary."""
     import torch
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    from controller.envs.config import SimConfig
     from controller.envs.reward import RewardConfig
     from controller.training.callbacks import (
         EpisodeMetricsCallback,
@@ -320,14 +339,9 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
 
     log = structlog.get_logger()
     torch.set_num_threads(1)
-    sim_config = SimConfig(
-        control_period_ms=a.control_period_ms,
-        onset_ms=a.onset_ms,
-        controlled_s=a.controlled_s,
-        tail_s=a.tail_s,
-        envelope=a.envelope,
-        observations=a.observations,
-        reward=RewardConfig(
+    sim_config = _sim_config(
+        a,
+        RewardConfig(
             charge_weight=a.charge_weight,
             tail_weight=a.tail_weight,
             sync_weight=a.sync_weight,
@@ -426,18 +440,10 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
 
 def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
     """``--algo schedule``: search a dose schedule by CMA-ES; return the ``train.json`` summary."""
-    from controller.envs.config import SimConfig
     from controller.training.schedule_search import SearchConfig, search
     from core.executor.factory import make_executor
 
-    sim_config = SimConfig(
-        control_period_ms=a.control_period_ms,
-        onset_ms=a.onset_ms,
-        controlled_s=a.controlled_s,
-        tail_s=a.tail_s,
-        envelope=a.envelope,
-        observations=a.observations,
-    )
+    sim_config = _sim_config(a)
     # run_one puts a bundle for a device envelope into device units itself (and the FTSTS
     # bars stay in model units)
     model_params: dict[str, Any] = {"n_scale": a.n_scale, "semantics": a.semantics}

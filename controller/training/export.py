@@ -82,6 +82,23 @@ def folded_normalizer(
     )
 
 
+def episode_settings(sim_config: SimConfig) -> dict[str, Any]:
+    """The episode a bundle was made for, as its ``training`` entry records it.
+
+    The controller reads ``control_period_ms`` and ``onset_ms`` from there; ``neuroloop-eval``
+    rebuilds the whole episode from it.
+    """
+    return {
+        "env_id": "neuroloop/FTSTS-v0",
+        "control_period_ms": sim_config.control_period_ms,
+        "onset_ms": sim_config.onset_ms,
+        "controlled_s": sim_config.controlled_s,
+        "tail_s": sim_config.tail_s,
+        "envelope": sim_config.envelope,
+        "observations": sim_config.observations,
+    }
+
+
 def export_bundle(
     model: Any,
     vecnormalize: Any | None,
@@ -101,14 +118,8 @@ def export_bundle(
     envelope = load_envelope(sim_config.envelope)
     features = observation_set(sim_config.observations, envelope.domain)
     settings = {
-        "env_id": "neuroloop/FTSTS-v0",
-        "control_period_ms": sim_config.control_period_ms,
-        "onset_ms": sim_config.onset_ms,
-        "controlled_s": sim_config.controlled_s,
-        "tail_s": sim_config.tail_s,
-        "envelope": sim_config.envelope,
+        **episode_settings(sim_config),
         "reward": sim_config.reward.as_dict(),
-        "observations": sim_config.observations,
         "observation_scaling": "feature bounds folded into observation.normalization",
         **dict(training),
     }

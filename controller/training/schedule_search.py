@@ -216,19 +216,11 @@ def write_for_episode(
     schedule: DoseSchedule, path: Path, sim_config: SimConfig, training: dict[str, Any]
 ) -> Any:
     """``schedule`` as a bundle for the episode's envelope and measurable observations."""
-    from controller.training.export import action_fields_for
+    from controller.training.export import action_fields_for, episode_settings
     from protocol.envelope.config import load_envelope
 
     envelope = load_envelope(sim_config.envelope)
-    timing = {
-        "env_id": "neuroloop/FTSTS-v0",
-        "control_period_ms": sim_config.control_period_ms,
-        "onset_ms": sim_config.onset_ms,
-        "controlled_s": sim_config.controlled_s,
-        "tail_s": sim_config.tail_s,
-        "envelope": sim_config.envelope,
-        "observations": "measurable",
-    }
+    timing = {**episode_settings(sim_config), "observations": "measurable"}
     return write_schedule_bundle(
         schedule, path,
         observation_fields=schedule_observation(envelope.domain),
