@@ -28,7 +28,13 @@ import numpy as np
 
 from controller.envs.config import SimConfig
 from controller.training.schedule import DoseSchedule
-from controller.training.schedule_search import cost, episode, write_for_episode
+from controller.training.schedule_search import (
+    cost,
+    episode,
+    episode_values,
+    write_for_episode,
+)
+from core.errors import ConfigError
 from core.executor import Task, make_executor, run_ordered
 
 #: The grid (mA, Hz) around the dose schedule's settings (2.1–2.8 mA at 92 Hz, 450 µs).
@@ -37,13 +43,6 @@ FREQUENCIES_HZ = (80.0, 92.0, 105.0, 120.0)
 PULSE_WIDTH_US = 450.0
 #: A total dose no 20 s train of the grid reaches (3 mA × 0.45 ms × 2 × 120 Hz × 20 s = 6 480 µC).
 OUT_OF_REACH_UC = 12_000.0
-
-
-def _values(outcomes: list[Any]) -> list[dict[str, Any]]:
-    failed = [o for o in outcomes if not o.ok]
-    if failed:
-        raise SystemExit(f"{len(failed)} episodes failed, first {failed[0].key}: {failed[0].error}")
-    return [o.value for o in outcomes]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         tasks += [Task(f"{amp}mA_{hz}Hz/{s}", episode, ("policy", s, cfg, network, one_part))
                   for s in seeds]  # fmt: skip
     with make_executor(None, a.workers) as executor:
-        rows = _values(run_ordered(executor, tasks))
+        try:
+            rows = episode_values(run_ordered(executor, tasks))
+        except ConfigError as err:
+            raise SystemExit(str(err)) from err
     n = len(seeds)
     bars = {r["seed"]: r for r in rows[:n]}
     bar = float(np.mean([b["r_tail"] for b in bars.values()])) - a.tail_margin

@@ -27,7 +27,8 @@ import numpy as np
 from controller.policies.bundle import load_bundle
 from controller.training.evaluate import bundle_sim_config
 from controller.training.schedule import DoseSchedule
-from controller.training.schedule_search import episode
+from controller.training.schedule_search import episode, episode_values
+from core.errors import ConfigError
 from core.executor import Task, make_executor, run_ordered
 from drivers.tissue import TissueTransfer
 
@@ -82,16 +83,16 @@ def main(argv: list[str] | None = None) -> int:
                               params={"method": method, "seed": r["seed"]}))  # fmt: skip
             keys.append((method, r))
     with make_executor(None, a.workers) as executor:
-        outcomes = run_ordered(executor, tasks)
-    failed = [o for o in outcomes if not o.ok]
-    if failed:
-        raise SystemExit(f"{len(failed)} episodes failed, first {failed[0].key}: {failed[0].error}")
+        try:
+            values = episode_values(run_ordered(executor, tasks))
+        except ConfigError as err:
+            raise SystemExit(str(err)) from err
     report: dict[str, Any] = {"command": "python bench/schedule_charge_matched.py",
                               "argv": sys.argv[1:] if argv is None else list(argv),
                               "policy": _shown(a.policy), "eval": _shown(a.eval),
                               "margin_uc": a.margin_uc, "methods": {}}  # fmt: skip
     for method in cheaper:
-        rows = [(r, o.value) for (m, r), o in zip(keys, outcomes, strict=True) if m == method]
+        rows = [(r, v) for (m, r), v in zip(keys, values, strict=True) if m == method]
         report["methods"][method] = {
             "seeds": len(rows),
             "method_r_tail": _spread([r["r_tail"] for r, _ in rows]),

@@ -35,8 +35,8 @@ import structlog
 
 from controller.envs.config import SimConfig
 from controller.envs.spaces import DOSE_FEATURES, observation_field_specs
-from controller.policies.bundle import FieldSpec
-from controller.training.schedule import DoseSchedule, write_schedule_bundle
+from controller.policies.bundle import FieldSpec, PolicyBundle
+from controller.training.schedule import ALGORITHM, DoseSchedule, write_schedule_bundle
 from core.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
@@ -214,18 +214,17 @@ def schedule_observation(domain: str) -> tuple[FieldSpec, ...]:
 
 def write_for_episode(
     schedule: DoseSchedule, path: Path, sim_config: SimConfig, training: dict[str, Any]
-) -> Any:
+) -> PolicyBundle:
     """``schedule`` as a bundle for the episode's envelope and measurable observations."""
     from controller.training.export import action_fields_for, episode_settings
     from protocol.envelope.config import load_envelope
 
     envelope = load_envelope(sim_config.envelope)
-    timing = {**episode_settings(sim_config), "observations": "measurable"}
     return write_schedule_bundle(
         schedule, path,
         observation_fields=schedule_observation(envelope.domain),
         action_fields=action_fields_for(envelope), envelope_hash=envelope.sha256(),
-        training={**timing, **training},
+        training={**episode_settings(sim_config), **training},
     )  # fmt: skip
 
 
@@ -272,7 +271,12 @@ def _tasks(cfg: SearchConfig, method: str, schedule: dict[str, Any] | None, tag:
             for s in cfg.seeds]  # fmt: skip
 
 
-def _values(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
+def episode_values(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
+    """The metrics of a job of :func:`episode` tasks, in order.
+
+    Raises:
+        ConfigError: An episode failed (how many, and the first one's key and error).
+    """
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise ConfigError(
@@ -319,9 +323,8 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
         )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    bars = {
-        r["seed"]: r for r in _values(run_ordered(executor, _tasks(cfg, "ftsts", None, "ftsts")))
-    }
+    ftsts_rows = episode_values(run_ordered(executor, _tasks(cfg, "ftsts", None, "ftsts")))
+    bars = {r["seed"]: r for r in ftsts_rows}
     log.info("schedule_bars", bars={s: {"charge": b["charge"], "r_tail": b["r_tail"]}
                                     for s, b in bars.items()})  # fmt: skip
     strategy = cma.CMAEvolutionStrategy(
@@ -341,7 +344,7 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
             tasks = []
             for i, schedule in enumerate(schedules):
                 tasks += _tasks(cfg, "policy", schedule.as_dict(), f"g{gen:03d}c{i:02d}")
-            rows = _values(run_ordered(executor, tasks))
+            rows = episode_values(run_ordered(executor, tasks))
             costs = []
             n = len(cfg.seeds)
             for i, schedule in enumerate(schedules):
@@ -371,7 +374,7 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
     assert best is not None
     winner = DoseSchedule.from_dict(best["schedule"])
     summary: dict[str, Any] = {
-        "algorithm": "CMA-ES dose schedule",
+        "algorithm": ALGORITHM,
         "generations": gen + 1,
         "popsize": cfg.popsize,
         "episodes": evaluations + len(cfg.seeds),
