@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.tolerance import within
 
 
 def max_amplitude_for(pulse_width_us: float, env: SafetyEnvelope) -> tuple[float, str]:
@@ -47,6 +48,6 @@ def apply_charge(sp: Setpoint, env: SafetyEnvelope) -> tuple[Setpoint, list[Find
 
 
 def within_charge(sp: Setpoint, env: SafetyEnvelope) -> bool:
-    """Whether ``sp`` satisfies the charge limits (relative tolerance 1e-9)."""
+    """Whether ``sp`` satisfies the charge limits (up to the envelope's shared tolerance)."""
     limit, _ = max_amplitude_for(sp.pulse_width_us, env)
-    return sp.amplitude <= limit * (1.0 + 1e-9)
+    return within(sp.amplitude, limit)

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from protocol.envelope.config import SafetyEnvelope
 from protocol.envelope.setpoint import Finding, Setpoint
+from protocol.envelope.tolerance import within
 
 
 def max_pulse_width_us(frequency_hz: float, env: SafetyEnvelope) -> float:
@@ -32,5 +33,5 @@ def apply_duty(sp: Setpoint, env: SafetyEnvelope) -> tuple[Setpoint, list[Findin
 
 
 def fits_duty(sp: Setpoint, env: SafetyEnvelope) -> bool:
-    """Whether ``sp`` satisfies the duty rule (with a 1e-9 µs tolerance)."""
-    return sp.pulse_width_us <= max_pulse_width_us(sp.frequency_hz, env) + 1e-9
+    """Whether ``sp`` satisfies the duty rule (up to the envelope's shared tolerance)."""
+    return within(sp.pulse_width_us, max_pulse_width_us(sp.frequency_hz, env))
