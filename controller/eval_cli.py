@@ -36,7 +36,9 @@ example:
 methods: policy (the bundle), ftsts (the paper's weight latch, unobservable), ftsts-sensed,
 adbs-onoff, adbs-single, adbs-dual, adbs-prop (clinical baselines on sensed features only,
 calibrated per seed on the lead-in; docs/rl.md "Clinical baselines"), latched (grid-searched
-latched train, weight latch), off. Default: all of them (without --policy: all but policy).
+fast latched train, weight latch), latched-slow (grid-searched slow train as the emulated device
+delivers it: device units, its ramps, 100 ms periods), off. Default: all of them (without
+--policy: all but policy).
 
 With --ray the episodes run on a Ray cluster (docs/cluster.md); the numbers are the same.
 An episode that fails is listed in eval.json's "failures" (exit status 1); the rest finish.
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default=None,
         help="Comma-separated subset of policy, ftsts, ftsts-sensed, adbs-onoff, adbs-single, "
-        "adbs-dual, adbs-prop, latched (the grid-searched latched train, docs/rl.md) and off "
+        "adbs-dual, adbs-prop, latched (the grid-searched fast latched train, docs/rl.md), "
+        "latched-slow (the grid-searched slow train, delivered as the device does) and off "
         "(default: all; without --policy all but policy).",
     )
     p.add_argument(

@@ -15,6 +15,7 @@ from controller.eval_cli import main as eval_main
 from controller.train_cli import main as train_main
 from controller.training.evaluate import (
     FTSTS_SETPOINT,
+    LATCHED_SLOW_SETPOINT_MA,
     run_one,
     running_mean,
     summarise,
@@ -88,6 +89,32 @@ def test_baselines_deliver_what_they_should(bundle: Path) -> None:
     assert summary["latched_vs_ftsts"]["charge_fraction_mean"] == pytest.approx(
         latched.charge / ftsts.charge
     )
+
+
+def test_latched_slow_is_delivered_as_the_emulated_device_delivers_it() -> None:
+    longer = SimConfig(control_period_ms=100.0, onset_ms=500.0, controlled_s=2.0, tail_s=0.5)
+    rec = run_one("latched-slow", 2**31, longer, SMALL, None)
+    gain_mv_per_ma = 40.0  # the emulator's tissue map (drivers.tissue.TissueTransfer)
+    amp_ma = rec.amplitude_mv / gain_mv_per_ma
+    # device units through the emulator envelope, at 100 ms periods whatever the caller's
+    assert rec.t_window_s[1] - rec.t_window_s[0] == pytest.approx(0.1)
+    assert amp_ma.max() == pytest.approx(LATCHED_SLOW_SETPOINT_MA.amplitude)
+    # the device's amplitude ramp: at most 2 mA/s, 0.2 mA per 100 ms period
+    assert np.diff(amp_ma).max() <= 0.2 + 1e-9
+    on = amp_ma > 0
+    assert np.nanmax(rec.frequency_hz[on]) == pytest.approx(LATCHED_SLOW_SETPOINT_MA.frequency_hz)
+    assert rec.stim_off_s is None  # its latch, 75 mV, is far below this network's weight
+    # a latch at 0 mV never trips: a constant train to the end of the controlled period
+    constant = run_one("latched-slow", 2**31, longer, SMALL, None,
+                       train=(LATCHED_SLOW_SETPOINT_MA, 0.0))  # fmt: skip
+    assert constant.stim_off_s is None and constant.charge == pytest.approx(rec.charge)
+    # a latch above every weight trips at the first period: nothing is delivered
+    high = (LATCHED_SLOW_SETPOINT_MA, 1000.0)
+    stopped = run_one("latched-slow", 2**31, longer, SMALL, None, train=high)
+    assert stopped.charge == 0.0
+    assert stopped.stim_off_s == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="scripted method"):
+        run_one("off", 2**31, longer, SMALL, None, train=high)
 
 
 def test_eval_cli_writes_eval_json_and_figures(bundle: Path, tmp_path: Path) -> None:

@@ -10,6 +10,12 @@ same network seeds through the same safety envelope, in the environment used for
   N = 2000 (``bench/scan_latched_trains.py``; docs/rl.md): 110 mV, 180 Hz, 500 µs phases until
   the mean E→I weight falls below 90 mV, then off; 500 ms period, as in the search. The bar a
   learned policy has to clear to be worth its training;
+* ``latched-slow``: the best latched *slow* train of a second grid search, run as the emulated
+  device delivers it (``bench/scan_latched_slow_trains.py``; docs/rl.md): device units through
+  the emulator's tissue map and envelope (its amplitude ramps and pulse-width steps) at a
+  100 ms control period, :data:`LATCHED_SLOW_SETPOINT_MA` until the mean E→I weight falls
+  below :data:`LATCHED_SLOW_LATCH_MV`, then off. The bar for a device policy (whatever the
+  evaluated policy's envelope: the device's ramps are part of this train's definition);
 * ``ftsts-sensed``, ``adbs-onoff``, ``adbs-single``, ``adbs-dual``, ``adbs-prop``: the clinical
   baselines on measurable observations (:data:`SENSED_METHODS`, built by
   :func:`controller.policies.factory.build_sensed_baseline`); 20 ms period. They calibrate their
@@ -56,7 +62,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Clinical baselines reading measurable observations only (docs/rl.md, "Clinical baselines").
 SENSED_METHODS = ("ftsts-sensed", "adbs-onoff", "adbs-single", "adbs-dual", "adbs-prop")
-METHODS = ("policy", "ftsts", *SENSED_METHODS, "latched", "off")
+METHODS = ("policy", "ftsts", *SENSED_METHODS, "latched", "latched-slow", "off")
 #: Threshold of the 1 s mean order parameter that counts as desynchronised.
 DESYNC_R = 0.2
 #: Trailing window of the R mean used for ``time_to_desync_s``, and the step of its end.
@@ -71,10 +77,19 @@ LATCHED_LATCH_MV = 90.0
 #: ... checked every 500 ms, the control period it was found at (the governor's 50 Hz per period
 #: frequency slew then takes 2 s to reach 180 Hz, as in the search).
 LATCHED_PERIOD_MS = 500.0
+#: The grid-searched latched slow train (``latched-slow``): device units (mA, Hz, µs) and its
+#: latch (mV of weight), found on training networks 100-102 by
+#: ``bench/scan_latched_slow_trains.py`` (``docs/results/rl/schedule/latched_slow_grid.json``).
+LATCHED_SLOW_SETPOINT_MA = Setpoint(amplitude=2.4, frequency_hz=92.0, pulse_width_us=450.0)
+LATCHED_SLOW_LATCH_MV = 75.0
+#: ... as the emulated device delivers it: its envelope, at the dose schedule's control period.
+LATCHED_SLOW_ENVELOPE = "emulator"
+LATCHED_SLOW_PERIOD_MS = 100.0
 #: Scripted methods: setpoint while on, and the weight below which they stop for good.
 SCRIPTED: dict[str, tuple[Setpoint, float]] = {
     "ftsts": (FTSTS_SETPOINT, FTSTS_LATCH_MV),
     "latched": (LATCHED_SETPOINT, LATCHED_LATCH_MV),
+    "latched-slow": (LATCHED_SLOW_SETPOINT_MA, LATCHED_SLOW_LATCH_MV),
 }
 #: Period of the scripted baselines (the paper's 20 ms chunks).
 BASELINE_PERIOD_MS = 20.0
@@ -183,6 +198,7 @@ def run_one(
     sim_config: SimConfig,
     model_params: dict[str, Any],
     bundle_path: str | None,
+    train: tuple[Setpoint, float] | None = None,
 ) -> RunRecord:
     """Run one method on one network seed and measure it.
 
@@ -192,12 +208,22 @@ def run_one(
         sim_config: Episode timing (the policy's control period; baselines use 20 ms).
         model_params: Network parameters (``n_scale``, ``semantics``).
         bundle_path: Policy bundle directory (``policy`` only).
+        train: Setpoint and latch (mV of weight; 0: never) replacing a scripted method's own
+            (``ftsts``, ``latched``, ``latched-slow``; for grid searches), in that method's units.
     """
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS}, actual {method!r}")
+    if train is not None and method not in SCRIPTED:
+        raise ValueError(
+            f"Expected a scripted method {sorted(SCRIPTED)} with a train, actual {method!r}"
+        )
     cfg = sim_config
     physical = load_envelope(cfg.envelope).domain == "physical"
-    if physical and method == "policy":
+    if method == "latched-slow":
+        # a train the device can deliver, delivered as the emulated device delivers it
+        model_params = {**model_params, "device_units": True}
+        cfg = dataclasses.replace(cfg, envelope=LATCHED_SLOW_ENVELOPE)
+    elif physical and method == "policy":
         # A bundle trained for a device runs in the device's units through the emulator's
         # tissue map (drivers.tissue_backend), on the same network and seeds as the baselines.
         model_params = {**model_params, "device_units": True}
@@ -208,11 +234,11 @@ def run_one(
         return _run_sensed(method, seed, cfg, model_params)
     if method != "policy":
         period = BASELINE_PERIOD_MS
-        if method == "latched" and all(
-            math.isclose(x / LATCHED_PERIOD_MS, round(x / LATCHED_PERIOD_MS))
-            for x in (cfg.onset_ms, cfg.controlled_s * 1000.0)
+        own = {"latched": LATCHED_PERIOD_MS, "latched-slow": LATCHED_SLOW_PERIOD_MS}.get(method)
+        if own is not None and all(
+            math.isclose(x / own, round(x / own)) for x in (cfg.onset_ms, cfg.controlled_s * 1000.0)
         ):
-            period = LATCHED_PERIOD_MS  # else the episode does not fit whole 500 ms periods
+            period = own  # else the episode does not fit whole periods of the search's
         cfg = SimConfig(period, cfg.onset_ms, cfg.controlled_s, cfg.tail_s,
                         cfg.envelope, True, cfg.reward)  # fmt: skip
     else:
@@ -225,9 +251,12 @@ def run_one(
     try:
         _, info = env.reset(seed=seed)
         fields = info["fields"]
-        scripted = SCRIPTED.get(method)  # None: "policy" and "off"
+        scripted = train if train is not None else SCRIPTED.get(method)  # None: policy, off
         # The paper's latch (the episode starts at the onset, so the latch is armed from t = 0).
-        latch = Latch(LatchRule(scripted[1])) if scripted is not None else None
+        # (a latch at 0 mV never trips: a constant train from the onset to the end of control)
+        latch = (
+            None if scripted is None else Latch(LatchRule(scripted[1]) if scripted[1] > 0 else None)
+        )
         off = Setpoint(amplitude=0.0, frequency_hz=5.0, pulse_width_us=50.0)
         terminal = False
         while not terminal:

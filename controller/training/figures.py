@@ -15,6 +15,8 @@ from controller.training.evaluate import (
     DESYNC_WINDOW_MS,
     FTSTS_LATCH_MV,
     LATCHED_LATCH_MV,
+    LATCHED_SLOW_LATCH_MV,
+    LATCHED_SLOW_SETPOINT_MA,
     METHODS,
     RASTER_MS,
     SENSED_METHODS,
@@ -24,7 +26,9 @@ from controller.training.evaluate import (
 FloatArray = npt.NDArray[np.float64]
 COLORS = {"policy": "tab:blue", "ftsts": "tab:red", "ftsts-sensed": "tab:pink",
           "adbs-onoff": "tab:green", "adbs-single": "tab:purple", "adbs-dual": "tab:olive",
-          "adbs-prop": "tab:cyan", "latched": "tab:orange", "off": "tab:gray"}  # fmt: skip
+          "adbs-prop": "tab:cyan", "latched": "tab:orange", "latched-slow": "tab:brown",
+          "off": "tab:gray"}  # fmt: skip
+_SLOW = f"{LATCHED_SLOW_SETPOINT_MA.amplitude:g} mA/{LATCHED_SLOW_SETPOINT_MA.frequency_hz:g} Hz"
 LABELS = {
     "policy": "closed-loop policy",
     "ftsts": "open-loop FTSTS",
@@ -34,6 +38,7 @@ LABELS = {
     "adbs-dual": "aDBS dual threshold (B3-DT)",
     "adbs-prop": "aDBS proportional (B2)",
     "latched": "latched 110 mV/180 Hz",
+    "latched-slow": f"slow train {_SLOW}, device",
     "off": "no stimulation",
 }
 #: Two-line labels for bar charts, where the long labels would overlap.
@@ -46,6 +51,7 @@ SHORT_LABELS = {
     "adbs-dual": "aDBS\ndual\nthreshold",
     "adbs-prop": "aDBS\nproport.",
     "latched": "latched\n110 mV\n180 Hz",
+    "latched-slow": "slow\n" + _SLOW.replace("/", "\n"),
     "off": "no\nstimulation",
 }
 #: Episodes in the running mean drawn over the training curves.
@@ -179,6 +185,9 @@ def comparison_figures(
     if "latched" in first:
         ax.axhline(LATCHED_LATCH_MV, color=COLORS["latched"], ls=":", lw=0.8,
                    label=f"latched-train latch ({LATCHED_LATCH_MV:g} mV)")  # fmt: skip
+    if "latched-slow" in first and LATCHED_SLOW_LATCH_MV > 0:
+        ax.axhline(LATCHED_SLOW_LATCH_MV, color=COLORS["latched-slow"], ls=":", lw=0.8,
+                   label=f"slow-train latch ({LATCHED_SLOW_LATCH_MV:g} mV)")  # fmt: skip
     ax.set_xlabel("time (s)")
     ax.set_ylabel("mean J_I·W (mV)")
     ax.set_title(f"Mean effective E→I synaptic weight, network seed {seed}")

@@ -175,6 +175,7 @@ def episode(
     sim_config: SimConfig,
     model_params: dict[str, Any],
     schedule: dict[str, Any] | None = None,
+    train: tuple[float, float, float, float] | None = None,
 ) -> dict[str, Any]:
     """One evaluated episode's metrics (an executor task: runs in a worker, on any node).
 
@@ -185,10 +186,18 @@ def episode(
         sim_config: The episode.
         model_params: Network parameters.
         schedule: :meth:`DoseSchedule.as_dict` of the candidate (``policy`` only).
+        train: ``(amplitude, frequency_hz, pulse_width_us, latch_mv)`` replacing a scripted
+            baseline's train (grid searches; ``run_one``'s ``train``).
     """
     import tempfile
 
     from controller.training.evaluate import run_one
+    from protocol.envelope.setpoint import Setpoint
+
+    scripted = None
+    if train is not None:
+        amp, hz, us, latch_mv = train
+        scripted = (Setpoint(amplitude=amp, frequency_hz=hz, pulse_width_us=us), latch_mv)
 
     with tempfile.TemporaryDirectory(prefix="neuroloop-schedule-") as tmp:
         bundle = None
@@ -201,10 +210,11 @@ def episode(
                     {},
                 ).path
             )
-        record = run_one(method, seed, sim_config, model_params, bundle)
+        record = run_one(method, seed, sim_config, model_params, bundle, scripted)
     return {"seed": seed, "r_tail": record.r_tail, "charge": record.charge,
             "weight_end_mv": record.weight_end_mv,
-            "time_to_desync_s": record.time_to_desync_s}  # fmt: skip
+            "time_to_desync_s": record.time_to_desync_s,
+            "stim_off_s": record.stim_off_s}  # fmt: skip
 
 
 def schedule_observation(domain: str) -> tuple[FieldSpec, ...]:
