@@ -17,6 +17,12 @@ machine allows from what the kernel does, with two synthetic loops compiled by N
   float32 cells); and the line cut with the first thread sweeping its half downwards
   (``shared_line_cut_down``: no thread's sweep runs towards the other's cells).
 
+* ``per_cpu``: the ``compute`` loop by one thread pinned to each CPU in turn
+  (``os.sched_setaffinity``), alternated: whether the CPUs this VM is given run at the same
+  speed (a split kernel waits for its slower thread), and how much one CPU's speed drifts
+  from round to round. The guest's steal time over the run (``/proc/stat``) is printed with
+  it: a host can slow a virtual CPU without any steal (a busy sibling thread of its core).
+
 Wall seconds per variant (median and range over rounds) and, for two threads, the speed-up
 against one. The 1-minute load average is printed: with other processes runnable the two
 threads take turns and the numbers measure the machine's load instead (pause other work).
@@ -114,6 +120,26 @@ def _sweep_variant(name: str, cells: int, steps: int, shared: tuple[Any, ...],
 SWEEPS = ("one", "shared_line_cut", "private", "shared_page_cut", "shared_line_cut_down")
 
 
+def _pinned(cpu: int, job: Callable[[], Any]) -> float:
+    """Wall seconds of ``job`` in a new thread pinned to ``cpu``."""
+
+    def run() -> None:
+        os.sched_setaffinity(0, {cpu})  # 0: the calling thread
+        job()
+
+    return _in_threads([run])
+
+
+def _steal_jiffies() -> int:
+    """The guest's total steal time so far (``/proc/stat``, 0 where not reported)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return 0
+    return int(fields[8]) if len(fields) > 8 else 0
+
+
 def _summary(values: list[float]) -> dict[str, Any]:
     return {"median_s": float(np.median(values)), "min_s": min(values), "max_s": max(values),
             "runs_s": values}  # fmt: skip
@@ -143,6 +169,9 @@ def main() -> None:
     _compute(l1[0], 1)  # compile
     _sweep(1, new_barrier(), *shared, 0, args.cells, BLOCK_STEPS, False)
     _sweep(1, new_barrier(), *shared, 0, args.cells, BLOCK_STEPS, True)
+    cpus = sorted(os.sched_getaffinity(0))
+    per_cpu: dict[int, list[float]] = {cpu: [] for cpu in cpus}
+    steal0 = _steal_jiffies()
     compute: dict[str, list[float]] = {"one": [], "two": []}
     sweeps: dict[str, list[float]] = {name: [] for name in SWEEPS}
     for k in range(args.rounds):
@@ -152,7 +181,10 @@ def main() -> None:
                                            lambda: _compute(l1[1], reps)]))  # fmt: skip
         for name in order:
             sweeps[name].append(_sweep_variant(name, args.cells, args.steps, shared, private))
+        for cpu in cpus if k % 2 == 0 else cpus[::-1]:
+            per_cpu[cpu].append(_pinned(cpu, lambda: _compute(l1[0], reps)))
     load.append(os.getloadavg()[0])
+    medians = {cpu: float(np.median(v)) for cpu, v in per_cpu.items()}
     one_compute = float(np.median(compute["one"]))
     one_sweep = float(np.median(sweeps["one"]))
     report = {
@@ -162,6 +194,12 @@ def main() -> None:
         "compute": {
             **{k: _summary(v) for k, v in compute.items()},
             "throughput_two_over_one": 2 * one_compute / float(np.median(compute["two"])),
+        },
+        "per_cpu": {
+            **{str(cpu): _summary(v) for cpu, v in per_cpu.items()},
+            "slowest_over_fastest_median": max(medians.values()) / min(medians.values()),
+            "max_over_min_of_one_cpu": {str(cpu): max(v) / min(v) for cpu, v in per_cpu.items()},
+            "steal_jiffies_during_run": _steal_jiffies() - steal0,
         },
         "sweep": {
             "cells": args.cells,
