@@ -24,14 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from controller.envs.config import SimConfig
 from controller.training.schedule import DoseSchedule
 from controller.training.schedule_search import (
-    cost,
     episode,
     episode_values,
+    score_grid,
     write_for_episode,
 )
 from core.errors import ConfigError
@@ -74,34 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             rows = episode_values(run_ordered(executor, tasks))
         except ConfigError as err:
             raise SystemExit(str(err)) from err
-    n = len(seeds)
-    bars = {r["seed"]: r for r in rows[:n]}
-    bar = float(np.mean([b["r_tail"] for b in bars.values()])) - a.tail_margin
-    candidates = []
-    for k, (amp, hz) in enumerate(grid):
-        mine = rows[n * (k + 1) : n * (k + 2)]
-        fraction = float(np.mean([r["charge"] / bars[r["seed"]]["charge"] for r in mine]))
-        r_mean = float(np.mean([r["r_tail"] for r in mine]))
-        candidates.append({"amplitude_ma": amp, "frequency_hz": hz,
-                           "pulse_width_us": PULSE_WIDTH_US, "charge_vs_ftsts": fraction,
-                           "r_tail_mean": r_mean, "meets": r_mean <= bar,
-                           "cost": cost(mine, bars, a.tail_penalty, a.tail_margin),
-                           "weight_end_mv": float(np.mean([r["weight_end_mv"] for r in mine])),
-                           "runs": mine})  # fmt: skip
-    best = min(candidates, key=lambda c: c["cost"])
-    meeting = [c for c in candidates if c["meets"]]
-    cheapest = min(meeting, key=lambda c: c["charge_vs_ftsts"]) if meeting else None
+    settings = [{"amplitude_ma": amp, "frequency_hz": hz, "pulse_width_us": PULSE_WIDTH_US}
+                for amp, hz in grid]  # fmt: skip
+    score = score_grid(rows, len(seeds), settings, a.tail_penalty, a.tail_margin)
+    best = score.best
     report: dict[str, Any] = {
         "command": "python bench/scan_constant_trains.py",
         "argv": sys.argv[1:] if argv is None else list(argv),
         "training_seeds": seeds,
-        "ftsts": {str(s): {"charge": b["charge"], "r_tail": b["r_tail"]} for s, b in bars.items()},
-        "bar_r_tail_mean": bar,
-        "best": {k: v for k, v in best.items() if k != "runs"},
-        "cheapest_meeting_the_bar": None
-        if cheapest is None
-        else {k: v for k, v in cheapest.items() if k != "runs"},
-        "candidates": candidates,
+        **score.report(),
     }
     sched = DoseSchedule((best["amplitude_ma"],), best["frequency_hz"], PULSE_WIDTH_US,
                          OUT_OF_REACH_UC, "dose_uc")  # fmt: skip

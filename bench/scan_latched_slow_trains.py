@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from controller.envs.config import SimConfig
-from controller.training.schedule_search import cost, episode, episode_values
+from controller.training.schedule_search import episode, episode_values, score_grid
 from core.errors import ConfigError
 from core.executor import Task, make_executor
 
@@ -84,38 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = episode_values([by_key[t.key] for t in tasks])
     except ConfigError as err:
         raise SystemExit(str(err)) from err
-    n = len(seeds)
-    bars = {r["seed"]: r for r in rows[:n]}
-    bar = float(np.mean([b["r_tail"] for b in bars.values()])) - a.tail_margin
-    candidates = []
-    for k, (amp, hz, us, latch) in enumerate(grid):
-        mine = rows[n * (k + 1) : n * (k + 2)]
-        r_mean = float(np.mean([r["r_tail"] for r in mine]))
-        candidates.append({
-            "amplitude_ma": amp, "frequency_hz": hz, "pulse_width_us": us, "latch_mv": latch,
-            "charge_vs_ftsts": float(np.mean([r["charge"] / bars[r["seed"]]["charge"]
-                                              for r in mine])),
-            "r_tail_mean": r_mean, "meets": r_mean <= bar,
-            "cost": cost(mine, bars, a.tail_penalty, a.tail_margin),
-            "weight_end_mv": float(np.mean([r["weight_end_mv"] for r in mine])),
-            "runs": mine,
-        })  # fmt: skip
-    best = min(candidates, key=lambda c: c["cost"])
-    meeting = [c for c in candidates if c["meets"]]
-    cheapest = min(meeting, key=lambda c: c["charge_vs_ftsts"]) if meeting else None
-
-    def brief(c: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if c is None else {k: v for k, v in c.items() if k != "runs"}
+    settings = [{"amplitude_ma": amp, "frequency_hz": hz, "pulse_width_us": us, "latch_mv": latch}
+                for amp, hz, us, latch in grid]  # fmt: skip
+    score = score_grid(rows, len(seeds), settings, a.tail_penalty, a.tail_margin)
 
     report = {
         "command": "python bench/scan_latched_slow_trains.py",
         "argv": sys.argv[1:] if argv is None else list(argv),
         "training_seeds": seeds,
-        "ftsts": {str(s): {"charge": b["charge"], "r_tail": b["r_tail"]} for s, b in bars.items()},
-        "bar_r_tail_mean": bar,
-        "best": brief(best),
-        "cheapest_meeting_the_bar": brief(cheapest),
-        "candidates": candidates,
+        **score.report(),
     }
     text = json.dumps(report, indent=2)
     print(text)

@@ -17,6 +17,7 @@ from controller.training.schedule_search import (
     cost,
     parse_schedule,
     schedule_observation,
+    score_grid,
     search_box,
 )
 from core.errors import ConfigError
@@ -124,6 +125,33 @@ def test_the_cost_is_the_mean_charge_fraction_plus_the_mean_tail_excess() -> Non
         {"seed": 2, "charge": 50.0, "r_tail": 0.03},
     ]
     assert cost(under, bars, 30.0, 0.0) == pytest.approx(0.375)
+
+
+def test_a_grid_is_scored_per_setting_with_the_search_cost() -> None:
+    ftsts = [{"seed": 1, "charge": 100.0, "r_tail": 0.04},
+             {"seed": 2, "charge": 200.0, "r_tail": 0.03}]  # fmt: skip
+    cheap = [{"seed": 1, "charge": 40.0, "r_tail": 0.05, "weight_end_mv": 80.0},
+             {"seed": 2, "charge": 80.0, "r_tail": 0.04, "weight_end_mv": 90.0}]  # fmt: skip
+    dear = [{"seed": 1, "charge": 60.0, "r_tail": 0.03, "weight_end_mv": 60.0},
+            {"seed": 2, "charge": 120.0, "r_tail": 0.03, "weight_end_mv": 70.0}]  # fmt: skip
+    settings = [{"amplitude_ma": 2.0}, {"amplitude_ma": 3.0}]
+    score = score_grid(ftsts + cheap + dear, 2, settings, 30.0, 0.0)
+    # bar: FTSTS's mean tail R 0.035; cheap: 40 % and 0.045 (0.01 over), dear: 60 % and 0.03
+    assert score.bar_r_tail == pytest.approx(0.035)
+    first, second = score.candidates
+    assert first["amplitude_ma"] == 2.0 and first["runs"] == cheap
+    assert first["charge_vs_ftsts"] == pytest.approx(0.4)
+    assert first["cost"] == pytest.approx(0.4 + 30.0 * 0.01) and not first["meets"]
+    assert second["cost"] == pytest.approx(0.6) and second["meets"]
+    assert second["weight_end_mv"] == pytest.approx(65.0)
+    assert score.best is second  # 0.6 < 0.7
+    assert score.cheapest_meeting_the_bar is second
+    report = score.report()
+    assert report["ftsts"] == {"1": {"charge": 100.0, "r_tail": 0.04},
+                               "2": {"charge": 200.0, "r_tail": 0.03}}  # fmt: skip
+    assert "runs" not in report["best"] and report["best"]["amplitude_ma"] == 3.0
+    with pytest.raises(ConfigError, match=r"2 × \(1 \+ 2\) rows, actual 5"):
+        score_grid((ftsts + cheap + dear)[:5], 2, settings, 30.0, 0.0)
 
 
 def test_neuroloop_train_schedule_refuses_the_oracle_observations(

@@ -169,6 +169,92 @@ def cost(
     return float(np.mean(fractions)) + tail_penalty * excess
 
 
+@dataclass(frozen=True)
+class GridScore:
+    """A grid search's episodes scored with :func:`cost` (the bench scripts' grids).
+
+    Args:
+        bars: FTSTS's row per training seed.
+        bar_r_tail: FTSTS's mean tail R less the margin: a candidate *meets* it when its mean
+            tail R is at or below it.
+        candidates: Per setting, in grid order: the setting's own keys, then
+            ``charge_vs_ftsts``, ``r_tail_mean``, ``meets``, ``cost``, ``weight_end_mv`` and
+            ``runs`` (its rows).
+    """
+
+    bars: dict[int, dict[str, Any]]
+    bar_r_tail: float
+    candidates: list[dict[str, Any]]
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """The lowest cost (the first of equals)."""
+        return min(self.candidates, key=lambda c: c["cost"])
+
+    @property
+    def cheapest_meeting_the_bar(self) -> dict[str, Any] | None:
+        """The least charge among the candidates that meet the bar (``None``: none does)."""
+        meeting = [c for c in self.candidates if c["meets"]]
+        return min(meeting, key=lambda c: c["charge_vs_ftsts"]) if meeting else None
+
+    def report(self) -> dict[str, Any]:
+        """The JSON the grid scripts print: FTSTS's bars, the bar, best, cheapest, every one."""
+
+        def brief(c: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if c is None else {k: v for k, v in c.items() if k != "runs"}
+
+        return {
+            "ftsts": {
+                str(s): {"charge": b["charge"], "r_tail": b["r_tail"]} for s, b in self.bars.items()
+            },
+            "bar_r_tail_mean": self.bar_r_tail,
+            "best": brief(self.best),
+            "cheapest_meeting_the_bar": brief(self.cheapest_meeting_the_bar),
+            "candidates": self.candidates,
+        }
+
+
+def score_grid(
+    rows: Sequence[dict[str, Any]],
+    n_seeds: int,
+    settings: Sequence[dict[str, Any]],
+    tail_penalty: float,
+    tail_margin: float,
+) -> GridScore:
+    """Score a grid from its episodes' rows (:func:`episode`'s), in task order.
+
+    Args:
+        rows: FTSTS's ``n_seeds`` rows first, then ``n_seeds`` rows per setting, in order.
+        n_seeds: Training networks per candidate.
+        settings: What each candidate is (its keys lead its entry).
+        tail_penalty: As the search's.
+        tail_margin: As the search's.
+
+    Raises:
+        ConfigError: ``rows`` is not ``n_seeds × (1 + len(settings))`` long.
+    """
+    if n_seeds < 1 or len(rows) != n_seeds * (1 + len(settings)):
+        raise ConfigError(
+            f"Expected {n_seeds} × (1 + {len(settings)}) rows, actual {len(rows)} rows"
+        )
+    bars = {int(r["seed"]): dict(r) for r in rows[:n_seeds]}
+    bar = float(np.mean([b["r_tail"] for b in bars.values()])) - tail_margin
+    candidates = []
+    for k, setting in enumerate(settings):
+        mine = [dict(r) for r in rows[n_seeds * (k + 1) : n_seeds * (k + 2)]]
+        r_mean = float(np.mean([r["r_tail"] for r in mine]))
+        candidates.append({
+            **setting,
+            "charge_vs_ftsts": float(np.mean([r["charge"] / bars[int(r["seed"])]["charge"]
+                                              for r in mine])),
+            "r_tail_mean": r_mean, "meets": r_mean <= bar,
+            "cost": cost(mine, bars, tail_penalty, tail_margin),
+            "weight_end_mv": float(np.mean([r["weight_end_mv"] for r in mine])),
+            "runs": mine,
+        })  # fmt: skip
+    return GridScore(bars, bar, candidates)
+
+
 def episode(
     method: str,
     seed: int,
