@@ -107,7 +107,8 @@ def test_latched_slow_is_delivered_as_the_emulated_device_delivers_it() -> None:
     # a latch at 0 mV never trips: a constant train to the end of the controlled period
     constant = run_one("latched-slow", 2**31, longer, SMALL, None,
                        train=(LATCHED_SLOW_SETPOINT_MA, 0.0))  # fmt: skip
-    assert constant.stim_off_s is None and constant.charge == pytest.approx(rec.charge)
+    assert constant.stim_off_s is None
+    assert constant.charge == pytest.approx(rec.charge)
     # a latch above every weight trips at the first period: nothing is delivered
     high = (LATCHED_SLOW_SETPOINT_MA, 1000.0)
     stopped = run_one("latched-slow", 2**31, longer, SMALL, None, train=high)
@@ -115,6 +116,10 @@ def test_latched_slow_is_delivered_as_the_emulated_device_delivers_it() -> None:
     assert stopped.stim_off_s == pytest.approx(0.5)
     with pytest.raises(ValueError, match="scripted method"):
         run_one("off", 2**31, longer, SMALL, None, train=high)
+    for bad in (float("nan"), -1.0):  # a NaN latch would silently never trip
+        with pytest.raises(ValueError, match="latch mV >= 0"):
+            run_one("latched-slow", 2**31, longer, SMALL, None,
+                    train=(LATCHED_SLOW_SETPOINT_MA, bad))  # fmt: skip
 
 
 def test_eval_cli_writes_eval_json_and_figures(bundle: Path, tmp_path: Path) -> None:

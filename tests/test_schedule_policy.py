@@ -139,17 +139,21 @@ def test_a_grid_is_scored_per_setting_with_the_search_cost() -> None:
     # bar: FTSTS's mean tail R 0.035; cheap: 40 % and 0.045 (0.01 over), dear: 60 % and 0.03
     assert score.bar_r_tail == pytest.approx(0.035)
     first, second = score.candidates
-    assert first["amplitude_ma"] == 2.0 and first["runs"] == cheap
+    assert first["amplitude_ma"] == 2.0
+    assert first["runs"] == cheap
     assert first["charge_vs_ftsts"] == pytest.approx(0.4)
-    assert first["cost"] == pytest.approx(0.4 + 30.0 * 0.01) and not first["meets"]
-    assert second["cost"] == pytest.approx(0.6) and second["meets"]
+    assert first["cost"] == pytest.approx(0.4 + 30.0 * 0.01)
+    assert not first["meets"]
+    assert second["cost"] == pytest.approx(0.6)
+    assert second["meets"]
     assert second["weight_end_mv"] == pytest.approx(65.0)
     assert score.best is second  # 0.6 < 0.7
     assert score.cheapest_meeting_the_bar is second
     report = score.report()
     assert report["ftsts"] == {"1": {"charge": 100.0, "r_tail": 0.04},
                                "2": {"charge": 200.0, "r_tail": 0.03}}  # fmt: skip
-    assert "runs" not in report["best"] and report["best"]["amplitude_ma"] == 3.0
+    assert "runs" not in report["best"]
+    assert report["best"]["amplitude_ma"] == 3.0
     with pytest.raises(ConfigError, match=r"2 × \(1 \+ 2\) rows, actual 5"):
         score_grid((ftsts + cheap + dear)[:5], 2, settings, 30.0, 0.0)
 

@@ -13,8 +13,9 @@ same network seeds through the same safety envelope, in the environment used for
 * ``latched-slow``: the best latched *slow* train of a second grid search, run as the emulated
   device delivers it (``bench/scan_latched_slow_trains.py``; docs/rl.md): device units through
   the emulator's tissue map and envelope (its amplitude ramps and pulse-width steps) at a
-  100 ms control period, :data:`LATCHED_SLOW_SETPOINT_MA` until the mean E→I weight falls
-  below :data:`LATCHED_SLOW_LATCH_MV`, then off. The bar for a device policy (whatever the
+  100 ms control period (20 ms for an episode that is not whole 100 ms periods),
+  :data:`LATCHED_SLOW_SETPOINT_MA` until the mean E→I weight falls below
+  :data:`LATCHED_SLOW_LATCH_MV`, then off. The bar for a device policy (whatever the
   evaluated policy's envelope: the device's ramps are part of this train's definition);
 * ``ftsts-sensed``, ``adbs-onoff``, ``adbs-single``, ``adbs-dual``, ``adbs-prop``: the clinical
   baselines on measurable observations (:data:`SENSED_METHODS`, built by
@@ -216,6 +217,15 @@ def run_one(
     if train is not None and method not in SCRIPTED:
         raise ValueError(
             f"Expected a scripted method {sorted(SCRIPTED)} with a train, actual {method!r}"
+        )
+    if train is not None and not (
+        len(train) == 2
+        and isinstance(train[0], Setpoint)
+        and math.isfinite(train[1])
+        and train[1] >= 0.0
+    ):
+        raise ValueError(
+            f"Expected a train (Setpoint, latch mV >= 0, finite; 0: never), actual {train!r}"
         )
     cfg = sim_config
     physical = load_envelope(cfg.envelope).domain == "physical"
