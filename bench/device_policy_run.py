@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from json_out import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "measurable_ppo"
@@ -148,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay_verify_exit": verify.returncode,
         "replay_verify": verify.stdout.strip().splitlines()[-1:] if verify.stdout else [],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.json is not None:
-        a.json.write_text(text + "\n", "utf-8")
+    emit(result, a.json)
     return 0 if ctl.returncode == 0 and verify.returncode == 0 else 1
 
 

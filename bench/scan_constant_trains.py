@@ -19,10 +19,11 @@ cost is written as a bundle to ``--out`` (evaluate it with ``neuroloop-eval --po
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from json_out import emit
 
 from controller.envs.config import SimConfig
 from controller.training.schedule import DoseSchedule
@@ -87,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     write_for_episode(sched, a.out, cfg, {"baseline": "constant train, grid search",
                                           "training_network_seeds": seeds})  # fmt: skip
     report["bundle"] = str(a.out)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if a.json is not None:
-        a.json.write_text(text + "\n", "utf-8")
+    emit(report, a.json)
     return 0
 
 

@@ -21,9 +21,10 @@ after FTSTS has run on them. Candidates are scored with the dose schedule search
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
+from json_out import emit
 from tqdm import tqdm
 
 from controller.envs.config import SimConfig
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tail-margin", type=float, default=0.002, help="as the search's (0.002)")
     p.add_argument("--tail-penalty", type=float, default=30.0, help="as the search's (30)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", help="also write the result to this file")
+    p.add_argument("--json", type=Path, help="also write the result to this file")
     a = p.parse_args(argv)
     seeds = list(range(a.first_seed, a.first_seed + a.train_seeds))
     if not seeds or seeds[0] < 0 or seeds[-1] >= 2**31:
@@ -92,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_seeds": seeds,
         **score.report(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if a.json is not None:
-        with open(a.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    emit(report, a.json)
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from json_out import emit
 
 from controller.policies.bundle import load_bundle
 from controller.training.evaluate import bundle_sim_config
@@ -105,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": [{"seed": r["seed"], "method": {"r_tail": r["r_tail"], "charge": r["charge"]},
                       "schedule": v} for r, v in rows],
         }  # fmt: skip
-    text = json.dumps(report, indent=2)
-    print(text)
-    if a.json is not None:
-        a.json.write_text(text + "\n", "utf-8")
+    emit(report, a.json)
     return 0
 
 

@@ -15,11 +15,12 @@ the same seed, and the tail R.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from json_out import emit
 
 from controller.envs.config import SimConfig
 from controller.training.evaluate import LATCHED_SLOW_SETPOINT_MA
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[100], help="network seeds (100)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", help="also write the result to this file")
+    p.add_argument("--json", type=Path, help="also write the result to this file")
     a = p.parse_args(argv)
     tasks = []
     for seed in a.seeds:
@@ -80,15 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ftsts = {r["seed"]: r for r in rows if r["method"] == "ftsts"}
     for r in rows:
         r["charge_vs_ftsts"] = r["charge"] / ftsts[r["seed"]]["charge"]
-    text = json.dumps({"command": "python bench/weight_descent.py",
+    emit({"command": "python bench/weight_descent.py",
                        "argv": sys.argv[1:] if argv is None else list(argv),
                        "rate_hz": LATCHED_SLOW_SETPOINT_MA.frequency_hz,
                        "pulse_width_us": LATCHED_SLOW_SETPOINT_MA.pulse_width_us,
-                       "runs": rows}, indent=2)  # fmt: skip
-    print(text)
-    if a.json is not None:
-        with open(a.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+                       "runs": rows}, a.json)  # fmt: skip
     return 0
 
 

@@ -1,0 +1,15 @@
+"""How a bench script hands over its result: JSON on stdout and, if asked, in a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def emit(report: dict[str, Any], path: Path | None) -> None:
+    """Print ``report`` as indented JSON, and write the same text to ``path`` unless ``None``."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n", "utf-8")
