@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grid_cli import add_grid_options, training_seeds
 from json_out import emit
 
 from controller.envs.config import SimConfig
@@ -50,16 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", type=Path, required=True, help="bundle of the lowest cost")
-    p.add_argument("--first-seed", type=int, default=100, help="training seeds from (100)")
-    p.add_argument("--train-seeds", type=int, default=3, help="training networks (3)")
-    p.add_argument("--tail-margin", type=float, default=0.002, help="as the search's (0.002)")
-    p.add_argument("--tail-penalty", type=float, default=30.0, help="as the search's (30)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", type=Path, help="also write the result here")
+    add_grid_options(p)
     a = p.parse_args(argv)
-    seeds = list(range(a.first_seed, a.first_seed + a.train_seeds))
-    if not seeds or seeds[0] < 0 or seeds[-1] >= 2**31:
-        p.error(f"Expected training seeds in [0, 2**31), actual {seeds[:1]} ... {seeds[-1:]}")
+    seeds = training_seeds(p, a)
     cfg = SimConfig(control_period_ms=100.0, envelope="emulator", observations="measurable")
     network = {"n_scale": 1.0, "semantics": "paper"}
     grid = [(amp, hz) for amp in AMPLITUDES_MA for hz in FREQUENCIES_HZ]

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from grid_cli import add_grid_options, training_seeds
 from json_out import emit
 from tqdm import tqdm
 
@@ -57,16 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--grid", nargs="*", type=_parse, help="candidates MA,HZ,US,LATCH_MV "
                    "(default: the module's grid, 90 candidates)")  # fmt: skip
-    p.add_argument("--first-seed", type=int, default=100, help="training seeds from (100)")
-    p.add_argument("--train-seeds", type=int, default=3, help="training networks (3)")
-    p.add_argument("--tail-margin", type=float, default=0.002, help="as the search's (0.002)")
-    p.add_argument("--tail-penalty", type=float, default=30.0, help="as the search's (30)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", type=Path, help="also write the result to this file")
+    add_grid_options(p)
     a = p.parse_args(argv)
-    seeds = list(range(a.first_seed, a.first_seed + a.train_seeds))
-    if not seeds or seeds[0] < 0 or seeds[-1] >= 2**31:
-        p.error(f"Expected training seeds in [0, 2**31), actual {seeds[:1]} ... {seeds[-1:]}")
+    seeds = training_seeds(p, a)
     grid = a.grid or [(amp, hz, PULSE_WIDTH_US, latch) for amp in AMPLITUDES_MA
                       for hz in FREQUENCIES_HZ for latch in LATCHES_MV]  # fmt: skip
     # FTSTS and the policy-less baselines run at the eval's own periods; the candidates at
