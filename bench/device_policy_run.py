@@ -29,18 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from json_out import emit
+from json_out import ROOT, emit, shown
 
-ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "measurable_ppo"
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _pty_path(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
@@ -138,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python bench/device_policy_run.py",
         "argv": sys.argv[1:] if argv is None else list(argv),
-        "bundle": _shown(a.policy),
+        "bundle": shown(a.policy),
         "controller_exit": ctl.returncode,
         "end_reason": summary.get("end_reason"),
         "ticks": summary.get("ticks"),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from json_out import emit
+from json_out import ROOT, emit, shown
 
 from controller.policies.bundle import load_bundle
 from controller.training.evaluate import bundle_sim_config
@@ -33,16 +33,7 @@ from core.errors import ConfigError
 from core.executor import Task, make_executor, run_ordered
 from drivers.tissue import TissueTransfer
 
-ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "controller" / "policies" / "pretrained" / "measurable_schedule"
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(str(err)) from err
     report: dict[str, Any] = {"command": "python bench/schedule_charge_matched.py",
                               "argv": sys.argv[1:] if argv is None else list(argv),
-                              "policy": _shown(a.policy), "eval": _shown(a.eval),
+                              "policy": shown(a.policy), "eval": shown(a.eval),
                               "margin_uc": a.margin_uc, "methods": {}}  # fmt: skip
     for method in cheaper:
         rows = [(r, v) for (m, r), v in zip(keys, values, strict=True) if m == method]

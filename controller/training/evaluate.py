@@ -92,8 +92,11 @@ SCRIPTED: dict[str, tuple[Setpoint, float]] = {
     "latched": (LATCHED_SETPOINT, LATCHED_LATCH_MV),
     "latched-slow": (LATCHED_SLOW_SETPOINT_MA, LATCHED_SLOW_LATCH_MV),
 }
-#: Period of the scripted baselines (the paper's 20 ms chunks).
+#: Period of the scripted baselines (the paper's 20 ms chunks) ...
 BASELINE_PERIOD_MS = 20.0
+#: ... but for the grid-searched trains, which run at the period they were found at when the
+#: episode is whole periods of it.
+SEARCHED_PERIOD_MS = {"latched": LATCHED_PERIOD_MS, "latched-slow": LATCHED_SLOW_PERIOD_MS}
 #: Length of the rasters kept for figures (before stimulation and at the end of the tail).
 RASTER_MS = 500.0
 
@@ -244,7 +247,7 @@ def run_one(
         return _run_sensed(method, seed, cfg, model_params)
     if method != "policy":
         period = BASELINE_PERIOD_MS
-        own = {"latched": LATCHED_PERIOD_MS, "latched-slow": LATCHED_SLOW_PERIOD_MS}.get(method)
+        own = SEARCHED_PERIOD_MS.get(method)
         if own is not None and all(
             math.isclose(x / own, round(x / own)) for x in (cfg.onset_ms, cfg.controlled_s * 1000.0)
         ):

@@ -163,10 +163,14 @@ def cost(
     tail_margin: float,
 ) -> float:
     """A candidate's cost from its rows (``seed``, ``charge``, ``r_tail``) (module docstring)."""
-    fractions = [r["charge"] / bars[int(r["seed"])]["charge"] for r in rows]
     bar = float(np.mean([bars[int(r["seed"])]["r_tail"] for r in rows])) - tail_margin
     excess = max(0.0, float(np.mean([r["r_tail"] for r in rows])) - bar)
-    return float(np.mean(fractions)) + tail_penalty * excess
+    return charge_fraction(rows, bars) + tail_penalty * excess
+
+
+def charge_fraction(rows: Sequence[dict[str, Any]], bars: dict[int, dict[str, Any]]) -> float:
+    """The rows' mean charge as a fraction of FTSTS's on the same seed."""
+    return float(np.mean([r["charge"] / bars[int(r["seed"])]["charge"] for r in rows]))
 
 
 @dataclass(frozen=True)
@@ -245,8 +249,7 @@ def score_grid(
         r_mean = float(np.mean([r["r_tail"] for r in mine]))
         candidates.append({
             **setting,
-            "charge_vs_ftsts": float(np.mean([r["charge"] / bars[int(r["seed"])]["charge"]
-                                              for r in mine])),
+            "charge_vs_ftsts": charge_fraction(mine, bars),
             "r_tail_mean": r_mean, "meets": r_mean <= bar,
             "cost": cost(mine, bars, tail_penalty, tail_margin),
             "weight_end_mv": float(np.mean([r["weight_end_mv"] for r in mine])),
