@@ -38,6 +38,7 @@ from core.errors import (
     RecordingError,
 )
 from core.logs import add_log_options, configure_from_args, configure_logging
+from core.threads import DEFAULT_THREADS, add_threads_option
 from protocol.envelope.config import SafetyEnvelope, default_envelope_for, load_envelope
 
 EXIT_OK, EXIT_CONFIG, EXIT_BACKEND, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4, 5
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "does no telemetry work; a browser on a small host still competes for the CPU: add "
         "--rt-priority for timing-critical runs. See docs/monitor.md",
     )
+    add_threads_option(p, default=None, note=" of a simulator started with --backend sim")
     p.add_argument("--seed", type=int, help="backend seed (default 0)")
     p.add_argument("--timeout-s", type=float, help="handshake deadline in s (default 5)")
     return p
@@ -415,6 +417,7 @@ def run(
             pace=cfg.pace,
             log_format="json" if cfg.log_format == "json" else "console",
             log_level=cfg.log_level,
+            threads=DEFAULT_THREADS if cfg.threads is None else cfg.threads,
         )
         recorder = _recorder(cfg, env, policy)
         if monitor_bind is not None:

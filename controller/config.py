@@ -6,7 +6,7 @@ range and what arrived. The file layout is documented in ``docs/controller.md``:
 
     [controller]            # backend, connect, in_process, period_ms, duration_s, tail_s,
                             # pace, seed, envelope, record, record_dir, log_format, log_level,
-                            # timeout_s, stall_limit_s
+                            # timeout_s, stall_limit_s, threads
     [policy]                # name, amplitude, frequency_hz, pulse_width_us, onset_ms,
                             # latch_below_mv
     [simulator]             # network parameters (simulator.config.NetworkConfig fields)
@@ -29,6 +29,7 @@ else:  # Python 3.10
 
 from core.errors import ConfigError, did_you_mean
 from core.logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS
+from core.threads import check_threads
 from simulator.config import NetworkConfig
 
 _CONTROLLER_KEYS = {
@@ -49,6 +50,7 @@ _CONTROLLER_KEYS = {
     "log_level": str,
     "timeout_s": float,
     "stall_limit_s": float,
+    "threads": object,  # an integer or "auto": core.threads.check_threads
 }
 _POLICY_KEYS = {
     "name": str,
@@ -87,6 +89,7 @@ class RunConfig:
     log_level: str = DEFAULT_LOG_LEVEL
     timeout_s: float = 5.0
     stall_limit_s: float = 5.0
+    threads: int | str | None = None
     simulator: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -119,6 +122,8 @@ class RunConfig:
         _range("latch_below_mv", self.latch_below_mv, -1e6, 1e6)
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"Expected seed in [0, 2**63), actual {self.seed}")
+        if self.threads is not None:
+            check_threads(self.threads)
 
     def _check_combinations(self) -> None:
         if self.tail_s >= self.duration_s:
@@ -144,6 +149,15 @@ class RunConfig:
         if self.in_process and self.backend != "sim":
             raise ConfigError(
                 f"Expected --in-process only with --backend sim, actual {self.backend}"
+            )
+        if self.threads is not None and (self.backend != "sim" or self.connect is not None):
+            used = f"--connect {self.connect}"
+            if self.backend != "sim":
+                used = f"--backend {self.backend}"
+            raise ConfigError(
+                "Expected threads only for a simulator this command starts (--backend sim, "
+                "without --connect; a running server has its own: neuroloop-sim serve "
+                f"--threads N), actual threads {self.threads!r} with {used}"
             )
         if self.simulator and not self.in_process:
             raise ConfigError(

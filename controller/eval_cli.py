@@ -21,6 +21,7 @@ from tqdm import tqdm
 from core.errors import NeuroLoopError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
+from core.threads import add_threads_option, warn_if_oversubscribed
 
 #: First held-out network seed: training draws its seeds below 2**31.
 HELD_OUT_SEED_BASE = 2**31
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2).")
     add_executor_arguments(p)
+    add_threads_option(p, per_worker=True)
     p.add_argument(
         "--train-dir",
         type=Path,
@@ -156,7 +158,7 @@ def _episode(a: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation described by parsed arguments; return ``eval.json``'s content."""
-    from controller.envs.models import network_config
+    from controller.envs.models import network_config, network_params
     from controller.training.evaluate import METHODS, run_one, summarise
     from controller.training.figures import comparison_figures, training_curves
 
@@ -170,7 +172,8 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     if "policy" in methods and a.policy is None:
         raise NeuroLoopError("Expected --policy BUNDLE for method 'policy', actual none")
     seeds = [HELD_OUT_SEED_BASE + a.first_seed + k for k in range(a.seeds)]
-    model_params = {"n_scale": a.n_scale, "semantics": a.semantics}
+    model_params = {"n_scale": a.n_scale, "semantics": a.semantics, "threads": a.threads}
+    warn_if_oversubscribed(a.threads, a.workers)
     net = network_config(a.n_scale, a.semantics)
     from core.executor.base import Task
     from core.executor.factory import make_executor
@@ -200,7 +203,13 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "policy": None if a.policy is None else str(a.policy),
         "policy_training": training,
-        "network": {**model_params, "n_e": net.n_e, "n_i": net.n_i, "stim_noise_e_mv": 0.0},
+        "network": {
+            **network_params(model_params),
+            "n_e": net.n_e,
+            "n_i": net.n_i,
+            "stim_noise_e_mv": 0.0,
+        },
+        "threads": a.threads,
         "episode": {
             "onset_s": sim_config.onset_ms / 1000.0,
             "controlled_s": sim_config.controlled_s,

@@ -22,6 +22,7 @@ import structlog
 from core.errors import ConfigError, NeuroLoopError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
+from core.threads import add_threads_option, warn_if_oversubscribed
 
 if TYPE_CHECKING:  # the environment's modules load only when a command runs
     from controller.envs.config import SimConfig
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: subprocesses when --n-envs > 1.",
     )
     add_executor_arguments(g)
+    add_threads_option(g, per_worker=True)
     g.add_argument("--seed", type=int, default=0, help="Seed of agent and network draws.")
     g.add_argument(
         "--resume",
@@ -327,6 +329,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
+    from controller.envs.models import network_params
     from controller.envs.reward import RewardConfig
     from controller.training.callbacks import (
         EpisodeMetricsCallback,
@@ -353,6 +356,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
     model_params: dict[str, Any] = {"n_scale": a.n_scale, "semantics": a.semantics}
     if load_envelope(a.envelope).domain == "physical":
         model_params["device_units"] = True
+    model_params["threads"] = a.threads
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
     vec_path = None if a.resume is None else _vecnormalize_for(a.resume)
@@ -363,6 +367,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
         )
     subprocess = a.vec == "subproc" or (a.vec == "auto" and a.n_envs > 1)
     monitor = out / f"monitor_{int(time.time())}.csv"
+    warn_if_oversubscribed(a.threads, a.n_envs if subprocess or a.ray else 1)
     venv = make_training_env(a.n_envs, a.seed, sim_config, model_params, monitor, subprocess,
                              a.gamma, vec_path, (a.log_format, a.log_level),
                              a.ray)  # fmt: skip
@@ -417,7 +422,8 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             "vec": "ray" if a.ray else "subproc" if subprocess else "dummy",
             "seed": a.seed,
             "resumed_from": None if a.resume is None else str(a.resume),
-            "network": model_params,
+            "network": network_params(model_params),
+            "threads": a.threads,
             "training_network_seeds": f"{a.seed}..{a.seed + a.n_envs - 1}, then draws < 2**31",
             "hyperparameters": {
                 "gamma": a.gamma, "gae_lambda": a.gae_lambda,
@@ -446,7 +452,10 @@ def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
     sim_config = _sim_config(a)
     # run_one puts a bundle for a device envelope into device units itself (and the FTSTS
     # bars stay in model units)
-    model_params: dict[str, Any] = {"n_scale": a.n_scale, "semantics": a.semantics}
+    model_params: dict[str, Any] = {
+        "n_scale": a.n_scale, "semantics": a.semantics, "threads": a.threads,
+    }  # fmt: skip
+    warn_if_oversubscribed(a.threads, a.workers)
     cfg = SearchConfig(
         sim_config=sim_config,
         model_params=model_params,

@@ -20,6 +20,7 @@ import structlog
 
 from core.errors import ConfigError, NeuroLoopError
 from core.logs import add_log_options, configure_from_args
+from core.threads import add_threads_option
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.faults import FaultConfig, FaultInjector
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tis.add_argument("--polarity", choices=("desync", "sync"), default="desync")
     tis.add_argument("--ei-offset-ms", type=float, default=0.0, help="E–I offset in the model")
+    add_threads_option(tis)
     flt = p.add_argument_group("fault injection (all off by default)")
     flt.add_argument("--rx-ber", type=float, default=0.0, help="bit error rate host → device")
     flt.add_argument("--tx-ber", type=float, default=0.0, help="bit error rate device → host")
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         tissue = None
         if not args.no_tissue:
             transfer = TissueTransfer(args.gain_mv_per_ua, args.polarity, args.ei_offset_ms)
-            tissue = Tissue(make_network(args.n_e, args.n_i), transfer, args.window_ms, args.seed)
+            network = make_network(args.n_e, args.n_i, threads=args.threads)
+            tissue = Tissue(network, transfer, args.window_ms, args.seed)
         firmware = DeviceFirmware(
             FirmwareConfig(
                 status_period_ms=args.status_period_ms,

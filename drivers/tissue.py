@@ -81,12 +81,16 @@ class TissueTransfer:
         )
 
 
-def make_network(n_e: int, n_i: int) -> NetworkLike:
-    """Build the simulator's FTSTS network with ``n_e`` excitatory and ``n_i`` inhibitory cells."""
+def make_network(n_e: int, n_i: int, threads: int | str = 1) -> NetworkLike:
+    """Build the simulator's FTSTS network with ``n_e`` excitatory and ``n_i`` inhibitory cells.
+
+    ``threads`` integrate it (``Network.threads``: an integer or ``"auto"``; the same results
+    on any count).
+    """
     from simulator.config import NetworkConfig
     from simulator.network import Network
 
-    return Network(NetworkConfig(n_e=n_e, n_i=n_i))
+    return Network(NetworkConfig(n_e=n_e, n_i=n_i), threads=threads)
 
 
 class Tissue:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.errors import NeuroLoopError
 from core.logs import add_log_options, configure_from_args
+from core.threads import add_threads_option
 
 _EPILOG = """\
 examples:
@@ -84,11 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output directory for summary.json and figure.png (created)",
     )
-    run.add_argument("--threads", type=_thread_count, default=1, metavar="N|auto",
-                     help="threads that integrate the network (default 1; auto: one or all "
-                     "cores, whichever the run measures faster as it goes); any N gives the "
-                     "same results; more threads than free cores are slower "
-                     "(docs/simulator.md#threads)")  # fmt: skip
+    add_threads_option(run)
     run.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_log_options(run)
@@ -96,18 +93,6 @@ def _build_parser() -> argparse.ArgumentParser:
                            add_help=False)  # fmt: skip
     serve.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
-
-
-def _thread_count(text: str) -> int | str:
-    """``--threads``: an integer, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 1 or 'auto', actual {text!r}"
-        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,10 +129,6 @@ def _run(args: argparse.Namespace) -> int:
     experiment = get_experiment(args.experiment)
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         print(f"neuroloop-sim: error: Expected --duration > 0 s, actual {args.duration}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if args.threads != "auto" and args.threads < 1:
-        print(f"neuroloop-sim: error: Expected --threads >= 1, actual {args.threads}",
               file=sys.stderr)  # fmt: skip
         return 2
     if not (math.isfinite(args.n_scale) and args.n_scale > 0):

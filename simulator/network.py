@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import ConfigError, NeuroLoopError
+from core.threads import AUTO, check_threads
 from simulator import aligned, reductions
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.connectivity import (
@@ -369,14 +370,13 @@ class Network:
 
     @threads.setter
     def threads(self, value: int | str) -> None:
+        checked = check_threads(int(value) if isinstance(value, np.integer) else value)
         self._choice: ThreadChoice | None = None
-        if value == "auto":
+        if checked == AUTO:
             self._choice = ThreadChoice()
             self._threads = 1
-        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"Expected threads to be an integer >= 1 or 'auto', actual {value!r}")
         else:
-            self._threads = int(value)
+            self._threads = int(checked)
         self._plan = None
 
     # ------------------------------------------------------------------ properties

@@ -37,6 +37,7 @@ import structlog
 
 from core.errors import ConfigError, SafetyLimitError
 from core.logs import configure_from_args
+from core.threads import add_threads_option, check_threads
 from protocol.backend import Backend, StepResult
 from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
@@ -152,8 +153,8 @@ class SimulatorBackend(Backend):
             one for tests, or an environment's overrides); ``configure`` then refuses the
             options that choose a network (``network``, ``n_scale``, ``semantics``,
             ``stim_noise_e_mv``) and accepts ``seed`` and ``polarity``.
-        threads: Threads that integrate the network (``Network.threads``; the same results
-            on any count).
+        threads: Threads that integrate the network (``Network.threads``: an integer, or
+            ``"auto"``; the same results on any count).
     """
 
     kind = "sim"
@@ -165,14 +166,12 @@ class SimulatorBackend(Backend):
         clock: Callable[[], float] = time.monotonic,
         network_factory: Callable[[NetworkConfig], Network] = Network,
         network_config: NetworkConfig | None = None,
-        threads: int = 1,
+        threads: int | str = 1,
     ) -> None:
         super().__init__(session_timeout_s=session_timeout_s, clock=clock)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"Expected threads to be an integer >= 1, actual {threads!r}")
         self._factory = network_factory
         self._fixed_config = network_config
-        self._threads = threads
+        self._threads = check_threads(threads)
         self._network: Network | None = None
         self._config: NetworkConfig | None = None
         self._seed = 0
@@ -252,6 +251,7 @@ class SimulatorBackend(Backend):
             seed=seed,
             polarity=polarity,
             sensing="default" if sensing is None else sensing,
+            threads=self._threads,
         )
 
     def _on_reset(self, seed: int | None) -> float:
@@ -322,12 +322,7 @@ def build_parser(prog: str = "neuroloop-sim serve") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_serve_arguments(parser)
-    parser.add_argument(
-        "--threads", type=int, default=1, metavar="N",
-        help="threads that integrate the network (default 1: servers often run side by side, "
-        "one per environment worker; give a lone server the machine's cores). Any N gives "
-        "the same results.",
-    )  # fmt: skip
+    add_threads_option(parser)
     parser.add_argument(
         "--no-warmup",
         action="store_true",

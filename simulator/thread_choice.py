@@ -11,7 +11,7 @@ then uses the one with the lower time per step, and keeps trying the other now a
 
 from __future__ import annotations
 
-import os
+from core.threads import usable_cores
 
 #: Calls of each candidate before the first choice (the first of them is not counted).
 FIRST_TRIES = 3
@@ -19,13 +19,6 @@ FIRST_TRIES = 3
 EXPLORE_EVERY = 40
 #: Weight of the newest call in each candidate's running mean of seconds per step.
 SMOOTHING = 0.25
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 class ThreadChoice:

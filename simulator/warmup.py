@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from numba.core import event
 
+from core.threads import AUTO, usable_cores
 from simulator.config import CHUNK_MS, NetworkConfig
 from simulator.network import Network
 from simulator.stimulus import Stimulus
@@ -138,7 +139,7 @@ def warm_up_network(
     config: NetworkConfig,
     stimulus: Stimulus | None = None,
     network_factory: Callable[[NetworkConfig], Network] = Network,
-    threads: int = 1,
+    threads: int | str = 1,
 ) -> float:
     """Compile the kernels a network of ``config`` runs; return the seconds it took.
 
@@ -151,11 +152,14 @@ def warm_up_network(
         config: The network to compile for (its semantics and variant pick the kernels).
         stimulus: The pulse train's shape (default ``Stimulus(100.0)``, the paper's FTSTS).
         network_factory: Builds a network from a config.
-        threads: Kernel threads (above one, the threaded kernel is compiled too).
+        threads: Kernel threads (above one, or ``"auto"`` on more than one core, the threaded
+            kernel is compiled too).
     """
     shape = stimulus if stimulus is not None else Stimulus(100.0)
     t0 = time.perf_counter()
     net = network_factory(config)
+    if threads == AUTO:  # auto may pick all cores at any call: compile what they run
+        threads = usable_cores()
     if threads != 1:
         net.threads = threads
     net.reset(seed=0)
@@ -166,7 +170,7 @@ def warm_up_network(
 
 
 def warm_up(
-    network_factory: Callable[[NetworkConfig], Network] = Network, threads: int = 1
+    network_factory: Callable[[NetworkConfig], Network] = Network, threads: int | str = 1
 ) -> float:
     """Compile every kernel a served session uses; log progress; return the seconds it took.
 
@@ -176,7 +180,8 @@ def warm_up(
 
     Args:
         network_factory: Builds a network from a config (the server's factory).
-        threads: The server's kernel threads (above one, the threaded kernel is compiled too).
+        threads: The server's kernel threads (above one, or ``"auto"``, the threaded kernel is
+            compiled too).
     """
     from simulator.experiments import DEFAULT_NETWORK, EXPERIMENTS
 

@@ -41,6 +41,8 @@ class BackendRequest:
         pace: The loop's pace; a served replay follows it (``realtime`` → recorded pace).
         log_format: Log format of a local server process (the controller's own).
         log_level: Lowest log level of a local server process (the controller's own).
+        threads: Threads that integrate the network of a simulator started here (in-process
+            or a local server; :mod:`core.threads`).
     """
 
     name: str
@@ -54,6 +56,7 @@ class BackendRequest:
     pace: str = "realtime"
     log_format: str = "console"
     log_level: str = "info"
+    threads: int | str = 1
 
 
 @dataclass

@@ -69,6 +69,7 @@ class InProcessConnection(ProtocolConnection):
         warm_up: bool = True,
         keep_applied: bool = True,
         client_name: str = "neuroloop-controller",
+        threads: int | str = 1,
     ) -> InProcessConnection:
         """The simulator (:class:`simulator.server.SimulatorBackend`) on ``config``, in process.
 
@@ -80,10 +81,12 @@ class InProcessConnection(ProtocolConnection):
             warm_up: Compile the kernels in :meth:`hello`.
             keep_applied: See the class.
             client_name: Sent in ``hello``.
+            threads: Threads that integrate the network (``Network.threads``).
         """
         backend = SimulatorBackend(
             session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S,
             network_config=config if config is not None else NetworkConfig(),
+            threads=threads,
         )
         return cls(
             backend,

@@ -84,7 +84,9 @@ def open_sim(request: BackendRequest) -> OpenedBackend:
         # The same network a local server simulates by default (the paper's Fig 3 network),
         # with the [simulator] table's changes on top.
         config = default_network_config().replace(**dict(request.simulator))
-        connection = InProcessConnection.simulator(config, seed=request.seed)
+        connection = InProcessConnection.simulator(
+            config, seed=request.seed, threads=request.threads
+        )
         return OpenedBackend(connection, "sim in-process")
     if importlib.util.find_spec(SIM_SERVER_MODULE) is None:
         raise BackendUnavailableError(
@@ -96,7 +98,8 @@ def open_sim(request: BackendRequest) -> OpenedBackend:
         detail="starting the simulator server; it compiles its kernels first if they are not "
         "cached yet, and the run starts once it is ready",
     )
-    return _serve_locally(request, [sys.executable, "-m", SIM_SERVER_MODULE], "sim")
+    argv = [sys.executable, "-m", SIM_SERVER_MODULE, "--threads", str(request.threads)]
+    return _serve_locally(request, argv, "sim")
 
 
 def open_serial(request: BackendRequest) -> OpenedBackend:

@@ -83,6 +83,15 @@ def network_config(
     return cfg.scaled(n_scale) if n_scale != 1.0 else cfg
 
 
+#: Keyword arguments of :class:`LocalNetworkModel` that set how fast, not what, it simulates
+RUN_SETTINGS = ("threads",)
+
+
+def network_params(model_params: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_params`` without :data:`RUN_SETTINGS`: what a result records of its network."""
+    return {k: v for k, v in model_params.items() if k not in RUN_SETTINGS}
+
+
 def bind_model(
     model: BackendConnection,
     envelope: SafetyEnvelope,
@@ -110,6 +119,8 @@ class LocalNetworkModel(InProcessConnection):
         device_units: Speak the device's units (mA, µs, Hz) through the device emulator's
             tissue map (:class:`drivers.tissue_backend.TissueBackend`), so that a policy is
             trained against a physical envelope, the one it will meet on a stimulator.
+        threads: Threads that integrate the network (a speed setting, not in
+            :attr:`description`: every count gives the same episode).
     """
 
     def __init__(
@@ -119,6 +130,7 @@ class LocalNetworkModel(InProcessConnection):
         polarity: Polarity = "desync",
         network: Mapping[str, Any] | None = None,
         device_units: bool = False,
+        threads: int | str = 1,
     ) -> None:
         if polarity not in ("desync", "sync"):
             raise ConfigError(f"Expected polarity desync|sync, actual {polarity!r}")
@@ -142,11 +154,14 @@ class LocalNetworkModel(InProcessConnection):
                 transfer=TissueTransfer(polarity=polarity),
                 session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S,
                 network_config=self.config,
+                threads=threads,
             )
             options: dict[str, Any] = {}
         else:
             self.sim_backend = SimulatorBackend(
-                session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S, network_config=self.config
+                session_timeout_s=IN_PROCESS_SESSION_TIMEOUT_S,
+                network_config=self.config,
+                threads=threads,
             )
             options = {"polarity": polarity}
         super().__init__(self.sim_backend, options=options, keep_applied=False,

@@ -11,6 +11,7 @@ import structlog
 from core.errors import NeuroLoopError
 from core.executor.factory import add_executor_arguments, make_executor
 from core.logs import add_log_options, configure_from_args
+from core.threads import add_threads_option, warn_if_oversubscribed
 
 #: The example study shipped with the package.
 EXAMPLE = Path(__file__).parent / "studies" / "ftsts_amplitude_frequency.toml"
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="Output directory (created; reused to resume).")
     p.add_argument("--workers", type=int, default=1, help="Local worker processes (default 1).")
     add_executor_arguments(p)
+    add_threads_option(p, per_worker=True)
     p.add_argument(
         "--max-attempts",
         type=int,
@@ -92,9 +94,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(task.key, dict(task.params))
             return 0
         structlog.get_logger().info("sweep_cli", study=str(path), out=str(args.out))
+        warn_if_oversubscribed(args.threads, args.workers)
         with make_executor(args.ray, args.workers, max_attempts=args.max_attempts) as executor:
             manifest = run_sweep(
-                study, args.out, executor, progress=not args.no_progress, plot=not args.no_plot
+                study,
+                args.out,
+                executor,
+                progress=not args.no_progress,
+                plot=not args.no_plot,
+                threads=args.threads,
             )
     except NeuroLoopError as err:
         print(f"neuroloop-sweep: error: {err}", file=sys.stderr)

@@ -44,7 +44,8 @@ def run_point(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     Args:
         spec: ``kind``, ``target``, ``semantics``, ``n_scale``, ``duration_s``, ``episode``,
-            ``values`` (the point's parameters and the study's fixed ones) and ``seed``.
+            ``values`` (the point's parameters and the study's fixed ones), ``seed`` and
+            ``threads`` (optional, default 1: each network's threads).
     """
     t0 = time.perf_counter()
     values = dict(spec["values"])
@@ -58,6 +59,7 @@ def run_point(spec: Mapping[str, Any]) -> dict[str, Any]:
             n_scale=spec["n_scale"],
             duration_s=spec["duration_s"],
             seed=int(spec["seed"]),
+            threads=spec.get("threads", 1),
         )
         row = dict(result.summary)
     else:
@@ -87,6 +89,7 @@ def _policy_point(spec: Mapping[str, Any], values: dict[str, Any]) -> dict[str, 
         "n_scale": spec["n_scale"],
         "semantics": spec["semantics"],
         "network": {k: v for k, v in values.items() if k in NETWORK_PARAMS},
+        "threads": spec.get("threads", 1),
     }
     record = run_one(method, int(spec["seed"]), cfg, model_params, bundle)
     row = dict(record.metrics())

@@ -21,8 +21,11 @@ log = structlog.get_logger()
 MANIFEST_FILE = "sweep.json"
 
 
-def study_tasks(study: Study) -> list[Task]:
-    """Every (parameter set, seed) of the study as a task, in a fixed order, without repeats."""
+def study_tasks(study: Study, threads: int | str = 1) -> list[Task]:
+    """Every (parameter set, seed) of the study as a task, in a fixed order, without repeats.
+
+    ``threads`` integrate each point's network (a speed setting: not part of a point's key).
+    """
     tasks: list[Task] = []
     seen: set[str] = set()
     for params in study.parameter_sets():
@@ -40,6 +43,7 @@ def study_tasks(study: Study) -> list[Task]:
                 "episode": study.episode,
                 "values": {**study.fixed, **params},
                 "seed": seed,
+                "threads": threads,
             }
             tasks.append(Task(key, run_point, (spec,), {**params, "seed": seed}))
     return tasks
@@ -51,14 +55,17 @@ def run_sweep(
     executor: Executor,
     progress: bool = True,
     plot: bool = True,
+    threads: int | str = 1,
 ) -> dict[str, Any]:
     """Run every point not yet recorded in ``out_dir``; write the table, figures and manifest.
+
+    ``threads`` integrate each point's network (``--threads``).
 
     Returns:
         The manifest (also ``out_dir/sweep.json``): counts, engine, failures, files.
     """
     store = PointStore(out_dir, study.source)
-    all_tasks = study_tasks(study)
+    all_tasks = study_tasks(study, threads)
     todo = [t for t in all_tasks if not store.done(t.key)]
     resumed = len(all_tasks) - len(todo)
     log.info(

@@ -397,6 +397,7 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
     import cma
     from tqdm import tqdm
 
+    from controller.envs.models import network_params
     from controller.training.export import action_fields_for
     from core.executor import run_ordered
     from protocol.envelope.config import load_envelope
@@ -481,7 +482,7 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
         "budget_reached": budget_hit,
         "seed": cfg.seed,
         "training_network_seeds": list(cfg.seeds),
-        "network": cfg.model_params,
+        "network": network_params(cfg.model_params),
         "segments": cfg.segments,
         "sigma0": cfg.sigma0,
         "tail_penalty": cfg.tail_penalty,
