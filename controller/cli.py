@@ -38,7 +38,7 @@ from core.errors import (
     RecordingError,
 )
 from core.logs import add_log_options, configure_from_args, configure_logging
-from core.threads import DEFAULT_THREADS, add_threads_option
+from core.threads import DEFAULT_THREADS, add_threads_option, warn_if_oversubscribed
 from protocol.envelope.config import SafetyEnvelope, default_envelope_for, load_envelope
 
 EXIT_OK, EXIT_CONFIG, EXIT_BACKEND, EXIT_FAULT, EXIT_ESTOP = 0, 2, 3, 4, 5
@@ -419,6 +419,8 @@ def run(
             log_level=cfg.log_level,
             threads=DEFAULT_THREADS if cfg.threads is None else cfg.threads,
         )
+        if cfg.threads is not None:
+            warn_if_oversubscribed(cfg.threads, 1)
         recorder = _recorder(cfg, env, policy)
         if monitor_bind is not None:
             monitor = Monitor(

@@ -22,7 +22,7 @@ import structlog
 from core.errors import ConfigError, NeuroLoopError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option, warn_if_oversubscribed
+from core.threads import add_threads_option, cpus_per_network, warn_if_oversubscribed
 
 if TYPE_CHECKING:  # the environment's modules load only when a command runs
     from controller.envs.config import SimConfig
@@ -367,7 +367,8 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
         )
     subprocess = a.vec == "subproc" or (a.vec == "auto" and a.n_envs > 1)
     monitor = out / f"monitor_{int(time.time())}.csv"
-    warn_if_oversubscribed(a.threads, a.n_envs if subprocess or a.ray else 1)
+    if a.ray is None:
+        warn_if_oversubscribed(a.threads, a.n_envs if subprocess else 1)
     venv = make_training_env(a.n_envs, a.seed, sim_config, model_params, monitor, subprocess,
                              a.gamma, vec_path, (a.log_format, a.log_level),
                              a.ray)  # fmt: skip
@@ -423,7 +424,6 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             "seed": a.seed,
             "resumed_from": None if a.resume is None else str(a.resume),
             "network": network_params(model_params),
-            "threads": a.threads,
             "training_network_seeds": f"{a.seed}..{a.seed + a.n_envs - 1}, then draws < 2**31",
             "hyperparameters": {
                 "gamma": a.gamma, "gae_lambda": a.gae_lambda,
@@ -438,6 +438,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
         if a.copy_bundle_to is not None:
             shutil.copytree(bundle.path, a.copy_bundle_to, dirs_exist_ok=True)
         summary["bundle"] = str(bundle.path)
+        summary["threads"] = a.threads  # a speed setting: in train.json, not in the bundle
         (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
         return summary
     finally:
@@ -455,7 +456,8 @@ def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
     model_params: dict[str, Any] = {
         "n_scale": a.n_scale, "semantics": a.semantics, "threads": a.threads,
     }  # fmt: skip
-    warn_if_oversubscribed(a.threads, a.workers)
+    if a.ray is None:
+        warn_if_oversubscribed(a.threads, a.workers)
     cfg = SearchConfig(
         sim_config=sim_config,
         model_params=model_params,
@@ -470,7 +472,8 @@ def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
         init=a.init_schedule,
         budget_s=None if a.budget_min is None else a.budget_min * 60.0,
     )
-    with make_executor(a.ray, a.workers) as executor:
+    cpus = cpus_per_network(a.threads)
+    with make_executor(a.ray, a.workers, cpus_per_task=cpus) as executor:
         summary = search(cfg, a.out, executor)
     if a.copy_bundle_to is not None:
         shutil.copytree(summary["bundle"], a.copy_bundle_to, dirs_exist_ok=True)

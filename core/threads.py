@@ -20,6 +20,7 @@ for each other at every barrier and run slower than one thread (``docs/simulator
 from __future__ import annotations
 
 import argparse
+import numbers
 import os
 from typing import Any
 
@@ -43,24 +44,26 @@ def usable_cores() -> int:
 
 
 def check_threads(value: object, what: str = "threads") -> int | str:
-    """``value`` as a thread count (an integer in [1, 256], or ``"auto"``).
+    """``value`` as a thread count (an integer in [1, 256], NumPy's too, or ``"auto"``, any case).
 
     Raises:
         ConfigError: Anything else, naming ``what``, the expected and the actual value.
     """
-    if value == AUTO:
+    if isinstance(value, str) and value.lower() == AUTO:
         return AUTO
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
-        raise ConfigError(
-            f"Expected {what} to be an integer in [1, {MAX_THREADS}] or 'auto', actual {value!r}"
-        )
-    return int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        count = int(value)
+        if 1 <= count <= MAX_THREADS:
+            return count
+    raise ConfigError(
+        f"Expected {what} to be an integer in [1, {MAX_THREADS}] or 'auto', actual {value!r}"
+    )
 
 
 def parse_threads(text: str) -> int | str:
     """The ``type`` of ``--threads`` for argparse (a clear message on bad input)."""
     try:
-        return check_threads(AUTO if text == AUTO else int(text), "--threads")
+        return check_threads(AUTO if text.lower() == AUTO else int(text), "--threads")
     except (ValueError, ConfigError):
         raise argparse.ArgumentTypeError(
             f"expected an integer in [1, {MAX_THREADS}] or 'auto', actual {text!r}"
@@ -89,10 +92,20 @@ def add_threads_option(
     )  # fmt: skip
 
 
-def warn_if_oversubscribed(threads: int | str, workers: int) -> bool:
-    """Log a warning when ``workers`` networks of ``threads`` threads exceed the cores.
+def cpus_per_network(threads: int | str) -> int:
+    """The CPUs to reserve for one network of ``threads`` threads on a cluster (Ray).
 
-    ``auto`` counts as all cores once it has chosen them. Returns whether it warned.
+    ``auto`` reserves one: it runs on one thread wherever the cores are busy (it measures).
+    """
+    return 1 if threads == AUTO else int(threads)
+
+
+def warn_if_oversubscribed(threads: int | str, workers: int) -> bool:
+    """Log a warning when ``workers`` networks of ``threads`` threads exceed this machine's cores.
+
+    For the local pool and single runs (a Ray cluster reserves :func:`cpus_per_network` per
+    worker instead). ``auto`` counts as all cores once it has chosen them. Returns whether it
+    warned.
     """
     cores = usable_cores()
     per_worker = cores if threads == AUTO else int(threads)

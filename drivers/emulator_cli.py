@@ -20,7 +20,7 @@ import structlog
 
 from core.errors import ConfigError, NeuroLoopError
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option
+from core.threads import add_threads_option, warn_if_oversubscribed
 from drivers.device_caps import FirmwareConfig
 from drivers.emulator import DeviceEmulator
 from drivers.faults import FaultConfig, FaultInjector
@@ -157,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             if not 1 <= getattr(args, name) <= 100_000:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"Expected {flag} in [1, 100000], actual {getattr(args, name)}")
+        if args.no_tissue and args.threads != 1:
+            raise ConfigError(
+                f"Expected no --threads with --no-tissue (no network to integrate), actual "
+                f"--threads {args.threads}"
+            )
         tissue = None
         if not args.no_tissue:
+            warn_if_oversubscribed(args.threads, 1)
             transfer = TissueTransfer(args.gain_mv_per_ua, args.polarity, args.ei_offset_ms)
             network = make_network(args.n_e, args.n_i, threads=args.threads)
             tissue = Tissue(network, transfer, args.window_ms, args.seed)

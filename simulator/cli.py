@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import NeuroLoopError
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option
+from core.threads import add_threads_option, warn_if_oversubscribed
 
 _EPILOG = """\
 examples:
@@ -146,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
             bar.total = total
         bar.update(done - bar.n)
 
+    warn_if_oversubscribed(args.threads, 1)
     result = run_experiment(
         experiment,
         semantics=args.semantics,

@@ -37,7 +37,7 @@ import structlog
 
 from core.errors import ConfigError, SafetyLimitError
 from core.logs import configure_from_args
-from core.threads import add_threads_option, check_threads
+from core.threads import add_threads_option, check_threads, warn_if_oversubscribed
 from protocol.backend import Backend, StepResult
 from protocol.schema import Capabilities, ConfigValue, ParamSpec, SpikeWindow
 from protocol.serve_cli import EPILOG, add_serve_arguments, run_backend
@@ -339,6 +339,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     configure_from_args(args)
     try:
         backend = SimulatorBackend(session_timeout_s=args.session_timeout_s, threads=args.threads)
+        warn_if_oversubscribed(args.threads, 1)
     except ConfigError as err:
         parser.error(str(err))
     if not args.no_warmup:

@@ -157,15 +157,16 @@ def warm_up_network(
     """
     shape = stimulus if stimulus is not None else Stimulus(100.0)
     t0 = time.perf_counter()
-    net = network_factory(config)
-    if threads == AUTO:  # auto may pick all cores at any call: compile what they run
-        threads = usable_cores()
-    if threads != 1:
-        net.threads = threads
-    net.reset(seed=0)
-    for amplitude_mv in (0.0, shape.amplitude_mv / 5.0, shape.amplitude_mv, 0.0):
-        on = replace(shape, amplitude_mv=amplitude_mv) if amplitude_mv > 0.0 else None
-        net.advance(on, CHUNK_MS).observation()
+    # auto runs any call on one thread or on all cores: compile what both run
+    counts = sorted({1, usable_cores()}) if threads == AUTO else [threads]
+    for count in counts:
+        net = network_factory(config)
+        if count != 1:
+            net.threads = count
+        net.reset(seed=0)
+        for amplitude_mv in (0.0, shape.amplitude_mv / 5.0, shape.amplitude_mv, 0.0):
+            on = replace(shape, amplitude_mv=amplitude_mv) if amplitude_mv > 0.0 else None
+            net.advance(on, CHUNK_MS).observation()
     return time.perf_counter() - t0
 
 

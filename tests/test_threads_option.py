@@ -34,6 +34,21 @@ def test_thread_counts_and_auto_are_accepted(value: int | str) -> None:
     assert check_threads(value) == value
 
 
+def test_numpy_counts_and_any_case_of_auto_are_accepted() -> None:
+    import numpy as np
+
+    assert check_threads(np.int64(2)) == 2
+    assert type(check_threads(np.int32(3))) is int
+    assert check_threads("AUTO") == AUTO
+    assert parse_threads("Auto") == AUTO
+
+
+def test_a_cluster_reserves_a_cpu_per_thread() -> None:
+    from core.threads import cpus_per_network
+
+    assert [cpus_per_network(t) for t in (1, 3, AUTO)] == [1, 3, 1]
+
+
 @pytest.mark.parametrize("value", [0, -1, 257, True, 1.5, "two", None])
 def test_other_thread_counts_are_refused_naming_what_arrived(value: object) -> None:
     with pytest.raises(ConfigError, match=r"threads to be an integer in \[1, 256\] or 'auto'") as e:
@@ -121,11 +136,30 @@ def test_the_server_and_the_environments_take_auto_and_refuse_zero() -> None:
     assert "threads" not in model.description
 
 
-def test_the_emulator_tissue_network_gets_its_threads() -> None:
+def test_the_emulator_tissue_network_gets_its_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    from drivers.emulator_cli import main
     from drivers.tissue import make_network
 
     assert make_network(80, 20, threads=2).threads == 2  # type: ignore[attr-defined]
     assert make_network(80, 20).threads == 1  # type: ignore[attr-defined]
+    assert main(["--no-tissue", "--threads", "2"]) == 2
+    assert "Expected no --threads with --no-tissue" in capsys.readouterr().err
+
+
+def test_auto_warm_up_compiles_one_thread_and_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import simulator.warmup
+    from simulator.config import NetworkConfig
+    from simulator.network import Network
+
+    built: list[Network] = []
+
+    def factory(config: NetworkConfig) -> Network:
+        built.append(Network(config))
+        return built[-1]
+
+    monkeypatch.setattr(simulator.warmup, "usable_cores", lambda: 2)
+    simulator.warmup.warm_up_network(NetworkConfig(n_e=80, n_i=20), None, factory, threads=AUTO)
+    assert [net.threads for net in built] == [1, 2]
 
 
 def _controller(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -11,7 +11,7 @@ import structlog
 from core.errors import NeuroLoopError
 from core.executor.factory import add_executor_arguments, make_executor
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option, warn_if_oversubscribed
+from core.threads import add_threads_option, cpus_per_network, warn_if_oversubscribed
 
 #: The example study shipped with the package.
 EXAMPLE = Path(__file__).parent / "studies" / "ftsts_amplitude_frequency.toml"
@@ -94,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(task.key, dict(task.params))
             return 0
         structlog.get_logger().info("sweep_cli", study=str(path), out=str(args.out))
-        warn_if_oversubscribed(args.threads, args.workers)
-        with make_executor(args.ray, args.workers, max_attempts=args.max_attempts) as executor:
+        if args.ray is None:
+            warn_if_oversubscribed(args.threads, args.workers)
+        cpus = cpus_per_network(args.threads)
+        with make_executor(
+            args.ray, args.workers, max_attempts=args.max_attempts, cpus_per_task=cpus
+        ) as executor:
             manifest = run_sweep(
                 study,
                 args.out,

@@ -15,6 +15,7 @@ from controller.sweep.point import run_point
 from controller.sweep.store import PointStore, tidy_rows, write_table
 from controller.sweep.study import Study, point_key
 from core.executor.base import Executor, Task
+from core.threads import check_threads
 
 log = structlog.get_logger()
 
@@ -26,6 +27,7 @@ def study_tasks(study: Study, threads: int | str = 1) -> list[Task]:
 
     ``threads`` integrate each point's network (a speed setting: not part of a point's key).
     """
+    threads = check_threads(threads)
     tasks: list[Task] = []
     seen: set[str] = set()
     for params in study.parameter_sets():

@@ -102,20 +102,29 @@ class RayVecEnv(VecEnv):
     Args:
         env_fns: Environment factories (picklable closures; run inside the actors).
         address: A ``--ray`` value (see :func:`core.executor.ray_engine.connect`).
+        cpus_per_env: CPUs each actor reserves (its network's ``--threads``:
+            :func:`core.threads.cpus_per_network`).
 
     Raises:
-        ConfigError: The cluster has fewer free CPUs than environments.
+        ConfigError: The cluster has fewer free CPUs than the environments reserve.
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env[Any, Any]]], address: str) -> None:
-        self._ray = ray = connect(address, len(env_fns))
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env[Any, Any]]],
+        address: str,
+        cpus_per_env: int = 1,
+    ) -> None:
+        self._ray = ray = connect(address, len(env_fns) * cpus_per_env)
         free = ray.available_resources().get("CPU", 0.0)
-        if free < len(env_fns):
+        wanted = len(env_fns) * cpus_per_env
+        if free < wanted:
             raise ConfigError(
-                f"Expected a free CPU in the Ray cluster per environment ({len(env_fns)}), "
-                f"actual {free:g}; lower --n-envs or add nodes"
+                f"Expected {cpus_per_env} free CPU(s) in the Ray cluster per environment "
+                f"({len(env_fns)} environments: {wanted}), actual {free:g}; lower --n-envs or "
+                "--threads, or add nodes"
             )
-        actor_class = ray.remote(num_cpus=1, max_restarts=0)(EnvActor)
+        actor_class = ray.remote(num_cpus=cpus_per_env, max_restarts=0)(EnvActor)
         self.actors = [actor_class.remote(fn) for fn in env_fns]
         self.nodes = sorted(set(self._get([a.node_id.remote() for a in self.actors])))
         obs_space, act_space = self._get(self.actors[0].spaces.remote())

@@ -498,5 +498,6 @@ def search(cfg: SearchConfig, out: Path, executor: Any) -> dict[str, Any]:
                      "best_cost": best["cost"],
                      "charge_vs_ftsts_training": best["charge_vs_ftsts"]})  # fmt: skip
     summary["bundle"] = str(bundle.path)
+    summary["threads"] = cfg.model_params.get("threads", 1)  # in train.json, not in the bundle
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     return summary

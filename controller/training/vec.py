@@ -16,6 +16,7 @@ from stable_baselines3.common.vec_env import (
 )
 
 from controller.envs.config import SimConfig
+from core.threads import check_threads, cpus_per_network
 
 #: Per-episode info keys that the monitor CSV keeps (the training curves read them).
 MONITOR_KEYS = ("r_tail", "total_charge_mv_ms", "weight_end_mv")
@@ -57,7 +58,8 @@ def make_training_env(
         seed: Base seed: worker ``k`` starts from network seed ``seed + k`` and draws the
             following ones (all below 2**31) from its seeded ``np_random``.
         sim_config: Episode configuration.
-        model_params: Network parameters (``n_scale``, ``semantics`` …).
+        model_params: Network parameters (``n_scale``, ``semantics`` …) and ``threads`` (each
+            network's; checked here, before any worker starts).
         monitor_file: CSV for per-episode return, length, tail R and charge.
         subprocess: Use :class:`SubprocVecEnv` (one process per env).
         gamma: Discount of the reward normaliser (the agent's γ).
@@ -70,6 +72,7 @@ def make_training_env(
     Returns:
         The ``VecNormalize``-wrapped vectorised environment.
     """
+    threads = check_threads(model_params.get("threads", 1))
     remote = subprocess or ray is not None
     fns = [_make_env(sim_config, model_params, logging if remote else None)
            for _ in range(n_envs)]  # fmt: skip
@@ -77,7 +80,7 @@ def make_training_env(
     if ray is not None:
         from controller.training.ray_vec import RayVecEnv
 
-        venv = RayVecEnv(fns, ray)
+        venv = RayVecEnv(fns, ray, cpus_per_network(threads))
     else:
         venv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)  # type: ignore[arg-type]
     venv.seed(seed)

@@ -44,6 +44,7 @@ def make_executor(
     workers: int = 1,
     start_method: str = "spawn",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    cpus_per_task: int = 1,
 ) -> Executor:
     """The local pool (``ray is None``) or the Ray engine at address ``ray``.
 
@@ -52,6 +53,9 @@ def make_executor(
         workers: Local processes (or CPUs of a ``--ray local`` instance).
         start_method: Local start method.
         max_attempts: Starts of a task whose worker or node is lost.
+        cpus_per_task: CPUs Ray reserves for each task (a task whose network runs on several
+            threads needs that many; :func:`core.threads.cpus_per_network`). The local pool
+            runs ``workers`` tasks at once whatever this says.
 
     Raises:
         ExecutorError: Ray is not installed or no cluster answers at ``ray``.
@@ -60,7 +64,8 @@ def make_executor(
         return LocalExecutor(workers, start_method, max_attempts)
     from core.executor.ray_engine import RayExecutor
 
-    return RayExecutor(ray, max_attempts, workers if ray == "local" else None)
+    local_cpus = workers * cpus_per_task if ray == "local" else None  # workers tasks at once
+    return RayExecutor(ray, max_attempts, local_cpus, cpus_per_task)
 
 
 __all__ = ["ExecutorError", "add_executor_arguments", "make_executor", "parse_ray_address"]

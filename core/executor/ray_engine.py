@@ -94,7 +94,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 class RayExecutor(Executor):
-    """Tasks as Ray remote functions, one CPU each.
+    """Tasks as Ray remote functions, ``cpus_per_task`` CPUs each (default one).
 
     Ray itself does not retry here (``max_retries=0``): the driver starts a task again when its
     worker or node is lost, so attempts are counted the same way as on the local pool, and each
@@ -105,6 +105,7 @@ class RayExecutor(Executor):
         address: See :func:`connect`.
         max_attempts: Starts of a task whose worker or node is lost before it is reported.
         workers: CPUs of a ``local`` instance.
+        cpus_per_task: CPUs Ray reserves for each task.
     """
 
     engine = "ray"
@@ -114,13 +115,17 @@ class RayExecutor(Executor):
         address: str = "auto",
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         workers: int | None = None,
+        cpus_per_task: int = 1,
     ) -> None:
         if max_attempts < 1:
             raise ExecutorError(f"Expected max_attempts >= 1, actual {max_attempts}")
+        if cpus_per_task < 1:
+            raise ExecutorError(f"Expected cpus_per_task >= 1, actual {cpus_per_task}")
         self.address = address
         self.max_attempts = max_attempts
+        self.cpus_per_task = cpus_per_task
         self._ray = connect(address, workers)
-        self._remote = self._ray.remote(num_cpus=1, max_retries=0)(call_task)
+        self._remote = self._ray.remote(num_cpus=cpus_per_task, max_retries=0)(call_task)
 
     @property
     def workers(self) -> int:
@@ -134,6 +139,7 @@ class RayExecutor(Executor):
             "engine": self.engine,
             "address": self.address,
             "workers": self.workers,
+            "cpus_per_task": self.cpus_per_task,
             "nodes": len(nodes),
         }
 
