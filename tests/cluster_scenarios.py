@@ -96,6 +96,21 @@ def scenario_executor_timeout(cluster: Any) -> dict[str, Any]:
                         for i in range(4)]}  # fmt: skip
 
 
+def scenario_threads_need_a_node_that_fits(cluster: Any) -> dict[str, Any]:
+    """``--threads 2`` on one-CPU nodes: refused at once instead of waiting for ever."""
+    from core.executor import ExecutorError
+    from core.executor.ray_engine import RayExecutor
+
+    try:
+        RayExecutor(cluster.address, cpus_per_task=2)
+    except ExecutorError as err:
+        refused = str(err)
+    else:
+        refused = ""
+    ex = RayExecutor(cluster.address, cpus_per_task=1)
+    return {"refused": refused, "describe_cpus_per_task": ex.describe()["cpus_per_task"]}
+
+
 def sweep_cmd(study: Path, out: Path, ray: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "controller.sweep.cli", str(study), "--out", str(out),
            "--no-progress", "--no-plot"]  # fmt: skip
@@ -319,6 +334,7 @@ def main() -> int:
     steps = [
         ("executor_node_loss", lambda: scenario_executor_node_loss(cluster, nodes, work)),
         ("executor_timeout", lambda: scenario_executor_timeout(cluster)),
+        ("threads_fit", lambda: scenario_threads_need_a_node_that_fits(cluster)),
         ("sweep_node_killed", lambda: scenario_sweep_node_killed(cluster, nodes, work, study)),
         ("driver_killed", lambda: scenario_driver_killed(cluster, work, study)),
         ("eval", lambda: scenario_eval(cluster, work)),

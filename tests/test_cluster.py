@@ -82,6 +82,15 @@ def test_task_past_its_timeout_is_cancelled_and_the_rest_finish_once(
     assert r["squares"] == [[0, 1], [1, 1], [4, 1], [9, 1]]
 
 
+def test_tasks_wider_than_every_node_are_refused_at_once(report: dict[str, Any]) -> None:
+    r = _scenario(report, "threads_fit")
+    assert r["refused"] == (
+        "Expected a node with at least 2 CPUs for tasks of 2 CPUs (--threads), actual at most "
+        "1 per node; lower --threads or add larger nodes"
+    )
+    assert r["describe_cpus_per_task"] == 1
+
+
 def test_failing_task_is_reported_with_its_parameters(report: dict[str, Any]) -> None:
     r = _scenario(report, "executor_node_loss")
     assert r["bad"]["ok"] is False

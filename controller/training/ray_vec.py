@@ -22,7 +22,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from core.errors import ConfigError
-from core.executor.ray_engine import connect
+from core.executor.base import ExecutorError
+from core.executor.ray_engine import connect, require_node_cpus
 
 #: Longest wait for every actor's answer to one request (s): a step, a reset, a query.
 CALL_TIMEOUT_S = 600.0
@@ -124,6 +125,10 @@ class RayVecEnv(VecEnv):
                 f"({len(env_fns)} environments: {wanted}), actual {free:g}; lower --n-envs or "
                 "--threads, or add nodes"
             )
+        try:
+            require_node_cpus(ray, cpus_per_env, f"environments of {cpus_per_env} CPUs (--threads)")
+        except ExecutorError as err:
+            raise ConfigError(str(err)) from None
         actor_class = ray.remote(num_cpus=cpus_per_env, max_restarts=0)(EnvActor)
         self.actors = [actor_class.remote(fn) for fn in env_fns]
         self.nodes = sorted(set(self._get([a.node_id.remote() for a in self.actors])))

@@ -93,6 +93,26 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def require_node_cpus(ray: Any, cpus: int, what: str) -> None:
+    """Fail unless some node of the cluster has ``cpus`` CPUs (Ray would wait for ever).
+
+    Args:
+        ray: The joined ``ray`` module.
+        cpus: CPUs one task or actor reserves.
+        what: What reserves them, for the message.
+
+    Raises:
+        ExecutorError: No node alive has that many CPUs.
+    """
+    sizes = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    largest = max(sizes, default=0.0)
+    if largest < cpus:
+        raise ExecutorError(
+            f"Expected a node with at least {cpus} CPUs for {what}, actual at most {largest:g} "
+            "per node; lower --threads or add larger nodes"
+        )
+
+
 class RayExecutor(Executor):
     """Tasks as Ray remote functions, ``cpus_per_task`` CPUs each (default one).
 
@@ -125,6 +145,7 @@ class RayExecutor(Executor):
         self.max_attempts = max_attempts
         self.cpus_per_task = cpus_per_task
         self._ray = connect(address, workers)
+        require_node_cpus(self._ray, cpus_per_task, f"tasks of {cpus_per_task} CPUs (--threads)")
         self._remote = self._ray.remote(num_cpus=cpus_per_task, max_retries=0)(call_task)
 
     @property
