@@ -19,10 +19,12 @@ examples:
   neuroloop-sim run --experiment none --duration 10 --out runs/control
   neuroloop-sim run --experiment ftsts-desync --semantics clean --seed 3 --out runs/fig3-clean
   neuroloop-sim run --experiment ftsts-desync --n-scale 0.25 --out runs/small   # N = 500
+  neuroloop-sim run --experiment fig10-cr-ftsts --seed 1 --out runs/fig10   # FTSTS-CR, Fig 10
+  neuroloop-sim run --experiment ftsts-desync-10k --threads auto --out runs/fig5  # N = 10 000
+  neuroloop-sim serve --bind tcp://127.0.0.1:5555                   # backend for the controller
 
 An experiment is one of the paper's open-loop stimulation runs (its network, stimulus and
 duration). The older spellings 'protocols' and '--protocol' still work.
-  neuroloop-sim serve --bind tcp://127.0.0.1:5555                   # backend for the controller
 
 semantics:
   paper  reproduces the authors' released code, quirks included (non-summing simultaneous
