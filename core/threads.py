@@ -113,7 +113,7 @@ def warn_if_oversubscribed(threads: int | str, workers: int) -> bool:
         return False
     if per_worker * workers <= cores:
         return False
-    structlog.get_logger("simulator.threads").warning(
+    structlog.get_logger("core.threads").warning(
         "threads_oversubscribed",
         threads=threads,
         workers=workers,

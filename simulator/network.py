@@ -370,7 +370,7 @@ class Network:
 
     @threads.setter
     def threads(self, value: int | str) -> None:
-        checked = check_threads(int(value) if isinstance(value, np.integer) else value)
+        checked = check_threads(value)
         self._choice: ThreadChoice | None = None
         if checked == AUTO:
             self._choice = ThreadChoice()
