@@ -19,14 +19,13 @@ Medians with ranges per variant, and the 1-thread / 2-thread ratio of the median
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 from typing import Any
 
-from json_out import ROOT, emit
+from fresh_process import median_range, run_case
+from json_out import emit
 
 #: One run in a fresh process: argv = threads, regime, seconds, experiment; prints one JSON line
 CASE = r"""
@@ -59,19 +58,8 @@ print(json.dumps({"unstimulated_s": float(walls[~active].sum()),
 
 
 def _run(threads: int, regime: str, seconds: float, experiment: str) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    out = subprocess.run(
-        [sys.executable, "-c", CASE, str(threads), regime, str(seconds), experiment],
-        capture_output=True, text=True, timeout=3600, cwd=ROOT, env=env,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"{regime} on {threads} threads failed:\n{out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return run_case(CASE, [str(threads), regime, str(seconds), experiment],
+                    f"{regime} on {threads} threads")  # fmt: skip
 
 
 def main() -> None:
@@ -105,8 +93,8 @@ def main() -> None:
             one = [r[key] for r in runs[f"{regime}/threads_1"]]
             two = [r[key] for r in runs[f"{regime}/threads_2"]]
             summary[f"{regime}/{key}"] = {
-                "threads_1": _stats(one),
-                "threads_2": _stats(two),
+                "threads_1": median_range(one),
+                "threads_2": median_range(two),
                 "speedup_median_1_over_2": statistics.median(one) / statistics.median(two),
             }
     emit({

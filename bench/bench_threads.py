@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from bench_simulator import CASE
+from fresh_process import median_range, run_case
 
 ROOT = Path(__file__).resolve().parents[1]
 #: case -> (experiment, model seconds, quick model seconds)
@@ -30,19 +29,8 @@ CASES = {"n2000": ("ftsts-desync", 25.0, 2.0), "n10000": ("ftsts-desync-10k", 5.
 
 
 def _run(experiment: str, duration_s: float, threads: int) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    out = subprocess.run(
-        [sys.executable, "-c", CASE, experiment, "1.0", str(duration_s), str(threads)],
-        capture_output=True, text=True, timeout=3600, cwd=ROOT, env=env,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"{experiment} on {threads} threads failed:\n{out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return run_case(CASE, [experiment, "1.0", str(duration_s), str(threads)],
+                    f"{experiment} on {threads} threads")  # fmt: skip
 
 
 def main() -> None:
@@ -71,7 +59,7 @@ def main() -> None:
             walls = [r["wall_s"] for r in rs]
             variants[f"threads_{threads}"] = {
                 "wall_s": walls,
-                "wall_s_stats": _stats(walls),
+                "wall_s_stats": median_range(walls),
                 "model_s_per_wall_s": duration_s / statistics.median(walls),
                 "cpu_s": [r["process_cpu_s"] - r["jit_s"] for r in rs],
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
