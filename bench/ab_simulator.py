@@ -19,12 +19,12 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench_simulator import CASE
+from fresh_process import run_case
 
 ROOT = Path(__file__).resolve().parents[1]
 #: case name -> (protocol, model seconds; quick model seconds)
@@ -33,15 +33,7 @@ CASES = {"n2000": ("ftsts-desync", 25.0, 1.0), "n10000": ("ftsts-desync-10k", 5.
 
 def _run(tree: Path, protocol: str, duration_s: float) -> dict[str, Any]:
     """One run of ``protocol`` for ``duration_s`` in ``tree``, in a fresh one-core subprocess."""
-    env = dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    out = subprocess.run(
-        [sys.executable, "-c", CASE, protocol, "1.0", str(duration_s)],
-        capture_output=True, text=True, timeout=1800, cwd=tree, env=env,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"run in {tree} failed:\n{out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_case(CASE, [protocol, "1.0", str(duration_s)], f"run in {tree}", tree, 1800.0)
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:

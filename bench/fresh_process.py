@@ -7,21 +7,25 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from json_out import ROOT
 
 
-def run_case(case: str, argv: list[str], what: str) -> dict[str, Any]:
+def run_case(
+    case: str, argv: list[str], what: str, tree: Path = ROOT, timeout_s: float = 3600.0
+) -> dict[str, Any]:
     """Run the script ``case`` with ``argv`` in a fresh process; return its last JSON line.
 
-    One BLAS thread, the repository on the path. Exits naming ``what`` (and the process's last
-    error lines) if the case fails.
+    One BLAS thread, ``tree`` (this repository, or another checkout to compare with) on the
+    path and as the working directory. Exits naming ``what`` (and the process's last error
+    lines) if the case fails.
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     out = subprocess.run(
         [sys.executable, "-c", case, *argv],
-        capture_output=True, text=True, timeout=3600, cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=timeout_s, cwd=tree, env=env,
     )  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"{what} failed:\n{out.stderr[-2000:]}")

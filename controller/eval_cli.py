@@ -21,7 +21,7 @@ from tqdm import tqdm
 from core.errors import NeuroLoopError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option, cpus_per_network, warn_if_oversubscribed
+from core.threads import add_threads_option
 
 #: First held-out network seed: training draws its seeds below 2**31.
 HELD_OUT_SEED_BASE = 2**31
@@ -173,8 +173,6 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
         raise NeuroLoopError("Expected --policy BUNDLE for method 'policy', actual none")
     seeds = [HELD_OUT_SEED_BASE + a.first_seed + k for k in range(a.seeds)]
     model_params = {"n_scale": a.n_scale, "semantics": a.semantics, "threads": a.threads}
-    if getattr(a, "ray", None) is None:
-        warn_if_oversubscribed(a.threads, a.workers)
     net = network_config(a.n_scale, a.semantics)
     from core.executor.base import Task
     from core.executor.factory import make_executor
@@ -188,8 +186,7 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     done: dict[str, Any] = {}
     failures = []
-    cpus = cpus_per_network(a.threads)
-    with make_executor(getattr(a, "ray", None), a.workers, cpus_per_task=cpus) as executor:
+    with make_executor(getattr(a, "ray", None), a.workers, threads=a.threads) as executor:
         for outcome in tqdm(executor.run(tasks), total=len(tasks), desc="episodes", unit="run"):
             if outcome.ok:
                 done[outcome.key] = outcome.value

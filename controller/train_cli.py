@@ -22,7 +22,7 @@ import structlog
 from core.errors import ConfigError, NeuroLoopError
 from core.executor.factory import add_executor_arguments
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option, cpus_per_network, warn_if_oversubscribed
+from core.threads import add_threads_option, warn_if_oversubscribed
 
 if TYPE_CHECKING:  # the environment's modules load only when a command runs
     from controller.envs.config import SimConfig
@@ -456,8 +456,6 @@ def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
     model_params: dict[str, Any] = {
         "n_scale": a.n_scale, "semantics": a.semantics, "threads": a.threads,
     }  # fmt: skip
-    if a.ray is None:
-        warn_if_oversubscribed(a.threads, a.workers)
     cfg = SearchConfig(
         sim_config=sim_config,
         model_params=model_params,
@@ -472,8 +470,7 @@ def train_schedule(a: argparse.Namespace) -> dict[str, Any]:
         init=a.init_schedule,
         budget_s=None if a.budget_min is None else a.budget_min * 60.0,
     )
-    cpus = cpus_per_network(a.threads)
-    with make_executor(a.ray, a.workers, cpus_per_task=cpus) as executor:
+    with make_executor(a.ray, a.workers, threads=a.threads) as executor:
         summary = search(cfg, a.out, executor)
     if a.copy_bundle_to is not None:
         shutil.copytree(summary["bundle"], a.copy_bundle_to, dirs_exist_ok=True)

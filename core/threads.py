@@ -109,8 +109,6 @@ def warn_if_oversubscribed(threads: int | str, workers: int) -> bool:
     """
     cores = usable_cores()
     per_worker = cores if threads == AUTO else int(threads)
-    if workers <= 1 and threads == AUTO:
-        return False
     if per_worker * workers <= cores:
         return False
     structlog.get_logger("core.threads").warning(

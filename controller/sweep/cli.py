@@ -11,7 +11,7 @@ import structlog
 from core.errors import NeuroLoopError
 from core.executor.factory import add_executor_arguments, make_executor
 from core.logs import add_log_options, configure_from_args
-from core.threads import add_threads_option, cpus_per_network, warn_if_oversubscribed
+from core.threads import add_threads_option
 
 #: The example study shipped with the package.
 EXAMPLE = Path(__file__).parent / "studies" / "ftsts_amplitude_frequency.toml"
@@ -94,11 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(task.key, dict(task.params))
             return 0
         structlog.get_logger().info("sweep_cli", study=str(path), out=str(args.out))
-        if args.ray is None:
-            warn_if_oversubscribed(args.threads, args.workers)
-        cpus = cpus_per_network(args.threads)
         with make_executor(
-            args.ray, args.workers, max_attempts=args.max_attempts, cpus_per_task=cpus
+            args.ray, args.workers, max_attempts=args.max_attempts, threads=args.threads
         ) as executor:
             manifest = run_sweep(
                 study,

@@ -22,7 +22,6 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from core.errors import ConfigError
-from core.executor.base import ExecutorError
 from core.executor.ray_engine import connect, require_node_cpus
 
 #: Longest wait for every actor's answer to one request (s): a step, a reset, a query.
@@ -108,6 +107,7 @@ class RayVecEnv(VecEnv):
 
     Raises:
         ConfigError: The cluster has fewer free CPUs than the environments reserve.
+        ExecutorError: No node has the CPUs one environment reserves.
     """
 
     def __init__(
@@ -116,19 +116,16 @@ class RayVecEnv(VecEnv):
         address: str,
         cpus_per_env: int = 1,
     ) -> None:
-        self._ray = ray = connect(address, len(env_fns) * cpus_per_env)
-        free = ray.available_resources().get("CPU", 0.0)
         wanted = len(env_fns) * cpus_per_env
+        self._ray = ray = connect(address, wanted)
+        free = ray.available_resources().get("CPU", 0.0)
         if free < wanted:
             raise ConfigError(
                 f"Expected {cpus_per_env} free CPU(s) in the Ray cluster per environment "
                 f"({len(env_fns)} environments: {wanted}), actual {free:g}; lower --n-envs or "
                 "--threads, or add nodes"
             )
-        try:
-            require_node_cpus(ray, cpus_per_env, f"environments of {cpus_per_env} CPUs (--threads)")
-        except ExecutorError as err:
-            raise ConfigError(str(err)) from None
+        require_node_cpus(ray, cpus_per_env, f"environments of {cpus_per_env} CPUs (--threads)")
         actor_class = ray.remote(num_cpus=cpus_per_env, max_restarts=0)(EnvActor)
         self.actors = [actor_class.remote(fn) for fn in env_fns]
         self.nodes = sorted(set(self._get([a.node_id.remote() for a in self.actors])))

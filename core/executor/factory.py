@@ -6,6 +6,7 @@ import argparse
 
 from core.executor.base import DEFAULT_MAX_ATTEMPTS, Executor, ExecutorError
 from core.executor.local import LocalExecutor
+from core.threads import cpus_per_network, warn_if_oversubscribed
 
 RAY_HELP = (
     "Run tasks on a Ray cluster instead of local processes (pip install -e '.[cluster]'): "
@@ -44,7 +45,7 @@ def make_executor(
     workers: int = 1,
     start_method: str = "spawn",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    cpus_per_task: int = 1,
+    threads: int | str = 1,
 ) -> Executor:
     """The local pool (``ray is None``) or the Ray engine at address ``ray``.
 
@@ -53,19 +54,21 @@ def make_executor(
         workers: Local processes (or CPUs of a ``--ray local`` instance).
         start_method: Local start method.
         max_attempts: Starts of a task whose worker or node is lost.
-        cpus_per_task: CPUs Ray reserves for each task (a task whose network runs on several
-            threads needs that many; :func:`core.threads.cpus_per_network`). The local pool
-            runs ``workers`` tasks at once whatever this says.
+        threads: Each task's network's ``--threads``: the local pool warns when ``workers``
+            of them exceed the cores (:func:`core.threads.warn_if_oversubscribed`), Ray
+            reserves :func:`core.threads.cpus_per_network` CPUs for each task.
 
     Raises:
         ExecutorError: Ray is not installed or no cluster answers at ``ray``.
     """
     if ray is None:
+        warn_if_oversubscribed(threads, workers)
         return LocalExecutor(workers, start_method, max_attempts)
     from core.executor.ray_engine import RayExecutor
 
-    local_cpus = workers * cpus_per_task if ray == "local" else None  # workers tasks at once
-    return RayExecutor(ray, max_attempts, local_cpus, cpus_per_task)
+    cpus = cpus_per_network(threads)
+    local_cpus = workers * cpus if ray == "local" else None  # workers tasks at once
+    return RayExecutor(ray, max_attempts, local_cpus, cpus)
 
 
 __all__ = ["ExecutorError", "add_executor_arguments", "make_executor", "parse_ray_address"]
