@@ -27,6 +27,21 @@ B. **own targets, step by step**, from every thread's events of the block merged
    ``d/2`` back, complete once this block's barrier has passed and rewritten only after the
    next one); at a segment's end, each thread applies its synapses' pending potentiation.
 
+With overwrite semantics (the paper's, and the default) the E→I rows are not split by target:
+walking every spiking cell's row for a part of it cost a thread nearly what the whole row
+costs (the walk is bound by reaching each row, ``docs/dev/simulator-speed.md``). Phase B is
+then two phases with a barrier between them:
+
+B1. **own E cells' whole rows, step by step**: each E spike's synapses (pending potentiation,
+    jump weight, depression, a same-step pair's potentiation), from the thread's own copies of
+    every I cell's trace and pending-potentiation sum ``G`` (kept up to date from every
+    thread's I spikes); each jump's weight goes into the thread's buffer for that step and
+    target, stamped with the block, since under overwrite semantics a target's ``X`` takes
+    the step's last jump only; at a segment's end the thread flushes its own rows;
+    — barrier —
+B2. **own targets, step by step**, as B above without the E rows and the I traces: a target's
+    jump is the one of the highest thread that stamped it (threads own ascending E ranges).
+
 Blocks never cross a call's end or a potentiation segment's end (the segment's ``A`` of every
 E cell is kept for phase B in one of two buffers), and the event lists and potential buffers
 alternate between two halves, so phase A of the next block can start while another thread
@@ -132,6 +147,18 @@ class Threading(NamedTuple):
     split_ei: npt.NDArray[np.int64]
     #: ``(threads, n_i, 2·ranges)``: the same for the I→E rows and the thread's E ranges
     split_ie: npt.NDArray[np.int64]
+    #: ``(threads, n_i)``: each thread's copy of the I cells' pending-potentiation sums ``G``
+    #: (rows by spiking cell, :func:`_rows_by_pre`)
+    g_rep: npt.NDArray[np.float64]
+    #: ``(threads, n_i)``: each thread's copy of the I traces
+    tri_rep: npt.NDArray[np.float64]
+    #: ``(threads, n_i)``: each thread's flags of the I cells spiking at the step
+    post: npt.NDArray[np.bool_]
+    #: ``(threads, block, n_i)``: the weight of the last jump a thread's E spikes made onto
+    #: each I cell at each step of the block, valid where ``jump_stamp`` holds the block's stamp
+    jump_w: npt.NDArray[np.float32]
+    jump_stamp: npt.NDArray[np.int64]  #: ``(threads, block, n_i)``
+    serial: npt.NDArray[np.int64]  #: ``(8,)``: blocks run so far (the next block's stamp − 1)
 
 
 def threadable(shape: Structure, explicit_noise: bool, delay_steps: int = 50) -> bool:
@@ -243,6 +270,7 @@ def plan(
         _row_splits(ei.ptr, ei.target, tgt_i[t], n_tgt[t, 1], split_ei[t])
         _row_splits(ie.ptr, ie.target, tgt_e[t], n_tgt[t, 0], split_ie[t])
     padded = -(-n // CELL_ALIGN) * CELL_ALIGN
+    n_i_padded = max(CELL_ALIGN, -(-(n - n_e) // CELL_ALIGN) * CELL_ALIGN)
     flags = aligned.zeros((n_threads, padded), np.bool_)
     return Threading(
         n_threads=n_threads, block=block, barrier=new_barrier(), pairs=pairs, cells=cells,
@@ -262,6 +290,12 @@ def plan(
         a_seg=aligned.zeros((2, n_e)), ticks=aligned.zeros((n_threads, 8), np.int64),
         block_ticks=np.zeros((n_threads, BLOCK_LOG, 2), dtype=np.int64),
         n_tgt=n_tgt, split_ei=split_ei, split_ie=split_ie,
+        g_rep=aligned.zeros((n_threads, n_i_padded)),
+        tri_rep=aligned.zeros((n_threads, n_i_padded)),
+        post=aligned.zeros((n_threads, n_i_padded), np.bool_),
+        jump_w=aligned.zeros((n_threads, block, n_i_padded), np.float32),
+        jump_stamp=aligned.zeros((n_threads, block, n_i_padded), np.int64),
+        serial=aligned.zeros(8, np.int64),
     )  # fmt: skip
 
 
@@ -303,6 +337,71 @@ def _flush_part(n_e, split, r, tgt, w, snap, g, a, eta_ltp, w_hi):  # type: igno
             pend = g[np.uint64(tgt[s])] - snap[s]
             w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
             snap[s] = 0.0
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _flush_rows(lo, hi, ptr, tgt, w, snap, g, a, eta_ltp, w_hi):  # type: ignore[no-untyped-def]
+    """:func:`simulator.kernel._flush_potentiation` for the whole rows of E cells ``lo:hi``."""
+    for j in range(lo, hi):
+        a_j = eta_ltp * a[j]
+        for s in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
+            pend = g[np.uint64(tgt[s])] - snap[s]
+            w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
+            snap[s] = 0.0
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _lazy_row_jumps(  # type: ignore[no-untyped-def]
+    beg, end, tgt, w, snap, g, jump_w, jump_stamp, stamp, post, tr_i,
+    a_j, ltp_now, d_now, eta_ltd, w_lo, w_hi,
+):  # fmt: skip
+    """:func:`simulator.kernel._lazy_e_row` (``overwrite``) with the jumps left in a buffer.
+
+    The same operations on each synapse, but each jump's weight goes to ``jump_w`` (stamped)
+    instead of onto its target's ``X``: with overwrite semantics a target's ``X`` takes the
+    last jump of the step, so the buffer's last weight per target is all the target's owner
+    needs (:func:`_apply_jumps`).
+    """
+    for su in range(beg, end):
+        ku = np.uint64(tgt[su])
+        g_k = g[ku]
+        w0 = np.float32(min(fma_f64(a_j, g_k - snap[su], np.float64(w[su])), w_hi))
+        jump_w[ku] = w0
+        jump_stamp[ku] = stamp
+        p = post[ku]
+        w_ltd = np.float32(max(fma_f64(eta_ltd, tr_i[ku], np.float64(w0)), w_lo))
+        w_ltp = np.float32(min(w0 + ltp_now, w_hi))
+        w[su] = w_ltp if p else w_ltd
+        snap[su] = g_k + d_now if p else g_k
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _static_row_jumps(beg, end, tgt, w, jump_w, jump_stamp, stamp):  # type: ignore[no-untyped-def]
+    """The jumps of one E spike's row without plasticity, left in the buffer."""
+    for su in range(np.uint64(beg), np.uint64(end)):
+        ku = np.uint64(tgt[su])
+        jump_w[ku] = w[su]
+        jump_stamp[ku] = stamp
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _apply_jumps(  # type: ignore[no-untyped-def]
+    jump_w, jump_stamp, s, stamp, lo, hi, n_e, n_threads, x_then, x_now
+):  # fmt: skip
+    """``X(t+dt) = X(t) + w`` for each I cell ``lo:hi`` (I indices) hit at step ``s`` of the block.
+
+    ``w`` is the last jump's: thread ``t`` owns lower E cells than thread ``t + 1``, so the
+    highest thread with a jump holds the step's last.
+    """
+    # selects, not branches (which hits a step has is random: a branch per cell mispredicted
+    # often enough to cost ≈ 10 ticks a cell), thread by thread so that the last hit stays
+    for tt in range(n_threads):
+        stamps = jump_stamp[tt, s]
+        weights = jump_w[tt, s]
+        for i in range(np.uint64(lo), np.uint64(hi)):
+            gi = np.uint64(n_e) + i
+            hit = stamps[i] == stamp
+            x_now[gi] = x_then[gi] + weights[i] if hit else x_now[gi]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
@@ -452,7 +551,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     syn_d, x_decay = consts.syn_d, consts.x_decay
     contact_cells = consts.contact_cells
     contacts = contact_cells.shape[1] - 1
-    ei_tgt, ei_w = syn.ei.target, syn.ei.weight
+    ei_ptr, ei_tgt, ei_w = syn.ei.ptr, syn.ei.target, syn.ei.weight
     ie_tgt, ie_w = syn.ie.target, syn.ie.weight
     ltp_snap, ltp_g, ltp_a, tr_e, tr_i = pl.ltp_snap, pl.ltp_g, pl.ltp_a, pl.tr_e, pl.tr_i
     tr_e_decay, tr_i_decay, a0 = rule.tr_e_decay, rule.tr_i_decay, rule.a0
@@ -490,6 +589,21 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
     recorder = tid == 0
     sampler = tid == n_threads - 1
     n = v.shape[0]
+    n_i = n - n_e
+    # overwrite semantics: the E→I rows by spiking cell (each thread its own E cells' whole
+    # rows, between two barriers), the jumps handed to the targets' owners in a buffer
+    by_pre = overwrite
+    g_rep = par.g_rep[tid]
+    tri_rep = par.tri_rep[tid]
+    post = par.post[tid]
+    jump_w = par.jump_w[tid]
+    jump_stamp = par.jump_stamp[tid]
+    serial0 = par.serial[0]
+    n_blocks = 0
+    if by_pre:
+        for i in range(n_i):
+            tri_rep[i] = tr_i[i]
+            g_rep[i] = ltp_g[i]
     depth = hist.shape[0]
     cap = spk_step.shape[0]
     inv_e = 1.0 / n_e
@@ -632,6 +746,73 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
         if gen < 0:
             return
         tick2 = cycles()
+        n_blocks += 1
+        stamp = serial0 + n_blocks
+        tick_b1 = tick2
+        tick_b2 = tick2
+        if by_pre:
+            # ================= B1. own E cells' whole E→I rows, step by step
+            own_cell = par.ev_cell[tid, buf]
+            own_off = par.ev_off[tid, buf]
+            own_f = par.ev_f[tid, buf]
+            for k in range(k0, k1):
+                s = k - k0
+                d_now = dpow[k - seg0_b]
+                for tt in range(n_threads):  # the step's I spikes of every thread
+                    for idx in range(par.ev_off[tt, buf, s], par.ev_off[tt, buf, s + 1]):
+                        c = par.ev_cell[tt, buf, idx]
+                        if c >= n_e:
+                            post[c - n_e] = True
+                for q in range(own_off[s], own_off[s + 1]):
+                    j = own_cell[q]
+                    if j >= n_e:
+                        break
+                    prefetch_range(ei_w, ei_ptr[j], ei_ptr[j + 1])
+                    prefetch_range(ei_tgt, ei_ptr[j], ei_ptr[j + 1])
+                    if lazy:
+                        prefetch_range(ltp_snap, ei_ptr[j], ei_ptr[j + 1])
+                jw_s = jump_w[s]
+                js_s = jump_stamp[s]
+                for q in range(own_off[s], own_off[s + 1]):
+                    j = own_cell[q]
+                    if j >= n_e:
+                        break
+                    if lazy:
+                        _lazy_row_jumps(
+                            np.uint64(ei_ptr[j]), np.uint64(ei_ptr[j + 1]), ei_tgt, ei_w,
+                            ltp_snap, g_rep, jw_s, js_s, stamp, post, tri_rep, own_f[q, 0],
+                            own_f[q, 1], d_now, eta_ltd, w_lo_ei, w_hi_ei,
+                        )  # fmt: skip
+                    else:
+                        _static_row_jumps(ei_ptr[j], ei_ptr[j + 1], ei_tgt, ei_w, jw_s, js_s,
+                                          stamp)  # fmt: skip
+                # the I spikes' pending potentiation, the I traces' decay and bumps
+                for i in range(n_i):
+                    tri_rep[i] *= tr_i_decay
+                for tt in range(n_threads):
+                    for idx in range(par.ev_off[tt, buf, s], par.ev_off[tt, buf, s + 1]):
+                        c = par.ev_cell[tt, buf, idx]
+                        if c >= n_e:
+                            if lazy:
+                                g_rep[c - n_e] += d_now
+                            tri_rep[c - n_e] += a0
+                            post[c - n_e] = False
+            if lazy and (k1 == n_steps or k1 - seg0_b == seg):
+                a_seg = par.a_seg[n_seg_b % 2]
+                for r in range(n_cr):
+                    lo, hi = cells[r, 0], cells[r, 1]
+                    if lo < n_e:
+                        _flush_rows(lo, hi, ei_ptr, ei_tgt, ei_w, ltp_snap, g_rep, a_seg,
+                                    eta_ltp, w_hi_ei)  # fmt: skip
+                for i in range(n_i):
+                    g_rep[i] = 0.0
+                seg0_b = k1
+                n_seg_b += 1
+            tick_b1 = cycles()
+            gen = barrier_wait(bar, n_threads, gen)
+            if gen < 0:
+                return
+            tick_b2 = cycles()
         # ================= B. own targets, step by step, from every thread's spikes
         own_cell = par.ev_cell[tid, buf]
         own_off = par.ev_off[tid, buf]
@@ -649,13 +830,22 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                         spk_step[ns] = t_end
                         spk_idx[ns] = m_cell[q]
                     ns += 1
-            for q in range(own_off[s], own_off[s + 1]):
-                spiked[own_cell[q]] = True
+            if by_pre:  # the E spikes' jumps onto own I cells, from every thread's buffer
+                for r in range(n_cr):
+                    lo, hi = cells[r, 0], cells[r, 1]
+                    if lo >= n_e:
+                        _apply_jumps(par.jump_w, par.jump_stamp, s, stamp, lo - n_e, hi - n_e,
+                                     n_e, n_threads, x_then, x_now)  # fmt: skip
+            else:
+                for q in range(own_off[s], own_off[s + 1]):
+                    spiked[own_cell[q]] = True
             d_now = dpow[k - seg0_b]
             # ask for the own parts of the step's synapse rows at once
             for q in range(n_now):
                 g = m_cell[q]
                 if g < n_e:
+                    if by_pre:
+                        continue
                     for r in range(n_ir):
                         beg = split_ei[g, 2 * r]
                         end = split_ei[g, 2 * r + 1]
@@ -671,7 +861,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             # E spikes, ascending: jumps onto own I cells, their synapses' plasticity
             for q in range(n_now):
                 j = m_cell[q]
-                if j >= n_e:
+                if j >= n_e or by_pre:
                     break
                 src = m_src[q]
                 tt = src % n_threads
@@ -702,7 +892,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                 for r in range(n_er):
                     _count_hits(ie_tgt, split_ie[j, 2 * r], split_ie[j, 2 * r + 1], ie_hits)
                     ie_hit = True
-                if lazy and owner[g] == tid:
+                if lazy and not by_pre and owner[g] == tid:
                     ltp_g[j] += d_now
             if ie_hit:
                 for r in range(n_cr):
@@ -717,17 +907,19 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
                             if c > 0:
                                 x_now[i] = _subtract_in_order(x_now[i], w_ie, c)
                                 ie_hits[i] = 0
-            # own I traces: decay, then the bumps; the spike flags cleared
-            for r in range(n_cr):
-                lo, hi = cells[r, 0], cells[r, 1]
-                if lo >= n_e:
-                    for i in range(lo - n_e, hi - n_e):
-                        tr_i[i] *= tr_i_decay
-            for q in range(own_off[s], own_off[s + 1]):
-                i = own_cell[q]
-                spiked[i] = False
-                if i >= n_e:
-                    tr_i[i - n_e] += a0
+            # own I traces: decay, then the bumps; the spike flags cleared (rows by spiking
+            # cell: each thread keeps every I trace, B1)
+            if not by_pre:
+                for r in range(n_cr):
+                    lo, hi = cells[r, 0], cells[r, 1]
+                    if lo >= n_e:
+                        for i in range(lo - n_e, hi - n_e):
+                            tr_i[i] *= tr_i_decay
+                for q in range(own_off[s], own_off[s + 1]):
+                    i = own_cell[q]
+                    spiked[i] = False
+                    if i >= n_e:
+                        tr_i[i - n_e] += a0
             if sampler:  # the E spikes' phasors, then the causal Kuramoto sample
                 for tt in range(n_threads):
                     for idx in range(par.ev_off[tt, buf, s], par.ev_off[tt, buf, s + 1]):
@@ -760,7 +952,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             if (k % period) >> 1 == tid:
                 out.s_ie_e[k] = sum_in_lanes(hist[(h_b + k - k1) % depth], 0, n_e) * inv_e
         # ---- pending potentiation at the end of a segment: own targets
-        if lazy and (k1 == n_steps or k1 - seg0_b == seg):
+        if lazy and not by_pre and (k1 == n_steps or k1 - seg0_b == seg):
             a_seg = par.a_seg[n_seg_b % 2]
             for r in range(n_ir):
                 _flush_part(n_e, split_ei, r, ei_tgt, ei_w, ltp_snap, ltp_g, a_seg, eta_ltp,
@@ -773,12 +965,13 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             seg0_b = k1
             n_seg_b += 1
         tick3 = cycles()
+        b_ticks = tick3 - tick_b2 + tick_b1 - tick2
         my_ticks[0] += tick1 - tick0
-        my_ticks[1] += tick3 - tick2
-        my_ticks[2] += tick2 - tick1
+        my_ticks[1] += b_ticks
+        my_ticks[2] += tick2 - tick1 + tick_b2 - tick_b1
         row = my_ticks[3] % BLOCK_LOG
         par.block_ticks[tid, row, 0] = tick1 - tick0
-        par.block_ticks[tid, row, 1] = tick3 - tick2
+        par.block_ticks[tid, row, 1] = b_ticks
         my_ticks[3] += 1
         k0 = k1
         buf = 1 - buf
@@ -786,9 +979,16 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
         for r in range(n_cr):
             for i in range(cells[r, 0], cells[r, 1]):
                 x_cross[i], xprev_cross[i] = xprev_cross[i], x_cross[i]
+    if by_pre:  # own I traces back from this thread's copy
+        for r in range(n_cr):
+            lo, hi = cells[r, 0], cells[r, 1]
+            if lo >= n_e:
+                for i in range(lo - n_e, hi - n_e):
+                    tr_i[i] = tri_rep[i]
     if recorder:
         head[0] = h_b
         n_spk[0] = ns
+        par.serial[0] = serial0 + n_blocks
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -820,6 +1020,9 @@ def run_threaded(par: Threading, args: tuple[Any, ...]) -> None:
                for tid in range(1, par.n_threads)]  # fmt: skip
     try:
         _share(0, par, args)
+    except BaseException:
+        par.jump_stamp.fill(0)  # an aborted call's stamps are not taken again (serial unmoved)
+        raise
     finally:
         for future in futures:
             future.result()

@@ -193,6 +193,28 @@ def test_paper_semantics_odd_network_sizes() -> None:
     assert _schedule_digest(cfg, 3, windows, block=4) == one
 
 
+#: Paper semantics (20 ms calls) with only the overwrite quirk: the E→I rows are walked by the
+#: spiking cell's thread and the jumps handed to the targets' threads in a buffer.
+CHUNK_WINDOWS = [(20.0, True), (40.0, False), (20.0, True), (20.0, False)]
+
+
+@pytest.mark.parametrize("block", [None, 1, 3, 7])
+def test_rows_by_spiking_cell_give_the_same_run(block: int | None) -> None:
+    """Overwrite semantics: the last jump onto a target wins, whichever thread made it."""
+    cfg = _small("paper", paper_quirks=("overwrite",))
+    one = _schedule_digest(cfg, 1, CHUNK_WINDOWS)
+    assert _schedule_digest(cfg, 2, CHUNK_WINDOWS, block) == one
+    assert _schedule_digest(cfg, 3, CHUNK_WINDOWS, block) == one
+
+
+def test_rows_by_spiking_cell_with_short_segments_give_the_same_run() -> None:
+    """20-step potentiation segments: each thread flushes its own rows at every one."""
+    cfg = _small("paper", paper_quirks=("overwrite",), tau_ltp_ms=0.2)
+    one = _schedule_digest(cfg, 1, CHUNK_WINDOWS)
+    assert _schedule_digest(cfg, 2, CHUNK_WINDOWS) == one
+    assert _schedule_digest(cfg, 3, CHUNK_WINDOWS, block=7) == one
+
+
 def test_plan_rejects_a_delay_below_two_steps() -> None:
     net = Network(_small().replace(n_e=80, n_i=20))
     net.reset(seed=0)
