@@ -2,8 +2,8 @@
 
 The threaded kernel (:func:`simulator.threaded.run_steps_threaded`) runs one network on
 several OS threads, each inside the same compiled loop, and meets at a barrier once or twice
-per block of steps. Numba has no atomic operations, so they are written here in LLVM IR: a sequentially
-consistent ``atomicrmw add`` to arrive, an acquire load to watch the generation word, a
+per block of steps. Numba has no atomic operations, so they are written here in LLVM IR: a
+sequentially consistent ``atomicrmw add`` to arrive, an acquire load to watch the generation word, a
 release store to open it. Waiting threads spin with ``pause`` for a while
 (:data:`SPIN_TICKS`) and then sleep on the generation word (a Linux futex) until the last
 thread to arrive wakes them: on a shared machine a thread that spins or merely yields keeps
