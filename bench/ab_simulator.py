@@ -9,7 +9,11 @@ see the same drift. Each run is a fresh subprocess; each tree compiles into its 
 (a warm-up run per tree and case is not counted). The report gives every run, the medians and
 the ratio of the medians (other revision / this tree: above 1 means this tree is faster).
 
+With ``--threads N`` both trees run the network on N threads (revisions from the threaded
+kernel on).
+
     python bench/ab_simulator.py --against 96f3d97 [--rounds 3] [--case n2000 --case n10000]
+        [--threads 2]
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = {"n2000": ("ftsts-desync", 25.0, 1.0), "n10000": ("ftsts-desync-10k", 5.0, 0.2)}
 
 
-def _run(tree: Path, protocol: str, duration_s: float) -> dict[str, Any]:
-    """One run of ``protocol`` for ``duration_s`` in ``tree``, in a fresh one-core subprocess."""
-    return run_case(CASE, [protocol, "1.0", str(duration_s)], f"run in {tree}", tree, 1800.0)
+def _run(tree: Path, protocol: str, duration_s: float, threads: int = 1) -> dict[str, Any]:
+    """One run of ``protocol`` for ``duration_s`` in ``tree``, in a fresh subprocess.
+
+    One network thread unless ``threads`` says more (the tree must have ``--threads``).
+    """
+    argv = [protocol, "1.0", str(duration_s)] + ([str(threads)] if threads > 1 else [])
+    return run_case(CASE, argv, f"run in {tree}", tree, 1800.0)
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,9 +72,16 @@ def main() -> None:
         "--case", action="append", choices=sorted(CASES), help="case to run (default: both)"
     )
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="threads of the one network in both trees (default 1; above 1 both revisions "
+        "need the threaded kernel)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"expected --rounds ≥ 1, actual {args.rounds}")
+    if args.threads < 1:
+        parser.error(f"expected --threads ≥ 1, actual {args.threads}")
     commit = _revision(args.against)
     with tempfile.TemporaryDirectory() as tmp:
         other = Path(tmp) / "tree"
@@ -74,21 +89,25 @@ def main() -> None:
         if added.returncode != 0:
             raise SystemExit(f"git worktree add {commit} failed: {added.stderr.strip()}")
         try:
-            report = _compare(other, args.case or sorted(CASES), args.rounds, args.quick)
+            report = _compare(
+                other, args.case or sorted(CASES), args.rounds, args.quick, args.threads
+            )
         finally:
             _git("worktree", "remove", "--force", str(other))
             _git("worktree", "prune")
     print(json.dumps({"against": commit, "this": _this_tree(), **report}, indent=2))
 
 
-def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[str, Any]:
+def _compare(
+    other: Path, cases: list[str], rounds: int, quick: bool, threads: int = 1
+) -> dict[str, Any]:
     trees = {"this": ROOT, "other": other}
-    report: dict[str, Any] = {"rounds": rounds, "cpu": os.cpu_count()}
+    report: dict[str, Any] = {"rounds": rounds, "cpu": os.cpu_count(), "threads": threads}
     for case in cases:
         protocol, duration_s, quick_s = CASES[case]
         duration_s = quick_s if quick else duration_s
         for tree in trees.values():  # warm-up: compile into each tree's cache
-            _run(tree, protocol, min(duration_s, 0.2))
+            _run(tree, protocol, min(duration_s, 0.2), threads)
         walls: dict[str, list[float]] = {name: [] for name in trees}
         cpus: dict[str, list[float]] = {name: [] for name in trees}
         loads: list[float] = []
@@ -96,7 +115,7 @@ def _compare(other: Path, cases: list[str], rounds: int, quick: bool) -> dict[st
         for k in range(rounds):
             order = ["other", "this"] if k % 2 == 0 else ["this", "other"]
             for name in order:
-                run = _run(trees[name], protocol, duration_s)
+                run = _run(trees[name], protocol, duration_s, threads)
                 walls[name].append(run["wall_s"])
                 # CPU seconds of the process less its compile: what a loaded machine's
                 # preemptions do not inflate (one thread: ≈ the wall time of a quiet machine)

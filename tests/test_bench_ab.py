@@ -73,3 +73,9 @@ def test_ab_names_a_bad_revision_and_bad_rounds() -> None:
     )  # fmt: skip
     assert rounds.returncode == 2
     assert "expected --rounds ≥ 1, actual 0" in rounds.stderr
+    threads = subprocess.run(
+        [sys.executable, SCRIPT, "--against", "HEAD", "--threads", "0"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert threads.returncode == 2
+    assert "expected --threads ≥ 1, actual 0" in threads.stderr
