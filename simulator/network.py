@@ -149,6 +149,10 @@ class Network:
             whichever measures faster while it runs.
         sensing: What the implant senses (:class:`~simulator.sensing.SensingConfig`; default:
             its defaults). The sensor draws from its own generator, seeded from the run's seed.
+        sense: Whether each window is sensed. ``False`` leaves the sensed fields of
+            :class:`WindowStats` NaN and ``lfp_uv`` empty, and never loads the sensor's
+            compiled code (4–5 MB of a run's peak memory): for runs that read none of them,
+            such as ``neuroloop-sim run``. The dynamics are the same either way.
 
     Example:
         >>> net = Network(NetworkConfig(n_e=160, n_i=40))
@@ -161,9 +165,11 @@ class Network:
         config: NetworkConfig | None = None,
         threads: int | str = 1,
         sensing: SensingConfig | None = None,
+        sense: bool = True,
     ) -> None:
         self.config = config if config is not None else NetworkConfig()
         self.threads = threads
+        self.sense = bool(sense)
         self.sensor = Sensor(sensing if sensing is not None else SensingConfig(), self.config)
         self._ready = False
         self._pulses = PulseTrain()
@@ -319,7 +325,8 @@ class Network:
         self._spk_idx = np.empty(0, dtype=np.int32)
         self._group_kernel_arguments()
         self._pulses.reset(np.random.default_rng(stim_ss), cfg.contacts)
-        self.sensor.reset(sense_ss)
+        if self.sense:
+            self.sensor.reset(sense_ss)
         self.step = 0
         self._ready = True
 
@@ -540,9 +547,14 @@ class Network:
         if not finite:
             raise SimulationError("Non-finite membrane potential: the integration diverged")
         dur_s = duration_ms / 1000.0
-        sensed = self.sensor.window(
-            t_start, self.t_ms, s_ie, s_ee, drive_e, active, spike_times, spike_neurons
-        )
+        if self.sense:
+            sensed = self.sensor.window(
+                t_start, self.t_ms, s_ie, s_ee, drive_e, active, spike_times, spike_neurons
+            )
+            lfp_uv = self.sensor.last_samples_uv
+        else:
+            sensed = dict.fromkeys(SENSED_FIELDS, math.nan)
+            lfp_uv = np.zeros(0)
         return WindowStats(
             t_start_ms=t_start,
             t_end_ms=self.t_ms,
@@ -562,7 +574,7 @@ class Network:
             spike_times_ms=spike_times,
             spike_neurons=spike_neurons,
             wall_s=time.perf_counter() - wall0,
-            lfp_uv=self.sensor.last_samples_uv,
+            lfp_uv=lfp_uv,
             **sensed,
         )
 

@@ -89,8 +89,11 @@ def run_experiment(
     duration_ms = (protocol.duration_s if duration_s is None else duration_s) * 1000.0
     n_windows = max(1, round(duration_ms / CHUNK_MS))
     duration_ms = n_windows * CHUNK_MS
-    net = Network(cfg, threads=threads)
-    jit_s = warm_up_network(tiny(cfg), protocol.stimulus, lambda c: Network(c, threads=threads))
+    # nothing here reads what an implant would sense: the sensor's code is never loaded
+    net = Network(cfg, threads=threads, sense=False)
+    jit_s = warm_up_network(
+        tiny(cfg), protocol.stimulus, lambda c: Network(c, threads=threads, sense=False)
+    )
     net.reset(seed)
     t_end = np.zeros(n_windows)
     weight = np.zeros(n_windows)

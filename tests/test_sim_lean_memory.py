@@ -14,6 +14,7 @@ from simulator.config import NetworkConfig
 from simulator.experiments import get_experiment
 from simulator.network import Network
 from simulator.run import run_experiment
+from simulator.sensing import SENSED_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +26,7 @@ assert "numba.np.arraymath" in sys.modules
 assert import_numba_lean() is False  # once is enough
 from simulator.experiments import get_experiment
 from simulator.run import run_experiment
+from simulator.sensing import SENSED_FIELDS
 run_experiment(get_experiment("ftsts-desync"), n_scale=0.02, duration_s=0.1, seed=1)
 assert "scipy.linalg" not in sys.modules, "SciPy's linear algebra was loaded"
 import scipy.linalg  # still importable afterwards
@@ -123,3 +125,44 @@ def test_run_r_is_that_of_its_returned_spikes() -> None:
                               result.duration_ms, 1.0, edge_quantile=R_EDGE_QUANTILE)  # fmt: skip
     assert t.tobytes() == result.r_t_ms.tobytes()
     assert r.tobytes() == result.r.tobytes()
+
+
+def test_an_unsensed_network_has_the_same_dynamics_and_no_sensed_fields() -> None:
+    cfg = get_experiment("ftsts-desync").network_config("paper", 0.1)
+    sensed, unsensed = Network(cfg), Network(cfg, sense=False)
+    for net in (sensed, unsensed):
+        net.reset(seed=3)
+    for _ in range(3):
+        a, b = sensed.advance(None, 20.0), unsensed.advance(None, 20.0)
+        np.testing.assert_array_equal(a.spike_times_ms, b.spike_times_ms)
+        np.testing.assert_array_equal(a.spike_neurons, b.spike_neurons)
+        assert a.weight_mv == b.weight_mv
+        assert a.synchrony == b.synchrony
+        assert a.lfp_uv.size > 0
+        assert b.lfp_uv.size == 0
+        assert np.isfinite(a.lfp_band_uv2)
+        for name in SENSED_FIELDS:
+            assert np.isnan(getattr(b, name)), name
+
+
+UNSENSED_CHILD = r"""
+import gc
+from numba.core.registry import CPUDispatcher
+from simulator.experiments import get_experiment
+from simulator.run import run_experiment
+from simulator.sensing import SENSED_FIELDS
+run_experiment(get_experiment("ftsts-desync"), n_scale=0.02, duration_s=0.1, seed=1)
+loaded = sorted(o.py_func.__module__ for o in gc.get_objects()
+                if isinstance(o, CPUDispatcher) and o.signatures)
+print(",".join(m for m in loaded if m.startswith("simulator.sensing")) or "none")
+"""
+
+
+def test_a_run_never_loads_the_sensors_compiled_code() -> None:
+    """``neuroloop-sim run`` reads nothing sensed: the sensor's kernels stay out of memory."""
+    out = subprocess.run(
+        [sys.executable, "-c", UNSENSED_CHILD],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "none"
