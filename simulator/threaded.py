@@ -1019,10 +1019,11 @@ def run_threaded(par: Threading, args: tuple[Any, ...]) -> None:
     futures = [_pool(par.n_threads - 1).submit(_share, tid, par, args)
                for tid in range(1, par.n_threads)]  # fmt: skip
     try:
-        _share(0, par, args)
+        try:
+            _share(0, par, args)
+        finally:
+            for future in futures:
+                future.result()
     except BaseException:
         par.jump_stamp.fill(0)  # an aborted call's stamps are not taken again (serial unmoved)
         raise
-    finally:
-        for future in futures:
-            future.result()
