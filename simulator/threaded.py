@@ -3,8 +3,9 @@
 A cell's membrane potential at step ``k`` reads its synaptic variable ``S`` of step ``k − d``
 (the delay ``d``, 50 steps of 0.1 ms), and ``S`` is the only way other cells reach it. So each
 thread can integrate the potentials of the cells it owns, and find their spikes, a block of
-up to ``d/2`` steps ahead of the synapses, and the threads meet once per block instead of
-twice per step. Each block has two phases and one barrier:
+up to ``d/2`` steps ahead of the synapses, and the threads meet once per block (twice with
+overwrite semantics, below) instead of twice per step. Each block has two phases and one
+barrier:
 
 A. **own cells, step by step**: the step's random words (every thread draws all of them from
    its own copy of the generators' state: drawing is ≈ 0.3 ns a word, cheaper than handing
@@ -757,7 +758,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             own_f = par.ev_f[tid, buf]
             for k in range(k0, k1):
                 s = k - k0
-                d_now = dpow[k - seg0_b]
+                d_now = dpow[k - seg0_b] if lazy else 0.0  # segments advance only if lazy
                 for tt in range(n_threads):  # the step's I spikes of every thread
                     for idx in range(par.ev_off[tt, buf, s], par.ev_off[tt, buf, s + 1]):
                         c = par.ev_cell[tt, buf, idx]
@@ -839,7 +840,7 @@ def run_steps_threaded(  # type: ignore[no-untyped-def]
             else:
                 for q in range(own_off[s], own_off[s + 1]):
                     spiked[own_cell[q]] = True
-            d_now = dpow[k - seg0_b]
+            d_now = dpow[k - seg0_b] if lazy and not by_pre else 0.0
             # ask for the own parts of the step's synapse rows at once
             for q in range(n_now):
                 g = m_cell[q]
@@ -1018,12 +1019,16 @@ def run_threaded(par: Threading, args: tuple[Any, ...]) -> None:
     par.rng[1:] = args[8].rng_state  # the other threads draw the same words from copies
     futures = [_pool(par.n_threads - 1).submit(_share, tid, par, args)
                for tid in range(1, par.n_threads)]  # fmt: skip
+    error: BaseException | None = None
     try:
+        _share(0, par, args)
+    except BaseException as exc:
+        error = exc
+    for future in futures:  # every thread has stopped before the stamps are cleared
         try:
-            _share(0, par, args)
-        finally:
-            for future in futures:
-                future.result()
-    except BaseException:
+            future.result()
+        except BaseException as exc:
+            error = error if error is not None else exc
+    if error is not None:
         par.jump_stamp.fill(0)  # an aborted call's stamps are not taken again (serial unmoved)
-        raise
+        raise error

@@ -207,9 +207,16 @@ def test_rows_by_spiking_cell_give_the_same_run(block: int | None) -> None:
     assert _schedule_digest(cfg, 3, CHUNK_WINDOWS, block) == one
 
 
-def test_rows_by_spiking_cell_with_short_segments_give_the_same_run() -> None:
-    """20-step potentiation segments: each thread flushes its own rows at every one."""
+@pytest.mark.parametrize("plastic", [True, False])
+def test_rows_by_spiking_cell_with_short_segments_give_the_same_run(plastic: bool) -> None:
+    """20-step potentiation segments: each thread flushes its own rows at every one.
+
+    Without plasticity the rows only jump, and the segments (which advance only with it) are
+    shorter than a call.
+    """
     cfg = _small("paper", paper_quirks=("overwrite",), tau_ltp_ms=0.2)
+    if not plastic:
+        cfg = cfg.replace(plasticity_onset_ms=1e9)
     one = _schedule_digest(cfg, 1, CHUNK_WINDOWS)
     assert _schedule_digest(cfg, 2, CHUNK_WINDOWS) == one
     assert _schedule_digest(cfg, 3, CHUNK_WINDOWS, block=7) == one
