@@ -10,6 +10,7 @@ them at every write, which costs more than a step's work on its cells
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,11 @@ LINE_BYTES = 64
 def zeros(shape: int | tuple[int, ...], dtype: Any = np.float64) -> npt.NDArray[Any]:
     """Like :func:`numpy.zeros`, with the data starting on a cache line."""
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    size = int(np.prod(dims)) * np.dtype(dtype).itemsize
+    # math.prod and the array interface: a few µs less than np.prod and .ctypes, which counts
+    # where a window allocates its scratch (Network.advance, every 20 ms step of an RL env)
+    size = math.prod(dims) * np.dtype(dtype).itemsize
     raw = np.zeros(size + LINE_BYTES, dtype=np.uint8)
-    start = (-raw.ctypes.data) % LINE_BYTES
+    start = (-raw.__array_interface__["data"][0]) % LINE_BYTES
     out: npt.NDArray[Any] = raw[start : start + size].view(dtype).reshape(dims)
     return out
 
