@@ -88,6 +88,8 @@ def main() -> None:
         parser.error(f"expected --calls ≥ 1, actual {args.calls}")
     if args.threads < 2:
         parser.error(f"expected --threads ≥ 2, actual {args.threads}")
+    if not args.n_scale > 0.0:
+        parser.error(f"expected --n-scale > 0, actual {args.n_scale}")
     par, zero = _captured(args.n_scale, args.threads)
     pool = threaded._pool(par.n_threads - 1)
     variants: dict[str, Callable[[], object]] = {

@@ -103,15 +103,25 @@ def _flush_potentiation(  # type: ignore[no-untyped-def]
     contiguously) and here, at the end of a call or segment, for all; then ``G``, ``snap`` and
     ``A`` restart from the current traces.
     """
+    _flush_rows(0, n_e, ptr, tgt, w, snap, g, a, eta_ltp, w_hi)
     for j in range(n_e):
+        a[j] = tr_e[j]
+    for k in range(g.shape[0]):
+        g[k] = 0.0
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
+def _flush_rows(lo, hi, ptr, tgt, w, snap, g, a, eta_ltp, w_hi):  # type: ignore[no-untyped-def]
+    """The pending potentiation of the whole rows of E cells ``lo:hi`` (snapshots cleared).
+
+    :func:`_flush_potentiation` over every row; the threaded kernel's threads over their own.
+    """
+    for j in range(lo, hi):
         a_j = eta_ltp * a[j]
         for s in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
             pend = g[np.uint64(tgt[s])] - snap[s]
             w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
             snap[s] = 0.0
-        a[j] = tr_e[j]
-    for k in range(g.shape[0]):
-        g[k] = 0.0
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=False)

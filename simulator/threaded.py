@@ -82,6 +82,7 @@ from simulator.kernel import (
     LTP_SEGMENT_STEPS,
     TWO_PI,
     _count_hits,
+    _flush_rows,
     _kuramoto_sample,
     _lazy_e_row,
     _overwrite_hits,
@@ -335,17 +336,6 @@ def _flush_part(n_e, split, r, tgt, w, snap, g, a, eta_ltp, w_hi):  # type: igno
         beg = split[j, 2 * r]
         end = split[j, 2 * r + 1]
         for s in range(np.uint64(beg), np.uint64(end)):
-            pend = g[np.uint64(tgt[s])] - snap[s]
-            w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
-            snap[s] = 0.0
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=False)
-def _flush_rows(lo, hi, ptr, tgt, w, snap, g, a, eta_ltp, w_hi):  # type: ignore[no-untyped-def]
-    """:func:`simulator.kernel._flush_potentiation` for the whole rows of E cells ``lo:hi``."""
-    for j in range(lo, hi):
-        a_j = eta_ltp * a[j]
-        for s in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
             pend = g[np.uint64(tgt[s])] - snap[s]
             w[s] = np.float32(min(fma_f64(a_j, pend, np.float64(w[s])), w_hi))
             snap[s] = 0.0
