@@ -107,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--vec",
-        choices=("auto", "subproc", "dummy"),
+        choices=("auto", "subproc", "threads", "dummy"),
         default="auto",
-        help="auto: subprocesses when --n-envs > 1.",
+        help="How the --n-envs environments run: subproc (a process each), threads (in this "
+        "process, stepped at once on threads: the kernel releases the GIL), dummy (in this "
+        "process, one after the other). auto: subproc when --n-envs > 1, else dummy.",
     )
     add_executor_arguments(g)
     add_threads_option(g, per_worker=True)
@@ -365,11 +367,11 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             f"Expected the VecNormalize statistics next to {a.resume} "
             "(model_vecnormalize_<N>_steps.pkl or vecnormalize.pkl), actual none"
         )
-    subprocess = a.vec == "subproc" or (a.vec == "auto" and a.n_envs > 1)
+    vec = a.vec if a.vec != "auto" else "subproc" if a.n_envs > 1 else "dummy"
     monitor = out / f"monitor_{int(time.time())}.csv"
     if a.ray is None:
-        warn_if_oversubscribed(a.threads, a.n_envs if subprocess else 1)
-    venv = make_training_env(a.n_envs, a.seed, sim_config, model_params, monitor, subprocess,
+        warn_if_oversubscribed(a.threads, 1 if vec == "dummy" else a.n_envs)
+    venv = make_training_env(a.n_envs, a.seed, sim_config, model_params, monitor, vec,
                              a.gamma, vec_path, (a.log_format, a.log_level),
                              a.ray)  # fmt: skip
     policy_kwargs: dict[str, Any] = {"net_arch": a.net_arch_list}
@@ -420,7 +422,7 @@ def train(a: argparse.Namespace) -> dict[str, Any]:
             "train_wall_s": round(wall_s, 1),
             "budget_reached": budget.expired,
             "n_envs": a.n_envs,
-            "vec": "ray" if a.ray else "subproc" if subprocess else "dummy",
+            "vec": "ray" if a.ray else vec,
             "seed": a.seed,
             "resumed_from": None if a.resume is None else str(a.resume),
             "network": network_params(model_params),

@@ -16,8 +16,12 @@ from stable_baselines3.common.vec_env import (
 )
 
 from controller.envs.config import SimConfig
+from controller.training.thread_vec import ThreadVecEnv
+from core.errors import ConfigError
 from core.threads import check_threads, cpus_per_network
 
+#: How the environments of one process run: one after the other, on threads, one process each
+VEC_KINDS = ("dummy", "threads", "subproc")
 #: Per-episode info keys that the monitor CSV keeps (the training curves read them).
 MONITOR_KEYS = ("r_tail", "total_charge_mv_ms", "weight_end_mv")
 
@@ -45,13 +49,13 @@ def make_training_env(
     sim_config: SimConfig,
     model_params: dict[str, Any],
     monitor_file: Path | None,
-    subprocess: bool,
+    vec: str,
     gamma: float,
     vecnormalize_path: Path | None = None,
     logging: tuple[str, str] | None = None,
     ray: str | None = None,
 ) -> VecNormalize:
-    """Build ``n_envs`` environments (in subprocesses when ``subprocess``) with a monitor.
+    """Build ``n_envs`` environments (in one process or one process each) with a monitor.
 
     Args:
         n_envs: Number of parallel environments.
@@ -61,7 +65,10 @@ def make_training_env(
         model_params: Network parameters (``n_scale``, ``semantics`` …) and ``threads`` (each
             network's; checked here, before any worker starts).
         monitor_file: CSV for per-episode return, length, tail R and charge.
-        subprocess: Use :class:`SubprocVecEnv` (one process per env).
+        vec: ``"dummy"``: stepped one after the other in this process (``DummyVecEnv``);
+            ``"threads"``: stepped at once on threads of this process
+            (:class:`~controller.training.thread_vec.ThreadVecEnv`); ``"subproc"``: one
+            process each (``SubprocVecEnv``). Ignored with ``ray``.
         gamma: Discount of the reward normaliser (the agent's γ).
         vecnormalize_path: Load the normalisation statistics from here (resume).
         logging: ``(format, level)`` for :func:`core.logs.configure_logging` in worker
@@ -71,9 +78,14 @@ def make_training_env(
 
     Returns:
         The ``VecNormalize``-wrapped vectorised environment.
+
+    Raises:
+        ConfigError: ``vec`` is none of the three.
     """
+    if vec not in VEC_KINDS:
+        raise ConfigError(f"Expected vec in {VEC_KINDS}, actual {vec!r}")
     threads = check_threads(model_params.get("threads", 1))
-    remote = subprocess or ray is not None
+    remote = vec == "subproc" or ray is not None
     fns = [_make_env(sim_config, model_params, logging if remote else None)
            for _ in range(n_envs)]  # fmt: skip
     venv: VecEnv
@@ -81,8 +93,12 @@ def make_training_env(
         from controller.training.ray_vec import RayVecEnv
 
         venv = RayVecEnv(fns, ray, cpus_per_network(threads))
+    elif vec == "subproc":
+        venv = SubprocVecEnv(fns)  # type: ignore[arg-type]
+    elif vec == "threads":
+        venv = ThreadVecEnv(fns)
     else:
-        venv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)  # type: ignore[arg-type]
+        venv = DummyVecEnv(fns)  # type: ignore[arg-type]
     venv.seed(seed)
     venv = VecMonitor(
         venv, None if monitor_file is None else str(monitor_file), info_keywords=MONITOR_KEYS
