@@ -87,11 +87,12 @@ def test_the_environments_step_at_the_same_time() -> None:
     venv = ThreadVecEnv([lambda: _Meeting(barrier), lambda: _Meeting(barrier)])
     try:
         venv.reset()
-        obs, rewards, _, _ = venv.step(np.zeros((2, 1), np.float32))
+        venv.step(np.zeros((2, 1), np.float32))
         obs, rewards, _, _ = venv.step(np.zeros((2, 1), np.float32))
     finally:
         venv.close()
     np.testing.assert_array_equal(rewards, [2.0, 2.0])
+    np.testing.assert_array_equal(obs, [[2.0], [2.0]])
     # one after the other, the first environment waits alone and the barrier breaks
     alone = threading.Barrier(2, timeout=0.2)
     serial = ThreadVecEnv([lambda: _Meeting(alone), lambda: _Meeting(alone)], workers=1)
@@ -141,7 +142,7 @@ def test_make_training_env_builds_threads_and_refuses_an_unknown_kind() -> None:
         assert venv.reset().shape == (2, venv.observation_space.shape[0])
     finally:
         venv.close()
-    with pytest.raises(ConfigError, match="Expected vec in .*actual 'forks'"):
+    with pytest.raises(ConfigError, match=r"Expected vec in .*actual 'forks'"):
         make_training_env(1, 0, SHORT, {"n_scale": 0.1}, None, "forks", 0.99)
 
 
