@@ -10,11 +10,12 @@ Prints one JSON object. Each round measures, each in a fresh process and in a ro
 * ``subproc``: the same environments in a process each (``SubprocVecEnv``, what
   ``neuroloop-train --vec subproc`` runs), measured from the parent.
 
-Then, one process per round, ``same_process_alternation``: one ``ThreadVecEnv`` stepped in
-blocks of 25 vector steps, alternately on its threads and one environment at a time (one
-worker: what ``DummyVecEnv`` does), so that both ways meet the same networks and the same
-moment of a machine whose speed drifts between processes; the ratio is taken per pair of
-neighbouring blocks.
+Then, one process per round, ``same_process_alternation``: one ``ThreadVecEnv`` stepped for
+twice ``--steps`` vector steps in blocks of 25, alternately on its threads and one
+environment at a time (one worker: what ``DummyVecEnv`` does), each pair's order the reverse
+of the previous one's, so that both ways meet the same networks and the same moment of a
+machine whose speed drifts between processes; the ratio is taken per pair of neighbouring
+blocks.
 
 Every kind steps the same seeded environments with the same seeded random actions, so
 ``dummy``, ``threads`` and ``subproc`` must give the same observation and reward digest
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -114,7 +116,9 @@ def child_alternate(
 
     With one worker a ``ThreadVecEnv`` steps its environments in order on the calling thread,
     as ``DummyVecEnv`` does; alternating blocks of ``block`` vector steps in one process puts
-    both ways on the same networks and the same moment of the machine.
+    both ways on the same networks and the same moment of the machine. ``2 · steps // block``
+    blocks (at least two) in pairs, each pair's order the reverse of the previous one's
+    (threads first, then one at a time first, ...), so that a steady drift favours neither.
     """
     import numpy as np
 
@@ -133,7 +137,8 @@ def child_alternate(
         for a in actions[:WARM_STEPS].astype(np.float32):
             venv.step(a)
         for b in range(n_blocks):
-            mode = "threads" if b % 2 == 0 else "one_at_a_time"
+            first = "threads" if (b // 2) % 2 == 0 else "one_at_a_time"
+            mode = first if b % 2 == 0 else ({"threads", "one_at_a_time"} - {first}).pop()
             venv.workers = n_envs if mode == "threads" else 1
             chunk = actions[WARM_STEPS + b * block : WARM_STEPS + (b + 1) * block]
             t0 = time.perf_counter()
@@ -200,7 +205,9 @@ def main() -> None:
     for name in ("rounds", "steps", "n_envs"):
         if getattr(args, name) < 1:
             parser.error(f"expected --{name.replace('_', '-')} >= 1, actual {getattr(args, name)}")
-    if not args.period_ms > 0 or not 0.005 <= args.n_scale <= 4.0:
+    if not (math.isfinite(args.period_ms) and args.period_ms > 0) or not (
+        0.005 <= args.n_scale <= 4.0
+    ):
         parser.error(
             f"expected --period-ms > 0 and --n-scale in [0.005, 4], actual {args.period_ms} "
             f"and {args.n_scale}"
@@ -231,7 +238,6 @@ def main() -> None:
     digests = {k: sorted({run["digest"] for run in runs[k]}) for k in KINDS}
     report = {
         "benchmark": "vec_env",
-        "n": round(2000 * args.n_scale),
         "n_scale": args.n_scale,
         "control_period_ms": args.period_ms,
         "n_envs": args.n_envs,

@@ -262,6 +262,11 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error(f"Expected --total-timesteps >= 1, actual {a.total_timesteps}")
     if not 1 <= a.n_envs <= 64:
         p.error(f"Expected --n-envs in [1, 64], actual {a.n_envs}")
+    if a.vec == "threads" and a.threads != 1 and a.ray is None:
+        p.error(
+            f"Expected --threads 1 with --vec threads (networks stepped on threads share the "
+            f"process's helper threads), actual {a.threads}"
+        )
     if a.budget_min is not None and not a.budget_min > 0:
         p.error(f"Expected --budget-min > 0, actual {a.budget_min}")
     if not 0.005 <= a.n_scale <= 4.0:

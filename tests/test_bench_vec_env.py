@@ -23,7 +23,7 @@ def test_vec_env_bench_reports_every_kind_with_one_digest(tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert json.loads(path.read_text()) == report
-    assert report["n"] == 100
+    assert report["n_scale"] == 0.05
     assert set(report["env_steps_per_s"]) == {"single", "dummy", "threads", "subproc"}
     assert report["digests_equal"] is True
     assert [run["n_envs"] for run in report["runs"]["single"]] == [1]

@@ -64,9 +64,8 @@ class _Meeting(gym.Env[np.ndarray, np.ndarray]):
     observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
 
-    def __init__(self, barrier: threading.Barrier, fail_at: int | None = None) -> None:
+    def __init__(self, barrier: threading.Barrier) -> None:
         self.barrier = barrier
-        self.fail_at = fail_at
         self.k = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -77,8 +76,6 @@ class _Meeting(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.barrier.wait()  # times out (BrokenBarrierError) unless the others arrive too
         self.k += 1
-        if self.k == self.fail_at:
-            raise ValueError(f"env fails at step {self.k}")
         return np.full(1, self.k, np.float32), float(self.k), False, False, {}
 
 
@@ -104,18 +101,78 @@ def test_the_environments_step_at_the_same_time() -> None:
         serial.close()
 
 
-def test_a_failing_environment_raises_after_the_others_have_stepped() -> None:
-    barrier = threading.Barrier(2, timeout=10.0)
-    envs = [_Meeting(barrier), _Meeting(barrier, fail_at=2)]
-    venv = ThreadVecEnv([lambda: envs[0], lambda: envs[1]])
+class _Failing(gym.Env[np.ndarray, np.ndarray]):
+    """Counts its steps and raises ``ValueError`` at step ``fail_at``."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, name: str, fail_at: int | None = None) -> None:
+        self.name = name
+        self.fail_at = fail_at
+        self.k = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+        self.k = 0
+        return np.zeros(1, np.float32), {"seed": seed, "options": options}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.k += 1
+        if self.k == self.fail_at:
+            raise ValueError(f"{self.name} fails at step {self.k}")
+        return np.full(1, self.k, np.float32), float(self.k), False, False, {}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failure_is_raised_after_every_environment_has_stepped(workers: int) -> None:
+    envs = [_Failing("env0", fail_at=2), _Failing("env1"), _Failing("env2", fail_at=2)]
+    venv = ThreadVecEnv([lambda e=e: e for e in envs], workers=workers)  # type: ignore[misc]
     try:
         venv.reset()
-        venv.step(np.zeros((2, 1), np.float32))
-        with pytest.raises(ValueError, match="env fails at step 2"):
-            venv.step(np.zeros((2, 1), np.float32))
-        assert envs[0].k == 2  # the healthy environment finished its step
+        venv.step(np.zeros((3, 1), np.float32))
+        with pytest.raises(ValueError, match="env0 fails at step 2"):  # the lowest index's
+            venv.step(np.zeros((3, 1), np.float32))
+        assert [e.k for e in envs] == [2, 2, 2]  # the others still took their step
     finally:
         venv.close()
+
+
+def test_reset_passes_each_environment_its_seed_and_options() -> None:
+    envs = [_Failing("a"), _Failing("b")]
+    venv = ThreadVecEnv([lambda e=e: e for e in envs])  # type: ignore[misc]
+    try:
+        venv.seed(7)
+        venv.set_options([{"x": 1}, {"x": 2}])
+        venv.reset()
+        assert venv.reset_infos == [{"seed": 7, "options": {"x": 1}},
+                                    {"seed": 8, "options": {"x": 2}}]  # fmt: skip
+        venv.reset()  # seeds and options are used once
+        assert venv.reset_infos == [{"seed": None, "options": None}] * 2
+    finally:
+        venv.close()
+
+
+def test_workers_can_change_between_steps_within_the_pool() -> None:
+    venv = ThreadVecEnv([lambda: _Failing("a"), lambda: _Failing("b")], workers=2)
+    try:
+        venv.reset()
+        venv.workers = 1
+        _, rewards, _, _ = venv.step(np.zeros((2, 1), np.float32))
+        np.testing.assert_array_equal(rewards, [1.0, 1.0])
+        with pytest.raises(ConfigError, match=r"Expected workers in \[1, 2\].*actual 3"):
+            venv.workers = 3
+        assert venv.workers == 1
+    finally:
+        venv.close()
+
+
+def test_environments_that_plot_to_a_window_are_refused() -> None:
+    def windowed() -> FTSTSEnv:
+        return FTSTSEnv(SHORT, render_mode="human", model_params={"n_scale": 0.1})
+
+    with pytest.raises(ConfigError, match=r"without render_mode='human'.*index \[0, 1\]"):
+        ThreadVecEnv([windowed, windowed])
 
 
 @pytest.mark.parametrize("workers", [0, -1, True, 1.5])
@@ -144,6 +201,17 @@ def test_make_training_env_builds_threads_and_refuses_an_unknown_kind() -> None:
         venv.close()
     with pytest.raises(ConfigError, match=r"Expected vec in .*actual 'forks'"):
         make_training_env(1, 0, SHORT, {"n_scale": 0.1}, None, "forks", 0.99)
+    with pytest.raises(ConfigError, match=r"Expected --threads 1 with --vec threads.*actual 2"):
+        make_training_env(2, 0, SHORT, {"n_scale": 0.1, "threads": 2}, None, "threads", 0.99)
+
+
+def test_train_refuses_threaded_environments_on_several_threads_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--vec", "threads", "--threads", "2", "--out", "unused"])
+    assert exit_info.value.code == 2
+    assert "Expected --threads 1 with --vec threads" in capsys.readouterr().err
 
 
 def test_train_runs_with_threaded_environments(tmp_path: Path) -> None:

@@ -37,11 +37,23 @@ class ThreadVecEnv(DummyVecEnv):
     Args:
         env_fns: Functions that build the environments (each called once, in order).
         workers: Threads that step environments at once (default: the smaller of the number
-            of environments and this process's usable cores). Give each network one thread
-            (``--threads 1``) so that workers × threads fits the cores.
+            of environments and this process's usable cores). The networks must run on one
+            thread each (``--threads 1``; :func:`controller.training.vec.make_training_env`
+            refuses others): networks on more threads share the process's helper threads,
+            and their kernel calls would take turns.
+
+    Attributes:
+        workers: Environments stepped at once; 1 steps them in order on the calling thread,
+            as ``DummyVecEnv`` does. It may be changed between steps, from 1 up to the value
+            given here (a benchmark compares both ways on the same networks).
+
+    A failing environment's exception is raised after every other environment has finished
+    its step (with one worker too); the failing one's observation and info are not stored,
+    so reset the vector before stepping it again.
 
     Raises:
-        ConfigError: ``workers`` is not an integer ≥ 1.
+        ConfigError: ``workers`` is not an integer ≥ 1, or an environment renders to a
+            window (``render_mode="human"``: plotting belongs to the main thread).
 
     Example:
         >>> venv = ThreadVecEnv([lambda: gym.make("neuroloop/FTSTS-v0")] * 2)  # doctest: +SKIP
@@ -55,22 +67,51 @@ class ThreadVecEnv(DummyVecEnv):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"Expected workers to be an integer >= 1, actual {workers!r}")
         super().__init__(list(env_fns))
-        self.workers = workers
+        windowed = [i for i, env in enumerate(self.envs) if env.render_mode == "human"]
+        if windowed:
+            super().close()
+            raise ConfigError(
+                "Expected environments without render_mode='human' in a ThreadVecEnv (they "
+                f"would plot from worker threads), actual it at index {windowed}"
+            )
+        self._max_workers = workers
+        self._workers = workers
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="neuroloop-env"
         )
 
-    def _run_all(self, job: Callable[[int], Any]) -> None:
-        """Run ``job(i)`` for every environment on the pool; re-raise the first failure.
+    @property
+    def workers(self) -> int:
+        """Environments stepped at once (1: in order, on the calling thread)."""
+        return self._workers
 
-        Every job finishes before this returns (a failure in one does not abandon the others
-        half-stepped), and the failure of the lowest environment index is raised.
+    @workers.setter
+    def workers(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"Expected workers to be an integer, actual {value!r}")
+        if not 1 <= value <= self._max_workers:
+            raise ConfigError(
+                f"Expected workers in [1, {self._max_workers}] (the pool's size), actual {value}"
+            )
+        self._workers = value
+
+    def _run_all(self, job: Callable[[int], Any]) -> None:
+        """Run ``job(i)`` for every environment; re-raise the failure of the lowest index.
+
+        Every job runs to its end before this returns, also after another one failed, so a
+        failure in one environment never leaves the others unstepped.
         """
         if self._pool is None:
             raise ConfigError("Expected an open ThreadVecEnv, actual closed")
-        if self.num_envs == 1 or self.workers == 1:
+        if self.num_envs == 1 or self._workers == 1:
+            errors: list[BaseException] = []
             for i in range(self.num_envs):
-                job(i)
+                try:
+                    job(i)
+                except Exception as err:  # re-raised below, once the others have run
+                    errors.append(err)
+            if errors:
+                raise errors[0]
             return
         futures: list[Future[Any]] = [self._pool.submit(job, i) for i in range(self.num_envs)]
         wait(futures)

@@ -80,11 +80,17 @@ def make_training_env(
         The ``VecNormalize``-wrapped vectorised environment.
 
     Raises:
-        ConfigError: ``vec`` is none of the three.
+        ConfigError: ``vec`` is none of the three, or ``"threads"`` with networks on more
+            than one thread each.
     """
     if vec not in VEC_KINDS:
         raise ConfigError(f"Expected vec in {VEC_KINDS}, actual {vec!r}")
     threads = check_threads(model_params.get("threads", 1))
+    if vec == "threads" and threads != 1 and ray is None:
+        raise ConfigError(
+            "Expected --threads 1 with --vec threads (networks stepped on threads share the "
+            f"process's helper threads, so their kernel calls would take turns), actual {threads}"
+        )
     remote = vec == "subproc" or ray is not None
     fns = [_make_env(sim_config, model_params, logging if remote else None)
            for _ in range(n_envs)]  # fmt: skip
