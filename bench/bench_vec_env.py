@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fresh_process import median_range
 from json_out import ROOT, emit, shown
 
 KINDS = ("single", "dummy", "threads", "subproc")
@@ -167,10 +167,6 @@ def _run_child(
     return result
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def main() -> None:
     """Measure and print JSON (or run one child measurement with ``--child``)."""
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
@@ -244,19 +240,21 @@ def main() -> None:
         "rounds": args.rounds,
         "steps_per_run": args.steps,
         "cpu_count": os.cpu_count(),
-        "env_steps_per_s": {k: _stats([x["env_steps_per_s"] for x in runs[k]]) for k in KINDS},
-        "ratios": {k: _stats(v) for k, v in ratios.items()},
+        "env_steps_per_s": {
+            k: median_range([x["env_steps_per_s"] for x in runs[k]]) for k in KINDS
+        },
+        "ratios": {k: median_range(v) for k, v in ratios.items()},
         "same_process_alternation": {
             "what": f"one ThreadVecEnv per process, blocks of {ALTERNATE_BLOCK} vector steps "
             "alternately on its threads and one environment at a time (workers=1, what "
             "DummyVecEnv does); one process per round",
-            "threads_env_steps_per_s": _stats(
+            "threads_env_steps_per_s": median_range(
                 [x for r in alternated for x in r["rates"]["threads"]]
             ),
-            "one_at_a_time_env_steps_per_s": _stats(
+            "one_at_a_time_env_steps_per_s": median_range(
                 [x for r in alternated for x in r["rates"]["one_at_a_time"]]
             ),
-            "ratio_threads_over_one_at_a_time": _stats(pair_ratios),
+            "ratio_threads_over_one_at_a_time": median_range(pair_ratios),
             "runs": alternated,
         },
         "digests_equal": len({d for k in ("dummy", "threads", "subproc") for d in digests[k]}) == 1,
