@@ -72,7 +72,7 @@ class ThreadVecEnv(DummyVecEnv):
             super().close()
             raise ConfigError(
                 "Expected environments without render_mode='human' in a ThreadVecEnv (they "
-                f"would plot from worker threads), actual it at index {windowed}"
+                f"would plot from worker threads), actual render_mode='human' at index {windowed}"
             )
         self._max_workers = workers
         self._workers = workers
