@@ -1,7 +1,7 @@
 """``neuroloop-train``: learn a desynchronising stimulation policy and export a policy bundle.
 
-Trains PPO (default) or SAC on ``neuroloop/FTSTS-v0`` with environments in subprocesses,
-VecNormalize, TensorBoard logs, periodic checkpoints (with the normalisation statistics) and an
+Trains PPO (default) or SAC on ``neuroloop/FTSTS-v0`` with environments in subprocesses (or
+on threads of this process, ``--vec threads``), VecNormalize, TensorBoard logs, periodic checkpoints (with the normalisation statistics) and an
 optional wall-clock budget, then writes the controller's policy bundle (numpy weights + JSON,
 with the control period and episode timing in its ``training`` metadata).
 """
@@ -37,6 +37,11 @@ examples:
   # the real run: N = 2000, 100 ms control period, two worker processes, 30 min budget
   neuroloop-train --n-scale 1.0 --control-period-ms 100 --n-envs 2 \\
       --total-timesteps 400000 --budget-min 30 --out runs/rl/n2000
+
+  # the same two environments in this process, stepped at once on threads (no worker
+  # processes; the same results as --vec dummy, bit for bit)
+  neuroloop-train --n-scale 1.0 --control-period-ms 100 --n-envs 2 --vec threads \\
+      --total-timesteps 400000 --budget-min 30 --out runs/rl/n2000-threads
 
   # rollouts on a Ray cluster: each of the 16 environments is an actor on some node
   # (docs/cluster.md); the bundle is the same kind
