@@ -1,9 +1,10 @@
 """``neuroloop-train``: learn a desynchronising stimulation policy and export a policy bundle.
 
 Trains PPO (default) or SAC on ``neuroloop/FTSTS-v0`` with environments in subprocesses (or
-on threads of this process, ``--vec threads``), VecNormalize, TensorBoard logs, periodic checkpoints (with the normalisation statistics) and an
-optional wall-clock budget, then writes the controller's policy bundle (numpy weights + JSON,
-with the control period and episode timing in its ``training`` metadata).
+on threads of this process, ``--vec threads``), VecNormalize, TensorBoard logs, periodic
+checkpoints (with the normalisation statistics) and an optional wall-clock budget, then writes
+the controller's policy bundle (numpy weights + JSON, with the control period and episode
+timing in its ``training`` metadata).
 """
 
 from __future__ import annotations
