@@ -49,6 +49,8 @@ KINDS = ("single", "dummy", "threads", "subproc")
 WARM_STEPS = 20
 #: Vector steps per block of the same-process alternation
 ALTERNATE_BLOCK = 25
+#: Every other pair of blocks runs in this order (ABBA), so that a steady drift favours neither
+PAIR_REVERSED = ("one_at_a_time", "threads")
 
 
 def _make(period_ms: float, steps: int, n_scale: float) -> Any:
@@ -137,8 +139,8 @@ def child_alternate(
         for a in actions[:WARM_STEPS].astype(np.float32):
             venv.step(a)
         for b in range(n_blocks):
-            first = "threads" if (b // 2) % 2 == 0 else "one_at_a_time"
-            mode = first if b % 2 == 0 else ({"threads", "one_at_a_time"} - {first}).pop()
+            pair = ("threads", "one_at_a_time") if (b // 2) % 2 == 0 else PAIR_REVERSED
+            mode = pair[b % 2]
             venv.workers = n_envs if mode == "threads" else 1
             chunk = actions[WARM_STEPS + b * block : WARM_STEPS + (b + 1) * block]
             t0 = time.perf_counter()

@@ -137,10 +137,11 @@ def _whole_run(protocol: Any, semantics: str, n_scale: float, duration_s: float)
     ticks = np.zeros(len(SECTIONS), dtype=np.int64)
     spent = {"steps": 0, "kernel_s": 0.0}
     warming = [False]
+    uncounted = np.zeros_like(ticks)
 
     def timed(*a: Any) -> None:
         if warming[0]:  # the run's warm-up network: outside the run's wall time, not counted
-            kernel(*a, np.zeros_like(ticks))
+            kernel(*a, uncounted)
             return
         t0 = time.perf_counter()
         kernel(*a, ticks)
